@@ -1,0 +1,141 @@
+#include "berth/base/redact.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+namespace berth {
+namespace {
+
+char Lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+
+bool StartsWithNoCase(std::string_view text, size_t pos, std::string_view prefix) {
+  if (text.size() - pos < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    if (Lower(text[pos + i]) != Lower(prefix[i])) return false;
+  }
+  return true;
+}
+
+bool IsKeyChar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+}
+
+// Characters that end a credential value in free text.
+bool EndsValue(char c) {
+  return std::isspace(static_cast<unsigned char>(c)) || c == '"' || c == '\'' || c == ',' ||
+         c == '&' || c == ';' || c == '}' || c == ']' || c == ')' || c == '>';
+}
+
+constexpr std::array<std::string_view, 11> kSecretKeyWords = {
+    "password", "passwd", "token", "secret", "auth", "identitytoken", "credential",
+    "signature", "sig", "apikey", "api_key"};
+
+}  // namespace
+
+bool IsSecretKey(std::string_view key) {
+  std::string lowered(key);
+  std::transform(lowered.begin(), lowered.end(), lowered.begin(), Lower);
+  if (lowered == "sig") return true;
+  for (std::string_view word : kSecretKeyWords) {
+    if (word == "sig") continue;  // only as a whole key: "signal" is not a secret
+    if (lowered.find(word) != std::string::npos) {
+      // "author" and "oauth_service" are not secrets; "auth", "x-auth-token" are.
+      if (word == "auth" && lowered.find("author") != std::string::npos &&
+          lowered.find("authorization") == std::string::npos) {
+        continue;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string RedactSecrets(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  const size_t n = text.size();
+  while (i < n) {
+    // Authentication schemes: "Basic <b64>", "Bearer <token>".
+    for (std::string_view scheme : {std::string_view("basic "), std::string_view("bearer ")}) {
+      if (StartsWithNoCase(text, i, scheme) && (i == 0 || !IsKeyChar(text[i - 1]))) {
+        size_t value_start = i + scheme.size();
+        size_t j = value_start;
+        while (j < n && !EndsValue(text[j])) ++j;
+        if (j > value_start) {
+          out.append(text.substr(i, scheme.size()));
+          out.append(kRedacted);
+          i = j;
+        }
+        break;
+      }
+    }
+    if (i >= n) break;
+    // URL userinfo and query: "scheme://user:pass@host/path?query".
+    if (text.compare(i, 3, "://") == 0) {
+      out.append("://");
+      i += 3;
+      size_t j = i;
+      while (j < n && !EndsValue(text[j]) && text[j] != '/' && text[j] != '@') ++j;
+      if (j < n && text[j] == '@') {
+        out.append(kRedacted);
+        out.push_back('@');
+        i = j + 1;
+      }
+      // Copy the rest of the URL up to its query, which is dropped.
+      while (i < n && !EndsValue(text[i]) && text[i] != '?') out.push_back(text[i++]);
+      if (i < n && text[i] == '?') {
+        size_t q = i + 1;
+        while (q < n && !std::isspace(static_cast<unsigned char>(text[q])) && text[q] != '"' &&
+               text[q] != '\'') {
+          ++q;
+        }
+        out.push_back('?');
+        out.append(kRedacted);
+        i = q;
+      }
+      continue;
+    }
+    // key=value, key: value, "key": "value" where key names a secret.
+    if (IsKeyChar(text[i]) && (i == 0 || !IsKeyChar(text[i - 1]))) {
+      size_t key_end = i;
+      while (key_end < n && IsKeyChar(text[key_end])) ++key_end;
+      std::string_view key = text.substr(i, key_end - i);
+      size_t j = key_end;
+      if (j < n && text[j] == '"') ++j;  // closing quote of a JSON key
+      size_t sep = j;
+      while (j < n && text[j] == ' ') ++j;
+      if (j < n && (text[j] == '=' || text[j] == ':') && IsSecretKey(key)) {
+        ++j;
+        while (j < n && text[j] == ' ') ++j;
+        bool quoted = j < n && text[j] == '"';
+        if (quoted) ++j;
+        size_t value_start = j;
+        // "Authorization: Basic xyz" — the value runs to the end of the line.
+        bool header = StartsWithNoCase(key, 0, "authorization") ||
+                      StartsWithNoCase(key, 0, "proxy-authorization");
+        if (quoted) {
+          while (j < n && text[j] != '"') j += (text[j] == '\\' && j + 1 < n) ? 2 : 1;
+        } else if (header) {
+          while (j < n && text[j] != '\r' && text[j] != '\n') ++j;
+        } else {
+          while (j < n && !EndsValue(text[j])) ++j;
+        }
+        if (j > value_start) {
+          out.append(text.substr(i, value_start - i));
+          out.append(kRedacted);
+          i = std::min(j, n);
+          continue;
+        }
+      }
+      out.append(text.substr(i, sep - i));
+      i = sep;
+      continue;
+    }
+    out.push_back(text[i++]);
+  }
+  return out;
+}
+
+}  // namespace berth

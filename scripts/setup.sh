@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every package berth needs to build, test and benchmark, from Debian 12's own archive.
+# Idempotent: a second run on a prepared machine only checks what is there.
+set -euo pipefail
+
+packages=(
+  # toolchain
+  cmake g++ make pkg-config ninja-build git
+  # libraries
+  libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
+  libcli11-dev libexpected-dev libsqlite3-dev libarchive-dev zlib1g-dev libdeflate-dev libisal-dev
+  libzstd-dev libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # test peers and tools
+  docker-registry openssl apache2-utils curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${#missing[@]} package(s): ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The Debian docker-registry package starts a system registry on :5000; berth's tests start their
+# own on free loopback ports and never need it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+echo "setup: all ${#packages[@]} packages present"
