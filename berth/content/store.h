@@ -1,0 +1,143 @@
+// File: berth/content/store.h
+//
+// Store keeps verified blobs under <root>/blobs/<algorithm>/<hex>. A blob becomes visible only
+// when Writer::Commit() has checked its size and digest and renamed it into place, so a reader
+// never sees a partial or unverified blob, and a crash leaves at most an ingest behind.
+//
+// Ingests live in <root>/ingest/<sha256(ref)>/ with files `data` (bytes so far), `ref` and
+// `expected` ("<digest> <size>"). An ingest survives restarts: OpenWriter() with the same ref
+// re-hashes what is on disk and continues from there (a pull resumes with an HTTP Range request).
+// A broken ingest (longer than expected, for another digest, unreadable) is reset rather than
+// failing the caller.
+//
+// Thread safety: Store is safe for concurrent use. One Writer per ref at a time, across threads
+// and processes (an flock on the ingest enforces it); a second OpenWriter() for a busy ref is
+// kUnavailable. A Writer must be used by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/result.h"
+#include "berth/base/unique_fd.h"
+#include "berth/digest/digest.h"
+
+namespace berth::content {
+
+// Whether blob bytes are fsync'ed before they become visible.
+enum class Durability { kSync, kNoSync };
+
+struct StoreOptions {
+  std::filesystem::path root;  // e.g. /var/lib/berth/content
+  Durability durability = Durability::kSync;
+};
+
+struct BlobInfo {
+  Digest digest;
+  int64_t size = 0;
+};
+
+struct IngestInfo {
+  std::string ref;
+  int64_t offset = 0;          // bytes on disk
+  std::optional<Digest> expected;
+  int64_t expected_size = -1;  // -1 when unknown
+};
+
+class Writer;
+
+class Store {
+ public:
+  // Creates <root>/blobs and <root>/ingest if needed.
+  static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
+
+  const std::filesystem::path& root() const { return options_.root; }
+
+  // The path a committed blob lives at (whether or not it exists).
+  std::filesystem::path BlobPath(const Digest& digest) const;
+
+  // Size of a committed blob, or kNotFound.
+  Result<BlobInfo> Info(const Digest& digest) const;
+  bool Contains(const Digest& digest) const;
+
+  // Reads a whole committed blob (for manifests and configs). kNotFound; kResourceExhausted
+  // when it is larger than `max_bytes`.
+  Result<std::string> ReadBlob(const Digest& digest, size_t max_bytes) const;
+
+  // Opens a committed blob for reading.
+  Result<UniqueFd> OpenBlob(const Digest& digest) const;
+
+  // Writes `bytes` as a blob after checking them against `expected`; returns kDataLoss on a
+  // mismatch. Succeeds without writing when the blob already exists.
+  Result<void> WriteBlob(const Digest& expected, std::string_view bytes);
+
+  // Removes a committed blob. kNotFound when absent.
+  Result<void> Delete(const Digest& digest);
+
+  // Calls `visit` for each committed blob, in no particular order.
+  Result<void> Walk(const std::function<void(const BlobInfo&)>& visit) const;
+
+  // Starts or resumes the ingest named `ref` for a blob expected to be `expected`/`size` (size
+  // -1 when unknown). kUnavailable when another writer holds `ref`.
+  Result<std::unique_ptr<Writer>> OpenWriter(std::string_view ref, const Digest& expected,
+                                             int64_t size);
+
+  // In-flight ingests, for status and garbage collection.
+  Result<std::vector<IngestInfo>> ListIngests() const;
+  // Removes an ingest (kNotFound if none; kUnavailable if a writer holds it).
+  Result<void> AbortIngest(std::string_view ref);
+
+ private:
+  explicit Store(StoreOptions options) : options_(std::move(options)) {}
+  std::filesystem::path IngestDir(std::string_view ref) const;
+  friend class Writer;
+
+  StoreOptions options_;
+};
+
+// Writer appends bytes to one ingest and hashes them as they arrive.
+class Writer {
+ public:
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+
+  // Bytes written so far, including those found on disk when the ingest was resumed.
+  int64_t offset() const { return offset_; }
+  const Digest& expected() const { return expected_; }
+
+  // Appends `bytes`. kResourceExhausted on a full disk, kDataLoss when the blob would grow past
+  // its expected size.
+  Result<void> Write(std::string_view bytes);
+
+  // Discards what was written (a server that ignored a Range request sends everything again).
+  Result<void> Truncate();
+
+  // Checks size and digest, makes the blob durable (per the store's Durability), renames it into
+  // place and removes the ingest. On a mismatch returns kDataLoss naming both digests and removes
+  // the ingest, whose bytes are useless. The Writer is closed afterwards, whatever the result.
+  Result<BlobInfo> Commit();
+
+ private:
+  friend class Store;
+  Writer(Store& store, std::string ref, std::filesystem::path dir, UniqueFd data, Digest expected,
+         int64_t expected_size);
+
+  Store& store_;
+  std::string ref_;
+  std::filesystem::path dir_;
+  UniqueFd data_;
+  Digest expected_;
+  int64_t expected_size_;
+  int64_t offset_ = 0;
+  Hasher hasher_;
+  bool closed_ = false;
+};
+
+}  // namespace berth::content

@@ -1,0 +1,172 @@
+#include "berth/content/store.h"
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "berth/base/file_util.h"
+
+namespace berth::content {
+namespace {
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = std::filesystem::temp_directory_path() /
+            fmt::format("berth-content-{}-{}", ::getpid(),
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(root_);
+    Result<std::unique_ptr<Store>> opened = Store::Open({.root = root_});
+    ASSERT_TRUE(opened) << opened.error().ToString();
+    store_ = std::move(*opened);
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+
+  std::filesystem::path root_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, CommitMakesBlobVisible) {
+  std::string bytes = "hello, layer";
+  Digest digest = Digest::Sha256Of(bytes);
+  auto writer = store_->OpenWriter("ref-1", digest, static_cast<int64_t>(bytes.size()));
+  ASSERT_TRUE(writer) << writer.error().ToString();
+  ASSERT_TRUE((*writer)->Write(bytes.substr(0, 5)));
+  EXPECT_FALSE(store_->Contains(digest));  // not visible before Commit
+  ASSERT_TRUE((*writer)->Write(bytes.substr(5)));
+  Result<BlobInfo> info = (*writer)->Commit();
+  ASSERT_TRUE(info) << info.error().ToString();
+  EXPECT_EQ(info->size, static_cast<int64_t>(bytes.size()));
+  EXPECT_EQ(store_->ReadBlob(digest, 1024).value(), bytes);
+  EXPECT_EQ(store_->Info(digest)->size, 12);
+  EXPECT_TRUE(store_->ListIngests()->empty());
+}
+
+TEST_F(StoreTest, DigestMismatchCommitsNothing) {
+  Digest wrong = Digest::Sha256Of("something else");
+  auto writer = store_->OpenWriter("ref-bad", wrong, 5);
+  ASSERT_TRUE(writer);
+  ASSERT_TRUE((*writer)->Write("hello"));
+  Result<BlobInfo> info = (*writer)->Commit();
+  ASSERT_FALSE(info);
+  EXPECT_EQ(info.error().code(), ErrorCode::kDataLoss);
+  EXPECT_NE(info.error().message().find(wrong.ToString()), std::string::npos);
+  EXPECT_NE(info.error().message().find(Digest::Sha256Of("hello").ToString()), std::string::npos);
+  EXPECT_FALSE(store_->Contains(wrong));
+  EXPECT_FALSE(store_->Contains(Digest::Sha256Of("hello")));
+  EXPECT_TRUE(store_->ListIngests()->empty());
+}
+
+TEST_F(StoreTest, SizeIsEnforced) {
+  Digest digest = Digest::Sha256Of("12345");
+  auto writer = store_->OpenWriter("ref-size", digest, 4);
+  ASSERT_TRUE(writer);
+  EXPECT_EQ((*writer)->Write("12345").error().code(), ErrorCode::kDataLoss);
+  ASSERT_TRUE((*writer)->Write("123"));
+  Result<BlobInfo> short_commit = (*writer)->Commit();
+  ASSERT_FALSE(short_commit);
+  EXPECT_EQ(short_commit.error().code(), ErrorCode::kDataLoss);
+  EXPECT_FALSE(store_->Contains(digest));
+}
+
+TEST_F(StoreTest, IngestResumesAfterWriterIsDropped) {
+  std::string bytes(3 << 20, 'x');
+  bytes[12345] = 'y';
+  Digest digest = Digest::Sha256Of(bytes);
+  {
+    auto writer = store_->OpenWriter("resume", digest, static_cast<int64_t>(bytes.size()));
+    ASSERT_TRUE(writer);
+    ASSERT_TRUE((*writer)->Write(std::string_view(bytes).substr(0, 2 << 20)));
+  }  // dropped mid-way, as by a cut connection or a crash
+  auto ingests = store_->ListIngests();
+  ASSERT_TRUE(ingests);
+  ASSERT_EQ(ingests->size(), 1u);
+  EXPECT_EQ((*ingests)[0].ref, "resume");
+  EXPECT_EQ((*ingests)[0].offset, 2 << 20);
+  EXPECT_EQ((*ingests)[0].expected, digest);
+
+  auto writer = store_->OpenWriter("resume", digest, static_cast<int64_t>(bytes.size()));
+  ASSERT_TRUE(writer);
+  EXPECT_EQ((*writer)->offset(), 2 << 20);
+  ASSERT_TRUE((*writer)->Write(std::string_view(bytes).substr(2 << 20)));
+  ASSERT_TRUE((*writer)->Commit());
+  EXPECT_EQ(store_->ReadBlob(digest, 8 << 20).value(), bytes);
+}
+
+TEST_F(StoreTest, IngestForAnotherDigestIsReset) {
+  {
+    auto writer = store_->OpenWriter("shared-ref", Digest::Sha256Of("old"), 3);
+    ASSERT_TRUE(writer);
+    ASSERT_TRUE((*writer)->Write("ol"));
+  }
+  Digest digest = Digest::Sha256Of("new!");
+  auto writer = store_->OpenWriter("shared-ref", digest, 4);
+  ASSERT_TRUE(writer);
+  EXPECT_EQ((*writer)->offset(), 0);
+  ASSERT_TRUE((*writer)->Write("new!"));
+  ASSERT_TRUE((*writer)->Commit());
+  EXPECT_TRUE(store_->Contains(digest));
+}
+
+TEST_F(StoreTest, OverlongIngestIsReset) {
+  Digest digest = Digest::Sha256Of("abc");
+  {
+    auto writer = store_->OpenWriter("long", digest, -1);
+    ASSERT_TRUE(writer);
+    ASSERT_TRUE((*writer)->Write("abcdef"));
+  }
+  auto writer = store_->OpenWriter("long", digest, 3);
+  ASSERT_TRUE(writer);
+  EXPECT_EQ((*writer)->offset(), 0);
+}
+
+TEST_F(StoreTest, OneWriterPerRef) {
+  Digest digest = Digest::Sha256Of("x");
+  auto first = store_->OpenWriter("busy", digest, 1);
+  ASSERT_TRUE(first);
+  auto second = store_->OpenWriter("busy", digest, 1);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(store_->AbortIngest("busy").error().code(), ErrorCode::kUnavailable);
+  first->reset();
+  EXPECT_TRUE(store_->OpenWriter("busy", digest, 1));
+}
+
+TEST_F(StoreTest, WriteBlobWalkDelete) {
+  ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("one"), "one"));
+  ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("three"), "three"));
+  ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("one"), "one"));  // idempotent
+  EXPECT_EQ(store_->WriteBlob(Digest::Sha256Of("two"), "TWO").error().code(),
+            ErrorCode::kDataLoss);
+  int64_t total = 0;
+  int count = 0;
+  ASSERT_TRUE(store_->Walk([&](const BlobInfo& info) {
+    total += info.size;
+    ++count;
+  }));
+  EXPECT_EQ(count, 2);
+  EXPECT_EQ(total, 8);
+  ASSERT_TRUE(store_->Delete(Digest::Sha256Of("one")));
+  EXPECT_EQ(store_->Delete(Digest::Sha256Of("one")).error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(store_->Info(Digest::Sha256Of("one")).error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(StoreTest, AbortIngestRemovesIt) {
+  {
+    auto writer = store_->OpenWriter("abort-me", Digest::Sha256Of("z"), 1);
+    ASSERT_TRUE(writer);
+  }
+  ASSERT_TRUE(store_->AbortIngest("abort-me"));
+  EXPECT_TRUE(store_->ListIngests()->empty());
+  EXPECT_EQ(store_->AbortIngest("abort-me").error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(StoreTest, StrayFilesAreNotBlobs) {
+  ASSERT_TRUE(WriteFileAtomically(root_ / "blobs" / "sha256" / "not-a-digest", "x"));
+  int count = 0;
+  ASSERT_TRUE(store_->Walk([&](const BlobInfo&) { ++count; }));
+  EXPECT_EQ(count, 0);
+}
+
+}  // namespace
+}  // namespace berth::content
