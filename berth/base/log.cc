@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -11,12 +12,15 @@ namespace berth::log {
 namespace {
 
 constexpr char kLoggerName[] = "berth";
+constexpr char kPattern[] = "%Y-%m-%dT%H:%M:%S.%eZ %l %v";
 
 // Wraps the real sinks: every line is scrubbed by RedactSecrets before it is written anywhere.
 class RedactingSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
   void Add(std::shared_ptr<spdlog::sinks::sink> sink) {
     std::lock_guard lock(mutex_);
+    sink->set_formatter(
+        std::make_unique<spdlog::pattern_formatter>(kPattern, spdlog::pattern_time_type::utc));
     targets_.push_back(std::move(sink));
   }
 
@@ -59,7 +63,7 @@ std::shared_ptr<spdlog::logger> Logger() {
     g_sink = std::make_shared<RedactingSink>();
     g_sink->Add(std::make_shared<spdlog::sinks::stderr_sink_mt>());
     g_logger = std::make_shared<spdlog::logger>(kLoggerName, g_sink);
-    g_logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+    g_logger->set_pattern(kPattern, spdlog::pattern_time_type::utc);
     g_logger->set_level(spdlog::level::info);
   }
   return g_logger;
@@ -115,7 +119,7 @@ Result<void> Init(const LogOptions& options) {
   auto sink = std::make_shared<RedactingSink>();
   sink->Add(std::move(target));
   auto logger = std::make_shared<spdlog::logger>(kLoggerName, sink);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+  logger->set_pattern(kPattern, spdlog::pattern_time_type::utc);
   logger->set_level(ToSpd(options.level));
   logger->flush_on(spdlog::level::warn);
   std::lock_guard lock(g_mutex);

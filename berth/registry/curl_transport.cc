@@ -1,0 +1,301 @@
+#include "berth/registry/curl_transport.h"
+
+#include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdio>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "berth/base/c_handle.h"
+
+namespace berth::registry {
+namespace {
+
+using UniqueSlist = UniqueHandle<curl_slist, curl_slist_free_all>;
+
+std::once_flag g_curl_init;
+
+std::string Lowercase(std::string_view text) {
+  std::string out(text);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+std::string_view Trim(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  return text;
+}
+
+// State of one exchange, shared with curl's callbacks.
+struct Exchange {
+  const HttpRequest* request = nullptr;
+  const BodySink* sink = nullptr;
+  const CancelToken* cancel = nullptr;
+  HttpResponse response;
+  std::optional<Error> sink_error;
+  bool body_too_large = false;
+};
+
+size_t OnHeader(char* data, size_t size, size_t count, void* user) {
+  auto* exchange = static_cast<Exchange*>(user);
+  std::string_view line(data, size * count);
+  line = Trim(line);
+  if (line.starts_with("HTTP/")) {
+    // A new status line (after a 100 Continue, or the final one): start the header list anew.
+    exchange->response.headers.clear();
+    size_t space = line.find(' ');
+    if (space != std::string_view::npos) {
+      exchange->response.status = std::atoi(std::string(line.substr(space + 1, 3)).c_str());
+    }
+    return size * count;
+  }
+  size_t colon = line.find(':');
+  if (colon != std::string_view::npos) {
+    exchange->response.headers.emplace_back(Lowercase(Trim(line.substr(0, colon))),
+                                            std::string(Trim(line.substr(colon + 1))));
+  }
+  return size * count;
+}
+
+size_t OnBody(char* data, size_t size, size_t count, void* user) {
+  auto* exchange = static_cast<Exchange*>(user);
+  size_t length = size * count;
+  int status = exchange->response.status;
+  bool success = status >= 200 && status < 300;
+  if (success && exchange->sink != nullptr) {
+    Result<void> accepted = (*exchange->sink)(std::string_view(data, length));
+    if (!accepted) {
+      exchange->sink_error = std::move(accepted).error();
+      return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+    }
+    return length;
+  }
+  std::string& body = exchange->response.body;
+  size_t limit = exchange->request->max_buffered_body;
+  if (body.size() + length > limit) {
+    if (success) {
+      exchange->body_too_large = true;
+      return 0;
+    }
+    body.append(data, limit - body.size());  // an error body: keep its start, drop the rest
+    return length;
+  }
+  body.append(data, length);
+  return length;
+}
+
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* exchange = static_cast<Exchange*>(user);
+  return exchange->cancel->cancelled() ? 1 : 0;
+}
+
+// Adds the PEM certificates of a CA file to curl's trust store, keeping the system CAs.
+CURLcode AddCaFile(CURL*, void* ssl_ctx, void* user) {
+  const auto* path = static_cast<const std::string*>(user);
+  X509_STORE* store = SSL_CTX_get_cert_store(static_cast<SSL_CTX*>(ssl_ctx));
+  FILE* file = std::fopen(path->c_str(), "r");
+  if (file == nullptr) return CURLE_SSL_CACERT_BADFILE;
+  int added = 0;
+  while (X509* cert = PEM_read_X509(file, nullptr, nullptr, nullptr)) {
+    if (X509_STORE_add_cert(store, cert) == 1) ++added;
+    X509_free(cert);
+  }
+  ERR_clear_error();  // the loop ends on a "no start line" error, which is expected
+  std::fclose(file);
+  return added > 0 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
+}
+
+Error TransportError(CURLcode code, const char* detail, const HttpRequest& request,
+                     const CancelToken& cancel, Exchange& exchange) {
+  std::string where = fmt::format("{} {}", request.method, request.url);
+  std::string why = detail[0] != '\0' ? detail : curl_easy_strerror(code);
+  switch (code) {
+    case CURLE_ABORTED_BY_CALLBACK:
+      if (auto checked = cancel.Check(); !checked) return checked.error().WithContext(where);
+      return Error(ErrorCode::kCancelled, fmt::format("{}: cancelled", where));
+    case CURLE_WRITE_ERROR:
+      if (exchange.sink_error) return std::move(*exchange.sink_error).WithContext(where);
+      if (exchange.body_too_large) {
+        return Error(ErrorCode::kResourceExhausted,
+                     fmt::format("{}: response body is over the {} byte limit", where,
+                                 request.max_buffered_body));
+      }
+      return Error(ErrorCode::kInternal, fmt::format("{}: {}", where, why));
+    case CURLE_OPERATION_TIMEDOUT:
+      return Error(ErrorCode::kDeadlineExceeded, fmt::format("{}: {}", where, why));
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+      return Error(ErrorCode::kInvalidArgument,
+                   fmt::format("{}: TLS setup failed: {} (check the ca/cert/key files "
+                               "configured for this host)",
+                               where, why));
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+      return Error(ErrorCode::kUnavailable,
+                   fmt::format("{}: TLS handshake failed: {} (configure the registry's CA with "
+                               "ca_file, or a client certificate if it requires one)",
+                               where, why));
+    default:
+      return Error(ErrorCode::kUnavailable, fmt::format("{}: {}", where, why));
+  }
+}
+
+}  // namespace
+
+std::optional<std::string> HttpResponse::Header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (key == name) return value;
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> HttpResponse::Headers(std::string_view name) const {
+  std::vector<std::string> out;
+  for (const auto& [key, value] : headers) {
+    if (key == name) out.push_back(value);
+  }
+  return out;
+}
+
+struct CurlTransport::Shared {
+  CURLSH* share = nullptr;
+  std::array<std::mutex, CURL_LOCK_DATA_LAST> locks;
+  std::mutex pool_mutex;
+  std::vector<CURL*> pool;
+
+  ~Shared() {
+    for (CURL* easy : pool) curl_easy_cleanup(easy);
+    if (share != nullptr) curl_share_cleanup(share);
+  }
+
+  CURL* Acquire() {
+    {
+      std::lock_guard lock(pool_mutex);
+      if (!pool.empty()) {
+        CURL* easy = pool.back();
+        pool.pop_back();
+        curl_easy_reset(easy);
+        return easy;
+      }
+    }
+    return curl_easy_init();
+  }
+
+  void Release(CURL* easy) {
+    std::lock_guard lock(pool_mutex);
+    pool.push_back(easy);
+  }
+};
+
+Result<std::unique_ptr<CurlTransport>> CurlTransport::Create() {
+  std::call_once(g_curl_init, [] { curl_global_init(CURL_GLOBAL_ALL); });
+  auto shared = std::make_unique<Shared>();
+  shared->share = curl_share_init();
+  if (shared->share == nullptr) return Fail(ErrorCode::kInternal, "curl_share_init failed");
+  curl_share_setopt(shared->share, CURLSHOPT_LOCKFUNC,
+                    +[](CURL*, curl_lock_data data, curl_lock_access, void* user) {
+                      static_cast<Shared*>(user)->locks[data].lock();
+                    });
+  curl_share_setopt(shared->share, CURLSHOPT_UNLOCKFUNC, +[](CURL*, curl_lock_data data, void* user) {
+    static_cast<Shared*>(user)->locks[data].unlock();
+  });
+  curl_share_setopt(shared->share, CURLSHOPT_USERDATA, shared.get());
+  curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+  return std::unique_ptr<CurlTransport>(new CurlTransport(std::move(shared)));
+}
+
+CurlTransport::CurlTransport(std::unique_ptr<Shared> shared) : shared_(std::move(shared)) {}
+CurlTransport::~CurlTransport() = default;
+
+Result<HttpResponse> CurlTransport::RoundTrip(const HttpRequest& request, const BodySink* sink,
+                                              const CancelToken& cancel) {
+  BERTH_RETURN_IF_ERROR(cancel.Check());
+  CURL* easy = shared_->Acquire();
+  if (easy == nullptr) return Fail(ErrorCode::kInternal, "curl_easy_init failed");
+  struct Releaser {
+    Shared* shared;
+    CURL* easy;
+    ~Releaser() { shared->Release(easy); }
+  } releaser{shared_.get(), easy};
+
+  Exchange exchange;
+  exchange.request = &request;
+  exchange.sink = sink;
+  exchange.cancel = &cancel;
+  char error_buffer[CURL_ERROR_SIZE] = {0};
+
+  UniqueSlist headers;
+  for (const auto& [name, value] : request.headers) {
+    std::string line = name + ": " + value;
+    headers.reset(curl_slist_append(headers.release(), line.c_str()));
+  }
+  headers.reset(curl_slist_append(headers.release(), "Expect:"));
+
+  curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
+  curl_easy_setopt(easy, CURLOPT_SHARE, shared_->share);
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers.get());
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, error_buffer);
+  curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, "berth/0.1");
+  if (request.method == "HEAD") {
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+  } else if (request.method == "POST") {
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.body.size()));
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.c_str());
+  } else if (request.method != "GET") {
+    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+    if (!request.body.empty()) {
+      curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE, static_cast<long>(request.body.size()));
+      curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.c_str());
+    }
+  }
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, &OnHeader);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, &exchange);
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &OnBody);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &exchange);
+  curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
+  curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &exchange);
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout.count()));
+  long stall_seconds = std::max<long>(1, static_cast<long>(request.progress_timeout.count() / 1000));
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, stall_seconds);
+  curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L * 1024L);
+
+  const TlsOptions& tls = request.tls;
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, tls.insecure_skip_verify ? 0L : 1L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, tls.insecure_skip_verify ? 0L : 2L);
+  if (!tls.ca_file.empty()) {
+    curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, &AddCaFile);
+    curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, &tls.ca_file);
+  }
+  if (!tls.cert_file.empty()) {
+    curl_easy_setopt(easy, CURLOPT_SSLCERT, tls.cert_file.c_str());
+    curl_easy_setopt(easy, CURLOPT_SSLKEY, tls.key_file.c_str());
+  }
+
+  CURLcode code = curl_easy_perform(easy);
+  if (code != CURLE_OK) {
+    return Fail(TransportError(code, error_buffer, request, cancel, exchange));
+  }
+  long status = 0;
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+  exchange.response.status = static_cast<int>(status);
+  return std::move(exchange.response);
+}
+
+}  // namespace berth::registry

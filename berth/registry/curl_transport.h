@@ -1,0 +1,31 @@
+// File: berth/registry/curl_transport.h
+//
+// CurlTransport: HttpTransport over libcurl (OpenSSL). Reuses connections, DNS results and TLS
+// sessions across requests (a curl share object plus a pool of easy handles), prefers HTTP/2 on
+// TLS, honours the environment's proxy variables (http_proxy, https_proxy, no_proxy), and adds a
+// host's CA file to the system trust store rather than replacing it.
+//
+// Thread safety: RoundTrip() may be called from many threads at once.
+#pragma once
+
+#include <memory>
+
+#include "berth/registry/http.h"
+
+namespace berth::registry {
+
+class CurlTransport final : public HttpTransport {
+ public:
+  static Result<std::unique_ptr<CurlTransport>> Create();
+  ~CurlTransport() override;
+
+  Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
+                                 const CancelToken& cancel) override;
+
+ private:
+  struct Shared;
+  explicit CurlTransport(std::unique_ptr<Shared> shared);
+  std::unique_ptr<Shared> shared_;
+};
+
+}  // namespace berth::registry

@@ -1,0 +1,78 @@
+// File: berth/registry/http.h
+//
+// HttpTransport is the registry client's one seam to the network: it performs a single HTTP
+// exchange and does not follow redirects or handle auth (the client does both, so that it can
+// decide which headers go to which host). CurlTransport is the real implementation; tests may
+// use a fake for unit tests of the client's decisions.
+//
+// Thread safety: implementations must allow concurrent RoundTrip() calls.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "berth/base/cancel.h"
+#include "berth/base/result.h"
+
+namespace berth::registry {
+
+// TLS settings for one registry host.
+struct TlsOptions {
+  std::string ca_file;    // PEM; added to the system's trusted CAs, not replacing them
+  std::string cert_file;  // client certificate (PEM), with key_file
+  std::string key_file;
+  bool insecure_skip_verify = false;
+
+  friend bool operator==(const TlsOptions&, const TlsOptions&) = default;
+};
+
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;
+  HeaderList headers;
+  std::string body;  // sent when not empty (e.g. an OAuth2 form)
+  TlsOptions tls;
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
+  // No byte received for this long fails the exchange with kDeadlineExceeded.
+  std::chrono::milliseconds progress_timeout{std::chrono::minutes(5)};
+  // Largest body buffered into HttpResponse::body (successful bodies without a sink, and every
+  // error body); more is kResourceExhausted for successes and silently cut for errors.
+  size_t max_buffered_body = 4 << 20;
+};
+
+struct HttpResponse {
+  int status = 0;
+  HeaderList headers;  // names lowercased, in arrival order
+  std::string body;
+
+  // The first value of header `name` (lowercase), if any.
+  std::optional<std::string> Header(std::string_view name) const;
+  // Every value of header `name` (lowercase).
+  std::vector<std::string> Headers(std::string_view name) const;
+};
+
+// Receives a successful (2xx) response body as it arrives. Returning an error aborts the
+// exchange with that error.
+using BodySink = std::function<Result<void>(std::string_view chunk)>;
+
+class HttpTransport {
+ public:
+  virtual ~HttpTransport() = default;
+
+  // Performs one exchange. Blocks on the network; honours `cancel`. When `sink` is given, a 2xx
+  // body goes to it instead of HttpResponse::body. A response with any status is a success of
+  // the transport; errors are for exchanges that did not complete:
+  //   kUnavailable (connection refused/reset, TLS failure, DNS), kDeadlineExceeded (timeout),
+  //   kCancelled, or the sink's own error.
+  virtual Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
+                                         const CancelToken& cancel) = 0;
+};
+
+}  // namespace berth::registry
