@@ -1,0 +1,771 @@
+#include "berth/config/config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <array>
+#include <exception>
+#include <initializer_list>
+#include <optional>
+#include <utility>
+
+#include "berth/base/file_util.h"
+#include "berth/config/units.h"
+
+namespace berth::config {
+
+std::string_view FallbackName(Fallback fallback) {
+  switch (fallback) {
+    case Fallback::kAlways:
+      return "always";
+    case Fallback::kNever:
+      return "never";
+  }
+  return "always";
+}
+
+std::string_view SyncModeName(SyncMode mode) {
+  switch (mode) {
+    case SyncMode::kNone:
+      return "none";
+    case SyncMode::kLayer:
+      return "layer";
+    case SyncMode::kFile:
+      return "file";
+  }
+  return "layer";
+}
+
+std::string_view SnapshotterName(SnapshotterKind kind) {
+  switch (kind) {
+    case SnapshotterKind::kOverlayfs:
+      return "overlayfs";
+    case SnapshotterKind::kNative:
+      return "native";
+  }
+  return "overlayfs";
+}
+
+std::string_view ConfigFormatName(ConfigFormat format) {
+  switch (format) {
+    case ConfigFormat::kBerth:
+      return "berth";
+    case ConfigFormat::kContainerd:
+      return "containerd";
+  }
+  return "berth";
+}
+
+Config DefaultConfig() { return Config{}; }
+
+namespace {
+
+// The plugin IDs under which containerd's CRI plugin keeps its registry section, in the order
+// they are read: config version 1, version 2 (containerd 1.x), version 3 (containerd 2.x).
+constexpr std::array<std::string_view, 3> kContainerdCriPlugins = {
+    "cri", "io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images"};
+
+constexpr int kMaxConcurrentDownloads = 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Key paths and messages.
+
+bool IsBareKey(std::string_view key) {
+  if (key.empty()) return false;
+  return std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
+}
+
+// One segment of a key path as it would be written in TOML: bare if it can be, else quoted.
+std::string KeySegment(std::string_view key) {
+  if (IsBareKey(key)) return std::string(key);
+  std::string out = "\"";
+  for (char c : key) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string ChildPath(std::string_view parent, std::string_view key) {
+  if (parent.empty()) return KeySegment(key);
+  return fmt::format("{}.{}", parent, KeySegment(key));
+}
+
+std::string_view TypeName(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// A key/value pair being read, with its full key path for messages.
+struct Entry {
+  const toml::key& key;
+  const toml::node& node;
+  std::string path;
+};
+
+// "file:line:column" for an error, where a "site" is the place a key was written.
+class Reader {
+ public:
+  explicit Reader(std::string_view source_name) : source_(source_name) {}
+
+  std::string Site(const Entry& entry) const {
+    const toml::source_region& key_region = entry.key.source();
+    if (key_region.begin.line > 0) return Site(key_region);
+    return Site(entry.node.source());
+  }
+
+  std::string Site(const toml::source_region& region) const {
+    if (region.begin.line == 0) return source_;
+    return fmt::format("{}:{}:{}", source_, region.begin.line, region.begin.column);
+  }
+
+  // "<site>: <path> <problem>".
+  Error Problem(const Entry& entry, std::string_view problem) const {
+    return Error(ErrorCode::kInvalidArgument,
+                 fmt::format("{}: {} {}", Site(entry), entry.path, problem));
+  }
+
+  Error WrongType(const Entry& entry, std::string_view expected) const {
+    return Problem(entry, fmt::format("must be {}, got {}", expected, TypeName(entry.node)));
+  }
+
+  Error UnknownKey(const Entry& entry, std::string_view table_name,
+                   std::initializer_list<std::string_view> known) const {
+    std::string_view name = entry.key.str();
+    std::string_view closest;
+    size_t best = 3;  // suggest only near misses: up to two edits
+    for (std::string_view candidate : known) {
+      size_t distance = EditDistance(name, candidate);
+      if (distance < best) {
+        best = distance;
+        closest = candidate;
+      }
+    }
+    std::string hint;
+    if (!closest.empty()) {
+      hint = fmt::format("did you mean {}?", closest);
+    } else {
+      hint = fmt::format("the keys of {} are {}", table_name, fmt::join(known, ", "));
+    }
+    return Error(ErrorCode::kInvalidArgument,
+                 fmt::format("{}: unknown key {} ({})", Site(entry), entry.path, hint));
+  }
+
+  Result<const toml::table*> Table(const Entry& entry) const {
+    const toml::table* table = entry.node.as_table();
+    if (table == nullptr) return Fail(WrongType(entry, "a table"));
+    return table;
+  }
+
+  Result<std::string> String(const Entry& entry) const {
+    const toml::value<std::string>* value = entry.node.as_string();
+    if (value == nullptr) return Fail(WrongType(entry, "a string"));
+    return value->get();
+  }
+
+  Result<bool> Bool(const Entry& entry) const {
+    const toml::value<bool>* value = entry.node.as_boolean();
+    if (value == nullptr) return Fail(WrongType(entry, "a boolean (true or false)"));
+    return value->get();
+  }
+
+  Result<int64_t> Integer(const Entry& entry) const {
+    const toml::value<int64_t>* value = entry.node.as_integer();
+    if (value == nullptr) return Fail(WrongType(entry, "an integer"));
+    return value->get();
+  }
+
+  // An array of strings. `allow_empty_strings` false rejects "" elements.
+  Result<std::vector<std::string>> StringArray(const Entry& entry,
+                                               bool allow_empty_strings = false) const {
+    const toml::array* array = entry.node.as_array();
+    if (array == nullptr) return Fail(WrongType(entry, "an array of strings"));
+    std::vector<std::string> out;
+    out.reserve(array->size());
+    for (size_t i = 0; i < array->size(); ++i) {
+      const toml::node& element = *array->get(i);
+      const toml::value<std::string>* value = element.as_string();
+      std::string element_path = fmt::format("{}[{}]", entry.path, i);
+      if (value == nullptr) {
+        return Fail(Error(ErrorCode::kInvalidArgument,
+                          fmt::format("{}: {} must be a string, got {}", Site(element.source()),
+                                      element_path, TypeName(element))));
+      }
+      if (!allow_empty_strings && value->get().empty()) {
+        return Fail(
+            Error(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: {} must not be empty", Site(element.source()), element_path)));
+      }
+      out.push_back(value->get());
+    }
+    return out;
+  }
+
+  // A string that must be one of `choices`; the value is quoted in the error (never use this
+  // for secrets).
+  template <typename Enum>
+  Result<Enum> Choice(const Entry& entry,
+                      std::initializer_list<std::pair<std::string_view, Enum>> choices) const {
+    BERTH_ASSIGN_OR_RETURN(std::string text, String(entry));
+    for (const auto& [name, value] : choices) {
+      if (text == name) return value;
+    }
+    std::vector<std::string> names;
+    for (const auto& choice : choices) names.push_back(fmt::format("\"{}\"", choice.first));
+    return Fail(
+        Problem(entry, fmt::format("must be one of {}; got \"{}\"", fmt::join(names, ", "), text)));
+  }
+
+ private:
+  std::string source_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Registry sections.
+
+enum class Dialect { kBerth, kContainerd };
+
+// A parsed registry section plus where its conflicting settings were written, so that the
+// config_path checks, done after merging, can point at the right line.
+struct RegistrySection {
+  RegistryConfig value;
+  std::string config_path_site;  // "file:line:col" of config_path; empty when unset
+  std::string config_path_path;
+  std::map<std::string, std::pair<std::string, std::string>> mirror_sites;  // host → site, path
+  std::map<std::string, std::pair<std::string, std::string>> tls_sites;     // host → site, path
+};
+
+// Host keys of mirrors and configs are bare hosts ("r.local:5000"), not URLs.
+Result<void> CheckHostKey(const Reader& reader, const Entry& entry) {
+  std::string_view host = entry.key.str();
+  if (host.empty()) return Fail(reader.Problem(entry, "must not be an empty host name"));
+  bool has_space = std::any_of(host.begin(), host.end(), [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+  });
+  if (has_space || host.find('/') != std::string_view::npos) {
+    return Fail(
+        reader.Problem(entry,
+                       "must be named by a host like \"r.local\" or \"r.local:5000\", without a "
+                       "scheme, path or spaces"));
+  }
+  return Ok();
+}
+
+// Mirror endpoints are URLs with a scheme and a host, as containerd requires.
+Result<void> CheckEndpoint(const Reader& reader, const Entry& entry, size_t index,
+                           std::string_view endpoint) {
+  std::string_view rest;
+  for (std::string_view scheme : {std::string_view("https://"), std::string_view("http://")}) {
+    if (endpoint.substr(0, scheme.size()) == scheme) rest = endpoint.substr(scheme.size());
+  }
+  if (rest.empty() || rest.front() == '/') {
+    Entry element{entry.key, entry.node, fmt::format("{}[{}]", entry.path, index)};
+    return Fail(reader.Problem(
+        element, fmt::format("must be a URL with an http:// or https:// scheme and a host, like "
+                             "\"https://mirror.local:5000\"; got \"{}\"",
+                             endpoint)));
+  }
+  return Ok();
+}
+
+// True if `text` is standard base64 (with padding) of something containing a colon.
+bool IsBase64UserColonPassword(std::string_view text) {
+  if (text.empty() || text.size() % 4 != 0) return false;
+  auto sextet = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  size_t padding = 0;
+  while (padding < 2 && text.size() > padding && text[text.size() - 1 - padding] == '=') {
+    ++padding;
+  }
+  std::string decoded;
+  uint32_t bits = 0;
+  int bit_count = 0;
+  for (size_t i = 0; i < text.size() - padding; ++i) {
+    int value = sextet(text[i]);
+    if (value < 0) return false;
+    bits = (bits << 6) | static_cast<uint32_t>(value);
+    bit_count += 6;
+    if (bit_count >= 8) {
+      bit_count -= 8;
+      decoded.push_back(static_cast<char>((bits >> bit_count) & 0xFF));
+    }
+  }
+  return decoded.find(':') != std::string::npos;
+}
+
+Result<AuthConfig> ReadAuth(const Reader& reader, const Entry& auth_entry) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(auth_entry));
+  AuthConfig auth;
+  for (auto&& [key, node] : *table) {
+    Entry entry{key, node, ChildPath(auth_entry.path, key.str())};
+    std::string_view name = key.str();
+    if (name == "username") {
+      BERTH_ASSIGN_OR_RETURN(auth.username, reader.String(entry));
+    } else if (name == "password") {
+      BERTH_ASSIGN_OR_RETURN(std::string value, reader.String(entry));
+      auth.password = Secret(std::move(value));
+    } else if (name == "auth") {
+      BERTH_ASSIGN_OR_RETURN(std::string value, reader.String(entry));
+      if (!value.empty() && !IsBase64UserColonPassword(value)) {
+        return Fail(reader.Problem(
+            entry, "must be the base64 encoding of <username>:<password> (value not shown)"));
+      }
+      auth.auth = Secret(std::move(value));
+    } else if (name == "identitytoken") {
+      BERTH_ASSIGN_OR_RETURN(std::string value, reader.String(entry));
+      auth.identity_token = Secret(std::move(value));
+    } else {
+      return Fail(reader.UnknownKey(entry, auth_entry.path,
+                                    {"username", "password", "auth", "identitytoken"}));
+    }
+  }
+  return auth;
+}
+
+Result<TlsConfig> ReadTls(const Reader& reader, const Entry& tls_entry) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(tls_entry));
+  TlsConfig tls;
+  for (auto&& [key, node] : *table) {
+    Entry entry{key, node, ChildPath(tls_entry.path, key.str())};
+    std::string_view name = key.str();
+    if (name == "ca_file") {
+      BERTH_ASSIGN_OR_RETURN(tls.ca_file, reader.String(entry));
+    } else if (name == "cert_file") {
+      BERTH_ASSIGN_OR_RETURN(tls.cert_file, reader.String(entry));
+    } else if (name == "key_file") {
+      BERTH_ASSIGN_OR_RETURN(tls.key_file, reader.String(entry));
+    } else if (name == "insecure_skip_verify") {
+      BERTH_ASSIGN_OR_RETURN(tls.insecure_skip_verify, reader.Bool(entry));
+    } else {
+      return Fail(reader.UnknownKey(entry, tls_entry.path,
+                                    {"ca_file", "cert_file", "key_file", "insecure_skip_verify"}));
+    }
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    std::string_view missing = tls.cert_file.empty() ? "cert_file" : "key_file";
+    std::string_view present = tls.cert_file.empty() ? "key_file" : "cert_file";
+    return Fail(reader.Problem(
+        tls_entry,
+        fmt::format("sets {} without {}; a client certificate needs both", present, missing)));
+  }
+  return tls;
+}
+
+Result<void> ReadHostConfigs(const Reader& reader, const Entry& configs_entry, Dialect dialect,
+                             RegistrySection& section) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* hosts, reader.Table(configs_entry));
+  for (auto&& [host_key, host_node] : *hosts) {
+    Entry host_entry{host_key, host_node, ChildPath(configs_entry.path, host_key.str())};
+    BERTH_RETURN_IF_ERROR(CheckHostKey(reader, host_entry));
+    BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(host_entry));
+    HostConfig host;
+    for (auto&& [key, node] : *table) {
+      Entry entry{key, node, ChildPath(host_entry.path, key.str())};
+      std::string_view name = key.str();
+      if (name == "auth") {
+        BERTH_ASSIGN_OR_RETURN(host.auth, ReadAuth(reader, entry));
+      } else if (name == "tls") {
+        BERTH_ASSIGN_OR_RETURN(host.tls, ReadTls(reader, entry));
+        section.tls_sites[std::string(host_key.str())] = {reader.Site(entry), entry.path};
+      } else if (name == "fallback" && dialect == Dialect::kBerth) {
+        BERTH_ASSIGN_OR_RETURN(host.fallback,
+                               reader.Choice<Fallback>(entry, {{"always", Fallback::kAlways},
+                                                               {"never", Fallback::kNever}}));
+      } else if (name == "fallback") {
+        return Fail(reader.Problem(
+            entry, fmt::format("is a berth setting that containerd does not have; set it in "
+                               "berth's own section, [registry.configs.{}]",
+                               KeySegment(host_key.str()))));
+      } else if (dialect == Dialect::kBerth) {
+        return Fail(reader.UnknownKey(entry, host_entry.path, {"auth", "tls", "fallback"}));
+      } else {
+        return Fail(reader.UnknownKey(entry, host_entry.path, {"auth", "tls"}));
+      }
+    }
+    section.value.configs[std::string(host_key.str())] = std::move(host);
+  }
+  return Ok();
+}
+
+Result<void> ReadMirrors(const Reader& reader, const Entry& mirrors_entry,
+                         RegistrySection& section) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* hosts, reader.Table(mirrors_entry));
+  for (auto&& [host_key, host_node] : *hosts) {
+    Entry host_entry{host_key, host_node, ChildPath(mirrors_entry.path, host_key.str())};
+    if (host_key.str() != "*") BERTH_RETURN_IF_ERROR(CheckHostKey(reader, host_entry));
+    BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(host_entry));
+    Mirror mirror;
+    for (auto&& [key, node] : *table) {
+      Entry entry{key, node, ChildPath(host_entry.path, key.str())};
+      if (key.str() != "endpoint") {
+        return Fail(reader.UnknownKey(entry, host_entry.path, {"endpoint"}));
+      }
+      BERTH_ASSIGN_OR_RETURN(mirror.endpoints, reader.StringArray(entry));
+      for (size_t i = 0; i < mirror.endpoints.size(); ++i) {
+        BERTH_RETURN_IF_ERROR(CheckEndpoint(reader, entry, i, mirror.endpoints[i]));
+      }
+    }
+    section.mirror_sites[std::string(host_key.str())] = {reader.Site(host_entry), host_entry.path};
+    section.value.mirrors[std::string(host_key.str())] = std::move(mirror);
+  }
+  return Ok();
+}
+
+Result<void> ReadHeaders(const Reader& reader, const Entry& headers_entry,
+                         RegistrySection& section) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* headers, reader.Table(headers_entry));
+  for (auto&& [key, node] : *headers) {
+    Entry entry{key, node, ChildPath(headers_entry.path, key.str())};
+    if (key.str().empty()) return Fail(reader.Problem(entry, "must not be an empty header name"));
+    // Header values may be credentials; StringArray never quotes a value.
+    BERTH_ASSIGN_OR_RETURN(section.value.headers[std::string(key.str())],
+                           reader.StringArray(entry, /*allow_empty_strings=*/true));
+  }
+  return Ok();
+}
+
+// containerd's deprecated `auths`: endpoint URL → auth, moved to configs.<host>.auth.
+Result<void> ReadDeprecatedAuths(const Reader& reader, const Entry& auths_entry,
+                                 RegistrySection& section) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* endpoints, reader.Table(auths_entry));
+  for (auto&& [key, node] : *endpoints) {
+    Entry entry{key, node, ChildPath(auths_entry.path, key.str())};
+    std::string_view host = key.str();
+    if (size_t scheme_end = host.find("://"); scheme_end != std::string_view::npos) {
+      host.remove_prefix(scheme_end + 3);
+      host = host.substr(0, host.find('/'));
+    }
+    if (host.empty()) return Fail(reader.Problem(entry, "must name a registry host"));
+    BERTH_ASSIGN_OR_RETURN(AuthConfig auth, ReadAuth(reader, entry));
+    section.value.configs[std::string(host)].auth = std::move(auth);
+  }
+  return Ok();
+}
+
+Result<RegistrySection> ReadRegistrySection(const Reader& reader, const Entry& registry_entry,
+                                            Dialect dialect) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(registry_entry));
+  RegistrySection section;
+  const Entry* auths = nullptr;
+  std::optional<Entry> auths_storage;
+  for (auto&& [key, node] : *table) {
+    Entry entry{key, node, ChildPath(registry_entry.path, key.str())};
+    std::string_view name = key.str();
+    if (name == "config_path") {
+      BERTH_ASSIGN_OR_RETURN(section.value.config_path, reader.String(entry));
+      section.config_path_site = reader.Site(entry);
+      section.config_path_path = entry.path;
+    } else if (name == "mirrors") {
+      BERTH_RETURN_IF_ERROR(ReadMirrors(reader, entry, section));
+    } else if (name == "configs") {
+      BERTH_RETURN_IF_ERROR(ReadHostConfigs(reader, entry, dialect, section));
+    } else if (name == "headers") {
+      BERTH_RETURN_IF_ERROR(ReadHeaders(reader, entry, section));
+    } else if (name == "auths" && dialect == Dialect::kContainerd) {
+      auths_storage.emplace(entry);  // applied after configs, which it overrides
+      auths = &*auths_storage;
+    } else if (name == "auths") {
+      return Fail(
+          reader.Problem(entry,
+                         "is containerd's deprecated spelling; write each host's credentials as "
+                         "[registry.configs.\"<host>\".auth]"));
+    } else {
+      return Fail(reader.UnknownKey(
+          entry, registry_entry.path,
+          dialect == Dialect::kContainerd
+              ? std::initializer_list<std::string_view>{"config_path", "mirrors", "configs",
+                                                        "headers", "auths"}
+              : std::initializer_list<std::string_view>{"config_path", "mirrors", "configs",
+                                                        "headers"}));
+    }
+  }
+  if (auths != nullptr) BERTH_RETURN_IF_ERROR(ReadDeprecatedAuths(reader, *auths, section));
+  return section;
+}
+
+// Merges `later` over `merged` host by host; see "Precedence" in config.h.
+void MergeInto(RegistrySection& merged, RegistrySection later) {
+  if (!later.value.config_path.empty()) {
+    merged.value.config_path = std::move(later.value.config_path);
+    merged.config_path_site = std::move(later.config_path_site);
+    merged.config_path_path = std::move(later.config_path_path);
+  }
+  for (auto& [host, mirror] : later.value.mirrors) {
+    merged.value.mirrors[host] = std::move(mirror);
+    merged.mirror_sites[host] = later.mirror_sites[host];
+  }
+  for (auto& [host, config] : later.value.configs) {
+    merged.value.configs[host] = std::move(config);
+    auto tls_site = later.tls_sites.find(host);
+    if (tls_site != later.tls_sites.end()) {
+      merged.tls_sites[host] = tls_site->second;
+    } else {
+      merged.tls_sites.erase(host);  // the later host entry replaced the one with tls
+    }
+  }
+  for (auto& [name, values] : later.value.headers) merged.value.headers[name] = std::move(values);
+}
+
+// containerd refuses config_path together with mirrors or configs.tls: hosts.toml files carry
+// those, and two sources would leave the precedence unclear.
+Result<void> CheckConfigPathConflicts(const RegistrySection& merged) {
+  if (merged.value.config_path.empty()) return Ok();
+  if (!merged.mirror_sites.empty()) {
+    const auto& [site, path] = merged.mirror_sites.begin()->second;
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: {} cannot be set together with {} (at {}); configure mirrors in "
+                            "the hosts.toml files under config_path, or remove config_path",
+                            site, path, merged.config_path_path, merged.config_path_site));
+  }
+  if (!merged.tls_sites.empty()) {
+    const auto& [site, path] = merged.tls_sites.begin()->second;
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: {} cannot be set together with {} (at {}); configure TLS in "
+                            "the hosts.toml files under config_path, or remove config_path",
+                            site, path, merged.config_path_path, merged.config_path_site));
+  }
+  return Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Top level and [pull].
+
+Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig& pull) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(pull_entry));
+  for (auto&& [key, node] : *table) {
+    Entry entry{key, node, ChildPath(pull_entry.path, key.str())};
+    std::string_view name = key.str();
+    if (name == "max_concurrent_downloads") {
+      BERTH_ASSIGN_OR_RETURN(int64_t value, reader.Integer(entry));
+      if (value < 1 || value > kMaxConcurrentDownloads) {
+        return Fail(reader.Problem(entry, fmt::format("must be between 1 and {}; got {}",
+                                                      kMaxConcurrentDownloads, value)));
+      }
+      pull.max_concurrent_downloads = static_cast<int>(value);
+    } else if (name == "snapshotter") {
+      BERTH_ASSIGN_OR_RETURN(
+          pull.snapshotter,
+          reader.Choice<SnapshotterKind>(entry, {{"overlayfs", SnapshotterKind::kOverlayfs},
+                                                 {"native", SnapshotterKind::kNative}}));
+    } else if (name == "image_pull_progress_timeout") {
+      if (!node.is_string()) {
+        return Fail(reader.WrongType(entry, "a duration string like \"5m\" or \"30s\""));
+      }
+      Result<std::chrono::nanoseconds> timeout = ParseDuration(node.as_string()->get());
+      if (!timeout)
+        return Fail(reader.Problem(entry, "has an invalid value: " + timeout.error().message()));
+      if (timeout->count() < 0) {
+        return Fail(reader.Problem(entry, "must not be negative (\"0\" disables the timeout)"));
+      }
+      pull.image_pull_progress_timeout = *timeout;
+    } else if (name == "sync") {
+      BERTH_ASSIGN_OR_RETURN(pull.sync,
+                             reader.Choice<SyncMode>(entry, {{"none", SyncMode::kNone},
+                                                             {"layer", SyncMode::kLayer},
+                                                             {"file", SyncMode::kFile}}));
+    } else if (name == "max_layer_size") {
+      uint64_t bytes = 0;
+      if (const toml::value<int64_t>* integer = node.as_integer()) {
+        if (integer->get() <= 0) {
+          return Fail(reader.Problem(
+              entry, fmt::format("must be a positive number of bytes; got {}", integer->get())));
+        }
+        bytes = static_cast<uint64_t>(integer->get());
+      } else if (const toml::value<std::string>* text = node.as_string()) {
+        Result<uint64_t> parsed = ParseByteSize(text->get());
+        if (!parsed)
+          return Fail(reader.Problem(entry, "has an invalid value: " + parsed.error().message()));
+        if (*parsed == 0) return Fail(reader.Problem(entry, "must be more than zero bytes"));
+        bytes = *parsed;
+      } else {
+        return Fail(reader.WrongType(entry, "an integer (bytes) or a size string like \"10GiB\""));
+      }
+      pull.max_layer_size = bytes;
+    } else if (name == "discard_unpacked_layers") {
+      BERTH_ASSIGN_OR_RETURN(pull.discard_unpacked_layers, reader.Bool(entry));
+    } else if (name == "pinned_images") {
+      BERTH_ASSIGN_OR_RETURN(pull.pinned_images, reader.StringArray(entry));
+    } else {
+      return Fail(reader.UnknownKey(
+          entry, "[pull]",
+          {"max_concurrent_downloads", "snapshotter", "image_pull_progress_timeout", "sync",
+           "max_layer_size", "discard_unpacked_layers", "pinned_images"}));
+    }
+  }
+  return Ok();
+}
+
+Result<std::filesystem::path> ReadAbsolutePath(const Reader& reader, const Entry& entry) {
+  BERTH_ASSIGN_OR_RETURN(std::string text, reader.String(entry));
+  if (text.empty() || text.front() != '/') {
+    return Fail(reader.Problem(entry, fmt::format("must be an absolute path; got \"{}\"", text)));
+  }
+  return std::filesystem::path(text);
+}
+
+Result<std::string> ReadAddress(const Reader& reader, const Entry& entry) {
+  BERTH_ASSIGN_OR_RETURN(std::string text, reader.String(entry));
+  constexpr std::string_view kUnix = "unix://";
+  if (text.substr(0, kUnix.size()) != kUnix || text.size() <= kUnix.size() + 1 ||
+      text[kUnix.size()] != '/') {
+    return Fail(reader.Problem(
+        entry, fmt::format("must be unix:// followed by an absolute socket path, like "
+                           "\"unix:///run/berth/berth.sock\"; got \"{}\"",
+                           text)));
+  }
+  return text;
+}
+
+Result<log::Level> ReadLogLevel(const Reader& reader, const Entry& entry) {
+  return reader.Choice<log::Level>(entry, {{"trace", log::Level::kTrace},
+                                           {"debug", log::Level::kDebug},
+                                           {"info", log::Level::kInfo},
+                                           {"warn", log::Level::kWarn},
+                                           {"error", log::Level::kError},
+                                           {"off", log::Level::kOff}});
+}
+
+// Reads the CRI registry sections out of containerd's [plugins] table, in kContainerdCriPlugins
+// order, ignoring every other plugin.
+Result<std::vector<RegistrySection>> ReadContainerdPlugins(const Reader& reader,
+                                                           const Entry& plugins_entry) {
+  BERTH_ASSIGN_OR_RETURN(const toml::table* plugins, reader.Table(plugins_entry));
+  std::vector<RegistrySection> sections;
+  for (std::string_view plugin_id : kContainerdCriPlugins) {
+    auto plugin = plugins->find(plugin_id);
+    if (plugin == plugins->end()) continue;
+    Entry plugin_entry{plugin->first, plugin->second, ChildPath(plugins_entry.path, plugin_id)};
+    BERTH_ASSIGN_OR_RETURN(const toml::table* plugin_table, reader.Table(plugin_entry));
+    auto registry = plugin_table->find("registry");
+    if (registry == plugin_table->end()) continue;
+    Entry registry_entry{registry->first, registry->second,
+                         ChildPath(plugin_entry.path, "registry")};
+    BERTH_ASSIGN_OR_RETURN(RegistrySection section,
+                           ReadRegistrySection(reader, registry_entry, Dialect::kContainerd));
+    sections.push_back(std::move(section));
+  }
+  return sections;
+}
+
+Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
+  Config config;
+  const bool containerd = document.contains("plugins") || document.contains("version");
+  config.format = containerd ? ConfigFormat::kContainerd : ConfigFormat::kBerth;
+
+  std::vector<RegistrySection> containerd_sections;
+  std::optional<RegistrySection> berth_section;
+  for (auto&& [key, node] : document) {
+    Entry entry{key, node, KeySegment(key.str())};
+    std::string_view name = key.str();
+    if (name == "root" || name == "state") {
+      // In a containerd config these are containerd's own directories; see config.h.
+      if (containerd) continue;
+      BERTH_ASSIGN_OR_RETURN(std::filesystem::path path, ReadAbsolutePath(reader, entry));
+      (name == "root" ? config.root : config.state) = std::move(path);
+    } else if (name == "address") {
+      BERTH_ASSIGN_OR_RETURN(config.address, ReadAddress(reader, entry));
+    } else if (name == "log_level") {
+      BERTH_ASSIGN_OR_RETURN(config.log_level, ReadLogLevel(reader, entry));
+    } else if (name == "pull") {
+      BERTH_RETURN_IF_ERROR(ReadPull(reader, entry, config.pull));
+    } else if (name == "registry") {
+      BERTH_ASSIGN_OR_RETURN(berth_section, ReadRegistrySection(reader, entry, Dialect::kBerth));
+    } else if (name == "plugins") {
+      BERTH_ASSIGN_OR_RETURN(containerd_sections, ReadContainerdPlugins(reader, entry));
+    } else if (!containerd) {
+      return Fail(reader.UnknownKey(entry, "a berth config",
+                                    {"root", "state", "address", "log_level", "pull", "registry"}));
+    }
+    // Anything else at the top of a containerd config belongs to containerd.
+  }
+
+  RegistrySection merged;
+  for (RegistrySection& section : containerd_sections) MergeInto(merged, std::move(section));
+  if (berth_section) MergeInto(merged, std::move(*berth_section));
+  BERTH_RETURN_IF_ERROR(CheckConfigPathConflicts(merged));
+  config.registry = std::move(merged.value);
+  return config;
+}
+
+}  // namespace
+
+Result<Config> ParseConfig(std::string_view toml_text, std::string_view source_name) {
+  Reader reader(source_name);
+  toml::table document;
+  try {
+    document = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& error) {
+    // toml++ describes the problem ("cannot redefine existing table 'x'") and where it is.
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: {}", reader.Site(error.source()), error.description()));
+  } catch (const std::exception& error) {
+    return Fail(ErrorCode::kInternal,
+                fmt::format("{}: parsing TOML failed: {}", source_name, error.what()));
+  }
+  return ReadDocument(reader, document);
+}
+
+Result<Config> LoadConfigFile(const std::filesystem::path& path) {
+  Result<std::string> text = ReadFile(path, /*max_bytes=*/16 << 20);
+  if (!text) {
+    if (text.error().code() == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kNotFound,
+                  fmt::format("config file {} does not exist; create it or pass the path of an "
+                              "existing file",
+                              path.string()));
+    }
+    return WithContext(Result<Config>(Fail(std::move(text).error())),
+                       fmt::format("load config {}", path.string()));
+  }
+  return ParseConfig(*text, path.string());
+}
+
+}  // namespace berth::config

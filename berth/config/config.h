@@ -1,0 +1,225 @@
+// File: berth/config/config.h
+//
+// Config is berth's daemon configuration, loaded from a TOML file (/etc/berth/config.toml by
+// default). It is a plain value: the loader fills it in once, and the composition root hands
+// pieces of it to the modules that need them. Nothing here opens sockets or certificate files;
+// parsing only checks that the file is well formed and its values are in range.
+//
+// Two spellings of the registry settings are accepted, so a containerd config.toml can be used
+// as is:
+//
+//   # containerd's CRI plugin (config version 2, containerd 1.x)
+//   version = 2
+//   [plugins."io.containerd.grpc.v1.cri".registry]
+//     config_path = ""
+//   [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+//     endpoint = ["https://mirror.local", "https://registry-1.docker.io"]
+//   [plugins."io.containerd.grpc.v1.cri".registry.configs."r.local".auth]
+//     username = "ci"
+//     password = "…"            # also: auth (base64 "user:pass"), identitytoken
+//   [plugins."io.containerd.grpc.v1.cri".registry.configs."r.local".tls]
+//     ca_file = "/etc/certs/r.local/ca.pem"   # also: cert_file, key_file, insecure_skip_verify
+//
+//   The same section is read from `[plugins.cri.registry]` (config version 1) and from
+//   `[plugins."io.containerd.cri.v1.images".registry]` (containerd 2.x, version 3). Its keys
+//   are those of containerd's Registry struct: config_path, mirrors, configs, headers, and the
+//   deprecated `auths` (keyed by endpoint URL; like containerd, berth moves each entry to
+//   configs.<host>.auth, replacing an auth given there).
+//
+//   # berth's own, shorter form
+//   root = "/var/lib/berth"                 # where content, snapshots and metadata live
+//   state = "/run/berth"                    # volatile state (sockets, locks)
+//   address = "unix:///run/berth/berth.sock" # the CRI gRPC endpoint; unix:// + absolute path
+//   log_level = "info"                      # trace | debug | info | warn | error | off
+//   [pull]
+//     max_concurrent_downloads = 3          # layers fetched at once per pull, 1..1024
+//     snapshotter = "overlayfs"             # overlayfs | native
+//     image_pull_progress_timeout = "5m"    # cancel a pull that makes no progress this long;
+//                                           # Go duration syntax, "0" disables the watchdog
+//     sync = "layer"                        # fsync policy: none | layer | file
+//     max_layer_size = "64GiB"              # refuse bigger layers; integer bytes or "10GiB"
+//     discard_unpacked_layers = false       # drop compressed blobs once unpacked
+//     pinned_images = ["registry.k8s.io/pause:3.9"]  # never garbage-collected
+//   [registry]                              # same keys as containerd's section, plus:
+//   [registry.configs."r.local"]
+//     fallback = "always"                   # always | never: after every mirror of r.local has
+//                                           # failed, try r.local itself (always) or give up
+//
+// Precedence. When both spellings appear in one file, the containerd sections are read first
+// (version 1, then 2, then 3 spelling), then berth's [registry]; a later section wins per host:
+// its mirrors."<host>" entry replaces the earlier one, its configs."<host>" entry replaces the
+// earlier one as a whole (auth, tls and fallback together), its headers."<name>" replaces the
+// earlier one, and a non-empty config_path replaces the earlier config_path.
+//
+// Like containerd, `config_path` (a directory of hosts.toml files, stored here as given and read
+// elsewhere) cannot be combined with `mirrors` or with any `configs.<host>.tls`, because the
+// hosts.toml files carry those; `configs.<host>.auth` may be combined with it.
+//
+// Strictness. Every key inside a table berth defines ([pull], [registry] and its sub-tables, the
+// containerd registry section and its sub-tables) must be known: a misspelt key is an error that
+// names it, so a typo never silently falls back to a default. Everything else in a containerd
+// config.toml (other plugins, [grpc], [debug], `version`, …) is ignored.
+//
+// File format. A file with a top-level `plugins` table or `version` key is a containerd config
+// (ConfigFormat::kContainerd). In such a file the top-level `root` and `state` are containerd's
+// own directories and are ignored (berth keeps its defaults rather than writing into
+// containerd's tree), and unknown top-level keys are ignored. In any other file
+// (ConfigFormat::kBerth) the top level may hold only root, state, address, log_level, [pull] and
+// [registry], and anything else is an error.
+//
+// Paths. root and state must be absolute. config_path and the TLS files (ca_file, cert_file,
+// key_file) are kept exactly as written, relative or not; they are resolved (and opened) by the
+// code that uses them, not here.
+//
+// Errors. Every problem with the text is kInvalidArgument and reads
+//   <file>:<line>:<column>: <key path> <problem>
+// e.g. `/etc/berth/config.toml:12:1: registry.configs."r.local".tls.ca_file must be a string,
+// got an integer`. An unknown key reads `<file>:<line>:<column>: unknown key <key path> (did you
+// mean <key>?)` or lists the table's keys, and a TOML syntax error (duplicate keys included)
+// reads `<file>:<line>:<column>: <toml++'s description>`. Key paths quote segments that are not
+// bare TOML keys. The value of a secret (password, auth, identitytoken, header values) is never
+// quoted in an error. (The problem follows the key path after a space, never after a colon:
+// Error runs RedactSecrets(), which would blank the text after "…auth.password:".)
+//
+// Thread safety: the types are values; the functions are pure except LoadConfigFile, which
+// reads one file.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/log.h"
+#include "berth/base/redact.h"
+#include "berth/base/result.h"
+
+namespace berth::config {
+
+// What a host does once all of its mirrors have failed.
+enum class Fallback {
+  kAlways,  // try the host itself (the default, as containerd does)
+  kNever,   // fail the pull: the mirrors are the only allowed source
+};
+
+// How hard unpacking pushes data to disk before a layer counts as committed.
+enum class SyncMode {
+  kNone,   // no fsync; a crash may lose recently unpacked layers (they are re-pulled)
+  kLayer,  // one syncfs/fsync pass per layer before it is committed (the default)
+  kFile,   // fsync every file as it is written (slowest, for filesystems without syncfs)
+};
+
+enum class SnapshotterKind { kOverlayfs, kNative };
+
+// Which spelling the file used; see "File format" above.
+enum class ConfigFormat { kBerth, kContainerd };
+
+// The config spellings: "always"/"never", "none"/"layer"/"file", "overlayfs"/"native",
+// "berth"/"containerd".
+std::string_view FallbackName(Fallback fallback);
+std::string_view SyncModeName(SyncMode mode);
+std::string_view SnapshotterName(SnapshotterKind kind);
+std::string_view ConfigFormatName(ConfigFormat format);
+
+struct Mirror {
+  // Endpoint URLs ("https://mirror.local:5000", optionally with a path), tried in order.
+  // Each has an http:// or https:// scheme and a host.
+  std::vector<std::string> endpoints;
+
+  friend bool operator==(const Mirror&, const Mirror&) = default;
+};
+
+// Credentials for one registry host. Any combination may be set; the registry client decides
+// which to use. Secrets print as <redacted>.
+struct AuthConfig {
+  std::string username;
+  Secret password;
+  // Base64 of "username:password" (Docker's config.json form). Checked to decode to a string
+  // with a colon; not decoded into username/password here.
+  Secret auth;
+  // A refresh token for the registry's token service ("identitytoken" in the file).
+  Secret identity_token;
+
+  friend bool operator==(const AuthConfig&, const AuthConfig&) = default;
+};
+
+// TLS settings for one registry host. Paths are kept as written (relative paths stay relative)
+// and are not opened here. cert_file and key_file are either both set or both empty.
+struct TlsConfig {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  bool insecure_skip_verify = false;
+
+  friend bool operator==(const TlsConfig&, const TlsConfig&) = default;
+};
+
+// Per-host settings, keyed by host ("r.local", "r.local:5000", "docker.io").
+struct HostConfig {
+  AuthConfig auth;
+  TlsConfig tls;
+  Fallback fallback = Fallback::kAlways;
+
+  friend bool operator==(const HostConfig&, const HostConfig&) = default;
+};
+
+struct RegistryConfig {
+  // Directory of hosts.toml files (containerd's certs.d layout); empty when unset.
+  std::string config_path;
+  // Host ("docker.io", or "*" for every host) → mirrors to try before the host.
+  std::map<std::string, Mirror> mirrors;
+  // Host → auth, TLS and fallback settings.
+  std::map<std::string, HostConfig> configs;
+  // Header name → values, sent to every registry. May carry credentials: never log the values.
+  std::map<std::string, std::vector<std::string>> headers;
+
+  friend bool operator==(const RegistryConfig&, const RegistryConfig&) = default;
+};
+
+inline constexpr uint64_t kDefaultMaxLayerSize = uint64_t{64} << 30;  // 64 GiB
+
+struct PullConfig {
+  int max_concurrent_downloads = 3;
+  SnapshotterKind snapshotter = SnapshotterKind::kOverlayfs;
+  // Zero disables the no-progress watchdog.
+  std::chrono::nanoseconds image_pull_progress_timeout = std::chrono::minutes(5);
+  SyncMode sync = SyncMode::kLayer;
+  uint64_t max_layer_size = kDefaultMaxLayerSize;
+  bool discard_unpacked_layers = false;
+  // Image references, as written (not normalized here), that garbage collection never removes.
+  std::vector<std::string> pinned_images;
+
+  friend bool operator==(const PullConfig&, const PullConfig&) = default;
+};
+
+struct Config {
+  std::filesystem::path root = "/var/lib/berth";
+  std::filesystem::path state = "/run/berth";
+  std::string address = "unix:///run/berth/berth.sock";
+  log::Level log_level = log::Level::kInfo;
+  PullConfig pull;
+  RegistryConfig registry;
+  ConfigFormat format = ConfigFormat::kBerth;
+
+  friend bool operator==(const Config&, const Config&) = default;
+};
+
+// The configuration used when no file is given: every default listed above, no registry
+// settings.
+Config DefaultConfig();
+
+// Parses `toml_text`. `source_name` (usually the file's path) starts every error message.
+// Keys not given keep their defaults. Returns kInvalidArgument for malformed TOML (including
+// duplicate keys), an unknown key in a berth-defined table, a value of the wrong type, or a value
+// out of range. Does not touch the filesystem.
+Result<Config> ParseConfig(std::string_view toml_text, std::string_view source_name);
+
+// Reads and parses the file at `path` (blocks on disk I/O). Returns kNotFound, naming the path,
+// if the file does not exist; otherwise the errors of ReadFile() and ParseConfig(), the latter
+// prefixed with the path.
+Result<Config> LoadConfigFile(const std::filesystem::path& path);
+
+}  // namespace berth::config
