@@ -52,7 +52,7 @@
 // earlier one, and a non-empty config_path replaces the earlier config_path.
 //
 // Like containerd, `config_path` (a directory of hosts.toml files, stored here as given and read
-// elsewhere) cannot be combined with `mirrors` or with any `configs.<host>.tls`, because the
+// by hosts_dir.h) cannot be combined with `mirrors` or with any `configs.<host>.tls`, because the
 // hosts.toml files carry those; `configs.<host>.auth` may be combined with it.
 //
 // Strictness. Every key inside a table berth defines ([pull], [registry] and its sub-tables, the
@@ -167,7 +167,8 @@ struct HostConfig {
 };
 
 struct RegistryConfig {
-  // Directory of hosts.toml files (containerd's certs.d layout); empty when unset.
+  // Directory of hosts.toml files (containerd's certs.d layout), or several separated by ':';
+  // empty when unset. Read with LoadHostsFileFromConfigPath() (hosts_dir.h).
   std::string config_path;
   // Host ("docker.io", or "*" for every host) → mirrors to try before the host.
   std::map<std::string, Mirror> mirrors;
