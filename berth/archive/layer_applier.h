@@ -1,0 +1,118 @@
+// File: berth/archive/layer_applier.h
+//
+// LayerApplier applies one image layer blob to a directory in a single streaming pass:
+//
+//   compressed bytes ─Write()─▶ Decompressor ─▶ sha256 (diffID) ─▶ TarReader ─▶ TarApplier ─▶ fs
+//
+// It is a push API: the caller (the unpacker) feeds the blob's bytes as they arrive, e.g. from
+// the HTTP body sink while the same bytes go to the content store, and calls Finish() at the
+// end. Memory stays bounded whatever the layer size (decoder state, one output buffer, and with
+// two threads a ring of decompressed bytes).
+//
+//   ApplyOptions options{.root = snapshot_dir, .media_type = descriptor.media_type};
+//   BERTH_ASSIGN_OR_RETURN(auto applier, LayerApplier::Create(options));
+//   for (chunk : body) BERTH_RETURN_IF_ERROR(applier->Write(chunk));
+//   BERTH_ASSIGN_OR_RETURN(ApplyResult result, applier->Finish());
+//   if (result.diff_id != expected_diff_id) → kDataLoss, discard the snapshot.
+//
+// The diffID is computed but NOT compared here: the caller owns the expected value (from the
+// image config) and must compare, and must discard the directory on any error — a failed apply
+// leaves a partially written tree behind.
+//
+// See decompressor.h, tar_reader.h and tar_applier.h for the formats, limits, error codes and
+// the security model (nothing is ever written outside the root).
+//
+// Threading: with ApplyThreading::kTwoThreads, decompression + hashing run on the caller's thread
+// and tar parsing + filesystem writes on a worker thread, connected by a bounded ring of
+// decompressed bytes (ring_bytes). Write() then blocks only while the ring is full. Errors from
+// the worker surface from the next Write() or from Finish().
+//
+// Thread safety: one thread at a time calls Write()/Finish(). Destroying an unfinished applier
+// stops its worker (the tree is left partial).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/archive/decompressor.h"
+#include "berth/archive/tar_applier.h"
+#include "berth/archive/tar_reader.h"
+#include "berth/base/result.h"
+#include "berth/digest/digest.h"
+
+namespace berth::archive {
+
+enum class ApplyThreading {
+  kSingle,      // Everything on the caller's thread.
+  kTwoThreads,  // Decompress+hash on the caller's thread, untar on a worker.
+};
+
+struct ApplyLimits {
+  // Decompressed (tar) bytes; beyond it kResourceExhausted (decompression bomb). 0: no limit.
+  uint64_t max_uncompressed_bytes = uint64_t{256} << 30;
+  // Members; beyond it kResourceExhausted. 0: no limit.
+  uint64_t max_entries = 4'000'000;
+  // Longest member name or link target.
+  size_t max_path_bytes = 4096;
+  // Largest declared size of one member, sparse files included (kInvalidArgument beyond it).
+  uint64_t max_entry_bytes = uint64_t{64} << 30;
+};
+
+struct ApplyOptions {
+  // The directory to apply into (must exist). Ignored when root_fd >= 0.
+  std::filesystem::path root;
+  // An open directory fd to apply into; not owned (duplicated internally).
+  int root_fd = -1;
+  // The layer's media type (OCI or Docker; plain, gzip or zstd).
+  std::string media_type;
+  WhiteoutMode whiteout_mode = WhiteoutMode::kOverlay;
+  // Overlay only: lower layer dirs, topmost first, for hardlinks to lower-layer files.
+  std::vector<std::filesystem::path> lower_dirs;
+  ApplyLimits limits;
+  SyncPolicy sync = SyncPolicy::kNone;
+  bool preserve_ownership = true;
+  GzipBackend gzip_backend = GzipBackend::kIsal;
+  ApplyThreading threading = ApplyThreading::kSingle;
+  // Size of the ring between the two threads.
+  size_t ring_bytes = 8 << 20;
+};
+
+struct ApplyResult {
+  // sha256 of the uncompressed tar stream.
+  Digest diff_id = Digest::Sha256Of("");
+  uint64_t uncompressed_bytes = 0;
+  uint64_t compressed_bytes = 0;
+  uint64_t entries = 0;
+  uint64_t file_bytes_written = 0;
+};
+
+class LayerApplier {
+ public:
+  // Opens the root and sets up the pipeline. kUnimplemented for an unknown media type,
+  // kNotFound/kInvalidArgument for a missing or non-directory root.
+  static Result<std::unique_ptr<LayerApplier>> Create(const ApplyOptions& options);
+  ~LayerApplier();
+  LayerApplier(const LayerApplier&) = delete;
+  LayerApplier& operator=(const LayerApplier&) = delete;
+
+  // Consumes the next chunk of the blob. Errors are sticky.
+  Result<void> Write(std::string_view compressed);
+  // Ends the stream, finishes the tree (directory times, sync policy) and returns what was
+  // applied. kDataLoss if the compressed stream or the tar was truncated.
+  Result<ApplyResult> Finish();
+
+ private:
+  class Pipeline;
+  explicit LayerApplier(std::unique_ptr<Pipeline> pipeline);
+  std::unique_ptr<Pipeline> pipeline_;
+};
+
+// Applies the blob at `blob_path`, read in 1 MiB chunks. kNotFound if it does not exist.
+Result<ApplyResult> ApplyLayerFromFile(const std::filesystem::path& blob_path,
+                                       const ApplyOptions& options);
+
+}  // namespace berth::archive

@@ -1,0 +1,688 @@
+#include "berth/archive/tar_applier.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "berth/base/file_util.h"
+
+namespace berth::archive {
+namespace {
+
+constexpr std::string_view kWhiteoutPrefix = ".wh.";
+constexpr std::string_view kWhiteoutMetaPrefix = ".wh..wh.";
+constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
+constexpr char kOverlayOpaqueXattr[] = "trusted.overlay.opaque";
+
+// openat2(2) through syscall(): glibc 2.36 has no wrapper. Retries EAGAIN (a concurrent rename
+// elsewhere in the tree) and EINTR a few times.
+int OpenInRoot(int root_fd, const char* path, uint64_t flags) {
+  open_how how{};
+  how.flags = flags | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+    if (fd >= 0) return static_cast<int>(fd);
+    if (errno != EAGAIN && errno != EINTR) return -1;
+  }
+  return -1;
+}
+
+std::string ProcPath(int fd) { return fmt::format("/proc/self/fd/{}", fd); }
+
+timespec ToTimespec(TarTime time) {
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(time.seconds);
+  ts.tv_nsec = static_cast<long>(time.nanoseconds);
+  return ts;
+}
+
+unsigned ReadUmask() {
+  auto status = ReadFile("/proc/self/status", 1 << 20);
+  if (status) {
+    size_t at = status->find("Umask:");
+    if (at != std::string::npos) {
+      return static_cast<unsigned>(std::strtoul(status->c_str() + at + 6, nullptr, 8)) & 0777;
+    }
+  }
+  return 0777;  // Unknown: always chmod.
+}
+
+Error EntryErrno(int errnum, std::string_view what, std::string_view path) {
+  return ErrnoError(errnum, fmt::format("{} \"{}\"", what, path));
+}
+
+// Removes `name` in `dir_fd` and everything below it, never following symlinks.
+Result<void> RemoveAllAt(int dir_fd, const char* name) {
+  if (unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT) return Ok();
+  if (errno != EISDIR && errno != EPERM) return Fail(ErrnoError(errno, fmt::format("unlink {}", name)));
+  int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return Fail(ErrnoError(errno, fmt::format("open directory {} to remove it", name)));
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    int saved = errno;
+    close(fd);
+    return Fail(ErrnoError(saved, "fdopendir"));
+  }
+  std::vector<std::string> children;
+  while (dirent* child = readdir(dir)) {
+    std::string_view child_name = child->d_name;
+    if (child_name == "." || child_name == "..") continue;
+    children.emplace_back(child_name);
+  }
+  for (const std::string& child : children) {
+    auto removed = RemoveAllAt(dirfd(dir), child.c_str());
+    if (!removed) {
+      closedir(dir);
+      return removed;
+    }
+  }
+  closedir(dir);
+  if (unlinkat(dir_fd, name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
+    return Fail(ErrnoError(errno, fmt::format("rmdir {}", name)));
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<void> CleanArchivePath(std::string_view name, std::string& out) {
+  out.clear();
+  size_t pos = 0;
+  while (pos <= name.size()) {
+    size_t slash = name.find('/', pos);
+    if (slash == std::string_view::npos) slash = name.size();
+    std::string_view component = name.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (component.empty() || component == ".") continue;
+    if (component == "..") {
+      return Fail(ErrorCode::kPermissionDenied,
+                  fmt::format("entry \"{}\" has a \"..\" component and could escape the root; "
+                              "the layer is refused",
+                              name));
+    }
+    if (!out.empty()) out.push_back('/');
+    out.append(component);
+  }
+  return Ok();
+}
+
+TarApplier::TarApplier(UniqueFd root, TarApplierOptions options)
+    : root_(std::move(root)),
+      options_(std::move(options)),
+      euid_(geteuid()),
+      egid_(getegid()),
+      umask_(ReadUmask()) {}
+
+TarApplier::~TarApplier() = default;
+
+Result<std::unique_ptr<TarApplier>> TarApplier::Create(int root_fd, TarApplierOptions options) {
+  int fd = fcntl(root_fd, F_DUPFD_CLOEXEC, 3);
+  if (fd < 0) return Fail(ErrnoError(errno, "dup root directory fd"));
+  UniqueFd root(fd);
+  struct stat st;
+  if (fstat(root.get(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Fail(ErrorCode::kInvalidArgument, "layer root is not a directory");
+  }
+  std::unique_ptr<TarApplier> applier(new TarApplier(std::move(root), std::move(options)));
+  for (const auto& lower : applier->options_.lower_dirs) {
+    int lower_fd = open(lower.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (lower_fd < 0) {
+      return Fail(ErrnoError(errno, fmt::format("open lower dir {}", lower.string())));
+    }
+    applier->lower_roots_.emplace_back(lower_fd);
+  }
+  return applier;
+}
+
+void TarApplier::Invalidate(std::string_view removed_path) {
+  if (!cache_valid_) return;
+  if (removed_path.empty() || cached_path_ == removed_path ||
+      (cached_path_.size() > removed_path.size() && cached_path_.starts_with(removed_path) &&
+       cached_path_[removed_path.size()] == '/')) {
+    cache_valid_ = false;
+    cached_fd_.reset();
+  }
+}
+
+Result<void> TarApplier::CreateParents() {
+  // Slow path: some ancestor is missing. Walk prefix by prefix, each resolved in the root.
+  size_t pos = 0;
+  while (pos < parent_path_.size()) {
+    size_t slash = parent_path_.find('/', pos);
+    if (slash == std::string::npos) slash = parent_path_.size();
+    scratch_.assign(parent_path_, 0, slash);
+    int fd = OpenInRoot(root_.get(), scratch_.c_str(), O_PATH | O_DIRECTORY);
+    if (fd >= 0) {
+      close(fd);
+    } else if (errno == ENOENT) {
+      size_t last = scratch_.rfind('/');
+      std::string up = last == std::string::npos ? std::string() : scratch_.substr(0, last);
+      std::string name = last == std::string::npos ? scratch_ : scratch_.substr(last + 1);
+      UniqueFd up_fd(up.empty() ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
+                                : OpenInRoot(root_.get(), up.c_str(), O_PATH | O_DIRECTORY));
+      if (!up_fd) return Fail(EntryErrno(errno, "open directory", up));
+      if (mkdirat(up_fd.get(), name.c_str(), 0755) != 0 && errno != EEXIST) {
+        return Fail(EntryErrno(errno, "create parent directory", scratch_));
+      }
+      if (options_.whiteout_mode == WhiteoutMode::kDelete) added_.insert(scratch_);
+    } else {
+      return Fail(EntryErrno(errno, "open parent directory", scratch_));
+    }
+    pos = slash + 1;
+  }
+  return Ok();
+}
+
+Result<int> TarApplier::Parent(bool create) {
+  if (parent_path_.empty()) return root_.get();
+  if (cache_valid_ && cached_path_ == parent_path_) return cached_fd_.get();
+  cache_valid_ = false;
+  int fd = OpenInRoot(root_.get(), parent_path_.c_str(), O_PATH | O_DIRECTORY);
+  if (fd < 0 && errno == ENOENT && create) {
+    BERTH_RETURN_IF_ERROR(CreateParents());
+    fd = OpenInRoot(root_.get(), parent_path_.c_str(), O_PATH | O_DIRECTORY);
+  }
+  if (fd < 0) {
+    int saved = errno;
+    if ((saved == ENOENT || saved == ENOTDIR) && !create) return -1;
+    if (saved == ENOTDIR) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("parent \"{}\" is not a directory", parent_path_));
+    }
+    return Fail(EntryErrno(saved, "open parent directory", parent_path_));
+  }
+  cached_fd_.reset(fd);
+  struct stat st;
+  if (fstat(fd, &st) != 0) return Fail(EntryErrno(errno, "stat", parent_path_));
+  cached_setgid_ = (st.st_mode & S_ISGID) != 0;
+  cached_gid_ = st.st_gid;
+  cached_path_ = parent_path_;
+  cache_valid_ = true;
+  return fd;
+}
+
+bool TarApplier::NeedsChown(const TarEntry& entry) const {
+  if (!options_.preserve_ownership) return false;
+  gid_t new_gid = egid_;
+  if (!parent_path_.empty() && cache_valid_ && cached_setgid_) new_gid = cached_gid_;
+  if (parent_path_.empty()) return true;  // Root's setgid bit not tracked: be exact.
+  return entry.uid != euid_ || entry.gid != new_gid;
+}
+
+bool TarApplier::NeedsChmod(const TarEntry& entry, bool is_directory) const {
+  if ((entry.mode & 07000) != 0) return true;
+  if ((entry.mode & 0777 & umask_) != 0) return true;
+  // mkdir in a setgid directory inherits setgid.
+  if (is_directory && (parent_path_.empty() || cached_setgid_)) return true;
+  return false;
+}
+
+Result<void> TarApplier::RemoveExisting(int parent_fd, const std::string& base,
+                                        std::string_view path) {
+  Invalidate(path);
+  return WithContext(RemoveAllAt(parent_fd, base.c_str()),
+                     fmt::format("replace existing \"{}\"", path));
+}
+
+Result<void> TarApplier::OnEntry(const TarEntry& entry) {
+  ++stats_.entries;
+  auto result = Apply(entry);
+  if (!result) {
+    file_.reset();
+    return WithContext(std::move(result), fmt::format("apply layer entry \"{}\"", entry.path));
+  }
+  return Ok();
+}
+
+Result<void> TarApplier::Apply(const TarEntry& entry) {
+  BERTH_RETURN_IF_ERROR(CleanArchivePath(entry.path, path_));
+  size_t slash = path_.rfind('/');
+  if (slash == std::string::npos) {
+    parent_path_.clear();
+    base_ = path_;
+  } else {
+    parent_path_.assign(path_, 0, slash);
+    base_.assign(path_, slash + 1);
+  }
+  if (base_.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(entry);
+  if (path_.empty()) {
+    if (entry.type == TarEntryType::kDirectory) return Ok();  // The root belongs to the caller.
+    return Fail(ErrorCode::kInvalidArgument, "a non-directory entry names the root itself");
+  }
+  BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
+  if (options_.whiteout_mode == WhiteoutMode::kDelete) added_.insert(path_);
+  switch (entry.type) {
+    case TarEntryType::kRegular:
+      return ApplyRegular(entry, parent_fd);
+    case TarEntryType::kDirectory:
+      return ApplyDirectory(entry, parent_fd);
+    case TarEntryType::kSymlink:
+      return ApplySymlink(entry, parent_fd);
+    case TarEntryType::kHardlink:
+      return ApplyHardlink(entry, parent_fd);
+    case TarEntryType::kCharDevice:
+    case TarEntryType::kBlockDevice:
+    case TarEntryType::kFifo:
+      return ApplyNode(entry, parent_fd);
+  }
+  return Ok();
+}
+
+Result<void> TarApplier::SetXattrs(const TarEntry& entry, int fd, int parent_fd,
+                                   const std::string& base) {
+  if (entry.xattrs.empty()) return Ok();
+  std::string proc_path;
+  if (fd < 0) proc_path = fmt::format("{}/{}", ProcPath(parent_fd), base);
+  for (const auto& [name, value] : entry.xattrs) {
+    if (name.starts_with("trusted.overlay.")) continue;  // Only the applier writes these.
+    int rc = fd >= 0 ? fsetxattr(fd, name.c_str(), value.data(), value.size(), 0)
+                     : lsetxattr(proc_path.c_str(), name.c_str(), value.data(), value.size(), 0);
+    if (rc != 0) {
+      int saved = errno;
+      if ((saved == EOPNOTSUPP || saved == ENOTSUP) && name.starts_with("user.")) continue;
+      return Fail(ErrnoError(saved, fmt::format("set xattr {} on \"{}\"", name, path_)));
+    }
+  }
+  return Ok();
+}
+
+Result<void> TarApplier::ApplyRegular(const TarEntry& entry, int parent_fd) {
+  int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  mode_t create_mode = entry.mode & 0777;
+  int fd = openat(parent_fd, base_.c_str(), flags, create_mode);
+  if (fd < 0 && errno == EEXIST) {
+    BERTH_RETURN_IF_ERROR(RemoveExisting(parent_fd, base_, path_));
+    fd = openat(parent_fd, base_.c_str(), flags, create_mode);
+  }
+  if (fd < 0) return Fail(EntryErrno(errno, "create file", path_));
+  file_.reset(fd);
+  file_entry_ = &entry;
+  file_offset_ = 0;
+  return Ok();
+}
+
+Result<void> TarApplier::OnData(uint64_t offset, std::string_view data) {
+  if (!file_) return Ok();
+  const char* p = data.data();
+  size_t left = data.size();
+  bool positional = offset != file_offset_;
+  while (left > 0) {
+    ssize_t n = positional ? pwrite(file_.get(), p, left, static_cast<off_t>(offset))
+                           : write(file_.get(), p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int saved = errno;
+      file_.reset();
+      return Fail(EntryErrno(saved, "write file", path_));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  if (positional) {
+    // Keep the file position in step for the next sequential write.
+    if (lseek(file_.get(), static_cast<off_t>(offset), SEEK_SET) < 0) {
+      return Fail(EntryErrno(errno, "seek file", path_));
+    }
+  }
+  file_offset_ = offset;
+  stats_.file_bytes_written += data.size();
+  return Ok();
+}
+
+Result<void> TarApplier::OnEntryEnd() {
+  if (!file_) return Ok();
+  const TarEntry& entry = *file_entry_;
+  auto status = [&]() -> Result<void> {
+    int fd = file_.get();
+    if (entry.sparse && ftruncate(fd, static_cast<off_t>(entry.size)) != 0) {
+      return Fail(EntryErrno(errno, "extend sparse file", path_));
+    }
+    if (NeedsChown(entry) && fchown(fd, entry.uid, entry.gid) != 0) {
+      return Fail(EntryErrno(errno, "chown", path_));
+    }
+    if (NeedsChmod(entry, false) && fchmod(fd, entry.mode) != 0) {
+      return Fail(EntryErrno(errno, "chmod", path_));
+    }
+    BERTH_RETURN_IF_ERROR(SetXattrs(entry, fd, -1, base_));
+    timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
+                         ToTimespec(entry.mtime)};
+    if (futimens(fd, times) != 0) return Fail(EntryErrno(errno, "set times on", path_));
+    if (options_.sync == SyncPolicy::kFsyncEachFile && fsync(fd) != 0) {
+      return Fail(EntryErrno(errno, "fsync", path_));
+    }
+    return Ok();
+  }();
+  return CloseFile(WithContext(std::move(status), fmt::format("apply layer entry \"{}\"", entry.path)));
+}
+
+Result<void> TarApplier::CloseFile(Result<void> status) {
+  int fd = file_.release();
+  file_entry_ = nullptr;
+  if (close(fd) != 0 && status && errno != EINTR) {
+    return Fail(EntryErrno(errno, "close", path_));
+  }
+  return status;
+}
+
+Result<void> TarApplier::ApplyDirectory(const TarEntry& entry, int parent_fd) {
+  mode_t create_mode = entry.mode & 0777;
+  bool fresh = true;
+  struct stat existing;
+  if (mkdirat(parent_fd, base_.c_str(), create_mode) != 0) {
+    if (errno != EEXIST) return Fail(EntryErrno(errno, "create directory", path_));
+    if (fstatat(parent_fd, base_.c_str(), &existing, AT_SYMLINK_NOFOLLOW) != 0) {
+      return Fail(EntryErrno(errno, "stat", path_));
+    }
+    if (S_ISDIR(existing.st_mode)) {
+      fresh = false;
+    } else {
+      BERTH_RETURN_IF_ERROR(RemoveExisting(parent_fd, base_, path_));
+      if (mkdirat(parent_fd, base_.c_str(), create_mode) != 0) {
+        return Fail(EntryErrno(errno, "create directory", path_));
+      }
+    }
+  }
+  bool chown_needed = fresh ? NeedsChown(entry)
+                            : options_.preserve_ownership &&
+                                  (existing.st_uid != entry.uid || existing.st_gid != entry.gid);
+  bool chmod_needed =
+      fresh ? NeedsChmod(entry, true) : chown_needed || (existing.st_mode & 07777) != entry.mode;
+  if (chown_needed || chmod_needed || !entry.xattrs.empty()) {
+    UniqueFd fd(openat(parent_fd, base_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return Fail(EntryErrno(errno, "open directory", path_));
+    if (chown_needed && fchown(fd.get(), entry.uid, entry.gid) != 0) {
+      return Fail(EntryErrno(errno, "chown", path_));
+    }
+    if (chmod_needed && fchmod(fd.get(), entry.mode) != 0) {
+      return Fail(EntryErrno(errno, "chmod", path_));
+    }
+    BERTH_RETURN_IF_ERROR(SetXattrs(entry, fd.get(), -1, base_));
+  }
+  directory_times_.push_back(
+      {path_, entry.has_atime ? entry.atime : entry.mtime, entry.mtime});
+  return Ok();
+}
+
+Result<void> TarApplier::ApplySymlink(const TarEntry& entry, int parent_fd) {
+  if (symlinkat(entry.link_target.c_str(), parent_fd, base_.c_str()) != 0) {
+    if (errno != EEXIST) return Fail(EntryErrno(errno, "create symlink", path_));
+    BERTH_RETURN_IF_ERROR(RemoveExisting(parent_fd, base_, path_));
+    if (symlinkat(entry.link_target.c_str(), parent_fd, base_.c_str()) != 0) {
+      return Fail(EntryErrno(errno, "create symlink", path_));
+    }
+  }
+  if (NeedsChown(entry) &&
+      fchownat(parent_fd, base_.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Fail(EntryErrno(errno, "chown", path_));
+  }
+  BERTH_RETURN_IF_ERROR(SetXattrs(entry, -1, parent_fd, base_));
+  timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
+                       ToTimespec(entry.mtime)};
+  if (utimensat(parent_fd, base_.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Fail(EntryErrno(errno, "set times on", path_));
+  }
+  return Ok();
+}
+
+Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
+  std::string target;
+  BERTH_RETURN_IF_ERROR(WithContext(CleanArchivePath(entry.link_target, target),
+                                    "hardlink target"));
+  if (target.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "hardlink target is the root directory");
+  }
+  if (target == path_) return Ok();  // A link to itself: nothing to do.
+  size_t slash = target.rfind('/');
+  std::string target_parent = slash == std::string::npos ? std::string() : target.substr(0, slash);
+  std::string target_base = slash == std::string::npos ? target : target.substr(slash + 1);
+  UniqueFd target_parent_fd(target_parent.empty()
+                                ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
+                                : OpenInRoot(root_.get(), target_parent.c_str(),
+                                             O_PATH | O_DIRECTORY));
+  int link_errno = 0;
+  if (target_parent_fd) {
+    if (linkat(target_parent_fd.get(), target_base.c_str(), parent_fd, base_.c_str(), 0) == 0) {
+      return Ok();
+    }
+    link_errno = errno;
+    if (link_errno == EEXIST) {
+      BERTH_RETURN_IF_ERROR(RemoveExisting(parent_fd, base_, path_));
+      // Removing may have invalidated parent_fd's cache entry but not the fd itself.
+      BERTH_ASSIGN_OR_RETURN(parent_fd, Parent(true));
+      if (linkat(target_parent_fd.get(), target_base.c_str(), parent_fd, base_.c_str(), 0) == 0) {
+        return Ok();
+      }
+      link_errno = errno;
+    }
+  } else {
+    link_errno = errno;
+  }
+  if (link_errno == ENOENT || link_errno == ENOTDIR) {
+    if (options_.whiteout_mode == WhiteoutMode::kOverlay && !lower_roots_.empty()) {
+      return CopyFromLower(entry, target, parent_fd);
+    }
+    return Fail(ErrorCode::kFailedPrecondition,
+                fmt::format("hardlink target \"{}\" does not exist in the layer or the target "
+                            "directory{}",
+                            entry.link_target,
+                            options_.whiteout_mode == WhiteoutMode::kOverlay
+                                ? "; for a link to a lower layer's file pass lower_dirs"
+                                : ""));
+  }
+  return Fail(EntryErrno(link_errno, fmt::format("hardlink to \"{}\" as", target), path_));
+}
+
+Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view target,
+                                       int parent_fd) {
+  std::string target_string(target);
+  for (const UniqueFd& lower : lower_roots_) {
+    UniqueFd source(OpenInRoot(lower.get(), target_string.c_str(), O_PATH | O_NOFOLLOW));
+    if (!source) {
+      if (errno == ENOENT) continue;
+      return Fail(EntryErrno(errno, "open lower-layer hardlink target", target));
+    }
+    struct stat st;
+    if (fstat(source.get(), &st) != 0) return Fail(EntryErrno(errno, "stat", target));
+    if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) break;  // Whited out below.
+    if (!S_ISREG(st.st_mode)) {
+      return Fail(ErrorCode::kUnimplemented,
+                  fmt::format("hardlink to lower-layer \"{}\", which is not a regular file, "
+                              "cannot be applied on overlay",
+                              target));
+    }
+    UniqueFd in(open(ProcPath(source.get()).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) return Fail(EntryErrno(errno, "open lower-layer file", target));
+    UniqueFd out(openat(parent_fd, base_.c_str(),
+                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!out && errno == EEXIST) {
+      BERTH_RETURN_IF_ERROR(RemoveExisting(parent_fd, base_, path_));
+      out.reset(openat(parent_fd, base_.c_str(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    }
+    if (!out) return Fail(EntryErrno(errno, "create file", path_));
+    off_t left = st.st_size;
+    while (left > 0) {
+      ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr,
+                                  static_cast<size_t>(left), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        // Fall back to read/write (e.g. EXDEV on old kernels, or a short file).
+        char buffer[64 * 1024];
+        ssize_t r = read(in.get(), buffer, sizeof(buffer));
+        if (r < 0) return Fail(EntryErrno(errno, "read lower-layer file", target));
+        if (r == 0) break;
+        BERTH_RETURN_IF_ERROR(WriteAll(out.get(), std::string_view(buffer, static_cast<size_t>(r))));
+        n = r;
+      }
+      left -= n;
+      stats_.file_bytes_written += static_cast<uint64_t>(n);
+    }
+    if (options_.preserve_ownership && fchown(out.get(), st.st_uid, st.st_gid) != 0) {
+      return Fail(EntryErrno(errno, "chown", path_));
+    }
+    if (fchmod(out.get(), st.st_mode & 07777) != 0) return Fail(EntryErrno(errno, "chmod", path_));
+    timespec times[2] = {st.st_atim, st.st_mtim};
+    if (futimens(out.get(), times) != 0) return Fail(EntryErrno(errno, "set times on", path_));
+    return Ok();
+  }
+  return Fail(ErrorCode::kFailedPrecondition,
+              fmt::format("hardlink target \"{}\" exists neither in the layer nor in any lower "
+                          "dir",
+                          entry.link_target));
+}
+
+Result<void> TarApplier::ApplyNode(const TarEntry& entry, int parent_fd) {
+  mode_t type = entry.type == TarEntryType::kCharDevice   ? S_IFCHR
+                : entry.type == TarEntryType::kBlockDevice ? S_IFBLK
+                                                           : S_IFIFO;
+  dev_t device = type == S_IFIFO ? 0 : makedev(entry.device_major, entry.device_minor);
+  mode_t mode = type | (entry.mode & 0777);
+  if (mknodat(parent_fd, base_.c_str(), mode, device) != 0) {
+    if (errno != EEXIST) return Fail(EntryErrno(errno, "create device node or fifo", path_));
+    BERTH_RETURN_IF_ERROR(RemoveExisting(parent_fd, base_, path_));
+    if (mknodat(parent_fd, base_.c_str(), mode, device) != 0) {
+      return Fail(EntryErrno(errno, "create device node or fifo", path_));
+    }
+  }
+  if (NeedsChown(entry) &&
+      fchownat(parent_fd, base_.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Fail(EntryErrno(errno, "chown", path_));
+  }
+  // The node was just created by us with mknodat, so fchmodat cannot meet a symlink here.
+  if (NeedsChmod(entry, false) && fchmodat(parent_fd, base_.c_str(), entry.mode, 0) != 0) {
+    return Fail(EntryErrno(errno, "chmod", path_));
+  }
+  BERTH_RETURN_IF_ERROR(SetXattrs(entry, -1, parent_fd, base_));
+  timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
+                       ToTimespec(entry.mtime)};
+  if (utimensat(parent_fd, base_.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+    return Fail(EntryErrno(errno, "set times on", path_));
+  }
+  return Ok();
+}
+
+Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
+  bool overlay = options_.whiteout_mode == WhiteoutMode::kOverlay;
+  if (base_ == kOpaqueMarker) {
+    // The directory is parent_path_ (possibly the root).
+    BERTH_ASSIGN_OR_RETURN(int dir_fd, Parent(/*create=*/overlay));
+    if (dir_fd < 0) return Ok();  // kDelete and the directory does not exist: nothing to hide.
+    if (overlay) {
+      std::string proc = ProcPath(dir_fd);
+      // setxattr (not lsetxattr): follow the /proc magic link to the directory itself.
+      if (setxattr(proc.c_str(), kOverlayOpaqueXattr, "y", 1, 0) != 0) {
+        return Fail(EntryErrno(errno, "mark opaque directory", parent_path_));
+      }
+      return Ok();
+    }
+    return ClearOpaque(dir_fd, parent_path_);
+  }
+  if (base_.starts_with(kWhiteoutMetaPrefix)) return Ok();  // aufs metadata: ignored.
+  std::string_view name = std::string_view(base_).substr(kWhiteoutPrefix.size());
+  if (name.empty() || name == "." || name == "..") {
+    return Fail(ErrorCode::kPermissionDenied,
+                fmt::format("whiteout \"{}\" names \"{}\", which is not a removable entry; the "
+                            "layer is refused",
+                            entry.path, name));
+  }
+  std::string hidden = parent_path_.empty() ? std::string(name)
+                                            : fmt::format("{}/{}", parent_path_, name);
+  std::string hidden_name(name);
+  if (overlay) {
+    BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
+    if (mknodat(parent_fd, hidden_name.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
+      if (errno != EEXIST) return Fail(EntryErrno(errno, "create whiteout for", hidden));
+      BERTH_RETURN_IF_ERROR(RemoveExisting(parent_fd, hidden_name, hidden));
+      if (mknodat(parent_fd, hidden_name.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
+        return Fail(EntryErrno(errno, "create whiteout for", hidden));
+      }
+    }
+    if (options_.preserve_ownership && (entry.uid != euid_ || entry.gid != egid_) &&
+        fchownat(parent_fd, hidden_name.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) !=
+            0) {
+      return Fail(EntryErrno(errno, "chown whiteout for", hidden));
+    }
+    return Ok();
+  }
+  if (added_.contains(hidden)) return Ok();  // Whiteouts only hide lower layers' entries.
+  BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/false));
+  if (parent_fd < 0) return Ok();
+  Invalidate(hidden);
+  return WithContext(RemoveAllAt(parent_fd, hidden_name.c_str()),
+                     fmt::format("delete whited-out \"{}\"", hidden));
+}
+
+Result<void> TarApplier::ClearOpaque(int dir_fd, std::string_view dir_path) {
+  UniqueFd fd(openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return Fail(EntryErrno(errno, "open opaque directory", dir_path));
+  DIR* dir = fdopendir(fd.get());
+  if (dir == nullptr) return Fail(EntryErrno(errno, "list opaque directory", dir_path));
+  fd.release();
+  std::vector<std::string> doomed;
+  std::string child_path;
+  while (dirent* child = readdir(dir)) {
+    std::string_view name = child->d_name;
+    if (name == "." || name == "..") continue;
+    child_path.assign(dir_path);
+    if (!child_path.empty()) child_path.push_back('/');
+    child_path.append(name);
+    if (!added_.contains(child_path)) doomed.emplace_back(name);
+  }
+  Result<void> result = Ok();
+  for (const std::string& name : doomed) {
+    child_path.assign(dir_path);
+    if (!child_path.empty()) child_path.push_back('/');
+    child_path.append(name);
+    Invalidate(child_path);
+    result = RemoveAllAt(dirfd(dir), name.c_str());
+    if (!result) break;
+  }
+  closedir(dir);
+  return WithContext(std::move(result), fmt::format("clear opaque directory \"{}\"", dir_path));
+}
+
+Result<void> TarApplier::Finish() {
+  if (finished_) return Ok();
+  finished_ = true;
+  file_.reset();
+  cache_valid_ = false;
+  cached_fd_.reset();
+  // Directory times last: creating their children changed them.
+  for (auto it = directory_times_.rbegin(); it != directory_times_.rend(); ++it) {
+    const std::string& path = it->path;
+    size_t slash = path.rfind('/');
+    std::string parent = slash == std::string::npos ? std::string() : path.substr(0, slash);
+    std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+    UniqueFd parent_fd(parent.empty() ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
+                                      : OpenInRoot(root_.get(), parent.c_str(),
+                                                   O_PATH | O_DIRECTORY));
+    if (!parent_fd) {
+      if (errno == ENOENT || errno == ENOTDIR) continue;  // Removed by a later member.
+      return Fail(EntryErrno(errno, "open directory", parent));
+    }
+    timespec times[2] = {ToTimespec(it->atime), ToTimespec(it->mtime)};
+    if (utimensat(parent_fd.get(), base.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno != ENOENT) {
+      return Fail(EntryErrno(errno, "set times on directory", path));
+    }
+  }
+  directory_times_.clear();
+  if (options_.sync == SyncPolicy::kSyncfsAtEnd && syncfs(root_.get()) != 0) {
+    return Fail(ErrnoError(errno, "syncfs layer root"));
+  }
+  return Ok();
+}
+
+}  // namespace berth::archive

@@ -1,0 +1,168 @@
+// File: berth/archive/tar_applier.h
+//
+// TarApplier is the TarVisitor that materializes tar members beneath a root directory. It is
+// the filesystem half of LayerApplier (layer_applier.h), usable on its own with a TarReader.
+//
+// Security model (the most important property of this module): no member can create, modify or
+// delete anything outside the root, whatever the archive contains.
+//   - Names are cleaned lexically: a leading '/' is stripped (absolute names are taken relative
+//     to the root, as Docker and containerd do), "." and empty components are dropped, and any
+//     ".." component is refused with kPermissionDenied, naming the entry.
+//   - Every parent directory is resolved with openat2(2) and RESOLVE_IN_ROOT |
+//     RESOLVE_NO_MAGICLINKS on a root dirfd, so symlinks met on the way (including ones an
+//     earlier member created, absolute or full of "..") are resolved as if the root were "/"
+//     and can never lead out. Then every operation is relative to that parent dirfd on the
+//     final name only, never following a symlink in the final component (O_NOFOLLOW,
+//     AT_SYMLINK_NOFOLLOW, O_EXCL creation; mkdirat/symlinkat/mknodat/linkat never follow).
+//   - Existing non-directory entries are never opened for writing: a member replaces them
+//     (unlink, then create with O_EXCL), so a symlink or a hardlink to a file elsewhere is never
+//     written through. Symlinks may point anywhere; nothing is written through them.
+//   - Hardlink targets are cleaned and resolved in the root the same way; linkat() does not
+//     follow a symlink target, so a hardlink to a symlink links the symlink itself.
+//   - Whiteout names ".", ".." or empty are refused; whiteouts never delete outside the root.
+//   - xattrs named trusted.overlay.* in the archive are dropped: only the applier itself may
+//     write overlayfs metadata (an archive must not forge an opaque directory or a redirect).
+//
+// Whiteouts (OCI image spec, layer.md):
+//   kOverlay: ".wh.<name>" becomes a 0/0 character device <name>; ".wh..wh..opq" sets
+//             trusted.overlay.opaque=y on its directory and deletes nothing. Hardlinks to files
+//             of lower layers (absent from the upper dir) are satisfied by COPYING the file from
+//             the first of ApplyOptions::lower_dirs (topmost first) that has it: content, mode,
+//             owner and mtime are copied, xattrs are not, and the link relation is not preserved.
+//             Without lower_dirs such a hardlink fails with kFailedPrecondition.
+//   kDelete:  ".wh.<name>" deletes <name> recursively; ".wh..wh..opq" deletes every child of the
+//             directory that existed before this layer (children this layer added are kept).
+//   Other ".wh..wh.*" names (aufs metadata) are ignored.
+//
+// Metadata: uid/gid (lchown family; skipped when a new entry already has them), then mode
+// (after chown, since chown clears setuid/setgid), then xattrs (after chown, which clears
+// security.capability), then times (mtime, and atime when the archive has one, else mtime;
+// nanoseconds kept). Directory times are set in Finish(), after their contents were written.
+// xattrs: EOPNOTSUPP is ignored for user.* (filesystems may lack user xattrs; losing a user
+// comment is harmless) but is an error for every other namespace, notably security.capability,
+// whose loss would silently break binaries such as ping.
+//
+// The root directory's own entry ("./") is skipped: the root belongs to the caller.
+//
+// Thread safety: one thread at a time. Blocking: all methods do filesystem I/O.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "berth/archive/tar_reader.h"
+#include "berth/base/result.h"
+#include "berth/base/unique_fd.h"
+
+namespace berth::archive {
+
+enum class WhiteoutMode {
+  kOverlay,  // The root is an overlayfs upper dir: whiteouts become overlay metadata.
+  kDelete,   // The root holds the lower layers' files too (native snapshots): delete.
+};
+
+enum class SyncPolicy {
+  kNone,            // No sync; the caller decides (e.g. a syncfs of its own).
+  kSyncfsAtEnd,     // syncfs(root) in Finish().
+  kFsyncEachFile,   // fsync every regular file before closing it.
+};
+
+struct TarApplierOptions {
+  WhiteoutMode whiteout_mode = WhiteoutMode::kOverlay;
+  // Overlay only: the lower layers' directories, topmost first (see the header comment).
+  std::vector<std::filesystem::path> lower_dirs;
+  SyncPolicy sync = SyncPolicy::kNone;
+  // Apply archived uid/gid. Without it, entries belong to the calling process's user.
+  bool preserve_ownership = true;
+};
+
+struct TarApplierStats {
+  uint64_t entries = 0;
+  uint64_t file_bytes_written = 0;
+};
+
+class TarApplier final : public TarVisitor {
+ public:
+  // `root_fd` is a directory fd; it is duplicated, so the caller may close its own. kNotFound
+  // if a lower dir is missing, kInvalidArgument if `root_fd` is not a directory.
+  static Result<std::unique_ptr<TarApplier>> Create(int root_fd, TarApplierOptions options);
+  ~TarApplier() override;
+
+  Result<void> OnEntry(const TarEntry& entry) override;
+  Result<void> OnData(uint64_t offset, std::string_view data) override;
+  Result<void> OnEntryEnd() override;
+
+  // Sets directory times and applies the sync policy. Call once, after the last member.
+  Result<void> Finish();
+
+  const TarApplierStats& stats() const { return stats_; }
+
+ private:
+  TarApplier(UniqueFd root, TarApplierOptions options);
+
+  struct DirectoryTimes {
+    std::string path;
+    TarTime atime;
+    TarTime mtime;
+  };
+
+  Result<void> Apply(const TarEntry& entry);
+  Result<int> Parent(bool create);
+  Result<void> CreateParents();
+  void Invalidate(std::string_view removed_path);
+  Result<void> RemoveExisting(int parent_fd, const std::string& base, std::string_view path);
+  Result<void> ApplyRegular(const TarEntry& entry, int parent_fd);
+  Result<void> ApplyDirectory(const TarEntry& entry, int parent_fd);
+  Result<void> ApplySymlink(const TarEntry& entry, int parent_fd);
+  Result<void> ApplyHardlink(const TarEntry& entry, int parent_fd);
+  Result<void> ApplyNode(const TarEntry& entry, int parent_fd);
+  Result<void> ApplyWhiteout(const TarEntry& entry);
+  Result<void> CopyFromLower(const TarEntry& entry, std::string_view target, int parent_fd);
+  Result<void> ClearOpaque(int dir_fd, std::string_view dir_path);
+  Result<void> SetXattrs(const TarEntry& entry, int fd, int parent_fd, const std::string& base);
+  bool NeedsChown(const TarEntry& entry) const;
+  bool NeedsChmod(const TarEntry& entry, bool is_directory) const;
+  Result<void> CloseFile(Result<void> status);
+
+  UniqueFd root_;
+  TarApplierOptions options_;
+  std::vector<UniqueFd> lower_roots_;
+  TarApplierStats stats_;
+  uid_t euid_;
+  gid_t egid_;
+  unsigned umask_;
+
+  // The member being applied: cleaned path and its split.
+  std::string path_;
+  std::string parent_path_;
+  std::string base_;
+  std::string scratch_;
+
+  // A one-entry cache of the last parent directory (tar groups members by directory).
+  bool cache_valid_ = false;
+  std::string cached_path_;
+  UniqueFd cached_fd_;
+  bool cached_setgid_ = false;
+  gid_t cached_gid_ = 0;
+
+  // The regular file being written.
+  UniqueFd file_;
+  const TarEntry* file_entry_ = nullptr;
+  uint64_t file_offset_ = 0;
+
+  std::vector<DirectoryTimes> directory_times_;
+  // kDelete: paths this layer created, so whiteouts only hit lower layers.
+  std::unordered_set<std::string> added_;
+  bool finished_ = false;
+};
+
+// Cleans an archive member name into a root-relative path without "." or "..": strips leading
+// '/', drops "." and empty components. kPermissionDenied for any ".." component. An empty
+// result means the root itself. (Exposed for tests.)
+Result<void> CleanArchivePath(std::string_view name, std::string& out);
+
+}  // namespace berth::archive
