@@ -21,11 +21,16 @@ class CancelToken {
 
   CancelToken() = default;
   explicit CancelToken(Clock::time_point deadline) : deadline_(deadline) {}
+  // A token that is also cancelled when `parent` is. `parent` must outlive this token.
+  explicit CancelToken(const CancelToken* parent) : parent_(parent) {}
+  CancelToken(const CancelToken&) = delete;
+  CancelToken& operator=(const CancelToken&) = delete;
 
   void Cancel() { cancelled_.store(true, std::memory_order_relaxed); }
 
   bool cancelled() const {
-    return cancelled_.load(std::memory_order_relaxed) || (deadline_ && Clock::now() >= *deadline_);
+    return cancelled_.load(std::memory_order_relaxed) ||
+           (deadline_ && Clock::now() >= *deadline_) || (parent_ && parent_->cancelled());
   }
 
   // Ok while the work may go on; kCancelled after Cancel(), kDeadlineExceeded past the deadline.
@@ -36,6 +41,7 @@ class CancelToken {
     if (deadline_ && Clock::now() >= *deadline_) {
       return Fail(ErrorCode::kDeadlineExceeded, "deadline exceeded");
     }
+    if (parent_ != nullptr) return parent_->Check();
     return Ok();
   }
 
@@ -48,6 +54,7 @@ class CancelToken {
  private:
   std::atomic<bool> cancelled_{false};
   std::optional<Clock::time_point> deadline_;
+  const CancelToken* parent_ = nullptr;
 };
 
 }  // namespace berth

@@ -34,6 +34,8 @@ constexpr std::array<std::string_view, 11> kSecretKeyWords = {
 }  // namespace
 
 bool IsSecretKey(std::string_view key) {
+  // A dotted key ("auth.toml", "configs.r.auth.password") is judged by its last component.
+  if (size_t dot = key.rfind('.'); dot != std::string_view::npos) key = key.substr(dot + 1);
   std::string lowered(key);
   std::transform(lowered.begin(), lowered.end(), lowered.begin(), Lower);
   if (lowered == "sig") return true;

@@ -50,6 +50,10 @@ TEST(RedactTest, KeyNames) {
   EXPECT_FALSE(IsSecretKey("signal"));
   EXPECT_FALSE(IsSecretKey("ref"));
   EXPECT_FALSE(IsSecretKey("author"));
+  EXPECT_FALSE(IsSecretKey("auth.toml"));
+  EXPECT_TRUE(IsSecretKey("configs.r.auth.password"));
+  EXPECT_EQ(RedactSecrets("/etc/berth/auth.toml:3:1: bad value"),
+            "/etc/berth/auth.toml:3:1: bad value");
 }
 
 TEST(RedactTest, SecretFormatsAsRedacted) {

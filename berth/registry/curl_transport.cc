@@ -73,7 +73,7 @@ size_t OnBody(char* data, size_t size, size_t count, void* user) {
   int status = exchange->response.status;
   bool success = status >= 200 && status < 300;
   if (success && exchange->sink != nullptr) {
-    Result<void> accepted = (*exchange->sink)(std::string_view(data, length));
+    Result<void> accepted = (*exchange->sink)(exchange->response, std::string_view(data, length));
     if (!accepted) {
       exchange->sink_error = std::move(accepted).error();
       return 0;  // aborts the transfer with CURLE_WRITE_ERROR
@@ -145,6 +145,13 @@ Error TransportError(CURLcode code, const char* detail, const HttpRequest& reque
                    fmt::format("{}: TLS handshake failed: {} (configure the registry's CA with "
                                "ca_file, or a client certificate if it requires one)",
                                where, why));
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+      return Error(ErrorCode::kAborted, fmt::format("{}: transfer interrupted: {}", where, why));
     default:
       return Error(ErrorCode::kUnavailable, fmt::format("{}: {}", where, why));
   }

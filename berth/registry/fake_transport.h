@@ -52,7 +52,9 @@ class FakeTransport final : public HttpTransport {
       if (queue.size() > 1) queue.pop_front();
     }
     if (sink != nullptr && response.status >= 200 && response.status < 300) {
-      BERTH_RETURN_IF_ERROR((*sink)(response.body));
+      HttpResponse head = response;
+      head.body.clear();
+      BERTH_RETURN_IF_ERROR((*sink)(head, response.body));
       response.body.clear();
     }
     return response;

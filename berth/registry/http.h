@@ -58,9 +58,9 @@ struct HttpResponse {
   std::vector<std::string> Headers(std::string_view name) const;
 };
 
-// Receives a successful (2xx) response body as it arrives. Returning an error aborts the
-// exchange with that error.
-using BodySink = std::function<Result<void>(std::string_view chunk)>;
+// Receives a successful (2xx) response body as it arrives, with the response's status and
+// headers (`head.body` is empty). Returning an error aborts the exchange with that error.
+using BodySink = std::function<Result<void>(const HttpResponse& head, std::string_view chunk)>;
 
 class HttpTransport {
  public:
@@ -69,7 +69,10 @@ class HttpTransport {
   // Performs one exchange. Blocks on the network; honours `cancel`. When `sink` is given, a 2xx
   // body goes to it instead of HttpResponse::body. A response with any status is a success of
   // the transport; errors are for exchanges that did not complete:
-  //   kUnavailable (connection refused/reset, TLS failure, DNS), kDeadlineExceeded (timeout),
+  //   kUnavailable       no exchange took place: DNS, connection refused, TLS handshake failed;
+  //   kAborted           the exchange broke off mid-way (reset, truncated response);
+  //   kDeadlineExceeded  connect timeout, or no byte for request.progress_timeout;
+  //   kInvalidArgument   the request's TLS files are unusable;
   //   kCancelled, or the sink's own error.
   virtual Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
                                          const CancelToken& cancel) = 0;

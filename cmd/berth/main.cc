@@ -1,52 +1,24 @@
 // berth: the command-line front end. It parses arguments and prints; every operation lives in a
-// library module.
+// library module (see commands.h).
 #include <cstdio>
-#include <iostream>
-#include <string>
-#include <vector>
 
 #include <CLI/CLI.hpp>
 
-#include "berth/reference/reference.h"
-#include "berth/reference/reference_json.h"
-
-namespace {
-
-// `berth ref normalize REF...`: one normalized reference per line, or JSON for one reference.
-int RefNormalize(const std::vector<std::string>& references, bool json) {
-  int status = 0;
-  for (const std::string& text : references) {
-    berth::Result<berth::Reference> parsed = berth::Reference::Parse(text);
-    if (!parsed) {
-      std::fprintf(stderr, "error: %s in \"%s\"\n", parsed.error().message().c_str(), text.c_str());
-      status = 1;
-      continue;
-    }
-    std::cout << (json ? berth::ReferenceToJson(*parsed) : parsed->ToString()) << "\n";
-  }
-  return status;
-}
-
-}  // namespace
+#include "cmd/berth/commands.h"
+#include "cmd/berth/common.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"berth: a container image service (OCI/Docker pull, content store, snapshots, CRI)"};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the subcommand
+  app.add_option("--config", berth::cli::Globals().config_file,
+                 "Config file (default /etc/berth/config.toml if present)");
+  app.add_option("--root", berth::cli::Globals().root, "Root directory (default /var/lib/berth)");
   int status = 0;
-
   app.add_subcommand("version", "Print the version")->callback([] { std::puts("berth 0.1.0"); });
-
-  CLI::App* ref = app.add_subcommand("ref", "Work with image references");
-  ref->require_subcommand(1);
-  CLI::App* normalize = ref->add_subcommand(
-      "normalize", "Print references in Docker's normalized form (docker.io/library/x:latest)");
-  std::vector<std::string> references;
-  bool json = false;
-  normalize->add_option("REF", references, "Image references")->required();
-  normalize->add_flag("--json", json,
-                      "Print {\"domain\",\"path\",\"tag\",\"digest\",\"familiar\"} per reference");
-  normalize->callback([&] { status = RefNormalize(references, json); });
-
+  berth::cli::AddRefCommand(app, &status);
+  berth::cli::AddPullCommand(app, &status);
+  berth::cli::AddContentCommand(app, &status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

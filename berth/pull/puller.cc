@@ -1,0 +1,307 @@
+#include "berth/pull/puller.h"
+
+#include <atomic>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "berth/base/base64.h"
+#include "berth/base/log.h"
+#include "berth/registry/hosts.h"
+
+namespace berth::pull {
+namespace {
+
+// Adapts a content::Writer to the registry client's BlobSink, counting and reporting bytes.
+class WriterSink final : public registry::BlobSink {
+ public:
+  WriterSink(content::Writer& writer, std::function<void(int64_t)> on_bytes)
+      : writer_(writer), on_bytes_(std::move(on_bytes)) {}
+  int64_t offset() const override { return writer_.offset(); }
+  Result<void> Write(std::string_view chunk) override {
+    BERTH_RETURN_IF_ERROR(writer_.Write(chunk));
+    on_bytes_(static_cast<int64_t>(chunk.size()));
+    return Ok();
+  }
+  Result<void> Truncate() override { return writer_.Truncate(); }
+
+ private:
+  content::Writer& writer_;
+  std::function<void(int64_t)> on_bytes_;
+};
+
+bool HasAny(const registry::CriAuthConfig& auth) {
+  return !auth.username.empty() || !auth.password.empty() || !auth.auth.empty() ||
+         !auth.identity_token.empty() || !auth.registry_token.empty();
+}
+
+}  // namespace
+
+struct Puller::PullContext {
+  registry::Session session;
+  ProgressFn progress;
+  std::mutex progress_mutex;
+  std::atomic<int64_t> bytes_fetched{0};
+
+  void Report(const BlobProgress& blob) {
+    if (!progress) return;
+    std::lock_guard lock(progress_mutex);
+    progress(blob);
+  }
+};
+
+Puller::Puller(content::Store& store, registry::HttpTransport& transport, config::Config config)
+    : store_(store),
+      config_(std::move(config)),
+      transport_(transport),
+      client_(transport, registry::RetryPolicy{
+                             .progress_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 config_.pull.image_pull_progress_timeout.count() > 0
+                                     ? config_.pull.image_pull_progress_timeout
+                                     : std::chrono::nanoseconds(std::chrono::hours(24)))}) {}
+
+registry::Credentials Puller::CredentialsFor(const PullOptions& options,
+                                             std::string_view host) const {
+  if (HasAny(options.auth)) {
+    Result<registry::Credentials> credentials = registry::CredentialsForHost(options.auth, host);
+    return credentials ? *credentials : registry::Credentials{};  // validated in Pull()
+  }
+  auto it = config_.registry.configs.find(std::string(host));
+  if (it == config_.registry.configs.end()) return {};
+  const config::AuthConfig& auth = it->second.auth;
+  registry::Credentials credentials{.username = auth.username,
+                                    .password = auth.password,
+                                    .identity_token = auth.identity_token};
+  if (credentials.username.empty() && !auth.auth.empty()) {
+    registry::CriAuthConfig decoded{.auth = auth.auth};
+    if (Result<registry::Credentials> from_auth = registry::CredentialsForHost(decoded, host)) {
+      credentials = *from_auth;
+      credentials.identity_token = auth.identity_token;
+    }
+  }
+  return credentials;
+}
+
+Result<void> Puller::StoreSmallBlob(const image::Descriptor& descriptor, std::string_view bytes) {
+  return WithContext(store_.WriteBlob(descriptor.digest, bytes),
+                     fmt::format("store {}", descriptor.digest));
+}
+
+Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOptions& options,
+                                 const ProgressFn& progress, const CancelToken& cancel) {
+  Result<Reference> parsed_reference = Reference::Parse(reference_text);
+  if (!parsed_reference) {
+    return Fail(ErrorCode::kInvalidArgument, fmt::format("{} in \"{}\"",
+                                                         parsed_reference.error().message(),
+                                                         reference_text));
+  }
+  const Reference& reference = *parsed_reference;
+  const std::string what = fmt::format("pull {}", reference.ToString());
+  if (HasAny(options.auth)) {
+    BERTH_RETURN_IF_ERROR(WithContext(registry::CredentialsForHost(options.auth, ""), what));
+  }
+  if (reference.domain().empty()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: the reference names no registry host", what));
+  }
+
+  PullContext context;
+  context.progress = progress;
+  BERTH_ASSIGN_OR_RETURN(context.session.endpoints,
+                         WithContext(registry::ResolveEndpoints(config_.registry, reference.domain()),
+                                     what));
+  context.session.repository = reference.path();
+  std::string default_host = registry::DefaultHostFor(reference.domain());
+  std::string domain = reference.domain();
+  auto credentials_fn = [this, &options, default_host, domain](std::string_view host) {
+    registry::Credentials credentials = CredentialsFor(options, host);
+    if (credentials.anonymous() && host == default_host) credentials = CredentialsFor(options, domain);
+    return credentials;
+  };
+  auto tls_fn = [this](std::string_view host) {
+    return registry::TlsForHost(config_.registry, host);
+  };
+  registry::Authorizer authorizer(transport_, credentials_fn, tls_fn);
+  context.session.authorizer = &authorizer;
+  context.session.tls_for_host = tls_fn;
+
+  // 1. Resolve the reference to its target (an index or a manifest).
+  std::string pin = reference.digest() ? reference.digest()->ToString() : reference.tag();
+  BERTH_ASSIGN_OR_RETURN(registry::FetchedManifest target,
+                         WithContext(client_.Resolve(context.session, pin, cancel), what));
+  BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
+                         WithContext(image::KindOfMediaType(target.descriptor.media_type), what));
+  if (kind == image::ManifestKind::kDockerSchema1) {
+    return Fail(ErrorCode::kUnimplemented,
+                fmt::format("{}: Docker schema1 manifests are not supported yet; push the image "
+                            "again with a current client to get a schema2 or OCI manifest",
+                            what));
+  }
+  BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(target.descriptor, target.bytes), what));
+
+  // 2. From an index, the manifest for the platform (indexes may nest, a little).
+  registry::FetchedManifest manifest = target;
+  for (int depth = 0; image::IsIndex(kind); ++depth) {
+    if (depth >= 4) {
+      return Fail(ErrorCode::kInvalidArgument, fmt::format("{}: indexes nested too deeply", what));
+    }
+    BERTH_ASSIGN_OR_RETURN(image::Index index, WithContext(image::ParseIndex(manifest.bytes), what));
+    BERTH_ASSIGN_OR_RETURN(image::Descriptor chosen,
+                           WithContext(image::SelectManifest(index, options.platform), what));
+    BERTH_ASSIGN_OR_RETURN(manifest,
+                           WithContext(client_.FetchManifest(context.session, chosen, cancel), what));
+    BERTH_ASSIGN_OR_RETURN(kind, WithContext(image::KindOfMediaType(manifest.descriptor.media_type),
+                                             what));
+    BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(manifest.descriptor, manifest.bytes), what));
+  }
+  BERTH_ASSIGN_OR_RETURN(image::Manifest parsed_manifest,
+                         WithContext(image::ParseManifest(manifest.bytes), what));
+
+  // 3. The config: the image ID and the diffIDs the unpacker checks layers against.
+  const image::Descriptor& config_descriptor = parsed_manifest.config;
+  std::string config_bytes;
+  if (Result<std::string> cached = store_.ReadBlob(config_descriptor.digest,
+                                                  image::kMaxManifestBytes)) {
+    config_bytes = std::move(*cached);
+  } else {
+    BERTH_ASSIGN_OR_RETURN(config_bytes,
+                           WithContext(client_.FetchSmallBlob(context.session, config_descriptor,
+                                                              image::kMaxManifestBytes, cancel),
+                                       what));
+    BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(config_descriptor, config_bytes), what));
+    context.bytes_fetched += static_cast<int64_t>(config_bytes.size());
+  }
+  BERTH_ASSIGN_OR_RETURN(image::ImageConfig image_config,
+                         WithContext(image::ParseImageConfig(config_bytes), what));
+  if (image_config.diff_ids.size() != parsed_manifest.layers.size()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: the image config lists {} diff_ids but the manifest has {} "
+                            "layers",
+                            what, image_config.diff_ids.size(), parsed_manifest.layers.size()));
+  }
+
+  // 4. The layers, a bounded number at a time.
+  const std::vector<image::Descriptor>& layers = parsed_manifest.layers;
+  CancelToken pull_cancel(&cancel);
+  std::atomic<size_t> next{0};
+  std::mutex error_mutex;
+  std::optional<Error> first_error;
+  auto worker = [&] {
+    while (true) {
+      size_t index = next.fetch_add(1);
+      if (index >= layers.size() || pull_cancel.cancelled()) return;
+      Result<void> fetched = FetchLayer(context, layers[index], pull_cancel);
+      if (!fetched) {
+        std::lock_guard lock(error_mutex);
+        if (!first_error) first_error = std::move(fetched).error();
+        pull_cancel.Cancel();  // stop the other downloads: the pull has failed
+        return;
+      }
+    }
+  };
+  size_t workers = std::min<size_t>(layers.size(),
+                                    static_cast<size_t>(config_.pull.max_concurrent_downloads));
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < workers; ++i) threads.emplace_back(worker);
+  if (workers > 0) worker();
+  for (std::thread& thread : threads) thread.join();
+  if (first_error) return Fail(std::move(*first_error).WithContext(what));
+  BERTH_RETURN_IF_ERROR(WithContext(cancel.Check(), what));
+
+  PulledImage pulled{.reference = reference,
+                     .target = target.descriptor,
+                     .manifest = manifest.descriptor,
+                     .parsed_manifest = std::move(parsed_manifest),
+                     .config = std::move(image_config),
+                     .image_id = config_descriptor.digest};
+  pulled.content_size = pulled.manifest.size + config_descriptor.size;
+  for (const image::Descriptor& layer : pulled.parsed_manifest.layers) {
+    pulled.content_size += layer.size;
+  }
+  pulled.bytes_fetched = context.bytes_fetched.load();
+  return pulled;
+}
+
+Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& layer,
+                                const CancelToken& cancel) {
+  for (int round = 0;; ++round) {
+    if (store_.Contains(layer.digest)) {
+      context.Report({.digest = layer.digest, .media_type = layer.media_type, .done = layer.size,
+                      .total = layer.size, .cached = true, .complete = true});
+      return Ok();
+    }
+    std::shared_ptr<InFlight> flight;
+    bool owner = false;
+    {
+      std::lock_guard lock(in_flight_mutex_);
+      auto& slot = in_flight_[layer.digest];
+      if (!slot) {
+        slot = std::make_shared<InFlight>();
+        owner = true;
+      }
+      flight = slot;
+    }
+    if (owner) {
+      Result<int64_t> downloaded = DownloadBlob(context, layer, cancel);
+      {
+        std::lock_guard lock(flight->mutex);
+        flight->done = true;
+        if (!downloaded) flight->error = downloaded.error();
+      }
+      {
+        std::lock_guard lock(in_flight_mutex_);
+        in_flight_.erase(layer.digest);
+      }
+      flight->done_signal.notify_all();
+      if (!downloaded) return Fail(std::move(downloaded).error());
+      return Ok();
+    }
+    // Another pull is fetching this blob: wait for it rather than fetching it twice.
+    std::unique_lock lock(flight->mutex);
+    while (!flight->done) {
+      flight->done_signal.wait_for(lock, std::chrono::milliseconds(100));
+      BERTH_RETURN_IF_ERROR(cancel.Check());
+    }
+    // If that pull failed (perhaps cancelled by its caller), try once more ourselves.
+    if (flight->error && round > 0) return Fail(*flight->error);
+  }
+}
+
+Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
+                                     const CancelToken& cancel) {
+  const std::string what = fmt::format("fetch layer {}", descriptor.digest);
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<content::Writer> writer,
+                         WithContext(store_.OpenWriter("pull-" + descriptor.digest.ToString(),
+                                                       descriptor.digest, descriptor.size),
+                                     what));
+  BlobProgress status{.digest = descriptor.digest,
+                      .media_type = descriptor.media_type,
+                      .done = writer->offset(),
+                      .total = descriptor.size};
+  int64_t fetched = 0;
+  int64_t last_report = 0;
+  WriterSink sink(*writer, [&](int64_t bytes) {
+    fetched += bytes;
+    context.bytes_fetched += bytes;
+    status.done = writer->offset();
+    if (status.done - last_report >= (1 << 20)) {
+      last_report = status.done;
+      context.Report(status);
+    }
+  });
+  context.Report(status);
+  BERTH_ASSIGN_OR_RETURN(std::string endpoint,
+                         WithContext(client_.FetchBlob(context.session, descriptor, sink, cancel),
+                                     what));
+  Result<content::BlobInfo> committed = writer->Commit();
+  if (!committed) {
+    return Fail(std::move(committed).error().WithContext(
+        fmt::format("{} from {}", what, endpoint)));
+  }
+  status.done = descriptor.size;
+  status.complete = true;
+  context.Report(status);
+  return fetched;
+}
+
+}  // namespace berth::pull

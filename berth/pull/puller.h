@@ -1,0 +1,108 @@
+// File: berth/pull/puller.h
+//
+// Puller does containerd's PullImage up to a complete, verified set of blobs: it normalizes the
+// reference, works out the endpoints and credentials for its registry, resolves the manifest
+// (choosing the platform from an index), fetches the config and the layers with bounded
+// parallelism into the content store, and returns the resolved image. Unpacking is not its job;
+// a LayerObserver hook lets the unpacker see each layer's bytes as they arrive.
+//
+// Guarantees:
+//   - Every blob is verified (size and digest) before the content store makes it visible.
+//   - Blobs already in the store are not fetched again; an interrupted download resumes from
+//     its ingest with a Range request.
+//   - Two pulls that need the same blob at once fetch it once: the second waits for the first
+//     (on a condition variable) and then uses the committed blob.
+//   - Errors name the reference, the blob and the endpoint, and never carry credentials.
+//
+// Thread safety: Pull() may be called concurrently from many threads.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/cancel.h"
+#include "berth/base/result.h"
+#include "berth/config/config.h"
+#include "berth/content/store.h"
+#include "berth/image/manifest.h"
+#include "berth/image/platform.h"
+#include "berth/reference/reference.h"
+#include "berth/registry/auth.h"
+#include "berth/registry/client.h"
+#include "berth/registry/http.h"
+
+namespace berth::pull {
+
+struct PullOptions {
+  image::Platform platform = image::HostPlatform();
+  // Credentials sent with the request (CRI AuthConfig). When empty, the config file's
+  // `configs.<host>.auth` applies.
+  registry::CriAuthConfig auth;
+};
+
+// Progress of one blob; reported from download threads.
+struct BlobProgress {
+  Digest digest = Digest::Sha256Of("");
+  std::string media_type;
+  int64_t done = 0;
+  int64_t total = 0;
+  bool cached = false;    // already in the store, nothing fetched
+  bool complete = false;  // verified and committed
+};
+using ProgressFn = std::function<void(const BlobProgress&)>;
+
+struct PulledImage {
+  Reference reference;                // normalized, as asked
+  image::Descriptor target;           // what the reference resolved to (index or manifest)
+  image::Descriptor manifest;         // the platform's manifest
+  image::Manifest parsed_manifest;
+  image::ImageConfig config;
+  Digest image_id;                    // the config's digest
+  int64_t content_size = 0;           // manifest + config + layers, as containerd reports
+  int64_t bytes_fetched = 0;          // bytes downloaded by this pull
+};
+
+class Puller {
+ public:
+  // `store` and `transport` must outlive the Puller. `config` is copied.
+  Puller(content::Store& store, registry::HttpTransport& transport, config::Config config);
+
+  // Pulls `reference`. Blocks on the network; honours `cancel`. Errors: kInvalidArgument (bad
+  // reference or platform), kNotFound, kUnauthenticated/kPermissionDenied, kUnavailable,
+  // kDataLoss (bytes that do not match their digest), kResourceExhausted (disk full, limits),
+  // kUnimplemented (a manifest format berth does not read), kCancelled/kDeadlineExceeded.
+  Result<PulledImage> Pull(std::string_view reference, const PullOptions& options,
+                           const ProgressFn& progress, const CancelToken& cancel);
+
+ private:
+  struct InFlight {
+    std::mutex mutex;
+    std::condition_variable done_signal;
+    bool done = false;
+    std::optional<Error> error;
+  };
+  struct PullContext;
+
+  Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer,
+                          const CancelToken& cancel);
+  Result<int64_t> DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
+                               const CancelToken& cancel);
+  Result<void> StoreSmallBlob(const image::Descriptor& descriptor, std::string_view bytes);
+  registry::Credentials CredentialsFor(const PullOptions& options, std::string_view host) const;
+
+  content::Store& store_;
+  config::Config config_;
+  registry::HttpTransport& transport_;
+  registry::Client client_;
+
+  std::mutex in_flight_mutex_;
+  std::map<Digest, std::shared_ptr<InFlight>> in_flight_;
+};
+
+}  // namespace berth::pull

@@ -1,0 +1,407 @@
+#include "berth/registry/client.h"
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "berth/image/media_types.h"
+#include "berth/registry/url.h"
+
+namespace berth::registry {
+namespace {
+
+bool IsRedirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
+
+// The registry's own explanation from an error body ({"errors":[{"code","message"}]}), short.
+std::string RegistryMessage(const HttpResponse& response) {
+  auto parsed = nlohmann::json::parse(response.body, nullptr, false);
+  std::string out;
+  if (parsed.is_object()) {
+    auto errors = parsed.find("errors");
+    if (errors != parsed.end() && errors->is_array()) {
+      for (const auto& error : *errors) {
+        if (!error.is_object()) continue;
+        std::string code = error.value("code", "");
+        std::string message = error.value("message", "");
+        if (!out.empty()) out += "; ";
+        out += code.empty() ? message : code + (message.empty() ? "" : ": " + message);
+      }
+    }
+  }
+  if (out.size() > 300) out = out.substr(0, 300) + "…";
+  return out;
+}
+
+Error HttpStatusError(const HttpResponse& response, std::string_view what,
+                      const std::string& endpoint) {
+  std::string detail = RegistryMessage(response);
+  std::string message = fmt::format("{} at {}: HTTP {}{}", what, endpoint, response.status,
+                                    detail.empty() ? "" : " (" + detail + ")");
+  ErrorCode code = ErrorCode::kUnavailable;
+  switch (response.status) {
+    case 400: code = ErrorCode::kInvalidArgument; break;
+    case 401: code = ErrorCode::kUnauthenticated; break;
+    case 403: code = ErrorCode::kPermissionDenied; break;
+    case 404: code = ErrorCode::kNotFound; break;
+    case 416: code = ErrorCode::kOutOfRange; break;
+    default: break;
+  }
+  return Error(code, std::move(message));
+}
+
+// Seconds from a Retry-After header (delta-seconds form; the HTTP-date form is rare for
+// registries and is treated as absent).
+std::optional<std::chrono::seconds> RetryAfter(const HttpResponse& response) {
+  std::optional<std::string> value = response.Header("retry-after");
+  if (!value || value->empty() || value->size() > 9) return std::nullopt;
+  for (char c : *value) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  return std::chrono::seconds(std::stoll(*value));
+}
+
+// Priority of an endpoint's failure when choosing which one to report.
+int ReportPriority(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kUnauthenticated:
+    case ErrorCode::kPermissionDenied: return 3;
+    case ErrorCode::kDataLoss: return 2;
+    case ErrorCode::kNotFound: return 1;
+    default: return 0;
+  }
+}
+
+// Errors that end the whole request instead of moving on to the next endpoint.
+bool StopsAllEndpoints(ErrorCode code) {
+  return code == ErrorCode::kCancelled || code == ErrorCode::kResourceExhausted ||
+         code == ErrorCode::kInternal;
+}
+
+Result<Digest> VerifyBytes(std::string_view bytes, const Digest& expected, std::string_view what,
+                           const std::string& endpoint) {
+  Hasher hasher(expected.algorithm());
+  hasher.Update(bytes);
+  Digest actual = hasher.Finish();
+  if (actual != expected) {
+    return Fail(ErrorCode::kDataLoss,
+                fmt::format("{} from {} does not match its digest: expected {}, got {}", what,
+                            endpoint, expected, actual));
+  }
+  return actual;
+}
+
+}  // namespace
+
+std::string ManifestAcceptHeader() {
+  return fmt::format("{}, {}, {}, {}, {}, {};q=0.5", media_types::kOciIndex,
+                     media_types::kDockerManifestList, media_types::kOciManifest,
+                     media_types::kDockerManifest, media_types::kDockerSchema1SignedManifest,
+                     media_types::kDockerSchema1Manifest);
+}
+
+Client::Client(HttpTransport& transport, RetryPolicy policy)
+    : transport_(transport), policy_(policy) {}
+
+bool Client::IsDead(const std::string& host) {
+  std::lock_guard lock(mutex_);
+  auto it = dead_until_.find(host);
+  if (it == dead_until_.end()) return false;
+  if (std::chrono::steady_clock::now() >= it->second) {
+    dead_until_.erase(it);
+    return false;
+  }
+  return true;
+}
+
+void Client::MarkDead(const std::string& host) {
+  std::lock_guard lock(mutex_);
+  dead_until_[host] = std::chrono::steady_clock::now() + policy_.dead_endpoint_memory;
+}
+
+Result<void> Client::SleepFor(std::chrono::milliseconds duration, const CancelToken& cancel) {
+  auto until = std::chrono::steady_clock::now() + duration;
+  while (std::chrono::steady_clock::now() < until) {
+    BERTH_RETURN_IF_ERROR(cancel.Check());
+    auto step = std::min<std::chrono::steady_clock::duration>(
+        std::chrono::milliseconds(50), until - std::chrono::steady_clock::now());
+    std::this_thread::sleep_for(step);
+  }
+  return cancel.Check();
+}
+
+Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndpoint& endpoint,
+                                      const std::string& path, const HeaderList& extra_headers,
+                                      BlobSink* blob, size_t max_body, const CancelToken& cancel) {
+  const std::string scope = "repository:" + session.repository + ":pull";
+  const std::string base_url = endpoint.BaseUrl();
+  thread_local std::mt19937 random(std::random_device{}());
+  std::chrono::milliseconds backoff = policy_.initial_backoff;
+  std::optional<Error> last_error;
+  bool auth_retried = false;
+  int attempt = 1;
+  int loops_left = 100;  // bounds retries that make progress (each resumes further on)
+
+  while (attempt <= policy_.max_attempts && loops_left-- > 0) {
+    BERTH_RETURN_IF_ERROR(cancel.Check());
+    BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(base_url + path));
+    const int64_t offset_before = blob != nullptr ? blob->offset() : 0;
+    Result<HttpResponse> response = Fail(ErrorCode::kInternal, "no request made");
+    for (int redirects = 0;; ++redirects) {
+      HttpRequest request;
+      request.url = url.ToString();
+      request.headers = endpoint.headers;
+      request.headers.insert(request.headers.end(), extra_headers.begin(), extra_headers.end());
+      request.connect_timeout = policy_.connect_timeout;
+      request.progress_timeout = policy_.progress_timeout;
+      request.max_buffered_body = max_body;
+      bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
+      request.tls = endpoint_host ? endpoint.tls
+                                  : (session.tls_for_host ? session.tls_for_host(url.host)
+                                                          : TlsOptions{});
+      // Credentials go only to the endpoint they were issued for, never to a redirect target.
+      if (endpoint_host && session.authorizer != nullptr) {
+        BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
+                               session.authorizer->Authorization(endpoint.host, scope, cancel));
+        if (authorization) request.headers.emplace_back("Authorization", authorization->reveal());
+      }
+      BodySink sink;
+      bool first_chunk = true;
+      if (blob != nullptr) {
+        int64_t offset = blob->offset();
+        if (offset > 0) request.headers.emplace_back("Range", fmt::format("bytes={}-", offset));
+        sink = [&, offset](const HttpResponse& head, std::string_view chunk) -> Result<void> {
+          if (first_chunk) {
+            first_chunk = false;
+            if (offset > 0 && head.status != 206) {
+              BERTH_RETURN_IF_ERROR(blob->Truncate());  // the server ignored the Range
+            } else if (offset > 0) {
+              std::string expected = fmt::format("bytes {}-", offset);
+              std::optional<std::string> range = head.Header("content-range");
+              if (!range || !range->starts_with(expected)) {
+                return Fail(ErrorCode::kDataLoss,
+                            fmt::format("server answered a Range request for offset {} with "
+                                        "Content-Range \"{}\"",
+                                        offset, range.value_or("")));
+              }
+            }
+          }
+          return blob->Write(chunk);
+        };
+      }
+      response = transport_.RoundTrip(request, blob != nullptr ? &sink : nullptr, cancel);
+      if (!response || !IsRedirect(response->status)) break;
+      std::optional<std::string> location = response->Header("location");
+      if (!location) break;
+      if (redirects >= kMaxRedirects) {
+        response = Fail(ErrorCode::kUnavailable,
+                        fmt::format("GET {}{}: more than {} redirects", base_url, path,
+                                    kMaxRedirects));
+        break;
+      }
+      BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
+    }
+
+    if (!response) {
+      Error error = std::move(response).error();
+      ErrorCode code = error.code();
+      if (code == ErrorCode::kUnavailable) {
+        MarkDead(endpoint.host);  // refused, unreachable, TLS: do not dial it again for a while
+        return Fail(std::move(error));
+      }
+      if (cancel.cancelled() ||
+          (code != ErrorCode::kAborted && code != ErrorCode::kDeadlineExceeded)) {
+        return Fail(std::move(error));  // cancelled, or the sink's own error (disk full, …)
+      }
+      last_error = std::move(error);
+    } else {
+      int status = response->status;
+      if (status == 401 && !auth_retried && session.authorizer != nullptr) {
+        BERTH_RETURN_IF_ERROR(
+            session.authorizer->OnUnauthorized(endpoint.host, scope, *response, cancel));
+        auth_retried = true;
+        continue;
+      }
+      if (status != 429 && status < 500) return response;
+      last_error = HttpStatusError(*response, fmt::format("GET {}", path), base_url);
+      if (status == 429 || status == 503) {
+        if (std::optional<std::chrono::seconds> wait = RetryAfter(*response);
+            wait && attempt < policy_.max_attempts) {
+          BERTH_RETURN_IF_ERROR(SleepFor(std::min(*wait, policy_.max_retry_after), cancel));
+          ++attempt;
+          continue;
+        }
+      }
+    }
+    // A transfer that moved forward before breaking off does not use up an attempt: the next
+    // one resumes where it stopped.
+    bool progressed = blob != nullptr && blob->offset() > offset_before;
+    if (!progressed) ++attempt;
+    if (attempt > policy_.max_attempts) break;
+    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
+    BERTH_RETURN_IF_ERROR(SleepFor(std::chrono::milliseconds(jitter(random)), cancel));
+    backoff = std::min(backoff * 2, policy_.max_backoff);
+  }
+  MarkDead(endpoint.host);
+  Error error = last_error ? *last_error : Error(ErrorCode::kUnavailable, "no attempt made");
+  return Fail(std::move(error).WithContext(
+      fmt::format("giving up on {} after {} attempts", base_url, policy_.max_attempts)));
+}
+
+template <typename T>
+Result<T> Client::OnEndpoints(const Session& session, Capability capability,
+                              std::string_view what,
+                              const std::function<Result<T>(const RegistryEndpoint&)>& request) {
+  std::vector<const RegistryEndpoint*> alive;
+  std::vector<const RegistryEndpoint*> dead;
+  for (const RegistryEndpoint& endpoint : session.endpoints) {
+    if (!endpoint.Can(capability)) continue;
+    (IsDead(endpoint.host) ? dead : alive).push_back(&endpoint);
+  }
+  alive.insert(alive.end(), dead.begin(), dead.end());
+  if (alive.empty()) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                fmt::format("{}: no configured endpoint may {} (check the hosts' capabilities)",
+                            what, capability == kCapabilityResolve ? "resolve tags" : "pull"));
+  }
+  std::optional<Error> reported;
+  std::string tried;
+  for (const RegistryEndpoint* endpoint : alive) {
+    Result<T> result = request(*endpoint);
+    if (result) return result;
+    Error error = std::move(result).error();
+    if (StopsAllEndpoints(error.code())) return Fail(std::move(error).WithContext(std::string(what)));
+    if (!tried.empty()) tried += "; ";
+    tried += fmt::format("{}: {}", endpoint->BaseUrl(), ErrorCodeName(error.code()));
+    if (!reported || ReportPriority(error.code()) >= ReportPriority(reported->code())) {
+      reported = std::move(error);
+    }
+  }
+  if (alive.size() > 1) {
+    return Fail(std::move(*reported).WithContext(fmt::format("{} (tried {})", what, tried)));
+  }
+  return Fail(std::move(*reported).WithContext(std::string(what)));
+}
+
+Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view reference,
+                                        const CancelToken& cancel) {
+  std::optional<Digest> pinned;
+  if (reference.find(':') != std::string_view::npos) {
+    BERTH_ASSIGN_OR_RETURN(pinned, Digest::Parse(reference));
+  }
+  const std::string path = fmt::format("/{}/manifests/{}", session.repository, reference);
+  const HeaderList accept = {{"Accept", ManifestAcceptHeader()}};
+  std::string what = fmt::format("resolve {}:{}", session.repository, reference);
+  return OnEndpoints<FetchedManifest>(
+      session, pinned ? kCapabilityPull : kCapabilityResolve, what,
+      [&](const RegistryEndpoint& endpoint) -> Result<FetchedManifest> {
+        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
+                               Exchange(session, endpoint, path, accept, nullptr,
+                                        image::kMaxManifestBytes, cancel));
+        if (response.status != 200) {
+          return Fail(HttpStatusError(response, "manifest " + std::string(reference),
+                                      endpoint.BaseUrl()));
+        }
+        BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
+                               image::DetectKind(response.Header("content-type").value_or(""),
+                                                 response.body));
+        FetchedManifest fetched;
+        fetched.endpoint = endpoint.BaseUrl();
+        fetched.descriptor.media_type = std::string(image::MediaTypeOf(kind));
+        fetched.descriptor.size = static_cast<int64_t>(response.body.size());
+        std::optional<Digest> expected = pinned;
+        if (!expected && kind != image::ManifestKind::kDockerSchema1) {
+          // Schema1 digests cover the payload without its signatures; they are not checked here
+          // (a schema1 image gets no repo digest anyway).
+          if (auto header = response.Header("docker-content-digest")) {
+            Result<Digest> parsed = Digest::Parse(*header);
+            if (parsed) expected = *parsed;
+          }
+        }
+        if (expected) {
+          BERTH_ASSIGN_OR_RETURN(fetched.descriptor.digest,
+                                 VerifyBytes(response.body, *expected, "manifest",
+                                             endpoint.BaseUrl()));
+        } else {
+          fetched.descriptor.digest = Digest::Sha256Of(response.body);
+        }
+        fetched.bytes = std::move(response.body);
+        return fetched;
+      });
+}
+
+Result<FetchedManifest> Client::FetchManifest(const Session& session,
+                                              const image::Descriptor& descriptor,
+                                              const CancelToken& cancel) {
+  if (descriptor.size > static_cast<int64_t>(image::kMaxManifestBytes)) {
+    return Fail(ErrorCode::kResourceExhausted,
+                fmt::format("manifest {} is {} bytes, over the {} byte limit", descriptor.digest,
+                            descriptor.size, image::kMaxManifestBytes));
+  }
+  BERTH_ASSIGN_OR_RETURN(FetchedManifest fetched,
+                         Resolve(session, descriptor.digest.ToString(), cancel));
+  if (descriptor.size > 0 && fetched.descriptor.size != descriptor.size) {
+    return Fail(ErrorCode::kDataLoss,
+                fmt::format("manifest {} from {} is {} bytes, its descriptor says {}",
+                            descriptor.digest, fetched.endpoint, fetched.descriptor.size,
+                            descriptor.size));
+  }
+  return fetched;
+}
+
+Result<std::string> Client::FetchSmallBlob(const Session& session,
+                                           const image::Descriptor& descriptor, size_t max_bytes,
+                                           const CancelToken& cancel) {
+  if (descriptor.size > static_cast<int64_t>(max_bytes)) {
+    return Fail(ErrorCode::kResourceExhausted,
+                fmt::format("blob {} is {} bytes, over the {} byte limit", descriptor.digest,
+                            descriptor.size, max_bytes));
+  }
+  const std::string path = fmt::format("/{}/blobs/{}", session.repository, descriptor.digest);
+  return OnEndpoints<std::string>(
+      session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
+      [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
+        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
+                               Exchange(session, endpoint, path, {}, nullptr, max_bytes, cancel));
+        if (response.status != 200) {
+          return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
+        }
+        if (static_cast<int64_t>(response.body.size()) != descriptor.size) {
+          return Fail(ErrorCode::kDataLoss,
+                      fmt::format("blob {} from {} is {} bytes, its descriptor says {}",
+                                  descriptor.digest, endpoint.BaseUrl(), response.body.size(),
+                                  descriptor.size));
+        }
+        BERTH_RETURN_IF_ERROR(
+            VerifyBytes(response.body, descriptor.digest, "blob", endpoint.BaseUrl()));
+        return std::move(response.body);
+      });
+}
+
+Result<std::string> Client::FetchBlob(const Session& session, const image::Descriptor& descriptor,
+                                      BlobSink& sink, const CancelToken& cancel) {
+  const std::string path = fmt::format("/{}/blobs/{}", session.repository, descriptor.digest);
+  return OnEndpoints<std::string>(
+      session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
+      [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
+        if (sink.offset() >= descriptor.size && descriptor.size > 0) return endpoint.BaseUrl();
+        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
+                               Exchange(session, endpoint, path, {}, &sink, 64 << 10, cancel));
+        if (response.status != 200 && response.status != 206) {
+          return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
+        }
+        if (sink.offset() != descriptor.size) {
+          return Fail(ErrorCode::kDataLoss,
+                      fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
+                                  descriptor.digest, endpoint.BaseUrl(), sink.offset(),
+                                  descriptor.size));
+        }
+        return endpoint.BaseUrl();
+      });
+}
+
+}  // namespace berth::registry

@@ -1,0 +1,130 @@
+// File: berth/registry/client.h
+//
+// Client speaks the OCI distribution pull API to a list of endpoints (mirrors first, then the
+// registry itself; see hosts.h): it resolves tags and digests to manifests, fetches manifests
+// and streams blobs, verifying every byte against its digest.
+//
+// For each request it walks the endpoints in order, skipping those that lack the capability
+// (tags resolve only on endpoints with kCapabilityResolve) and trying endpoints that failed
+// recently last. On one endpoint it:
+//   - adds Authorization from the Authorizer, answers a 401 by learning the challenge and
+//     retrying once;
+//   - follows redirects (at most kMaxRedirects), sending Authorization only to the endpoint's
+//     own host, never to the object storage a blob is redirected to;
+//   - retries interrupted transfers, 5xx, 429 and timeouts with jittered exponential backoff,
+//     honouring Retry-After, and resumes an interrupted blob with a Range request;
+//   - gives up on the endpoint at once on connection refused or a TLS failure, remembering it as
+//     dead for `dead_endpoint_memory` so each blob does not dial it again.
+// A 404 moves on to the next endpoint; only when every endpoint has failed does the request fail,
+// with the most telling error (auth > not found > unavailable) naming what was tried.
+//
+// Thread safety: Client is safe for concurrent use by many pulls.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/cancel.h"
+#include "berth/base/result.h"
+#include "berth/image/descriptor.h"
+#include "berth/image/manifest.h"
+#include "berth/registry/auth.h"
+#include "berth/registry/hosts.h"
+#include "berth/registry/http.h"
+
+namespace berth::registry {
+
+struct RetryPolicy {
+  int max_attempts = 4;  // per endpoint and request
+  std::chrono::milliseconds initial_backoff{200};
+  std::chrono::milliseconds max_backoff{5000};
+  std::chrono::seconds max_retry_after{60};  // longer Retry-After values are capped to this
+  std::chrono::seconds dead_endpoint_memory{30};
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
+  std::chrono::milliseconds progress_timeout{std::chrono::minutes(5)};
+};
+
+inline constexpr int kMaxRedirects = 5;
+
+// What a pull needs to talk to one repository.
+struct Session {
+  std::vector<RegistryEndpoint> endpoints;
+  std::string repository;  // "library/busybox"
+  Authorizer* authorizer = nullptr;
+  // TLS for hosts that are not endpoints (redirect targets).
+  std::function<TlsOptions(std::string_view host)> tls_for_host;
+};
+
+struct FetchedManifest {
+  image::Descriptor descriptor;  // media type, digest (verified), size
+  std::string bytes;
+  std::string endpoint;          // base URL that served it
+};
+
+// Where a blob's bytes go (content::Writer has this shape; the caller adapts it).
+class BlobSink {
+ public:
+  virtual ~BlobSink() = default;
+  // Bytes already held (a resumed download continues from here with a Range request).
+  virtual int64_t offset() const = 0;
+  virtual Result<void> Write(std::string_view chunk) = 0;
+  // Drops what was held, for a server that answers a Range request with the whole blob.
+  virtual Result<void> Truncate() = 0;
+};
+
+// The Accept header for manifests, in order of preference.
+std::string ManifestAcceptHeader();
+
+class Client {
+ public:
+  // `transport` must outlive the Client.
+  explicit Client(HttpTransport& transport, RetryPolicy policy = {});
+
+  // Resolves a tag (`reference` = "v1.2") or digest ("sha256:…") to its manifest, on endpoints
+  // with the resolve capability (or pull, for digests). Verifies the bytes against the digest
+  // asked for, or against Docker-Content-Digest when the registry sends one.
+  Result<FetchedManifest> Resolve(const Session& session, std::string_view reference,
+                                  const CancelToken& cancel);
+
+  // Fetches a manifest or index named by `descriptor`, verifying size and digest.
+  Result<FetchedManifest> FetchManifest(const Session& session, const image::Descriptor& descriptor,
+                                        const CancelToken& cancel);
+
+  // Fetches a small blob (an image config) into memory, verifying size and digest.
+  Result<std::string> FetchSmallBlob(const Session& session, const image::Descriptor& descriptor,
+                                     size_t max_bytes, const CancelToken& cancel);
+
+  // Streams the blob named by `descriptor` into `sink`, resuming from sink.offset(). Checks the
+  // byte count; the sink (the content writer) checks the digest on commit. Returns the base URL
+  // of the endpoint that served it.
+  Result<std::string> FetchBlob(const Session& session, const image::Descriptor& descriptor,
+                                BlobSink& sink, const CancelToken& cancel);
+
+ private:
+  // Runs one GET of `path` (relative to the endpoint's base URL) on `endpoint` with auth,
+  // redirects and retries. A 2xx body goes to `body` when given, else into the response.
+  Result<HttpResponse> Exchange(const Session& session, const RegistryEndpoint& endpoint,
+                                const std::string& path, const HeaderList& extra_headers,
+                                BlobSink* blob, size_t max_body, const CancelToken& cancel);
+
+  // Tries `request` on every suitable endpoint in turn.
+  template <typename T>
+  Result<T> OnEndpoints(const Session& session, Capability capability, std::string_view what,
+                        const std::function<Result<T>(const RegistryEndpoint&)>& request);
+
+  bool IsDead(const std::string& host);
+  void MarkDead(const std::string& host);
+  Result<void> SleepFor(std::chrono::milliseconds duration, const CancelToken& cancel);
+
+  HttpTransport& transport_;
+  RetryPolicy policy_;
+  std::mutex mutex_;
+  std::map<std::string, std::chrono::steady_clock::time_point> dead_until_;
+};
+
+}  // namespace berth::registry

@@ -1,0 +1,246 @@
+#include "berth/registry/client.h"
+
+#include <gtest/gtest.h>
+
+#include "berth/image/media_types.h"
+#include "berth/registry/fake_transport.h"
+
+namespace berth::registry {
+namespace {
+
+constexpr char kManifest[] = R"({"schemaVersion":2,"config":{},"layers":[]})";
+
+class StringSink final : public BlobSink {
+ public:
+  int64_t offset() const override { return static_cast<int64_t>(bytes.size()); }
+  Result<void> Write(std::string_view chunk) override {
+    bytes.append(chunk);
+    return Ok();
+  }
+  Result<void> Truncate() override {
+    bytes.clear();
+    ++truncations;
+    return Ok();
+  }
+  std::string bytes;
+  int truncations = 0;
+};
+
+class ClientTest : public ::testing::Test {
+ protected:
+  ClientTest()
+      : authorizer_(
+            transport_, [this](std::string_view) { return credentials_; },
+            [](std::string_view) { return TlsOptions{}; }),
+        client_(transport_, RetryPolicy{.max_attempts = 3,
+                                        .initial_backoff = std::chrono::milliseconds(1),
+                                        .max_backoff = std::chrono::milliseconds(2)}) {}
+
+  Session MakeSession(std::vector<std::string> urls) {
+    Session session;
+    for (const std::string& url : urls) {
+      RegistryEndpoint endpoint;
+      endpoint.scheme = url.substr(0, url.find(':'));
+      endpoint.host = url.substr(url.find("//") + 2);
+      endpoint.path = "/v2";
+      session.endpoints.push_back(endpoint);
+    }
+    session.repository = "library/app";
+    session.authorizer = &authorizer_;
+    return session;
+  }
+
+  static HttpResponse ManifestResponse() {
+    return HttpResponse{.status = 200,
+                        .headers = {{"content-type", std::string(media_types::kOciManifest)},
+                                    {"docker-content-digest",
+                                     Digest::Sha256Of(kManifest).ToString()}},
+                        .body = kManifest};
+  }
+
+  FakeTransport transport_;
+  Credentials credentials_;
+  Authorizer authorizer_;
+  Client client_;
+};
+
+TEST_F(ClientTest, ResolveTagVerifiesDigestHeader) {
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1", ManifestResponse());
+  Result<FetchedManifest> fetched =
+      client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  EXPECT_EQ(fetched->descriptor.digest, Digest::Sha256Of(kManifest));
+  EXPECT_EQ(fetched->descriptor.media_type, media_types::kOciManifest);
+  EXPECT_EQ(fetched->bytes, kManifest);
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  bool has_accept = false;
+  for (const auto& [name, value] : requests[0].headers) {
+    if (name == "Accept") has_accept = value.find(media_types::kOciIndex) != std::string::npos;
+  }
+  EXPECT_TRUE(has_accept);
+}
+
+TEST_F(ClientTest, TamperedManifestIsDataLoss) {
+  HttpResponse response = ManifestResponse();
+  response.body[0] = ' ';
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1", response);
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_FALSE(fetched);
+  EXPECT_EQ(fetched.error().code(), ErrorCode::kDataLoss);
+  EXPECT_NE(fetched.error().ToString().find("http://r.test/v2"), std::string::npos);
+}
+
+TEST_F(ClientTest, DeadMirrorThenNotFoundMirrorThenUpstream) {
+  // mirror-a refuses connections (no rule), mirror-b has no such manifest, upstream has it.
+  transport_.Respond("GET", "http://mirror-b.test/v2/", {.status = 404, .body = "{}"});
+  transport_.Respond("GET", "http://up.test/v2/library/app/manifests/v1", ManifestResponse());
+  Session session = MakeSession({"http://mirror-a.test", "http://mirror-b.test", "http://up.test"});
+  auto fetched = client_.Resolve(session, "v1", CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  EXPECT_EQ(fetched->endpoint, "http://up.test/v2");
+  // The dead mirror is remembered: the next request tries it last, not first.
+  size_t before = transport_.requests().size();
+  ASSERT_TRUE(client_.Resolve(session, "v1", CancelToken::Never()));
+  auto requests = transport_.requests();
+  EXPECT_EQ(requests[before].url.find("http://mirror-b.test"), 0u);
+}
+
+TEST_F(ClientTest, NotFoundEverywhereIsNotFound) {
+  transport_.Respond("GET", "http://a.test/v2/",
+                     {.status = 404,
+                      .body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]})"});
+  auto fetched = client_.Resolve(MakeSession({"http://a.test"}), "v9", CancelToken::Never());
+  ASSERT_FALSE(fetched);
+  EXPECT_EQ(fetched.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(fetched.error().ToString().find("MANIFEST_UNKNOWN"), std::string::npos);
+}
+
+TEST_F(ClientTest, ServerErrorsAreRetried) {
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1", {.status = 500});
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1", ManifestResponse());
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  EXPECT_EQ(transport_.requests().size(), 2u);
+}
+
+TEST_F(ClientTest, PersistentServerErrorGivesUp) {
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 503});
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_FALSE(fetched);
+  EXPECT_EQ(fetched.error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(transport_.requests().size(), 3u);
+}
+
+TEST_F(ClientTest, BearerChallengeThenSuccess) {
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1",
+                     {.status = 401,
+                      .headers = {{"www-authenticate",
+                                   R"(Bearer realm="http://auth.test/token",service="r")"}}});
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1", ManifestResponse());
+  transport_.Respond("GET", "http://auth.test/token", {.status = 200, .body = R"({"token":"T"})"});
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_NE(requests[1].url.find("scope=repository%3Alibrary%2Fapp%3Apull"), std::string::npos);
+  bool bearer = false;
+  for (const auto& [name, value] : requests[2].headers) bearer |= value == "Bearer T";
+  EXPECT_TRUE(bearer);
+}
+
+TEST_F(ClientTest, RedirectGetsNoAuthorization) {
+  credentials_ = {.registry_token = Secret("secret-token")};
+  std::string blob = "blob-bytes";
+  transport_.Respond("GET", "http://r.test/v2/library/app/blobs/",
+                     {.status = 307, .headers = {{"location", "http://storage.test/o?sig=1"}}});
+  transport_.Respond("GET", "http://storage.test/o", {.status = 200, .body = blob});
+  StringSink sink;
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob),
+                               .size = static_cast<int64_t>(blob.size())};
+  auto served = client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
+                                  CancelToken::Never());
+  ASSERT_TRUE(served) << served.error().ToString();
+  EXPECT_EQ(sink.bytes, blob);
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  auto has_auth = [](const HttpRequest& request) {
+    for (const auto& [name, value] : request.headers) {
+      if (name == "Authorization") return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has_auth(requests[0]));
+  EXPECT_FALSE(has_auth(requests[1]));
+}
+
+TEST_F(ClientTest, RedirectLoopIsRefused) {
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1",
+                     {.status = 302, .headers = {{"location", "/v2/library/app/manifests/v1"}}});
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_FALSE(fetched);
+  EXPECT_NE(fetched.error().ToString().find("redirects"), std::string::npos);
+}
+
+TEST_F(ClientTest, ResumeWithRangeAndServerIgnoringIt) {
+  std::string blob = "0123456789";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
+  StringSink sink;
+  sink.bytes = "01234";
+  transport_.Respond("GET", "http://r.test/v2/library/app/blobs/",
+                     {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
+  ASSERT_TRUE(client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
+                                CancelToken::Never()));
+  EXPECT_EQ(sink.bytes, blob);
+  auto requests = transport_.requests();
+  bool range = false;
+  for (const auto& [name, value] : requests.back().headers) range |= value == "bytes=5-";
+  EXPECT_TRUE(range);
+
+  // A server that ignores Range sends everything: the sink starts over.
+  FakeTransport plain;
+  Client client(plain, RetryPolicy{.initial_backoff = std::chrono::milliseconds(1)});
+  plain.Respond("GET", "http://r.test/v2/", {.status = 200, .body = blob});
+  StringSink partial;
+  partial.bytes = "01234";
+  Session session = MakeSession({"http://r.test"});
+  session.authorizer = nullptr;
+  ASSERT_TRUE(client.FetchBlob(session, descriptor, partial, CancelToken::Never()));
+  EXPECT_EQ(partial.bytes, blob);
+  EXPECT_EQ(partial.truncations, 1);
+}
+
+TEST_F(ClientTest, ShortBlobIsDataLoss) {
+  image::Descriptor descriptor{.digest = Digest::Sha256Of("abc"), .size = 3};
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = "ab"});
+  StringSink sink;
+  auto served = client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
+                                  CancelToken::Never());
+  ASSERT_FALSE(served);
+  EXPECT_EQ(served.error().code(), ErrorCode::kDataLoss);
+}
+
+TEST_F(ClientTest, PullOnlyMirrorDoesNotResolveTags) {
+  Session session = MakeSession({"http://pull-only.test", "http://r.test"});
+  session.endpoints[0].capabilities = kCapabilityPull;
+  transport_.Respond("GET", "http://r.test/v2/", ManifestResponse());
+  transport_.Respond("GET", "http://pull-only.test/v2/", ManifestResponse());
+  auto fetched = client_.Resolve(session, "v1", CancelToken::Never());
+  ASSERT_TRUE(fetched);
+  EXPECT_EQ(fetched->endpoint, "http://r.test/v2");
+  auto by_digest = client_.Resolve(session, Digest::Sha256Of(kManifest).ToString(),
+                                   CancelToken::Never());
+  ASSERT_TRUE(by_digest);
+  EXPECT_EQ(by_digest->endpoint, "http://pull-only.test/v2");
+}
+
+TEST_F(ClientTest, CancelledBeforeStart) {
+  CancelToken cancel;
+  cancel.Cancel();
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", cancel);
+  ASSERT_FALSE(fetched);
+  EXPECT_EQ(fetched.error().code(), ErrorCode::kCancelled);
+}
+
+}  // namespace
+}  // namespace berth::registry

@@ -1,0 +1,150 @@
+#include "berth/registry/hosts.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "berth/registry/url.h"
+
+namespace berth::registry {
+namespace {
+
+// "127.0.0.1:5000" → "127.0.0.1", "[::1]:5000" → "::1", "localhost" → "localhost".
+std::string_view HostWithoutPort(std::string_view host) {
+  if (host.starts_with('[')) {
+    size_t close = host.find(']');
+    return close == std::string_view::npos ? host : host.substr(1, close - 1);
+  }
+  size_t colon = host.find(':');
+  if (colon != std::string_view::npos && host.find(':', colon + 1) == std::string_view::npos) {
+    return host.substr(0, colon);
+  }
+  return host;
+}
+
+Result<void> CheckReadable(const std::string& path, std::string_view what, std::string_view host) {
+  if (::access(path.c_str(), R_OK) != 0) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("registry {}: {} \"{}\" cannot be read: {}", host, what, path,
+                            std::strerror(errno)));
+  }
+  return Ok();
+}
+
+Result<TlsOptions> TlsFromConfig(const config::RegistryConfig& registry, const std::string& host,
+                                 std::string_view scheme) {
+  auto it = registry.configs.find(host);
+  if (it == registry.configs.end()) return TlsOptions{};
+  const config::TlsConfig& tls = it->second.tls;
+  TlsOptions options{.ca_file = tls.ca_file,
+                     .cert_file = tls.cert_file,
+                     .key_file = tls.key_file,
+                     .insecure_skip_verify = tls.insecure_skip_verify};
+  if (options == TlsOptions{}) return options;
+  if (scheme != "https") {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("registry {}: TLS settings are configured for an endpoint that is not "
+                            "https; use an https:// endpoint or remove configs.\"{}\".tls",
+                            host, host));
+  }
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    const std::string& given = options.cert_file.empty() ? options.key_file : options.cert_file;
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("registry {}: {} is given without its {}; set both cert_file and "
+                            "key_file",
+                            host, given, options.cert_file.empty() ? "cert_file" : "key_file"));
+  }
+  if (!options.ca_file.empty()) BERTH_RETURN_IF_ERROR(CheckReadable(options.ca_file, "ca_file", host));
+  if (!options.cert_file.empty()) {
+    BERTH_RETURN_IF_ERROR(CheckReadable(options.cert_file, "cert_file", host));
+    BERTH_RETURN_IF_ERROR(CheckReadable(options.key_file, "key_file", host));
+  }
+  return options;
+}
+
+Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
+                                         std::string_view text, bool is_mirror) {
+  std::string with_scheme(text);
+  if (with_scheme.find("://") == std::string::npos) {
+    size_t slash = with_scheme.find('/');
+    with_scheme = DefaultSchemeFor(with_scheme.substr(0, slash)) + "://" + with_scheme;
+  }
+  Result<Url> url = ParseUrl(with_scheme);
+  if (!url) {
+    return Fail(std::move(url).error().WithContext(fmt::format("registry endpoint \"{}\"", text)));
+  }
+  RegistryEndpoint endpoint;
+  endpoint.scheme = url->scheme;
+  endpoint.host = url->host;
+  endpoint.path = url->path == "/" ? "/v2" : url->path;
+  while (endpoint.path.size() > 1 && endpoint.path.back() == '/') endpoint.path.pop_back();
+  endpoint.is_mirror = is_mirror;
+  BERTH_ASSIGN_OR_RETURN(endpoint.tls, TlsFromConfig(registry, endpoint.host, endpoint.scheme));
+  for (const auto& [name, values] : registry.headers) {
+    for (const std::string& value : values) endpoint.headers.emplace_back(name, value);
+  }
+  return endpoint;
+}
+
+}  // namespace
+
+std::string DefaultHostFor(std::string_view domain) {
+  if (domain == "docker.io") return "registry-1.docker.io";
+  return std::string(domain);
+}
+
+std::string DefaultSchemeFor(std::string_view host) {
+  std::string_view bare = HostWithoutPort(host);
+  if (bare == "localhost" || bare == "127.0.0.1" || bare == "::1") return "http";
+  return "https";
+}
+
+Result<std::vector<RegistryEndpoint>> ResolveEndpoints(const config::RegistryConfig& registry,
+                                                       std::string_view domain) {
+  std::string default_host = DefaultHostFor(domain);
+  const config::Mirror* mirror = nullptr;
+  if (auto it = registry.mirrors.find(std::string(domain)); it != registry.mirrors.end()) {
+    mirror = &it->second;
+  } else if (auto any = registry.mirrors.find("*"); any != registry.mirrors.end()) {
+    mirror = &any->second;
+  }
+  config::Fallback fallback = config::Fallback::kAlways;
+  if (auto it = registry.configs.find(std::string(domain)); it != registry.configs.end()) {
+    fallback = it->second.fallback;
+  }
+
+  std::vector<RegistryEndpoint> endpoints;
+  bool default_listed = false;
+  if (mirror != nullptr) {
+    for (const std::string& text : mirror->endpoints) {
+      BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint, EndpointFromUrl(registry, text, true));
+      if (endpoint.host == default_host || endpoint.host == domain) {
+        endpoint.is_mirror = false;
+        default_listed = true;
+      }
+      endpoints.push_back(std::move(endpoint));
+    }
+  }
+  if (!default_listed && fallback == config::Fallback::kAlways) {
+    BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint,
+                           EndpointFromUrl(registry, default_host, false));
+    endpoints.push_back(std::move(endpoint));
+  }
+  if (endpoints.empty()) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                fmt::format("registry {} has fallback = \"never\" but no mirror is configured for "
+                            "it; add mirrors.\"{}\".endpoint or allow the fallback",
+                            domain, domain));
+  }
+  return endpoints;
+}
+
+TlsOptions TlsForHost(const config::RegistryConfig& registry, std::string_view host) {
+  Result<TlsOptions> tls = TlsFromConfig(registry, std::string(host), "https");
+  return tls ? *tls : TlsOptions{};
+}
+
+}  // namespace berth::registry

@@ -1,0 +1,66 @@
+// File: berth/registry/hosts.h
+//
+// Which endpoints serve a registry host, and how to talk to each: containerd's `registryHosts`
+// with the seed's rules, decided once per pull from the config.
+//
+//   - Endpoints are the configured mirrors of the host, else those of "*", in order; then the
+//     host itself (its default endpoint) unless a mirror already names that host, or the host's
+//     `fallback` is "never".
+//   - docker.io is served at registry-1.docker.io.
+//   - An endpoint without a scheme is https, except http for localhost, 127.0.0.1 and ::1 (with
+//     or without a port). An endpoint without a path gets "/v2".
+//   - TLS comes from `configs.<endpoint host>.tls`: the CA file is added to the system pool, a
+//     client certificate needs its key. TLS settings on an http endpoint are an error, as in
+//     containerd.
+//
+// Thread safety: pure functions over values.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/result.h"
+#include "berth/config/config.h"
+#include "berth/registry/http.h"
+
+namespace berth::registry {
+
+enum Capability : unsigned {
+  kCapabilityPull = 1,     // fetch blobs and manifests by digest
+  kCapabilityResolve = 2,  // resolve a tag to a digest
+  kCapabilityPush = 4,
+};
+
+struct RegistryEndpoint {
+  std::string scheme;  // "http" or "https"
+  std::string host;    // "mirror.local:5000"; the key for TLS, credentials and auth state
+  std::string path;    // "/v2" unless configured otherwise
+  unsigned capabilities = kCapabilityPull | kCapabilityResolve;
+  TlsOptions tls;
+  HeaderList headers;
+  bool is_mirror = false;
+
+  // "https://mirror.local:5000/v2"
+  std::string BaseUrl() const { return scheme + "://" + host + path; }
+  bool Can(Capability capability) const { return (capabilities & capability) != 0; }
+};
+
+// The host a registry domain is served at: "docker.io" → "registry-1.docker.io".
+std::string DefaultHostFor(std::string_view domain);
+
+// "http" for localhost, 127.0.0.1 and ::1 (with or without a port), else "https".
+std::string DefaultSchemeFor(std::string_view host);
+
+// The endpoints serving `domain` (a reference's domain, e.g. "docker.io", "127.0.0.1:5000"),
+// in the order to try them. kInvalidArgument for a malformed endpoint URL or TLS settings that
+// do not fit (naming the host and the file); kFailedPrecondition when fallback = "never" and no
+// mirror is configured.
+Result<std::vector<RegistryEndpoint>> ResolveEndpoints(const config::RegistryConfig& registry,
+                                                       std::string_view domain);
+
+// The TLS options configured for `host`, for hosts reached other than as an endpoint (token
+// realms, redirect targets). Empty when none are configured.
+TlsOptions TlsForHost(const config::RegistryConfig& registry, std::string_view host);
+
+}  // namespace berth::registry

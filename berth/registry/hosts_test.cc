@@ -1,0 +1,99 @@
+#include "berth/registry/hosts.h"
+
+#include <gtest/gtest.h>
+
+namespace berth::registry {
+namespace {
+
+std::vector<std::string> Urls(const std::vector<RegistryEndpoint>& endpoints) {
+  std::vector<std::string> out;
+  for (const auto& endpoint : endpoints) out.push_back(endpoint.BaseUrl());
+  return out;
+}
+
+TEST(HostsTest, DefaultsWithoutConfig) {
+  config::RegistryConfig registry;
+  EXPECT_EQ(Urls(ResolveEndpoints(registry, "docker.io").value()),
+            std::vector<std::string>{"https://registry-1.docker.io/v2"});
+  EXPECT_EQ(Urls(ResolveEndpoints(registry, "quay.io").value()),
+            std::vector<std::string>{"https://quay.io/v2"});
+  for (std::string local : {"localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000",
+                            "127.0.0.1"}) {
+    auto endpoints = ResolveEndpoints(registry, local).value();
+    EXPECT_EQ(endpoints[0].scheme, "http") << local;
+    EXPECT_EQ(endpoints[0].host, local);
+  }
+  EXPECT_EQ(DefaultSchemeFor("127.0.0.2:5000"), "https");
+}
+
+TEST(HostsTest, MirrorsThenDefault) {
+  config::RegistryConfig registry;
+  registry.mirrors["docker.io"].endpoints = {"https://mirror-a.test", "http://mirror-b.test:5000/custom"};
+  auto endpoints = ResolveEndpoints(registry, "docker.io").value();
+  EXPECT_EQ(Urls(endpoints),
+            (std::vector<std::string>{"https://mirror-a.test/v2", "http://mirror-b.test:5000/custom",
+                                      "https://registry-1.docker.io/v2"}));
+  EXPECT_TRUE(endpoints[0].is_mirror);
+  EXPECT_FALSE(endpoints[2].is_mirror);
+}
+
+TEST(HostsTest, MirrorNamingTheHostIsNotDuplicated) {
+  config::RegistryConfig registry;
+  registry.mirrors["docker.io"].endpoints = {"https://registry-1.docker.io", "https://m.test"};
+  EXPECT_EQ(Urls(ResolveEndpoints(registry, "docker.io").value()),
+            (std::vector<std::string>{"https://registry-1.docker.io/v2", "https://m.test/v2"}));
+}
+
+TEST(HostsTest, WildcardMirrorAppliesToOtherHosts) {
+  config::RegistryConfig registry;
+  registry.mirrors["*"].endpoints = {"https://any.test"};
+  registry.mirrors["quay.io"].endpoints = {"https://quay-mirror.test"};
+  EXPECT_EQ(Urls(ResolveEndpoints(registry, "ghcr.io").value()),
+            (std::vector<std::string>{"https://any.test/v2", "https://ghcr.io/v2"}));
+  EXPECT_EQ(Urls(ResolveEndpoints(registry, "quay.io").value()),
+            (std::vector<std::string>{"https://quay-mirror.test/v2", "https://quay.io/v2"}));
+}
+
+TEST(HostsTest, FallbackNever) {
+  config::RegistryConfig registry;
+  registry.configs["ghcr.io"].fallback = config::Fallback::kNever;
+  registry.mirrors["ghcr.io"].endpoints = {"https://m.test"};
+  EXPECT_EQ(Urls(ResolveEndpoints(registry, "ghcr.io").value()),
+            std::vector<std::string>{"https://m.test/v2"});
+  registry.mirrors.clear();
+  auto none = ResolveEndpoints(registry, "ghcr.io");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code(), ErrorCode::kFailedPrecondition);
+}
+
+TEST(HostsTest, TlsSettings) {
+  config::RegistryConfig registry;
+  registry.configs["secure.test"].tls.insecure_skip_verify = true;
+  auto endpoints = ResolveEndpoints(registry, "secure.test").value();
+  EXPECT_TRUE(endpoints[0].tls.insecure_skip_verify);
+
+  registry.configs["127.0.0.1:5000"].tls.insecure_skip_verify = true;
+  auto http_with_tls = ResolveEndpoints(registry, "127.0.0.1:5000");
+  ASSERT_FALSE(http_with_tls);
+  EXPECT_NE(http_with_tls.error().message().find("not https"), std::string::npos);
+
+  registry.configs["c.test"].tls.cert_file = "/nonexistent/client.pem";
+  auto half_pair = ResolveEndpoints(registry, "c.test");
+  ASSERT_FALSE(half_pair);
+  EXPECT_NE(half_pair.error().message().find("/nonexistent/client.pem"), std::string::npos);
+
+  registry.configs["d.test"].tls.ca_file = "/nonexistent/ca.pem";
+  auto missing_ca = ResolveEndpoints(registry, "d.test");
+  ASSERT_FALSE(missing_ca);
+  EXPECT_NE(missing_ca.error().message().find("/nonexistent/ca.pem"), std::string::npos);
+}
+
+TEST(HostsTest, HeadersGoToEveryEndpoint) {
+  config::RegistryConfig registry;
+  registry.headers["X-Meta"] = {"a", "b"};
+  auto endpoints = ResolveEndpoints(registry, "quay.io").value();
+  EXPECT_EQ(endpoints[0].headers.size(), 2u);
+}
+
+}  // namespace
+}  // namespace berth::registry
