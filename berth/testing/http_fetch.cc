@@ -101,6 +101,11 @@ Result<HttpFetchResponse> HttpFetch(const HttpFetchRequest& request) {
     }
   };
   for (const auto& [name, value] : request.headers) append(name + ": " + value);
+  if ((!request.body.empty() || request.send_body) &&
+      !FindHeader(request.headers, "Content-Type").has_value()) {
+    // curl would label the body a form, and Go servers (the registry) then parse it as one.
+    append("Content-Type: application/octet-stream");
+  }
   if (!request.bearer_token.empty()) {
     append("Authorization: Bearer " + request.bearer_token.reveal());
   }

@@ -34,7 +34,9 @@ std::optional<std::string> FindHeader(const HeaderList& headers, std::string_vie
 struct HttpFetchRequest {
   std::string method = "GET";
   std::string url;
-  // Extra request headers (name, value). A "Content-Type" here overrides curl's default.
+  // Extra request headers (name, value). A request with a body gets
+  // "Content-Type: application/octet-stream" unless one is given here (forms must say
+  // "application/x-www-form-urlencoded" explicitly).
   HeaderList headers;
   // Request body; sent with Content-Length for any method when non-empty (or when `send_body`).
   std::string body;

@@ -22,18 +22,15 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "berth/base/result.h"
-#include "berth/base/unique_fd.h"
 #include "berth/testing/http_fetch.h"
+#include "berth/testing/tcp_server.h"
 
 namespace berth::testing {
 
@@ -91,7 +88,7 @@ class HttpServer {
   // called from inside the handler.
   void Stop();
 
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return tcp_->port(); }
   // "127.0.0.1:PORT".
   std::string host() const;
   // "http://127.0.0.1:PORT".
@@ -100,30 +97,15 @@ class HttpServer {
   uint64_t requests_served() const { return requests_served_.load(); }
 
  private:
-  struct Connection {
-    UniqueFd fd;
-    std::string peer;
-    std::thread thread;
-    std::atomic<bool> done{false};
-  };
-
-  HttpServer(HttpHandler handler, HttpServerOptions options, UniqueFd listener, uint16_t port);
-  void AcceptLoop();
-  void Serve(Connection& connection);
-  // Joins and frees finished connections. REQUIRES: mutex_ held.
-  void ReapFinishedLocked();
+  HttpServer(HttpHandler handler, HttpServerOptions options)
+      : handler_(std::move(handler)), options_(options) {}
+  void Serve(int fd, const std::string& peer);
 
   const HttpHandler handler_;
   const HttpServerOptions options_;
-  UniqueFd listener_;
-  UniqueFd wake_fd_;  // eventfd that interrupts the accept loop's poll
-  const uint16_t port_;
   std::atomic<uint64_t> requests_served_{0};
   std::atomic<bool> stopping_{false};
-  std::once_flag stop_once_;
-  std::thread accept_thread_;
-  std::mutex mutex_;
-  std::list<std::unique_ptr<Connection>> connections_;  // guarded by mutex_
+  std::unique_ptr<TcpServer> tcp_;
 };
 
 }  // namespace berth::testing

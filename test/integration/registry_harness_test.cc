@@ -9,6 +9,7 @@
 #include "berth/testing/http_fetch.h"
 #include "berth/testing/http_wire.h"
 #include "berth/testing/jwt.h"
+#include "berth/testing/net_util.h"
 #include "berth/testing/test_registry.h"
 #include "berth/testing/token_server.h"
 
@@ -305,6 +306,171 @@ TEST(RegistryHarnessTest, TokenAuthExpiredTokenIsRejected) {
   ASSERT_TRUE(fresh) << fresh.error().ToString();
   EXPECT_EQ(MustFetch(WithToken(registry->NewRequest("/v2/harness/app/tags/list"), *fresh)).status,
             404);
+}
+
+// A plain registry with one pushed blob, and a fault proxy in front of it.
+class FaultProxyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registry_ = StartRegistry({});
+    ASSERT_NE(registry_, nullptr);
+    digest_ = PushBlob(*registry_, "harness/app", "", content_);
+    ASSERT_FALSE(digest_.empty());
+    Result<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(registry_->host());
+    ASSERT_TRUE(proxy) << proxy.error().ToString();
+    proxy_ = std::move(*proxy);
+  }
+
+  std::string BlobPath() const { return "/v2/harness/app/blobs/" + digest_; }
+  HttpFetchRequest ViaProxy(const std::string& path, std::string method = "GET") const {
+    return {.method = std::move(method), .url = proxy_->url() + path};
+  }
+  int AddRule(FaultRule rule) {
+    Result<int> id = proxy_->AddRule(std::move(rule));
+    EXPECT_TRUE(id) << id.error().ToString();
+    return id.value_or(0);
+  }
+
+  // The blob is long enough for byte-level faults to land mid-body.
+  const std::string content_ = std::string(4000, 'x') + "the end of the harness test blob";
+  std::unique_ptr<TestRegistry> registry_;
+  std::unique_ptr<FaultProxy> proxy_;
+  std::string digest_;
+};
+
+TEST_F(FaultProxyTest, PassesThroughWithoutRules) {
+  HttpFetchResponse blob = MustFetch(ViaProxy(BlobPath()));
+  EXPECT_EQ(blob.status, 200);
+  EXPECT_EQ(Digest::Sha256Of(blob.body).ToString(), digest_);
+  EXPECT_EQ(blob.Header("Docker-Content-Digest"), digest_);
+}
+
+TEST_F(FaultProxyTest, Injects503ThenLetsLaterRequestsThrough) {
+  int rule = AddRule({.method = "GET",
+                      .target_contains = "/blobs/",
+                      .count = 1,
+                      .action = FaultAction::Respond(503, {}, "injected")});
+  HttpFetchResponse first = MustFetch(ViaProxy(BlobPath()));
+  EXPECT_EQ(first.status, 503);
+  EXPECT_EQ(first.body, "injected");
+  HttpFetchResponse second = MustFetch(ViaProxy(BlobPath()));
+  EXPECT_EQ(second.status, 200);
+  EXPECT_EQ(second.body, content_);
+  EXPECT_EQ(proxy_->RuleHits(rule), 1u);
+  EXPECT_EQ(proxy_->RuleMatches(rule), 2u);
+}
+
+TEST_F(FaultProxyTest, TooManyRequestsCarriesRetryAfter) {
+  AddRule({.target_contains = "/v2/", .action = FaultAction::RespondWithRetryAfter(429, 7)});
+  HttpFetchResponse response = MustFetch(ViaProxy("/v2/"));
+  EXPECT_EQ(response.status, 429);
+  EXPECT_EQ(response.Header("Retry-After"), "7");
+}
+
+TEST_F(FaultProxyTest, NthRequestOnly) {
+  AddRule({.method = "GET", .target_contains = "/blobs/", .first = 2, .count = 1,
+           .action = FaultAction::Respond(500)});
+  EXPECT_EQ(MustFetch(ViaProxy(BlobPath())).status, 200);
+  EXPECT_EQ(MustFetch(ViaProxy(BlobPath())).status, 500);
+  EXPECT_EQ(MustFetch(ViaProxy(BlobPath())).status, 200);
+}
+
+TEST_F(FaultProxyTest, DropAfterBytesGivesShortBody) {
+  AddRule({.target_contains = "/blobs/", .action = FaultAction::DropAfterBytes(100)});
+  // curl notices the short body and fails the transfer.
+  Result<HttpFetchResponse> fetched = HttpFetch(ViaProxy(BlobPath()));
+  ASSERT_FALSE(fetched);
+  EXPECT_EQ(fetched.error().code(), ErrorCode::kUnavailable);
+
+  // On the wire: the full Content-Length is announced, 100 bytes follow, then the close.
+  Result<UniqueFd> socket = ConnectTcp("127.0.0.1", proxy_->port());
+  ASSERT_TRUE(socket) << socket.error().ToString();
+  ASSERT_TRUE(SendAll(socket->get(), "GET " + BlobPath() + " HTTP/1.1\r\nHost: " +
+                                          proxy_->host() + "\r\n\r\n"));
+  SocketReader reader(socket->get());
+  Result<std::optional<std::string>> head = reader.ReadHead();
+  ASSERT_TRUE(head && head->has_value());
+  Result<ResponseHead> parsed = ParseResponseHead(**head);
+  ASSERT_TRUE(parsed) << parsed.error().ToString();
+  EXPECT_EQ(FindHeader(parsed->headers, "Content-Length"), std::to_string(content_.size()));
+  std::string body;
+  while (true) {
+    Result<std::string> piece = reader.ReadSome(64 * 1024);
+    ASSERT_TRUE(piece) << piece.error().ToString();
+    if (piece->empty()) break;
+    body += *piece;
+  }
+  EXPECT_EQ(body, content_.substr(0, 100));
+  ASSERT_EQ(proxy_->requests().size(), 2u);
+  EXPECT_EQ(proxy_->requests()[1].body_bytes_sent, 100u);
+}
+
+TEST_F(FaultProxyTest, CorruptByteChangesDigestButNotLength) {
+  AddRule({.target_contains = "/blobs/", .count = 1, .action = FaultAction::CorruptByteAt(4010)});
+  HttpFetchResponse corrupted = MustFetch(ViaProxy(BlobPath()));
+  EXPECT_EQ(corrupted.status, 200);
+  ASSERT_EQ(corrupted.body.size(), content_.size());
+  EXPECT_NE(Digest::Sha256Of(corrupted.body).ToString(), digest_);
+  EXPECT_NE(corrupted.body[4010], content_[4010]);
+  EXPECT_EQ(corrupted.body.substr(0, 4010), content_.substr(0, 4010));
+  // The rule was for one request only.
+  EXPECT_EQ(Digest::Sha256Of(MustFetch(ViaProxy(BlobPath())).body).ToString(), digest_);
+}
+
+TEST_F(FaultProxyTest, DelayAndSlowDrip) {
+  AddRule({.method = "GET", .target_contains = "/v2/", .first = 1, .count = 1,
+           .action = FaultAction::Delay(std::chrono::milliseconds(300))});
+  AddRule({.target_contains = "/blobs/",
+           .action = FaultAction::SlowDrip(1024, std::chrono::milliseconds(50))});
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(MustFetch(ViaProxy("/v2/")).status, 200);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(300));
+
+  start = std::chrono::steady_clock::now();
+  HttpFetchResponse blob = MustFetch(ViaProxy(BlobPath()));
+  // 4032 bytes in 1 KiB pieces: four pauses of 50 ms.
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(200));
+  EXPECT_EQ(blob.body, content_);
+}
+
+TEST_F(FaultProxyTest, CountsRequestsPerPath) {
+  for (int i = 0; i < 3; ++i) MustFetch(ViaProxy(BlobPath()));
+  MustFetch(ViaProxy(BlobPath(), "HEAD"));
+  MustFetch(ViaProxy("/v2/"));
+  EXPECT_EQ(proxy_->RequestCount(), 5u);
+  EXPECT_EQ(proxy_->RequestCount("GET", "/blobs/"), 3u);
+  EXPECT_EQ(proxy_->RequestCount("", "/blobs/"), 4u);
+  std::map<std::string, uint64_t> per_path = proxy_->RequestsPerPath();
+  EXPECT_EQ(per_path["GET " + BlobPath()], 3u);
+  EXPECT_EQ(per_path["HEAD " + BlobPath()], 1u);
+  EXPECT_EQ(per_path["GET /v2/"], 1u);
+  proxy_->ResetCounters();
+  EXPECT_EQ(proxy_->RequestCount(), 0u);
+}
+
+TEST_F(FaultProxyTest, UploadsThroughTheProxy) {
+  // The registry builds the upload Location from the Host header, so it points at the proxy.
+  const std::string content = "pushed through the fault proxy";
+  HttpFetchResponse started = MustFetch(ViaProxy("/v2/harness/app/blobs/uploads/", "POST"));
+  ASSERT_EQ(started.status, 202);
+  std::string location = started.Header("Location").value_or("");
+  EXPECT_NE(location.find(proxy_->host()), std::string::npos) << location;
+  std::string digest = Digest::Sha256Of(content).ToString();
+  HttpFetchResponse finished = MustFetch({.method = "PUT",
+                                          .url = location + "&digest=" + digest,
+                                          .body = content});
+  EXPECT_EQ(finished.status, 201) << finished.body;
+  EXPECT_EQ(MustFetch(ViaProxy("/v2/harness/app/blobs/" + digest)).body, content);
+  EXPECT_EQ(proxy_->RequestCount("PUT", "/blobs/uploads/"), 1u);
+}
+
+TEST(FaultProxyUpstreamTest, UnreachableUpstreamGives502) {
+  Result<uint16_t> port = FreeLoopbackPort();
+  ASSERT_TRUE(port);
+  auto proxy = FaultProxy::Start("127.0.0.1:" + std::to_string(*port),
+                                 {.upstream_timeout = std::chrono::seconds(2)});
+  ASSERT_TRUE(proxy) << proxy.error().ToString();
+  EXPECT_EQ(MustFetch({.url = (*proxy)->url() + "/v2/"}).status, 502);
 }
 
 }  // namespace
