@@ -1,10 +1,10 @@
 #include "berth/imagegen/compress.h"
 
+#include <fmt/format.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <array>
-#include <fmt/format.h>
 
 #include "berth/base/c_handle.h"
 
@@ -42,7 +42,15 @@ class GzipSink final : public ByteSink {
     return Ok();
   }
 
-  Result<void> Write(std::string_view data) override { return Pump(data, Z_NO_FLUSH); }
+  Result<void> Write(std::string_view data) override {
+    // zlib counts input in 32-bit units; feed very large writes in pieces.
+    constexpr size_t kMaxPiece = size_t{1} << 30;
+    while (data.size() > kMaxPiece) {
+      BERTH_RETURN_IF_ERROR(Pump(data.substr(0, kMaxPiece), Z_NO_FLUSH));
+      data.remove_prefix(kMaxPiece);
+    }
+    return Pump(data, Z_NO_FLUSH);
+  }
   Result<void> Finish() override {
     BERTH_RETURN_IF_ERROR(Pump({}, Z_FINISH));
     return downstream_.Finish();
@@ -52,8 +60,6 @@ class GzipSink final : public ByteSink {
   Result<void> Pump(std::string_view data, int flush) {
     stream_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
     stream_.avail_in = static_cast<uInt>(data.size());
-    // Feeding more than 4 GiB at once would overflow avail_in; callers write in small chunks,
-    // and the loop below handles any size up to that.
     while (true) {
       stream_.next_out = reinterpret_cast<Bytef*>(buffer_.data());
       stream_.avail_out = static_cast<uInt>(buffer_.size());
@@ -142,7 +148,8 @@ Result<std::string> GunzipAll(std::string_view compressed) {
     rc = inflate(&stream, Z_NO_FLUSH);
     if (rc != Z_OK && rc != Z_STREAM_END) {
       inflateEnd(&stream);
-      return Fail(ErrorCode::kDataLoss, fmt::format("gzip stream is corrupt or truncated ({})", rc));
+      return Fail(ErrorCode::kDataLoss,
+                  fmt::format("gzip stream is corrupt or truncated ({})", rc));
     }
     out.append(buffer.data(), buffer.size() - stream.avail_out);
   }

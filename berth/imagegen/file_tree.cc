@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -10,8 +11,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "berth/base/c_handle.h"
 #include "berth/base/unique_fd.h"
@@ -84,8 +83,8 @@ FileTree& FileTree::AddWhiteout(std::string_view path, Attributes attributes) {
   if (slash == std::string_view::npos) {
     whiteout = fmt::format("{}{}", kWhiteoutPrefix, path);
   } else {
-    whiteout = fmt::format("{}{}{}", path.substr(0, slash + 1), kWhiteoutPrefix,
-                           path.substr(slash + 1));
+    whiteout =
+        fmt::format("{}{}{}", path.substr(0, slash + 1), kWhiteoutPrefix, path.substr(slash + 1));
   }
   return AddNode(std::move(whiteout), EntryType::kRegular, 0644, std::move(attributes));
 }
@@ -118,7 +117,9 @@ using UniqueDir = UniqueHandle<DIR, closedir>;
 class Walker {
  public:
   Walker(const DirectoryTreeOptions& options, TarWriter& tar)
-      : options_(options), tar_(tar), buffer_(std::max<size_t>(options.read_chunk_bytes, 4096), '\0') {}
+      : options_(options),
+        tar_(tar),
+        buffer_(std::max<size_t>(options.read_chunk_bytes, 4096), '\0') {}
 
   // Writes the children of `directory` (a host path), named `archive_dir` + name in the tar.
   Result<void> WalkChildren(const std::string& directory, const std::string& archive_dir) {

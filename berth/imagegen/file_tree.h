@@ -88,8 +88,8 @@ class FileTree final : public LayerSource {
   Result<void> WriteTo(TarWriter& tar) const override;
 
  private:
-  FileTree& AddNode(std::string path, EntryType type, uint32_t default_mode,
-                    Attributes attributes, std::string content = {}, std::string link = {});
+  FileTree& AddNode(std::string path, EntryType type, uint32_t default_mode, Attributes attributes,
+                    std::string content = {}, std::string link = {});
   std::vector<Node> nodes_;
 };
 

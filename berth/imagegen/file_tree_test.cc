@@ -58,8 +58,12 @@ std::vector<testing::ReadEntry> TarOf(const LayerSource& source) {
 
 TEST(FileTreeTest, AddHelpersApplyTypeDefaults) {
   FileTree tree;
-  tree.AddFile("f", "abc").AddDirectory("d").AddSymlink("l", "f").AddWhiteout("d/gone/")
-      .AddOpaqueWhiteout("d/").AddWhiteout("top");
+  tree.AddFile("f", "abc")
+      .AddDirectory("d")
+      .AddSymlink("l", "f")
+      .AddWhiteout("d/gone/")
+      .AddOpaqueWhiteout("d/")
+      .AddWhiteout("top");
   const auto& nodes = tree.nodes();
   ASSERT_EQ(nodes.size(), 6u);
   EXPECT_EQ(nodes[0].entry.mode, 0644u);
@@ -91,8 +95,7 @@ TEST(DirectoryTreeTest, WalksDepthFirstInByteOrderWithEveryType) {
   std::strcpy(address.sun_path, socket_path.c_str());
   ASSERT_EQ(::bind(socket_fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
   ::close(socket_fd);
-  bool have_xattrs =
-      ::setxattr((root / "a/data").c_str(), "user.origin", "test", 4, 0) == 0;
+  bool have_xattrs = ::setxattr((root / "a/data").c_str(), "user.origin", "test", 4, 0) == 0;
 
   DirectoryTree tree(root, {.path_prefix = "opt", .uid = 0, .gid = 0, .mtime_seconds = 42});
   std::vector<testing::ReadEntry> entries = TarOf(tree);

@@ -1,8 +1,8 @@
 #include "berth/imagegen/image.h"
 
-#include <exception>
-
 #include <fmt/format.h>
+
+#include <exception>
 #include <nlohmann/json.hpp>
 
 #include "berth/image/media_types.h"
@@ -92,8 +92,8 @@ Result<std::string> ConfigJson(const ImageConfig& config, const std::vector<Dige
   std::vector<HistoryEntry> history = config.history;
   if (history.empty()) {
     for (size_t i = 0; i < diff_ids.size(); ++i) {
-      history.push_back({.created = config.created,
-                         .created_by = fmt::format("berth imagegen: layer {}", i)});
+      history.push_back(
+          {.created = config.created, .created_by = fmt::format("berth imagegen: layer {}", i)});
     }
   }
   size_t non_empty = 0;
@@ -133,8 +133,8 @@ Result<Image> AssembleImage(const ImageConfig& config, std::vector<Layer> layers
   }
   BERTH_ASSIGN_OR_RETURN(image.config_json, ConfigJson(config, diff_ids));
   bool oci = format == ManifestFormat::kOci;
-  image.config = DescriptorOf(oci ? media_types::kOciConfig : media_types::kDockerConfig,
-                              image.config_json);
+  image.config =
+      DescriptorOf(oci ? media_types::kOciConfig : media_types::kDockerConfig, image.config_json);
 
   Json manifest = Json::object();
   manifest["schemaVersion"] = 2;
@@ -196,9 +196,9 @@ Result<Descriptor> ParseDescriptor(const Json& json, std::string_view where) {
   if (json.contains("mediaType") && json["mediaType"].is_string()) {
     descriptor.media_type = json["mediaType"].get<std::string>();
   }
-  BERTH_ASSIGN_OR_RETURN(descriptor.digest,
-                         WithContext(Digest::Parse(json["digest"].get<std::string>()),
-                                     std::string(where)));
+  BERTH_ASSIGN_OR_RETURN(
+      descriptor.digest,
+      WithContext(Digest::Parse(json["digest"].get<std::string>()), std::string(where)));
   descriptor.size = json["size"].get<int64_t>();
   if (json.contains("platform") && json["platform"].is_object()) {
     const Json& platform = json["platform"];
@@ -255,11 +255,10 @@ Result<ParsedManifest> ParseManifest(std::string_view text) {
 Result<Image> MakeDemoImage(ManifestFormat format, Platform platform) {
   FileTree base;
   base.AddDirectory("etc")
-      .AddFile("etc/os-release",
-               fmt::format("NAME=\"berth demo\"\nID=berth-demo\nVERSION_ID=1\n"
-                           "BERTH_PLATFORM={}/{}{}{}\n",
-                           platform.os, platform.architecture,
-                           platform.variant.empty() ? "" : "/", platform.variant))
+      .AddFile("etc/os-release", fmt::format("NAME=\"berth demo\"\nID=berth-demo\nVERSION_ID=1\n"
+                                             "BERTH_PLATFORM={}/{}{}{}\n",
+                                             platform.os, platform.architecture,
+                                             platform.variant.empty() ? "" : "/", platform.variant))
       .AddDirectory("usr")
       .AddDirectory("usr/bin");
   FileTree app;

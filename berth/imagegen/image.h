@@ -88,9 +88,9 @@ Result<ImageIndex> AssembleIndex(std::vector<Image> images,
 // The descriptors a manifest or index names, parsed back from JSON (for verification).
 struct ParsedManifest {
   std::string media_type;
-  std::optional<Descriptor> config;     // Manifests only.
-  std::vector<Descriptor> layers;       // Manifests only.
-  std::vector<Descriptor> manifests;    // Indexes only.
+  std::optional<Descriptor> config;   // Manifests only.
+  std::vector<Descriptor> layers;     // Manifests only.
+  std::vector<Descriptor> manifests;  // Indexes only.
   bool is_index() const { return config == std::nullopt; }
 };
 

@@ -32,21 +32,21 @@ ImageConfig TestConfig() {
 }
 
 TEST(ConfigJsonTest, ExactBytesForAMinimalConfig) {
-  Result<std::string> config =
-      ConfigJson({.cmd = {"/bin/true"}}, {Digest::Sha256Of("layer")});
+  Result<std::string> config = ConfigJson({.cmd = {"/bin/true"}}, {Digest::Sha256Of("layer")});
   ASSERT_TRUE(config.has_value());
-  EXPECT_EQ(*config,
-            "{\"created\":\"1970-01-01T00:00:00Z\",\"architecture\":\"amd64\",\"os\":\"linux\","
-            "\"config\":{\"Cmd\":[\"/bin/true\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"" +
-                Digest::Sha256Of("layer").ToString() +
-                "\"]},\"history\":[{\"created\":\"1970-01-01T00:00:00Z\",\"created_by\":"
-                "\"berth imagegen: layer 0\"}]}");
+  EXPECT_EQ(
+      *config,
+      "{\"created\":\"1970-01-01T00:00:00Z\",\"architecture\":\"amd64\",\"os\":\"linux\","
+      "\"config\":{\"Cmd\":[\"/bin/true\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"" +
+          Digest::Sha256Of("layer").ToString() +
+          "\"]},\"history\":[{\"created\":\"1970-01-01T00:00:00Z\",\"created_by\":"
+          "\"berth imagegen: layer 0\"}]}");
 }
 
 TEST(ConfigJsonTest, HistoryMustMatchLayers) {
-  Result<std::string> config = ConfigJson(
-      {.history = {{.created_by = "a"}, {.created_by = "b", .empty_layer = true}}},
-      {Digest::Sha256Of("1"), Digest::Sha256Of("2")});
+  Result<std::string> config =
+      ConfigJson({.history = {{.created_by = "a"}, {.created_by = "b", .empty_layer = true}}},
+                 {Digest::Sha256Of("1"), Digest::Sha256Of("2")});
   ASSERT_FALSE(config.has_value());
   EXPECT_EQ(config.error().code(), ErrorCode::kInvalidArgument);
 }
@@ -97,18 +97,18 @@ TEST(AssembleImageTest, OciManifestAndConfigFields) {
   EXPECT_EQ(config["config"]["WorkingDir"], "/work");
   EXPECT_EQ(config["config"]["Labels"]["a"], "1");
   EXPECT_EQ(config["rootfs"]["type"], "layers");
-  EXPECT_EQ(config["rootfs"]["diff_ids"],
-            json::array({gzip.diff_id.ToString(), zstd.diff_id.ToString(),
-                         none.diff_id.ToString()}));
+  EXPECT_EQ(
+      config["rootfs"]["diff_ids"],
+      json::array({gzip.diff_id.ToString(), zstd.diff_id.ToString(), none.diff_id.ToString()}));
   EXPECT_EQ(config["history"].size(), 3u);
 }
 
 TEST(AssembleImageTest, DockerSchema2UsesDockerMediaTypes) {
-  Result<Image> image = AssembleImage(
-      TestConfig(),
-      {TestLayer("1", Compression::kGzip), TestLayer("2", Compression::kZstd),
-       TestLayer("3", Compression::kNone)},
-      ManifestFormat::kDocker);
+  Result<Image> image =
+      AssembleImage(TestConfig(),
+                    {TestLayer("1", Compression::kGzip), TestLayer("2", Compression::kZstd),
+                     TestLayer("3", Compression::kNone)},
+                    ManifestFormat::kDocker);
   ASSERT_TRUE(image.has_value());
   EXPECT_EQ(image->manifest.media_type, media_types::kDockerManifest);
   EXPECT_EQ(image->config.media_type, media_types::kDockerConfig);
@@ -121,8 +121,7 @@ TEST(AssembleImageTest, DockerSchema2UsesDockerMediaTypes) {
   EXPECT_EQ(image->layers[0].blob.media_type, media_types::kDockerLayerGzip);
   EXPECT_FALSE(manifest.contains("annotations"));
 
-  Result<Image> annotated =
-      AssembleImage(TestConfig(), {}, ManifestFormat::kDocker, {{"k", "v"}});
+  Result<Image> annotated = AssembleImage(TestConfig(), {}, ManifestFormat::kDocker, {{"k", "v"}});
   ASSERT_FALSE(annotated.has_value());
   EXPECT_EQ(annotated.error().code(), ErrorCode::kInvalidArgument);
 }

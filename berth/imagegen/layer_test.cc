@@ -96,7 +96,7 @@ TEST(GzipTest, HeaderCarriesNoNameAndNoMtime) {
   ASSERT_GT(bytes.size(), 10u);
   EXPECT_EQ(static_cast<unsigned char>(bytes[0]), 0x1f);
   EXPECT_EQ(static_cast<unsigned char>(bytes[1]), 0x8b);
-  EXPECT_EQ(bytes[3], '\0');                           // FLG: no FNAME, FCOMMENT, FEXTRA.
+  EXPECT_EQ(bytes[3], '\0');                            // FLG: no FNAME, FCOMMENT, FEXTRA.
   EXPECT_EQ(bytes.substr(4, 4), std::string(4, '\0'));  // MTIME = 0.
 }
 

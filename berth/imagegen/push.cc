@@ -25,9 +25,9 @@ Result<void> PushOneBlob(RegistryClient& client, std::string_view repository,
 Result<void> PushBlobs(RegistryClient& client, std::string_view repository, const Image& image,
                        PushedImage& pushed) {
   for (const Layer& layer : image.layers) {
-    BERTH_RETURN_IF_ERROR(WithContext(
-        PushOneBlob(client, repository, layer.blob, &layer, layer.bytes, pushed),
-        fmt::format("push layer {}", layer.blob.digest)));
+    BERTH_RETURN_IF_ERROR(
+        WithContext(PushOneBlob(client, repository, layer.blob, &layer, layer.bytes, pushed),
+                    fmt::format("push layer {}", layer.blob.digest)));
   }
   return WithContext(
       PushOneBlob(client, repository, image.config, nullptr, image.config_json, pushed),
@@ -37,10 +37,10 @@ Result<void> PushBlobs(RegistryClient& client, std::string_view repository, cons
 Result<void> VerifyManifestBytes(const FetchedManifest& fetched, const Descriptor& expected,
                                  std::string_view expected_bytes, std::string_view what) {
   if (fetched.bytes != expected_bytes) {
-    return Fail(ErrorCode::kDataLoss,
-                fmt::format("{}: registry serves manifest {} ({} bytes), expected {} ({} bytes)",
-                            what, fetched.digest, fetched.bytes.size(), expected.digest,
-                            expected_bytes.size()));
+    return Fail(
+        ErrorCode::kDataLoss,
+        fmt::format("{}: registry serves manifest {} ({} bytes), expected {} ({} bytes)", what,
+                    fetched.digest, fetched.bytes.size(), expected.digest, expected_bytes.size()));
   }
   // Registries may add parameters ("; charset=utf-8"); the type itself must match.
   std::string_view media_type = fetched.media_type;
@@ -72,8 +72,8 @@ std::string PushedImage::ByDigest() const {
 
 Result<PushedImage> PushImage(RegistryClient& client, std::string_view repository,
                               std::string_view tag, const Image& image) {
-  PushedImage pushed{.repository = std::string(repository), .tag = std::string(tag),
-                     .manifest = image.manifest};
+  PushedImage pushed{
+      .repository = std::string(repository), .tag = std::string(tag), .manifest = image.manifest};
   BERTH_RETURN_IF_ERROR(PushBlobs(client, repository, image, pushed));
   std::string reference = tag.empty() ? image.manifest.digest.ToString() : std::string(tag);
   BERTH_RETURN_IF_ERROR(WithContext(
@@ -84,8 +84,8 @@ Result<PushedImage> PushImage(RegistryClient& client, std::string_view repositor
 
 Result<PushedImage> PushImage(RegistryClient& client, std::string_view repository,
                               std::string_view tag, const ImageIndex& index) {
-  PushedImage pushed{.repository = std::string(repository), .tag = std::string(tag),
-                     .manifest = index.descriptor};
+  PushedImage pushed{
+      .repository = std::string(repository), .tag = std::string(tag), .manifest = index.descriptor};
   for (const Image& image : index.manifests) {
     BERTH_ASSIGN_OR_RETURN(PushedImage child, PushImage(client, repository, "", image));
     pushed.blobs_uploaded += child.blobs_uploaded;
@@ -106,8 +106,7 @@ Result<void> VerifyImage(RegistryClient& client, std::string_view repository,
                          WithContext(client.GetManifest(repository, reference, accept), what));
   BERTH_RETURN_IF_ERROR(
       VerifyManifestBytes(fetched, expected.manifest, expected.manifest_json, what));
-  BERTH_ASSIGN_OR_RETURN(ParsedManifest parsed,
-                         WithContext(ParseManifest(fetched.bytes), what));
+  BERTH_ASSIGN_OR_RETURN(ParsedManifest parsed, WithContext(ParseManifest(fetched.bytes), what));
   if (parsed.is_index() || *parsed.config != expected.config ||
       parsed.layers.size() != expected.layers.size()) {
     return Fail(ErrorCode::kDataLoss,
@@ -121,8 +120,8 @@ Result<void> VerifyImage(RegistryClient& client, std::string_view repository,
   for (size_t i = 0; i < parsed.layers.size(); ++i) {
     if (parsed.layers[i] != expected.layers[i].blob) {
       return Fail(ErrorCode::kDataLoss,
-                  fmt::format("{}: layer {} is {}, expected {}", what, i,
-                              parsed.layers[i].digest, expected.layers[i].blob.digest));
+                  fmt::format("{}: layer {} is {}, expected {}", what, i, parsed.layers[i].digest,
+                              expected.layers[i].blob.digest));
     }
     BERTH_RETURN_IF_ERROR(WithContext(VerifyBlob(client, repository, parsed.layers[i]),
                                       fmt::format("{}: layer {}", what, i)));
@@ -137,12 +136,10 @@ Result<void> VerifyImage(RegistryClient& client, std::string_view repository,
   BERTH_ASSIGN_OR_RETURN(FetchedManifest fetched,
                          WithContext(client.GetManifest(repository, reference, accept), what));
   BERTH_RETURN_IF_ERROR(VerifyManifestBytes(fetched, expected.descriptor, expected.json, what));
-  BERTH_ASSIGN_OR_RETURN(ParsedManifest parsed,
-                         WithContext(ParseManifest(fetched.bytes), what));
+  BERTH_ASSIGN_OR_RETURN(ParsedManifest parsed, WithContext(ParseManifest(fetched.bytes), what));
   if (!parsed.is_index() || parsed.manifests.size() != expected.manifests.size()) {
-    return Fail(ErrorCode::kDataLoss,
-                fmt::format("{}: index does not list the expected {} images", what,
-                            expected.manifests.size()));
+    return Fail(ErrorCode::kDataLoss, fmt::format("{}: index does not list the expected {} images",
+                                                  what, expected.manifests.size()));
   }
   for (size_t i = 0; i < parsed.manifests.size(); ++i) {
     const Image& image = expected.manifests[i];
@@ -151,8 +148,7 @@ Result<void> VerifyImage(RegistryClient& client, std::string_view repository,
                   fmt::format("{}: entry {} is {}, expected {}", what, i,
                               parsed.manifests[i].digest, image.manifest.digest));
     }
-    BERTH_RETURN_IF_ERROR(
-        VerifyImage(client, repository, image.manifest.digest.ToString(), image));
+    BERTH_RETURN_IF_ERROR(VerifyImage(client, repository, image.manifest.digest.ToString(), image));
   }
   return Ok();
 }

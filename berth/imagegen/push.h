@@ -23,7 +23,7 @@ namespace berth::imagegen {
 
 struct PushedImage {
   std::string repository;
-  std::string tag;  // Empty when pushed by digest only.
+  std::string tag;      // Empty when pushed by digest only.
   Descriptor manifest;  // Of the manifest or index that `tag` names.
   // Blobs sent, and blobs the registry already had.
   int blobs_uploaded = 0;

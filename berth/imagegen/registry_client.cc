@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,10 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
-#include <optional>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "berth/base/base64.h"
 #include "berth/base/c_handle.h"
@@ -201,8 +200,7 @@ Result<std::vector<AuthChallenge>> ParseWwwAuthenticate(std::string_view header)
           }
         }
         if (!closed) {
-          return Fail(ErrorCode::kInvalidArgument,
-                      "WWW-Authenticate: unterminated quoted string");
+          return Fail(ErrorCode::kInvalidArgument, "WWW-Authenticate: unterminated quoted string");
         }
       } else {
         value = std::string(read_token());
@@ -235,9 +233,8 @@ std::string ResolveLocation(std::string_view request_url, std::string_view locat
   size_t path_start = request_url.find('/', authority_start);
   std::string_view origin = request_url.substr(0, path_start);
   if (!location.empty() && location.front() == '/') return fmt::format("{}{}", origin, location);
-  std::string_view path = path_start == std::string_view::npos
-                              ? std::string_view("/")
-                              : request_url.substr(path_start);
+  std::string_view path =
+      path_start == std::string_view::npos ? std::string_view("/") : request_url.substr(path_start);
   path = path.substr(0, path.find_first_of("?#"));
   path = path.substr(0, path.rfind('/') + 1);
   return fmt::format("{}{}{}", origin, path, location);
@@ -307,10 +304,10 @@ size_t OnHeader(char* data, size_t size, size_t count, void* user) {
     // A new response (after a redirect or 100 Continue): start over.
     transfer->headers->clear();
     size_t space = line.find(' ');
-    transfer->status = space == std::string_view::npos
-                           ? 0
-                           : std::strtol(std::string(line.substr(space + 1, 3)).c_str(), nullptr,
-                                         10);
+    transfer->status =
+        space == std::string_view::npos
+            ? 0
+            : std::strtol(std::string(line.substr(space + 1, 3)).c_str(), nullptr, 10);
     return size * count;
   }
   size_t colon = line.find(':');
@@ -350,8 +347,8 @@ size_t OnRead(char* buffer, size_t size, size_t count, void* user) {
     return want;
   }
   while (true) {
-    ssize_t got = ::pread(transfer->fd, buffer, want,
-                          static_cast<off_t>(transfer->offset + transfer->sent));
+    ssize_t got =
+        ::pread(transfer->fd, buffer, want, static_cast<off_t>(transfer->offset + transfer->sent));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) {
       transfer->read_error =
@@ -507,8 +504,7 @@ Result<RegistryClient::Response> RegistryClient::Send(const Request& request) {
     if (auto it = tokens_.find(scope_key); it != tokens_.end()) {
       authorization = "Bearer " + it->second.reveal();
     } else if (send_basic_ && !options_.username.empty()) {
-      authorization =
-          "Basic " + Base64Encode(options_.username + ":" + options_.password.reveal());
+      authorization = "Basic " + Base64Encode(options_.username + ":" + options_.password.reveal());
     }
     BERTH_ASSIGN_OR_RETURN(Response response,
                            Perform(request, authorization.empty() ? nullptr : &authorization));
@@ -559,8 +555,8 @@ Result<void> RegistryClient::Authorize(const Request& request, const Response& r
       basic_authorization =
           "Basic " + Base64Encode(options_.username + ":" + options_.password.reveal());
     }
-    Result<Response> token_response = Perform(
-        token_request, basic_authorization.empty() ? nullptr : &basic_authorization);
+    Result<Response> token_response =
+        Perform(token_request, basic_authorization.empty() ? nullptr : &basic_authorization);
     std::fill(basic_authorization.begin(), basic_authorization.end(), '\0');
     if (!token_response) return Fail(std::move(token_response).error().WithContext(what));
     if (token_response->status != 200) {
@@ -612,9 +608,8 @@ namespace {
 Error StatusError(std::string_view method, std::string_view url, long status,
                   std::string_view body) {
   std::string detail = DescribeBody(body);
-  return Error(CodeForStatus(status),
-               fmt::format("{} {}: HTTP {}{}{}", method, url, status, detail.empty() ? "" : ": ",
-                           detail));
+  return Error(CodeForStatus(status), fmt::format("{} {}: HTTP {}{}{}", method, url, status,
+                                                  detail.empty() ? "" : ": ", detail));
 }
 
 std::string PullScope(std::string_view repository) {
@@ -630,8 +625,7 @@ Result<void> CheckDigestHeader(const std::string& header, const Digest& expected
   if (header.empty()) return Ok();
   if (header != expected.ToString()) {
     return Fail(ErrorCode::kDataLoss,
-                fmt::format("{}: registry reports digest {}, expected {}", what, header,
-                            expected));
+                fmt::format("{}: registry reports digest {}, expected {}", what, header, expected));
   }
   return Ok();
 }
@@ -726,9 +720,8 @@ Result<bool> RegistryClient::MountBlob(std::string_view repository, const Digest
   std::string url = fmt::format("{}/blobs/uploads/", RepositoryUrl(repository));
   url = AppendQuery(url, "mount", digest.ToString());
   url = AppendQuery(url, "from", from_repository);
-  Request request{.method = "POST",
-                  .url = url,
-                  .scopes = {PushScope(repository), PullScope(from_repository)}};
+  Request request{
+      .method = "POST", .url = url, .scopes = {PushScope(repository), PullScope(from_repository)}};
   BERTH_ASSIGN_OR_RETURN(Response response, Send(request));
   if (response.status == 201) return true;
   if (response.status == 202) {
@@ -745,8 +738,7 @@ Result<bool> RegistryClient::MountBlob(std::string_view repository, const Digest
   return Fail(StatusError(request.method, request.url, response.status, response.body));
 }
 
-Result<Digest> RegistryClient::PutManifest(std::string_view repository,
-                                           std::string_view reference,
+Result<Digest> RegistryClient::PutManifest(std::string_view repository, std::string_view reference,
                                            std::string_view media_type, std::string_view bytes) {
   Digest digest = Digest::Sha256Of(bytes);
   Request request{.method = "PUT",
@@ -813,9 +805,8 @@ Result<uint64_t> RegistryClient::GetBlob(std::string_view repository, const Dige
   }
   BERTH_RETURN_IF_ERROR(hashing.Finish());
   if (hashing.digest() != digest) {
-    return Fail(ErrorCode::kDataLoss,
-                fmt::format("blob {}: downloaded {} bytes with digest {}", digest, hashing.size(),
-                            hashing.digest()));
+    return Fail(ErrorCode::kDataLoss, fmt::format("blob {}: downloaded {} bytes with digest {}",
+                                                  digest, hashing.size(), hashing.digest()));
   }
   return hashing.size();
 }

@@ -105,8 +105,7 @@ class RegistryClient {
   Result<bool> BlobExists(std::string_view repository, const Digest& digest);
 
   // Uploads `bytes` in one PUT. kDataLoss if the registry reports a different digest.
-  Result<void> PushBlob(std::string_view repository, const Digest& digest,
-                        std::string_view bytes);
+  Result<void> PushBlob(std::string_view repository, const Digest& digest, std::string_view bytes);
 
   // Uploads the file at `path`, streaming it from disk in PATCH requests (see
   // upload_chunk_bytes). The file must not change during the upload.

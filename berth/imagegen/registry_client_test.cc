@@ -118,8 +118,9 @@ TEST(RegistryClientTest, RelativeLocationWithQueryAndChunkedFileUpload) {
     if (request.method == "PATCH") {
       std::lock_guard lock(mutex);
       received += request.body;
-      return {.status = 202, .headers = {{"Location", "/v2/repo/blobs/uploads/session1?_state=" +
-                                                          std::to_string(received.size())}}};
+      return {.status = 202,
+              .headers = {{"Location", "/v2/repo/blobs/uploads/session1?_state=" +
+                                           std::to_string(received.size())}}};
     }
     if (request.method == "PUT") return {.status = 201};
     return {.status = 500};
@@ -144,8 +145,8 @@ TEST(RegistryClientTest, RelativeLocationWithQueryAndChunkedFileUpload) {
   EXPECT_EQ(requests[2].target, "/v2/repo/blobs/uploads/session1?_state=1000");
   EXPECT_EQ(requests[3].Header("Content-Range"), "2000-2499");
   EXPECT_EQ(requests[4].method, "PUT");
-  EXPECT_EQ(requests[4].target, "/v2/repo/blobs/uploads/session1?_state=2500&digest=sha256%3A" +
-                                    digest.encoded());
+  EXPECT_EQ(requests[4].target,
+            "/v2/repo/blobs/uploads/session1?_state=2500&digest=sha256%3A" + digest.encoded());
   EXPECT_TRUE(requests[4].body.empty());
 }
 
@@ -163,10 +164,10 @@ TEST(RegistryClientTest, BearerChallengeFetchesAndCachesAToken) {
       return {.status = 200, .body = R"({"token":"tok-123","expires_in":300})"};
     }
     if (request.Header("Authorization") != "Bearer tok-123") {
-      return {.status = 401,
-              .headers = {{"WWW-Authenticate",
-                           "Bearer realm=\"" + token_url + "\",service=\"fake\""}},
-              .body = R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})"};
+      return {
+          .status = 401,
+          .headers = {{"WWW-Authenticate", "Bearer realm=\"" + token_url + "\",service=\"fake\""}},
+          .body = R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})"};
     }
     return {.status = 200,
             .headers = {{"Content-Type", "application/vnd.oci.image.manifest.v1+json"}},

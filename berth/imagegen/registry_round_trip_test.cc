@@ -64,8 +64,7 @@ void ExpectRoundTrip(RegistryClient& client, const TestRegistry& registry, const
   EXPECT_EQ(pushed->blobs_uploaded, static_cast<int>(image.layers.size()) + 1);
   Result<void> by_tag = VerifyImage(client, repository, "v1", image);
   EXPECT_TRUE(by_tag.has_value()) << by_tag.error().ToString();
-  Result<void> by_digest =
-      VerifyImage(client, repository, image.manifest.digest.ToString(), image);
+  Result<void> by_digest = VerifyImage(client, repository, image.manifest.digest.ToString(), image);
   EXPECT_TRUE(by_digest.has_value()) << by_digest.error().ToString();
 }
 
@@ -142,7 +141,8 @@ TEST(RegistryRoundTripTest, LargeDirectoryLayerStreamsFromDiskInChunks) {
     }
   }
   DirectoryTree tree(source, {.uid = 0, .gid = 0, .mtime_seconds = 0});
-  Result<Layer> layer = BuildLayerFile(tree, dir->Join("layer.tar"), {.compression = Compression::kNone});
+  Result<Layer> layer =
+      BuildLayerFile(tree, dir->Join("layer.tar"), {.compression = Compression::kNone});
   ASSERT_TRUE(layer.has_value()) << layer.error().ToString();
   ASSERT_GT(layer->blob.size, 12 << 20);
   Result<Image> image = AssembleImage({}, {*layer}, ManifestFormat::kOci);

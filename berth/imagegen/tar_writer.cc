@@ -1,9 +1,9 @@
 #include "berth/imagegen/tar_writer.h"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstring>
-
-#include <fmt/format.h>
 
 namespace berth::imagegen {
 namespace {
@@ -130,7 +130,8 @@ std::string PaxRecord(std::string_view key, std::string_view value) {
   // The length prefix counts itself, so find the fixed point of "digits + rest".
   size_t rest = key.size() + value.size() + 3;  // ' ', '=', '\n'
   size_t length = rest + fmt::formatted_size("{}", rest);
-  if (fmt::formatted_size("{}", length) + rest != length) length = rest + fmt::formatted_size("{}", length);
+  if (fmt::formatted_size("{}", length) + rest != length)
+    length = rest + fmt::formatted_size("{}", length);
   std::string record = fmt::format("{} ", length);
   record.append(key);
   record.push_back('=');
@@ -201,8 +202,8 @@ Result<void> TarWriter::WriteHeader(const Entry& entry) {
   for (const auto& [key, value] : entry.xattrs) pax += PaxRecord("SCHILY.xattr." + key, value);
 
   if (!pax.empty()) {
-    Block pax_header = MakeHeader(PaxHeaderName(name), 'x', 0644, 0, 0, pax.size(), mtime_field,
-                                  {}, {}, {}, 0, 0);
+    Block pax_header =
+        MakeHeader(PaxHeaderName(name), 'x', 0644, 0, 0, pax.size(), mtime_field, {}, {}, {}, 0, 0);
     BERTH_RETURN_IF_ERROR(out_.Write(std::string_view(pax_header.data(), pax_header.size())));
     BERTH_RETURN_IF_ERROR(out_.Write(pax));
     written_in_entry_ = pax.size();
@@ -211,10 +212,10 @@ Result<void> TarWriter::WriteHeader(const Entry& entry) {
   }
 
   bool has_devices = entry.type == EntryType::kCharDevice || entry.type == EntryType::kBlockDevice;
-  Block header = MakeHeader(name, Typeflag(entry.type), entry.mode, uid_field, gid_field,
-                            size_field, mtime_field, entry.link_target, entry.user_name,
-                            entry.group_name, has_devices ? entry.device_major : 0,
-                            has_devices ? entry.device_minor : 0);
+  Block header =
+      MakeHeader(name, Typeflag(entry.type), entry.mode, uid_field, gid_field, size_field,
+                 mtime_field, entry.link_target, entry.user_name, entry.group_name,
+                 has_devices ? entry.device_major : 0, has_devices ? entry.device_minor : 0);
   BERTH_RETURN_IF_ERROR(out_.Write(std::string_view(header.data(), header.size())));
   current_path_ = entry.path;
   remaining_ = entry.size;

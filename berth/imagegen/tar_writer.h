@@ -32,7 +32,15 @@
 
 namespace berth::imagegen {
 
-enum class EntryType { kRegular, kDirectory, kSymlink, kHardlink, kCharDevice, kBlockDevice, kFifo };
+enum class EntryType {
+  kRegular,
+  kDirectory,
+  kSymlink,
+  kHardlink,
+  kCharDevice,
+  kBlockDevice,
+  kFifo
+};
 
 // The metadata of one archive member.
 struct Entry {

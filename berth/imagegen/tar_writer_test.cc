@@ -41,8 +41,12 @@ TEST(TarWriterTest, EveryEntryTypeReadsBackWithLibarchive) {
   FileTree tree;
   tree.AddDirectory("etc", {.mode = 0750, .uid = 1, .gid = 2, .mtime_seconds = 1700000000})
       .AddFile("etc/os-release", "ID=berth\n",
-               {.mode = 0640, .uid = 1000, .gid = 1001, .user_name = "alice",
-                .group_name = "staff", .mtime_seconds = 1234567890})
+               {.mode = 0640,
+                .uid = 1000,
+                .gid = 1001,
+                .user_name = "alice",
+                .group_name = "staff",
+                .mtime_seconds = 1234567890})
       .AddFile("bin/su", "setuid", {.mode = 04755})
       .AddSymlink("etc/localtime", "/usr/share/zoneinfo/UTC")
       .AddHardlink("etc/os-release.link", "etc/os-release")
@@ -166,7 +170,9 @@ TEST(TarWriterTest, PlainEntryHasExactUstarLayout) {
   EXPECT_EQ(bytes.substr(100, 8), std::string("0000644\0", 8));
   EXPECT_EQ(bytes.substr(124, 12), std::string("00000000003\0", 12));
   EXPECT_EQ(bytes[156], '0');
-  EXPECT_EQ(bytes.substr(257, 8), std::string("ustar\0" "00", 8));
+  EXPECT_EQ(bytes.substr(257, 8), std::string("ustar\0"
+                                              "00",
+                                              8));
   EXPECT_EQ(bytes.substr(512, 3), "hi\n");
   EXPECT_EQ(bytes.substr(1024), std::string(1024, '\0'));
 }
@@ -174,7 +180,8 @@ TEST(TarWriterTest, PlainEntryHasExactUstarLayout) {
 TEST(TarWriterTest, SameTreeGivesSameBytes) {
   auto make = [](int64_t mtime) {
     FileTree tree;
-    tree.AddDirectory("d").AddFile("d/f", "x", {.mtime_seconds = mtime, .xattrs = {{"user.b", "2"}, {"user.a", "1"}}});
+    tree.AddDirectory("d").AddFile(
+        "d/f", "x", {.mtime_seconds = mtime, .xattrs = {{"user.b", "2"}, {"user.a", "1"}}});
     return tree;
   };
   EXPECT_EQ(WriteTree(make(5)), WriteTree(make(5)));
@@ -209,9 +216,7 @@ TEST(TarWriterTest, RejectsBadEntries) {
   StringSink sink(&bytes);
   TarWriter tar(sink);
   EXPECT_EQ(tar.WriteHeader({.path = ""}).error().code(), ErrorCode::kInvalidArgument);
-  EXPECT_EQ(tar.WriteHeader({.path = "d", .type = EntryType::kDirectory, .size = 1})
-                .error()
-                .code(),
+  EXPECT_EQ(tar.WriteHeader({.path = "d", .type = EntryType::kDirectory, .size = 1}).error().code(),
             ErrorCode::kInvalidArgument);
   EXPECT_EQ(tar.WriteHeader({.path = "t", .mtime_nanoseconds = 1'000'000'000}).error().code(),
             ErrorCode::kInvalidArgument);
