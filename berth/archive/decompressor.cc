@@ -82,6 +82,14 @@ class IsalGzip final : public Decompressor {
         if (member_ == MemberState::kBetween) isal_inflate_reset(&s);
         s.crc_flag = ISAL_GZIP;
         member_ = MemberState::kInMember;
+        magic_seen_ = 0;
+      }
+      // isa-l waits for a whole header before judging it; check the magic of every member
+      // as its bytes arrive so that trailing garbage is reported as such.
+      for (size_t i = 0; magic_seen_ < 2 && i < compressed.size(); ++i, ++magic_seen_) {
+        if (static_cast<unsigned char>(compressed[i]) != kGzipMagic[magic_seen_]) {
+          return MapError(ISAL_INVALID_WRAPPER);
+        }
       }
       size_t feed = std::min<size_t>(compressed.size(), std::numeric_limits<uint32_t>::max());
       s.next_in = reinterpret_cast<uint8_t*>(const_cast<char*>(compressed.data()));
@@ -138,6 +146,8 @@ class IsalGzip final : public Decompressor {
   std::unique_ptr<inflate_state> state_;
   // Set once a member has been completed, so that a bad wrapper after it reads as trailing data.
   bool completed_member_ = false;
+  // Magic bytes of the current member checked so far.
+  size_t magic_seen_ = 0;
   std::unique_ptr<uint8_t[]> out_;
   MemberState member_ = MemberState::kNone;
 };
@@ -235,13 +245,16 @@ class Zstd final : public Decompressor {
     if (!compressed.empty()) seen_input_ = true;
     while (true) {
       ZSTD_outBuffer out{out_.get(), options().output_chunk_bytes, 0};
+      size_t before = in.pos;
       size_t rc = ZSTD_decompressStream(context_, &out, &in);
       if (ZSTD_isError(rc)) {
         return Fail(ErrorCode::kInvalidArgument,
                     fmt::format("corrupt zstd data ({}); the blob is not a valid zstd stream",
                                 ZSTD_getErrorName(rc)));
       }
-      last_hint_ = rc;
+      // A call that neither consumed nor produced anything (flushing after a frame ended)
+      // reports the next frame's header size; it must not hide that the last frame completed.
+      if (in.pos != before || out.pos > 0) last_hint_ = rc;
       if (out.pos > 0) {
         BERTH_RETURN_IF_ERROR(
             Emit(std::string_view(reinterpret_cast<const char*>(out_.get()), out.pos)));

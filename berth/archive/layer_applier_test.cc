@@ -1,0 +1,623 @@
+#include "berth/archive/layer_applier.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+
+#include "berth/archive/test_util.h"
+#include "berth/base/file_util.h"
+#include "berth/image/media_types.h"
+
+namespace berth::archive {
+namespace {
+
+namespace fs = std::filesystem;
+namespace mt = berth::media_types;
+using testing::Compress;
+using testing::RawHeader;
+using testing::RawTar;
+using testing::ScratchDir;
+using testing::TarOf;
+
+struct StatResult {
+  bool exists = false;
+  struct stat st {};
+};
+
+StatResult Lstat(const fs::path& path) {
+  StatResult result;
+  result.exists = lstat(path.c_str(), &result.st) == 0;
+  return result;
+}
+
+std::string Content(const fs::path& path) {
+  auto content = ReadFile(path);
+  return content ? *content : std::string("<unreadable>");
+}
+
+std::string Xattr(const fs::path& path, const char* name) {
+  char buffer[256];
+  ssize_t n = lgetxattr(path.c_str(), name, buffer, sizeof(buffer));
+  return n < 0 ? std::string("<none>") : std::string(buffer, static_cast<size_t>(n));
+}
+
+void WriteText(const fs::path& path, std::string_view text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path) << text;
+}
+
+// Everything under `dir`, described so that any change shows up in a comparison.
+std::map<std::string, std::string> Describe(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& item : fs::recursive_directory_iterator(dir)) {
+    struct stat st;
+    lstat(item.path().c_str(), &st);
+    std::string description = fmt::format("mode={:o} nlink={} size={} mtime={}.{}", st.st_mode,
+                                          st.st_nlink, st.st_size, st.st_mtim.tv_sec,
+                                          st.st_mtim.tv_nsec);
+    if (S_ISREG(st.st_mode)) description += " content=" + Content(item.path());
+    out[item.path().string()] = description;
+  }
+  return out;
+}
+
+class LayerApplierTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = scratch_ / "root";
+    sentinel_ = scratch_ / "sentinel";
+    fs::create_directories(root_);
+    WriteText(sentinel_ / "secret", "do not touch");
+    WriteText(sentinel_ / "sub" / "file", "nested");
+    sentinel_before_ = Describe(sentinel_);
+  }
+
+  // Asserts that nothing next to the root changed: the sentinel tree is intact and no new
+  // entries appeared beside root/ and sentinel/.
+  void ExpectOutsideUntouched() {
+    EXPECT_EQ(Describe(sentinel_), sentinel_before_);
+    size_t siblings = 0;
+    for (const auto& item : fs::directory_iterator(scratch_.path())) {
+      ++siblings;
+      EXPECT_TRUE(item.path() == root_ || item.path() == sentinel_) << item.path();
+    }
+    EXPECT_EQ(siblings, 2u);
+  }
+
+  Result<ApplyResult> Apply(std::string_view blob, std::string_view media_type,
+                            ApplyOptions options = {}, size_t step = 64 * 1024) {
+    options.root = root_;
+    options.media_type = std::string(media_type);
+    BERTH_ASSIGN_OR_RETURN(auto applier, LayerApplier::Create(options));
+    for (size_t at = 0; at < blob.size(); at += step) {
+      BERTH_RETURN_IF_ERROR(applier->Write(blob.substr(at, step)));
+    }
+    return applier->Finish();
+  }
+
+  Result<ApplyResult> ApplyTar(std::string_view tar, ApplyOptions options = {}) {
+    return Apply(tar, mt::kOciLayer, std::move(options));
+  }
+
+  ScratchDir scratch_;
+  fs::path root_;
+  fs::path sentinel_;
+  std::map<std::string, std::string> sentinel_before_;
+};
+
+imagegen::FileTree EveryKind() {
+  imagegen::FileTree tree;
+  std::string long_dir(120, 'd');
+  tree.AddDirectory("etc", {.mode = 0750, .uid = 10, .gid = 20, .mtime_seconds = 1600000000,
+                            .mtime_nanoseconds = 111})
+      .AddFile("etc/passwd", "root:x:0:0\n",
+               {.mode = 0640, .uid = 1000, .gid = 2000, .mtime_seconds = 1500000000,
+                .mtime_nanoseconds = 123456789})
+      .AddDirectory("bin", {.mtime_seconds = 1234})
+      .AddFile("bin/ping", std::string(300'000, 'p'),
+               {.mode = 04755,
+                .uid = 0,
+                .gid = 0,
+                .xattrs = {{"security.capability",
+                            std::string("\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00"
+                                        "\x00\x00\x00\x00\x00\x00\x00",
+                                        20)},
+                           {"user.comment", "hello"}}})
+      .AddFile("bin/sgid", "x", {.mode = 02711, .gid = 5})
+      .AddSymlink("bin/sh", "/bin/busybox", {.uid = 7, .gid = 8, .mtime_seconds = 99})
+      .AddHardlink("bin/ping-hardlink", "bin/ping")
+      .AddDirectory("tmp", {.mode = 01777})
+      .AddCharDevice("dev/null", 1, 3, {.mode = 0666})
+      .AddBlockDevice("dev/loop0", 7, 0, {.mode = 0660})
+      .AddFifo("run/fifo", {.mode = 0600})
+      .AddFile(long_dir + "/" + std::string(150, 'f'), "long name")
+      .AddFile("empty", "");
+  return tree;
+}
+
+struct ApplyCase {
+  imagegen::Compression compression;
+  std::string_view media_type;
+  GzipBackend backend;
+  ApplyThreading threading;
+  std::string name;
+};
+
+class ApplyEveryKindTest : public LayerApplierTest,
+                           public ::testing::WithParamInterface<ApplyCase> {};
+
+TEST_P(ApplyEveryKindTest, AppliesEveryEntryKindWithMetadata) {
+  std::string tar = TarOf(EveryKind());
+  std::string blob = Compress(tar, GetParam().compression);
+  auto result = Apply(blob, GetParam().media_type,
+                      {.gzip_backend = GetParam().backend, .threading = GetParam().threading},
+                      /*step=*/4093);
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(result->diff_id, Digest::Sha256Of(tar));
+  EXPECT_EQ(result->uncompressed_bytes, tar.size());
+  EXPECT_EQ(result->compressed_bytes, blob.size());
+  EXPECT_EQ(result->entries, 13u);
+
+  auto etc = Lstat(root_ / "etc");
+  ASSERT_TRUE(etc.exists && S_ISDIR(etc.st.st_mode));
+  EXPECT_EQ(etc.st.st_mode & 07777, 0750u);
+  EXPECT_EQ(etc.st.st_uid, 10u);
+  EXPECT_EQ(etc.st.st_gid, 20u);
+  // Directory times are set after their contents were written.
+  EXPECT_EQ(etc.st.st_mtim.tv_sec, 1600000000);
+  EXPECT_EQ(etc.st.st_mtim.tv_nsec, 111);
+  EXPECT_EQ(Lstat(root_ / "bin").st.st_mtim.tv_sec, 1234);
+
+  auto passwd = Lstat(root_ / "etc/passwd");
+  EXPECT_EQ(Content(root_ / "etc/passwd"), "root:x:0:0\n");
+  EXPECT_EQ(passwd.st.st_mode & 07777, 0640u);
+  EXPECT_EQ(passwd.st.st_uid, 1000u);
+  EXPECT_EQ(passwd.st.st_gid, 2000u);
+  EXPECT_EQ(passwd.st.st_mtim.tv_sec, 1500000000);
+  EXPECT_EQ(passwd.st.st_mtim.tv_nsec, 123456789);
+
+  auto ping = Lstat(root_ / "bin/ping");
+  EXPECT_EQ(ping.st.st_mode & 07777, 04755u);
+  EXPECT_EQ(ping.st.st_size, 300'000);
+  EXPECT_EQ(Xattr(root_ / "bin/ping", "security.capability").size(), 20u);
+  EXPECT_EQ(ping.st.st_nlink, 2u);
+  EXPECT_EQ(Lstat(root_ / "bin/ping-hardlink").st.st_ino, ping.st.st_ino);
+  auto sgid = Lstat(root_ / "bin/sgid");
+  EXPECT_EQ(sgid.st.st_mode & 07777, 02711u);
+  EXPECT_EQ(sgid.st.st_gid, 5u);
+
+  auto sh = Lstat(root_ / "bin/sh");
+  ASSERT_TRUE(S_ISLNK(sh.st.st_mode));
+  EXPECT_EQ(fs::read_symlink(root_ / "bin/sh"), "/bin/busybox");
+  EXPECT_EQ(sh.st.st_uid, 7u);
+  EXPECT_EQ(sh.st.st_gid, 8u);
+  EXPECT_EQ(sh.st.st_mtim.tv_sec, 99);
+
+  EXPECT_EQ(Lstat(root_ / "tmp").st.st_mode & 07777, 01777u);
+  auto null = Lstat(root_ / "dev/null");
+  ASSERT_TRUE(S_ISCHR(null.st.st_mode));
+  EXPECT_EQ(null.st.st_rdev, makedev(1, 3));
+  EXPECT_EQ(null.st.st_mode & 07777, 0666u);
+  auto loop = Lstat(root_ / "dev/loop0");
+  ASSERT_TRUE(S_ISBLK(loop.st.st_mode));
+  EXPECT_EQ(loop.st.st_rdev, makedev(7, 0));
+  EXPECT_TRUE(S_ISFIFO(Lstat(root_ / "run/fifo").st.st_mode));
+  EXPECT_EQ(Content(root_ / std::string(120, 'd') / std::string(150, 'f')), "long name");
+  EXPECT_EQ(Lstat(root_ / "empty").st.st_size, 0);
+  ExpectOutsideUntouched();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Formats, ApplyEveryKindTest,
+    ::testing::Values(
+        ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
+                  ApplyThreading::kSingle, "gzip_isal"},
+        ApplyCase{imagegen::Compression::kGzip, mt::kDockerLayerGzip, GzipBackend::kZlib,
+                  ApplyThreading::kSingle, "gzip_zlib"},
+        ApplyCase{imagegen::Compression::kZstd, mt::kOciLayerZstd, GzipBackend::kIsal,
+                  ApplyThreading::kSingle, "zstd"},
+        ApplyCase{imagegen::Compression::kNone, mt::kOciLayer, GzipBackend::kIsal,
+                  ApplyThreading::kSingle, "none"},
+        ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
+                  ApplyThreading::kTwoThreads, "gzip_two_threads"}),
+    [](const auto& info) { return info.param.name; });
+
+TEST_F(LayerApplierTest, OverlayWhiteoutsBecomeDevicesAndOpaqueXattr) {
+  WriteText(root_ / "var/cache/kept", "upper dir content stays");
+  imagegen::FileTree tree;
+  tree.AddDirectory("etc")
+      .AddWhiteout("etc/motd")
+      .AddDirectory("var/cache")
+      .AddOpaqueWhiteout("var/cache");
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  auto motd = Lstat(root_ / "etc/motd");
+  ASSERT_TRUE(motd.exists);
+  EXPECT_TRUE(S_ISCHR(motd.st.st_mode));
+  EXPECT_EQ(motd.st.st_rdev, makedev(0, 0));
+  EXPECT_FALSE(Lstat(root_ / "etc/.wh.motd").exists);
+  EXPECT_EQ(Xattr(root_ / "var/cache", "trusted.overlay.opaque"), "y");
+  EXPECT_FALSE(Lstat(root_ / "var/cache/.wh..wh..opq").exists);
+  EXPECT_TRUE(Lstat(root_ / "var/cache/kept").exists);
+}
+
+TEST_F(LayerApplierTest, ArchiveCannotForgeOverlayXattrs) {
+  imagegen::FileTree tree;
+  tree.AddDirectory("d", {.xattrs = {{"trusted.overlay.opaque", "y"}}});
+  auto result = ApplyTar(TarOf(tree));
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(Xattr(root_ / "d", "trusted.overlay.opaque"), "<none>");
+}
+
+TEST_F(LayerApplierTest, DeleteModeRemovesLowerEntriesOnly) {
+  // The lower layers' content, already in the root (native snapshots).
+  WriteText(root_ / "etc/motd", "lower");
+  WriteText(root_ / "etc/keep", "lower");
+  WriteText(root_ / "var/cache/a", "lower");
+  WriteText(root_ / "var/cache/sub/b", "lower");
+  imagegen::FileTree tree;
+  tree.AddWhiteout("etc/motd")
+      .AddDirectory("var/cache")
+      .AddFile("var/cache/new", "this layer")
+      .AddOpaqueWhiteout("var/cache")  // After "new": must not delete it.
+      .AddFile("added", "x")
+      .AddWhiteout("added");  // Same-layer whiteout: only lower layers are hidden.
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_FALSE(Lstat(root_ / "etc/motd").exists);
+  EXPECT_TRUE(Lstat(root_ / "etc/keep").exists);
+  EXPECT_FALSE(Lstat(root_ / "var/cache/a").exists);
+  EXPECT_FALSE(Lstat(root_ / "var/cache/sub").exists);
+  EXPECT_EQ(Content(root_ / "var/cache/new"), "this layer");
+  EXPECT_TRUE(Lstat(root_ / "added").exists);
+  EXPECT_FALSE(Lstat(root_ / "var/cache/.wh..wh..opq").exists);
+}
+
+TEST_F(LayerApplierTest, ReplacesFilesByDirectoriesAndBack) {
+  WriteText(root_ / "was-file", "file");
+  WriteText(root_ / "was-dir/child", "child");
+  fs::create_symlink("/nowhere", root_ / "was-link");
+  fs::create_directories(root_ / "existing");
+  chmod((root_ / "existing").c_str(), 0700);
+  imagegen::FileTree tree;
+  tree.AddDirectory("was-file")
+      .AddFile("was-file/inside", "now a dir")
+      .AddFile("was-dir", "now a file")
+      .AddFile("was-link", "now a file")
+      .AddDirectory("existing", {.mode = 0755, .uid = 3, .gid = 4});
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(Content(root_ / "was-file/inside"), "now a dir");
+  EXPECT_EQ(Content(root_ / "was-dir"), "now a file");
+  EXPECT_TRUE(S_ISREG(Lstat(root_ / "was-link").st.st_mode));
+  auto existing = Lstat(root_ / "existing");
+  EXPECT_EQ(existing.st.st_mode & 07777, 0755u);
+  EXPECT_EQ(existing.st.st_uid, 3u);
+  EXPECT_EQ(existing.st.st_gid, 4u);
+}
+
+TEST_F(LayerApplierTest, HardlinkToLowerLayerFile) {
+  // Native: the lower file is in the root, so the link is a real link.
+  WriteText(root_ / "usr/bin/python3.11", "interpreter");
+  imagegen::FileTree tree;
+  tree.AddHardlink("usr/bin/python3", "usr/bin/python3.11");
+  ASSERT_TRUE(ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete}).has_value());
+  EXPECT_EQ(Lstat(root_ / "usr/bin/python3").st.st_ino,
+            Lstat(root_ / "usr/bin/python3.11").st.st_ino);
+}
+
+TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
+  ScratchDir lower_dir;
+  WriteText(lower_dir / "usr/bin/tool", "lower tool");
+  chmod((lower_dir / "usr/bin/tool").c_str(), 0751);
+  imagegen::FileTree tree;
+  tree.AddHardlink("usr/bin/tool-link", "usr/bin/tool");
+  std::string tar = TarOf(tree);
+
+  auto refused = ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kOverlay});
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().ToString().find("lower_dirs"), std::string::npos);
+
+  auto copied = ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kOverlay,
+                               .lower_dirs = {lower_dir.path()}});
+  ASSERT_TRUE(copied.has_value()) << copied.error().ToString();
+  EXPECT_EQ(Content(root_ / "usr/bin/tool-link"), "lower tool");
+  EXPECT_EQ(Lstat(root_ / "usr/bin/tool-link").st.st_mode & 07777, 0751u);
+  EXPECT_EQ(Lstat(lower_dir / "usr/bin/tool").st.st_nlink, 1u);
+}
+
+TEST_F(LayerApplierTest, SparseFileIsWrittenSparse) {
+  std::string map = "2\n4096\n4\n10737418236\n0\n";
+  std::string stored = map + std::string(512 - map.size(), '\0') + "DATA";
+  RawTar tar;
+  tar.AddPax({{"GNU.sparse.major", "1"},
+              {"GNU.sparse.minor", "0"},
+              {"GNU.sparse.name", "disk.img"},
+              {"GNU.sparse.realsize", "10737418240"}});
+  tar.Add({.name = "GNUSparseFile.0/disk.img", .size = stored.size()}, stored);
+  auto result = ApplyTar(tar.Finish());
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  auto disk = Lstat(root_ / "disk.img");
+  EXPECT_EQ(disk.st.st_size, 10737418240);
+  EXPECT_LT(disk.st.st_blocks * 512, 1 << 20);  // Not 10 GB on disk.
+  int fd = open((root_ / "disk.img").c_str(), O_RDONLY);
+  char buffer[8] = {};
+  EXPECT_EQ(pread(fd, buffer, 4, 4096), 4);
+  close(fd);
+  EXPECT_EQ(std::string(buffer), "DATA");
+}
+
+TEST_F(LayerApplierTest, ErrorsMapToClearCodes) {
+  std::string tar = TarOf(EveryKind());
+  std::string gzip = Compress(tar, imagegen::Compression::kGzip);
+  std::string zstd = Compress(tar, imagegen::Compression::kZstd);
+
+  auto mismatch = Apply(zstd, mt::kOciLayerGzip);
+  ASSERT_FALSE(mismatch.has_value());
+  EXPECT_EQ(mismatch.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(mismatch.error().message().find("says gzip but the data starts with zstd magic"),
+            std::string::npos);
+
+  auto unknown = Apply(gzip, "application/vnd.oci.image.layer.v1.tar+lz4");
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().code(), ErrorCode::kUnimplemented);
+
+  auto truncated_gzip = Apply(std::string_view(gzip).substr(0, gzip.size() / 2), mt::kOciLayerGzip);
+  ASSERT_FALSE(truncated_gzip.has_value());
+  EXPECT_EQ(truncated_gzip.error().code(), ErrorCode::kDataLoss);
+  EXPECT_NE(truncated_gzip.error().message().find("truncated"), std::string::npos);
+
+  // A complete gzip stream of an incomplete tar.
+  std::string cut = Compress(std::string_view(tar).substr(0, 3000), imagegen::Compression::kGzip);
+  auto truncated_tar = Apply(cut, mt::kOciLayerGzip, {.threading = ApplyThreading::kTwoThreads});
+  ASSERT_FALSE(truncated_tar.has_value());
+  EXPECT_EQ(truncated_tar.error().code(), ErrorCode::kDataLoss);
+  EXPECT_NE(truncated_tar.error().message().find("tar archive is truncated"), std::string::npos);
+
+  std::string corrupt_header = tar;
+  corrupt_header[0] ^= 0x01;
+  auto bad_checksum = ApplyTar(corrupt_header);
+  ASSERT_FALSE(bad_checksum.has_value());
+  EXPECT_EQ(bad_checksum.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(bad_checksum.error().message().find("checksum"), std::string::npos);
+}
+
+TEST_F(LayerApplierTest, ApplyLayerFromFileReadsABlob) {
+  std::string tar = TarOf(EveryKind());
+  ScratchDir blobs;
+  ASSERT_TRUE(WriteFileAtomically(blobs / "layer.gz", Compress(tar, imagegen::Compression::kGzip))
+                  .has_value());
+  auto result = ApplyLayerFromFile(blobs / "layer.gz",
+                                   {.root = root_, .media_type = std::string(mt::kOciLayerGzip)});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(result->diff_id, Digest::Sha256Of(tar));
+  EXPECT_EQ(Content(root_ / "etc/passwd"), "root:x:0:0\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile archives: each must fail or stay inside the root; nothing next to the root changes.
+
+class HostileTest : public LayerApplierTest,
+                    public ::testing::WithParamInterface<WhiteoutMode> {
+ protected:
+  Result<ApplyResult> ApplyHostile(std::string tar, ApplyOptions options = {}) {
+    options.whiteout_mode = GetParam();
+    return ApplyTar(tar, std::move(options));
+  }
+};
+
+TEST_P(HostileTest, DotDotTraversalIsRefused) {
+  for (std::string name : {"../sentinel/pwned", "a/../../sentinel/pwned", "./../x", ".."}) {
+    RawTar tar;
+    tar.Add({.name = name}, "pwned");
+    auto result = ApplyHostile(tar.Finish());
+    ASSERT_FALSE(result.has_value()) << name;
+    EXPECT_EQ(result.error().code(), ErrorCode::kPermissionDenied);
+    EXPECT_NE(result.error().ToString().find(name), std::string::npos);
+  }
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, AbsolutePathsStayInsideTheRoot) {
+  std::string absolute = (sentinel_ / "secret").string();
+  RawTar tar;
+  tar.Add({.name = absolute}, "pwned");
+  auto result = ApplyHostile(tar.Finish());
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(Content(root_ / absolute.substr(1)), "pwned");
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, NothingIsWrittenThroughSymlinks) {
+  std::string up = "../../../../../../../../../../..";
+  struct Attack {
+    RawHeader link;
+    RawHeader entry;
+  };
+  std::vector<Attack> attacks = {
+      {{.name = "abs", .type = '2', .linkname = sentinel_.string()}, {.name = "abs/secret"}},
+      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()}, {.name = "rel/secret"}},
+      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},
+       {.name = "rel/sub/file"}},
+      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},
+       {.name = "rel/newdir", .type = '5', .mode = 0777}},
+      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},
+       {.name = "rel/sub", .type = '5', .mode = 0777}},
+      {{.name = "dotdot", .type = '2', .linkname = "../sentinel"}, {.name = "dotdot/secret"}},
+      {{.name = "dev", .type = '2', .linkname = up + sentinel_.string()},
+       {.name = "dev/secret", .type = '6'}},
+      {{.name = "sl", .type = '2', .linkname = up + sentinel_.string()},
+       {.name = "sl/secret", .type = '2', .linkname = "/etc/shadow"}},
+  };
+  for (const Attack& attack : attacks) {
+    RawTar tar;
+    tar.Add(attack.link);
+    tar.Add(attack.entry, attack.entry.type == '0' ? "pwned" : "");
+    auto result = ApplyHostile(tar.Finish());
+    // Either refused, or applied inside the root; never outside.
+    ExpectOutsideUntouched();
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+  // A file named like a symlink that points out replaces the symlink, not its target.
+  RawTar tar;
+  tar.Add({.name = "file-link", .type = '2', .linkname = (sentinel_ / "secret").string()});
+  tar.Add({.name = "file-link"}, "pwned");
+  auto result = ApplyHostile(tar.Finish());
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_TRUE(S_ISREG(Lstat(root_ / "file-link").st.st_mode));
+  EXPECT_EQ(Content(root_ / "file-link"), "pwned");
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, SymlinkedParentDirectoryIsResolvedInRoot) {
+  RawTar tar;
+  tar.Add({.name = "sentinel", .type = '5', .mode = 0755});
+  tar.Add({.name = "dir", .type = '5', .mode = 0755});
+  tar.Add({.name = "dir/escape", .type = '2', .linkname = "../../sentinel"});
+  tar.Add({.name = "dir/escape/secret"}, "pwned");
+  tar.Add({.name = "rootlink", .type = '2', .linkname = "/"});
+  tar.Add({.name = "rootlink/inside"}, "ok");
+  tar.Add({.name = "rootlink/rootlink/dir/escape/again"}, "again");
+  auto result = ApplyHostile(tar.Finish());
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  // "../../sentinel" from root/dir clamps at the root: root/sentinel.
+  EXPECT_EQ(Content(root_ / "sentinel/secret"), "pwned");
+  EXPECT_EQ(Content(root_ / "sentinel/again"), "again");
+  EXPECT_EQ(Content(root_ / "inside"), "ok");
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, HardlinksCannotReachOutside) {
+  {
+    RawTar tar;
+    tar.Add({.name = "h", .type = '1', .linkname = "../sentinel/secret"});
+    auto result = ApplyHostile(tar.Finish());
+    ASSERT_FALSE(result.has_value());
+    EXPECT_EQ(result.error().code(), ErrorCode::kPermissionDenied);
+  }
+  {
+    RawTar tar;
+    tar.Add({.name = "h2", .type = '1', .linkname = (sentinel_ / "secret").string()});
+    EXPECT_FALSE(ApplyHostile(tar.Finish()).has_value());
+  }
+  {
+    RawTar tar;
+    tar.Add({.name = "out", .type = '2', .linkname = sentinel_.string()});
+    tar.Add({.name = "h3", .type = '1', .linkname = "out/secret"});
+    EXPECT_FALSE(ApplyHostile(tar.Finish()).has_value());
+  }
+  EXPECT_EQ(Lstat(sentinel_ / "secret").st.st_nlink, 1u);
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, FileReplacingAHardlinkDoesNotWriteThroughIt) {
+  RawTar tar;
+  tar.Add({.name = "etc/", .type = '5', .mode = 0755});
+  tar.Add({.name = "etc/passwd"}, "root:x:0:0\n");
+  tar.Add({.name = "alias", .type = '1', .linkname = "etc/passwd"});
+  tar.Add({.name = "alias"}, "evil:x:0:0\n");
+  auto result = ApplyHostile(tar.Finish());
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(Content(root_ / "etc/passwd"), "root:x:0:0\n");
+  EXPECT_EQ(Content(root_ / "alias"), "evil:x:0:0\n");
+}
+
+TEST_P(HostileTest, WhiteoutsOfDotDotOrRootAreRefused) {
+  for (std::string name : {".wh..", "a/.wh..", ".wh.", "/.wh..", "a/.wh.."}) {
+    RawTar tar;
+    tar.Add({.name = "a/", .type = '5', .mode = 0755});
+    tar.Add({.name = name});
+    auto result = ApplyHostile(tar.Finish());
+    ASSERT_FALSE(result.has_value()) << name;
+    EXPECT_EQ(result.error().code(), ErrorCode::kPermissionDenied) << result.error().ToString();
+  }
+  {
+    RawTar tar;
+    tar.Add({.name = "../.wh.sentinel"});
+    EXPECT_FALSE(ApplyHostile(tar.Finish()).has_value());
+  }
+  {
+    // Whiteouts and opaque markers under a symlink pointing out act inside the root only.
+    RawTar tar;
+    tar.Add({.name = "out", .type = '2', .linkname = sentinel_.string()});
+    tar.Add({.name = "out/.wh.secret"});
+    tar.Add({.name = "out/.wh..wh..opq"});
+    (void)ApplyHostile(tar.Finish());
+  }
+  EXPECT_TRUE(fs::exists(root_.parent_path() / "sentinel"));
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, GzipBombIsStoppedAtTheLimit) {
+  imagegen::FileTree tree;
+  tree.AddFile("zeros", std::string(64 << 20, '\0'));
+  std::string blob = Compress(TarOf(tree), imagegen::Compression::kGzip);
+  ASSERT_LT(blob.size(), 1u << 20);
+  ApplyOptions options{.media_type = std::string(mt::kOciLayerGzip)};
+  options.whiteout_mode = GetParam();
+  options.limits.max_uncompressed_bytes = 8 << 20;
+  auto result = Apply(blob, mt::kOciLayerGzip, options);
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().code(), ErrorCode::kResourceExhausted);
+  EXPECT_LE(Lstat(root_ / "zeros").st.st_size, 8 << 20);
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, HugeSparseDeclarationIsRefusedByLimit) {
+  std::string map = "1\n0\n4\n";
+  std::string stored = map + std::string(512 - map.size(), '\0') + "DATA";
+  RawTar tar;
+  tar.AddPax({{"GNU.sparse.major", "1"},
+              {"GNU.sparse.minor", "0"},
+              {"GNU.sparse.name", "huge"},
+              {"GNU.sparse.realsize", "10737418240"}});
+  tar.Add({.name = "GNUSparseFile.0/huge", .size = stored.size()}, stored);
+  ApplyOptions options;
+  options.limits.max_entry_bytes = 1 << 30;
+  auto result = ApplyHostile(tar.Finish(), options);
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(result.error().message().find("max_entry_bytes"), std::string::npos);
+  EXPECT_FALSE(Lstat(root_ / "huge").exists);
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, EntryCountLimit) {
+  RawTar tar;
+  for (int i = 0; i < 50; ++i) tar.Add({.name = fmt::format("f{}", i)});
+  ApplyOptions options;
+  options.limits.max_entries = 10;
+  auto result = ApplyHostile(tar.Finish(), options);
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().code(), ErrorCode::kResourceExhausted);
+  EXPECT_FALSE(Lstat(root_ / "f10").exists);
+  ExpectOutsideUntouched();
+}
+
+TEST_P(HostileTest, OverlongPathIsRefused) {
+  RawTar tar;
+  tar.AddPax({{"path", std::string(5000, 'a')}});
+  tar.Add({.name = "short"});
+  auto result = ApplyHostile(tar.Finish());
+  ASSERT_FALSE(result.has_value());
+  EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, HostileTest,
+                         ::testing::Values(WhiteoutMode::kOverlay, WhiteoutMode::kDelete),
+                         [](const auto& info) {
+                           return info.param == WhiteoutMode::kOverlay ? "overlay" : "delete";
+                         });
+
+}  // namespace
+}  // namespace berth::archive
