@@ -1,0 +1,136 @@
+// File: berth/snapshot/local_snapshotter.h
+//
+// LocalSnapshotter is the shared implementation of the on-disk snapshotters (overlay, native):
+// one directory per snapshot under <root>/snapshots/<id>/ plus metadata in SQLite. Subclasses
+// decide what a new snapshot directory holds, how it is mounted and where layers are written.
+// Users should include overlay_snapshotter.h or native_snapshotter.h and program against
+// Snapshotter; this header is for those two implementations.
+//
+// Metadata schema (PRAGMA user_version 1), shared by every snapshotter type through a
+// `snapshotter` column so that overlay and native snapshots may live in one database file:
+//   snapshots(id INTEGER PRIMARY KEY AUTOINCREMENT, snapshotter, key, kind, parent_id,
+//             created_ns, updated_ns, size, inodes, UNIQUE(snapshotter, key))
+//   snapshot_labels(snapshot_id, name, value)
+// `id` is the directory name. `parent_id` is a foreign key, so a parent cannot disappear under
+// a child even if this code had a bug.
+//
+// How changes stay crash safe:
+//   Prepare/View: build the directory as <root>/snapshots/new-XXXXXX, insert the row in a write
+//     transaction, rename the directory to <id>, (sync) and commit. A crash before the commit
+//     leaves new-XXXXXX or an <id> unknown to the metadata: garbage for Cleanup(). A stale <id>
+//     directory found at rename time is such garbage (the write lock is held, so no one else can
+//     have created that row) and is replaced.
+//   Commit: measure usage, syncfs the snapshot (with SyncMode::kSyncFs) so its files are durable
+//     before the row says committed, then update the row in one transaction.
+//   Remove: delete the row and rename <id> to rm-<id> in one transaction, then delete the tree.
+//     A crash after the commit leaves rm-<id> for Cleanup().
+//
+// Thread safety: every operation holds one mutex for its metadata work, so operations are
+// serialised within a process. An flock on <root>/lock keeps other processes (and other
+// snapshotter objects) off the same root.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/unique_fd.h"
+#include "berth/snapshot/snapshotter.h"
+#include "berth/sqlite/sqlite.h"
+
+namespace berth::snapshot {
+
+// Whether a change is on stable storage before the metadata says it happened.
+enum class SyncMode {
+  // Nothing is synced (tests, throwaway roots). A power loss may report snapshots whose files
+  // are incomplete.
+  kNone,
+  // Prepare fsyncs the snapshots directory and Commit runs syncfs(2) on the snapshot before the
+  // metadata transaction commits; SQLite runs with synchronous=FULL.
+  kSyncFs,
+};
+
+struct LocalSnapshotterOptions {
+  std::filesystem::path root;  // e.g. /var/lib/berth/snapshots/overlayfs
+  // The SQLite metadata file; empty means <root>/metadata.db.
+  std::filesystem::path metadata_path;
+  SyncMode sync = SyncMode::kSyncFs;
+  // Test hook: called at named points inside operations ("prepare:before-commit",
+  // "commit:before-commit", "remove:after-commit") so tests can simulate a crash there.
+  std::function<void(std::string_view point)> crash_point_for_test;
+};
+
+class LocalSnapshotter : public Snapshotter {
+ public:
+  ~LocalSnapshotter() override;
+
+  Result<std::vector<Mount>> Prepare(std::string_view key, std::string_view parent,
+                                     const Labels& labels) override;
+  Result<std::vector<Mount>> View(std::string_view key, std::string_view parent,
+                                  const Labels& labels) override;
+  Result<std::vector<Mount>> Mounts(std::string_view key) override;
+  Result<void> Commit(std::string_view name, std::string_view key, const Labels& labels) override;
+  Result<void> Remove(std::string_view key) override;
+  Result<Info> Stat(std::string_view key) override;
+  Result<Usage> GetUsage(std::string_view key) override;
+  Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) override;
+  Result<ApplyTarget> GetApplyTarget(std::string_view key) override;
+  Result<std::vector<std::filesystem::path>> Cleanup() override;
+
+  const std::filesystem::path& root() const { return options_.root; }
+  // <root>/snapshots/<id>: the directory of snapshot `id`.
+  std::filesystem::path SnapshotDir(int64_t id) const;
+  // The numeric id (directory name) of a snapshot, for tests and debugging. kNotFound.
+  Result<int64_t> IdForTest(std::string_view key);
+
+ protected:
+  // What subclasses need to know about one snapshot.
+  struct Snapshot {
+    int64_t id = 0;
+    std::string key;
+    Kind kind = Kind::kActive;
+    std::vector<int64_t> parent_ids;  // nearest parent first
+  };
+
+  LocalSnapshotter(std::string type, LocalSnapshotterOptions options);
+  // Creates the root, takes its lock, opens and migrates the metadata. Called once by the
+  // subclass's Open().
+  Result<void> Initialize();
+
+  // Fills the new, empty directory `directory` that will become `snapshot`'s SnapshotDir.
+  virtual Result<void> PopulateDirectory(const std::filesystem::path& directory,
+                                         const Snapshot& snapshot) = 0;
+  // The tree holding `id`'s own files (the layer); GetUsage() measures it.
+  virtual std::filesystem::path LayerDir(int64_t id) const = 0;
+  // Mounts for an active snapshot or a view.
+  virtual Result<std::vector<Mount>> MountsFor(const Snapshot& snapshot) const = 0;
+  // Where layers are written into an active snapshot.
+  virtual ApplyTarget ApplyTargetFor(const Snapshot& snapshot) const = 0;
+
+  const LocalSnapshotterOptions& options() const { return options_; }
+
+ private:
+  struct Row;
+  Result<std::vector<Mount>> Create(Kind kind, std::string_view key, std::string_view parent,
+                                    const Labels& labels);
+  Result<std::optional<Row>> FindRow(std::string_view key);
+  Result<Row> GetRow(std::string_view key);
+  Result<std::vector<int64_t>> ParentChain(int64_t id);
+  Result<Labels> LoadLabels(int64_t id);
+  Result<void> StoreLabels(int64_t id, const Labels& labels);
+  Result<Info> ToInfo(const Row& row);
+  void CrashPoint(std::string_view point) const;
+
+  const std::string type_;  // "overlayfs", "native"
+  const LocalSnapshotterOptions options_;
+  UniqueFd lock_fd_;
+  std::mutex mutex_;
+  std::unique_ptr<sqlite::Database> db_;  // guarded by mutex_
+};
+
+}  // namespace berth::snapshot

@@ -1,0 +1,160 @@
+// File: berth/snapshot/snapshotter.h
+//
+// Snapshotter is the seam between the unpacker (and the runtime) and the filesystem that stores
+// image layers. It uses containerd's vocabulary and lifecycle, so containerd users recognise it:
+//
+//   - A snapshot is a directory tree stacked on an optional parent snapshot.
+//   - `key` names an active snapshot or a view: a snapshot still being written, or a read-only
+//     look at a parent. `name` names a committed snapshot: immutable, and the only kind that
+//     can be a parent. Keys and names share one namespace.
+//   - Kinds: kActive (read-write, created by Prepare), kView (read-only, created by View),
+//     kCommitted (read-only, created by Commit of an active snapshot).
+//
+// # Importing a layer
+//
+//   The unpacker applies a layer diff on top of the snapshot of the layers below it (named by
+//   their chain ID) and commits the result under the new chain ID:
+//
+//     Prepare("extract-<random> <chainID(L1..n)>", chainID(L1..n-1))   // parent "" for L1
+//     ApplyTarget(key) -> write the layer's files there (or mount Mounts(key) and write there)
+//     Commit(chainID(L1..n), key)                                      // key is gone now
+//
+//   If the apply fails, Remove(key) drops the active snapshot. Because chain IDs are names,
+//   Stat(chainID) tells whether a layer stack is already unpacked.
+//
+// # Running a container
+//
+//     Prepare("container-<id>", chainID(image))   // read-write layer on top of the image
+//     Mounts("container-<id>")                      // hand these to the runtime
+//     …
+//     Remove("container-<id>")
+//
+//   View(key, parent) gives a read-only look instead (inspecting an image's rootfs).
+//
+// # Errors
+//
+//   Prepare/View/Commit of a key or name that exists: kAlreadyExists.
+//   Any operation on an unknown key: kNotFound. A parent that does not exist: kNotFound.
+//   A parent that is not committed: kFailedPrecondition.
+//   Commit of a view or a committed snapshot: kFailedPrecondition.
+//   Mounts/ApplyTarget of a committed snapshot: kFailedPrecondition (View it instead).
+//   Remove of a snapshot that has children: kFailedPrecondition.
+//   An empty key or name: kInvalidArgument. A full disk: kResourceExhausted.
+//
+// # Crash safety
+//
+//   Every change is one metadata transaction; directories are created before it commits and
+//   removed after, so a crash leaves at worst unreferenced directories, which Cleanup() deletes.
+//   A snapshot reported by Stat/Walk always has its directory.
+//
+// Thread safety: implementations are safe for concurrent use by multiple threads. One process
+// owns a snapshotter root at a time (a second Open of the same root fails with kUnavailable).
+// Mounts returned by Mounts() must be unmounted before Remove() of that snapshot.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/result.h"
+#include "berth/snapshot/mount.h"
+
+namespace berth::snapshot {
+
+enum class Kind { kView, kActive, kCommitted };
+
+// "view", "active", "committed".
+std::string_view KindName(Kind kind);
+
+using Labels = std::map<std::string, std::string>;
+
+struct Info {
+  Kind kind = Kind::kActive;
+  std::string name;    // the key, or the name for a committed snapshot
+  std::string parent;  // the parent's name; empty for none
+  Labels labels;
+  std::chrono::system_clock::time_point created;
+  std::chrono::system_clock::time_point updated;
+
+  friend bool operator==(const Info&, const Info&) = default;
+};
+
+// Disk space of a snapshot's own layer (not its parents'): allocated bytes (st_blocks * 512)
+// and inodes, each inode counted once however many hard links it has, including the top
+// directory. Exact for committed snapshots (measured at Commit); measured on demand for others.
+struct Usage {
+  int64_t size = 0;
+  int64_t inodes = 0;
+
+  friend bool operator==(const Usage&, const Usage&) = default;
+};
+
+// How deletions of lower-layer files must be recorded in an ApplyTarget directory.
+enum class WhiteoutStyle {
+  // overlayfs: a deleted path becomes a character device 0/0 with the same name, and a directory
+  // whose lower contents are replaced gets the xattr ApplyTarget::opaque_xattr = "y".
+  kOverlay,
+  // The directory already holds the full parent tree: delete the path (for an opaque directory,
+  // delete its existing contents).
+  kDelete,
+};
+
+// Where to write a layer into an active snapshot without mounting anything.
+struct ApplyTarget {
+  std::filesystem::path directory;
+  WhiteoutStyle whiteouts = WhiteoutStyle::kOverlay;
+  // For kOverlay: "trusted.overlay.opaque", or "user.overlay.opaque" when mounted with
+  // userxattr. Empty for kDelete.
+  std::string opaque_xattr;
+};
+
+class Snapshotter {
+ public:
+  virtual ~Snapshotter() = default;
+
+  // Creates an active snapshot `key` on top of the committed snapshot `parent` ("" for none)
+  // and returns the mounts that present it read-write. Errors: see the file comment.
+  virtual Result<std::vector<Mount>> Prepare(std::string_view key, std::string_view parent,
+                                             const Labels& labels = {}) = 0;
+
+  // Like Prepare, but the snapshot is a read-only view of `parent` that can never be committed.
+  virtual Result<std::vector<Mount>> View(std::string_view key, std::string_view parent,
+                                          const Labels& labels = {}) = 0;
+
+  // The mounts of an active snapshot or view (the same as Prepare/View returned).
+  // kFailedPrecondition for a committed snapshot; kResourceExhausted when the parent chain is
+  // too long to express in one mount (see the implementation).
+  virtual Result<std::vector<Mount>> Mounts(std::string_view key) = 0;
+
+  // Turns the active snapshot `key` into the committed snapshot `name` with `labels` (which
+  // replace the active snapshot's labels). `key` no longer exists afterwards. The snapshot's
+  // contents must not change after this (unmount it first).
+  virtual Result<void> Commit(std::string_view name, std::string_view key,
+                              const Labels& labels = {}) = 0;
+
+  // Removes a snapshot of any kind and its directory. kFailedPrecondition when it has children.
+  virtual Result<void> Remove(std::string_view key) = 0;
+
+  virtual Result<Info> Stat(std::string_view key) = 0;
+
+  virtual Result<Usage> GetUsage(std::string_view key) = 0;
+
+  // Calls `visit` for every snapshot (any order). A failing visit stops the walk and its error
+  // is returned. `visit` runs without internal locks held, so it may call the snapshotter.
+  virtual Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) = 0;
+
+  // Where the unpacker writes a layer for the active snapshot `key`, and how it must record
+  // whiteouts. kFailedPrecondition for views and committed snapshots.
+  virtual Result<ApplyTarget> GetApplyTarget(std::string_view key) = 0;
+
+  // Deletes directories under the root that no snapshot refers to (leftovers of crashes or of
+  // a failed Remove) and returns their paths. Safe at any time.
+  virtual Result<std::vector<std::filesystem::path>> Cleanup() = 0;
+};
+
+}  // namespace berth::snapshot

@@ -1,0 +1,34 @@
+// Runs the Snapshotter conformance suite against both on-disk implementations.
+#include "berth/snapshot/snapshotter_conformance.h"
+
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/snapshot/overlay_snapshotter.h"
+
+namespace berth::snapshot::testing {
+namespace {
+
+struct OverlayFactory {
+  static std::string SkipReason() { return OverlaySkipReason(); }
+  static Result<std::unique_ptr<Snapshotter>> Open(const LocalSnapshotterOptions& options) {
+    OverlaySnapshotterOptions overlay_options;
+    static_cast<LocalSnapshotterOptions&>(overlay_options) = options;
+    BERTH_ASSIGN_OR_RETURN(auto snapshotter, OverlaySnapshotter::Open(overlay_options));
+    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
+  }
+};
+
+struct NativeFactory {
+  static std::string SkipReason() { return MountSkipReason(); }
+  static Result<std::unique_ptr<Snapshotter>> Open(const LocalSnapshotterOptions& options) {
+    NativeSnapshotterOptions native_options;
+    static_cast<LocalSnapshotterOptions&>(native_options) = options;
+    BERTH_ASSIGN_OR_RETURN(auto snapshotter, NativeSnapshotter::Open(native_options));
+    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
+  }
+};
+
+INSTANTIATE_TYPED_TEST_SUITE_P(Overlay, SnapshotterConformance, OverlayFactory);
+INSTANTIATE_TYPED_TEST_SUITE_P(Native, SnapshotterConformance, NativeFactory);
+
+}  // namespace
+}  // namespace berth::snapshot::testing

@@ -1,0 +1,40 @@
+// File: berth/snapshot/tree_util.h
+//
+// Directory-tree helpers the snapshotters share: a faithful tree copy (for the native
+// snapshotter), disk usage, recursive removal and filesystem sync. They never follow symlinks
+// and never cross into what a symlink points at. All of them block on disk I/O.
+// Thread safety: free functions without shared state.
+#pragma once
+
+#include <filesystem>
+
+#include "berth/base/result.h"
+#include "berth/snapshot/snapshotter.h"
+
+namespace berth::snapshot {
+
+// Copies the contents of directory `source` into the existing, empty directory `destination`,
+// then gives `destination` the owner, mode, xattrs and timestamps of `source`. Preserves file
+// types (regular files, directories, symlinks, character and block devices, fifos, sockets),
+// owners, modes (including setuid/setgid/sticky), xattrs (trusted.* and security.* need
+// CAP_SYS_ADMIN), hard links between files inside the tree, and access/modification times.
+// File data is reflinked when the filesystem supports it, else copied in the kernel.
+// Errors name the path that failed; a partial copy is left for the caller to remove.
+Result<void> CopyTree(const std::filesystem::path& source,
+                      const std::filesystem::path& destination);
+
+// Allocated bytes (st_blocks * 512) and inodes of everything under `directory`, including
+// itself, each inode counted once.
+Result<Usage> DiskUsage(const std::filesystem::path& directory);
+
+// Removes `path` and everything under it; succeeds when it does not exist. Directories without
+// write permission are made writable first.
+Result<void> RemoveTree(const std::filesystem::path& path);
+
+// fsync(2) of a directory, making renames and creations in it durable.
+Result<void> SyncDirectory(const std::filesystem::path& directory);
+
+// syncfs(2) of the filesystem holding `path`, making every file written there durable.
+Result<void> SyncFilesystem(const std::filesystem::path& path);
+
+}  // namespace berth::snapshot
