@@ -74,7 +74,8 @@ ExitStatus DecodeWaitStatus(int status) {
   ::sigprocmask(SIG_SETMASK, &all, nullptr);
   struct sigaction default_action = {};
   default_action.sa_handler = SIG_DFL;
-  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD}) ::sigaction(sig, &default_action, nullptr);
+  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD})
+    ::sigaction(sig, &default_action, nullptr);
 
   if (working_directory != nullptr && ::chdir(working_directory) != 0) fail(errno);
   if (::dup2(null_fd, STDIN_FILENO) < 0) fail(errno);
@@ -134,7 +135,8 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::Start(const ChildProcessOpti
   for (std::string& entry : env_strings) envp.push_back(entry.data());
   envp.push_back(nullptr);
 
-  UniqueFd log_fd(::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  UniqueFd log_fd(
+      ::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   if (!log_fd) return Fail(ErrnoError(errno, "open child log " + options.log_file.string()));
   UniqueFd null_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (!null_fd) return Fail(ErrnoError(errno, "open /dev/null"));
@@ -197,9 +199,9 @@ Result<ExitStatus> ChildProcess::WaitForExit(std::chrono::milliseconds timeout) 
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!Reap()) {
     if (std::chrono::steady_clock::now() >= deadline) {
-      return Fail(ErrorCode::kDeadlineExceeded,
-                  "child " + std::to_string(pid_) + " still running after " +
-                      std::to_string(timeout.count()) + " ms");
+      return Fail(ErrorCode::kDeadlineExceeded, "child " + std::to_string(pid_) +
+                                                    " still running after " +
+                                                    std::to_string(timeout.count()) + " ms");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -233,7 +235,8 @@ ExitStatus ChildProcess::Stop(std::chrono::milliseconds grace) {
 
 std::string ChildProcess::ReadLog() const {
   Result<std::string> content = ReadFile(log_file_);
-  if (!content) return "<cannot read " + log_file_.string() + ": " + content.error().ToString() + ">";
+  if (!content)
+    return "<cannot read " + log_file_.string() + ": " + content.error().ToString() + ">";
   return *std::move(content);
 }
 

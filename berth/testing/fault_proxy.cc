@@ -29,7 +29,8 @@ std::string CannedResponse(int status, HeaderList headers, const std::string& bo
 }  // namespace
 
 FaultAction FaultAction::Respond(int status, HeaderList headers, std::string body) {
-  return {.respond_status = status, .respond_headers = std::move(headers),
+  return {.respond_status = status,
+          .respond_headers = std::move(headers),
           .respond_body = std::move(body)};
 }
 
@@ -54,15 +55,13 @@ Result<std::unique_ptr<FaultProxy>> FaultProxy::Start(std::string upstream,
   BERTH_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(upstream));
   auto proxy = std::unique_ptr<FaultProxy>(
       new FaultProxy(std::move(host_port.first), host_port.second, options));
-  BERTH_ASSIGN_OR_RETURN(proxy->tcp_,
-                         TcpServer::Start([raw = proxy.get()](int fd, const std::string&) {
-                           raw->Serve(fd);
-                         }));
+  BERTH_ASSIGN_OR_RETURN(
+      proxy->tcp_,
+      TcpServer::Start([raw = proxy.get()](int fd, const std::string&) { raw->Serve(fd); }));
   return proxy;
 }
 
-FaultProxy::FaultProxy(std::string upstream_host, uint16_t upstream_port,
-                       FaultProxyOptions options)
+FaultProxy::FaultProxy(std::string upstream_host, uint16_t upstream_port, FaultProxyOptions options)
     : upstream_(upstream_host + ":" + std::to_string(upstream_port)),
       upstream_host_(std::move(upstream_host)),
       upstream_port_(upstream_port),
@@ -143,8 +142,7 @@ uint64_t FaultProxy::RequestCount() const {
   return log_.size();
 }
 
-uint64_t FaultProxy::RequestCount(std::string_view method,
-                                  std::string_view target_contains) const {
+uint64_t FaultProxy::RequestCount(std::string_view method, std::string_view target_contains) const {
   std::lock_guard<std::mutex> lock(mutex_);
   uint64_t count = 0;
   for (const auto& [sequence, request] : log_) {
@@ -159,7 +157,8 @@ uint64_t FaultProxy::RequestCount(std::string_view method,
 std::map<std::string, uint64_t> FaultProxy::RequestsPerPath() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::map<std::string, uint64_t> counts;
-  for (const auto& [sequence, request] : log_) ++counts[request.method + " " + PathOf(request.target)];
+  for (const auto& [sequence, request] : log_)
+    ++counts[request.method + " " + PathOf(request.target)];
   return counts;
 }
 
@@ -187,9 +186,9 @@ uint64_t FaultProxy::Admit(const std::string& method, const std::string& target,
     }
     if (rule.regex.has_value() && !std::regex_search(target, *rule.regex)) continue;
     uint64_t number = ++rule.matches;
-    bool in_window = number >= static_cast<uint64_t>(rule.spec.first) &&
-                     (rule.spec.count == 0 ||
-                      number < static_cast<uint64_t>(rule.spec.first + rule.spec.count));
+    bool in_window =
+        number >= static_cast<uint64_t>(rule.spec.first) &&
+        (rule.spec.count == 0 || number < static_cast<uint64_t>(rule.spec.first + rule.spec.count));
     if (in_window && rule_id == 0) {
       ++rule.hits;
       rule_id = rule.id;
@@ -201,7 +200,7 @@ uint64_t FaultProxy::Admit(const std::string& method, const std::string& target,
   return sequence;
 }
 
-void FaultProxy::Finish(uint64_t sequence, int status, uint64_t body_bytes) {
+void FaultProxy::Record(uint64_t sequence, int status, uint64_t body_bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = log_.find(sequence);
   if (it == log_.end()) return;  // ResetCounters() ran meanwhile
@@ -229,9 +228,16 @@ namespace {
 // Sends a response body to the client while applying the body faults of an action.
 class BodyPump {
  public:
+  // `sleep` waits (false when the proxy stops); `progress` is told the new byte total before
+  // bytes are sent, so counters are final by the time the client has read them.
   BodyPump(int fd, const FaultAction& action, bool chunked,
-           std::function<bool(std::chrono::milliseconds)> sleep)
-      : fd_(fd), action_(action), chunked_(chunked), sleep_(std::move(sleep)) {}
+           std::function<bool(std::chrono::milliseconds)> sleep,
+           std::function<void(uint64_t)> progress)
+      : fd_(fd),
+        action_(action),
+        chunked_(chunked),
+        sleep_(std::move(sleep)),
+        progress_(std::move(progress)) {}
 
   // True when the drop point was reached before any byte (drop_after_bytes = 0).
   bool DropsImmediately() const { return action_.drop_after_bytes == uint64_t{0}; }
@@ -258,8 +264,9 @@ class BodyPump {
     while (!data.empty()) {
       std::string_view piece = data.substr(0, piece_size);
       if (action_.drip_interval.count() > 0 && !sleep_(action_.drip_interval)) return false;
-      if (!Send(piece)) return false;
       sent_ += piece.size();
+      progress_(sent_);
+      if (!Send(piece)) return false;
       data.remove_prefix(piece.size());
     }
     return !drop_now;
@@ -282,6 +289,7 @@ class BodyPump {
   const FaultAction& action_;
   bool chunked_;
   std::function<bool(std::chrono::milliseconds)> sleep_;
+  std::function<void(uint64_t)> progress_;
   uint64_t sent_ = 0;
 };
 
@@ -351,21 +359,23 @@ void FaultProxy::Serve(int fd) {
     if (action.close_without_response) return;
     if (action.respond_status.has_value()) {
       int status = *action.respond_status;
+      Record(sequence, status, head_only ? 0 : action.respond_body.size());
       if (!SendAll(fd, CannedResponse(status, action.respond_headers, action.respond_body,
                                       head_only, client_close))) {
         return;
       }
-      Finish(sequence, status, head_only ? 0 : action.respond_body.size());
       if (client_close) return;
       continue;
     }
 
     // Forward to the upstream on a fresh connection.
-    Result<UniqueFd> upstream = ConnectTcp(upstream_host_, upstream_port_, options_.upstream_timeout);
+    Result<UniqueFd> upstream =
+        ConnectTcp(upstream_host_, upstream_port_, options_.upstream_timeout);
     if (!upstream) {
-      std::string message = "fault proxy: upstream " + upstream_ + ": " + upstream.error().message();
+      std::string message =
+          "fault proxy: upstream " + upstream_ + ": " + upstream.error().message();
+      Record(sequence, 502, 0);
       (void)SendAll(fd, CannedResponse(502, {}, message, head_only, client_close));
-      Finish(sequence, 502, 0);
       if (client_close) return;
       continue;
     }
@@ -382,7 +392,8 @@ void FaultProxy::Serve(int fd) {
     } untrack{this, upstream_fd};
 
     RequestHead forwarded = *head;
-    for (std::string_view hop : {"Connection", "Keep-Alive", "Proxy-Connection", "Content-Length"}) {
+    for (std::string_view hop :
+         {"Connection", "Keep-Alive", "Proxy-Connection", "Content-Length"}) {
       RemoveHeader(forwarded.headers, hop);
     }
     if (had_body || !body.empty()) {
@@ -391,8 +402,8 @@ void FaultProxy::Serve(int fd) {
     forwarded.headers.emplace_back("Connection", "close");
     forwarded.version = "HTTP/1.1";
     if (!SendAll(upstream_fd, SerializeRequestHead(forwarded) + body)) {
+      Record(sequence, 502, 0);
       (void)SendAll(fd, CannedResponse(502, {}, "fault proxy: upstream closed", head_only, true));
-      Finish(sequence, 502, 0);
       return;
     }
 
@@ -408,9 +419,9 @@ void FaultProxy::Serve(int fd) {
       if (!response || response->status >= 200) break;  // skip 1xx interim responses
     }
     if (!response) {
+      Record(sequence, 502, 0);
       (void)SendAll(fd, CannedResponse(502, {}, "fault proxy: " + response.error().message(),
                                        head_only, true));
-      Finish(sequence, 502, 0);
       return;
     }
 
@@ -432,10 +443,15 @@ void FaultProxy::Serve(int fd) {
     ResponseHead to_client = *response;
     for (std::string_view hop : {"Connection", "Keep-Alive"}) RemoveHeader(to_client.headers, hop);
     if (close_after) to_client.headers.emplace_back("Connection", "close");
+    Record(sequence, response->status, 0);
     if (!SendAll(fd, SerializeResponseHead(to_client))) return;
 
-    BodyPump pump(fd, action, framing == Framing::kChunked,
-                  [this](std::chrono::milliseconds duration) { return Sleep(duration); });
+    BodyPump pump(
+        fd, action, framing == Framing::kChunked,
+        [this](std::chrono::milliseconds duration) { return Sleep(duration); },
+        [this, sequence, status = response->status](uint64_t sent) {
+          Record(sequence, status, sent);
+        });
     bool keep_going = !pump.DropsImmediately() || framing == Framing::kNone;
     if (keep_going) {
       switch (framing) {
@@ -456,10 +472,11 @@ void FaultProxy::Serve(int fd) {
           break;
         }
         case Framing::kChunked: {
-          Result<void> relayed = ReadChunkedBody(reader, [&](std::string_view piece) -> Result<void> {
-            if (!pump.Write(piece)) return Fail(ErrorCode::kCancelled, "client side ended");
-            return Ok();
-          });
+          Result<void> relayed =
+              ReadChunkedBody(reader, [&](std::string_view piece) -> Result<void> {
+                if (!pump.Write(piece)) return Fail(ErrorCode::kCancelled, "client side ended");
+                return Ok();
+              });
           keep_going = relayed.has_value() && pump.Finish();
           break;
         }
@@ -472,7 +489,6 @@ void FaultProxy::Serve(int fd) {
           break;
       }
     }
-    Finish(sequence, response->status, pump.sent());
     if (!keep_going || close_after) return;
   }
 }

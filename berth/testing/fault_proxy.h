@@ -96,7 +96,8 @@ struct FaultRule {
   FaultAction action;
 };
 
-// One request the proxy handled, for assertions and failure messages.
+// One request the proxy handled, for assertions and failure messages. The entry is complete by
+// the time the client has read the corresponding bytes.
 struct ProxiedRequest {
   std::string method;
   std::string target;
@@ -171,10 +172,12 @@ class FaultProxy {
   FaultProxy(std::string upstream_host, uint16_t upstream_port, FaultProxyOptions options);
   void Serve(int fd);
   // Records the request and picks the action to apply (if any). Returns the request's sequence
-  // number for Finish().
+  // number for Record().
   uint64_t Admit(const std::string& method, const std::string& target,
                  std::optional<FaultAction>& action, int& rule_id);
-  void Finish(uint64_t sequence, int status, uint64_t body_bytes);
+  // Updates a request's log entry. Called *before* the corresponding bytes are sent, so a client
+  // that has read a response always finds it accounted for.
+  void Record(uint64_t sequence, int status, uint64_t body_bytes);
   // Sleeps up to `duration`; false if the proxy is stopping.
   bool Sleep(std::chrono::milliseconds duration);
   void TrackUpstream(int fd, bool add);
@@ -186,13 +189,13 @@ class FaultProxy {
 
   mutable std::mutex mutex_;
   std::condition_variable stop_signal_;
-  bool stopping_ = false;                     // guarded by mutex_
-  int next_rule_id_ = 1;                      // guarded by mutex_
-  std::vector<Rule> rules_;                   // guarded by mutex_
+  bool stopping_ = false;                                             // guarded by mutex_
+  int next_rule_id_ = 1;                                              // guarded by mutex_
+  std::vector<Rule> rules_;                                           // guarded by mutex_
   std::map<int, std::pair<uint64_t, uint64_t>> removed_rule_counts_;  // guarded by mutex_
-  uint64_t next_sequence_ = 0;                // guarded by mutex_
-  std::map<uint64_t, ProxiedRequest> log_;    // by sequence; guarded by mutex_
-  std::set<int> upstream_fds_;                // guarded by mutex_
+  uint64_t next_sequence_ = 0;                                        // guarded by mutex_
+  std::map<uint64_t, ProxiedRequest> log_;  // by sequence; guarded by mutex_
+  std::set<int> upstream_fds_;              // guarded by mutex_
   std::unique_ptr<TcpServer> tcp_;
 };
 

@@ -49,8 +49,8 @@ class FaultProxyUnitTest : public ::testing::Test {
 
   HttpFetchResponse Fetch(const std::string& path, std::string method = "GET",
                           std::string body = "") {
-    Result<HttpFetchResponse> response =
-        HttpFetch({.method = std::move(method), .url = proxy_->url() + path, .body = std::move(body)});
+    Result<HttpFetchResponse> response = HttpFetch(
+        {.method = std::move(method), .url = proxy_->url() + path, .body = std::move(body)});
     EXPECT_TRUE(response) << response.error().ToString();
     return response ? *response : HttpFetchResponse{};
   }
@@ -92,9 +92,10 @@ TEST_F(FaultProxyUnitTest, KeepsClientConnectionAlive) {
 }
 
 TEST_F(FaultProxyUnitTest, MatchesByMethodAndRegex) {
-  Result<int> rule = proxy_->AddRule(
-      {.method = "GET", .target_regex = "^/blobs/sha256:[0-9a-f]+$",
-       .action = FaultAction::Respond(404, {{"X-Fault", "yes"}}, "gone")});
+  Result<int> rule =
+      proxy_->AddRule({.method = "GET",
+                       .target_regex = "^/blobs/sha256:[0-9a-f]+$",
+                       .action = FaultAction::Respond(404, {{"X-Fault", "yes"}}, "gone")});
   ASSERT_TRUE(rule);
   EXPECT_EQ(Fetch("/blobs/sha256:abc").status, 404);
   EXPECT_EQ(Fetch("/blobs/sha256:abc").Header("X-Fault"), "yes");
@@ -109,9 +110,10 @@ TEST_F(FaultProxyUnitTest, MatchesByMethodAndRegex) {
 }
 
 TEST_F(FaultProxyUnitTest, FirstApplicableRuleWins) {
-  Result<int> first = proxy_->AddRule({.target_contains = "/x", .count = 1,
-                                       .action = FaultAction::Respond(500)});
-  Result<int> second = proxy_->AddRule({.target_contains = "/x", .action = FaultAction::Respond(503)});
+  Result<int> first =
+      proxy_->AddRule({.target_contains = "/x", .count = 1, .action = FaultAction::Respond(500)});
+  Result<int> second =
+      proxy_->AddRule({.target_contains = "/x", .action = FaultAction::Respond(503)});
   ASSERT_TRUE(first && second);
   EXPECT_EQ(Fetch("/x").status, 500);
   EXPECT_EQ(Fetch("/x").status, 503);
@@ -141,9 +143,8 @@ TEST_F(FaultProxyUnitTest, DropAfterZeroBytesSendsOnlyTheHead) {
 
 TEST_F(FaultProxyUnitTest, StopInterruptsDelays) {
   ASSERT_TRUE(proxy_->AddRule({.action = FaultAction::Delay(std::chrono::seconds(30))}));
-  std::thread client([&] {
-    (void)HttpFetch({.url = proxy_->url() + "/", .timeout = std::chrono::seconds(40)});
-  });
+  std::thread client(
+      [&] { (void)HttpFetch({.url = proxy_->url() + "/", .timeout = std::chrono::seconds(40)}); });
   while (proxy_->RequestCount() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   auto start = std::chrono::steady_clock::now();
   proxy_->Stop();

@@ -14,8 +14,8 @@ std::string RenderResponse(const HttpServerResponse& response, bool head_only, b
   ResponseHead head{.version = "HTTP/1.1", .status = response.status, .headers = response.headers};
   RemoveHeader(head.headers, "Connection");
   RemoveHeader(head.headers, "Transfer-Encoding");
-  bool no_body = head_only || response.status == 204 || response.status == 304 ||
-                 response.status < 200;
+  bool no_body =
+      head_only || response.status == 204 || response.status == 304 || response.status < 200;
   if (!FindHeader(head.headers, "Content-Length").has_value() && response.status != 204 &&
       response.status != 304) {
     head.headers.emplace_back("Content-Length", std::to_string(response.body.size()));
@@ -46,12 +46,10 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpHandler handler,
                                                       HttpServerOptions options) {
   if (!handler) return Fail(ErrorCode::kInvalidArgument, "HttpServer needs a handler");
   auto server = std::unique_ptr<HttpServer>(new HttpServer(std::move(handler), options));
-  BERTH_ASSIGN_OR_RETURN(server->tcp_,
-                         TcpServer::Start(
-                             [raw = server.get()](int fd, const std::string& peer) {
-                               raw->Serve(fd, peer);
-                             },
-                             options.port));
+  BERTH_ASSIGN_OR_RETURN(
+      server->tcp_, TcpServer::Start([raw = server.get()](
+                                         int fd, const std::string& peer) { raw->Serve(fd, peer); },
+                                     options.port));
   return server;
 }
 

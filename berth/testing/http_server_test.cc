@@ -103,18 +103,15 @@ TEST(HttpServerTest, HeadResponsesHaveNoBody) {
     return HttpServerResponse{.status = 200, .body = "0123456789"};
   });
   ASSERT_TRUE(server);
-  Result<HttpFetchResponse> response =
-      HttpFetch({.method = "HEAD", .url = (*server)->url() + "/"});
+  Result<HttpFetchResponse> response = HttpFetch({.method = "HEAD", .url = (*server)->url() + "/"});
   ASSERT_TRUE(response) << response.error().ToString();
   EXPECT_EQ(response->Header("Content-Length"), "10");
   EXPECT_EQ(response->body, "");
 }
 
 TEST(HttpServerTest, HandlerExceptionBecomes500) {
-  Result<std::unique_ptr<HttpServer>> server =
-      HttpServer::Start([](const HttpServerRequest&) -> HttpServerResponse {
-        throw std::runtime_error("boom");
-      });
+  Result<std::unique_ptr<HttpServer>> server = HttpServer::Start(
+      [](const HttpServerRequest&) -> HttpServerResponse { throw std::runtime_error("boom"); });
   ASSERT_TRUE(server);
   Result<HttpFetchResponse> response = HttpFetch({.url = (*server)->url() + "/"});
   ASSERT_TRUE(response);
@@ -149,16 +146,15 @@ TEST(HttpServerTest, StopClosesIdleKeepAliveConnections) {
 TEST(HttpServerTest, ServesConcurrentClients) {
   std::atomic<int> in_handler{0};
   std::atomic<int> max_in_handler{0};
-  Result<std::unique_ptr<HttpServer>> server =
-      HttpServer::Start([&](const HttpServerRequest&) {
-        int now = ++in_handler;
-        int seen = max_in_handler.load();
-        while (now > seen && !max_in_handler.compare_exchange_weak(seen, now)) {
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        --in_handler;
-        return HttpServerResponse{.status = 204};
-      });
+  Result<std::unique_ptr<HttpServer>> server = HttpServer::Start([&](const HttpServerRequest&) {
+    int now = ++in_handler;
+    int seen = max_in_handler.load();
+    while (now > seen && !max_in_handler.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    --in_handler;
+    return HttpServerResponse{.status = 204};
+  });
   ASSERT_TRUE(server);
   std::vector<std::thread> clients;
   std::atomic<int> ok{0};

@@ -69,7 +69,8 @@ TEST(HttpWireTest, ContentLengthRejectsGarbage) {
 
 TEST(HttpWireTest, ReaderSplitsHeadsAndBodies) {
   SocketPair pair;
-  ASSERT_TRUE(SendAll(pair.writer.get(), "GET / HTTP/1.1\r\nA: b\r\n\r\nbodyGET /2 HTTP/1.1\r\n\r\n"));
+  ASSERT_TRUE(
+      SendAll(pair.writer.get(), "GET / HTTP/1.1\r\nA: b\r\n\r\nbodyGET /2 HTTP/1.1\r\n\r\n"));
   pair.writer.reset();
   SocketReader reader(pair.reader.get());
   Result<std::optional<std::string>> first = reader.ReadHead();

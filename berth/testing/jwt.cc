@@ -185,10 +185,9 @@ Result<DecodedJwt> VerifyJwt(std::string_view token, const std::filesystem::path
       EVP_DigestVerifyInit(context.get(), nullptr, EVP_sha256(), nullptr, public_key) != 1) {
     return Fail(ErrorCode::kInternal, OpenSslErrorText("EVP_DigestVerifyInit"));
   }
-  int ok = EVP_DigestVerify(context.get(), reinterpret_cast<const unsigned char*>(signature.data()),
-                            signature.size(),
-                            reinterpret_cast<const unsigned char*>(signing_input.data()),
-                            signing_input.size());
+  int ok = EVP_DigestVerify(
+      context.get(), reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+      reinterpret_cast<const unsigned char*>(signing_input.data()), signing_input.size());
   if (ok != 1) {
     ERR_clear_error();
     return Fail(ErrorCode::kUnauthenticated, "JWT signature does not verify");

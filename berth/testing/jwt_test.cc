@@ -38,7 +38,8 @@ class JwtTest : public ::testing::Test {
 TestPki* JwtTest::pki_ = nullptr;
 
 TEST_F(JwtTest, SignsRs256WithX5cHeaderAndVerifies) {
-  Result<JwtSigner> signer = JwtSigner::FromPemFiles(pki_->token_key_file(), pki_->token_cert_file());
+  Result<JwtSigner> signer =
+      JwtSigner::FromPemFiles(pki_->token_key_file(), pki_->token_cert_file());
   ASSERT_TRUE(signer) << signer.error().ToString();
   Result<std::string> token = signer->Sign({{"iss", "me"}, {"aud", "registry"}});
   ASSERT_TRUE(token) << token.error().ToString();
@@ -61,7 +62,8 @@ TEST_F(JwtTest, SignsRs256WithX5cHeaderAndVerifies) {
 }
 
 TEST_F(JwtTest, TamperedTokenDoesNotVerify) {
-  Result<JwtSigner> signer = JwtSigner::FromPemFiles(pki_->token_key_file(), pki_->token_cert_file());
+  Result<JwtSigner> signer =
+      JwtSigner::FromPemFiles(pki_->token_key_file(), pki_->token_cert_file());
   ASSERT_TRUE(signer);
   Result<std::string> token = signer->Sign({{"sub", "alice"}});
   ASSERT_TRUE(token);
@@ -85,8 +87,8 @@ TEST_F(JwtTest, RejectsNonRsaKeyAndMismatchedCertificate) {
       JwtSigner::FromPemFiles(pki_->token_key_file(), pki_->ca_cert_file());
   ASSERT_FALSE(mismatched);
   EXPECT_EQ(mismatched.error().code(), ErrorCode::kInvalidArgument);
-  Result<JwtSigner> missing = JwtSigner::FromPemFiles(pki_->directory() / "nope.pem",
-                                                      pki_->token_cert_file());
+  Result<JwtSigner> missing =
+      JwtSigner::FromPemFiles(pki_->directory() / "nope.pem", pki_->token_cert_file());
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
 }

@@ -100,8 +100,7 @@ Result<UniqueFd> ConnectTcp(std::string_view host, uint16_t port,
   std::string port_string = std::to_string(port);
   int rc = ::getaddrinfo(host_string.c_str(), port_string.c_str(), &hints, &found);
   if (rc != 0) {
-    return Fail(ErrorCode::kUnavailable,
-                "resolve " + host_string + ": " + ::gai_strerror(rc));
+    return Fail(ErrorCode::kUnavailable, "resolve " + host_string + ": " + ::gai_strerror(rc));
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> addresses(found, &::freeaddrinfo);
   Error last(ErrorCode::kUnavailable, "no addresses for " + host_string);
@@ -111,7 +110,7 @@ Result<UniqueFd> ConnectTcp(std::string_view host, uint16_t port,
     last = fd.error();
   }
   ErrorCode code = last.code() == ErrorCode::kDeadlineExceeded ? ErrorCode::kDeadlineExceeded
-                                                                : ErrorCode::kUnavailable;
+                                                               : ErrorCode::kUnavailable;
   return Fail(code, "connect to " + host_string + ":" + port_string + ": " + last.message());
 }
 
@@ -125,10 +124,9 @@ Result<void> WaitForTcp(std::string_view host, uint16_t port, std::chrono::milli
     if (std::chrono::steady_clock::now() >= deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return Fail(ErrorCode::kDeadlineExceeded, "nothing accepted connections on " +
-                                                std::string(host) + ":" + std::to_string(port) +
-                                                " within " + std::to_string(timeout.count()) +
-                                                " ms; last error: " + last_error);
+  return Fail(ErrorCode::kDeadlineExceeded,
+              "nothing accepted connections on " + std::string(host) + ":" + std::to_string(port) +
+                  " within " + std::to_string(timeout.count()) + " ms; last error: " + last_error);
 }
 
 Result<void> WaitForHttp(const HttpFetchRequest& probe, std::chrono::milliseconds timeout) {

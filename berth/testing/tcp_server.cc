@@ -75,8 +75,8 @@ void TcpServer::AcceptLoop() {
     if ((fds[0].revents & POLLIN) == 0) continue;
     sockaddr_in address = {};
     socklen_t length = sizeof(address);
-    int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&address), &length,
-                       SOCK_CLOEXEC);
+    int fd =
+        ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&address), &length, SOCK_CLOEXEC);
     if (fd < 0) continue;
     ++accepted_;
     int one = 1;

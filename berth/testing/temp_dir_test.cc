@@ -22,8 +22,8 @@ TEST(TempDirTest, CreatesUniqueDirectoriesAndRemovesThemRecursively) {
     // Nested content, including a read-only directory that remove_all alone could not empty.
     std::filesystem::create_directories(first->Join("a/b"));
     std::ofstream(first->Join("a/b/file")) << "data";
-    std::filesystem::permissions(first->Join("a"), std::filesystem::perms::owner_read |
-                                                       std::filesystem::perms::owner_exec);
+    std::filesystem::permissions(
+        first->Join("a"), std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
     kept = first->path();
   }
   EXPECT_FALSE(std::filesystem::exists(kept));

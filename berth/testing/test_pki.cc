@@ -119,7 +119,8 @@ Result<std::string> BioContents(BIO* bio) {
 
 Result<void> WriteKey(EVP_PKEY* key, const std::filesystem::path& path) {
   UniqueBio bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+  if (!bio ||
+      PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     return Fail(OpenSslError("encode private key " + path.string()));
   }
   BERTH_ASSIGN_OR_RETURN(std::string pem, BioContents(bio.get()));
@@ -178,21 +179,19 @@ Result<std::unique_ptr<TestPki>> TestPki::Create(const TestPkiOptions& options) 
   BERTH_ASSIGN_OR_RETURN(UniqueKey server_key, GenerateEcKey());
   std::string server_name =
       options.server_dns_names.empty() ? "127.0.0.1" : options.server_dns_names.front();
-  BERTH_ASSIGN_OR_RETURN(
-      UniqueX509 server_cert,
-      IssueCertificate({.common_name = server_name,
-                        .key_usage = "critical,digitalSignature,keyEncipherment",
-                        .extended_key_usage = "serverAuth",
-                        .subject_alt_names = JoinSans(options)},
-                       server_key.get(), ca_cert.get(), ca_key.get()));
+  BERTH_ASSIGN_OR_RETURN(UniqueX509 server_cert,
+                         IssueCertificate({.common_name = server_name,
+                                           .key_usage = "critical,digitalSignature,keyEncipherment",
+                                           .extended_key_usage = "serverAuth",
+                                           .subject_alt_names = JoinSans(options)},
+                                          server_key.get(), ca_cert.get(), ca_key.get()));
 
   BERTH_ASSIGN_OR_RETURN(UniqueKey client_key, GenerateEcKey());
-  BERTH_ASSIGN_OR_RETURN(
-      UniqueX509 client_cert,
-      IssueCertificate({.common_name = options.client_common_name,
-                        .key_usage = "critical,digitalSignature,keyEncipherment",
-                        .extended_key_usage = "clientAuth"},
-                       client_key.get(), ca_cert.get(), ca_key.get()));
+  BERTH_ASSIGN_OR_RETURN(UniqueX509 client_cert,
+                         IssueCertificate({.common_name = options.client_common_name,
+                                           .key_usage = "critical,digitalSignature,keyEncipherment",
+                                           .extended_key_usage = "clientAuth"},
+                                          client_key.get(), ca_cert.get(), ca_key.get()));
 
   BERTH_ASSIGN_OR_RETURN(UniqueKey token_key, GenerateRsaKey());
   BERTH_ASSIGN_OR_RETURN(UniqueX509 token_cert,

@@ -62,7 +62,8 @@ TEST(TestPkiTest, IssuesAChainForServerAndClient) {
 
 TEST(TestPkiTest, EachPkiIsIndependent) {
   Result<std::unique_ptr<TestPki>> first = TestPki::Create();
-  Result<std::unique_ptr<TestPki>> second = TestPki::Create({.server_dns_names = {"registry.test"}});
+  Result<std::unique_ptr<TestPki>> second =
+      TestPki::Create({.server_dns_names = {"registry.test"}});
   ASSERT_TRUE(first && second);
   UniqueX509 first_ca = LoadCert((*first)->ca_cert_file());
   UniqueX509 second_server = LoadCert((*second)->server_cert_file());

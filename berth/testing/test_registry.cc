@@ -1,7 +1,6 @@
 #include "berth/testing/test_registry.h"
 
 #include <openssl/rand.h>
-
 #include <unistd.h>
 
 #include <thread>
@@ -50,7 +49,8 @@ bool IsAuthMode(TestRegistryMode mode) {
 
 Result<std::unique_ptr<TestRegistry>> TestRegistry::Start(TestRegistryOptions options) {
   BERTH_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("registry"));
-  auto registry = std::unique_ptr<TestRegistry>(new TestRegistry(std::move(options), std::move(dir)));
+  auto registry =
+      std::unique_ptr<TestRegistry>(new TestRegistry(std::move(options), std::move(dir)));
   BERTH_RETURN_IF_ERROR(registry->Prepare());
   Error last(ErrorCode::kInternal, "not started");
   for (int attempt = 0; attempt < kPortAttempts; ++attempt) {
@@ -86,11 +86,10 @@ Result<void> TestRegistry::Prepare() {
   if (mode == TestRegistryMode::kBasicAuth) {
     // Distribution accepts only bcrypt entries; htpasswd -B writes them (cost 5 keeps it fast).
     BERTH_ASSIGN_OR_RETURN(
-        auto htpasswd,
-        ChildProcess::Start({.argv = {"htpasswd", "-B", "-C", "5", "-b", "-c",
-                                      dir_.Join("htpasswd").string(), options_.username,
-                                      options_.password.reveal()},
-                             .log_file = dir_.Join("htpasswd.log")}));
+        auto htpasswd, ChildProcess::Start({.argv = {"htpasswd", "-B", "-C", "5", "-b", "-c",
+                                                     dir_.Join("htpasswd").string(),
+                                                     options_.username, options_.password.reveal()},
+                                            .log_file = dir_.Join("htpasswd.log")}));
     BERTH_ASSIGN_OR_RETURN(ExitStatus status, htpasswd->WaitForExit(std::chrono::seconds(30)));
     if (!status.success()) {
       return Fail(ErrorCode::kInternal,
@@ -119,7 +118,8 @@ Result<void> TestRegistry::WriteConfig() const {
   yaml += "  fields:\n    service: berth-test-registry\n";
   yaml += "storage:\n";
   yaml += "  filesystem:\n    rootdirectory: " + Quote(storage_directory_.string()) + "\n";
-  yaml += "  delete:\n    enabled: " + std::string(options_.enable_delete ? "true" : "false") + "\n";
+  yaml +=
+      "  delete:\n    enabled: " + std::string(options_.enable_delete ? "true" : "false") + "\n";
   yaml += "  maintenance:\n    uploadpurging:\n      enabled: false\n";
   yaml += "http:\n";
   yaml += "  addr: " + host() + "\n";
@@ -163,10 +163,9 @@ Result<void> TestRegistry::Launch() {
     BERTH_RETURN_IF_ERROR(
         WriteFileAtomically(log_file(), (previous ? *previous : std::string()) + marker));
   }
-  BERTH_ASSIGN_OR_RETURN(process_,
-                         ChildProcess::Start({.argv = {options_.registry_binary.string(), "serve",
-                                                       config_file().string()},
-                                              .log_file = log_file()}));
+  BERTH_ASSIGN_OR_RETURN(process_, ChildProcess::Start({.argv = {options_.registry_binary.string(),
+                                                                 "serve", config_file().string()},
+                                                        .log_file = log_file()}));
   HttpFetchRequest probe = NewRequest("/v2/");
   probe.timeout = std::chrono::milliseconds(1000);
   auto deadline = std::chrono::steady_clock::now() + options_.start_timeout;

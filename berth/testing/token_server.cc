@@ -121,10 +121,10 @@ Result<std::unique_ptr<TokenServer>> TokenServer::Start(TokenServerOptions optio
     return Fail(ErrorCode::kInvalidArgument,
                 "TokenServer needs signing_key_file and signing_cert_file (see TestPki)");
   }
-  BERTH_ASSIGN_OR_RETURN(JwtSigner signer,
-                         JwtSigner::FromPemFiles(options.signing_key_file,
-                                                 options.signing_cert_file));
-  auto server = std::unique_ptr<TokenServer>(new TokenServer(std::move(options), std::move(signer)));
+  BERTH_ASSIGN_OR_RETURN(JwtSigner signer, JwtSigner::FromPemFiles(options.signing_key_file,
+                                                                   options.signing_cert_file));
+  auto server =
+      std::unique_ptr<TokenServer>(new TokenServer(std::move(options), std::move(signer)));
   BERTH_ASSIGN_OR_RETURN(server->server_,
                          HttpServer::Start([raw = server.get()](const HttpServerRequest& request) {
                            return raw->Handle(request);
@@ -201,14 +201,13 @@ std::vector<TokenAccess> TokenServer::Grant(const TokenUser* user,
     for (const std::string& action : requested->actions) {
       bool allowed = false;
       if (user != nullptr) {
-        allowed = requested->type == "registry" ||
-                  (requested->type.starts_with("repository") &&
-                   RepositoryAllowed(*user, requested->name));
+        allowed = requested->type == "registry" || (requested->type.starts_with("repository") &&
+                                                    RepositoryAllowed(*user, requested->name));
       } else {
-        allowed = requested->type.starts_with("repository") && action == "pull" &&
-                  std::find(options_.public_repositories.begin(),
-                            options_.public_repositories.end(),
-                            requested->name) != options_.public_repositories.end();
+        allowed =
+            requested->type.starts_with("repository") && action == "pull" &&
+            std::find(options_.public_repositories.begin(), options_.public_repositories.end(),
+                      requested->name) != options_.public_repositories.end();
       }
       if (allowed) access.actions.push_back(action);
     }

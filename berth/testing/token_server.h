@@ -85,13 +85,13 @@ struct TokenAccess {
 
 // Counters since start (or the last ResetStats()).
 struct TokenServerStats {
-  uint64_t tokens_issued = 0;          // access tokens issued, all paths
-  uint64_t get_requests = 0;           // GET /token, any outcome
-  uint64_t anonymous_requests = 0;     // GET /token without credentials that got a token
-  uint64_t password_grants = 0;        // successful POST grant_type=password
-  uint64_t refresh_token_grants = 0;   // successful POST grant_type=refresh_token
+  uint64_t tokens_issued = 0;         // access tokens issued, all paths
+  uint64_t get_requests = 0;          // GET /token, any outcome
+  uint64_t anonymous_requests = 0;    // GET /token without credentials that got a token
+  uint64_t password_grants = 0;       // successful POST grant_type=password
+  uint64_t refresh_token_grants = 0;  // successful POST grant_type=refresh_token
   uint64_t refresh_tokens_issued = 0;
-  uint64_t rejected_requests = 0;      // 400/401 answers
+  uint64_t rejected_requests = 0;  // 400/401 answers
 };
 
 class TokenServer {
@@ -115,8 +115,12 @@ class TokenServer {
   const std::string& issuer() const { return options_.issuer; }
   const std::filesystem::path& signing_cert_file() const { return options_.signing_cert_file; }
 
-  std::chrono::seconds token_lifetime() const { return std::chrono::seconds(lifetime_seconds_.load()); }
-  void set_token_lifetime(std::chrono::seconds lifetime) { lifetime_seconds_.store(lifetime.count()); }
+  std::chrono::seconds token_lifetime() const {
+    return std::chrono::seconds(lifetime_seconds_.load());
+  }
+  void set_token_lifetime(std::chrono::seconds lifetime) {
+    lifetime_seconds_.store(lifetime.count());
+  }
 
   TokenServerStats stats() const;
   void ResetStats();
@@ -138,16 +142,17 @@ class TokenServer {
                             bool basic_challenge = false);
   // Returns the user for a username/password pair, or null.
   const TokenUser* Authenticate(std::string_view username, std::string_view password) const;
-  std::vector<TokenAccess> Grant(const TokenUser* user, const std::vector<std::string>& scopes) const;
+  std::vector<TokenAccess> Grant(const TokenUser* user,
+                                 const std::vector<std::string>& scopes) const;
   std::string NewRefreshToken(const std::string& username);
 
   const TokenServerOptions options_;
   const JwtSigner signer_;
   std::atomic<int64_t> lifetime_seconds_;
   mutable std::mutex mutex_;
-  mutable TokenServerStats stats_;                         // guarded by mutex_
-  std::vector<std::string> scopes_;                        // guarded by mutex_
-  std::map<std::string, std::string> refresh_tokens_;      // token -> username; guarded by mutex_
+  mutable TokenServerStats stats_;                     // guarded by mutex_
+  std::vector<std::string> scopes_;                    // guarded by mutex_
+  std::map<std::string, std::string> refresh_tokens_;  // token -> username; guarded by mutex_
   std::unique_ptr<HttpServer> server_;
 };
 

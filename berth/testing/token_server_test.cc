@@ -25,9 +25,9 @@ class TokenServerTest : public ::testing::Test {
     options.signing_key_file = pki_->token_key_file();
     options.signing_cert_file = pki_->token_cert_file();
     if (options.users.empty()) {
-      options.users = {{.username = "alice", .password = Secret("wonderland")},
-                       {.username = "bob", .password = Secret("builder"),
-                        .repositories = {"bob/*", "shared"}}};
+      options.users = {
+          {.username = "alice", .password = Secret("wonderland")},
+          {.username = "bob", .password = Secret("builder"), .repositories = {"bob/*", "shared"}}};
     }
     Result<std::unique_ptr<TokenServer>> server = TokenServer::Start(std::move(options));
     ASSERT_TRUE(server) << server.error().ToString();
@@ -98,10 +98,10 @@ TEST_F(TokenServerTest, GrantsRequestedScopesToAuthenticatedUser) {
 
 TEST_F(TokenServerTest, RestrictsUsersToTheirRepositories) {
   StartServer();
-  HttpFetchResponse response =
-      Get("scope=" + UrlEncode("repository:bob/app:pull") + "&scope=" +
-              UrlEncode("repository:alice/app:pull") + "&scope=" + UrlEncode("repository:shared:push"),
-          "bob", "builder");
+  HttpFetchResponse response = Get("scope=" + UrlEncode("repository:bob/app:pull") +
+                                       "&scope=" + UrlEncode("repository:alice/app:pull") +
+                                       "&scope=" + UrlEncode("repository:shared:push"),
+                                   "bob", "builder");
   ASSERT_EQ(response.status, 200);
   nlohmann::json access = Claims(response)["access"];
   ASSERT_EQ(access.size(), 2u) << access.dump();
@@ -111,9 +111,8 @@ TEST_F(TokenServerTest, RestrictsUsersToTheirRepositories) {
 
 TEST_F(TokenServerTest, AnonymousGetsPullOnPublicRepositoriesOnly) {
   StartServer({.public_repositories = {"library/busybox"}});
-  HttpFetchResponse response =
-      Get("scope=" + UrlEncode("repository:library/busybox:pull,push") + "&scope=" +
-          UrlEncode("repository:private/app:pull"));
+  HttpFetchResponse response = Get("scope=" + UrlEncode("repository:library/busybox:pull,push") +
+                                   "&scope=" + UrlEncode("repository:private/app:pull"));
   ASSERT_EQ(response.status, 200);
   nlohmann::json claims = Claims(response);
   EXPECT_EQ(claims["sub"], "");
@@ -143,9 +142,9 @@ TEST_F(TokenServerTest, OfflineGetReturnsRefreshToken) {
   ASSERT_EQ(response.status, 200);
   nlohmann::json body = nlohmann::json::parse(response.body);
   ASSERT_TRUE(body.contains("refresh_token"));
-  HttpFetchResponse refreshed = Post("grant_type=refresh_token&client_id=test&refresh_token=" +
-                                     body["refresh_token"].get<std::string>() +
-                                     "&scope=repository%3Aa%3Apull");
+  HttpFetchResponse refreshed =
+      Post("grant_type=refresh_token&client_id=test&refresh_token=" +
+           body["refresh_token"].get<std::string>() + "&scope=repository%3Aa%3Apull");
   ASSERT_EQ(refreshed.status, 200) << refreshed.body;
   EXPECT_EQ(Claims(refreshed, "access_token")["sub"], "alice");
 }
@@ -154,7 +153,8 @@ TEST_F(TokenServerTest, PasswordGrantWithSpaceSeparatedScopes) {
   StartServer();
   HttpFetchResponse response = Post(
       "grant_type=password&client_id=test&username=alice&password=wonderland&access_type=offline"
-      "&scope=" + UrlEncode("repository:a:pull repository:b:push"));
+      "&scope=" +
+      UrlEncode("repository:a:pull repository:b:push"));
   ASSERT_EQ(response.status, 200) << response.body;
   nlohmann::json body = nlohmann::json::parse(response.body);
   EXPECT_TRUE(body.contains("refresh_token"));
@@ -194,8 +194,9 @@ TEST_F(TokenServerTest, LifetimeIsAdjustableAtRunTime) {
 
 TEST_F(TokenServerTest, IssueTokenCanMintExpiredTokens) {
   StartServer();
-  Result<std::string> token = server_->IssueToken(
-      "alice", {{.type = "repository", .name = "a", .actions = {"pull"}}}, std::chrono::seconds(-120));
+  Result<std::string> token =
+      server_->IssueToken("alice", {{.type = "repository", .name = "a", .actions = {"pull"}}},
+                          std::chrono::seconds(-120));
   ASSERT_TRUE(token) << token.error().ToString();
   Result<DecodedJwt> jwt = VerifyJwt(*token, pki_->token_cert_file());
   ASSERT_TRUE(jwt);

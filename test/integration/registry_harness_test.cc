@@ -48,11 +48,11 @@ std::string GetToken(const TokenServer& server, const std::string& scope,
 
 // POST <realm> with a form body; returns the parsed JSON answer (or null) and the status.
 std::pair<long, nlohmann::json> PostToken(const TokenServer& server, const std::string& form) {
-  HttpFetchResponse response = MustFetch(
-      {.method = "POST",
-       .url = server.realm(),
-       .headers = {{"Content-Type", "application/x-www-form-urlencoded"}},
-       .body = form});
+  HttpFetchResponse response =
+      MustFetch({.method = "POST",
+                 .url = server.realm(),
+                 .headers = {{"Content-Type", "application/x-www-form-urlencoded"}},
+                 .body = form});
   return {response.status, nlohmann::json::parse(response.body, nullptr, false)};
 }
 
@@ -66,8 +66,8 @@ HttpFetchRequest WithToken(HttpFetchRequest request, const std::string& token) {
 // Returns the digest, or "" after recording a failure.
 std::string PushBlob(const TestRegistry& registry, const std::string& name,
                      const std::string& token, const std::string& content) {
-  HttpFetchResponse started = MustFetch(WithToken(
-      registry.NewRequest("/v2/" + name + "/blobs/uploads/", "POST"), token));
+  HttpFetchResponse started =
+      MustFetch(WithToken(registry.NewRequest("/v2/" + name + "/blobs/uploads/", "POST"), token));
   EXPECT_EQ(started.status, 202) << started.body << registry.ReadLog();
   std::optional<std::string> location = started.Header("Location");
   if (!location.has_value()) {
@@ -198,10 +198,10 @@ TEST(RegistryHarnessTest, TokenAuthChallengeThenTokenGivesAccess) {
   EXPECT_EQ(jwt->claims["access"][0]["name"], "harness/app");
 
   // Wrong password: the token server refuses.
-  HttpFetchResponse refused = MustFetch({.url = tokens->realm() + "?service=" +
-                                                UrlEncode(tokens->service()),
-                                         .username = registry->username(),
-                                         .password = Secret("nope")});
+  HttpFetchResponse refused =
+      MustFetch({.url = tokens->realm() + "?service=" + UrlEncode(tokens->service()),
+                 .username = registry->username(),
+                 .password = Secret("nope")});
   EXPECT_EQ(refused.status, 401);
   EXPECT_EQ(tokens->stats().rejected_requests, 1u);
 }
@@ -245,13 +245,13 @@ TEST(RegistryHarnessTest, TokenAuthAnonymousPullOnlyOnPublicRepositories) {
   TokenServer& tokens = *registry->token_server();
   // tags/list on an empty repository: 404 NAME_UNKNOWN when allowed, 401 when not.
   std::string public_token = GetToken(tokens, "repository:public/app:pull");
-  EXPECT_EQ(MustFetch(WithToken(registry->NewRequest("/v2/public/app/tags/list"), public_token))
-                .status,
-            404);
+  EXPECT_EQ(
+      MustFetch(WithToken(registry->NewRequest("/v2/public/app/tags/list"), public_token)).status,
+      404);
   std::string private_token = GetToken(tokens, "repository:private/app:pull");
-  EXPECT_EQ(MustFetch(WithToken(registry->NewRequest("/v2/private/app/tags/list"), private_token))
-                .status,
-            401);
+  EXPECT_EQ(
+      MustFetch(WithToken(registry->NewRequest("/v2/private/app/tags/list"), private_token)).status,
+      401);
   EXPECT_EQ(tokens.stats().anonymous_requests, 2u);
 }
 
@@ -263,20 +263,21 @@ TEST(RegistryHarnessTest, TokenAuthPasswordAndRefreshTokenGrants) {
   const std::string common = "&service=" + UrlEncode(tokens.service()) + "&client_id=berth-test";
 
   auto [status, password_grant] =
-      PostToken(tokens, "grant_type=password&username=" + registry->username() + "&password=" +
-                            UrlEncode(registry->password().reveal()) +
+      PostToken(tokens, "grant_type=password&username=" + registry->username() +
+                            "&password=" + UrlEncode(registry->password().reveal()) +
                             "&access_type=offline&scope=" + scope + common);
   ASSERT_EQ(status, 200) << password_grant.dump();
   ASSERT_TRUE(password_grant.contains("refresh_token"));
   std::string refresh_token = password_grant["refresh_token"];
 
-  auto [refresh_status, refreshed] = PostToken(
-      tokens, "grant_type=refresh_token&refresh_token=" + refresh_token + "&scope=" + scope + common);
+  auto [refresh_status, refreshed] =
+      PostToken(tokens, "grant_type=refresh_token&refresh_token=" + refresh_token +
+                            "&scope=" + scope + common);
   ASSERT_EQ(refresh_status, 200) << refreshed.dump();
   std::string access_token = refreshed["access_token"];
-  EXPECT_EQ(MustFetch(WithToken(registry->NewRequest("/v2/harness/app/tags/list"), access_token))
-                .status,
-            404)
+  EXPECT_EQ(
+      MustFetch(WithToken(registry->NewRequest("/v2/harness/app/tags/list"), access_token)).status,
+      404)
       << "a refreshed token must grant pull (404 = allowed, repository empty)";
   EXPECT_EQ(tokens.stats().password_grants, 1u);
   EXPECT_EQ(tokens.stats().refresh_token_grants, 1u);
@@ -299,9 +300,9 @@ TEST(RegistryHarnessTest, TokenAuthExpiredTokenIsRejected) {
   // Distribution allows 60 s of clock skew past exp, so "expired" means older than that.
   Result<std::string> expired = tokens.IssueToken("berth", access, std::chrono::seconds(-120));
   ASSERT_TRUE(expired) << expired.error().ToString();
-  EXPECT_EQ(MustFetch(WithToken(registry->NewRequest("/v2/harness/app/tags/list"), *expired))
-                .status,
-            401);
+  EXPECT_EQ(
+      MustFetch(WithToken(registry->NewRequest("/v2/harness/app/tags/list"), *expired)).status,
+      401);
   Result<std::string> fresh = tokens.IssueToken("berth", access, std::chrono::seconds(60));
   ASSERT_TRUE(fresh) << fresh.error().ToString();
   EXPECT_EQ(MustFetch(WithToken(registry->NewRequest("/v2/harness/app/tags/list"), *fresh)).status,
@@ -368,7 +369,10 @@ TEST_F(FaultProxyTest, TooManyRequestsCarriesRetryAfter) {
 }
 
 TEST_F(FaultProxyTest, NthRequestOnly) {
-  AddRule({.method = "GET", .target_contains = "/blobs/", .first = 2, .count = 1,
+  AddRule({.method = "GET",
+           .target_contains = "/blobs/",
+           .first = 2,
+           .count = 1,
            .action = FaultAction::Respond(500)});
   EXPECT_EQ(MustFetch(ViaProxy(BlobPath())).status, 200);
   EXPECT_EQ(MustFetch(ViaProxy(BlobPath())).status, 500);
@@ -385,8 +389,8 @@ TEST_F(FaultProxyTest, DropAfterBytesGivesShortBody) {
   // On the wire: the full Content-Length is announced, 100 bytes follow, then the close.
   Result<UniqueFd> socket = ConnectTcp("127.0.0.1", proxy_->port());
   ASSERT_TRUE(socket) << socket.error().ToString();
-  ASSERT_TRUE(SendAll(socket->get(), "GET " + BlobPath() + " HTTP/1.1\r\nHost: " +
-                                          proxy_->host() + "\r\n\r\n"));
+  ASSERT_TRUE(SendAll(socket->get(),
+                      "GET " + BlobPath() + " HTTP/1.1\r\nHost: " + proxy_->host() + "\r\n\r\n"));
   SocketReader reader(socket->get());
   Result<std::optional<std::string>> head = reader.ReadHead();
   ASSERT_TRUE(head && head->has_value());
@@ -418,7 +422,10 @@ TEST_F(FaultProxyTest, CorruptByteChangesDigestButNotLength) {
 }
 
 TEST_F(FaultProxyTest, DelayAndSlowDrip) {
-  AddRule({.method = "GET", .target_contains = "/v2/", .first = 1, .count = 1,
+  AddRule({.method = "GET",
+           .target_contains = "/v2/",
+           .first = 1,
+           .count = 1,
            .action = FaultAction::Delay(std::chrono::milliseconds(300))});
   AddRule({.target_contains = "/blobs/",
            .action = FaultAction::SlowDrip(1024, std::chrono::milliseconds(50))});
@@ -456,9 +463,8 @@ TEST_F(FaultProxyTest, UploadsThroughTheProxy) {
   std::string location = started.Header("Location").value_or("");
   EXPECT_NE(location.find(proxy_->host()), std::string::npos) << location;
   std::string digest = Digest::Sha256Of(content).ToString();
-  HttpFetchResponse finished = MustFetch({.method = "PUT",
-                                          .url = location + "&digest=" + digest,
-                                          .body = content});
+  HttpFetchResponse finished =
+      MustFetch({.method = "PUT", .url = location + "&digest=" + digest, .body = content});
   EXPECT_EQ(finished.status, 201) << finished.body;
   EXPECT_EQ(MustFetch(ViaProxy("/v2/harness/app/blobs/" + digest)).body, content);
   EXPECT_EQ(proxy_->RequestCount("PUT", "/blobs/uploads/"), 1u);
