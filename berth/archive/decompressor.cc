@@ -1,5 +1,6 @@
 #include "berth/archive/decompressor.h"
 
+#include <fmt/format.h>
 #include <isa-l/igzip_lib.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -7,8 +8,6 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-
-#include <fmt/format.h>
 
 #include "berth/image/media_types.h"
 
@@ -190,8 +189,8 @@ class ZlibGzip final : public Decompressor {
                         "bytes after the end of a gzip member are not another gzip member "
                         "(trailing garbage); the blob is not a valid gzip stream");
           }
-          bool check = z_.msg != nullptr && std::string_view(z_.msg).find("check") !=
-                                                 std::string_view::npos;
+          bool check =
+              z_.msg != nullptr && std::string_view(z_.msg).find("check") != std::string_view::npos;
           return Fail(check ? ErrorCode::kDataLoss : ErrorCode::kInvalidArgument,
                       fmt::format("corrupt gzip data (zlib: {}); the blob is not a valid gzip "
                                   "stream",
@@ -333,8 +332,8 @@ Result<void> Decompressor::CheckMagic(std::string_view head) {
       break;
   }
   if (ok) return Ok();
-  std::string_view said = compression_ == Compression::kNone ? "uncompressed tar"
-                                                             : CompressionName(compression_);
+  std::string_view said =
+      compression_ == Compression::kNone ? "uncompressed tar" : CompressionName(compression_);
   return Fail(ErrorCode::kInvalidArgument,
               fmt::format("media type says {} but the data starts with {}; the manifest's "
                           "media type does not match the blob",

@@ -85,8 +85,8 @@ TEST_P(RoundTripTest, DecodesWhateverTheChunking) {
     if (step == 3 && GetParam().compression != Compression::kNone) {
       // Byte-at-a-time on 3 MB is slow; use a prefix-sized payload for tiny steps.
       std::string small = payload.substr(0, 100'000);
-      auto decoded = DecodeAll(GetParam().compression, Compress(small, GetParam().generator),
-                               step, {.gzip_backend = GetParam().backend});
+      auto decoded = DecodeAll(GetParam().compression, Compress(small, GetParam().generator), step,
+                               {.gzip_backend = GetParam().backend});
       ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
       EXPECT_EQ(*decoded, small);
       continue;
@@ -103,8 +103,8 @@ TEST_P(RoundTripTest, TruncatedStreamIsDataLoss) {
   if (GetParam().compression == Compression::kNone) GTEST_SKIP() << "no framing to truncate";
   std::string blob = Compress(Payload(1 << 20), GetParam().generator);
   for (size_t keep : {blob.size() - 1, blob.size() / 2, size_t{3}, size_t{0}}) {
-    auto decoded = DecodeAll(GetParam().compression, std::string_view(blob).substr(0, keep),
-                             65536, {.gzip_backend = GetParam().backend});
+    auto decoded = DecodeAll(GetParam().compression, std::string_view(blob).substr(0, keep), 65536,
+                             {.gzip_backend = GetParam().backend});
     ASSERT_FALSE(decoded.has_value()) << "kept " << keep;
     EXPECT_EQ(decoded.error().code(), ErrorCode::kDataLoss) << decoded.error().ToString();
     EXPECT_NE(decoded.error().message().find("truncated"), std::string::npos);
@@ -119,8 +119,9 @@ TEST_P(RoundTripTest, BombLimitIsResourceExhausted) {
   ASSERT_FALSE(decoded.has_value());
   EXPECT_EQ(decoded.error().code(), ErrorCode::kResourceExhausted);
   // Exactly at the limit is fine.
-  auto at_limit = DecodeAll(GetParam().compression, blob, 1 << 20,
-                            {.max_uncompressed_bytes = 8 << 20, .gzip_backend = GetParam().backend});
+  auto at_limit =
+      DecodeAll(GetParam().compression, blob, 1 << 20,
+                {.max_uncompressed_bytes = 8 << 20, .gzip_backend = GetParam().backend});
   EXPECT_TRUE(at_limit.has_value());
 }
 

@@ -1,6 +1,7 @@
 #include "berth/archive/layer_applier.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,8 +10,6 @@
 #include <deque>
 #include <mutex>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "berth/base/unique_fd.h"
 

@@ -60,9 +60,9 @@ std::map<std::string, std::string> Describe(const fs::path& dir) {
   for (const auto& item : fs::recursive_directory_iterator(dir)) {
     struct stat st;
     lstat(item.path().c_str(), &st);
-    std::string description = fmt::format("mode={:o} nlink={} size={} mtime={}.{}", st.st_mode,
-                                          st.st_nlink, st.st_size, st.st_mtim.tv_sec,
-                                          st.st_mtim.tv_nsec);
+    std::string description =
+        fmt::format("mode={:o} nlink={} size={} mtime={}.{}", st.st_mode, st.st_nlink, st.st_size,
+                    st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
     if (S_ISREG(st.st_mode)) description += " content=" + Content(item.path());
     out[item.path().string()] = description;
   }
@@ -116,10 +116,16 @@ class LayerApplierTest : public ::testing::Test {
 imagegen::FileTree EveryKind() {
   imagegen::FileTree tree;
   std::string long_dir(120, 'd');
-  tree.AddDirectory("etc", {.mode = 0750, .uid = 10, .gid = 20, .mtime_seconds = 1600000000,
+  tree.AddDirectory("etc", {.mode = 0750,
+                            .uid = 10,
+                            .gid = 20,
+                            .mtime_seconds = 1600000000,
                             .mtime_nanoseconds = 111})
       .AddFile("etc/passwd", "root:x:0:0\n",
-               {.mode = 0640, .uid = 1000, .gid = 2000, .mtime_seconds = 1500000000,
+               {.mode = 0640,
+                .uid = 1000,
+                .gid = 2000,
+                .mtime_seconds = 1500000000,
                 .mtime_nanoseconds = 123456789})
       .AddDirectory("bin", {.mtime_seconds = 1234})
       .AddFile("bin/ping", std::string(300'000, 'p'),
@@ -217,17 +223,16 @@ TEST_P(ApplyEveryKindTest, AppliesEveryEntryKindWithMetadata) {
 
 INSTANTIATE_TEST_SUITE_P(
     Formats, ApplyEveryKindTest,
-    ::testing::Values(
-        ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
-                  ApplyThreading::kSingle, "gzip_isal"},
-        ApplyCase{imagegen::Compression::kGzip, mt::kDockerLayerGzip, GzipBackend::kZlib,
-                  ApplyThreading::kSingle, "gzip_zlib"},
-        ApplyCase{imagegen::Compression::kZstd, mt::kOciLayerZstd, GzipBackend::kIsal,
-                  ApplyThreading::kSingle, "zstd"},
-        ApplyCase{imagegen::Compression::kNone, mt::kOciLayer, GzipBackend::kIsal,
-                  ApplyThreading::kSingle, "none"},
-        ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
-                  ApplyThreading::kTwoThreads, "gzip_two_threads"}),
+    ::testing::Values(ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
+                                ApplyThreading::kSingle, "gzip_isal"},
+                      ApplyCase{imagegen::Compression::kGzip, mt::kDockerLayerGzip,
+                                GzipBackend::kZlib, ApplyThreading::kSingle, "gzip_zlib"},
+                      ApplyCase{imagegen::Compression::kZstd, mt::kOciLayerZstd, GzipBackend::kIsal,
+                                ApplyThreading::kSingle, "zstd"},
+                      ApplyCase{imagegen::Compression::kNone, mt::kOciLayer, GzipBackend::kIsal,
+                                ApplyThreading::kSingle, "none"},
+                      ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
+                                ApplyThreading::kTwoThreads, "gzip_two_threads"}),
     [](const auto& info) { return info.param.name; });
 
 TEST_F(LayerApplierTest, OverlayWhiteoutsBecomeDevicesAndOpaqueXattr) {
@@ -327,8 +332,8 @@ TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
   EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(refused.error().ToString().find("lower_dirs"), std::string::npos);
 
-  auto copied = ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kOverlay,
-                               .lower_dirs = {lower_dir.path()}});
+  auto copied =
+      ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower_dir.path()}});
   ASSERT_TRUE(copied.has_value()) << copied.error().ToString();
   EXPECT_EQ(Content(root_ / "usr/bin/tool-link"), "lower tool");
   EXPECT_EQ(Lstat(root_ / "usr/bin/tool-link").st.st_mode & 07777, 0751u);
@@ -406,8 +411,7 @@ TEST_F(LayerApplierTest, ApplyLayerFromFileReadsABlob) {
 // ---------------------------------------------------------------------------------------------
 // Hostile archives: each must fail or stay inside the root; nothing next to the root changes.
 
-class HostileTest : public LayerApplierTest,
-                    public ::testing::WithParamInterface<WhiteoutMode> {
+class HostileTest : public LayerApplierTest, public ::testing::WithParamInterface<WhiteoutMode> {
  protected:
   Result<ApplyResult> ApplyHostile(std::string tar, ApplyOptions options = {}) {
     options.whiteout_mode = GetParam();
@@ -446,8 +450,7 @@ TEST_P(HostileTest, NothingIsWrittenThroughSymlinks) {
   std::vector<Attack> attacks = {
       {{.name = "abs", .type = '2', .linkname = sentinel_.string()}, {.name = "abs/secret"}},
       {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()}, {.name = "rel/secret"}},
-      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},
-       {.name = "rel/sub/file"}},
+      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()}, {.name = "rel/sub/file"}},
       {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},
        {.name = "rel/newdir", .type = '5', .mode = 0777}},
       {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},

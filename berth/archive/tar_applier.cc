@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -11,8 +12,6 @@
 
 #include <cerrno>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "berth/base/file_util.h"
 
@@ -65,7 +64,8 @@ Error EntryErrno(int errnum, std::string_view what, std::string_view path) {
 // Removes `name` in `dir_fd` and everything below it, never following symlinks.
 Result<void> RemoveAllAt(int dir_fd, const char* name) {
   if (unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT) return Ok();
-  if (errno != EISDIR && errno != EPERM) return Fail(ErrnoError(errno, fmt::format("unlink {}", name)));
+  if (errno != EISDIR && errno != EPERM)
+    return Fail(ErrnoError(errno, fmt::format("unlink {}", name)));
   int fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return Fail(ErrnoError(errno, fmt::format("open directory {} to remove it", name)));
   DIR* dir = fdopendir(fd);
@@ -364,7 +364,8 @@ Result<void> TarApplier::OnEntryEnd() {
     }
     return Ok();
   }();
-  return CloseFile(WithContext(std::move(status), fmt::format("apply layer entry \"{}\"", entry.path)));
+  return CloseFile(
+      WithContext(std::move(status), fmt::format("apply layer entry \"{}\"", entry.path)));
 }
 
 Result<void> TarApplier::CloseFile(Result<void> status) {
@@ -410,8 +411,7 @@ Result<void> TarApplier::ApplyDirectory(const TarEntry& entry, int parent_fd) {
     }
     BERTH_RETURN_IF_ERROR(SetXattrs(entry, fd.get(), -1, base_));
   }
-  directory_times_.push_back(
-      {path_, entry.has_atime ? entry.atime : entry.mtime, entry.mtime});
+  directory_times_.push_back({path_, entry.has_atime ? entry.atime : entry.mtime, entry.mtime});
   return Ok();
 }
 
@@ -438,8 +438,8 @@ Result<void> TarApplier::ApplySymlink(const TarEntry& entry, int parent_fd) {
 
 Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
   std::string target;
-  BERTH_RETURN_IF_ERROR(WithContext(CleanArchivePath(entry.link_target, target),
-                                    "hardlink target"));
+  BERTH_RETURN_IF_ERROR(
+      WithContext(CleanArchivePath(entry.link_target, target), "hardlink target"));
   if (target.empty()) {
     return Fail(ErrorCode::kInvalidArgument, "hardlink target is the root directory");
   }
@@ -447,10 +447,9 @@ Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
   size_t slash = target.rfind('/');
   std::string target_parent = slash == std::string::npos ? std::string() : target.substr(0, slash);
   std::string target_base = slash == std::string::npos ? target : target.substr(slash + 1);
-  UniqueFd target_parent_fd(target_parent.empty()
-                                ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
-                                : OpenInRoot(root_.get(), target_parent.c_str(),
-                                             O_PATH | O_DIRECTORY));
+  UniqueFd target_parent_fd(
+      target_parent.empty() ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
+                            : OpenInRoot(root_.get(), target_parent.c_str(), O_PATH | O_DIRECTORY));
   int link_errno = 0;
   if (target_parent_fd) {
     if (linkat(target_parent_fd.get(), target_base.c_str(), parent_fd, base_.c_str(), 0) == 0) {
@@ -514,8 +513,8 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
     if (!out) return Fail(EntryErrno(errno, "create file", path_));
     off_t left = st.st_size;
     while (left > 0) {
-      ssize_t n = copy_file_range(in.get(), nullptr, out.get(), nullptr,
-                                  static_cast<size_t>(left), 0);
+      ssize_t n =
+          copy_file_range(in.get(), nullptr, out.get(), nullptr, static_cast<size_t>(left), 0);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
         // Fall back to read/write (e.g. EXDEV on old kernels, or a short file).
@@ -523,7 +522,8 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
         ssize_t r = read(in.get(), buffer, sizeof(buffer));
         if (r < 0) return Fail(EntryErrno(errno, "read lower-layer file", target));
         if (r == 0) break;
-        BERTH_RETURN_IF_ERROR(WriteAll(out.get(), std::string_view(buffer, static_cast<size_t>(r))));
+        BERTH_RETURN_IF_ERROR(
+            WriteAll(out.get(), std::string_view(buffer, static_cast<size_t>(r))));
         n = r;
       }
       left -= n;
@@ -544,7 +544,7 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
 }
 
 Result<void> TarApplier::ApplyNode(const TarEntry& entry, int parent_fd) {
-  mode_t type = entry.type == TarEntryType::kCharDevice   ? S_IFCHR
+  mode_t type = entry.type == TarEntryType::kCharDevice    ? S_IFCHR
                 : entry.type == TarEntryType::kBlockDevice ? S_IFBLK
                                                            : S_IFIFO;
   dev_t device = type == S_IFIFO ? 0 : makedev(entry.device_major, entry.device_minor);
@@ -597,8 +597,8 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
                             "layer is refused",
                             entry.path, name));
   }
-  std::string hidden = parent_path_.empty() ? std::string(name)
-                                            : fmt::format("{}/{}", parent_path_, name);
+  std::string hidden =
+      parent_path_.empty() ? std::string(name) : fmt::format("{}/{}", parent_path_, name);
   std::string hidden_name(name);
   if (overlay) {
     BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
@@ -610,8 +610,7 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
       }
     }
     if (options_.preserve_ownership && (entry.uid != euid_ || entry.gid != egid_) &&
-        fchownat(parent_fd, hidden_name.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) !=
-            0) {
+        fchownat(parent_fd, hidden_name.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) != 0) {
       return Fail(EntryErrno(errno, "chown whiteout for", hidden));
     }
     return Ok();
@@ -665,9 +664,9 @@ Result<void> TarApplier::Finish() {
     size_t slash = path.rfind('/');
     std::string parent = slash == std::string::npos ? std::string() : path.substr(0, slash);
     std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-    UniqueFd parent_fd(parent.empty() ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
-                                      : OpenInRoot(root_.get(), parent.c_str(),
-                                                   O_PATH | O_DIRECTORY));
+    UniqueFd parent_fd(parent.empty()
+                           ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
+                           : OpenInRoot(root_.get(), parent.c_str(), O_PATH | O_DIRECTORY));
     if (!parent_fd) {
       if (errno == ENOENT || errno == ENOTDIR) continue;  // Removed by a later member.
       return Fail(EntryErrno(errno, "open directory", parent));

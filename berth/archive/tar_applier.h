@@ -66,9 +66,9 @@ enum class WhiteoutMode {
 };
 
 enum class SyncPolicy {
-  kNone,            // No sync; the caller decides (e.g. a syncfs of its own).
-  kSyncfsAtEnd,     // syncfs(root) in Finish().
-  kFsyncEachFile,   // fsync every regular file before closing it.
+  kNone,           // No sync; the caller decides (e.g. a syncfs of its own).
+  kSyncfsAtEnd,    // syncfs(root) in Finish().
+  kFsyncEachFile,  // fsync every regular file before closing it.
 };
 
 struct TarApplierOptions {

@@ -1,12 +1,12 @@
 #include "berth/archive/tar_reader.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
-#include <charconv>
 #include <cctype>
+#include <charconv>
 #include <cstring>
 #include <limits>
-
-#include <fmt/format.h>
 
 namespace berth::archive {
 namespace {
@@ -25,8 +25,7 @@ std::string_view CString(const char* field, size_t width) {
 // base-256 (high bit of the first byte set; 0xff first byte means negative).
 Result<int64_t> ParseNumeric(const char* field, size_t width, std::string_view name) {
   auto bad = [&](std::string_view why) {
-    return Fail(ErrorCode::kInvalidArgument,
-                fmt::format("tar header field '{}' is {}", name, why));
+    return Fail(ErrorCode::kInvalidArgument, fmt::format("tar header field '{}' is {}", name, why));
   };
   auto first = static_cast<unsigned char>(field[0]);
   if (first & 0x80) {
@@ -56,8 +55,8 @@ Result<int64_t> ParseNumeric(const char* field, size_t width, std::string_view n
   }
   for (; i < width; ++i) {
     if (field[i] != ' ' && field[i] != '\0') {
-      return bad(fmt::format("not an octal number (byte 0x{:02x})",
-                             static_cast<unsigned char>(field[i])));
+      return bad(
+          fmt::format("not an octal number (byte 0x{:02x})", static_cast<unsigned char>(field[i])));
     }
   }
   if (value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
@@ -240,9 +239,9 @@ Result<void> TarReader::OnHeaderBlock() {
     signed_sum += in_field ? ' ' : static_cast<signed char>(block_[i]);
   }
   if (stored != unsigned_sum && stored != signed_sum) {
-    return Fail(Invalid(fmt::format(
-        "header checksum mismatch (stored {}, computed {}); the archive is corrupt", stored,
-        unsigned_sum)));
+    return Fail(Invalid(
+        fmt::format("header checksum mismatch (stored {}, computed {}); the archive is corrupt",
+                    stored, unsigned_sum)));
   }
   BERTH_ASSIGN_OR_RETURN(int64_t size, ParseNumeric(block_ + 124, 12, "size"));
   if (size < 0) return Fail(Invalid("negative size"));
@@ -254,8 +253,8 @@ Result<void> TarReader::OnHeaderBlock() {
     case 'K':
       if (static_cast<uint64_t>(size) > limits_.max_extended_header_bytes) {
         return Fail(Invalid(fmt::format(
-            "extended header of {} bytes exceeds the limit of {} (max_extended_header_bytes)",
-            size, limits_.max_extended_header_bytes)));
+            "extended header of {} bytes exceeds the limit of {} (max_extended_header_bytes)", size,
+            limits_.max_extended_header_bytes)));
       }
       extended_type_ = typeflag;
       extended_.clear();
@@ -355,7 +354,8 @@ Result<void> TarReader::ParsePax(std::string_view payload, bool global) {
       std::string_view field = key.substr(11);
       if (field == "major" || field == "minor") {
         BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(value, key));
-        (field == "major" ? sparse_major_ : sparse_minor_) = static_cast<int>(std::min<uint64_t>(number, 1000));
+        (field == "major" ? sparse_major_ : sparse_minor_) =
+            static_cast<int>(std::min<uint64_t>(number, 1000));
       } else if (field == "name") {
         sparse_name_set_ = true;
         sparse_name_.assign(value);
@@ -451,7 +451,8 @@ Result<void> TarReader::StartEntry() {
       return Fail(ErrorCode::kUnimplemented,
                   fmt::format("tar entry \"{}\" has type '{}' (0x{:02x}), which berth cannot "
                               "apply (header at byte offset {})",
-                              CString(h, 100), std::isprint(static_cast<unsigned char>(typeflag)) ? typeflag : '?',
+                              CString(h, 100),
+                              std::isprint(static_cast<unsigned char>(typeflag)) ? typeflag : '?',
                               static_cast<unsigned char>(typeflag), header_offset_));
   }
 
@@ -480,9 +481,10 @@ Result<void> TarReader::StartEntry() {
     return Fail(Invalid("entry name contains a NUL byte"));
   }
   if (e.path.size() > limits_.max_path_bytes || e.link_target.size() > limits_.max_path_bytes) {
-    return Fail(Invalid(fmt::format("entry name or link target longer than {} bytes "
-                                    "(max_path_bytes)",
-                                    limits_.max_path_bytes)));
+    return Fail(
+        Invalid(fmt::format("entry name or link target longer than {} bytes "
+                            "(max_path_bytes)",
+                            limits_.max_path_bytes)));
   }
   // Old v7 archives mark directories with a trailing slash on a regular entry.
   if (e.type == TarEntryType::kRegular && !e.sparse && e.path.back() == '/') {
@@ -511,7 +513,8 @@ Result<void> TarReader::StartEntry() {
   e.has_atime = pending_atime_set_;
   e.atime = pending_atime_;
   e.device_major = e.device_minor = 0;
-  if ((posix || gnu) && (e.type == TarEntryType::kCharDevice || e.type == TarEntryType::kBlockDevice)) {
+  if ((posix || gnu) &&
+      (e.type == TarEntryType::kCharDevice || e.type == TarEntryType::kBlockDevice)) {
     BERTH_ASSIGN_OR_RETURN(int64_t major, ParseNumeric(h + 329, 8, "devmajor"));
     BERTH_ASSIGN_OR_RETURN(int64_t minor, ParseNumeric(h + 337, 8, "devminor"));
     if (major < 0 || minor < 0 || major > 0xfffff || minor > 0xfffff) {
@@ -556,9 +559,9 @@ Result<void> TarReader::StartEntry() {
     e.sparse = true;
   }
   if (e.size > limits_.max_entry_bytes) {
-    return Fail(Invalid(fmt::format(
-        "entry \"{}\" declares {} bytes, more than the limit of {} (max_entry_bytes)", e.path,
-        e.size, limits_.max_entry_bytes)));
+    return Fail(Invalid(
+        fmt::format("entry \"{}\" declares {} bytes, more than the limit of {} (max_entry_bytes)",
+                    e.path, e.size, limits_.max_entry_bytes)));
   }
   if (limits_.max_entries != 0 && entries_ >= limits_.max_entries) {
     return Fail(ErrorCode::kResourceExhausted,
@@ -616,9 +619,9 @@ Result<void> TarReader::ParseSparseMapBlock() {
   while (true) {
     size_t newline = map_text_.find('\n', pos);
     if (newline == std::string::npos) break;
-    BERTH_ASSIGN_OR_RETURN(uint64_t number,
-                           ParseDecimal(std::string_view(map_text_).substr(pos, newline - pos),
-                                        "GNU sparse map"));
+    BERTH_ASSIGN_OR_RETURN(
+        uint64_t number,
+        ParseDecimal(std::string_view(map_text_).substr(pos, newline - pos), "GNU sparse map"));
     map_numbers_.push_back(number);
     pos = newline + 1;
     if (map_numbers_.size() == 1 && number > limits_.max_sparse_segments) {
@@ -650,9 +653,10 @@ Result<void> TarReader::BeginContent() {
     }
     for (const Segment& s : segments_) {
       if (s.offset < end || s.length > e.size || s.offset > e.size - s.length) {
-        return Fail(Invalid(fmt::format("sparse map of \"{}\" is unsorted, overlapping or "
-                                        "outside the file",
-                                        e.path)));
+        return Fail(
+            Invalid(fmt::format("sparse map of \"{}\" is unsorted, overlapping or "
+                                "outside the file",
+                                e.path)));
       }
       end = s.offset + s.length;
       total += s.length;
@@ -689,8 +693,7 @@ Result<void> TarReader::EmitData(std::string_view data) {
     return visitor_.OnData(at, data);
   }
   while (!data.empty()) {
-    while (segment_index_ < segments_.size() &&
-           segment_done_ == segments_[segment_index_].length) {
+    while (segment_index_ < segments_.size() && segment_done_ == segments_[segment_index_].length) {
       ++segment_index_;
       segment_done_ = 0;
     }
@@ -714,11 +717,10 @@ Result<void> TarReader::Finish() {
   if (state_ == State::kEnd) return Ok();
   // A lone zero block at the very end is accepted, as GNU tar does (with a warning).
   if (state_ == State::kHeader && block_fill_ == 0 && saw_zero_block_) return Ok();
-  std::string where =
-      in_entry_ ? fmt::format("inside the content of \"{}\"", entry_.path)
-                : (state_ == State::kHeader && block_fill_ == 0
-                       ? std::string("without the end-of-archive marker")
-                       : std::string("inside a header"));
+  std::string where = in_entry_ ? fmt::format("inside the content of \"{}\"", entry_.path)
+                                : (state_ == State::kHeader && block_fill_ == 0
+                                       ? std::string("without the end-of-archive marker")
+                                       : std::string("inside a header"));
   Error error(ErrorCode::kDataLoss,
               fmt::format("tar archive is truncated: it ended {} at byte offset {}; the layer "
                           "is incomplete",

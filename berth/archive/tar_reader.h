@@ -131,13 +131,13 @@ class TarReader final : public ChunkSink {
 
  private:
   enum class State {
-    kHeader,       // Collecting a 512-byte header block.
-    kExtended,     // Collecting a pax or GNU long-name payload.
-    kSparseExt,    // Collecting an old-GNU sparse extension block.
-    kSparseMap,    // Collecting the GNU 1.0 sparse map at the start of the data.
-    kData,         // Streaming member content to the visitor.
-    kSkip,         // Skipping bytes (padding, ignored members).
-    kEnd,          // After the end-of-archive marker: bytes are ignored.
+    kHeader,     // Collecting a 512-byte header block.
+    kExtended,   // Collecting a pax or GNU long-name payload.
+    kSparseExt,  // Collecting an old-GNU sparse extension block.
+    kSparseMap,  // Collecting the GNU 1.0 sparse map at the start of the data.
+    kData,       // Streaming member content to the visitor.
+    kSkip,       // Skipping bytes (padding, ignored members).
+    kEnd,        // After the end-of-archive marker: bytes are ignored.
   };
   struct Segment {
     uint64_t offset;

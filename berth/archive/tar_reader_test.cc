@@ -48,7 +48,8 @@ class Recorder final : public TarVisitor {
   bool open_ = false;
 };
 
-Result<std::vector<Seen>> Parse(std::string_view tar, size_t step = 1 << 20, TarLimits limits = {}) {
+Result<std::vector<Seen>> Parse(std::string_view tar, size_t step = 1 << 20,
+                                TarLimits limits = {}) {
   Recorder recorder;
   TarReader reader(recorder, limits);
   for (size_t at = 0; at < tar.size(); at += step) {
@@ -64,14 +65,16 @@ imagegen::FileTree RichTree() {
   std::string long_dir(120, 'd');
   tree.AddDirectory("etc", {.mode = 01755, .mtime_seconds = 1700000000, .mtime_nanoseconds = 5})
       .AddFile("etc/passwd", "root:x:0:0\n", {.mode = 0644, .uid = 1000, .gid = 2000})
-      .AddFile("bin/ping", std::string(70'000, 'p'),
-               {.mode = 04755, .xattrs = {{"security.capability", std::string("\x01\x02\0\x03", 4)}}})
+      .AddFile(
+          "bin/ping", std::string(70'000, 'p'),
+          {.mode = 04755, .xattrs = {{"security.capability", std::string("\x01\x02\0\x03", 4)}}})
       .AddSymlink("bin/sh", "/bin/busybox")
       .AddHardlink("bin/ping2", "bin/ping")
       .AddCharDevice("dev/null", 1, 3)
       .AddBlockDevice("dev/sda", 8, 0)
       .AddFifo("run/fifo")
-      .AddFile(long_dir + "/" + std::string(150, 'f'), "long", {.mtime_seconds = 12, .mtime_nanoseconds = 123456789})
+      .AddFile(long_dir + "/" + std::string(150, 'f'), "long",
+               {.mtime_seconds = 12, .mtime_nanoseconds = 123456789})
       .AddSymlink("link-long", std::string(200, 't'));
   return tree;
 }
@@ -198,7 +201,8 @@ TEST(TarReaderTest, SparsePax10) {
 
 TEST(TarReaderTest, SparsePax01AndOldGnu) {
   RawTar tar;
-  tar.AddPax({{"GNU.sparse.size", "20"}, {"GNU.sparse.map", "2,3,10,2"}, {"GNU.sparse.name", "s01"}});
+  tar.AddPax(
+      {{"GNU.sparse.size", "20"}, {"GNU.sparse.map", "2,3,10,2"}, {"GNU.sparse.name", "s01"}});
   tar.Add({.name = "GNUSparseFile.1/s01", .size = 5}, "abcde");
   // Old GNU 'S': segments in the header at offset 386, realsize at 483.
   RawTar::Block block = RawTar::MakeHeader({.name = "oldgnu", .type = 'S', .size = 3, .gnu = true});
@@ -218,7 +222,8 @@ TEST(TarReaderTest, SparsePax01AndOldGnu) {
 
 TEST(TarReaderTest, SparseMapMustMatchStoredData) {
   RawTar tar;
-  tar.AddPax({{"GNU.sparse.size", "20"}, {"GNU.sparse.map", "2,3,1,2"}, {"GNU.sparse.name", "bad"}});
+  tar.AddPax(
+      {{"GNU.sparse.size", "20"}, {"GNU.sparse.map", "2,3,1,2"}, {"GNU.sparse.name", "bad"}});
   tar.Add({.name = "bad", .size = 5}, "abcde");
   auto seen = Parse(tar.Finish());
   ASSERT_FALSE(seen.has_value());
@@ -235,7 +240,8 @@ TEST(TarReaderTest, CorruptChecksumIsRefused) {
 }
 
 TEST(TarReaderTest, AbsurdNumericFieldsAreRefused) {
-  for (std::string raw : {std::string("12345678z01"), std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe", 12)}) {
+  for (std::string raw : {std::string("12345678z01"),
+                          std::string("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xfe", 12)}) {
     RawTar tar;
     tar.Add({.name = "f", .raw_size = raw});
     auto seen = Parse(tar.Finish());

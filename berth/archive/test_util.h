@@ -7,6 +7,7 @@
 //   - TarOf / Compress: imagegen FileTree → tar bytes → gzip/zstd blob.
 #pragma once
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -15,8 +16,6 @@
 #include <filesystem>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "berth/imagegen/compress.h"
 #include "berth/imagegen/file_tree.h"
@@ -74,7 +73,10 @@ class RawTar {
     if (h.gnu) {
       std::memcpy(block.data() + 257, "ustar  \0", 8);
     } else {
-      std::memcpy(block.data() + 257, "ustar\0" "00", 8);
+      std::memcpy(block.data() + 257,
+                  "ustar\0"
+                  "00",
+                  8);
     }
     Checksum(block);
     return block;
