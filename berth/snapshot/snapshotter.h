@@ -84,7 +84,8 @@ struct Info {
   friend bool operator==(const Info&, const Info&) = default;
 };
 
-// Disk space of a snapshot's own layer (not its parents'): allocated bytes (st_blocks * 512)
+// Disk space of a snapshot's own layer (not its parents'; the native snapshotter's layer is a
+// full copy, so there it is the whole tree): allocated bytes (st_blocks * 512)
 // and inodes, each inode counted once however many hard links it has, including the top
 // directory. Exact for committed snapshots (measured at Commit); measured on demand for others.
 struct Usage {

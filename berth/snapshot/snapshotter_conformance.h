@@ -23,6 +23,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -31,6 +32,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "berth/snapshot/local_snapshotter.h"
@@ -590,15 +592,44 @@ TYPED_TEST_P(SnapshotterConformance, CrashAfterRemoveCommitsLeavesGarbageForClea
   EXPECT_TRUE(fs::is_empty(this->root() / "snapshots"));
 }
 
-REGISTER_TYPED_TEST_SUITE_P(SnapshotterConformance, PrepareCommitAndViewStackLayers,
-                            PrepareReturnsTheSameMountsAsMounts,
-                            ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
-                            StatReportsKindsParentsAndLabels, WalkVisitsEverySnapshot,
-                            UsageCountsBytesAndInodes, MisuseReturnsPreciseErrorCodes,
-                            RemoveRefusesParentsWithChildren, ReopeningKeepsSnapshots,
-                            SecondOpenOfARootIsRefused, CleanupRemovesOnlyUnreferencedDirectories,
-                            CrashBeforePrepareCommitsLeavesOnlyGarbage,
-                            CrashBeforeCommitKeepsTheActiveSnapshot,
-                            CrashAfterRemoveCommitsLeavesGarbageForCleanup);
+TYPED_TEST_P(SnapshotterConformance, ConcurrentCallersAreSerialised) {
+  ASSERT_NO_FATAL_FAILURE(this->CommitLayer("base", "", {{"a", "a"}}));
+  constexpr int kThreads = 4;
+  constexpr int kLayersEach = 5;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::string parent = "base";
+      for (int i = 0; i < kLayersEach; ++i) {
+        std::string name = "t" + std::to_string(t) + "-" + std::to_string(i);
+        if (!this->sn().Prepare(name + "-active", parent) ||
+            !this->sn().Commit(name, name + "-active") || !this->sn().Stat(name) ||
+            !this->sn().View(name + "-view", name) || !this->sn().Remove(name + "-view")) {
+          ++failures;
+        }
+        parent = name;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  int committed = 0;
+  ASSERT_TRUE(this->sn().Walk([&](const Info& info) -> Result<void> {
+    if (info.kind == Kind::kCommitted) ++committed;
+    return Ok();
+  }));
+  EXPECT_EQ(committed, 1 + kThreads * kLayersEach);
+  EXPECT_EQ(this->sn().Stat("t2-4")->parent, "t2-3");
+}
+
+REGISTER_TYPED_TEST_SUITE_P(
+    SnapshotterConformance, PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
+    ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
+    StatReportsKindsParentsAndLabels, WalkVisitsEverySnapshot, UsageCountsBytesAndInodes,
+    MisuseReturnsPreciseErrorCodes, RemoveRefusesParentsWithChildren, ReopeningKeepsSnapshots,
+    SecondOpenOfARootIsRefused, CleanupRemovesOnlyUnreferencedDirectories,
+    CrashBeforePrepareCommitsLeavesOnlyGarbage, CrashBeforeCommitKeepsTheActiveSnapshot,
+    CrashAfterRemoveCommitsLeavesGarbageForCleanup, ConcurrentCallersAreSerialised);
 
 }  // namespace berth::snapshot::testing
