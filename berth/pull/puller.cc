@@ -138,6 +138,7 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                             what));
   }
   BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(target.descriptor, target.bytes), what));
+  const image::ManifestKind target_kind = kind;
 
   // 2. From an index, the manifest for the platform (indexes may nest, a little).
   registry::FetchedManifest manifest = target;
@@ -158,7 +159,7 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                          WithContext(image::ParseManifest(manifest.bytes), what));
 
   // 3. The config: the image ID and the diffIDs the unpacker checks layers against.
-  const image::Descriptor& config_descriptor = parsed_manifest.config;
+  const image::Descriptor config_descriptor = parsed_manifest.config;
   std::string config_bytes;
   if (Result<std::string> cached = store_.ReadBlob(config_descriptor.digest,
                                                   image::kMaxManifestBytes)) {
@@ -173,6 +174,16 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
   }
   BERTH_ASSIGN_OR_RETURN(image::ImageConfig image_config,
                          WithContext(image::ParseImageConfig(config_bytes), what));
+  // A single-platform image must still suit the platform asked for (as containerd checks).
+  if (!image::IsIndex(target_kind) && !image_config.os.empty() &&
+      !image_config.architecture.empty() &&
+      !image::MatchRank(options.platform, {.os = image_config.os,
+                                           .architecture = image_config.architecture,
+                                           .variant = image_config.variant})) {
+    return Fail(ErrorCode::kNotFound,
+                fmt::format("{}: the image is for {}/{}, not for {}", what, image_config.os,
+                            image_config.architecture, options.platform.ToString()));
+  }
   if (image_config.diff_ids.size() != parsed_manifest.layers.size()) {
     return Fail(ErrorCode::kInvalidArgument,
                 fmt::format("{}: the image config lists {} diff_ids but the manifest has {} "
