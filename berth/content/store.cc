@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include <fmt/format.h>
@@ -242,6 +243,24 @@ Result<void> Writer::Truncate() {
   }
   hasher_ = Hasher(expected_.algorithm());
   offset_ = 0;
+  return Ok();
+}
+
+Result<void> Writer::ReadExisting(
+    const std::function<Result<void>(std::string_view)>& consume) const {
+  std::string buffer(kHashChunk, '\0');
+  int64_t position = 0;
+  while (position < offset_) {
+    size_t want = static_cast<size_t>(std::min<int64_t>(offset_ - position, kHashChunk));
+    ssize_t n = ::pread(data_.get(), buffer.data(), want, position);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError(errno, fmt::format("read ingest of {}", expected_)));
+    }
+    if (n == 0) break;
+    BERTH_RETURN_IF_ERROR(consume(std::string_view(buffer.data(), static_cast<size_t>(n))));
+    position += n;
+  }
   return Ok();
 }
 

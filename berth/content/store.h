@@ -119,6 +119,10 @@ class Writer {
   // Discards what was written (a server that ignored a Range request sends everything again).
   Result<void> Truncate();
 
+  // Feeds the bytes already in the ingest (those of a resumed download, [0, offset())) to
+  // `consume` in order, in chunks of up to 1 MiB, so a streaming consumer can catch up.
+  Result<void> ReadExisting(const std::function<Result<void>(std::string_view)>& consume) const;
+
   // Checks size and digest, makes the blob durable (per the store's Durability), renames it into
   // place and removes the ingest. On a mismatch returns kDataLoss naming both digests and removes
   // the ingest, whose bytes are useless. The Writer is closed afterwards, whatever the result.

@@ -88,6 +88,12 @@ TEST_F(StoreTest, IngestResumesAfterWriterIsDropped) {
   auto writer = store_->OpenWriter("resume", digest, static_cast<int64_t>(bytes.size()));
   ASSERT_TRUE(writer);
   EXPECT_EQ((*writer)->offset(), 2 << 20);
+  std::string existing;
+  ASSERT_TRUE((*writer)->ReadExisting([&](std::string_view chunk) -> Result<void> {
+    existing.append(chunk);
+    return Ok();
+  }));
+  EXPECT_EQ(existing, bytes.substr(0, 2 << 20));
   ASSERT_TRUE((*writer)->Write(std::string_view(bytes).substr(2 << 20)));
   ASSERT_TRUE((*writer)->Commit());
   EXPECT_EQ(store_->ReadBlob(digest, 8 << 20).value(), bytes);

@@ -1,6 +1,9 @@
 #include "berth/pull/puller.h"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <thread>
 
 #include <fmt/format.h>
@@ -12,21 +15,29 @@
 namespace berth::pull {
 namespace {
 
-// Adapts a content::Writer to the registry client's BlobSink, counting and reporting bytes.
+// Adapts a content::Writer to the registry client's BlobSink, counting and reporting bytes and
+// passing them on to the layer's observer (the unpacker), if any.
 class WriterSink final : public registry::BlobSink {
  public:
-  WriterSink(content::Writer& writer, std::function<void(int64_t)> on_bytes)
-      : writer_(writer), on_bytes_(std::move(on_bytes)) {}
+  WriterSink(content::Writer& writer, LayerObserver* observer,
+             std::function<void(int64_t)> on_bytes)
+      : writer_(writer), observer_(observer), on_bytes_(std::move(on_bytes)) {}
   int64_t offset() const override { return writer_.offset(); }
   Result<void> Write(std::string_view chunk) override {
     BERTH_RETURN_IF_ERROR(writer_.Write(chunk));
+    if (observer_ != nullptr) BERTH_RETURN_IF_ERROR(observer_->Write(chunk));
     on_bytes_(static_cast<int64_t>(chunk.size()));
     return Ok();
   }
-  Result<void> Truncate() override { return writer_.Truncate(); }
+  Result<void> Truncate() override {
+    BERTH_RETURN_IF_ERROR(writer_.Truncate());
+    if (observer_ != nullptr) BERTH_RETURN_IF_ERROR(observer_->Reset());
+    return Ok();
+  }
 
  private:
   content::Writer& writer_;
+  LayerObserver* observer_;
   std::function<void(int64_t)> on_bytes_;
 };
 
@@ -191,17 +202,31 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                             what, image_config.diff_ids.size(), parsed_manifest.layers.size()));
   }
 
-  // 4. The layers, a bounded number at a time.
+  // 4. The layers, a bounded number at a time, lowest first (they are committed first).
+  LayerHandler* handler = options.layer_handler;
+  if (handler != nullptr) {
+    BERTH_RETURN_IF_ERROR(WithContext(handler->Begin(parsed_manifest, image_config), what));
+  }
   const std::vector<image::Descriptor>& layers = parsed_manifest.layers;
   CancelToken pull_cancel(&cancel);
   std::atomic<size_t> next{0};
   std::mutex error_mutex;
   std::optional<Error> first_error;
+  auto fetch_one = [&](size_t index) -> Result<void> {
+    LayerPlan plan;
+    if (handler != nullptr) {
+      BERTH_ASSIGN_OR_RETURN(plan, handler->PlanLayer(index));
+    }
+    if (plan.skip) return Ok();
+    BERTH_RETURN_IF_ERROR(FetchLayer(context, layers[index], plan.observer.get(), pull_cancel));
+    if (plan.observer) BERTH_RETURN_IF_ERROR(plan.observer->Finish());
+    return Ok();
+  };
   auto worker = [&] {
     while (true) {
       size_t index = next.fetch_add(1);
       if (index >= layers.size() || pull_cancel.cancelled()) return;
-      Result<void> fetched = FetchLayer(context, layers[index], pull_cancel);
+      Result<void> fetched = fetch_one(index);
       if (!fetched) {
         std::lock_guard lock(error_mutex);
         if (!first_error) first_error = std::move(fetched).error();
@@ -216,8 +241,14 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
   for (size_t i = 1; i < workers; ++i) threads.emplace_back(worker);
   if (workers > 0) worker();
   for (std::thread& thread : threads) thread.join();
+  if (!first_error) {
+    if (auto checked = cancel.Check(); !checked) first_error = checked.error();
+  }
+  if (handler != nullptr) {
+    Result<void> ended = handler->End(!first_error.has_value());
+    if (!ended && !first_error) first_error = ended.error();
+  }
   if (first_error) return Fail(std::move(*first_error).WithContext(what));
-  BERTH_RETURN_IF_ERROR(WithContext(cancel.Check(), what));
 
   PulledImage pulled{.reference = reference,
                      .target = target.descriptor,
@@ -233,10 +264,27 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
   return pulled;
 }
 
+Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor,
+                                       LayerObserver& observer, const CancelToken& cancel) {
+  BERTH_ASSIGN_OR_RETURN(UniqueFd fd, store_.OpenBlob(descriptor.digest));
+  std::string buffer(1 << 20, '\0');
+  while (true) {
+    BERTH_RETURN_IF_ERROR(cancel.Check());
+    ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError(errno, fmt::format("read blob {}", descriptor.digest)));
+    }
+    if (n == 0) return Ok();
+    BERTH_RETURN_IF_ERROR(observer.Write(std::string_view(buffer.data(), static_cast<size_t>(n))));
+  }
+}
+
 Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& layer,
-                                const CancelToken& cancel) {
+                                LayerObserver* observer, const CancelToken& cancel) {
   for (int round = 0;; ++round) {
     if (store_.Contains(layer.digest)) {
+      if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(layer, *observer, cancel));
       context.Report({.digest = layer.digest, .media_type = layer.media_type, .done = layer.size,
                       .total = layer.size, .cached = true, .complete = true});
       return Ok();
@@ -253,7 +301,7 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
       flight = slot;
     }
     if (owner) {
-      Result<int64_t> downloaded = DownloadBlob(context, layer, cancel);
+      Result<int64_t> downloaded = DownloadBlob(context, layer, observer, cancel);
       {
         std::lock_guard lock(flight->mutex);
         flight->done = true;
@@ -279,7 +327,7 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
 }
 
 Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
-                                     const CancelToken& cancel) {
+                                     LayerObserver* observer, const CancelToken& cancel) {
   const std::string what = fmt::format("fetch layer {}", descriptor.digest);
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<content::Writer> writer,
                          WithContext(store_.OpenWriter("pull-" + descriptor.digest.ToString(),
@@ -291,7 +339,13 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
                       .total = descriptor.size};
   int64_t fetched = 0;
   int64_t last_report = 0;
-  WriterSink sink(*writer, [&](int64_t bytes) {
+  if (observer != nullptr && writer->offset() > 0) {
+    // A resumed download: the observer first sees what is already on disk.
+    BERTH_RETURN_IF_ERROR(WithContext(
+        writer->ReadExisting([&](std::string_view chunk) { return observer->Write(chunk); }),
+        what));
+  }
+  WriterSink sink(*writer, observer, [&](int64_t bytes) {
     fetched += bytes;
     context.bytes_fetched += bytes;
     status.done = writer->offset();

@@ -39,11 +39,48 @@
 
 namespace berth::pull {
 
+// Sees one layer's bytes as they are downloaded, so the unpacker can apply the layer while it
+// arrives. Called on a download thread; one observer is used by one thread at a time.
+class LayerObserver {
+ public:
+  virtual ~LayerObserver() = default;
+  // The blob's bytes, in order, from offset 0. For a resumed download the bytes already on disk
+  // come first; for a blob already in the store, all of them are read from it.
+  virtual Result<void> Write(std::string_view chunk) = 0;
+  // The download starts again from byte 0 (the server ignored a Range request): forget what
+  // was written.
+  virtual Result<void> Reset() = 0;
+  // Every byte has been written and the blob is verified and committed.
+  virtual Result<void> Finish() = 0;
+};
+
+// What to do with one layer.
+struct LayerPlan {
+  // The layer's content is already where it is needed (e.g. a committed snapshot): neither
+  // download nor observe it.
+  bool skip = false;
+  std::unique_ptr<LayerObserver> observer;  // may be null
+};
+
+// Lets the caller (the unpacker) take part in a pull. Called from the pull's threads.
+class LayerHandler {
+ public:
+  virtual ~LayerHandler() = default;
+  // Once the manifest and config are known and verified, before any layer is fetched.
+  virtual Result<void> Begin(const image::Manifest& manifest, const image::ImageConfig& config) = 0;
+  // For each layer, possibly concurrently for different layers.
+  virtual Result<LayerPlan> PlanLayer(size_t index) = 0;
+  // After every layer was fetched and observed (`success`), or after the pull failed.
+  virtual Result<void> End(bool success) = 0;
+};
+
 struct PullOptions {
   image::Platform platform = image::HostPlatform();
   // Credentials sent with the request (CRI AuthConfig). When empty, the config file's
   // `configs.<host>.auth` applies.
   registry::CriAuthConfig auth;
+  // Optional: sees layers as they arrive (the unpacker). Must outlive Pull().
+  LayerHandler* layer_handler = nullptr;
 };
 
 // Progress of one blob; reported from download threads.
@@ -90,9 +127,11 @@ class Puller {
   struct PullContext;
 
   Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer,
-                          const CancelToken& cancel);
+                          LayerObserver* observer, const CancelToken& cancel);
   Result<int64_t> DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
-                               const CancelToken& cancel);
+                               LayerObserver* observer, const CancelToken& cancel);
+  Result<void> ObserveStoredBlob(const image::Descriptor& descriptor, LayerObserver& observer,
+                                 const CancelToken& cancel);
   Result<void> StoreSmallBlob(const image::Descriptor& descriptor, std::string_view bytes);
   registry::Credentials CredentialsFor(const PullOptions& options, std::string_view host) const;
 
