@@ -99,20 +99,25 @@ int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   return exchange->cancel->cancelled() ? 1 : 0;
 }
 
-// Adds the PEM certificates of a CA file to curl's trust store, keeping the system CAs.
-CURLcode AddCaFile(CURL*, void* ssl_ctx, void* user) {
-  const auto* path = static_cast<const std::string*>(user);
+// Adds the PEM certificates of the CA files to curl's trust store, keeping the system CAs.
+CURLcode AddCaFiles(CURL*, void* ssl_ctx, void* user) {
+  const auto* paths = static_cast<const std::vector<std::string>*>(user);
   X509_STORE* store = SSL_CTX_get_cert_store(static_cast<SSL_CTX*>(ssl_ctx));
-  FILE* file = std::fopen(path->c_str(), "r");
-  if (file == nullptr) return CURLE_SSL_CACERT_BADFILE;
-  int added = 0;
-  while (X509* cert = PEM_read_X509(file, nullptr, nullptr, nullptr)) {
-    if (X509_STORE_add_cert(store, cert) == 1) ++added;
-    X509_free(cert);
+  for (const std::string& path : *paths) {
+    FILE* file = std::fopen(path.c_str(), "r");
+    if (file == nullptr) return CURLE_SSL_CACERT_BADFILE;
+    int added = 0;
+    while (X509* cert = PEM_read_X509(file, nullptr, nullptr, nullptr)) {
+      // An already present certificate is not an error (the same CA listed twice).
+      X509_STORE_add_cert(store, cert);
+      ++added;
+      X509_free(cert);
+    }
+    ERR_clear_error();  // the loop ends on a "no start line" error, which is expected
+    std::fclose(file);
+    if (added == 0) return CURLE_SSL_CACERT_BADFILE;
   }
-  ERR_clear_error();  // the loop ends on a "no start line" error, which is expected
-  std::fclose(file);
-  return added > 0 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
+  return CURLE_OK;
 }
 
 Error TransportError(CURLcode code, const char* detail, const HttpRequest& request,
@@ -286,13 +291,14 @@ Result<HttpResponse> CurlTransport::RoundTrip(const HttpRequest& request, const 
   const TlsOptions& tls = request.tls;
   curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, tls.insecure_skip_verify ? 0L : 1L);
   curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, tls.insecure_skip_verify ? 0L : 2L);
-  if (!tls.ca_file.empty()) {
-    curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, &AddCaFile);
-    curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, &tls.ca_file);
+  if (!tls.ca_files.empty()) {
+    curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, &AddCaFiles);
+    curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, &tls.ca_files);
   }
   if (!tls.cert_file.empty()) {
     curl_easy_setopt(easy, CURLOPT_SSLCERT, tls.cert_file.c_str());
-    curl_easy_setopt(easy, CURLOPT_SSLKEY, tls.key_file.c_str());
+    const std::string& key = tls.key_file.empty() ? tls.cert_file : tls.key_file;
+    curl_easy_setopt(easy, CURLOPT_SSLKEY, key.c_str());
   }
 
   CURLcode code = curl_easy_perform(easy);

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "berth/config/hosts_dir.h"
 #include "berth/registry/url.h"
 
 namespace berth::registry {
@@ -34,15 +35,28 @@ Result<void> CheckReadable(const std::string& path, std::string_view what, std::
   return Ok();
 }
 
+Result<void> CheckTlsFiles(const TlsOptions& options, std::string_view host) {
+  for (const std::string& ca_file : options.ca_files) {
+    BERTH_RETURN_IF_ERROR(CheckReadable(ca_file, "CA file", host));
+  }
+  if (!options.cert_file.empty()) {
+    BERTH_RETURN_IF_ERROR(CheckReadable(options.cert_file, "client certificate", host));
+  }
+  if (!options.key_file.empty()) {
+    BERTH_RETURN_IF_ERROR(CheckReadable(options.key_file, "client key", host));
+  }
+  return Ok();
+}
+
 Result<TlsOptions> TlsFromConfig(const config::RegistryConfig& registry, const std::string& host,
                                  std::string_view scheme) {
   auto it = registry.configs.find(host);
   if (it == registry.configs.end()) return TlsOptions{};
   const config::TlsConfig& tls = it->second.tls;
-  TlsOptions options{.ca_file = tls.ca_file,
-                     .cert_file = tls.cert_file,
+  TlsOptions options{.cert_file = tls.cert_file,
                      .key_file = tls.key_file,
                      .insecure_skip_verify = tls.insecure_skip_verify};
+  if (!tls.ca_file.empty()) options.ca_files.push_back(tls.ca_file);
   if (options == TlsOptions{}) return options;
   if (scheme != "https") {
     return Fail(ErrorCode::kInvalidArgument,
@@ -57,11 +71,7 @@ Result<TlsOptions> TlsFromConfig(const config::RegistryConfig& registry, const s
                             "key_file",
                             host, given, options.cert_file.empty() ? "cert_file" : "key_file"));
   }
-  if (!options.ca_file.empty()) BERTH_RETURN_IF_ERROR(CheckReadable(options.ca_file, "ca_file", host));
-  if (!options.cert_file.empty()) {
-    BERTH_RETURN_IF_ERROR(CheckReadable(options.cert_file, "cert_file", host));
-    BERTH_RETURN_IF_ERROR(CheckReadable(options.key_file, "key_file", host));
-  }
+  BERTH_RETURN_IF_ERROR(CheckTlsFiles(options, host));
   return options;
 }
 
@@ -87,6 +97,68 @@ Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
     for (const std::string& value : values) endpoint.headers.emplace_back(name, value);
   }
   return endpoint;
+}
+
+// One endpoint of a hosts.toml (a mirror or the server).
+Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& registry,
+                                                const config::HostsFileEntry& entry,
+                                                bool is_mirror, bool server_explicit,
+                                                std::string_view domain) {
+  std::string text = entry.url;
+  // containerd reaches an unconfigured localhost server over http, like the plain rules do.
+  if (!is_mirror && !server_explicit) text = DefaultHostFor(domain);
+  BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint, EndpointFromUrl(registry, text, is_mirror));
+  if (!entry.override_path && !endpoint.path.ends_with("/v2")) {
+    endpoint.path = endpoint.path == "/v2" ? "/v2" : endpoint.path + "/v2";
+  }
+  if (entry.override_path) {
+    Result<Url> url = ParseUrl(entry.url.find("://") == std::string::npos ? "https://" + entry.url
+                                                                            : entry.url);
+    if (url) endpoint.path = url->path == "/" ? "" : url->path;
+  }
+  endpoint.capabilities = 0;
+  if (entry.Can(config::kHostPull)) endpoint.capabilities |= kCapabilityPull;
+  if (entry.Can(config::kHostResolve)) endpoint.capabilities |= kCapabilityResolve;
+  if (entry.Can(config::kHostPush)) endpoint.capabilities |= kCapabilityPush;
+  TlsOptions tls = endpoint.tls;
+  tls.ca_files.insert(tls.ca_files.end(), entry.ca_files.begin(), entry.ca_files.end());
+  if (!entry.client_pairs.empty()) {
+    tls.cert_file = entry.client_pairs.front().first;
+    tls.key_file = entry.client_pairs.front().second;
+  }
+  if (entry.skip_verify) tls.insecure_skip_verify = *entry.skip_verify;
+  if (!(tls == TlsOptions{}) && endpoint.scheme != "https") {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("registry {}: hosts.toml gives TLS settings for the http endpoint {}",
+                            domain, entry.url));
+  }
+  BERTH_RETURN_IF_ERROR(CheckTlsFiles(tls, endpoint.host));
+  endpoint.tls = std::move(tls);
+  for (const auto& [name, values] : entry.headers) {
+    for (const std::string& value : values) endpoint.headers.emplace_back(name, value);
+  }
+  return endpoint;
+}
+
+Result<std::vector<RegistryEndpoint>> EndpointsFromHostsFile(
+    const config::RegistryConfig& registry, const config::HostsFile& hosts,
+    std::string_view domain, config::Fallback fallback) {
+  std::vector<RegistryEndpoint> endpoints;
+  std::string where = fmt::format("hosts file {}", hosts.source.string());
+  for (const config::HostsFileEntry& mirror : hosts.mirrors) {
+    BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint,
+                           WithContext(EndpointFromHostsEntry(registry, mirror, true, true, domain),
+                                       where));
+    endpoints.push_back(std::move(endpoint));
+  }
+  if (fallback == config::Fallback::kAlways) {
+    BERTH_ASSIGN_OR_RETURN(RegistryEndpoint server,
+                           WithContext(EndpointFromHostsEntry(registry, hosts.server, false,
+                                                              hosts.server_explicit, domain),
+                                       where));
+    endpoints.push_back(std::move(server));
+  }
+  return endpoints;
 }
 
 }  // namespace
@@ -118,6 +190,15 @@ Result<std::vector<RegistryEndpoint>> ResolveEndpoints(const config::RegistryCon
 
   std::vector<RegistryEndpoint> endpoints;
   bool default_listed = false;
+  if (!registry.config_path.empty()) {
+    BERTH_ASSIGN_OR_RETURN(std::optional<config::HostsFile> hosts,
+                           config::LoadHostsFileFromConfigPath(registry.config_path, domain));
+    if (hosts) {
+      BERTH_ASSIGN_OR_RETURN(endpoints, EndpointsFromHostsFile(registry, *hosts, domain, fallback));
+      default_listed = true;
+      mirror = nullptr;
+    }
+  }
   if (mirror != nullptr) {
     for (const std::string& text : mirror->endpoints) {
       BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint, EndpointFromUrl(registry, text, true));

@@ -12,6 +12,11 @@
 //   - TLS comes from `configs.<endpoint host>.tls`: the CA file is added to the system pool, a
 //     client certificate needs its key. TLS settings on an http endpoint are an error, as in
 //     containerd.
+//   - With `config_path` (containerd's certs.d layout), a hosts.toml found for the host decides
+//     instead: its [host."…"] mirrors in file order with their capabilities, CA files, client
+//     certificates, skip_verify, headers and override_path, then its `server` (dropped when
+//     fallback = "never"). "/v2" is appended to a URL path that does not end in it unless
+//     override_path is set. Without a hosts.toml for the host, the rules above apply.
 //
 // Thread safety: pure functions over values.
 #pragma once

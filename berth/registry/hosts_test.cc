@@ -1,5 +1,10 @@
 #include "berth/registry/hosts.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 namespace berth::registry {
@@ -93,6 +98,97 @@ TEST(HostsTest, HeadersGoToEveryEndpoint) {
   registry.headers["X-Meta"] = {"a", "b"};
   auto endpoints = ResolveEndpoints(registry, "quay.io").value();
   EXPECT_EQ(endpoints[0].headers.size(), 2u);
+}
+
+}  // namespace
+}  // namespace berth::registry
+
+namespace berth::registry {
+namespace {
+
+class HostsDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("berth-hosts-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void Write(const std::string& relative, const std::string& text) {
+    std::filesystem::create_directories((dir_ / relative).parent_path());
+    std::ofstream(dir_ / relative) << text;
+  }
+  std::filesystem::path dir_;
+};
+
+TEST_F(HostsDirTest, MirrorsInFileOrderWithCapabilities) {
+  Write("docker.io/ca.pem", "not read here");
+  Write("docker.io/hosts.toml", R"(server = "https://registry-1.docker.io"
+[host."https://zz-mirror.test"]
+  capabilities = ["pull"]
+  ca = "ca.pem"
+[host."https://aa-mirror.test/cache"]
+  capabilities = ["pull", "resolve"]
+  [host."https://aa-mirror.test/cache".header]
+    x-tenant = "blue"
+[host."http://raw.test/api"]
+  override_path = true
+)");
+  config::RegistryConfig registry{.config_path = dir_.string()};
+  auto endpoints = ResolveEndpoints(registry, "docker.io");
+  ASSERT_TRUE(endpoints) << endpoints.error().ToString();
+  ASSERT_EQ(endpoints->size(), 4u);
+  EXPECT_EQ((*endpoints)[0].BaseUrl(), "https://zz-mirror.test/v2");
+  EXPECT_EQ((*endpoints)[0].capabilities, unsigned{kCapabilityPull});
+  ASSERT_EQ((*endpoints)[0].tls.ca_files.size(), 1u);
+  EXPECT_EQ((*endpoints)[0].tls.ca_files[0], (dir_ / "docker.io/ca.pem").string());
+  EXPECT_EQ((*endpoints)[1].BaseUrl(), "https://aa-mirror.test/cache/v2");
+  EXPECT_TRUE((*endpoints)[1].Can(kCapabilityResolve));
+  ASSERT_EQ((*endpoints)[1].headers.size(), 1u);
+  EXPECT_EQ((*endpoints)[1].headers[0].second, "blue");
+  EXPECT_EQ((*endpoints)[2].BaseUrl(), "http://raw.test/api");
+  EXPECT_EQ((*endpoints)[3].BaseUrl(), "https://registry-1.docker.io/v2");
+  EXPECT_FALSE((*endpoints)[3].is_mirror);
+}
+
+TEST_F(HostsDirTest, DefaultDirectoryAndFallbackNever) {
+  Write("_default/hosts.toml", R"([host."https://everything.test"]
+)");
+  config::RegistryConfig registry{.config_path = dir_.string()};
+  auto endpoints = ResolveEndpoints(registry, "quay.io");
+  ASSERT_TRUE(endpoints) << endpoints.error().ToString();
+  ASSERT_EQ(endpoints->size(), 2u);
+  EXPECT_EQ((*endpoints)[1].BaseUrl(), "https://quay.io/v2");
+  registry.configs["quay.io"].fallback = config::Fallback::kNever;
+  endpoints = ResolveEndpoints(registry, "quay.io");
+  ASSERT_TRUE(endpoints);
+  ASSERT_EQ(endpoints->size(), 1u);
+  EXPECT_EQ((*endpoints)[0].BaseUrl(), "https://everything.test/v2");
+}
+
+TEST_F(HostsDirTest, LocalhostServerDefaultsToHttpAndMissingCaIsNamed) {
+  Write("127.0.0.1:5000/hosts.toml", R"([host."https://m.test"]
+  ca = "/nonexistent/ca.pem"
+)");
+  config::RegistryConfig registry{.config_path = dir_.string()};
+  auto endpoints = ResolveEndpoints(registry, "127.0.0.1:5000");
+  ASSERT_FALSE(endpoints);
+  EXPECT_NE(endpoints.error().ToString().find("/nonexistent/ca.pem"), std::string::npos);
+  Write("127.0.0.1:5000/hosts.toml", R"([host."https://m.test"]
+)");
+  endpoints = ResolveEndpoints(registry, "127.0.0.1:5000");
+  ASSERT_TRUE(endpoints) << endpoints.error().ToString();
+  EXPECT_EQ(endpoints->back().BaseUrl(), "http://127.0.0.1:5000/v2");
+}
+
+TEST_F(HostsDirTest, NoHostsFileMeansDefaults) {
+  config::RegistryConfig registry{.config_path = dir_.string()};
+  auto endpoints = ResolveEndpoints(registry, "ghcr.io");
+  ASSERT_TRUE(endpoints);
+  ASSERT_EQ(endpoints->size(), 1u);
+  EXPECT_EQ((*endpoints)[0].BaseUrl(), "https://ghcr.io/v2");
 }
 
 }  // namespace

@@ -23,9 +23,10 @@ namespace berth::registry {
 
 // TLS settings for one registry host.
 struct TlsOptions {
-  std::string ca_file;    // PEM; added to the system's trusted CAs, not replacing them
-  std::string cert_file;  // client certificate (PEM), with key_file
-  std::string key_file;
+  // PEM files whose certificates are added to the system's trusted CAs (not replacing them).
+  std::vector<std::string> ca_files;
+  std::string cert_file;  // client certificate (PEM)
+  std::string key_file;   // its key; empty when cert_file holds both
   bool insecure_skip_verify = false;
 
   friend bool operator==(const TlsOptions&, const TlsOptions&) = default;
