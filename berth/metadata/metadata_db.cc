@@ -1,0 +1,227 @@
+#include "berth/metadata/metadata_db.h"
+
+#include <array>
+#include <set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace berth::metadata {
+namespace {
+
+// The component name under which the image schema's version is kept in berth_schema.
+constexpr std::string_view kComponent = "images";
+
+// Never edit or reorder a migration that has shipped; append one.
+constexpr std::array<sqlite::Migration, 1> kMigrations = {{
+    {"image records",
+     R"sql(
+CREATE TABLE images (
+  name TEXT PRIMARY KEY NOT NULL CHECK (name <> ''),
+  target_media_type TEXT NOT NULL,
+  target_digest TEXT NOT NULL,
+  target_size INTEGER NOT NULL,
+  image_id TEXT NOT NULL,
+  chain_id TEXT NOT NULL,
+  snapshotter TEXT NOT NULL,
+  labels TEXT NOT NULL DEFAULT '{}',
+  created_ns INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL
+);
+CREATE INDEX images_by_image_id ON images(image_id);
+)sql"},
+}};
+
+int64_t ToNanos(std::chrono::system_clock::time_point time) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
+}
+
+std::chrono::system_clock::time_point FromNanos(int64_t nanos) {
+  return std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::nanoseconds(nanos)));
+}
+
+std::string LabelsToJson(const Labels& labels) {
+  nlohmann::json object = nlohmann::json::object();
+  for (const auto& [key, value] : labels) object[key] = value;
+  return object.dump();
+}
+
+Result<Labels> LabelsFromJson(std::string_view text, std::string_view name) {
+  nlohmann::json object = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (object.is_discarded() || !object.is_object()) {
+    return Fail(ErrorCode::kDataLoss, fmt::format("image record {}: labels are not a JSON object",
+                                                  name));
+  }
+  Labels labels;
+  for (const auto& [key, value] : object.items()) {
+    if (!value.is_string()) {
+      return Fail(ErrorCode::kDataLoss,
+                  fmt::format("image record {}: label {} is not a string", name, key));
+    }
+    labels[key] = value.get<std::string>();
+  }
+  return labels;
+}
+
+// Like sqlite::Migrate, but the version lives in berth_schema under `component`, so several
+// components can keep independent schemas in one database file.
+Result<void> MigrateComponent(sqlite::Database& db, std::string_view component,
+                              std::span<const sqlite::Migration> migrations) {
+  const auto target = static_cast<int64_t>(migrations.size());
+  for (;;) {
+    BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(db));
+    BERTH_RETURN_IF_ERROR(db.Execute(
+        "CREATE TABLE IF NOT EXISTS berth_schema (component TEXT PRIMARY KEY NOT NULL, "
+        "version INTEGER NOT NULL)"));
+    BERTH_ASSIGN_OR_RETURN(sqlite::Statement select,
+                           db.Prepare("SELECT version FROM berth_schema WHERE component = ?1"));
+    select.Bind(1, component);
+    BERTH_ASSIGN_OR_RETURN(bool has_row, select.Step());
+    int64_t version = has_row ? select.ColumnInt64(0) : 0;
+    if (version > target) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  fmt::format("database {}: the {} schema has version {}, newer than the {} this "
+                              "berth knows; run a newer berth or restore an older database",
+                              db.path().string(), component, version, target));
+    }
+    if (version == target) return txn.Commit();
+    const sqlite::Migration& migration = migrations[static_cast<size_t>(version)];
+    std::string context = fmt::format("migrate {} schema of {} to version {} ({})", component,
+                                      db.path().string(), version + 1, migration.description);
+    BERTH_RETURN_IF_ERROR(WithContext(db.Execute(migration.sql), context));
+    BERTH_ASSIGN_OR_RETURN(
+        sqlite::Statement bump,
+        db.Prepare("INSERT INTO berth_schema(component, version) VALUES (?1, ?2) "
+                   "ON CONFLICT(component) DO UPDATE SET version = excluded.version"));
+    bump.Bind(1, component).Bind(2, version + 1);
+    BERTH_RETURN_IF_ERROR(WithContext(bump.Run(), context));
+    BERTH_RETURN_IF_ERROR(WithContext(txn.Commit(), context));
+  }
+}
+
+constexpr std::string_view kSelectColumns =
+    "SELECT name, target_media_type, target_digest, target_size, image_id, chain_id, snapshotter, "
+    "labels, created_ns, updated_ns FROM images";
+
+Result<ImageRecord> ReadRow(const sqlite::Statement& row) {
+  ImageRecord record;
+  record.name = row.ColumnText(0);
+  record.target.media_type = row.ColumnText(1);
+  BERTH_ASSIGN_OR_RETURN(record.target.digest,
+                         WithContext(Digest::Parse(row.ColumnText(2)),
+                                     fmt::format("image record {}: target digest", record.name)));
+  record.target.size = row.ColumnInt64(3);
+  BERTH_ASSIGN_OR_RETURN(record.image_id,
+                         WithContext(Digest::Parse(row.ColumnText(4)),
+                                     fmt::format("image record {}: image id", record.name)));
+  record.chain_id = row.ColumnText(5);
+  record.snapshotter = row.ColumnText(6);
+  BERTH_ASSIGN_OR_RETURN(record.labels, LabelsFromJson(row.ColumnText(7), record.name));
+  record.created = FromNanos(row.ColumnInt64(8));
+  record.updated = FromNanos(row.ColumnInt64(9));
+  return record;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MetadataDb>> MetadataDb::Open(const MetadataOptions& options) {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> db,
+                         sqlite::Database::Open(options.path, {.synchronous = options.synchronous}));
+  BERTH_RETURN_IF_ERROR(MigrateComponent(*db, kComponent, kMigrations));
+  return std::unique_ptr<MetadataDb>(new MetadataDb(std::move(db)));
+}
+
+Result<void> MetadataDb::PutImages(std::span<const ImageRecord> records) {
+  std::set<std::string_view> names;
+  for (const ImageRecord& record : records) {
+    if (record.name.empty()) {
+      return Fail(ErrorCode::kInvalidArgument, "image record with an empty name");
+    }
+    if (!names.insert(record.name).second) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("image record {} given twice in one write", record.name));
+    }
+  }
+  std::lock_guard lock(mutex_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(*db_));
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement select_labels,
+                         db_->Prepare("SELECT labels FROM images WHERE name = ?1"));
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement upsert,
+      db_->Prepare("INSERT INTO images(name, target_media_type, target_digest, target_size, "
+                   "image_id, chain_id, snapshotter, labels, created_ns, updated_ns) "
+                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) "
+                   "ON CONFLICT(name) DO UPDATE SET target_media_type = excluded.target_media_type, "
+                   "target_digest = excluded.target_digest, target_size = excluded.target_size, "
+                   "image_id = excluded.image_id, chain_id = excluded.chain_id, "
+                   "snapshotter = excluded.snapshotter, labels = excluded.labels, "
+                   "updated_ns = excluded.updated_ns"));
+  const int64_t now = ToNanos(std::chrono::system_clock::now());
+  for (const ImageRecord& record : records) {
+    Labels labels;
+    select_labels.Reset();
+    select_labels.Bind(1, record.name);
+    BERTH_ASSIGN_OR_RETURN(bool exists, select_labels.Step());
+    if (exists) {
+      BERTH_ASSIGN_OR_RETURN(labels, LabelsFromJson(select_labels.ColumnText(0), record.name));
+    }
+    for (const auto& [key, value] : record.labels) labels[key] = value;
+    upsert.Reset();
+    upsert.Bind(1, record.name)
+        .Bind(2, record.target.media_type)
+        .Bind(3, record.target.digest.ToString())
+        .Bind(4, record.target.size)
+        .Bind(5, record.image_id.ToString())
+        .Bind(6, record.chain_id)
+        .Bind(7, record.snapshotter)
+        .Bind(8, LabelsToJson(labels))
+        .Bind(9, now);
+    BERTH_RETURN_IF_ERROR(
+        WithContext(upsert.Run(), fmt::format("write image record {}", record.name)));
+  }
+  return txn.Commit();
+}
+
+Result<int64_t> MetadataDb::DeleteImages(std::span<const std::string> names) {
+  std::lock_guard lock(mutex_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(*db_));
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement remove,
+                         db_->Prepare("DELETE FROM images WHERE name = ?1"));
+  int64_t deleted = 0;
+  for (const std::string& name : names) {
+    remove.Reset();
+    remove.Bind(1, name);
+    BERTH_RETURN_IF_ERROR(WithContext(remove.Run(), fmt::format("delete image record {}", name)));
+    deleted += db_->Changes();
+  }
+  BERTH_RETURN_IF_ERROR(txn.Commit());
+  return deleted;
+}
+
+Result<std::vector<ImageRecord>> MetadataDb::ListImages() {
+  std::lock_guard lock(mutex_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement select,
+                         db_->Prepare(fmt::format("{} ORDER BY name", kSelectColumns)));
+  std::vector<ImageRecord> records;
+  for (;;) {
+    BERTH_ASSIGN_OR_RETURN(bool has_row, select.Step());
+    if (!has_row) break;
+    BERTH_ASSIGN_OR_RETURN(ImageRecord record, ReadRow(select));
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+Result<ImageRecord> MetadataDb::GetImage(std::string_view name) {
+  std::lock_guard lock(mutex_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement select,
+                         db_->Prepare(fmt::format("{} WHERE name = ?1", kSelectColumns)));
+  select.Bind(1, name);
+  BERTH_ASSIGN_OR_RETURN(bool has_row, select.Step());
+  if (!has_row) return Fail(ErrorCode::kNotFound, fmt::format("no image record {}", name));
+  return ReadRow(select);
+}
+
+}  // namespace berth::metadata

@@ -1,0 +1,163 @@
+#include "berth/metadata/metadata_db.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/testing/temp_dir.h"
+
+namespace berth::metadata {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::Field;
+
+class MetadataDbTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto dir = berth::testing::TempDir::Create("metadata");
+    ASSERT_TRUE(dir) << dir.error().ToString();
+    dir_.emplace(std::move(*dir));
+    db_ = Open();
+    ASSERT_NE(db_, nullptr);
+  }
+
+  std::unique_ptr<MetadataDb> Open() {
+    auto db = MetadataDb::Open({.path = dir_->path() / "metadata.db"});
+    EXPECT_TRUE(db) << db.error().ToString();
+    return db ? std::move(*db) : nullptr;
+  }
+
+  static ImageRecord Record(std::string name, std::string_view config, std::string chain = "c") {
+    return {.name = std::move(name),
+            .target = {.media_type = "application/vnd.oci.image.manifest.v1+json",
+                       .digest = Digest::Sha256Of(std::string("manifest of ") + std::string(config)),
+                       .size = 123},
+            .image_id = Digest::Sha256Of(config),
+            .chain_id = std::move(chain),
+            .snapshotter = "overlayfs",
+            .labels = {{std::string(kManagedLabel), std::string(kManagedValue)}}};
+  }
+
+  std::optional<berth::testing::TempDir> dir_;
+  std::unique_ptr<MetadataDb> db_;
+};
+
+TEST_F(MetadataDbTest, PutThenGetAndList) {
+  std::vector<ImageRecord> records = {Record("docker.io/library/a:1", "A"),
+                                      Record("sha256:aaaa", "A")};
+  ASSERT_TRUE(db_->PutImages(records));
+  auto got = db_->GetImage("docker.io/library/a:1");
+  ASSERT_TRUE(got) << got.error().ToString();
+  EXPECT_EQ(got->target, records[0].target);
+  EXPECT_EQ(got->image_id, Digest::Sha256Of("A"));
+  EXPECT_EQ(got->chain_id, "c");
+  EXPECT_EQ(got->snapshotter, "overlayfs");
+  EXPECT_EQ(got->labels.at(std::string(kManagedLabel)), "managed");
+  EXPECT_EQ(got->created, got->updated);
+  EXPECT_GT(got->created.time_since_epoch().count(), 0);
+
+  auto all = db_->ListImages();
+  ASSERT_TRUE(all);
+  EXPECT_THAT(*all, ElementsAre(Field(&ImageRecord::name, "docker.io/library/a:1"),
+                                Field(&ImageRecord::name, "sha256:aaaa")));
+}
+
+TEST_F(MetadataDbTest, GetMissingIsNotFound) {
+  auto got = db_->GetImage("nope");
+  ASSERT_FALSE(got);
+  EXPECT_EQ(got.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(MetadataDbTest, MovedTagUpdatesTargetKeepsCreatedAndMergesLabels) {
+  ImageRecord first = Record("docker.io/library/a:latest", "A", "chainA");
+  first.labels["user"] = "kept";
+  ASSERT_TRUE(db_->PutImages(std::vector{first}));
+  auto before = db_->GetImage(first.name);
+  ASSERT_TRUE(before);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+
+  ImageRecord moved = Record("docker.io/library/a:latest", "B", "chainB");
+  ASSERT_TRUE(db_->PutImages(std::vector{moved}));
+  auto after = db_->GetImage(moved.name);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->image_id, Digest::Sha256Of("B"));
+  EXPECT_EQ(after->target, moved.target);
+  EXPECT_EQ(after->chain_id, "chainB");
+  EXPECT_EQ(after->created, before->created);
+  EXPECT_GT(after->updated, before->updated);
+  EXPECT_EQ(after->labels.at("user"), "kept");
+  EXPECT_EQ(after->labels.at(std::string(kManagedLabel)), "managed");
+}
+
+TEST_F(MetadataDbTest, PutIsAllOrNothing) {
+  ASSERT_TRUE(db_->PutImages(std::vector{Record("x", "X")}));
+  // The second record repeats a name: nothing of this write may land.
+  std::vector<ImageRecord> bad = {Record("y", "Y"), Record("x", "Y"), Record("x", "Z")};
+  auto put = db_->PutImages(bad);
+  ASSERT_FALSE(put);
+  EXPECT_EQ(put.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(db_->GetImage("y"));
+  EXPECT_EQ(db_->GetImage("x")->image_id, Digest::Sha256Of("X"));
+
+  std::vector<ImageRecord> empty_name = {Record("z", "Z"), Record("", "Z")};
+  EXPECT_FALSE(db_->PutImages(empty_name));
+  EXPECT_FALSE(db_->GetImage("z"));
+}
+
+TEST_F(MetadataDbTest, DeleteSkipsUnknownNames) {
+  ASSERT_TRUE(db_->PutImages(std::vector{Record("a", "A"), Record("b", "B")}));
+  std::vector<std::string> names = {"a", "unknown"};
+  auto deleted = db_->DeleteImages(names);
+  ASSERT_TRUE(deleted);
+  EXPECT_EQ(*deleted, 1);
+  EXPECT_FALSE(db_->GetImage("a"));
+  EXPECT_TRUE(db_->GetImage("b"));
+}
+
+TEST_F(MetadataDbTest, ReopenKeepsRecords) {
+  ASSERT_TRUE(db_->PutImages(std::vector{Record("a", "A"), Record("b", "B")}));
+  auto before = db_->ListImages();
+  ASSERT_TRUE(before);
+  db_.reset();
+  db_ = Open();
+  ASSERT_NE(db_, nullptr);
+  auto after = db_->ListImages();
+  ASSERT_TRUE(after);
+  EXPECT_EQ(*after, *before);
+}
+
+TEST_F(MetadataDbTest, SharesFileWithSnapshotter) {
+  // The snapshotter keeps its schema version in PRAGMA user_version; the image schema must not
+  // be confused by it, whichever opens the file first.
+  db_.reset();
+  auto snapshots = snapshot::NativeSnapshotter::Open(
+      {{.root = dir_->path() / "snapshots", .metadata_path = dir_->path() / "metadata.db"}});
+  ASSERT_TRUE(snapshots) << snapshots.error().ToString();
+  db_ = Open();
+  ASSERT_NE(db_, nullptr);
+  ASSERT_TRUE(db_->PutImages(std::vector{Record("a", "A")}));
+  auto prepared = (*snapshots)->Prepare("key", "", {});
+  ASSERT_TRUE(prepared) << prepared.error().ToString();
+  EXPECT_TRUE((*snapshots)->Stat("key"));
+  EXPECT_TRUE(db_->GetImage("a"));
+}
+
+TEST_F(MetadataDbTest, NewerSchemaIsRefused) {
+  db_.reset();
+  {
+    auto raw = sqlite::Database::Open(dir_->path() / "metadata.db");
+    ASSERT_TRUE(raw);
+    ASSERT_TRUE((*raw)->Execute("UPDATE berth_schema SET version = 99 WHERE component = 'images'"));
+  }
+  auto db = MetadataDb::Open({.path = dir_->path() / "metadata.db"});
+  ASSERT_FALSE(db);
+  EXPECT_EQ(db.error().code(), ErrorCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace berth::metadata
