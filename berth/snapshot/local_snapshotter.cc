@@ -361,6 +361,20 @@ Result<std::vector<Mount>> LocalSnapshotter::Mounts(std::string_view key) {
 
 Result<void> LocalSnapshotter::Commit(std::string_view name, std::string_view key,
                                       const Labels& labels) {
+  return WithContext(CommitImpl(name, key, std::nullopt, labels),
+                     fmt::format("commit snapshot {} as {}", key, name));
+}
+
+Result<void> LocalSnapshotter::CommitRebased(std::string_view name, std::string_view key,
+                                             std::string_view parent, const Labels& labels) {
+  return WithContext(CommitImpl(name, key, parent, labels),
+                     fmt::format("commit snapshot {} as {} on top of {}", key, name,
+                                 parent.empty() ? "nothing" : parent));
+}
+
+Result<void> LocalSnapshotter::CommitImpl(std::string_view name, std::string_view key,
+                                          std::optional<std::string_view> parent,
+                                          const Labels& labels) {
   auto committed = [&]() -> Result<void> {
     BERTH_RETURN_IF_ERROR(CheckName("name", name));
     BERTH_RETURN_IF_ERROR(CheckName("key", key));
@@ -377,6 +391,36 @@ Result<void> LocalSnapshotter::Commit(std::string_view name, std::string_view ke
       return Fail(ErrorCode::kAlreadyExists,
                   fmt::format("snapshot {} already exists ({})", name, KindName(existing->kind)));
     }
+    std::optional<int64_t> parent_id = row.parent_id;
+    if (parent && !parent->empty()) {
+      if (!SupportsRebase()) {
+        return Fail(ErrorCode::kFailedPrecondition,
+                    fmt::format("the {} snapshotter cannot rebase: its snapshots hold their "
+                                "parent's tree, so prepare {} on its parent instead",
+                                type_, key));
+      }
+      if (row.parent_id) {
+        return Fail(ErrorCode::kFailedPrecondition,
+                    fmt::format("snapshot {} already has the parent {}; only a snapshot prepared "
+                                "without a parent can be rebased",
+                                key, row.parent_key));
+      }
+      BERTH_ASSIGN_OR_RETURN(std::optional<Row> parent_row, FindRow(*parent));
+      if (!parent_row) {
+        return Fail(ErrorCode::kNotFound, fmt::format("parent snapshot {} does not exist", *parent));
+      }
+      if (parent_row->kind != Kind::kCommitted) {
+        return Fail(ErrorCode::kFailedPrecondition,
+                    fmt::format("parent snapshot {} is {}, not committed; commit it first",
+                                *parent, KindName(parent_row->kind)));
+      }
+      parent_id = parent_row->id;
+      Snapshot snapshot{.id = row.id, .key = row.key, .kind = row.kind};
+      snapshot.parent_ids.push_back(parent_row->id);
+      BERTH_ASSIGN_OR_RETURN(std::vector<int64_t> ancestors, ParentChain(parent_row->id));
+      snapshot.parent_ids.insert(snapshot.parent_ids.end(), ancestors.begin(), ancestors.end());
+      BERTH_RETURN_IF_ERROR(Rebase(snapshot));
+    }
     BERTH_ASSIGN_OR_RETURN(Usage usage, DiskUsage(LayerDir(row.id)));
     if (options_.sync == SyncMode::kSyncFs) {
       BERTH_RETURN_IF_ERROR(SyncFilesystem(SnapshotDir(row.id)));
@@ -385,18 +429,19 @@ Result<void> LocalSnapshotter::Commit(std::string_view name, std::string_view ke
         sqlite::Statement update,
         db_->Prepare(
             "UPDATE snapshots SET key = ?2, kind = 'committed', updated_ns = ?3, size = ?4, "
-            "inodes = ?5 WHERE id = ?1"));
+            "inodes = ?5, parent_id = ?6 WHERE id = ?1"));
     update.Bind(1, row.id)
         .Bind(2, name)
         .Bind(3, NowNanos())
         .Bind(4, usage.size)
-        .Bind(5, usage.inodes);
+        .Bind(5, usage.inodes)
+        .Bind(6, parent_id);
     BERTH_RETURN_IF_ERROR(update.Run());
     BERTH_RETURN_IF_ERROR(StoreLabels(row.id, labels));
     CrashPoint("commit:before-commit");
     return txn.Commit();
   }();
-  return WithContext(std::move(committed), fmt::format("commit snapshot {} as {}", key, name));
+  return committed;
 }
 
 Result<void> LocalSnapshotter::Remove(std::string_view key) {

@@ -75,6 +75,9 @@ class LocalSnapshotter : public Snapshotter {
                                   const Labels& labels) override;
   Result<std::vector<Mount>> Mounts(std::string_view key) override;
   Result<void> Commit(std::string_view name, std::string_view key, const Labels& labels) override;
+  bool SupportsRebase() const override { return false; }
+  Result<void> CommitRebased(std::string_view name, std::string_view key, std::string_view parent,
+                             const Labels& labels) override;
   Result<void> Remove(std::string_view key) override;
   Result<Info> Stat(std::string_view key) override;
   Result<Usage> GetUsage(std::string_view key) override;
@@ -111,11 +114,19 @@ class LocalSnapshotter : public Snapshotter {
   virtual Result<std::vector<Mount>> MountsFor(const Snapshot& snapshot) const = 0;
   // Where layers are written into an active snapshot.
   virtual ApplyTarget ApplyTargetFor(const Snapshot& snapshot) const = 0;
+  // CommitRebased(): adjusts the directory of `snapshot`, whose parent_ids are now set, before
+  // it is committed. Only called when SupportsRebase().
+  virtual Result<void> Rebase(const Snapshot& snapshot) {
+    (void)snapshot;
+    return Ok();
+  }
 
   const LocalSnapshotterOptions& options() const { return options_; }
 
  private:
   struct Row;
+  Result<void> CommitImpl(std::string_view name, std::string_view key,
+                          std::optional<std::string_view> parent, const Labels& labels);
   Result<std::vector<Mount>> Create(Kind kind, std::string_view key, std::string_view parent,
                                     const Labels& labels);
   Result<std::optional<Row>> FindRow(std::string_view key);

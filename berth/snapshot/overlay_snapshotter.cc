@@ -58,20 +58,29 @@ Result<void> OverlaySnapshotter::PopulateDirectory(const fs::path& directory,
       return Fail(ErrnoError(errno, fmt::format("create {}", work.string())));
     }
   }
-  if (!snapshot.parent_ids.empty()) {
-    // overlayfs takes the root directory's attributes from the upper layer; start it out like
-    // the parent's root so an applied layer that omits "./" does not change them.
-    fs::path parent_layer = LayerDir(snapshot.parent_ids.front());
-    struct stat st;
-    if (::stat(parent_layer.c_str(), &st) != 0) {
-      return Fail(ErrnoError(errno, fmt::format("stat {}", parent_layer.string())));
-    }
-    if (::chown(layer.c_str(), st.st_uid, st.st_gid) != 0 ||
-        ::chmod(layer.c_str(), st.st_mode & 07777) != 0) {
-      return Fail(ErrnoError(errno, fmt::format("set owner and mode of {}", layer.string())));
-    }
+  return InheritRootAttributes(layer, snapshot);
+}
+
+Result<void> OverlaySnapshotter::InheritRootAttributes(const fs::path& layer,
+                                                       const Snapshot& snapshot) const {
+  if (snapshot.parent_ids.empty()) return Ok();
+  // overlayfs takes the root directory's attributes from the upper layer; start it out like
+  // the parent's root so an applied layer that omits "./" does not change them.
+  fs::path parent_layer = LayerDir(snapshot.parent_ids.front());
+  struct stat st;
+  if (::stat(parent_layer.c_str(), &st) != 0) {
+    return Fail(ErrnoError(errno, fmt::format("stat {}", parent_layer.string())));
+  }
+  if (::chown(layer.c_str(), st.st_uid, st.st_gid) != 0 ||
+      ::chmod(layer.c_str(), st.st_mode & 07777) != 0) {
+    return Fail(ErrnoError(errno, fmt::format("set owner and mode of {}", layer.string())));
   }
   return Ok();
+}
+
+Result<void> OverlaySnapshotter::Rebase(const Snapshot& snapshot) {
+  // The layer was written with no parent; its root must look as if it had been prepared on one.
+  return InheritRootAttributes(LayerDir(snapshot.id), snapshot);
 }
 
 Result<std::vector<Mount>> OverlaySnapshotter::MountsFor(const Snapshot& snapshot) const {

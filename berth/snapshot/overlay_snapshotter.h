@@ -17,7 +17,9 @@
 // one upper directory), and userxattr when not running as root.
 //
 // Layers need no mount to be applied: GetApplyTarget() returns <id>/fs with overlay whiteouts
-// (character device 0/0, opaque xattr), exactly what overlayfs reads back.
+// (character device 0/0, opaque xattr), exactly what overlayfs reads back. Because a layer
+// directory never holds its parent's files, a snapshot prepared without a parent can be given
+// one at commit time (CommitRebased), so layers of one image can be applied in parallel.
 //
 // Limits: the overlay option string must fit in one page (4096 bytes on x86-64). With the
 // default root each lowerdir costs about 50 bytes, so chains deeper than ~75 layers fail with
@@ -45,14 +47,21 @@ class OverlaySnapshotter final : public LocalSnapshotter {
   // Whether this kernel lists overlay in /proc/filesystems.
   static bool KernelSupportsOverlay();
 
+  // Layer directories hold only their own files, so CommitRebased() works.
+  bool SupportsRebase() const override { return true; }
+
  protected:
   Result<void> PopulateDirectory(const std::filesystem::path& directory,
                                  const Snapshot& snapshot) override;
   std::filesystem::path LayerDir(int64_t id) const override;
   Result<std::vector<Mount>> MountsFor(const Snapshot& snapshot) const override;
   ApplyTarget ApplyTargetFor(const Snapshot& snapshot) const override;
+  Result<void> Rebase(const Snapshot& snapshot) override;
 
  private:
+  // Gives <layer> the owner and mode of the nearest parent's root (see PopulateDirectory).
+  Result<void> InheritRootAttributes(const std::filesystem::path& layer,
+                                     const Snapshot& snapshot) const;
   explicit OverlaySnapshotter(const OverlaySnapshotterOptions& options);
   bool userxattr_;
 };

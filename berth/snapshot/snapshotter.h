@@ -138,6 +138,19 @@ class Snapshotter {
   virtual Result<void> Commit(std::string_view name, std::string_view key,
                               const Labels& labels = {}) = 0;
 
+  // Whether CommitRebased() works: true when a snapshot's layer directory holds only its own
+  // files (overlayfs), false when it holds a copy of the parent's tree (native).
+  virtual bool SupportsRebase() const = 0;
+
+  // Commit with the parent given late, like containerd's "rebase" capability: the active
+  // snapshot `key`, prepared with NO parent, becomes the committed snapshot `name` on top of the
+  // committed snapshot `parent`. This lets an unpacker write every layer of an image into its
+  // own directory at once and chain them as the lower layers get committed. Errors: as Commit;
+  // kFailedPrecondition when !SupportsRebase(), when `key` already has a parent, or when
+  // `parent` is not committed; kNotFound for a missing `parent`.
+  virtual Result<void> CommitRebased(std::string_view name, std::string_view key,
+                                     std::string_view parent, const Labels& labels = {}) = 0;
+
   // Removes a snapshot of any kind and its directory. kFailedPrecondition when it has children.
   virtual Result<void> Remove(std::string_view key) = 0;
 

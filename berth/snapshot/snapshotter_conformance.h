@@ -623,8 +623,45 @@ TYPED_TEST_P(SnapshotterConformance, ConcurrentCallersAreSerialised) {
   EXPECT_EQ(this->sn().Stat("t2-4")->parent, "t2-3");
 }
 
+TYPED_TEST_P(SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutParents) {
+  ASSERT_NO_FATAL_FAILURE(this->CommitLayer("base", "", {{"shared", "v1"}, {"base-only", "b"}}));
+  ASSERT_TRUE(this->sn().Prepare("late-active", ""));
+  {
+    std::optional<ScopedMount> mounted = this->MountKey("late-active");
+    ASSERT_TRUE(mounted);
+    ASSERT_NO_FATAL_FAILURE(WriteTestFile(mounted->target() / "shared", "v2"));
+    ASSERT_TRUE(mounted->Release());
+  }
+  if (!this->sn().SupportsRebase()) {
+    BERTH_EXPECT_CODE(this->sn().CommitRebased("late", "late-active", "base"),
+                      ErrorCode::kFailedPrecondition);
+    EXPECT_EQ(this->sn().Stat("late-active")->kind, Kind::kActive);
+    return;
+  }
+  BERTH_EXPECT_CODE(this->sn().CommitRebased("late", "late-active", "missing"),
+                    ErrorCode::kNotFound);
+  ASSERT_TRUE(this->sn().Prepare("not-committed", ""));
+  BERTH_EXPECT_CODE(this->sn().CommitRebased("late", "late-active", "not-committed"),
+                    ErrorCode::kFailedPrecondition);
+  ASSERT_TRUE(this->sn().CommitRebased("late", "late-active", "base"));
+  EXPECT_EQ(this->sn().Stat("late")->parent, "base");
+  ASSERT_TRUE(this->sn().View("late-view", "late"));
+  {
+    std::optional<ScopedMount> mounted = this->MountKey("late-view");
+    ASSERT_TRUE(mounted);
+    EXPECT_EQ(ReadTestFile(mounted->target() / "shared"), "v2");
+    EXPECT_EQ(ReadTestFile(mounted->target() / "base-only"), "b");
+  }
+  // The parent now has a child, and a snapshot with a parent cannot be rebased again.
+  BERTH_EXPECT_CODE(this->sn().Remove("base"), ErrorCode::kFailedPrecondition);
+  ASSERT_TRUE(this->sn().Prepare("child-active", "late"));
+  BERTH_EXPECT_CODE(this->sn().CommitRebased("child", "child-active", "base"),
+                    ErrorCode::kFailedPrecondition);
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
-    SnapshotterConformance, PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
+    SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutParents,
+    PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
     ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
     StatReportsKindsParentsAndLabels, WalkVisitsEverySnapshot, UsageCountsBytesAndInodes,
     MisuseReturnsPreciseErrorCodes, RemoveRefusesParentsWithChildren, ReopeningKeepsSnapshots,
