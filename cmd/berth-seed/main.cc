@@ -1,18 +1,26 @@
-// berth-seed: a local registry with a generated image in it, for the README's demo and for
-// trying berth by hand without the internet.
+// berth-seed: a local registry with a generated image in it, for the README's demo, for
+// benchmarks, and for trying berth by hand without the internet.
 //
 // Starts a real Distribution registry (Debian's docker-registry) on a free loopback port,
-// pushes a generated image (two layers, gzip and zstd), reads it back and verifies every digest
-// (the registry round trip), writes the image's reference to --ready-file, and keeps the
-// registry running until SIGINT or SIGTERM.
+// pushes a generated image, reads it back and verifies every digest (the registry round trip),
+// writes the image's reference to --ready-file, and keeps the registry running until SIGINT or
+// SIGTERM.
+//
+// The image is the small demo image (two layers, gzip and zstd), or, with --layer-dir (repeat
+// it), one layer per directory of this machine, streamed to blob files under --work-dir and
+// streamed to the registry: for benchmarks with realistic content.
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "berth/base/file_util.h"
+#include "berth/imagegen/file_tree.h"
 #include "berth/imagegen/image.h"
+#include "berth/imagegen/layer.h"
 #include "berth/imagegen/push.h"
 #include "berth/imagegen/registry_client.h"
 #include "berth/testing/test_registry.h"
@@ -24,6 +32,40 @@ int Die(const berth::Error& error) {
   return 1;
 }
 
+// One layer per directory, each placed at its own path in the image ("/usr/lib/python3" stays
+// there), built to a blob file without holding it in memory.
+berth::Result<berth::imagegen::Image> BuildFromDirectories(const std::vector<std::string>& dirs,
+                                                           const std::string& compression_name,
+                                                           const std::string& work_dir) {
+  using namespace berth::imagegen;
+  Compression compression = Compression::kGzip;
+  if (compression_name == "zstd") {
+    compression = Compression::kZstd;
+  } else if (compression_name == "none") {
+    compression = Compression::kNone;
+  } else if (compression_name != "gzip") {
+    return berth::Fail(berth::ErrorCode::kInvalidArgument,
+                       "--compression must be gzip, zstd or none");
+  }
+  std::vector<Layer> layers;
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    std::string prefix = std::filesystem::path(dirs[i]).relative_path().string() + "/";
+    DirectoryTree tree(dirs[i], {.path_prefix = prefix,
+                                 .uid = 0,
+                                 .gid = 0,
+                                 .mtime_seconds = 0,
+                                 .unreadable = UnreadablePolicy::kSkip});
+    std::filesystem::path blob =
+        std::filesystem::path(work_dir) / ("berth-seed-layer-" + std::to_string(i));
+    BERTH_ASSIGN_OR_RETURN(Layer layer, BuildLayerFile(tree, blob, {.compression = compression}));
+    std::printf("berth-seed: layer %zu from %s: %llu bytes compressed, %llu uncompressed\n", i,
+                dirs[i].c_str(), static_cast<unsigned long long>(layer.blob.size),
+                static_cast<unsigned long long>(layer.uncompressed_size));
+    layers.push_back(std::move(layer));
+  }
+  return AssembleImage(ImageConfig{}, std::move(layers));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -31,6 +73,12 @@ int main(int argc, char** argv) {
   std::string repository = "demo/hello";
   std::string tag = "v1";
   std::string ready_file;
+  std::vector<std::string> layer_dirs;
+  std::string compression = "gzip";
+  std::string work_dir = "/var/tmp";
+  app.add_option("--layer-dir", layer_dirs, "Build one layer from this directory (repeatable)");
+  app.add_option("--compression", compression, "Layer compression for --layer-dir: gzip|zstd|none");
+  app.add_option("--work-dir", work_dir, "Where --layer-dir blobs are built");
   app.add_option("--repo", repository, "Repository to push to");
   app.add_option("--tag", tag, "Tag to push");
   app.add_option("--ready-file", ready_file, "Write the pushed image's reference here when ready");
@@ -49,7 +97,10 @@ int main(int argc, char** argv) {
 
   auto registry = berth::testing::TestRegistry::Start({.log_level = "warn"});
   if (!registry) return Die(registry.error());
-  auto image = berth::imagegen::MakeDemoImage();
+  berth::Result<berth::imagegen::Image> image = layer_dirs.empty()
+                                                    ? berth::imagegen::MakeDemoImage()
+                                                    : BuildFromDirectories(layer_dirs, compression,
+                                                                           work_dir);
   if (!image) return Die(image.error());
   auto client = berth::imagegen::RegistryClient::Create({.base_url = (*registry)->url()});
   if (!client) return Die(client.error());
@@ -74,5 +125,8 @@ int main(int argc, char** argv) {
   int received = 0;
   sigwait(&signals, &received);
   (*registry)->Stop();
+  for (const berth::imagegen::Layer& layer : image->layers) {
+    if (layer.on_disk()) std::filesystem::remove(layer.file);
+  }
   return 0;
 }
