@@ -1,0 +1,1249 @@
+// End-to-end tests of the pull capability: berth::pull::Puller with a real content::Store on a
+// temp dir and a real registry::CurlTransport, against real Distribution registries (every
+// TestRegistry mode), the token server, FaultProxy for faults and request counting, and small
+// HttpServers as mirrors and redirect targets. One test at the end drives the `berth` CLI.
+//
+// Each test starts the registries it needs (about 0.3 s each), so tests are independent and may
+// run in any order or in parallel (ctest -j).
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "berth/base/base64.h"
+#include "berth/base/cancel.h"
+#include "berth/base/redact.h"
+#include "berth/config/config.h"
+#include "berth/content/store.h"
+#include "berth/image/platform.h"
+#include "berth/imagegen/file_tree.h"
+#include "berth/imagegen/image.h"
+#include "berth/imagegen/layer.h"
+#include "berth/imagegen/push.h"
+#include "berth/imagegen/registry_client.h"
+#include "berth/pull/puller.h"
+#include "berth/registry/curl_transport.h"
+#include "berth/testing/fault_proxy.h"
+#include "berth/testing/http_fetch.h"
+#include "berth/testing/http_server.h"
+#include "berth/testing/http_wire.h"
+#include "berth/testing/net_util.h"
+#include "berth/testing/temp_dir.h"
+#include "berth/testing/test_registry.h"
+#include "berth/testing/token_server.h"
+
+extern char** environ;
+
+namespace berth::pull {
+namespace {
+
+using berth::testing::FaultAction;
+using berth::testing::FaultProxy;
+using berth::testing::FaultRule;
+using berth::testing::HttpServer;
+using berth::testing::HttpServerRequest;
+using berth::testing::HttpServerResponse;
+using berth::testing::ProxiedRequest;
+using berth::testing::TempDir;
+using berth::testing::TestRegistry;
+using berth::testing::TestRegistryMode;
+using berth::testing::TestRegistryOptions;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr std::string_view kRepository = "demo";
+constexpr int64_t kMiB = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+// Incompressible bytes, the same for the same seed.
+std::string RandomBytes(size_t size, uint32_t seed) {
+  std::mt19937_64 random(seed);
+  std::string bytes(size, '\0');
+  for (size_t i = 0; i < size; i += 8) {
+    uint64_t value = random();
+    for (size_t j = 0; j < 8 && i + j < size; ++j)
+      bytes[i + j] = static_cast<char>(value >> (8 * j));
+  }
+  return bytes;
+}
+
+// A layer holding one file of `size` random bytes (plus a small marker naming the seed).
+imagegen::Layer MakeLayer(size_t size, uint32_t seed) {
+  imagegen::FileTree tree;
+  tree.AddFile("data/marker-" + std::to_string(seed), std::to_string(seed) + "\n");
+  tree.AddFile("data/blob-" + std::to_string(seed), RandomBytes(size, seed));
+  Result<imagegen::Layer> layer = imagegen::BuildLayer(tree);
+  EXPECT_TRUE(layer) << layer.error().ToString();
+  return layer ? std::move(*layer) : imagegen::Layer{};
+}
+
+// A linux image for `architecture`/`variant` over `layers`.
+imagegen::Image MakeImage(std::vector<imagegen::Layer> layers, std::string architecture = "amd64",
+                          std::string variant = "",
+                          const std::map<std::string, std::string>& annotations = {}) {
+  imagegen::ImageConfig config{
+      .architecture = std::move(architecture), .variant = std::move(variant), .cmd = {"/bin/sh"}};
+  Result<imagegen::Image> image = imagegen::AssembleImage(
+      config, std::move(layers), imagegen::ManifestFormat::kOci, annotations);
+  EXPECT_TRUE(image) << image.error().ToString();
+  return image ? std::move(*image) : imagegen::Image{};
+}
+
+// Every blob of `image`: manifest, config, layers.
+std::vector<imagegen::Descriptor> BlobsOf(const imagegen::Image& image) {
+  std::vector<imagegen::Descriptor> blobs = {image.manifest, image.config};
+  for (const imagegen::Layer& layer : image.layers) blobs.push_back(layer.blob);
+  return blobs;
+}
+
+int64_t LayerBytes(const imagegen::Image& image) {
+  int64_t total = 0;
+  for (const imagegen::Layer& layer : image.layers) total += layer.blob.size;
+  return total;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registries and servers
+
+std::unique_ptr<TestRegistry> StartRegistry(TestRegistryOptions options = {}) {
+  options.log_level = "warn";
+  Result<std::unique_ptr<TestRegistry>> registry = TestRegistry::Start(std::move(options));
+  EXPECT_TRUE(registry) << registry.error().ToString();
+  return registry ? std::move(*registry) : nullptr;
+}
+
+std::unique_ptr<FaultProxy> StartProxy(const std::string& upstream) {
+  Result<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(upstream);
+  EXPECT_TRUE(proxy) << proxy.error().ToString();
+  return proxy ? std::move(*proxy) : nullptr;
+}
+
+std::unique_ptr<HttpServer> StartServer(berth::testing::HttpHandler handler) {
+  Result<std::unique_ptr<HttpServer>> server = HttpServer::Start(std::move(handler));
+  EXPECT_TRUE(server) << server.error().ToString();
+  return server ? std::move(*server) : nullptr;
+}
+
+// A push client with the registry's TLS material and (for auth modes) its credentials.
+std::unique_ptr<imagegen::RegistryClient> PushClient(const TestRegistry& registry) {
+  imagegen::RegistryClientOptions options{.base_url = registry.url(),
+                                          .ca_file = registry.ca_file(),
+                                          .client_certificate_file = registry.client_cert_file(),
+                                          .client_key_file = registry.client_key_file()};
+  if (registry.mode() == TestRegistryMode::kBasicAuth ||
+      registry.mode() == TestRegistryMode::kTokenAuth) {
+    options.username = registry.username();
+    options.password = registry.password();
+  }
+  Result<std::unique_ptr<imagegen::RegistryClient>> client =
+      imagegen::RegistryClient::Create(std::move(options));
+  EXPECT_TRUE(client) << client.error().ToString();
+  return client ? std::move(*client) : nullptr;
+}
+
+template <typename ImageOrIndex>
+bool Push(const TestRegistry& registry, std::string_view repository, std::string_view tag,
+          const ImageOrIndex& image) {
+  std::unique_ptr<imagegen::RegistryClient> client = PushClient(registry);
+  if (client == nullptr) return false;
+  Result<imagegen::PushedImage> pushed = imagegen::PushImage(*client, repository, tag, image);
+  EXPECT_TRUE(pushed) << pushed.error().ToString() << "\n" << registry.ReadLog();
+  return pushed.has_value();
+}
+
+// A port nothing listens on (a dead mirror).
+std::string ClosedLoopbackHost() {
+  Result<uint16_t> port = berth::testing::FreeLoopbackPort();
+  EXPECT_TRUE(port) << port.error().ToString();
+  return "127.0.0.1:" + std::to_string(port ? *port : 1);
+}
+
+// Sum of response body bytes the proxy sent for requests whose target contains `needle`.
+uint64_t BodyBytesSent(const FaultProxy& proxy, std::string_view needle) {
+  uint64_t total = 0;
+  for (const ProxiedRequest& request : proxy.requests()) {
+    if (request.target.find(needle) != std::string::npos) total += request.body_bytes_sent;
+  }
+  return total;
+}
+
+// A failure message that shows the proxy's request log.
+std::string DescribeRequests(const FaultProxy& proxy) {
+  std::ostringstream out;
+  for (const ProxiedRequest& request : proxy.requests()) {
+    out << "  " << request.method << " " << request.target << " -> " << request.status << " ("
+        << request.body_bytes_sent << " bytes, rule " << request.rule_id << ")\n";
+  }
+  return out.str();
+}
+
+PullOptions Amd64() {
+  PullOptions options;
+  Result<image::Platform> platform = image::ParsePlatform("linux/amd64");
+  EXPECT_TRUE(platform);
+  if (platform) options.platform = *platform;
+  return options;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: a content store on a temp dir and a curl transport.
+
+class PullTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    Result<TempDir> dir = TempDir::Create("pull-test");
+    ASSERT_TRUE(dir) << dir.error().ToString();
+    dir_ = std::make_unique<TempDir>(std::move(*dir));
+    Result<std::unique_ptr<content::Store>> store = content::Store::Open(
+        {.root = dir_->Join("content"), .durability = content::Durability::kNoSync});
+    ASSERT_TRUE(store) << store.error().ToString();
+    store_ = std::move(*store);
+    Result<std::unique_ptr<registry::CurlTransport>> transport = registry::CurlTransport::Create();
+    ASSERT_TRUE(transport) << transport.error().ToString();
+    transport_ = std::move(*transport);
+  }
+
+  std::unique_ptr<Puller> MakePuller(config::Config config = config::DefaultConfig()) {
+    config.root = dir_->path();
+    return std::make_unique<Puller>(*store_, *transport_, std::move(config));
+  }
+
+  Result<PulledImage> Pull(const config::Config& config, const std::string& reference,
+                           const PullOptions& options = Amd64()) {
+    return MakePuller(config)->Pull(reference, options, {}, CancelToken::Never());
+  }
+  Result<PulledImage> Pull(const std::string& reference, const PullOptions& options = Amd64()) {
+    return Pull(config::DefaultConfig(), reference, options);
+  }
+
+  // Asserts that `pulled` is `image` and that every blob of it is in the store with its size.
+  void ExpectPulled(const Result<PulledImage>& pulled, const imagegen::Image& image) {
+    ASSERT_TRUE(pulled) << pulled.error().ToString();
+    EXPECT_EQ(pulled->image_id, image.config.digest);
+    EXPECT_EQ(pulled->manifest.digest, image.manifest.digest);
+    ASSERT_EQ(pulled->parsed_manifest.layers.size(), image.layers.size());
+    for (const imagegen::Descriptor& blob : BlobsOf(image)) {
+      Result<content::BlobInfo> info = store_->Info(blob.digest);
+      ASSERT_TRUE(info) << blob.digest.ToString()
+                        << " missing from the store: " << info.error().ToString();
+      EXPECT_EQ(info->size, blob.size) << blob.digest.ToString();
+    }
+  }
+
+  // Blobs committed to the store.
+  std::vector<content::BlobInfo> StoredBlobs() {
+    std::vector<content::BlobInfo> blobs;
+    Result<void> walked =
+        store_->Walk([&](const content::BlobInfo& info) { blobs.push_back(info); });
+    EXPECT_TRUE(walked) << walked.error().ToString();
+    return blobs;
+  }
+
+  size_t IngestCount() {
+    Result<std::vector<content::IngestInfo>> ingests = store_->ListIngests();
+    EXPECT_TRUE(ingests) << ingests.error().ToString();
+    return ingests ? ingests->size() : 0;
+  }
+
+  std::unique_ptr<TempDir> dir_;
+  std::unique_ptr<content::Store> store_;
+  std::unique_ptr<registry::CurlTransport> transport_;
+};
+
+// Text of an error must not carry a credential.
+void ExpectNoSecret(const Error& error, const std::string& secret) {
+  ASSERT_FALSE(secret.empty());
+  EXPECT_THAT(error.ToString(), Not(HasSubstr(secret))) << "credential leaked into the error";
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Anonymous plain HTTP
+
+TEST_F(PullTest, AnonymousPlainHttpStoresEveryBlobAndSecondPullFetchesNothing) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image =
+      MakeImage({MakeLayer(300 << 10, 1), MakeLayer(200 << 10, 2), MakeLayer(1000, 3)});
+  ASSERT_TRUE(Push(*registry, kRepository, "v1", image));
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  const std::string reference = proxy->host() + "/demo:v1";
+  std::mutex mutex;
+  std::map<std::string, BlobProgress> last_progress;  // by digest
+  auto record = [&](const BlobProgress& blob) {
+    std::lock_guard lock(mutex);
+    last_progress[blob.digest.ToString()] = blob;
+  };
+
+  Result<PulledImage> first = MakePuller()->Pull(reference, Amd64(), record, CancelToken::Never());
+  ExpectPulled(first, image);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->bytes_fetched, image.config.size + LayerBytes(image));
+  EXPECT_EQ(first->content_size, image.manifest.size + image.config.size + LayerBytes(image));
+  EXPECT_EQ(first->reference.ToString(), reference);
+  EXPECT_EQ(first->config.architecture, "amd64");
+  // config + 3 layers, each fetched exactly once.
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 4u) << DescribeRequests(*proxy);
+  EXPECT_EQ(StoredBlobs().size(), 5u);  // manifest, config, 3 layers
+  EXPECT_EQ(IngestCount(), 0u);
+  for (const imagegen::Layer& layer : image.layers) {
+    const BlobProgress& progress = last_progress[layer.blob.digest.ToString()];
+    EXPECT_TRUE(progress.complete) << layer.blob.digest.ToString();
+    EXPECT_FALSE(progress.cached);
+    EXPECT_EQ(progress.done, layer.blob.size);
+    EXPECT_EQ(progress.total, layer.blob.size);
+  }
+
+  proxy->ResetCounters();
+  last_progress.clear();
+  Result<PulledImage> second = MakePuller()->Pull(reference, Amd64(), record, CancelToken::Never());
+  ASSERT_TRUE(second) << second.error().ToString();
+  EXPECT_EQ(second->image_id, image.config.digest);
+  EXPECT_EQ(second->bytes_fetched, 0);
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << DescribeRequests(*proxy);
+  for (const imagegen::Layer& layer : image.layers) {
+    EXPECT_TRUE(last_progress[layer.blob.digest.ToString()].cached) << layer.blob.digest.ToString();
+  }
+}
+
+TEST_F(PullTest, PullByDigestVerifiesAndStoresTheManifest) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  Result<imagegen::Image> demo = imagegen::MakeDemoImage();
+  ASSERT_TRUE(demo) << demo.error().ToString();
+  ASSERT_TRUE(Push(*registry, kRepository, "latest", *demo));
+
+  Result<PulledImage> pulled = Pull(registry->host() + "/demo@" + demo->manifest.digest.ToString());
+  ExpectPulled(pulled, *demo);
+  ASSERT_TRUE(pulled);
+  EXPECT_EQ(pulled->target.digest, demo->manifest.digest);
+}
+
+TEST_F(PullTest, MissingTagIsNotFound) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  Result<PulledImage> pulled = Pull(registry->host() + "/demo:absent");
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kNotFound) << pulled.error().ToString();
+  EXPECT_THAT(pulled.error().ToString(), HasSubstr("demo:absent"));
+  EXPECT_TRUE(StoredBlobs().empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. TLS with a generated CA
+
+// An https endpoint for a loopback registry (loopback hosts default to http): a mirror entry
+// naming the registry itself with the https scheme.
+config::Config HttpsConfig(const TestRegistry& registry) {
+  config::Config config = config::DefaultConfig();
+  config.registry.mirrors[registry.host()].endpoints = {"https://" + registry.host()};
+  return config;
+}
+
+TEST_F(PullTest, TlsWithConfiguredCaSucceedsAndFailsWithoutIt) {
+  auto registry = StartRegistry({.mode = TestRegistryMode::kTls});
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(100 << 10, 10)});
+  ASSERT_TRUE(Push(*registry, kRepository, "tls", image));
+  const std::string reference = registry->host() + "/demo:tls";
+
+  config::Config without_ca = HttpsConfig(*registry);
+  Result<PulledImage> refused = Pull(without_ca, reference);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable) << refused.error().ToString();
+  EXPECT_THAT(refused.error().ToString(), HasSubstr("TLS"));
+  EXPECT_TRUE(StoredBlobs().empty());
+
+  config::Config with_ca = HttpsConfig(*registry);
+  with_ca.registry.configs[registry->host()].tls.ca_file = registry->ca_file().string();
+  ExpectPulled(Pull(with_ca, reference), image);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Client certificates
+
+TEST_F(PullTest, ClientCertificateRequiredByRegistry) {
+  auto registry = StartRegistry({.mode = TestRegistryMode::kTlsClientCert});
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(50 << 10, 20)});
+  ASSERT_TRUE(Push(*registry, kRepository, "mtls", image));
+  const std::string reference = registry->host() + "/demo:mtls";
+
+  config::Config without_cert = HttpsConfig(*registry);
+  without_cert.registry.configs[registry->host()].tls.ca_file = registry->ca_file().string();
+  Result<PulledImage> refused = Pull(without_cert, reference);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(refused.error().code() == ErrorCode::kUnavailable ||
+              refused.error().code() == ErrorCode::kAborted)
+      << refused.error().ToString();
+  EXPECT_TRUE(StoredBlobs().empty());
+
+  config::Config with_cert = without_cert;
+  config::TlsConfig& tls = with_cert.registry.configs[registry->host()].tls;
+  tls.cert_file = registry->client_cert_file().string();
+  tls.key_file = registry->client_key_file().string();
+  ExpectPulled(Pull(with_cert, reference), image);
+}
+
+// BUG: berth/registry/curl_transport.cc (the curl error → Error mapping) and
+// berth/registry/client.cc (Client::Exchange). With TLS 1.3 the client finishes its side of the
+// handshake before the server has checked the client certificate, so a registry that requires
+// one and gets none answers the first read with the alert "bad certificate"
+// (certificate_required). curl reports that as CURLE_RECV_ERROR ("OpenSSL SSL_read: ... sslv3
+// alert bad certificate"), which is mapped to kAborted ("transfer interrupted") instead of a TLS
+// failure. Exchange() then treats it as an interrupted transfer: it retries max_attempts (4)
+// times with backoff and finally reports "giving up on https://... after 4 attempts: ...
+// transfer interrupted", kAborted, with no hint about the client certificate. client.h promises
+// to "give up on the endpoint at once on ... a TLS failure", and http.h documents TLS handshake
+// failures as kUnavailable. Expected: kUnavailable, a message that says TLS and points at the
+// client certificate (as the CURLE_SSL_CONNECT_ERROR case does), and no retries.
+TEST_F(PullTest, KnownBug_MissingClientCertificateIsReportedAsTlsFailure) {
+  auto registry = StartRegistry({.mode = TestRegistryMode::kTlsClientCert});
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(1000, 25)});
+  ASSERT_TRUE(Push(*registry, kRepository, "mtls", image));
+
+  config::Config without_cert = HttpsConfig(*registry);
+  without_cert.registry.configs[registry->host()].tls.ca_file = registry->ca_file().string();
+  Result<PulledImage> refused = Pull(without_cert, registry->host() + "/demo:mtls");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable) << refused.error().ToString();
+  EXPECT_THAT(refused.error().ToString(), HasSubstr("TLS"));
+  EXPECT_THAT(refused.error().ToString(), HasSubstr("client certificate"));
+  EXPECT_THAT(refused.error().ToString(), Not(HasSubstr("after 4 attempts")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Basic auth (and 16: no credential in errors)
+
+class BasicAuthPullTest : public PullTest {
+ protected:
+  void SetUp() override {
+    PullTest::SetUp();
+    registry_ = StartRegistry({.mode = TestRegistryMode::kBasicAuth});
+    ASSERT_NE(registry_, nullptr);
+    image_ = MakeImage({MakeLayer(64 << 10, 30), MakeLayer(1000, 31)});
+    ASSERT_TRUE(Push(*registry_, kRepository, "basic", image_));
+    reference_ = registry_->host() + "/demo:basic";
+  }
+
+  std::unique_ptr<TestRegistry> registry_;
+  imagegen::Image image_;
+  std::string reference_;
+};
+
+TEST_F(BasicAuthPullTest, RequestCredentialsWork) {
+  PullOptions options = Amd64();
+  options.auth.username = registry_->username();
+  options.auth.password = registry_->password();
+  ExpectPulled(Pull(reference_, options), image_);
+}
+
+TEST_F(BasicAuthPullTest, Base64AuthFieldWorks) {
+  PullOptions options = Amd64();
+  options.auth.auth =
+      Secret(Base64Encode(registry_->username() + ":" + registry_->password().reveal()));
+  ExpectPulled(Pull(reference_, options), image_);
+}
+
+TEST_F(BasicAuthPullTest, WithoutCredentialsIsUnauthenticated) {
+  Result<PulledImage> pulled = Pull(reference_);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_TRUE(StoredBlobs().empty());
+}
+
+TEST_F(BasicAuthPullTest, ConfigFileCredentialsWork) {
+  config::Config config = config::DefaultConfig();
+  config.registry.configs[registry_->host()].auth.username = registry_->username();
+  config.registry.configs[registry_->host()].auth.password = registry_->password();
+  ExpectPulled(Pull(config, reference_), image_);
+}
+
+TEST_F(BasicAuthPullTest, ConfigFileBase64AuthWorks) {
+  config::Config config = config::DefaultConfig();
+  config.registry.configs[registry_->host()].auth.auth =
+      Secret(Base64Encode(registry_->username() + ":" + registry_->password().reveal()));
+  ExpectPulled(Pull(config, reference_), image_);
+}
+
+TEST_F(BasicAuthPullTest, ConfigCredentialsForAnotherHostAreNotUsed) {
+  config::Config config = config::DefaultConfig();
+  config.registry.configs["other.example:5000"].auth.username = registry_->username();
+  config.registry.configs["other.example:5000"].auth.password = registry_->password();
+  Result<PulledImage> pulled = Pull(config, reference_);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+}
+
+TEST_F(BasicAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
+  const std::string wrong = "Wr0ng-Passw0rd-4c1d";
+  PullOptions options = Amd64();
+  options.auth.username = registry_->username();
+  options.auth.password = Secret(wrong);
+  Result<PulledImage> pulled = Pull(reference_, options);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  ExpectNoSecret(pulled.error(), wrong);
+  ExpectNoSecret(pulled.error(), Base64Encode(registry_->username() + ":" + wrong));
+  EXPECT_TRUE(StoredBlobs().empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Token auth (and 16)
+
+// Asks the token server for a refresh token (OAuth2 password grant with access_type=offline).
+std::string FetchRefreshToken(const TestRegistry& registry) {
+  berth::testing::TokenServer& server = *registry.token_server();
+  Result<berth::testing::HttpFetchResponse> response = berth::testing::HttpFetch(
+      {.method = "POST",
+       .url = server.realm(),
+       .headers = {{"Content-Type", "application/x-www-form-urlencoded"}},
+       .body = "grant_type=password&client_id=pull-test&access_type=offline&service=" +
+               berth::testing::UrlEncode(server.service()) +
+               "&username=" + berth::testing::UrlEncode(registry.username()) +
+               "&password=" + berth::testing::UrlEncode(registry.password().reveal())});
+  EXPECT_TRUE(response) << response.error().ToString();
+  if (!response) return "";
+  EXPECT_EQ(response->status, 200) << response->body;
+  nlohmann::json body = nlohmann::json::parse(response->body, nullptr, false);
+  if (!body.is_object() || !body.contains("refresh_token")) {
+    ADD_FAILURE() << "no refresh_token in " << response->body;
+    return "";
+  }
+  return body["refresh_token"].get<std::string>();
+}
+
+bool Contains(const std::vector<std::string>& values, const std::string& value) {
+  return std::find(values.begin(), values.end(), value) != values.end();
+}
+
+class TokenAuthPullTest : public PullTest {
+ protected:
+  void StartTokenRegistry(bool allow_anonymous = true) {
+    TestRegistryOptions options{.mode = TestRegistryMode::kTokenAuth};
+    options.token.allow_anonymous = allow_anonymous;
+    registry_ = StartRegistry(std::move(options));
+    ASSERT_NE(registry_, nullptr);
+    image_ = MakeImage({MakeLayer(64 << 10, 40), MakeLayer(32 << 10, 41), MakeLayer(1000, 42)});
+    ASSERT_TRUE(Push(*registry_, "team/app", "token", image_));
+    registry_->token_server()->ResetStats();
+    reference_ = registry_->host() + "/team/app:token";
+  }
+
+  PullOptions WithPassword() const {
+    PullOptions options = Amd64();
+    options.auth.username = registry_->username();
+    options.auth.password = registry_->password();
+    return options;
+  }
+
+  std::unique_ptr<TestRegistry> registry_;
+  imagegen::Image image_;
+  std::string reference_;
+};
+
+TEST_F(TokenAuthPullTest, CredentialsGetATokenScopedToTheRepository) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  ExpectPulled(Pull(reference_, WithPassword()), image_);
+  std::vector<std::string> scopes = registry_->token_server()->requested_scopes();
+  EXPECT_TRUE(Contains(scopes, "repository:team/app:pull")) << ::testing::PrintToString(scopes);
+  for (const std::string& scope : scopes) {
+    // Pull only: berth never asks for push rights.
+    EXPECT_THAT(scope, Not(HasSubstr("push"))) << scope;
+  }
+  berth::testing::TokenServerStats stats = registry_->token_server()->stats();
+  EXPECT_GE(stats.tokens_issued, 1u);
+  // One token serves the whole pull (cached per host and scope).
+  EXPECT_EQ(stats.tokens_issued, 1u);
+  EXPECT_EQ(stats.anonymous_requests, 0u);
+}
+
+TEST_F(TokenAuthPullTest, WithoutCredentialsIsUnauthenticated) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  Result<PulledImage> pulled = Pull(reference_);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_TRUE(StoredBlobs().empty());
+}
+
+TEST_F(TokenAuthPullTest, TokenInvalidatedMidPullIsRefreshed) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  auto proxy = StartProxy(registry_->host());
+  ASSERT_NE(proxy, nullptr);
+  berth::testing::TokenServer& server = *registry_->token_server();
+  // The registry's answer to an expired token, for the second blob request only.
+  Result<int> rule = proxy->AddRule(
+      {.method = "GET",
+       .target_contains = "/blobs/",
+       .first = 2,
+       .count = 1,
+       .action = FaultAction::Respond(
+           401,
+           {{"WWW-Authenticate",
+             "Bearer realm=\"" + server.realm() + "\",service=\"" + server.service() +
+                 "\",scope=\"repository:team/app:pull\",error=\"invalid_token\""},
+            {"Content-Type", "application/json"}},
+           R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})")});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  ExpectPulled(Pull(proxy->host() + "/team/app:token", WithPassword()), image_);
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u) << DescribeRequests(*proxy);
+  // The first token, and the one fetched after the 401.
+  EXPECT_GE(server.stats().tokens_issued, 2u);
+}
+
+TEST_F(TokenAuthPullTest, ShortLivedTokenIsRenewedBeforeLaterRequests) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  auto proxy = StartProxy(registry_->host());
+  ASSERT_NE(proxy, nullptr);
+  berth::testing::TokenServer& server = *registry_->token_server();
+  // Tokens live 1 s (the registry still accepts them for its 60 s of clock skew, so only berth's
+  // own expiry tracking can cause a new fetch). The config fetch outlives the first token.
+  server.set_token_lifetime(std::chrono::seconds(1));
+  Result<int> rule =
+      proxy->AddRule({.method = "GET",
+                      .target_contains = image_.config.digest.ToString(),
+                      .action = FaultAction::Delay(std::chrono::milliseconds(1500))});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  ExpectPulled(Pull(proxy->host() + "/team/app:token", WithPassword()), image_);
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u);
+  EXPECT_GE(server.stats().tokens_issued, 2u);
+  // Renewed before use: the only 401 is the registry's first challenge, before berth had any
+  // token; no request was refused for an expired one.
+  int refused = 0;
+  for (const ProxiedRequest& request : proxy->requests()) {
+    if (request.status == 401) ++refused;
+  }
+  EXPECT_EQ(refused, 1) << DescribeRequests(*proxy);
+}
+
+TEST_F(TokenAuthPullTest, IdentityTokenUsesRefreshTokenGrant) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  std::string refresh_token = FetchRefreshToken(*registry_);
+  ASSERT_FALSE(refresh_token.empty());
+  registry_->token_server()->ResetStats();
+
+  PullOptions options = Amd64();
+  options.auth.identity_token = Secret(refresh_token);
+  ExpectPulled(Pull(reference_, options), image_);
+  berth::testing::TokenServerStats stats = registry_->token_server()->stats();
+  EXPECT_GT(stats.refresh_token_grants, 0u);
+  EXPECT_EQ(stats.get_requests, 0u);  // no Basic/anonymous GET was needed
+  EXPECT_EQ(stats.rejected_requests, 0u);
+}
+
+TEST_F(TokenAuthPullTest, IdentityTokenFromConfigFile) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  std::string refresh_token = FetchRefreshToken(*registry_);
+  ASSERT_FALSE(refresh_token.empty());
+  registry_->token_server()->ResetStats();
+
+  config::Config config = config::DefaultConfig();
+  config.registry.configs[registry_->host()].auth.identity_token = Secret(refresh_token);
+  ExpectPulled(Pull(config, reference_), image_);
+  EXPECT_GT(registry_->token_server()->stats().refresh_token_grants, 0u);
+}
+
+TEST_F(TokenAuthPullTest, UnknownIdentityTokenIsUnauthenticatedAndNotEchoed) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  const std::string bogus = "bogus-refresh-token-8f2e61";
+  PullOptions options = Amd64();
+  options.auth.identity_token = Secret(bogus);
+  Result<PulledImage> pulled = Pull(reference_, options);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  ExpectNoSecret(pulled.error(), bogus);
+  EXPECT_GT(registry_->token_server()->stats().rejected_requests, 0u);
+}
+
+TEST_F(TokenAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  const std::string wrong = "N0t-The-Passw0rd-77aa";
+  PullOptions options = Amd64();
+  options.auth.username = registry_->username();
+  options.auth.password = Secret(wrong);
+  Result<PulledImage> pulled = Pull(reference_, options);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  ExpectNoSecret(pulled.error(), wrong);
+  ExpectNoSecret(pulled.error(), Base64Encode(registry_->username() + ":" + wrong));
+}
+
+TEST_F(TokenAuthPullTest, RegistryTokenIsSentAsIsAndNotEchoed) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  berth::testing::TokenServer& server = *registry_->token_server();
+  Result<std::string> token = server.IssueToken(
+      registry_->username(), {{.type = "repository", .name = "team/app", .actions = {"pull"}}},
+      std::chrono::minutes(5));
+  ASSERT_TRUE(token) << token.error().ToString();
+  server.ResetStats();
+
+  PullOptions options = Amd64();
+  options.auth.registry_token = Secret(*token);
+  ExpectPulled(Pull(reference_, options), image_);
+  EXPECT_EQ(server.stats().get_requests, 0u);  // the token server was never asked
+
+  // A token for another repository is refused by the registry; its value stays out of errors.
+  Result<std::string> other = server.IssueToken(
+      registry_->username(), {{.type = "repository", .name = "other/repo", .actions = {"pull"}}},
+      std::chrono::minutes(5));
+  ASSERT_TRUE(other) << other.error().ToString();
+  PullOptions wrong_scope = Amd64();
+  wrong_scope.auth.registry_token = Secret(*other);
+  Result<PulledImage> refused =
+      Pull(registry_->host() + "/team/app@" + image_.manifest.digest.ToString(), wrong_scope);
+  // The manifest is in the store already, but resolving a digest still asks the registry.
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated) << refused.error().ToString();
+  ExpectNoSecret(refused.error(), *other);
+}
+
+TEST_F(TokenAuthPullTest, ServerAddressMismatchGoesAnonymous) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry(/*allow_anonymous=*/false));
+  PullOptions options = WithPassword();
+  options.auth.server_address = "other.example";
+  Result<PulledImage> pulled = Pull(reference_, options);
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled.error().ToString(), HasSubstr("anonymous"));
+  ExpectNoSecret(pulled.error(), registry_->password().reveal());
+
+  // The same credentials addressed to this registry work.
+  options.auth.server_address = "http://" + registry_->host() + "/v2/";
+  ExpectPulled(Pull(reference_, options), image_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Mirrors
+
+TEST_F(PullTest, DeadAndEmptyMirrorsFallBackToUpstream) {
+  auto upstream = StartRegistry();
+  ASSERT_NE(upstream, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(64 << 10, 50), MakeLayer(1000, 51)});
+  ASSERT_TRUE(Push(*upstream, kRepository, "mirrored", image));
+  auto upstream_proxy = StartProxy(upstream->host());
+  ASSERT_NE(upstream_proxy, nullptr);
+  std::atomic<int> empty_mirror_requests{0};
+  auto empty_mirror = StartServer([&](const HttpServerRequest&) {
+    ++empty_mirror_requests;
+    return HttpServerResponse{
+        .status = 404,
+        .headers = {{"Content-Type", "application/json"}},
+        .body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]})"};
+  });
+  ASSERT_NE(empty_mirror, nullptr);
+
+  config::Config config = config::DefaultConfig();
+  config.registry.mirrors[upstream_proxy->host()].endpoints = {"http://" + ClosedLoopbackHost(),
+                                                               empty_mirror->url()};
+  Result<PulledImage> pulled = Pull(config, upstream_proxy->host() + "/demo:mirrored");
+  ExpectPulled(pulled, image);
+  EXPECT_GT(empty_mirror_requests.load(), 0);
+  EXPECT_EQ(upstream_proxy->RequestCount("GET", "/blobs/"), 3u)
+      << DescribeRequests(*upstream_proxy);
+}
+
+TEST_F(PullTest, WildcardMirrorServesThePull) {
+  auto upstream = StartRegistry();  // empty: only the mirror has the image
+  ASSERT_NE(upstream, nullptr);
+  auto mirror = StartRegistry();
+  ASSERT_NE(mirror, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(64 << 10, 60), MakeLayer(1000, 61)});
+  ASSERT_TRUE(Push(*mirror, kRepository, "wild", image));
+  auto upstream_proxy = StartProxy(upstream->host());
+  ASSERT_NE(upstream_proxy, nullptr);
+  auto mirror_proxy = StartProxy(mirror->host());
+  ASSERT_NE(mirror_proxy, nullptr);
+
+  config::Config config = config::DefaultConfig();
+  config.registry.mirrors["*"].endpoints = {mirror_proxy->url()};
+  ExpectPulled(Pull(config, upstream_proxy->host() + "/demo:wild"), image);
+  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/v2/demo/manifests/wild"), 1u)
+      << DescribeRequests(*mirror_proxy);
+  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/blobs/"), 3u) << DescribeRequests(*mirror_proxy);
+  EXPECT_EQ(upstream_proxy->RequestCount(), 0u) << DescribeRequests(*upstream_proxy);
+}
+
+TEST_F(PullTest, FallbackNeverWithDeadMirrorFailsWithoutContactingUpstream) {
+  auto upstream = StartRegistry();
+  ASSERT_NE(upstream, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(1000, 70)});
+  ASSERT_TRUE(Push(*upstream, kRepository, "never", image));
+  auto upstream_proxy = StartProxy(upstream->host());
+  ASSERT_NE(upstream_proxy, nullptr);
+
+  config::Config config = config::DefaultConfig();
+  config.registry.mirrors[upstream_proxy->host()].endpoints = {"http://" + ClosedLoopbackHost()};
+  config.registry.configs[upstream_proxy->host()].fallback = config::Fallback::kNever;
+  Result<PulledImage> pulled = Pull(config, upstream_proxy->host() + "/demo:never");
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnavailable) << pulled.error().ToString();
+  EXPECT_EQ(upstream_proxy->RequestCount(), 0u) << DescribeRequests(*upstream_proxy);
+  EXPECT_TRUE(StoredBlobs().empty());
+
+  // Control: the same config with fallback allowed reaches the upstream.
+  config.registry.configs[upstream_proxy->host()].fallback = config::Fallback::kAlways;
+  ExpectPulled(Pull(config, upstream_proxy->host() + "/demo:never"), image);
+  EXPECT_GT(upstream_proxy->RequestCount(), 0u);
+}
+
+// 7. A pull-only mirror (hosts.toml capabilities) is never asked to resolve a tag.
+TEST_F(PullTest, PullOnlyMirrorFromHostsTomlIsNotUsedForTags) {
+  auto upstream = StartRegistry();
+  ASSERT_NE(upstream, nullptr);
+  auto mirror = StartRegistry();
+  ASSERT_NE(mirror, nullptr);
+  imagegen::Image wanted = MakeImage({MakeLayer(64 << 10, 55), MakeLayer(1000, 56)});
+  imagegen::Image poisoned = MakeImage({MakeLayer(1000, 57)});
+  ASSERT_TRUE(Push(*upstream, kRepository, "t", wanted));
+  // The mirror holds the wanted content by digest, but its tag "t" names another image: if berth
+  // asked it for the tag, it would pull the wrong image.
+  ASSERT_TRUE(Push(*mirror, kRepository, "", wanted));
+  ASSERT_TRUE(Push(*mirror, kRepository, "t", poisoned));
+  auto upstream_proxy = StartProxy(upstream->host());
+  ASSERT_NE(upstream_proxy, nullptr);
+  auto mirror_proxy = StartProxy(mirror->host());
+  ASSERT_NE(mirror_proxy, nullptr);
+
+  const std::filesystem::path certs_d = dir_->Join("certs.d");
+  const std::filesystem::path host_dir = certs_d / upstream_proxy->host();
+  std::filesystem::create_directories(host_dir);
+  std::ofstream(host_dir / "hosts.toml") << "server = \"" << upstream_proxy->url() << "\"\n"
+                                         << "[host.\"" << mirror_proxy->url() << "\"]\n"
+                                         << "  capabilities = [\"pull\"]\n";
+  config::Config config = config::DefaultConfig();
+  config.registry.config_path = certs_d.string();
+
+  ExpectPulled(Pull(config, upstream_proxy->host() + "/demo:t"), wanted);
+  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/manifests/t"), 0u)
+      << DescribeRequests(*mirror_proxy);
+  EXPECT_EQ(upstream_proxy->RequestCount("GET", "/manifests/t"), 1u)
+      << DescribeRequests(*upstream_proxy);
+  // Content by digest came from the mirror, as configured; the upstream served only the tag.
+  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/blobs/"), 3u) << DescribeRequests(*mirror_proxy);
+  EXPECT_EQ(upstream_proxy->RequestCount("GET", "/blobs/"), 0u)
+      << DescribeRequests(*upstream_proxy);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Redirects carry no credentials
+
+TEST_F(PullTest, RedirectedBlobGetsNoAuthorization) {
+  auto registry = StartRegistry({.mode = TestRegistryMode::kBasicAuth});
+  ASSERT_NE(registry, nullptr);
+  imagegen::Layer redirected_layer = MakeLayer(128 << 10, 80);
+  imagegen::Image image = MakeImage({redirected_layer, MakeLayer(1000, 81)});
+  ASSERT_TRUE(Push(*registry, kRepository, "redirect", image));
+  const std::string blob_bytes = image.layers[0].bytes;
+  ASSERT_EQ(static_cast<int64_t>(blob_bytes.size()), image.layers[0].blob.size);
+
+  // "Object storage": serves the blob and records what it was sent.
+  std::mutex mutex;
+  std::vector<berth::testing::HeaderList> seen_headers;
+  auto storage = StartServer([&](const HttpServerRequest& request) {
+    {
+      std::lock_guard lock(mutex);
+      seen_headers.push_back(request.headers);
+    }
+    if (request.path != "/storage/blob") return HttpServerResponse{.status = 404};
+    return HttpServerResponse{.status = 200,
+                              .headers = {{"Content-Type", "application/octet-stream"}},
+                              .body = blob_bytes};
+  });
+  ASSERT_NE(storage, nullptr);
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  Result<int> rule =
+      proxy->AddRule({.method = "GET",
+                      .target_contains = "/blobs/" + image.layers[0].blob.digest.ToString(),
+                      .action = FaultAction::Respond(
+                          307, {{"Location", storage->url() + "/storage/blob?sig=x"}})});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  PullOptions options = Amd64();
+  options.auth.username = registry->username();
+  options.auth.password = registry->password();
+  ExpectPulled(Pull(proxy->host() + "/demo:redirect", options), image);
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u);
+  std::lock_guard lock(mutex);
+  ASSERT_EQ(seen_headers.size(), 1u);
+  EXPECT_EQ(berth::testing::FindHeader(seen_headers[0], "Authorization"), std::nullopt);
+  // The other blobs did need the credentials (the registry requires them).
+  EXPECT_GT(proxy->RequestCount("GET", "/blobs/"), 1u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Interrupted blob resumes with Range
+
+TEST_F(PullTest, ConnectionCutMidBlobResumesWithRange) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(4 * kMiB, 90), MakeLayer(1000, 91)});
+  const imagegen::Descriptor big = image.layers[0].blob;
+  ASSERT_GT(big.size, 4 * kMiB);  // random data does not compress
+  ASSERT_TRUE(Push(*registry, kRepository, "big", image));
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  const uint64_t cut_at = 1536 << 10;
+  Result<int> rule = proxy->AddRule({.method = "GET",
+                                     .target_contains = big.digest.ToString(),
+                                     .first = 1,
+                                     .count = 1,
+                                     .action = FaultAction::DropAfterBytes(cut_at)});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  Result<PulledImage> pulled = Pull(proxy->host() + "/demo:big");
+  ExpectPulled(pulled, image);
+  ASSERT_TRUE(pulled);
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u);
+  EXPECT_EQ(proxy->RequestCount("GET", big.digest.ToString()), 2u) << DescribeRequests(*proxy);
+  // The second request asked for the rest only: the blob crossed the wire once in total (a
+  // restart from zero would have sent cut_at + size bytes).
+  EXPECT_EQ(BodyBytesSent(*proxy, big.digest.ToString()), static_cast<uint64_t>(big.size))
+      << DescribeRequests(*proxy);
+  EXPECT_EQ(pulled->bytes_fetched, image.config.size + LayerBytes(image));
+  EXPECT_EQ(IngestCount(), 0u);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Retries
+
+TEST_F(PullTest, ServerErrorIsRetried) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(32 << 10, 100), MakeLayer(1000, 101)});
+  ASSERT_TRUE(Push(*registry, kRepository, "flaky", image));
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  Result<int> rule = proxy->AddRule({.method = "GET",
+                                     .target_contains = "/blobs/",
+                                     .first = 1,
+                                     .count = 1,
+                                     .action = FaultAction::Respond(500)});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  ExpectPulled(Pull(proxy->host() + "/demo:flaky"), image);
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u);
+  // Three blobs, one of them asked for twice.
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 4u) << DescribeRequests(*proxy);
+}
+
+TEST_F(PullTest, TooManyRequestsHonoursRetryAfter) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(1000, 110)});
+  ASSERT_TRUE(Push(*registry, kRepository, "busy", image));
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  Result<int> rule = proxy->AddRule({.method = "GET",
+                                     .target_contains = "/manifests/",
+                                     .first = 1,
+                                     .count = 1,
+                                     .action = FaultAction::RespondWithRetryAfter(429, 2)});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  auto started = std::chrono::steady_clock::now();
+  Result<PulledImage> pulled = Pull(proxy->host() + "/demo:busy");
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  ExpectPulled(pulled, image);
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u);
+  EXPECT_GE(seconds, 1.8);
+  EXPECT_LT(seconds, 10.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Corrupted bytes
+
+TEST_F(PullTest, CorruptedLayerIsDataLossAndNotStored) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(256 << 10, 120)});
+  const imagegen::Descriptor layer = image.layers[0].blob;
+  ASSERT_TRUE(Push(*registry, kRepository, "corrupt", image));
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  Result<int> rule = proxy->AddRule({.method = "GET",
+                                     .target_contains = layer.digest.ToString(),
+                                     .action = FaultAction::CorruptByteAt(1000)});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  Result<PulledImage> pulled = Pull(proxy->host() + "/demo:corrupt");
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kDataLoss) << pulled.error().ToString();
+  EXPECT_THAT(pulled.error().ToString(), HasSubstr(layer.digest.ToString()));
+  EXPECT_FALSE(store_->Contains(layer.digest));
+  EXPECT_EQ(IngestCount(), 0u);
+  EXPECT_GE(proxy->RuleHits(*rule), 1u);
+}
+
+TEST_F(PullTest, CorruptedConfigIsDataLossAndNotStored) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(1000, 125)});
+  ASSERT_TRUE(Push(*registry, kRepository, "corrupt-config", image));
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  ASSERT_TRUE(proxy->AddRule({.method = "GET",
+                              .target_contains = image.config.digest.ToString(),
+                              .action = FaultAction::CorruptByteAt(5)}));
+
+  Result<PulledImage> pulled = Pull(proxy->host() + "/demo:corrupt-config");
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kDataLoss) << pulled.error().ToString();
+  EXPECT_THAT(pulled.error().ToString(), HasSubstr(image.config.digest.ToString()));
+  EXPECT_FALSE(store_->Contains(image.config.digest));
+  EXPECT_FALSE(store_->Contains(image.layers[0].blob.digest));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Oversize manifest
+
+TEST_F(PullTest, OversizeManifestIsRefused) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image small = MakeImage({MakeLayer(1000, 130)});
+  ASSERT_TRUE(Push(*registry, kRepository, "huge", small));
+  // Distribution itself refuses manifest PUTs over 4 MiB ("request body too large"), so the
+  // oversize manifest (a valid one, padded with a huge annotation) is served by the proxy in
+  // the registry's place, with its true digest.
+  imagegen::Image huge = MakeImage({MakeLayer(1000, 130)}, "amd64", "",
+                                   {{"org.example.padding", std::string(4 * kMiB + 1024, 'p')}});
+  ASSERT_GT(huge.manifest.size, 4 * kMiB);
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  Result<int> rule = proxy->AddRule(
+      {.method = "GET",
+       .target_contains = "/manifests/huge",
+       .action = FaultAction::Respond(200,
+                                      {{"Content-Type", huge.manifest.media_type},
+                                       {"Docker-Content-Digest", huge.manifest.digest.ToString()}},
+                                      huge.manifest_json)});
+  ASSERT_TRUE(rule) << rule.error().ToString();
+
+  Result<PulledImage> pulled = Pull(proxy->host() + "/demo:huge");
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kResourceExhausted) << pulled.error().ToString();
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u);  // refused at once, not retried
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << DescribeRequests(*proxy);
+  EXPECT_TRUE(StoredBlobs().empty());
+  EXPECT_EQ(IngestCount(), 0u);
+
+  // Control: the registry's own (small) manifest for the same tag pulls fine.
+  proxy->RemoveRule(*rule);
+  ExpectPulled(Pull(proxy->host() + "/demo:huge"), small);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Multi-platform index
+
+TEST_F(PullTest, IndexSelectsThePlatformAskedFor) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Layer shared = MakeLayer(16 << 10, 140);
+  imagegen::Image amd64 = MakeImage({shared, MakeLayer(1000, 141)}, "amd64");
+  imagegen::Image arm64 = MakeImage({shared, MakeLayer(1000, 142)}, "arm64", "v8");
+  imagegen::Image arm = MakeImage({shared, MakeLayer(1000, 143)}, "arm", "v7");
+  Result<imagegen::ImageIndex> index = imagegen::AssembleIndex({amd64, arm64, arm});
+  ASSERT_TRUE(index) << index.error().ToString();
+  ASSERT_TRUE(Push(*registry, kRepository, "multi", *index));
+  const std::string reference = registry->host() + "/demo:multi";
+
+  PullOptions options;
+  Result<image::Platform> platform = image::ParsePlatform("linux/arm64");
+  ASSERT_TRUE(platform);
+  options.platform = *platform;
+  Result<PulledImage> pulled = Pull(reference, options);
+  ExpectPulled(pulled, arm64);
+  ASSERT_TRUE(pulled);
+  EXPECT_EQ(pulled->target.digest, index->descriptor.digest);
+  EXPECT_EQ(pulled->config.architecture, "arm64");
+  EXPECT_TRUE(store_->Contains(index->descriptor.digest));
+  // Only the arm64 image's blobs were fetched.
+  EXPECT_FALSE(store_->Contains(amd64.config.digest));
+  EXPECT_FALSE(store_->Contains(arm.layers[1].blob.digest));
+
+  Result<image::Platform> s390x = image::ParsePlatform("linux/s390x");
+  ASSERT_TRUE(s390x);
+  options.platform = *s390x;
+  Result<PulledImage> absent = Pull(reference, options);
+  ASSERT_FALSE(absent);
+  EXPECT_EQ(absent.error().code(), ErrorCode::kNotFound) << absent.error().ToString();
+  EXPECT_THAT(absent.error().ToString(), HasSubstr("linux/s390x"));
+  EXPECT_THAT(absent.error().ToString(), HasSubstr("linux/amd64"));
+  EXPECT_THAT(absent.error().ToString(), HasSubstr("linux/arm64"));
+  EXPECT_THAT(absent.error().ToString(), HasSubstr("linux/arm/v7"));
+}
+
+TEST_F(PullTest, SinglePlatformImageForAnotherPlatformIsNotFound) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(1000, 150)}, "arm64", "v8");
+  ASSERT_TRUE(Push(*registry, kRepository, "arm-only", image));
+  Result<PulledImage> pulled = Pull(registry->host() + "/demo:arm-only");  // linux/amd64
+  ASSERT_FALSE(pulled);
+  EXPECT_EQ(pulled.error().code(), ErrorCode::kNotFound) << pulled.error().ToString();
+  EXPECT_FALSE(store_->Contains(image.layers[0].blob.digest));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. Concurrent pulls share one download
+
+TEST_F(PullTest, ConcurrentPullsFetchASharedLayerOnce) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Layer base = MakeLayer(1 * kMiB, 160);
+  imagegen::Image first = MakeImage({base, MakeLayer(1000, 161)});
+  imagegen::Image second = MakeImage({base, MakeLayer(1000, 162)});
+  ASSERT_TRUE(Push(*registry, "one", "latest", first));
+  ASSERT_TRUE(Push(*registry, "two", "latest", second));
+  auto proxy = StartProxy(registry->host());
+  ASSERT_NE(proxy, nullptr);
+  // Hold the shared blob so that both pulls want it at the same time.
+  const std::string shared = base.blob.digest.ToString();
+  ASSERT_TRUE(proxy->AddRule({.method = "GET",
+                              .target_contains = shared,
+                              .action = FaultAction::Delay(std::chrono::milliseconds(2000))}));
+
+  std::unique_ptr<Puller> puller = MakePuller();
+  Result<PulledImage> pulled_first = Fail(ErrorCode::kInternal, "not run");
+  Result<PulledImage> pulled_second = Fail(ErrorCode::kInternal, "not run");
+  std::thread one([&] {
+    pulled_first = puller->Pull(proxy->host() + "/one:latest", Amd64(), {}, CancelToken::Never());
+  });
+  std::thread two([&] {
+    pulled_second = puller->Pull(proxy->host() + "/two:latest", Amd64(), {}, CancelToken::Never());
+  });
+  // Prove the overlap: both pulls reached their layers (each fetches its own top layer beside
+  // the shared one) while the shared blob's one request was still held by the proxy.
+  bool overlapped = false;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!overlapped && std::chrono::steady_clock::now() < deadline) {
+    bool first_top = false, second_top = false, shared_pending = false;
+    for (const ProxiedRequest& request : proxy->requests()) {
+      if (request.target.find(first.layers[1].blob.digest.ToString()) != std::string::npos) {
+        first_top = true;
+      }
+      if (request.target.find(second.layers[1].blob.digest.ToString()) != std::string::npos) {
+        second_top = true;
+      }
+      if (request.target.find(shared) != std::string::npos && request.status == 0) {
+        shared_pending = true;
+      }
+    }
+    overlapped = first_top && second_top && shared_pending;
+    if (!overlapped) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  one.join();
+  two.join();
+  EXPECT_TRUE(overlapped) << "the pulls did not overlap:\n" << DescribeRequests(*proxy);
+
+  ExpectPulled(pulled_first, first);
+  ExpectPulled(pulled_second, second);
+  EXPECT_EQ(proxy->RequestCount("GET", shared), 1u) << DescribeRequests(*proxy);
+  ASSERT_TRUE(pulled_first && pulled_second);
+  // The shared layer counts towards exactly one pull's bytes.
+  EXPECT_EQ(pulled_first->bytes_fetched + pulled_second->bytes_fetched,
+            base.blob.size + first.layers[1].blob.size + second.layers[1].blob.size +
+                first.config.size + second.config.size);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadWholeFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs the berth binary with `args`, stdout and stderr captured separately.
+CliRun RunCli(const TempDir& dir, const std::vector<std::string>& args) {
+  const std::filesystem::path out_path = dir.Join("cli.out");
+  const std::filesystem::path err_path = dir.Join("cli.err");
+  std::vector<std::string> strings = {BERTH_CLI_PATH};
+  strings.insert(strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& text : strings) argv.push_back(text.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  pid_t pid = 0;
+  int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  CliRun run;
+  if (spawned != 0) {
+    ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(spawned);
+    return run;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  run.out = ReadWholeFile(out_path);
+  run.err = ReadWholeFile(err_path);
+  return run;
+}
+
+TEST_F(PullTest, CliPrintsImageIdAndFailsOnBadReference) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  Result<imagegen::Image> demo = imagegen::MakeDemoImage();
+  ASSERT_TRUE(demo) << demo.error().ToString();
+  ASSERT_TRUE(Push(*registry, kRepository, "cli", *demo));
+  // An empty config file keeps a host's /etc/berth/config.toml out of the test.
+  const std::filesystem::path config_file = dir_->Join("config.toml");
+  std::ofstream(config_file) << "";
+  const std::string root = dir_->Join("cli-root").string();
+
+  CliRun pulled = RunCli(*dir_, {"--config", config_file.string(), "--root", root, "pull",
+                                 "--platform", "linux/amd64", registry->host() + "/demo:cli"});
+  EXPECT_EQ(pulled.exit_code, 0) << pulled.err;
+  EXPECT_EQ(pulled.out, demo->config.digest.ToString() + "\n") << pulled.err;
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(root) / "content" / "blobs" / "sha256" /
+                                      demo->config.digest.encoded()));
+
+  CliRun bad = RunCli(
+      *dir_, {"--config", config_file.string(), "--root", root, "pull", "Not A//Valid:Reference"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.err;
+  EXPECT_EQ(bad.out, "");
+  EXPECT_THAT(bad.err, HasSubstr("error:"));
+}
+
+}  // namespace
+}  // namespace berth::pull
