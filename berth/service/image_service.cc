@@ -1,0 +1,399 @@
+#include "berth/service/image_service.h"
+
+#include <fnmatch.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <set>
+#include <unordered_set>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "berth/base/log.h"
+#include "berth/image/manifest.h"
+#include "berth/reference/reference.h"
+
+namespace berth::service {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool IsHex(std::string_view text) {
+  return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+}
+
+bool HasGlob(std::string_view pattern) {
+  return pattern.find_first_of("*?[") != std::string_view::npos;
+}
+
+std::vector<std::string> ChainStrings(const std::vector<Digest>& diff_ids) {
+  std::vector<std::string> chain;
+  for (const Digest& digest : image::ChainIds(diff_ids)) chain.push_back(digest.ToString());
+  return chain;
+}
+
+// The mountpoint of the filesystem holding `path`: the highest ancestor on the same device.
+Result<std::string> MountpointOf(const fs::path& path) {
+  std::error_code error;
+  fs::path current = fs::canonical(path, error);
+  if (error) return Fail(ErrnoError(error.value(), fmt::format("resolve {}", path.string())));
+  struct stat here{};
+  if (::stat(current.c_str(), &here) != 0) {
+    return Fail(ErrnoError(errno, fmt::format("stat {}", current.string())));
+  }
+  while (current.has_parent_path() && current != current.root_path()) {
+    struct stat up{};
+    if (::stat(current.parent_path().c_str(), &up) != 0 || up.st_dev != here.st_dev) break;
+    current = current.parent_path();
+  }
+  return current.string();
+}
+
+struct TreeUsage {
+  uint64_t bytes = 0;
+  uint64_t inodes = 0;
+};
+
+// du -s plus an inode count; each inode counted once however many links it has. Files that
+// vanish during the walk are skipped.
+void MeasureTree(const fs::path& root, std::set<std::pair<dev_t, ino_t>>& seen, TreeUsage& usage) {
+  auto count = [&](const fs::path& path) {
+    struct stat st{};
+    if (::lstat(path.c_str(), &st) != 0) return;
+    if (!seen.insert({st.st_dev, st.st_ino}).second) return;
+    usage.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
+    usage.inodes += 1;
+  };
+  std::error_code error;
+  if (!fs::exists(root, error)) return;
+  count(root);
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, error);
+  for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
+    count(it->path());
+  }
+}
+
+}  // namespace
+
+std::string VerboseInfo(const Image& image) {
+  nlohmann::json info = nlohmann::json::object();
+  info["chainID"] = image.chain_id;
+  nlohmann::json spec =
+      nlohmann::json::parse(image.config_json, nullptr, /*allow_exceptions=*/false);
+  info["imageSpec"] = spec.is_discarded() ? nlohmann::json::object() : spec;
+  info["snapshotter"] = image.snapshotter;
+  return info.dump();
+}
+
+Result<std::unique_ptr<ImageService>> ImageService::Create(pull::Puller& puller,
+                                                           content::Store& store,
+                                                           snapshot::Snapshotter& snapshotter,
+                                                           metadata::MetadataDb& db,
+                                                           ImageServiceOptions options) {
+  if (!options.unpacker) {
+    return Fail(ErrorCode::kInvalidArgument, "image service needs an unpacker");
+  }
+  std::unique_ptr<ImageService> service(
+      new ImageService(puller, store, snapshotter, db, std::move(options)));
+  BERTH_RETURN_IF_ERROR(service->Rebuild());
+  return service;
+}
+
+Result<ImageEntry> ImageService::LoadEntry(const metadata::ImageRecord& record) {
+  ImageEntry entry;
+  entry.id = record.image_id;
+  entry.snapshotter = record.snapshotter;
+  BERTH_ASSIGN_OR_RETURN(std::string target,
+                         store_.ReadBlob(record.target.digest, image::kMaxManifestBytes));
+  BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
+                         image::DetectKind(record.target.media_type, target));
+  std::optional<image::Manifest> manifest;
+  int64_t manifest_size = 0;
+  Digest manifest_digest = record.target.digest;
+  if (image::IsIndex(kind)) {
+    entry.blobs.push_back(record.target.digest);
+    BERTH_ASSIGN_OR_RETURN(image::Index index, image::ParseIndex(target));
+    for (const image::Descriptor& candidate : index.manifests) {
+      Result<std::string> bytes = store_.ReadBlob(candidate.digest, image::kMaxManifestBytes);
+      if (!bytes) continue;
+      Result<image::Manifest> parsed = image::ParseManifest(*bytes);
+      if (parsed && parsed->config.digest == record.image_id) {
+        manifest = std::move(*parsed);
+        manifest_size = static_cast<int64_t>(bytes->size());
+        manifest_digest = candidate.digest;
+        break;
+      }
+    }
+    if (!manifest) {
+      return Fail(ErrorCode::kNotFound, fmt::format("no manifest for image {} in index {}",
+                                                    record.image_id.ToString(),
+                                                    record.target.digest.ToString()));
+    }
+  } else {
+    BERTH_ASSIGN_OR_RETURN(manifest, image::ParseManifest(target));
+    manifest_size = static_cast<int64_t>(target.size());
+  }
+  BERTH_ASSIGN_OR_RETURN(entry.config_json,
+                         store_.ReadBlob(record.image_id, image::kMaxManifestBytes));
+  BERTH_ASSIGN_OR_RETURN(image::ImageConfig config, image::ParseImageConfig(entry.config_json));
+  entry.user = config.user;
+  entry.chain = ChainStrings(config.diff_ids);
+  entry.size = manifest_size + manifest->config.size;
+  entry.blobs.push_back(manifest_digest);
+  entry.blobs.push_back(record.image_id);
+  for (const image::Descriptor& layer : manifest->layers) {
+    entry.size += layer.size;
+    entry.blobs.push_back(layer.digest);
+  }
+  return entry;
+}
+
+Result<void> ImageService::Rebuild() {
+  BERTH_ASSIGN_OR_RETURN(std::vector<metadata::ImageRecord> records, db_.ListImages());
+  // The ID record comes first for each image, so its entry is loaded once.
+  std::map<Digest, std::vector<const metadata::ImageRecord*>> by_image;
+  for (const metadata::ImageRecord& record : records) by_image[record.image_id].push_back(&record);
+  for (const auto& [id, image_records] : by_image) {
+    Result<ImageEntry> entry = LoadEntry(*image_records.front());
+    for (size_t i = 1; !entry && i < image_records.size(); ++i) entry = LoadEntry(*image_records[i]);
+    if (!entry) {
+      log::Warn("image.skip", {{"image", id.ToString()}, {"error", entry.error().ToString()}});
+      continue;
+    }
+    std::vector<std::string> names;
+    for (const metadata::ImageRecord* record : image_records) {
+      if (record->name != id.ToString()) names.push_back(record->name);
+    }
+    index_.Put(*entry, names);
+  }
+  return Ok();
+}
+
+Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelToken& cancel) {
+  BERTH_ASSIGN_OR_RETURN(Reference reference,
+                         WithContext(Reference::Parse(request.image),
+                                     fmt::format("pull \"{}\"", request.image)));
+  Result<pull::PulledImage> pulled = [&]() -> Result<pull::PulledImage> {
+    std::shared_lock no_reclaim(reclaim_mutex_);
+    std::unique_ptr<pull::LayerHandler> unpacker = options_.unpacker();
+    pull::PullOptions pull_options{.platform = request.platform.value_or(options_.platform),
+                                   .auth = request.auth,
+                                   .layer_handler = unpacker.get()};
+    return puller_.Pull(reference.ToString(), pull_options, nullptr, cancel);
+  }();
+  ReclaimIfIdle();
+  if (!pulled) return Fail(std::move(pulled).error());
+
+  ImageEntry entry;
+  entry.id = pulled->image_id;
+  entry.snapshotter = options_.snapshotter_name;
+  entry.user = pulled->config.user;
+  entry.chain = ChainStrings(pulled->config.diff_ids);
+  entry.size = pulled->content_size;
+  if (pulled->target.digest != pulled->manifest.digest) entry.blobs.push_back(pulled->target.digest);
+  entry.blobs.push_back(pulled->manifest.digest);
+  entry.blobs.push_back(pulled->image_id);
+  for (const image::Descriptor& layer : pulled->parsed_manifest.layers) {
+    entry.blobs.push_back(layer.digest);
+  }
+  BERTH_ASSIGN_OR_RETURN(entry.config_json,
+                         store_.ReadBlob(pulled->image_id, image::kMaxManifestBytes));
+  if (!entry.chain.empty()) {
+    BERTH_RETURN_IF_ERROR(WithContext(snapshotter_.Stat(entry.chain.back()),
+                                      fmt::format("pull {}: layers were not unpacked",
+                                                  reference.ToString())));
+  }
+
+  // Names, last and in one transaction: the ID, the tag (if any), the repo digest.
+  metadata::ImageRecord base{
+      .target = {.media_type = pulled->target.media_type,
+                 .digest = pulled->target.digest,
+                 .size = pulled->target.size},
+      .image_id = pulled->image_id,
+      .chain_id = entry.top_chain_id(),
+      .snapshotter = options_.snapshotter_name,
+      .labels = {{std::string(metadata::kManagedLabel), std::string(metadata::kManagedValue)}}};
+  std::vector<std::string> names;
+  if (reference.has_tag()) names.push_back(reference.ToString());
+  std::string repo_digest = reference.NameOnly().WithDigest(pulled->target.digest).ToString();
+  names.push_back(repo_digest);
+  std::vector<metadata::ImageRecord> records;
+  records.push_back(base);
+  records.back().name = pulled->image_id.ToString();
+  for (const std::string& name : names) {
+    records.push_back(base);
+    records.back().name = name;
+  }
+  {
+    std::lock_guard lock(names_mutex_);
+    BERTH_RETURN_IF_ERROR(WithContext(db_.PutImages(records),
+                                      fmt::format("record image {}", reference.ToString())));
+    index_.Put(entry, names);
+  }
+  return PullResult{.image_id = pulled->image_id,
+                    .reference = reference.ToString(),
+                    .repo_digest = repo_digest};
+}
+
+std::optional<ImageEntry> ImageService::Resolve(std::string_view ref_or_id) const {
+  if (ref_or_id.empty()) return std::nullopt;
+  if (auto entry = index_.FindByName(ref_or_id)) return entry;
+  if (Result<AnyReference> any = ParseAnyReference(ref_or_id)) {
+    if (const Digest* id = std::get_if<Digest>(&*any)) {
+      if (auto entry = index_.FindById(*id)) return entry;
+    } else if (Result<Reference> normalized = Reference::Parse(ref_or_id)) {
+      if (auto entry = index_.FindByName(normalized->ToString())) return entry;
+    }
+  }
+  std::string_view prefix = ref_or_id;
+  if (prefix.starts_with("sha256:")) prefix.remove_prefix(7);
+  if (IsHex(prefix)) return index_.FindByIdPrefix(prefix);
+  return std::nullopt;
+}
+
+bool ImageService::IsReported(const ImageEntry& entry) {
+  if (entry.chain.empty()) return true;
+  Result<snapshot::Info> info = snapshotter_.Stat(entry.chain.back());
+  return info && info->kind == snapshot::Kind::kCommitted;
+}
+
+bool ImageService::IsPinned(const ImageEntry& entry) const {
+  for (const std::string& pin : options_.pinned_images) {
+    for (const auto* names : {&entry.repo_tags, &entry.repo_digests}) {
+      for (const std::string& name : *names) {
+        if (HasGlob(pin)) {
+          if (::fnmatch(pin.c_str(), name.c_str(), 0) == 0) return true;
+        } else if (Result<Reference> normalized = Reference::Parse(pin)) {
+          if (normalized->ToString() == name) return true;
+        } else if (pin == name) {
+          return true;
+        }
+      }
+    }
+    if (pin == entry.id.ToString()) return true;
+  }
+  return false;
+}
+
+Image ImageService::ToImage(const ImageEntry& entry) const {
+  return Image{.id = entry.id,
+               .repo_tags = entry.repo_tags,
+               .repo_digests = entry.repo_digests,
+               .size = entry.size,
+               .user = ParseImageUser(entry.user),
+               .pinned = IsPinned(entry),
+               .chain_id = entry.top_chain_id(),
+               .snapshotter = entry.snapshotter,
+               .config_json = entry.config_json};
+}
+
+Result<std::vector<Image>> ImageService::List(std::string_view filter) {
+  std::vector<ImageEntry> entries;
+  if (filter.empty()) {
+    entries = index_.List();
+  } else if (std::optional<ImageEntry> entry = Resolve(filter)) {
+    entries.push_back(std::move(*entry));
+  }
+  std::vector<Image> images;
+  for (const ImageEntry& entry : entries) {
+    if (IsReported(entry)) images.push_back(ToImage(entry));
+  }
+  return images;
+}
+
+Result<std::optional<Image>> ImageService::Status(std::string_view ref_or_id) {
+  std::optional<ImageEntry> entry = Resolve(ref_or_id);
+  if (!entry || !IsReported(*entry)) return std::optional<Image>();
+  return std::optional<Image>(ToImage(*entry));
+}
+
+Result<void> ImageService::Remove(std::string_view ref_or_id, RemovePinned pinned) {
+  {
+    std::lock_guard lock(names_mutex_);
+    // Resolved under the names lock, so a concurrent pull cannot add a name we then miss.
+    std::optional<ImageEntry> entry = Resolve(ref_or_id);
+    if (!entry) return Ok();
+    if (pinned == RemovePinned::kRefuse && IsPinned(*entry)) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  fmt::format("image {} is pinned (config pull.pinned_images); not removed",
+                              std::string(ref_or_id)));
+    }
+    std::vector<std::string> names = entry->repo_tags;
+    names.insert(names.end(), entry->repo_digests.begin(), entry->repo_digests.end());
+    names.push_back(entry->id.ToString());
+    BERTH_RETURN_IF_ERROR(WithContext(db_.DeleteImages(names),
+                                      fmt::format("remove image {}", entry->id.ToString())));
+    index_.Remove(entry->id);
+    std::lock_guard pending(pending_mutex_);
+    pending_reclaim_.push_back(std::move(*entry));
+  }
+  ReclaimIfIdle();
+  return Ok();
+}
+
+void ImageService::ReclaimIfIdle() {
+  std::unique_lock lock(reclaim_mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // a pull is running; the last one to finish reclaims
+  Reclaim();
+}
+
+void ImageService::Reclaim() {
+  std::vector<ImageEntry> removed;
+  {
+    std::lock_guard pending(pending_mutex_);
+    removed.swap(pending_reclaim_);
+  }
+  if (removed.empty()) return;
+  std::unordered_set<std::string> used_chains;
+  std::unordered_set<Digest> used_blobs;
+  for (const ImageEntry& entry : index_.List()) {
+    used_chains.insert(entry.chain.begin(), entry.chain.end());
+    used_blobs.insert(entry.blobs.begin(), entry.blobs.end());
+  }
+  for (const ImageEntry& entry : removed) {
+    // Top down: a snapshot can go only once its children have.
+    for (auto chain = entry.chain.rbegin(); chain != entry.chain.rend(); ++chain) {
+      if (used_chains.contains(*chain)) break;  // every lower layer is used too
+      Result<void> removed_snapshot = snapshotter_.Remove(*chain);
+      if (!removed_snapshot && removed_snapshot.error().code() != ErrorCode::kNotFound) {
+        log::Warn("image.reclaim", {{"snapshot", *chain},
+                                    {"error", removed_snapshot.error().ToString()}});
+        break;  // e.g. a container's snapshot still sits on it
+      }
+    }
+    for (const Digest& blob : entry.blobs) {
+      if (used_blobs.contains(blob)) continue;
+      Result<void> deleted = store_.Delete(blob);
+      if (!deleted && deleted.error().code() != ErrorCode::kNotFound) {
+        log::Warn("image.reclaim", {{"blob", blob.ToString()},
+                                    {"error", deleted.error().ToString()}});
+      }
+      used_blobs.insert(blob);  // listed twice (e.g. a repeated layer): delete once
+    }
+  }
+}
+
+Result<std::vector<FilesystemUsage>> ImageService::FsInfo() {
+  std::map<std::string, std::vector<fs::path>> by_mountpoint;
+  for (const fs::path& root : {options_.snapshot_root, store_.root()}) {
+    if (root.empty()) continue;
+    BERTH_ASSIGN_OR_RETURN(std::string mountpoint, MountpointOf(root));
+    by_mountpoint[mountpoint].push_back(root);
+  }
+  std::vector<FilesystemUsage> filesystems;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  for (const auto& [mountpoint, roots] : by_mountpoint) {
+    TreeUsage usage;
+    for (const fs::path& root : roots) MeasureTree(root, seen, usage);
+    filesystems.push_back({.timestamp = std::chrono::system_clock::now(),
+                           .mountpoint = mountpoint,
+                           .used_bytes = usage.bytes,
+                           .inodes_used = usage.inodes});
+  }
+  return filesystems;
+}
+
+}  // namespace berth::service

@@ -1,0 +1,185 @@
+// File: berth/service/image_service.h
+//
+// ImageService holds berth's image operations — pull, list, status, remove, filesystem info —
+// with the semantics of containerd's CRI image service, and knows nothing of gRPC: berth/cri
+// translates CRI requests into these calls, and the CLI can call them directly.
+//
+// What an image is here: an image ID (config digest) with names recorded in the metadata
+// database (repo tags, repo digests, the ID itself), whose blobs are in the content store and
+// whose layers are unpacked in the snapshotter under their chain IDs. An image is reported only
+// while its top chain ID is a committed snapshot: if a snapshot is removed behind berth's back,
+// List and Status stop reporting the image, and pulling it again repairs it.
+//
+// Pull order (crash safety): blobs are verified into the content store and layers committed as
+// snapshots first; the names are written last, in one transaction, so a crash leaves either all
+// names or none of them, never a name without its content.
+//
+// Looking an image up by "ref or ID" (Status, Remove, List's filter) tries, in order: the text
+// as a name exactly as recorded; the text as an image ID ("sha256:<hex>" or 64 hex digits); the
+// text normalized as a reference ("busybox" → "docker.io/library/busybox:latest"); the text as
+// a unique prefix of an image ID's hex (optionally after "sha256:"). Text that is none of these
+// matches no image — not an error, as CRI expects.
+//
+// Thread safety: every operation may run concurrently with every other. Removing an image
+// reclaims its snapshots and blobs only when no pull is running; otherwise the reclaim waits for
+// the last running pull to finish.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "berth/base/cancel.h"
+#include "berth/base/result.h"
+#include "berth/content/store.h"
+#include "berth/image/platform.h"
+#include "berth/metadata/metadata_db.h"
+#include "berth/pull/puller.h"
+#include "berth/registry/auth.h"
+#include "berth/service/image_index.h"
+#include "berth/service/image_user.h"
+#include "berth/snapshot/snapshotter.h"
+
+namespace berth::service {
+
+// Makes the layer handler that unpacks one pull's layers into the snapshotter, each layer
+// committed under its chain ID. berth/unpack's streaming Unpacker is the production one.
+using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>()>;
+
+struct ImageServiceOptions {
+  // The snapshotter's name, recorded with each image ("overlayfs", "native").
+  std::string snapshotter_name = "overlayfs";
+  // The snapshotter's root directory, measured by FsInfo.
+  std::filesystem::path snapshot_root;
+  // config.pull.pinned_images: references (normalized before matching) or globs (fnmatch, '*',
+  // '?', '[…]', matched against repo tags and repo digests as recorded).
+  std::vector<std::string> pinned_images;
+  // Required: every pulled image must end up unpacked.
+  UnpackerFactory unpacker;
+  // The platform pulled when a request names none.
+  image::Platform platform = image::HostPlatform();
+};
+
+struct PullRequest {
+  std::string image;               // a reference, normalized by Pull
+  registry::CriAuthConfig auth;    // CRI AuthConfig; empty → the config file's credentials
+  std::optional<image::Platform> platform;
+};
+
+struct PullResult {
+  Digest image_id = Digest::Sha256Of("");
+  std::string reference;  // the normalized reference pulled
+  std::string repo_digest;
+};
+
+// What List and Status report for one image.
+struct Image {
+  Digest id = Digest::Sha256Of("");
+  std::vector<std::string> repo_tags;
+  std::vector<std::string> repo_digests;
+  int64_t size = 0;
+  ImageUser user;
+  bool pinned = false;
+  std::string chain_id;      // top layer; empty for an image without layers
+  std::string snapshotter;
+  std::string config_json;   // the image config as stored
+};
+
+// The JSON CRI's verbose ImageStatus carries under info["info"]:
+// {"chainID": "...", "imageSpec": <config object>, "snapshotter": "..."}.
+std::string VerboseInfo(const Image& image);
+
+// Whether Remove may remove a pinned image.
+enum class RemovePinned { kRefuse, kAllow };
+
+// One filesystem holding image data, as CRI's ImageFsInfo reports it.
+struct FilesystemUsage {
+  std::chrono::system_clock::time_point timestamp;
+  std::string mountpoint;
+  // Bytes allocated (st_blocks × 512) and inodes (hard links counted once) under berth's
+  // directories on that filesystem: the snapshot root and the content store.
+  uint64_t used_bytes = 0;
+  uint64_t inodes_used = 0;
+};
+
+class ImageService {
+ public:
+  // Builds the service and its index from the database. Every reference must outlive the
+  // service. Records whose config blob is missing or unreadable are skipped (a re-pull repairs
+  // them). Errors: the database's.
+  static Result<std::unique_ptr<ImageService>> Create(pull::Puller& puller, content::Store& store,
+                                                      snapshot::Snapshotter& snapshotter,
+                                                      metadata::MetadataDb& db,
+                                                      ImageServiceOptions options);
+
+  ImageService(const ImageService&) = delete;
+  ImageService& operator=(const ImageService&) = delete;
+
+  // Pulls and unpacks `request.image`, then records its names (image ID, repo tag if the
+  // reference has one, repo digest) in one transaction. Blocks on the network; honours
+  // `cancel`. Errors: those of pull::Puller::Pull (kInvalidArgument for a bad reference,
+  // kNotFound, kUnauthenticated, kPermissionDenied, kUnavailable, kDataLoss,
+  // kResourceExhausted, kCancelled, kDeadlineExceeded), the unpacker's, and the database's.
+  Result<PullResult> Pull(const PullRequest& request, const CancelToken& cancel);
+
+  // Every reported image, ordered by ID; with a non-empty `filter`, only the image it names
+  // (see the file comment), if any.
+  Result<std::vector<Image>> List(std::string_view filter = {});
+
+  // The image named by `ref_or_id`, or nullopt when there is none (not an error).
+  Result<std::optional<Image>> Status(std::string_view ref_or_id);
+
+  // Removes every name of the image `ref_or_id` names, then reclaims the snapshots and blobs no
+  // other image uses. Success when no image matches. kFailedPrecondition for a pinned image
+  // unless `pinned` is kAllow. Errors: the database's; a failure to reclaim is logged, not
+  // returned (the names are gone, and the next Remove retries).
+  Result<void> Remove(std::string_view ref_or_id, RemovePinned pinned = RemovePinned::kRefuse);
+
+  // The filesystems holding the snapshot root and the content store, with berth's usage on
+  // each (one entry when both are on the same filesystem). Walks both trees; blocks on disk I/O.
+  Result<std::vector<FilesystemUsage>> FsInfo();
+
+ private:
+  ImageService(pull::Puller& puller, content::Store& store, snapshot::Snapshotter& snapshotter,
+               metadata::MetadataDb& db, ImageServiceOptions options)
+      : puller_(puller),
+        store_(store),
+        snapshotter_(snapshotter),
+        db_(db),
+        options_(std::move(options)) {}
+
+  Result<void> Rebuild();
+  // Reads the image's blobs back from the content store into an entry (no names).
+  Result<ImageEntry> LoadEntry(const metadata::ImageRecord& record);
+  std::optional<ImageEntry> Resolve(std::string_view ref_or_id) const;
+  bool IsReported(const ImageEntry& entry);
+  bool IsPinned(const ImageEntry& entry) const;
+  Image ToImage(const ImageEntry& entry) const;
+  void ReclaimIfIdle();
+  void Reclaim();
+
+  pull::Puller& puller_;
+  content::Store& store_;
+  snapshot::Snapshotter& snapshotter_;
+  metadata::MetadataDb& db_;
+  const ImageServiceOptions options_;
+  ImageIndex index_;
+
+  // Serialises name writes (database, then index), so both see them in one order.
+  std::mutex names_mutex_;
+  // Pulls hold it shared; reclaiming takes it exclusively, so no blob or snapshot a running
+  // pull relies on is deleted under it.
+  std::shared_mutex reclaim_mutex_;
+  std::mutex pending_mutex_;
+  std::vector<ImageEntry> pending_reclaim_;  // removed images whose data awaits reclaiming
+};
+
+}  // namespace berth::service

@@ -1,0 +1,253 @@
+// ImageService against a real registry (docker-registry), a real content store, the native
+// snapshotter and the metadata database on a temp dir.
+#include "berth/service/image_service.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "berth/config/config.h"
+#include "berth/registry/curl_transport.h"
+#include "berth/service/sequential_unpacker.h"
+#include "berth/service/test_images.h"
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/testing/temp_dir.h"
+#include "berth/testing/test_registry.h"
+
+namespace berth::service {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+class ImageServiceTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto registry = berth::testing::TestRegistry::Start({.log_level = "warn"});
+    ASSERT_TRUE(registry) << registry.error().ToString();
+    registry_ = registry->release();
+    auto a = testing::MakeTestImage("a");
+    auto b = testing::MakeTestImage("b");
+    ASSERT_TRUE(a && b);
+    image_a_ = new imagegen::Image(std::move(*a));
+    image_b_ = new imagegen::Image(std::move(*b));
+    for (auto [tag, image] : {std::pair{"a", image_a_}, std::pair{"b", image_b_}}) {
+      auto pushed = testing::PushTestImage(registry_->url(), "test/img", tag, *image);
+      ASSERT_TRUE(pushed) << pushed.error().ToString();
+    }
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    delete image_a_;
+    delete image_b_;
+  }
+
+  void SetUp() override {
+    auto dir = berth::testing::TempDir::Create("service");
+    ASSERT_TRUE(dir) << dir.error().ToString();
+    dir_.emplace(std::move(*dir));
+    auto transport = registry::CurlTransport::Create();
+    ASSERT_TRUE(transport);
+    transport_ = std::move(*transport);
+    Open();
+  }
+
+  void Open(std::vector<std::string> pinned = {}) {
+    service_.reset();
+    puller_.reset();
+    db_.reset();
+    snapshotter_.reset();
+    store_.reset();
+    auto store = content::Store::Open({.root = dir_->path() / "content"});
+    ASSERT_TRUE(store);
+    store_ = std::move(*store);
+    auto snapshotter = snapshot::NativeSnapshotter::Open(
+        {{.root = dir_->path() / "snapshots", .metadata_path = dir_->path() / "metadata.db"}});
+    ASSERT_TRUE(snapshotter) << snapshotter.error().ToString();
+    snapshotter_ = std::move(*snapshotter);
+    auto db = metadata::MetadataDb::Open({.path = dir_->path() / "metadata.db"});
+    ASSERT_TRUE(db);
+    db_ = std::move(*db);
+    puller_ = std::make_unique<pull::Puller>(*store_, *transport_, config::DefaultConfig());
+    auto service = ImageService::Create(
+        *puller_, *store_, *snapshotter_, *db_,
+        {.snapshotter_name = "native",
+         .snapshot_root = dir_->path() / "snapshots",
+         .pinned_images = std::move(pinned),
+         .unpacker = [this] {
+           return std::make_unique<SequentialUnpacker>(*store_, *snapshotter_);
+         },
+         .platform = {.os = "linux", .architecture = "amd64"}});
+    ASSERT_TRUE(service) << service.error().ToString();
+    service_ = std::move(*service);
+  }
+
+  std::string Ref(std::string_view tag) const { return registry_->host() + "/test/img:" + std::string(tag); }
+
+  PullResult MustPull(std::string_view tag) {
+    auto pulled = service_->Pull({.image = Ref(tag)}, CancelToken::Never());
+    EXPECT_TRUE(pulled) << pulled.error().ToString();
+    return pulled ? *pulled : PullResult{};
+  }
+
+  static inline berth::testing::TestRegistry* registry_ = nullptr;
+  static inline imagegen::Image* image_a_ = nullptr;
+  static inline imagegen::Image* image_b_ = nullptr;
+  std::optional<berth::testing::TempDir> dir_;
+  std::unique_ptr<registry::CurlTransport> transport_;
+  std::unique_ptr<content::Store> store_;
+  std::unique_ptr<snapshot::Snapshotter> snapshotter_;
+  std::unique_ptr<metadata::MetadataDb> db_;
+  std::unique_ptr<pull::Puller> puller_;
+  std::unique_ptr<ImageService> service_;
+};
+
+TEST_F(ImageServiceTest, PullRecordsThreeNamesAndStatusReportsThem) {
+  PullResult pulled = MustPull("a");
+  EXPECT_EQ(pulled.image_id, image_a_->config.digest);
+  auto status = service_->Status(Ref("a"));
+  ASSERT_TRUE(status);
+  ASSERT_TRUE(status->has_value());
+  const Image& image = **status;
+  EXPECT_EQ(image.id, image_a_->config.digest);
+  EXPECT_THAT(image.repo_tags, ElementsAre(Ref("a")));
+  EXPECT_THAT(image.repo_digests,
+              ElementsAre(registry_->host() + "/test/img@" + image_a_->manifest.digest.ToString()));
+  int64_t expected_size = image_a_->manifest.size + image_a_->config.size;
+  for (const auto& layer : image_a_->layers) expected_size += layer.blob.size;
+  EXPECT_EQ(image.size, expected_size);
+  EXPECT_EQ(image.user.uid, 1000);
+  EXPECT_FALSE(image.pinned);
+  EXPECT_EQ(image.snapshotter, "native");
+
+  auto records = db_->ListImages();
+  ASSERT_TRUE(records);
+  EXPECT_EQ(records->size(), 3u);
+  auto info = nlohmann::json::parse(VerboseInfo(image));
+  EXPECT_EQ(info["chainID"], image.chain_id);
+  EXPECT_EQ(info["snapshotter"], "native");
+  EXPECT_EQ(info["imageSpec"]["config"]["User"], "1000:1000");
+}
+
+TEST_F(ImageServiceTest, LookupByIdPrefixAndDigestAndMissing) {
+  PullResult pulled = MustPull("b");
+  for (std::string key : {pulled.image_id.ToString(), pulled.image_id.encoded(),
+                          pulled.image_id.encoded().substr(0, 12), pulled.repo_digest}) {
+    auto status = service_->Status(key);
+    ASSERT_TRUE(status && status->has_value()) << key;
+    EXPECT_EQ((*status)->user.username, "nobody");
+  }
+  auto missing = service_->Status("docker.io/library/nothing:here");
+  ASSERT_TRUE(missing);
+  EXPECT_FALSE(missing->has_value());
+  auto bad = service_->Status("Not A Reference!");
+  ASSERT_TRUE(bad);
+  EXPECT_FALSE(bad->has_value());
+
+  auto listed = service_->List(pulled.image_id.encoded().substr(0, 8));
+  ASSERT_TRUE(listed);
+  EXPECT_EQ(listed->size(), 1u);
+  auto none = service_->List("docker.io/library/nothing:here");
+  ASSERT_TRUE(none);
+  EXPECT_THAT(*none, IsEmpty());
+}
+
+TEST_F(ImageServiceTest, RemoveKeepsSharedLayersOfTheOtherImage) {
+  PullResult a = MustPull("a");
+  PullResult b = MustPull("b");
+  auto a_status = service_->Status(Ref("a"));
+  auto b_status = service_->Status(Ref("b"));
+  ASSERT_TRUE(a_status && *a_status && b_status && *b_status);
+  std::string a_top = (*a_status)->chain_id;
+
+  ASSERT_TRUE(service_->Remove(Ref("a")));
+  EXPECT_FALSE(*service_->Status(a.image_id.ToString()));
+  EXPECT_FALSE(snapshotter_->Stat(a_top));
+  EXPECT_FALSE(store_->Info(a.image_id));
+  // B (and the base layer it shares with A) is intact.
+  ASSERT_TRUE(snapshotter_->Stat((*b_status)->chain_id));
+  EXPECT_TRUE(store_->Info(image_b_->layers[0].blob.digest));
+  auto listed = service_->List();
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().id, b.image_id);
+
+  // Unknown image: success.
+  EXPECT_TRUE(service_->Remove(Ref("a")));
+  EXPECT_TRUE(service_->Remove("sha256:" + std::string(64, '0')));
+  auto records = db_->ListImages();
+  ASSERT_TRUE(records);
+  EXPECT_EQ(records->size(), 3u);
+}
+
+TEST_F(ImageServiceTest, SnapshotRemovedBehindOurBackHidesImageUntilRepull) {
+  MustPull("a");
+  auto status = service_->Status(Ref("a"));
+  ASSERT_TRUE(status && *status);
+  ASSERT_TRUE(snapshotter_->Remove((*status)->chain_id));
+  EXPECT_FALSE(*service_->Status(Ref("a")));
+  EXPECT_THAT(*service_->List(), IsEmpty());
+  MustPull("a");
+  EXPECT_TRUE(*service_->Status(Ref("a")));
+}
+
+TEST_F(ImageServiceTest, ReopenRebuildsIndexFromDatabase) {
+  MustPull("a");
+  MustPull("b");
+  auto before = service_->List();
+  ASSERT_TRUE(before);
+  Open();
+  auto after = service_->List();
+  ASSERT_TRUE(after);
+  ASSERT_EQ(after->size(), before->size());
+  for (size_t i = 0; i < after->size(); ++i) {
+    EXPECT_EQ((*after)[i].id, (*before)[i].id);
+    EXPECT_EQ((*after)[i].repo_tags, (*before)[i].repo_tags);
+    EXPECT_EQ((*after)[i].repo_digests, (*before)[i].repo_digests);
+    EXPECT_EQ((*after)[i].size, (*before)[i].size);
+    EXPECT_EQ((*after)[i].chain_id, (*before)[i].chain_id);
+    EXPECT_EQ((*after)[i].config_json, (*before)[i].config_json);
+  }
+}
+
+TEST_F(ImageServiceTest, PinnedImagesRefuseRemoveUnlessAllowed) {
+  Open({registry_->host() + "/test/*:a"});
+  MustPull("a");
+  MustPull("b");
+  EXPECT_TRUE((*service_->Status(Ref("a")))->pinned);
+  EXPECT_FALSE((*service_->Status(Ref("b")))->pinned);
+  auto refused = service_->Remove(Ref("a"));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_TRUE(service_->Remove(Ref("a"), RemovePinned::kAllow));
+  EXPECT_FALSE(*service_->Status(Ref("a")));
+}
+
+TEST_F(ImageServiceTest, PullErrors) {
+  auto bad = service_->Pull({.image = "not a reference"}, CancelToken::Never());
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), ErrorCode::kInvalidArgument);
+  auto missing = service_->Pull({.image = Ref("nope")}, CancelToken::Never());
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  CancelToken cancelled;
+  cancelled.Cancel();
+  auto stopped = service_->Pull({.image = Ref("a")}, cancelled);
+  ASSERT_FALSE(stopped);
+  EXPECT_EQ(stopped.error().code(), ErrorCode::kCancelled);
+}
+
+TEST_F(ImageServiceTest, FsInfoCountsSnapshotsAndContent) {
+  MustPull("a");
+  auto filesystems = service_->FsInfo();
+  ASSERT_TRUE(filesystems) << filesystems.error().ToString();
+  ASSERT_EQ(filesystems->size(), 1u);
+  EXPECT_FALSE(filesystems->front().mountpoint.empty());
+  EXPECT_GT(filesystems->front().used_bytes, 0u);
+  // At least: content/, blobs/, sha256/, 4 blobs, snapshots root and two layer trees.
+  EXPECT_GT(filesystems->front().inodes_used, 10u);
+}
+
+}  // namespace
+}  // namespace berth::service
