@@ -1,0 +1,451 @@
+#include "berth/unpack/unpacker.h"
+
+#include <fmt/format.h>
+
+#include <random>
+#include <string_view>
+#include <utility>
+
+namespace berth::unpack {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The lower directories (topmost first) of an overlay mount, from its "lowerdir=" option.
+std::vector<fs::path> LowerDirsOf(const std::vector<snapshot::Mount>& mounts) {
+  std::vector<fs::path> dirs;
+  for (const snapshot::Mount& mount : mounts) {
+    if (mount.type != "overlay") continue;
+    for (const std::string& option : mount.options) {
+      constexpr std::string_view kPrefix = "lowerdir=";
+      if (!option.starts_with(kPrefix)) continue;
+      std::string_view rest = std::string_view(option).substr(kPrefix.size());
+      while (!rest.empty()) {
+        size_t colon = rest.find(':');
+        dirs.emplace_back(rest.substr(0, colon));
+        if (colon == std::string_view::npos) break;
+        rest.remove_prefix(colon + 1);
+      }
+    }
+  }
+  return dirs;
+}
+
+}  // namespace
+
+// Feeds a layer's bytes to a LayerApplier writing into the layer's own (parentless) snapshot.
+class Unpacker::StreamingObserver final : public pull::LayerObserver {
+ public:
+  StreamingObserver(Unpacker& unpacker, size_t index, image::Descriptor descriptor, std::string key)
+      : unpacker_(unpacker),
+        index_(index),
+        descriptor_(std::move(descriptor)),
+        key_(std::move(key)) {}
+
+  Result<void> Start() {
+    BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
+                           unpacker_.snapshotter_.GetApplyTarget(key_));
+    if (target.whiteouts != snapshot::WhiteoutStyle::kOverlay) {
+      return Fail(ErrorCode::kInternal,
+                  fmt::format("snapshot {} cannot take a streamed layer: it holds its parent's "
+                              "tree",
+                              key_));
+    }
+    BERTH_ASSIGN_OR_RETURN(applier_, archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
+                                         target, descriptor_.media_type)));
+    needs_lower_layers_ = false;
+    return Ok();
+  }
+
+  Result<void> Write(std::string_view chunk) override {
+    if (needs_lower_layers_) return Ok();  // applied again from the blob later
+    Result<void> written = applier_->Write(chunk);
+    if (!written) return Divert(std::move(written).error());
+    return Ok();
+  }
+
+  Result<void> Reset() override {
+    // The download starts again from byte 0: start again with an empty snapshot.
+    applier_.reset();
+    std::string old_key = std::exchange(key_, unpacker_.NewKey(index_));
+    BERTH_RETURN_IF_ERROR(unpacker_.snapshotter_.Remove(old_key));
+    unpacker_.ForgetKey(old_key);
+    unpacker_.TrackKey(key_);
+    BERTH_RETURN_IF_ERROR(unpacker_.snapshotter_.Prepare(key_, "", {}));
+    return Start();
+  }
+
+  Result<void> Finish() override {
+    const std::string what = fmt::format("unpack layer {} ({})", index_, descriptor_.digest);
+    if (!needs_lower_layers_) {
+      Result<archive::ApplyResult> applied = applier_->Finish();
+      applier_.reset();
+      if (!applied) {
+        if (Result<void> diverted = Divert(std::move(applied).error()); !diverted) {
+          return WithContext(std::move(diverted), what);
+        }
+      } else {
+        BERTH_RETURN_IF_ERROR(WithContext(unpacker_.CheckDiffId(index_, applied->diff_id), what));
+        unpacker_.Report(index_, LayerEvent::kApplied, applied->uncompressed_bytes);
+        return WithContext(
+            unpacker_.MarkReady(index_, State::kApplied, key_, applied->uncompressed_bytes), what);
+      }
+    }
+    // The layer links to files of lower layers: drop this attempt; it is applied from the blob
+    // (now committed to the store) once its parent is committed.
+    BERTH_RETURN_IF_ERROR(WithContext(unpacker_.snapshotter_.Remove(key_), what));
+    unpacker_.ForgetKey(key_);
+    return WithContext(unpacker_.MarkReady(index_, State::kBlobReady, "", 0), what);
+  }
+
+ private:
+  // A hardlink to a lower layer's file (kFailedPrecondition from the applier) is not an error
+  // of the layer: the layer is applied again later with its lower layers. Anything else is.
+  Result<void> Divert(Error error) {
+    if (error.code() != ErrorCode::kFailedPrecondition) return Fail(std::move(error));
+    applier_.reset();
+    needs_lower_layers_ = true;
+    return Ok();
+  }
+
+  Unpacker& unpacker_;
+  const size_t index_;
+  const image::Descriptor descriptor_;
+  std::string key_;
+  std::unique_ptr<archive::LayerApplier> applier_;
+  bool needs_lower_layers_ = false;
+};
+
+// For snapshotters that cannot rebase: ignores the bytes and, once the blob is committed to the
+// store, queues the layer to be applied from it on top of its parent.
+class Unpacker::BlobObserver final : public pull::LayerObserver {
+ public:
+  BlobObserver(Unpacker& unpacker, size_t index) : unpacker_(unpacker), index_(index) {}
+  Result<void> Write(std::string_view) override { return Ok(); }
+  Result<void> Reset() override { return Ok(); }
+  Result<void> Finish() override { return unpacker_.MarkReady(index_, State::kBlobReady, "", 0); }
+
+ private:
+  Unpacker& unpacker_;
+  const size_t index_;
+};
+
+Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, UnpackOptions options,
+                   LayerProgressFn progress)
+    : snapshotter_(snapshotter),
+      store_(store),
+      options_(std::move(options)),
+      progress_(std::move(progress)),
+      rebase_(snapshotter.SupportsRebase()) {}
+
+Unpacker::~Unpacker() {
+  if (!ended_) RemoveKeys();
+}
+
+Result<void> Unpacker::Begin(const image::Manifest& manifest, const image::ImageConfig& config) {
+  if (config.diff_ids.size() != manifest.layers.size()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("the image config lists {} diff_ids but the manifest has {} layers",
+                            config.diff_ids.size(), manifest.layers.size()));
+  }
+  if (manifest.layers.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "the image has no layers to unpack");
+  }
+  std::lock_guard lock(mutex_);
+  chain_ids_ = image::ChainIds(config.diff_ids);
+  layers_.clear();
+  for (size_t i = 0; i < manifest.layers.size(); ++i) {
+    layers_.push_back({.descriptor = manifest.layers[i], .diff_id = config.diff_ids[i]});
+  }
+  stats_ = UnpackStats{.layers = layers_.size()};
+  return Ok();
+}
+
+std::string Unpacker::NewKey(size_t index) const {
+  std::random_device random;
+  uint64_t nonce = (uint64_t{random()} << 32) | random();
+  return fmt::format("extract-{:016x}-{}", nonce, chain_ids_[index].ToString());
+}
+
+archive::ApplyOptions Unpacker::ApplyOptionsFor(const snapshot::ApplyTarget& target,
+                                                const std::string& media_type) const {
+  archive::ApplyOptions apply;
+  apply.root = target.directory;
+  apply.media_type = media_type;
+  apply.whiteout_mode = target.whiteouts == snapshot::WhiteoutStyle::kOverlay
+                            ? archive::WhiteoutMode::kOverlay
+                            : archive::WhiteoutMode::kDelete;
+  apply.limits.max_uncompressed_bytes = options_.max_layer_size;
+  apply.sync = options_.sync;
+  apply.preserve_ownership = options_.preserve_ownership;
+  apply.gzip_backend = options_.gzip_backend;
+  apply.threading = options_.threading;
+  return apply;
+}
+
+Result<pull::LayerPlan> Unpacker::PlanLayer(size_t index) {
+  if (index >= chain_ids_.size()) {
+    return Fail(ErrorCode::kInvalidArgument, fmt::format("no layer {} to plan", index));
+  }
+  const Digest& chain_id = chain_ids_[index];
+  image::Descriptor descriptor;
+  {
+    std::lock_guard lock(mutex_);
+    descriptor = layers_[index].descriptor;
+  }
+  Result<snapshot::Info> existing = snapshotter_.Stat(chain_id.ToString());
+  if (existing) {
+    if (existing->kind != snapshot::Kind::kCommitted) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  fmt::format("snapshot {} exists but is {}, not committed", chain_id.ToString(),
+                              snapshot::KindName(existing->kind)));
+    }
+    {
+      std::lock_guard lock(mutex_);
+      layers_[index].state = State::kPresent;
+      ++stats_.already_present;
+    }
+    Report(index, LayerEvent::kAlreadyPresent);
+    BERTH_RETURN_IF_ERROR(Advance());
+    return pull::LayerPlan{.skip = true};
+  }
+  if (existing.error().code() != ErrorCode::kNotFound) return Fail(std::move(existing).error());
+
+  if (!rebase_) {
+    return pull::LayerPlan{.observer = std::make_unique<BlobObserver>(*this, index)};
+  }
+  std::string key = NewKey(index);
+  TrackKey(key);
+  BERTH_RETURN_IF_ERROR(snapshotter_.Prepare(key, "", {}));
+  auto observer = std::make_unique<StreamingObserver>(*this, index, descriptor, key);
+  BERTH_RETURN_IF_ERROR(WithContext(observer->Start(),
+                                    fmt::format("unpack layer {} ({})", index, descriptor.digest)));
+  return pull::LayerPlan{.observer = std::move(observer)};
+}
+
+Result<void> Unpacker::CheckDiffId(size_t index, const Digest& actual) const {
+  const Digest& expected = [&]() -> const Digest& {
+    std::lock_guard lock(mutex_);
+    return layers_[index].diff_id;
+  }();
+  if (actual == expected) return Ok();
+  return Fail(ErrorCode::kDataLoss,
+              fmt::format("the uncompressed layer's digest is {} but the image config says "
+                          "diff_ids[{}] = {}; the layer was not committed",
+                          actual.ToString(), index, expected.ToString()));
+}
+
+void Unpacker::Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes) {
+  if (progress_) {
+    progress_({.index = index,
+               .chain_id = chain_ids_[index],
+               .event = event,
+               .uncompressed_bytes = uncompressed_bytes});
+  }
+}
+
+void Unpacker::TrackKey(std::string key) {
+  std::lock_guard lock(mutex_);
+  keys_.push_back(std::move(key));
+}
+
+void Unpacker::ForgetKey(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  std::erase(keys_, key);
+}
+
+Result<void> Unpacker::MarkReady(size_t index, State state, std::string key,
+                                 uint64_t uncompressed_bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    Layer& layer = layers_[index];
+    layer.state = state;
+    layer.key = std::move(key);
+    if (state == State::kApplied) {
+      ++stats_.streamed;
+      stats_.uncompressed_bytes += uncompressed_bytes;
+    }
+  }
+  return Advance();
+}
+
+Result<void> Unpacker::Advance() {
+  std::unique_lock lock(mutex_);
+  // Another thread is committing; it re-checks every layer's state under the mutex before it
+  // stops, so it will see what we just marked.
+  if (advancing_) return Ok();
+  advancing_ = true;
+  Result<void> status = Ok();
+  while (next_commit_ < layers_.size() && !failure_) {
+    const size_t index = next_commit_;
+    Layer& layer = layers_[index];
+    if (layer.state == State::kPending) break;
+    if (layer.state == State::kApplied || layer.state == State::kBlobReady) {
+      const State state = layer.state;
+      const std::string key = layer.key;
+      lock.unlock();
+      Result<void> done =
+          state == State::kApplied ? CommitApplied(index, key) : ApplyFromStore(index);
+      lock.lock();
+      if (!done) {
+        failure_ = done.error();
+        status = std::move(done);
+        break;
+      }
+      layers_[index].state = State::kCommitted;
+      layers_[index].key.clear();
+    }
+    ++next_commit_;
+  }
+  advancing_ = false;
+  lock.unlock();
+  advanced_.notify_all();
+  return status;
+}
+
+Result<void> Unpacker::CommitApplied(size_t index, const std::string& key) {
+  const std::string name = chain_ids_[index].ToString();
+  const std::string parent = index == 0 ? "" : chain_ids_[index - 1].ToString();
+  Result<void> committed = parent.empty() ? snapshotter_.Commit(name, key, {})
+                                          : snapshotter_.CommitRebased(name, key, parent, {});
+  if (!committed) {
+    if (committed.error().code() != ErrorCode::kAlreadyExists) return committed;
+    // A concurrent pull committed the same chain ID first: theirs is as good as ours.
+    BERTH_RETURN_IF_ERROR(snapshotter_.Remove(key));
+    ForgetKey(key);
+    std::lock_guard lock(mutex_);
+    ++stats_.lost_races;
+    return Ok();
+  }
+  ForgetKey(key);
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.committed;
+  }
+  Report(index, LayerEvent::kCommitted);
+  return Ok();
+}
+
+Result<void> Unpacker::ApplyFromStore(size_t index) {
+  const std::string name = chain_ids_[index].ToString();
+  const std::string parent = index == 0 ? "" : chain_ids_[index - 1].ToString();
+  image::Descriptor descriptor;
+  {
+    std::lock_guard lock(mutex_);
+    descriptor = layers_[index].descriptor;
+  }
+  const std::string what =
+      fmt::format("unpack layer {} ({}) from the content store", index, descriptor.digest);
+  if (snapshotter_.Stat(name)) {  // committed meanwhile by a concurrent pull
+    std::lock_guard lock(mutex_);
+    ++stats_.lost_races;
+    return Ok();
+  }
+  if (!store_.Contains(descriptor.digest)) {
+    return Fail(ErrorCode::kNotFound,
+                fmt::format("{}: the blob is not in the content store; pull the image", what));
+  }
+  const std::string key = NewKey(index);
+  TrackKey(key);
+  BERTH_ASSIGN_OR_RETURN(std::vector<snapshot::Mount> mounts,
+                         WithContext(snapshotter_.Prepare(key, parent, {}), what));
+  BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
+                         WithContext(snapshotter_.GetApplyTarget(key), what));
+  archive::ApplyOptions apply = ApplyOptionsFor(target, descriptor.media_type);
+  if (target.whiteouts == snapshot::WhiteoutStyle::kOverlay) apply.lower_dirs = LowerDirsOf(mounts);
+  BERTH_ASSIGN_OR_RETURN(
+      archive::ApplyResult applied,
+      WithContext(archive::ApplyLayerFromFile(store_.BlobPath(descriptor.digest), apply), what));
+  BERTH_RETURN_IF_ERROR(WithContext(CheckDiffId(index, applied.diff_id), what));
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.applied_from_store;
+    stats_.uncompressed_bytes += applied.uncompressed_bytes;
+  }
+  Report(index, LayerEvent::kApplied, applied.uncompressed_bytes);
+  Result<void> committed = snapshotter_.Commit(name, key, {});
+  if (!committed) {
+    if (committed.error().code() != ErrorCode::kAlreadyExists) {
+      return WithContext(std::move(committed), what);
+    }
+    BERTH_RETURN_IF_ERROR(snapshotter_.Remove(key));
+    ForgetKey(key);
+    std::lock_guard lock(mutex_);
+    ++stats_.lost_races;
+    return Ok();
+  }
+  ForgetKey(key);
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.committed;
+  }
+  Report(index, LayerEvent::kCommitted);
+  return Ok();
+}
+
+void Unpacker::RemoveKeys() {
+  std::vector<std::string> keys;
+  {
+    std::lock_guard lock(mutex_);
+    keys.swap(keys_);
+  }
+  // Best effort: what cannot be removed now is left for the snapshotter's Cleanup().
+  for (const std::string& key : keys) (void)snapshotter_.Remove(key);
+}
+
+Result<void> Unpacker::End(bool success) {
+  ended_ = true;
+  if (!success) {
+    RemoveKeys();
+    return Ok();
+  }
+  Result<void> advanced = Advance();
+  std::unique_lock lock(mutex_);
+  advanced_.wait(lock, [&] { return !advancing_; });
+  Result<void> status = Ok();
+  if (failure_) {
+    status = Fail(*failure_);
+  } else if (next_commit_ < layers_.size()) {
+    status =
+        Fail(ErrorCode::kInternal, fmt::format("layer {} of {} was never delivered to the unpacker",
+                                               next_commit_, layers_.size()));
+  }
+  lock.unlock();
+  if (!status) RemoveKeys();
+  return status;
+}
+
+Result<void> Unpacker::PlanAllFromStore() {
+  for (size_t i = 0; i < chain_ids_.size(); ++i) {
+    Result<snapshot::Info> existing = snapshotter_.Stat(chain_ids_[i].ToString());
+    if (!existing && existing.error().code() != ErrorCode::kNotFound) {
+      return Fail(std::move(existing).error());
+    }
+    const bool present = existing && existing->kind == snapshot::Kind::kCommitted;
+    {
+      std::lock_guard lock(mutex_);
+      layers_[i].state = present ? State::kPresent : State::kBlobReady;
+      if (present) ++stats_.already_present;
+    }
+    if (present) Report(i, LayerEvent::kAlreadyPresent);
+  }
+  return Ok();
+}
+
+UnpackStats Unpacker::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
+Result<Digest> UnpackImage(content::Store& store, snapshot::Snapshotter& snapshotter,
+                           const image::Manifest& manifest, const image::ImageConfig& config,
+                           const UnpackOptions& options, UnpackStats* stats) {
+  Unpacker unpacker(snapshotter, store, options);
+  BERTH_RETURN_IF_ERROR(unpacker.Begin(manifest, config));
+  BERTH_RETURN_IF_ERROR(unpacker.PlanAllFromStore());
+  BERTH_RETURN_IF_ERROR(unpacker.End(true));
+  if (stats != nullptr) *stats = unpacker.stats();
+  return unpacker.chain_id();
+}
+
+}  // namespace berth::unpack

@@ -1,0 +1,190 @@
+// File: berth/unpack/unpacker.h
+//
+// Unpacker turns an image's layers into committed snapshots named by their chain IDs, the way
+// containerd's unpacker does, but while the layers download:
+//
+//   layer i ──(blob bytes, from the puller's download thread)──▶ LayerApplier ─▶ snapshot dir
+//            └ verified diffID ─▶ commit as chainID(L1..i), in chain order
+//
+// For one pull, construct an Unpacker and pass it as PullOptions::layer_handler. Afterwards
+// chain_id() names the committed snapshot of the whole stack; the image's rootfs is
+// Prepare/View(key, chain_id()).
+//
+// How a layer travels (layer i, chain ID c_i, parent c_{i-1}):
+//   - PlanLayer: c_i already committed → skipped (neither downloaded nor unpacked).
+//   - Snapshotters that can rebase (overlayfs): the layer is applied AS IT DOWNLOADS into the
+//     directory of its own active snapshot "extract-<random>-<c_i>", prepared without a parent.
+//     Layers therefore unpack in parallel, as many as the puller downloads at once. When the
+//     blob is complete and the diffID matches config.diff_ids[i], the layer is committed as c_i
+//     with CommitRebased(c_i, key, c_{i-1}) — but only after c_{i-1} is committed. A layer whose
+//     predecessor is not yet committed is left "applied"; whichever thread commits the
+//     predecessor commits it too, so no download thread ever waits for another layer.
+//   - A streamed layer that needs its lower layers (a hardlink to a lower layer's file fails the
+//     streaming apply with kFailedPrecondition) is applied again from the committed blob once its
+//     parent is committed, prepared on the parent with the lower layers' directories given.
+//   - Snapshotters that cannot rebase (native: a snapshot is a copy of its parent's tree): the
+//     layer cannot be written before its parent exists, so nothing is streamed. The download
+//     runs as usual and, when the blob is committed and c_{i-1} is committed, the layer is
+//     applied from the content store onto Prepare(key, c_{i-1}) and committed. Downloads of
+//     later layers overlap with these applies; the applies themselves are sequential.
+//   - A chain ID committed meanwhile by someone else (a concurrent pull): our copy is removed and
+//     theirs is used.
+//   - End(false), or any failure: every active snapshot this unpacker made is removed. Layers
+//     below a failure that were committed stay (they are correct and reusable).
+//
+// Errors: a diffID mismatch is kDataLoss and leaves no snapshot for that chain ID; apply errors
+// (hostile archives: kPermissionDenied, kInvalidArgument, kResourceExhausted, kDataLoss for
+// truncation) come from berth/archive; snapshotter errors as documented there.
+//
+// Thread safety: the LayerHandler and LayerObserver calls may come from the puller's threads
+// concurrently, as the puller documents. chain_id() and stats() are for after End().
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "berth/archive/layer_applier.h"
+#include "berth/base/result.h"
+#include "berth/content/store.h"
+#include "berth/image/manifest.h"
+#include "berth/pull/puller.h"
+#include "berth/snapshot/snapshotter.h"
+
+namespace berth::unpack {
+
+struct UnpackOptions {
+  // Durability of the written files. With SyncPolicy::kNone the snapshotter's own sync mode
+  // (syncfs at Commit) still applies; see cmd/berth for the mapping from the config's sync.
+  archive::SyncPolicy sync = archive::SyncPolicy::kNone;
+  // Largest uncompressed size of one layer (decompression bombs); 0 for no limit.
+  uint64_t max_layer_size = uint64_t{256} << 30;
+  archive::GzipBackend gzip_backend = archive::GzipBackend::kIsal;
+  archive::ApplyThreading threading = archive::ApplyThreading::kSingle;
+  // Apply archived owners (needs root). Without it files belong to the caller.
+  bool preserve_ownership = true;
+};
+
+// What happened to one layer; reported from the thread that did it.
+enum class LayerEvent {
+  kAlreadyPresent,  // its chain ID was committed before this unpack: nothing to do
+  kApplied,         // written and diffID verified (not yet committed)
+  kCommitted,       // committed as its chain ID
+};
+
+struct LayerProgress {
+  size_t index = 0;
+  Digest chain_id = Digest::Sha256Of("");
+  LayerEvent event = LayerEvent::kApplied;
+  uint64_t uncompressed_bytes = 0;  // for kApplied
+};
+using LayerProgressFn = std::function<void(const LayerProgress&)>;
+
+struct UnpackStats {
+  size_t layers = 0;
+  size_t already_present = 0;     // skipped: chain ID committed before
+  size_t streamed = 0;            // applied while downloading
+  size_t applied_from_store = 0;  // applied from the committed blob (native, fallback)
+  size_t committed = 0;           // committed by this unpacker
+  size_t lost_races = 0;          // committed by someone else meanwhile; ours discarded
+  uint64_t uncompressed_bytes = 0;
+};
+
+class Unpacker final : public pull::LayerHandler {
+ public:
+  // `snapshotter` and `store` must outlive the Unpacker. `progress` may be empty.
+  Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, UnpackOptions options,
+           LayerProgressFn progress = {});
+  // Removes any active snapshot left behind (when End() was never called).
+  ~Unpacker() override;
+  Unpacker(const Unpacker&) = delete;
+  Unpacker& operator=(const Unpacker&) = delete;
+
+  // pull::LayerHandler. kInvalidArgument when the config's diffIDs do not match the layers.
+  Result<void> Begin(const image::Manifest& manifest, const image::ImageConfig& config) override;
+  // Checks the snapshotter (blocks on its metadata) and, for streaming, prepares the layer's
+  // active snapshot.
+  Result<pull::LayerPlan> PlanLayer(size_t index) override;
+  // With `success`: commits whatever is left (applying from the store where needed) and returns
+  // the first error any layer hit. Without: removes this unpacker's active snapshots.
+  Result<void> End(bool success) override;
+
+  // The non-streaming path (UnpackImage): after Begin(), marks every layer that is not
+  // committed yet to be applied from its blob in the content store. End(true) then does the work.
+  Result<void> PlanAllFromStore();
+
+  // The chain ID of the topmost layer. REQUIRES: End(true) succeeded.
+  const Digest& chain_id() const { return chain_ids_.back(); }
+  const std::vector<Digest>& chain_ids() const { return chain_ids_; }
+  UnpackStats stats() const;
+
+ private:
+  class StreamingObserver;
+  class BlobObserver;
+
+  enum class State {
+    kPending,    // planned, downloading
+    kPresent,    // committed before we started
+    kApplied,    // `key` holds the verified layer, prepared without a parent
+    kBlobReady,  // the blob is in the content store; apply it once the parent is committed
+    kCommitted,  // committed by us or by a concurrent unpack
+  };
+  struct Layer {
+    image::Descriptor descriptor;
+    Digest diff_id = Digest::Sha256Of("");
+    State state = State::kPending;
+    std::string key;  // our active snapshot, if any
+  };
+
+  std::string NewKey(size_t index) const;
+  archive::ApplyOptions ApplyOptionsFor(const snapshot::ApplyTarget& target,
+                                        const std::string& media_type) const;
+  // REQUIRES: mutex_ not held. Records the new state of `index` and runs commits.
+  Result<void> MarkReady(size_t index, State state, std::string key, uint64_t uncompressed_bytes);
+  // Commits (and applies from the store) every layer whose predecessors are committed, in
+  // order. Only one thread advances at a time; others hand their work to it.
+  Result<void> Advance();
+  Result<void> CommitApplied(size_t index, const std::string& key);
+  Result<void> ApplyFromStore(size_t index);
+  Result<void> CheckDiffId(size_t index, const Digest& actual) const;
+  void Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes = 0);
+  void RemoveKeys();
+  // Remembers an active snapshot so that failure paths remove it.
+  void TrackKey(std::string key);
+  void ForgetKey(const std::string& key);
+
+  snapshot::Snapshotter& snapshotter_;
+  content::Store& store_;
+  const UnpackOptions options_;
+  const LayerProgressFn progress_;
+  bool rebase_ = false;
+
+  // Set by Begin(); read-only afterwards.
+  std::vector<Digest> chain_ids_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable advanced_;
+  std::vector<Layer> layers_;      // guarded by mutex_
+  std::vector<std::string> keys_;  // active snapshots we own, guarded by mutex_
+  size_t next_commit_ = 0;         // guarded by mutex_
+  bool advancing_ = false;         // guarded by mutex_
+  std::optional<Error> failure_;   // guarded by mutex_
+  UnpackStats stats_;              // guarded by mutex_
+  bool ended_ = false;
+};
+
+// Unpacks an image whose layer blobs are all in `store` (no download): for native snapshots,
+// for repairs, and when the blobs are already present. Layers already committed are skipped;
+// the rest are applied in order onto their parents and committed. Returns the top chain ID and
+// fills `stats` if given. kNotFound when a needed blob is not in the store; otherwise the
+// errors of Unpacker.
+Result<Digest> UnpackImage(content::Store& store, snapshot::Snapshotter& snapshotter,
+                           const image::Manifest& manifest, const image::ImageConfig& config,
+                           const UnpackOptions& options = {}, UnpackStats* stats = nullptr);
+
+}  // namespace berth::unpack

@@ -1,0 +1,412 @@
+// Unpacker against real snapshotters on temp dirs, driven the way the puller drives a
+// LayerHandler (Begin, PlanLayer per layer, observer Write/Reset/Finish, End), without a
+// registry: layer blobs are generated with imagegen and put in a real content store.
+#include "berth/unpack/unpacker.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <fstream>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "berth/imagegen/layer.h"
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/snapshot/overlay_snapshotter.h"
+#include "berth/snapshot/snapshot_test_util.h"
+#include "berth/testing/temp_dir.h"
+
+namespace berth::unpack {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+enum class Kind { kOverlay, kNative };
+
+std::string ReadAll(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct TestImage {
+  std::vector<imagegen::Layer> layers;
+  image::Manifest manifest;
+  image::ImageConfig config;
+};
+
+class UnpackerTest : public ::testing::TestWithParam<Kind> {
+ protected:
+  void SetUp() override {
+    std::string reason = GetParam() == Kind::kOverlay ? snapshot::testing::OverlaySkipReason()
+                                                      : snapshot::testing::MountSkipReason();
+    if (!reason.empty()) GTEST_SKIP() << reason;
+    auto dir = berth::testing::TempDir::Create("unpack");
+    ASSERT_TRUE(dir) << dir.error().ToString();
+    dir_.emplace(std::move(*dir));
+    auto store = content::Store::Open(
+        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    ASSERT_TRUE(store) << store.error().ToString();
+    store_ = std::move(*store);
+    ASSERT_NO_FATAL_FAILURE(OpenSnapshotter());
+  }
+
+  void TearDown() override {
+    snapshotter_.reset();
+    if (dir_) (void)snapshot::UnmountAll(dir_->path() / "mnt");
+  }
+
+  void OpenSnapshotter() {
+    snapshot::LocalSnapshotterOptions options{.root = dir_->path() / "snapshots",
+                                              .sync = snapshot::SyncMode::kNone};
+    if (GetParam() == Kind::kOverlay) {
+      snapshot::OverlaySnapshotterOptions overlay;
+      static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
+      auto opened = snapshot::OverlaySnapshotter::Open(overlay);
+      ASSERT_TRUE(opened) << opened.error().ToString();
+      snapshotter_ = std::move(*opened);
+    } else {
+      snapshot::NativeSnapshotterOptions native;
+      static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
+      auto opened = snapshot::NativeSnapshotter::Open(native);
+      ASSERT_TRUE(opened) << opened.error().ToString();
+      snapshotter_ = std::move(*opened);
+    }
+  }
+
+  // Builds an image from `trees`; the blobs go into the content store unless `store` is false.
+  TestImage MakeImage(const std::vector<imagegen::FileTree>& trees, bool store = true,
+                      imagegen::Compression compression = imagegen::Compression::kGzip) {
+    TestImage out;
+    for (const imagegen::FileTree& tree : trees) {
+      auto layer = imagegen::BuildLayer(tree, {.compression = compression});
+      EXPECT_TRUE(layer) << layer.error().ToString();
+      if (!layer) return out;
+      out.manifest.layers.push_back({.media_type = layer->blob.media_type,
+                                     .digest = layer->blob.digest,
+                                     .size = layer->blob.size});
+      out.config.diff_ids.push_back(layer->diff_id);
+      if (store) {
+        auto written = store_->WriteBlob(layer->blob.digest, layer->bytes);
+        EXPECT_TRUE(written) << written.error().ToString();
+      }
+      out.layers.push_back(std::move(*layer));
+    }
+    return out;
+  }
+
+  // What the puller does for one layer: plan, stream the blob in small chunks, finish.
+  Result<void> DeliverLayer(Unpacker& unpacker, const TestImage& image, size_t index) {
+    BERTH_ASSIGN_OR_RETURN(pull::LayerPlan plan, unpacker.PlanLayer(index));
+    if (plan.skip) {
+      ++skipped_;
+      return Ok();
+    }
+    const std::string& bytes = image.layers[index].bytes;
+    if (!store_->Contains(image.layers[index].blob.digest)) {
+      BERTH_RETURN_IF_ERROR(store_->WriteBlob(image.layers[index].blob.digest, bytes));
+    }
+    if (!plan.observer) return Ok();
+    for (size_t offset = 0; offset < bytes.size(); offset += 700) {
+      BERTH_RETURN_IF_ERROR(plan.observer->Write(std::string_view(bytes).substr(offset, 700)));
+    }
+    return plan.observer->Finish();
+  }
+
+  // Runs a whole "pull" with the layers delivered in `order` (default: in order).
+  Result<void> Unpack(Unpacker& unpacker, const TestImage& image, std::vector<size_t> order = {}) {
+    if (order.empty()) {
+      for (size_t i = 0; i < image.layers.size(); ++i) order.push_back(i);
+    }
+    BERTH_RETURN_IF_ERROR(unpacker.Begin(image.manifest, image.config));
+    Result<void> status = Ok();
+    for (size_t index : order) {
+      status = DeliverLayer(unpacker, image, index);
+      if (!status) break;
+    }
+    Result<void> ended = unpacker.End(status.has_value());
+    if (!status) return status;
+    return ended;
+  }
+
+  Unpacker NewUnpacker() { return Unpacker(*snapshotter_, *store_, {}); }
+
+  // Mounts a view of `chain_id` and returns where.
+  fs::path MountView(const Digest& chain_id) {
+    const std::string key = "view-" + std::to_string(views_++);
+    auto mounts = snapshotter_->View(key, chain_id.ToString());
+    EXPECT_TRUE(mounts) << mounts.error().ToString();
+    fs::path target = dir_->path() / "mnt" / key;
+    fs::create_directories(target);
+    auto mounted = snapshot::ScopedMount::Create(*mounts, target);
+    EXPECT_TRUE(mounted) << mounted.error().ToString();
+    if (mounted) mounts_.push_back(std::move(*mounted));
+    return target;
+  }
+
+  std::map<std::string, snapshot::Kind> Snapshots() {
+    std::map<std::string, snapshot::Kind> found;
+    auto walked = snapshotter_->Walk([&](const snapshot::Info& info) -> Result<void> {
+      found[info.name] = info.kind;
+      return Ok();
+    });
+    EXPECT_TRUE(walked) << walked.error().ToString();
+    return found;
+  }
+
+  static std::vector<imagegen::FileTree> ThreeLayers() {
+    imagegen::FileTree base;
+    base.AddDirectory("etc")
+        .AddFile("etc/os-release", "ID=base\n")
+        .AddFile("etc/motd", "hello\n")
+        .AddDirectory("var")
+        .AddDirectory("var/cache")
+        .AddFile("var/cache/old", "old")
+        .AddFile("shared", "v1");
+    imagegen::FileTree middle;
+    middle.AddDirectory("app", {.mode = 0750, .uid = 10, .gid = 20})
+        .AddFile("app/main", "#!/bin/sh\n", {.mode = 0755})
+        .AddWhiteout("etc/motd")
+        .AddFile("shared", "v2");
+    imagegen::FileTree top;
+    top.AddDirectory("var")
+        .AddDirectory("var/cache")
+        .AddOpaqueWhiteout("var/cache")
+        .AddFile("var/cache/new", "new")
+        .AddSymlink("bin-sh", "/app/main")
+        .AddFile("shared", "v3");
+    return {base, middle, top};
+  }
+
+  void ExpectThreeLayerRootfs(const Digest& chain_id) {
+    fs::path root = MountView(chain_id);
+    EXPECT_EQ(ReadAll(root / "etc/os-release"), "ID=base\n");
+    EXPECT_FALSE(fs::exists(fs::symlink_status(root / "etc/motd")));
+    EXPECT_EQ(ReadAll(root / "shared"), "v3");
+    EXPECT_EQ(ReadAll(root / "app/main"), "#!/bin/sh\n");
+    EXPECT_FALSE(fs::exists(root / "var/cache/old"));
+    EXPECT_EQ(ReadAll(root / "var/cache/new"), "new");
+    EXPECT_EQ(fs::read_symlink(root / "bin-sh"), "/app/main");
+    struct stat st;
+    ASSERT_EQ(::lstat((root / "app").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    EXPECT_EQ(st.st_uid, 10u);
+    EXPECT_EQ(st.st_gid, 20u);
+  }
+
+  std::optional<berth::testing::TempDir> dir_;
+  std::unique_ptr<content::Store> store_;
+  std::unique_ptr<snapshot::Snapshotter> snapshotter_;
+  std::vector<snapshot::ScopedMount> mounts_;
+  int views_ = 0;
+  int skipped_ = 0;
+};
+
+TEST_P(UnpackerTest, CommitsTheChainEvenWhenLayersFinishOutOfOrder) {
+  TestImage image = MakeImage(ThreeLayers());
+  Unpacker unpacker = NewUnpacker();
+  ASSERT_TRUE(Unpack(unpacker, image, {2, 0, 1}));
+  std::vector<Digest> chain = image::ChainIds(image.config.diff_ids);
+  EXPECT_EQ(unpacker.chain_id(), chain.back());
+  for (size_t i = 0; i < chain.size(); ++i) {
+    auto info = snapshotter_->Stat(chain[i].ToString());
+    ASSERT_TRUE(info) << info.error().ToString();
+    EXPECT_EQ(info->kind, snapshot::Kind::kCommitted);
+    EXPECT_EQ(info->parent, i == 0 ? "" : chain[i - 1].ToString());
+  }
+  EXPECT_EQ(Snapshots().size(), 3u) << "no active snapshot is left";
+  UnpackStats stats = unpacker.stats();
+  EXPECT_EQ(stats.committed, 3u);
+  if (GetParam() == Kind::kOverlay) {
+    EXPECT_EQ(stats.streamed, 3u);
+  } else {
+    EXPECT_EQ(stats.applied_from_store, 3u);
+  }
+  ExpectThreeLayerRootfs(unpacker.chain_id());
+}
+
+TEST_P(UnpackerTest, LayersUnpackFromConcurrentThreads) {
+  TestImage image = MakeImage(ThreeLayers());
+  Unpacker unpacker = NewUnpacker();
+  ASSERT_TRUE(unpacker.Begin(image.manifest, image.config));
+  std::vector<std::thread> threads;
+  std::vector<Result<void>> results(3, Ok());
+  for (size_t i : {2, 1, 0}) {
+    threads.emplace_back([&, i] { results[i] = DeliverLayer(unpacker, image, i); });
+  }
+  for (auto& thread : threads) thread.join();
+  for (auto& result : results) ASSERT_TRUE(result) << result.error().ToString();
+  ASSERT_TRUE(unpacker.End(true));
+  ExpectThreeLayerRootfs(unpacker.chain_id());
+}
+
+TEST_P(UnpackerTest, CommittedLayersAreSkippedAndSharedByTheNextImage) {
+  std::vector<imagegen::FileTree> trees = ThreeLayers();
+  TestImage first = MakeImage(trees);
+  Unpacker unpacker = NewUnpacker();
+  ASSERT_TRUE(Unpack(unpacker, first));
+
+  // The same image again: every layer is already there.
+  Unpacker again = NewUnpacker();
+  skipped_ = 0;
+  ASSERT_TRUE(Unpack(again, first));
+  EXPECT_EQ(skipped_, 3);
+  EXPECT_EQ(again.stats().already_present, 3u);
+  EXPECT_EQ(again.chain_id(), unpacker.chain_id());
+
+  // An image with one more layer: only that one is unpacked.
+  imagegen::FileTree extra;
+  extra.AddFile("extra", "x");
+  trees.push_back(extra);
+  TestImage second = MakeImage(trees);
+  Unpacker next = NewUnpacker();
+  skipped_ = 0;
+  ASSERT_TRUE(Unpack(next, second));
+  EXPECT_EQ(skipped_, 3);
+  EXPECT_EQ(next.stats().committed, 1u);
+  EXPECT_EQ(snapshotter_->Stat(next.chain_id().ToString())->parent, unpacker.chain_id().ToString());
+  fs::path root = MountView(next.chain_id());
+  EXPECT_EQ(ReadAll(root / "extra"), "x");
+  EXPECT_EQ(ReadAll(root / "shared"), "v3");
+}
+
+TEST_P(UnpackerTest, WrongDiffIdIsDataLossAndCommitsNothing) {
+  TestImage image = MakeImage(ThreeLayers());
+  image.config.diff_ids[0] = Digest::Sha256Of("not the layer");
+  Unpacker unpacker = NewUnpacker();
+  Result<void> unpacked = Unpack(unpacker, image);
+  ASSERT_FALSE(unpacked);
+  EXPECT_EQ(unpacked.error().code(), ErrorCode::kDataLoss) << unpacked.error().ToString();
+  EXPECT_THAT(unpacked.error().ToString(), HasSubstr("diff_ids[0]"));
+  EXPECT_TRUE(Snapshots().empty()) << "neither committed nor active snapshots remain";
+}
+
+TEST_P(UnpackerTest, HostileLayerIsRefusedAndLeavesNothing) {
+  imagegen::FileTree good;
+  good.AddFile("ok", "ok");
+  imagegen::FileTree evil;
+  evil.Add({.path = "../escaped", .type = imagegen::EntryType::kRegular}, "gotcha");
+  TestImage image = MakeImage({good, evil});
+  Unpacker unpacker = NewUnpacker();
+  Result<void> unpacked = Unpack(unpacker, image);
+  ASSERT_FALSE(unpacked);
+  EXPECT_EQ(unpacked.error().code(), ErrorCode::kPermissionDenied) << unpacked.error().ToString();
+  EXPECT_THAT(unpacked.error().ToString(), HasSubstr(".."));
+  EXPECT_FALSE(fs::exists(dir_->path() / "escaped"));
+  EXPECT_FALSE(fs::exists(dir_->path() / "snapshots" / "escaped"));
+  for (const auto& [name, kind] : Snapshots()) {
+    EXPECT_EQ(kind, snapshot::Kind::kCommitted) << name << " is left behind";
+  }
+}
+
+TEST_P(UnpackerTest, ResetStartsTheLayerAgain) {
+  TestImage image = MakeImage(ThreeLayers());
+  Unpacker unpacker = NewUnpacker();
+  ASSERT_TRUE(unpacker.Begin(image.manifest, image.config));
+  for (size_t i = 0; i < 3; ++i) {
+    auto plan = unpacker.PlanLayer(i);
+    ASSERT_TRUE(plan) << plan.error().ToString();
+    const std::string& bytes = image.layers[i].bytes;
+    // Half the blob, then the server ignores our Range request and we start from 0.
+    ASSERT_TRUE(plan->observer->Write(std::string_view(bytes).substr(0, bytes.size() / 2)));
+    ASSERT_TRUE(plan->observer->Reset());
+    ASSERT_TRUE(plan->observer->Write(bytes));
+    ASSERT_TRUE(plan->observer->Finish());
+  }
+  ASSERT_TRUE(unpacker.End(true));
+  EXPECT_EQ(Snapshots().size(), 3u);
+  ExpectThreeLayerRootfs(unpacker.chain_id());
+}
+
+TEST_P(UnpackerTest, HardlinkToALowerLayerIsResolved) {
+  imagegen::FileTree base;
+  base.AddDirectory("bin").AddFile("bin/tool", "tool-bytes", {.mode = 0755});
+  imagegen::FileTree upper;
+  upper.AddDirectory("usr").AddHardlink("usr/tool", "bin/tool");
+  TestImage image = MakeImage({base, upper});
+  Unpacker unpacker = NewUnpacker();
+  ASSERT_TRUE(Unpack(unpacker, image, {1, 0}));
+  if (GetParam() == Kind::kOverlay) {
+    EXPECT_EQ(unpacker.stats().streamed, 1u);
+    EXPECT_EQ(unpacker.stats().applied_from_store, 1u) << "the linking layer is applied again";
+  }
+  EXPECT_EQ(Snapshots().size(), 2u) << "the diverted streaming attempt is gone";
+  fs::path root = MountView(unpacker.chain_id());
+  EXPECT_EQ(ReadAll(root / "usr/tool"), "tool-bytes");
+  EXPECT_EQ(ReadAll(root / "bin/tool"), "tool-bytes");
+}
+
+TEST_P(UnpackerTest, ConcurrentUnpacksOfOneImageBothSucceed) {
+  TestImage image = MakeImage(ThreeLayers());
+  Unpacker first = NewUnpacker();
+  Unpacker second = NewUnpacker();
+  ASSERT_TRUE(first.Begin(image.manifest, image.config));
+  ASSERT_TRUE(second.Begin(image.manifest, image.config));
+  // Both plan every layer before either commits anything.
+  std::vector<pull::LayerPlan> plans_first, plans_second;
+  for (size_t i = 0; i < 3; ++i) {
+    auto a = first.PlanLayer(i);
+    auto b = second.PlanLayer(i);
+    ASSERT_TRUE(a && b);
+    plans_first.push_back(std::move(*a));
+    plans_second.push_back(std::move(*b));
+  }
+  for (auto* plans : {&plans_first, &plans_second}) {
+    for (size_t i = 0; i < 3; ++i) {
+      ASSERT_TRUE((*plans)[i].observer->Write(image.layers[i].bytes));
+      auto finished = (*plans)[i].observer->Finish();
+      ASSERT_TRUE(finished) << finished.error().ToString();
+    }
+  }
+  ASSERT_TRUE(first.End(true));
+  ASSERT_TRUE(second.End(true));
+  EXPECT_EQ(first.chain_id(), second.chain_id());
+  EXPECT_EQ(first.stats().committed, 3u);
+  EXPECT_EQ(second.stats().lost_races, 3u);
+  EXPECT_EQ(Snapshots().size(), 3u) << "the loser's copies are gone";
+}
+
+TEST_P(UnpackerTest, EndWithoutSuccessRemovesActiveSnapshots) {
+  TestImage image = MakeImage(ThreeLayers());
+  Unpacker unpacker = NewUnpacker();
+  ASSERT_TRUE(unpacker.Begin(image.manifest, image.config));
+  auto plan = unpacker.PlanLayer(1);
+  ASSERT_TRUE(plan);
+  ASSERT_TRUE(plan->observer->Write(image.layers[1].bytes));
+  ASSERT_TRUE(plan->observer->Finish());  // applied, waiting for layer 0
+  ASSERT_TRUE(unpacker.End(false));
+  EXPECT_TRUE(Snapshots().empty());
+}
+
+TEST_P(UnpackerTest, UnpackImageAppliesFromTheStore) {
+  TestImage image = MakeImage(ThreeLayers(), true, imagegen::Compression::kZstd);
+  UnpackStats stats;
+  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config, {}, &stats);
+  ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+  EXPECT_EQ(stats.applied_from_store, 3u);
+  ExpectThreeLayerRootfs(*chain_id);
+  // Again: nothing to do.
+  auto again = UnpackImage(*store_, *snapshotter_, image.manifest, image.config, {}, &stats);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(stats.already_present, 3u);
+  EXPECT_EQ(stats.committed, 0u);
+}
+
+TEST_P(UnpackerTest, UnpackImageNeedsTheBlobs) {
+  TestImage image = MakeImage(ThreeLayers(), /*store=*/false);
+  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config);
+  ASSERT_FALSE(chain_id);
+  EXPECT_EQ(chain_id.error().code(), ErrorCode::kNotFound) << chain_id.error().ToString();
+  EXPECT_TRUE(Snapshots().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Snapshotters, UnpackerTest,
+                         ::testing::Values(Kind::kOverlay, Kind::kNative), [](const auto& info) {
+                           return info.param == Kind::kOverlay ? "Overlay" : "Native";
+                         });
+
+}  // namespace
+}  // namespace berth::unpack
