@@ -1,0 +1,226 @@
+#include "berth/cri/image_service_server.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "berth/base/log.h"
+#include "berth/cri/grpc_status.h"
+
+namespace berth::cri {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Logs one line when the request ends: method, reference, duration and result code.
+class RequestLog {
+ public:
+  RequestLog(std::string_view method, std::string reference)
+      : method_(method), reference_(std::move(reference)), started_(Clock::now()) {}
+
+  grpc::Status Done(grpc::Status status) {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
+    std::string_view code = status.ok() ? "OK" : ErrorCodeName(static_cast<ErrorCode>(
+                                                     static_cast<int>(status.error_code())));
+    if (status.ok()) {
+      log::Info("cri.request", {{"method", method_}, {"ref", reference_}, {"ms", ms.count()},
+                                {"code", code}});
+    } else {
+      log::Warn("cri.request", {{"method", method_}, {"ref", reference_}, {"ms", ms.count()},
+                                {"code", code}, {"error", status.error_message()}});
+    }
+    return status;
+  }
+
+ private:
+  std::string_view method_;
+  std::string reference_;
+  Clock::time_point started_;
+};
+
+// A CancelToken that fires when the client cancels the call or its deadline passes. A watcher
+// thread polls ServerContext::IsCancelled() (the synchronous API has no callback for it).
+class CallCancellation {
+ public:
+  explicit CallCancellation(grpc::ServerContext& context)
+      : token_(DeadlineOf(context)), watcher_([this, &context] { Watch(context); }) {}
+
+  ~CallCancellation() {
+    {
+      std::lock_guard lock(mutex_);
+      done_ = true;
+    }
+    wake_.notify_all();
+    watcher_.join();
+  }
+
+  const CancelToken& token() const { return token_; }
+
+ private:
+  static Clock::time_point DeadlineOf(const grpc::ServerContext& context) {
+    auto deadline = context.deadline();
+    auto now = std::chrono::system_clock::now();
+    // gRPC reports "no deadline" as a time far in the future.
+    if (deadline - now > std::chrono::hours(24 * 365)) return Clock::time_point::max();
+    return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
+  }
+
+  void Watch(grpc::ServerContext& context) {
+    std::unique_lock lock(mutex_);
+    while (!done_) {
+      if (context.IsCancelled()) {
+        token_.Cancel();
+        return;
+      }
+      wake_.wait_for(lock, std::chrono::milliseconds(100));
+    }
+  }
+
+  CancelToken token_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool done_ = false;
+  std::thread watcher_;
+};
+
+template <typename Auth>
+registry::CriAuthConfig ToAuth(const Auth& auth) {
+  return {.username = auth.username(),
+          .password = Secret(auth.password()),
+          .auth = Secret(auth.auth()),
+          .server_address = auth.server_address(),
+          .identity_token = Secret(auth.identity_token()),
+          .registry_token = Secret(auth.registry_token())};
+}
+
+template <typename ImageMessage>
+void FillImage(const service::Image& image, ImageMessage& out) {
+  out.set_id(image.id.ToString());
+  for (const std::string& tag : image.repo_tags) out.add_repo_tags(tag);
+  for (const std::string& digest : image.repo_digests) out.add_repo_digests(digest);
+  out.set_size(static_cast<uint64_t>(image.size));
+  if (image.user.uid) {
+    out.mutable_uid()->set_value(*image.user.uid);
+  } else {
+    out.set_username(image.user.username);
+  }
+  out.mutable_spec()->set_image(image.id.ToString());
+  out.set_pinned(image.pinned);
+}
+
+template <typename Request, typename Response>
+grpc::Status DoPull(service::ImageService& images, grpc::ServerContext& context,
+                    const Request& request, Response& response) {
+  RequestLog log("PullImage", request.image().image());
+  CallCancellation cancellation(context);
+  Result<service::PullResult> pulled =
+      images.Pull({.image = request.image().image(), .auth = ToAuth(request.auth())},
+                  cancellation.token());
+  if (!pulled) return log.Done(ToGrpcStatus(pulled.error()));
+  response.set_image_ref(pulled->image_id.ToString());
+  return log.Done(grpc::Status::OK);
+}
+
+template <typename Request, typename Response>
+grpc::Status DoList(service::ImageService& images, const Request& request, Response& response) {
+  const std::string& filter = request.filter().image().image();
+  RequestLog log("ListImages", filter);
+  Result<std::vector<service::Image>> listed = images.List(filter);
+  if (!listed) return log.Done(ToGrpcStatus(listed.error()));
+  for (const service::Image& image : *listed) FillImage(image, *response.add_images());
+  return log.Done(grpc::Status::OK);
+}
+
+template <typename Request, typename Response>
+grpc::Status DoStatus(service::ImageService& images, const Request& request, Response& response) {
+  RequestLog log("ImageStatus", request.image().image());
+  Result<std::optional<service::Image>> status = images.Status(request.image().image());
+  if (!status) return log.Done(ToGrpcStatus(status.error()));
+  if (!*status) return log.Done(grpc::Status::OK);  // not found: an empty response
+  FillImage(**status, *response.mutable_image());
+  if (request.verbose()) (*response.mutable_info())["info"] = service::VerboseInfo(**status);
+  return log.Done(grpc::Status::OK);
+}
+
+template <typename Request>
+grpc::Status DoRemove(service::ImageService& images, const Request& request) {
+  RequestLog log("RemoveImage", request.image().image());
+  Result<void> removed = images.Remove(request.image().image());
+  if (!removed) return log.Done(ToGrpcStatus(removed.error()));
+  return log.Done(grpc::Status::OK);
+}
+
+template <typename Response>
+grpc::Status DoFsInfo(service::ImageService& images, Response& response) {
+  RequestLog log("ImageFsInfo", "");
+  Result<std::vector<service::FilesystemUsage>> filesystems = images.FsInfo();
+  if (!filesystems) return log.Done(ToGrpcStatus(filesystems.error()));
+  for (const service::FilesystemUsage& usage : *filesystems) {
+    auto* out = response.add_image_filesystems();
+    out->set_timestamp(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           usage.timestamp.time_since_epoch())
+                           .count());
+    out->mutable_fs_id()->set_mountpoint(usage.mountpoint);
+    out->mutable_used_bytes()->set_value(usage.used_bytes);
+    out->mutable_inodes_used()->set_value(usage.inodes_used);
+  }
+  return log.Done(grpc::Status::OK);
+}
+
+}  // namespace
+
+grpc::Status ImageServiceV1::ListImages(grpc::ServerContext*,
+                                        const runtime::v1::ListImagesRequest* request,
+                                        runtime::v1::ListImagesResponse* response) {
+  return DoList(images_, *request, *response);
+}
+grpc::Status ImageServiceV1::ImageStatus(grpc::ServerContext*,
+                                         const runtime::v1::ImageStatusRequest* request,
+                                         runtime::v1::ImageStatusResponse* response) {
+  return DoStatus(images_, *request, *response);
+}
+grpc::Status ImageServiceV1::PullImage(grpc::ServerContext* context,
+                                       const runtime::v1::PullImageRequest* request,
+                                       runtime::v1::PullImageResponse* response) {
+  return DoPull(images_, *context, *request, *response);
+}
+grpc::Status ImageServiceV1::RemoveImage(grpc::ServerContext*,
+                                         const runtime::v1::RemoveImageRequest* request,
+                                         runtime::v1::RemoveImageResponse*) {
+  return DoRemove(images_, *request);
+}
+grpc::Status ImageServiceV1::ImageFsInfo(grpc::ServerContext*,
+                                         const runtime::v1::ImageFsInfoRequest*,
+                                         runtime::v1::ImageFsInfoResponse* response) {
+  return DoFsInfo(images_, *response);
+}
+
+grpc::Status ImageServiceV1alpha2::ListImages(grpc::ServerContext*,
+                                              const runtime::v1alpha2::ListImagesRequest* request,
+                                              runtime::v1alpha2::ListImagesResponse* response) {
+  return DoList(images_, *request, *response);
+}
+grpc::Status ImageServiceV1alpha2::ImageStatus(
+    grpc::ServerContext*, const runtime::v1alpha2::ImageStatusRequest* request,
+    runtime::v1alpha2::ImageStatusResponse* response) {
+  return DoStatus(images_, *request, *response);
+}
+grpc::Status ImageServiceV1alpha2::PullImage(grpc::ServerContext* context,
+                                             const runtime::v1alpha2::PullImageRequest* request,
+                                             runtime::v1alpha2::PullImageResponse* response) {
+  return DoPull(images_, *context, *request, *response);
+}
+grpc::Status ImageServiceV1alpha2::RemoveImage(
+    grpc::ServerContext*, const runtime::v1alpha2::RemoveImageRequest* request,
+    runtime::v1alpha2::RemoveImageResponse*) {
+  return DoRemove(images_, *request);
+}
+grpc::Status ImageServiceV1alpha2::ImageFsInfo(grpc::ServerContext*,
+                                               const runtime::v1alpha2::ImageFsInfoRequest*,
+                                               runtime::v1alpha2::ImageFsInfoResponse* response) {
+  return DoFsInfo(images_, *response);
+}
+
+}  // namespace berth::cri

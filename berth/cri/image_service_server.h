@@ -1,0 +1,75 @@
+// File: berth/cri/image_service_server.h
+//
+// The CRI ImageService over gRPC, in both API versions kubelet and crictl speak: runtime.v1 and
+// the older runtime.v1alpha2. Each handler only translates: request → service::ImageService call
+// → response, and Error → grpc::Status through ToGrpcStatus(). No image logic lives here.
+//
+//   PullImage    → ImageService::Pull; image_ref = the image ID
+//   ListImages   → ImageService::List(filter.image.image)
+//   ImageStatus  → ImageService::Status; a missing image is an empty response; verbose adds
+//                  info["info"] = VerboseInfo()
+//   RemoveImage  → ImageService::Remove (unknown image: OK)
+//   ImageFsInfo  → ImageService::FsInfo → image_filesystems
+//
+// A pull stops when the client cancels the call or its deadline passes: the handler polls
+// ServerContext::IsCancelled() into the CancelToken the pull honours.
+//
+// Every request is logged once, as `cri.request method=… ref=… ms=… code=…`.
+//
+// Thread safety: gRPC calls the handlers from many threads at once; both services only forward
+// to ImageService, which is thread-safe. `images` must outlive both.
+#pragma once
+
+#include "berth/service/image_service.h"
+#include "proto/runtime/v1/api.grpc.pb.h"
+#include "proto/runtime/v1alpha2/api.grpc.pb.h"
+
+namespace berth::cri {
+
+class ImageServiceV1 final : public runtime::v1::ImageService::Service {
+ public:
+  explicit ImageServiceV1(service::ImageService& images) : images_(images) {}
+
+  grpc::Status ListImages(grpc::ServerContext* context, const runtime::v1::ListImagesRequest* request,
+                          runtime::v1::ListImagesResponse* response) override;
+  grpc::Status ImageStatus(grpc::ServerContext* context,
+                           const runtime::v1::ImageStatusRequest* request,
+                           runtime::v1::ImageStatusResponse* response) override;
+  grpc::Status PullImage(grpc::ServerContext* context, const runtime::v1::PullImageRequest* request,
+                         runtime::v1::PullImageResponse* response) override;
+  grpc::Status RemoveImage(grpc::ServerContext* context,
+                           const runtime::v1::RemoveImageRequest* request,
+                           runtime::v1::RemoveImageResponse* response) override;
+  grpc::Status ImageFsInfo(grpc::ServerContext* context,
+                           const runtime::v1::ImageFsInfoRequest* request,
+                           runtime::v1::ImageFsInfoResponse* response) override;
+
+ private:
+  service::ImageService& images_;
+};
+
+class ImageServiceV1alpha2 final : public runtime::v1alpha2::ImageService::Service {
+ public:
+  explicit ImageServiceV1alpha2(service::ImageService& images) : images_(images) {}
+
+  grpc::Status ListImages(grpc::ServerContext* context,
+                          const runtime::v1alpha2::ListImagesRequest* request,
+                          runtime::v1alpha2::ListImagesResponse* response) override;
+  grpc::Status ImageStatus(grpc::ServerContext* context,
+                           const runtime::v1alpha2::ImageStatusRequest* request,
+                           runtime::v1alpha2::ImageStatusResponse* response) override;
+  grpc::Status PullImage(grpc::ServerContext* context,
+                         const runtime::v1alpha2::PullImageRequest* request,
+                         runtime::v1alpha2::PullImageResponse* response) override;
+  grpc::Status RemoveImage(grpc::ServerContext* context,
+                           const runtime::v1alpha2::RemoveImageRequest* request,
+                           runtime::v1alpha2::RemoveImageResponse* response) override;
+  grpc::Status ImageFsInfo(grpc::ServerContext* context,
+                           const runtime::v1alpha2::ImageFsInfoRequest* request,
+                           runtime::v1alpha2::ImageFsInfoResponse* response) override;
+
+ private:
+  service::ImageService& images_;
+};
+
+}  // namespace berth::cri
