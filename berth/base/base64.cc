@@ -79,4 +79,24 @@ Result<std::string> Base64Decode(std::string_view text) {
   return out;
 }
 
+Result<std::string> Base64UrlDecode(std::string_view text) {
+  while (!text.empty() && text.back() == '=') text.remove_suffix(1);
+  if (text.size() % 4 == 1) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("invalid base64url: length {} is impossible", text.size()));
+  }
+  std::string standard(text);
+  for (char& c : standard) {
+    if (c == '-') {
+      c = '+';
+    } else if (c == '_') {
+      c = '/';
+    } else if (c == '+' || c == '/') {
+      return Fail(ErrorCode::kInvalidArgument, "invalid base64url: '+' or '/' in the input");
+    }
+  }
+  standard.append((4 - standard.size() % 4) % 4, '=');
+  return Base64Decode(standard);
+}
+
 }  // namespace berth

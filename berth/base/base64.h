@@ -14,6 +14,10 @@ std::string Base64Encode(std::string_view bytes);
 // URL-safe alphabet without padding (RFC 4648 §5), as JWTs use.
 std::string Base64UrlEncode(std::string_view bytes);
 
+// Decodes the URL-safe alphabet without padding (JWT segments); trailing '=' padding is also
+// accepted. kInvalidArgument on characters outside the alphabet or an impossible length.
+Result<std::string> Base64UrlDecode(std::string_view text);
+
 // Strict decoding: padding required, no whitespace, no characters outside the alphabet.
 // kInvalidArgument naming the offending position otherwise. The input is not echoed, since it
 // may be a credential.

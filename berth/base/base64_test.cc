@@ -31,6 +31,14 @@ TEST(Base64Test, StrictDecoding) {
   }
 }
 
+TEST(Base64Test, UrlDecoding) {
+  EXPECT_EQ(Base64UrlDecode("-_8").value(), "\xfb\xff");
+  EXPECT_EQ(Base64UrlDecode("Zg").value(), "f");
+  EXPECT_EQ(Base64UrlDecode("Zg==").value(), "f");
+  EXPECT_FALSE(Base64UrlDecode("Z"));
+  EXPECT_FALSE(Base64UrlDecode("+/8"));
+}
+
 TEST(Base64Test, BinaryRoundTrip) {
   std::string bytes;
   for (int i = 0; i < 256; ++i) bytes.push_back(static_cast<char>(i));

@@ -18,6 +18,8 @@
 #include "berth/base/c_handle.h"
 #include "berth/base/unique_fd.h"
 #include "berth/image/media_types.h"
+#include "berth/registry/challenge.h"
+#include "berth/registry/url.h"
 
 namespace berth::imagegen {
 namespace {
@@ -42,24 +44,6 @@ std::string_view Trim(std::string_view text) {
     text.remove_suffix(1);
   }
   return text;
-}
-
-bool IsTokenChar(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) ||
-         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-std::string PercentEncode(std::string_view value) {
-  std::string out;
-  for (char c : value) {
-    if (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
-        c == '~') {
-      out.push_back(c);
-    } else {
-      out += fmt::format("%{:02X}", static_cast<unsigned char>(c));
-    }
-  }
-  return out;
 }
 
 // The registry's own explanation, from a distribution error body
@@ -152,97 +136,16 @@ std::once_flag curl_init_once;
 
 }  // namespace
 
-Result<std::vector<AuthChallenge>> ParseWwwAuthenticate(std::string_view header) {
-  std::vector<AuthChallenge> challenges;
-  size_t pos = 0;
-  auto skip_spaces = [&] {
-    while (pos < header.size() && (header[pos] == ' ' || header[pos] == '\t')) ++pos;
-  };
-  auto read_token = [&] {
-    size_t start = pos;
-    while (pos < header.size() && IsTokenChar(header[pos])) ++pos;
-    return header.substr(start, pos - start);
-  };
-  while (true) {
-    while (pos < header.size() && (header[pos] == ' ' || header[pos] == ',')) ++pos;
-    if (pos >= header.size()) break;
-    std::string_view scheme = read_token();
-    if (scheme.empty()) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  fmt::format("WWW-Authenticate: expected an auth scheme at offset {}", pos));
-    }
-    AuthChallenge challenge{.scheme = std::string(scheme)};
-    while (true) {
-      skip_spaces();
-      size_t parameter_start = pos;
-      std::string_view key = read_token();
-      skip_spaces();
-      if (key.empty() || pos >= header.size() || header[pos] != '=') {
-        // Not "key=": the next challenge's scheme (or the end).
-        pos = parameter_start;
-        break;
-      }
-      ++pos;  // '='
-      skip_spaces();
-      std::string value;
-      if (pos < header.size() && header[pos] == '"') {
-        ++pos;
-        bool closed = false;
-        while (pos < header.size()) {
-          char c = header[pos++];
-          if (c == '\\' && pos < header.size()) {
-            value.push_back(header[pos++]);
-          } else if (c == '"') {
-            closed = true;
-            break;
-          } else {
-            value.push_back(c);
-          }
-        }
-        if (!closed) {
-          return Fail(ErrorCode::kInvalidArgument, "WWW-Authenticate: unterminated quoted string");
-        }
-      } else {
-        value = std::string(read_token());
-      }
-      challenge.parameters[Lowercase(key)] = std::move(value);
-      skip_spaces();
-      if (pos < header.size() && header[pos] == ',') {
-        ++pos;
-        continue;
-      }
-      break;
-    }
-    challenges.push_back(std::move(challenge));
-    if (pos < header.size() && !IsTokenChar(header[pos]) && header[pos] != ',' &&
-        header[pos] != ' ') {
-      return Fail(ErrorCode::kInvalidArgument,
-                  fmt::format("WWW-Authenticate: unexpected character at offset {}", pos));
-    }
-  }
-  return challenges;
-}
-
 std::string ResolveLocation(std::string_view request_url, std::string_view location) {
-  if (location.find("://") != std::string_view::npos) return std::string(location);
-  size_t scheme_end = request_url.find("://");
-  std::string_view scheme =
-      scheme_end == std::string_view::npos ? "http" : request_url.substr(0, scheme_end);
-  if (location.substr(0, 2) == "//") return fmt::format("{}:{}", scheme, location);
-  size_t authority_start = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
-  size_t path_start = request_url.find('/', authority_start);
-  std::string_view origin = request_url.substr(0, path_start);
-  if (!location.empty() && location.front() == '/') return fmt::format("{}{}", origin, location);
-  std::string_view path =
-      path_start == std::string_view::npos ? std::string_view("/") : request_url.substr(path_start);
-  path = path.substr(0, path.find_first_of("?#"));
-  path = path.substr(0, path.rfind('/') + 1);
-  return fmt::format("{}{}{}", origin, path, location);
+  Result<registry::Url> base = registry::ParseUrl(request_url);
+  if (!base) return std::string(location);
+  Result<registry::Url> resolved = registry::ResolveLocation(*base, location);
+  return resolved ? resolved->ToString() : std::string(location);
 }
 
 std::string AppendQuery(std::string_view url, std::string_view key, std::string_view value) {
   char separator = url.find('?') == std::string_view::npos ? '?' : '&';
-  return fmt::format("{}{}{}={}", url, separator, key, PercentEncode(value));
+  return fmt::format("{}{}{}={}", url, separator, key, registry::QueryEscape(value));
 }
 
 struct RegistryClient::Request {
@@ -521,29 +424,28 @@ Result<void> RegistryClient::Authorize(const Request& request, const Response& r
     return Fail(ErrorCode::kUnauthenticated,
                 fmt::format("{}: 401 without a WWW-Authenticate challenge", what));
   }
-  BERTH_ASSIGN_OR_RETURN(std::vector<AuthChallenge> challenges,
-                         WithContext(ParseWwwAuthenticate(header), what));
-  const AuthChallenge* bearer = nullptr;
-  const AuthChallenge* basic = nullptr;
-  for (const AuthChallenge& challenge : challenges) {
-    std::string scheme = Lowercase(challenge.scheme);
-    if (scheme == "bearer" && bearer == nullptr) bearer = &challenge;
-    if (scheme == "basic" && basic == nullptr) basic = &challenge;
+  BERTH_ASSIGN_OR_RETURN(std::vector<registry::Challenge> challenges,
+                         WithContext(registry::ParseChallenges(header), what));
+  const registry::Challenge* bearer = nullptr;
+  const registry::Challenge* basic = nullptr;
+  for (const registry::Challenge& challenge : challenges) {
+    if (challenge.scheme == "bearer" && bearer == nullptr) bearer = &challenge;
+    if (challenge.scheme == "basic" && basic == nullptr) basic = &challenge;
   }
 
   if (bearer != nullptr) {
-    auto realm = bearer->parameters.find("realm");
-    if (realm == bearer->parameters.end() || realm->second.empty()) {
+    auto realm = bearer->params.find("realm");
+    if (realm == bearer->params.end() || realm->second.empty()) {
       return Fail(ErrorCode::kUnauthenticated,
                   fmt::format("{}: Bearer challenge without a realm", what));
     }
     std::string url = realm->second;
-    if (auto service = bearer->parameters.find("service"); service != bearer->parameters.end()) {
+    if (auto service = bearer->params.find("service"); service != bearer->params.end()) {
       url = AppendQuery(url, "service", service->second);
     }
     std::vector<std::string> scopes = request.scopes;
     if (scopes.empty()) {
-      if (auto scope = bearer->parameters.find("scope"); scope != bearer->parameters.end()) {
+      if (auto scope = bearer->params.find("scope"); scope != bearer->params.end()) {
         scopes.push_back(scope->second);
       }
     }

@@ -63,17 +63,6 @@ struct RegistryClientOptions {
   uint64_t upload_chunk_bytes = 0;
 };
 
-// One WWW-Authenticate challenge: scheme ("Basic", "Bearer") and its parameters (keys
-// lowercased).
-struct AuthChallenge {
-  std::string scheme;
-  std::map<std::string, std::string> parameters;
-};
-
-// Parses a WWW-Authenticate header value into its challenges. kInvalidArgument when it is not
-// a challenge list.
-Result<std::vector<AuthChallenge>> ParseWwwAuthenticate(std::string_view header);
-
 // Resolves a Location header against the URL of the request that returned it: absolute URLs
 // stay, "/path" keeps the request's scheme and host, anything else is relative to the
 // request's directory.

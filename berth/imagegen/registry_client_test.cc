@@ -17,39 +17,6 @@ using berth::testing::HttpServer;
 using berth::testing::HttpServerRequest;
 using berth::testing::HttpServerResponse;
 
-TEST(ParseWwwAuthenticateTest, BearerWithQuotedParameters) {
-  Result<std::vector<AuthChallenge>> challenges = ParseWwwAuthenticate(
-      R"(Bearer realm="https://auth.example/token",service="registry.example",)"
-      R"(scope="repository:library/busybox:pull,push")");
-  ASSERT_TRUE(challenges.has_value()) << challenges.error().ToString();
-  ASSERT_EQ(challenges->size(), 1u);
-  EXPECT_EQ((*challenges)[0].scheme, "Bearer");
-  EXPECT_EQ((*challenges)[0].parameters.at("realm"), "https://auth.example/token");
-  EXPECT_EQ((*challenges)[0].parameters.at("service"), "registry.example");
-  EXPECT_EQ((*challenges)[0].parameters.at("scope"), "repository:library/busybox:pull,push");
-}
-
-TEST(ParseWwwAuthenticateTest, SeveralChallengesAndTokenValues) {
-  Result<std::vector<AuthChallenge>> challenges = ParseWwwAuthenticate(
-      R"(Basic realm="Registry Realm", Bearer Realm=x, error="insufficient_scope")");
-  ASSERT_TRUE(challenges.has_value()) << challenges.error().ToString();
-  ASSERT_EQ(challenges->size(), 2u);
-  EXPECT_EQ((*challenges)[0].scheme, "Basic");
-  EXPECT_EQ((*challenges)[0].parameters.at("realm"), "Registry Realm");
-  EXPECT_EQ((*challenges)[1].scheme, "Bearer");
-  EXPECT_EQ((*challenges)[1].parameters.at("realm"), "x");
-  EXPECT_EQ((*challenges)[1].parameters.at("error"), "insufficient_scope");
-}
-
-TEST(ParseWwwAuthenticateTest, EscapesAndErrors) {
-  Result<std::vector<AuthChallenge>> escaped = ParseWwwAuthenticate(R"(Basic realm="a\"b")");
-  ASSERT_TRUE(escaped.has_value());
-  EXPECT_EQ((*escaped)[0].parameters.at("realm"), "a\"b");
-  EXPECT_EQ(ParseWwwAuthenticate(R"(Bearer realm="open)").error().code(),
-            ErrorCode::kInvalidArgument);
-  EXPECT_EQ(ParseWwwAuthenticate("=x").error().code(), ErrorCode::kInvalidArgument);
-}
-
 TEST(ResolveLocationTest, AbsoluteRootedAndRelative) {
   std::string request = "http://127.0.0.1:5000/v2/repo/blobs/uploads/";
   EXPECT_EQ(ResolveLocation(request, "https://other:9/upload?x=1"), "https://other:9/upload?x=1");

@@ -152,6 +152,18 @@ Error TransportError(CURLcode code, const char* detail, const HttpRequest& reque
                                where, why));
     case CURLE_RECV_ERROR:
     case CURLE_SEND_ERROR:
+      // With TLS 1.3 a server that rejects the client (no or a wrong client certificate) says so
+      // with an alert that arrives on the first read, after the handshake looked complete. That
+      // is a TLS failure of the endpoint, not an interrupted transfer: do not retry it.
+      if (exchange.response.status == 0 && request.url.starts_with("https://") &&
+          (why.find("SSL") != std::string::npos || why.find("alert") != std::string::npos ||
+           why.find("getpeername") != std::string::npos)) {
+        return Error(ErrorCode::kUnavailable,
+                     fmt::format("{}: TLS connection rejected: {} (if the registry requires a "
+                                 "client certificate, configure cert_file and key_file for it)",
+                                 where, why));
+      }
+      return Error(ErrorCode::kAborted, fmt::format("{}: transfer interrupted: {}", where, why));
     case CURLE_PARTIAL_FILE:
     case CURLE_GOT_NOTHING:
     case CURLE_HTTP2:

@@ -1,5 +1,7 @@
 #include "berth/testing/jwt.h"
 
+#include "berth/base/base64.h"
+
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -18,7 +20,6 @@ using UniqueX509 = UniqueHandle<X509, X509_free>;
 using UniqueBio = UniqueHandle<BIO, BIO_free_all>;
 using UniqueMdContext = UniqueHandle<EVP_MD_CTX, EVP_MD_CTX_free>;
 
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 Result<UniqueX509> LoadCertificate(const std::filesystem::path& cert_file) {
   BERTH_ASSIGN_OR_RETURN(std::string pem, ReadFile(cert_file));
@@ -36,71 +37,6 @@ Result<UniqueX509> LoadCertificate(const std::filesystem::path& cert_file) {
 struct JwtSigner::Key {
   UniqueKey pkey;
 };
-
-std::string Base64Encode(std::string_view data) {
-  std::string out;
-  out.reserve((data.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 3 <= data.size(); i += 3) {
-    uint32_t v = (static_cast<uint8_t>(data[i]) << 16) | (static_cast<uint8_t>(data[i + 1]) << 8) |
-                 static_cast<uint8_t>(data[i + 2]);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  size_t rest = data.size() - i;
-  if (rest > 0) {
-    uint32_t v = static_cast<uint8_t>(data[i]) << 16;
-    if (rest == 2) v |= static_cast<uint8_t>(data[i + 1]) << 8;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
-  }
-  return out;
-}
-
-std::string Base64UrlEncode(std::string_view data) {
-  std::string out = Base64Encode(data);
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) {
-    if (c == '+') c = '-';
-    if (c == '/') c = '_';
-  }
-  return out;
-}
-
-Result<std::string> Base64Decode(std::string_view text) {
-  std::string out;
-  uint32_t accumulator = 0;
-  int bits = 0;
-  for (char c : text) {
-    int value;
-    if (c >= 'A' && c <= 'Z') {
-      value = c - 'A';
-    } else if (c >= 'a' && c <= 'z') {
-      value = c - 'a' + 26;
-    } else if (c >= '0' && c <= '9') {
-      value = c - '0' + 52;
-    } else if (c == '+' || c == '-') {
-      value = 62;
-    } else if (c == '/' || c == '_') {
-      value = 63;
-    } else if (c == '=') {
-      break;
-    } else {
-      return Fail(ErrorCode::kInvalidArgument, "invalid base64 character");
-    }
-    accumulator = (accumulator << 6) | static_cast<uint32_t>(value);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((accumulator >> bits) & 0xff));
-    }
-  }
-  return out;
-}
 
 Result<JwtSigner> JwtSigner::FromPemFiles(const std::filesystem::path& key_file,
                                           const std::filesystem::path& cert_file) {
@@ -158,9 +94,9 @@ Result<DecodedJwt> DecodeJwtUnverified(std::string_view token) {
   if (second == std::string_view::npos || token.find('.', second + 1) != std::string_view::npos) {
     return Fail(ErrorCode::kInvalidArgument, "a JWT has three dot-separated parts");
   }
-  BERTH_ASSIGN_OR_RETURN(std::string header_json, Base64Decode(token.substr(0, first)));
+  BERTH_ASSIGN_OR_RETURN(std::string header_json, Base64UrlDecode(token.substr(0, first)));
   BERTH_ASSIGN_OR_RETURN(std::string claims_json,
-                         Base64Decode(token.substr(first + 1, second - first - 1)));
+                         Base64UrlDecode(token.substr(first + 1, second - first - 1)));
   DecodedJwt decoded;
   decoded.header = nlohmann::json::parse(header_json, nullptr, /*allow_exceptions=*/false);
   decoded.claims = nlohmann::json::parse(claims_json, nullptr, /*allow_exceptions=*/false);
@@ -177,7 +113,7 @@ Result<DecodedJwt> VerifyJwt(std::string_view token, const std::filesystem::path
   }
   size_t last_dot = token.rfind('.');
   std::string_view signing_input = token.substr(0, last_dot);
-  BERTH_ASSIGN_OR_RETURN(std::string signature, Base64Decode(token.substr(last_dot + 1)));
+  BERTH_ASSIGN_OR_RETURN(std::string signature, Base64UrlDecode(token.substr(last_dot + 1)));
   BERTH_ASSIGN_OR_RETURN(UniqueX509 cert, LoadCertificate(cert_file));
   EVP_PKEY* public_key = X509_get0_pubkey(cert.get());
   UniqueMdContext context(EVP_MD_CTX_new());

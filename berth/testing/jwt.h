@@ -25,12 +25,6 @@
 
 namespace berth::testing {
 
-// RFC 4648 base64 with padding, and its URL-safe unpadded variant used by JWS.
-std::string Base64Encode(std::string_view data);
-std::string Base64UrlEncode(std::string_view data);
-// Accepts both alphabets, with or without padding. kInvalidArgument on other characters.
-Result<std::string> Base64Decode(std::string_view text);
-
 class JwtSigner {
  public:
   // Loads a PEM private key (RSA) and the PEM certificate of its public key. kNotFound if a file

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <ctime>
 
+#include "berth/base/base64.h"
 #include "berth/testing/http_wire.h"
 
 namespace berth::testing {

@@ -405,19 +405,11 @@ TEST_F(PullTest, ClientCertificateRequiredByRegistry) {
   ExpectPulled(Pull(with_cert, reference), image);
 }
 
-// BUG: berth/registry/curl_transport.cc (the curl error → Error mapping) and
-// berth/registry/client.cc (Client::Exchange). With TLS 1.3 the client finishes its side of the
-// handshake before the server has checked the client certificate, so a registry that requires
-// one and gets none answers the first read with the alert "bad certificate"
-// (certificate_required). curl reports that as CURLE_RECV_ERROR ("OpenSSL SSL_read: ... sslv3
-// alert bad certificate"), which is mapped to kAborted ("transfer interrupted") instead of a TLS
-// failure. Exchange() then treats it as an interrupted transfer: it retries max_attempts (4)
-// times with backoff and finally reports "giving up on https://... after 4 attempts: ...
-// transfer interrupted", kAborted, with no hint about the client certificate. client.h promises
-// to "give up on the endpoint at once on ... a TLS failure", and http.h documents TLS handshake
-// failures as kUnavailable. Expected: kUnavailable, a message that says TLS and points at the
-// client certificate (as the CURLE_SSL_CONNECT_ERROR case does), and no retries.
-TEST_F(PullTest, KnownBug_MissingClientCertificateIsReportedAsTlsFailure) {
+// With TLS 1.3 a registry that requires a client certificate and gets none rejects it with an
+// alert on the first read, after the handshake looked complete (curl: CURLE_RECV_ERROR). That
+// must still be reported as a TLS failure of the endpoint, pointing at the client certificate,
+// and not be retried as an interrupted transfer.
+TEST_F(PullTest, MissingClientCertificateIsReportedAsTlsFailure) {
   auto registry = StartRegistry({.mode = TestRegistryMode::kTlsClientCert});
   ASSERT_NE(registry, nullptr);
   imagegen::Image image = MakeImage({MakeLayer(1000, 25)});
