@@ -51,7 +51,8 @@
 namespace berth::service {
 
 // Makes the layer handler that unpacks one pull's layers into the snapshotter, each layer
-// committed under its chain ID. berth/unpack's streaming Unpacker is the production one.
+// committed under its chain ID: berth/unpack's Unpacker (the composition root builds it; the
+// service only needs the pull::LayerHandler seam).
 using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>()>;
 
 struct ImageServiceOptions {

@@ -9,11 +9,11 @@
 
 #include "berth/config/config.h"
 #include "berth/registry/curl_transport.h"
-#include "berth/service/sequential_unpacker.h"
 #include "berth/service/test_images.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/testing/temp_dir.h"
 #include "berth/testing/test_registry.h"
+#include "berth/unpack/unpacker.h"
 
 namespace berth::service {
 namespace {
@@ -76,7 +76,8 @@ class ImageServiceTest : public ::testing::Test {
          .snapshot_root = dir_->path() / "snapshots",
          .pinned_images = std::move(pinned),
          .unpacker = [this] {
-           return std::make_unique<SequentialUnpacker>(*store_, *snapshotter_);
+           return std::make_unique<unpack::Unpacker>(*snapshotter_, *store_,
+                                                     unpack::UnpackOptions{});
          },
          .platform = {.os = "linux", .architecture = "amd64"}});
     ASSERT_TRUE(service) << service.error().ToString();
