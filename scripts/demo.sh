@@ -12,6 +12,7 @@ work=$(mktemp -d /tmp/berth-demo.XXXXXX)
 seed_pid=""
 cleanup() {
   [ -n "$seed_pid" ] && kill "$seed_pid" 2>/dev/null && wait "$seed_pid" 2>/dev/null
+  if [ -f "$work/mounted" ]; then "$bin/berth/berth" --root "$work/root" unmount "$work/rootfs" || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -29,7 +30,7 @@ echo "== 2. berth ref normalize =="
 "$bin/berth/berth" ref normalize --json "$ref"
 
 echo
-echo "== 3. berth pull $ref (into $work/root) =="
+echo "== 3. berth pull $ref (into $work/root: blobs, and layers unpacked into overlayfs snapshots) =="
 "$bin/berth/berth" --root "$work/root" pull "$ref"
 
 echo
@@ -39,4 +40,18 @@ echo "== 4. berth content ls =="
 echo
 echo "== 5. a second pull finds every blob present and fetches nothing =="
 "$bin/berth/berth" --root "$work/root" pull "$ref"
+
+echo
+echo "== 6. berth mount: the image's root filesystem at $work/rootfs =="
+mkdir -p "$work/rootfs"
+"$bin/berth/berth" --root "$work/root" mount "$ref" "$work/rootfs"
+touch "$work/mounted"
+ls -l "$work/rootfs" "$work/rootfs/etc"
+echo "--- $work/rootfs/etc/os-release:"
+cat "$work/rootfs/etc/os-release"
+
+echo
+echo "== 7. berth unmount =="
+"$bin/berth/berth" --root "$work/root" unmount "$work/rootfs"
+rm -f "$work/mounted"
 echo "demo: done"

@@ -13,6 +13,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # test peers and tools
   docker-registry openssl apache2-utils curl
+  # unpack tests: the reference unpacker, a static busybox to run, OCI runtimes, an image copier
+  umoci busybox-static crun skopeo
 )
 
 missing=()

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   berth::cli::AddRefCommand(app, &status);
   berth::cli::AddPullCommand(app, &status);
   berth::cli::AddContentCommand(app, &status);
+  berth::cli::AddMountCommands(app, &status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

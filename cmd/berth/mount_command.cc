@@ -1,0 +1,197 @@
+// berth mount REF DIR / berth unmount DIR: an image's root filesystem on a directory, as a new
+// active snapshot on top of the image's top chain ID (a read-only view with --read-only).
+//
+// The image is looked up in the image records (<root>/metadata.db) that `berth pull` and the
+// image service write: the text as recorded, then as a normalized reference, then as an image
+// ID. What `berth unmount` must undo is kept in a marker file, <root>/mounts/<sha256(DIR)>.json:
+// {"directory", "key", "snapshotter", "image_id", "reference"}, written atomically after the
+// mount succeeded and removed after the snapshot was.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "berth/base/file_util.h"
+#include "berth/metadata/metadata_db.h"
+#include "berth/reference/reference.h"
+#include "berth/snapshot/mount.h"
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/snapshot/overlay_snapshotter.h"
+#include "cmd/berth/commands.h"
+#include "cmd/berth/common.h"
+
+namespace berth::cli {
+
+namespace fs = std::filesystem;
+
+Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
+                                                               config::SnapshotterKind kind) {
+  const fs::path root = fs::absolute(config.root);
+  snapshot::LocalSnapshotterOptions options{
+      .root = root / "snapshots" / std::string(config::SnapshotterName(kind)),
+      .metadata_path = root / "metadata.db",
+      .sync = config.pull.sync == config::SyncMode::kNone ? snapshot::SyncMode::kNone
+                                                          : snapshot::SyncMode::kSyncFs};
+  BERTH_RETURN_IF_ERROR(MakeDirectories(root));
+  if (kind == config::SnapshotterKind::kNative) {
+    snapshot::NativeSnapshotterOptions native;
+    static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
+    BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::NativeSnapshotter::Open(native));
+    return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+  }
+  snapshot::OverlaySnapshotterOptions overlay;
+  static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
+  BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::OverlaySnapshotter::Open(overlay));
+  return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+}
+
+Result<std::unique_ptr<metadata::MetadataDb>> OpenMetadata(const config::Config& config) {
+  const fs::path root = fs::absolute(config.root);
+  BERTH_RETURN_IF_ERROR(MakeDirectories(root));
+  return metadata::MetadataDb::Open({.path = root / "metadata.db"});
+}
+
+namespace {
+
+struct MountFlags {
+  std::string reference;
+  std::string directory;
+  bool read_only = false;
+};
+
+Result<metadata::ImageRecord> FindImage(metadata::MetadataDb& db, const std::string& text) {
+  if (auto found = db.GetImage(text)) return found;
+  if (auto reference = Reference::Parse(text)) {
+    if (auto found = db.GetImage(reference->ToString())) return found;
+  }
+  if (auto digest = Digest::Parse(text.find(':') == std::string::npos ? "sha256:" + text : text)) {
+    if (auto found = db.GetImage(digest->ToString())) return found;
+  }
+  return Fail(ErrorCode::kNotFound,
+              fmt::format("no image \"{}\" has been pulled into this root; run `berth pull {}` "
+                          "first",
+                          text, text));
+}
+
+Result<config::SnapshotterKind> KindOf(std::string_view name) {
+  if (name == config::SnapshotterName(config::SnapshotterKind::kOverlayfs)) {
+    return config::SnapshotterKind::kOverlayfs;
+  }
+  if (name == config::SnapshotterName(config::SnapshotterKind::kNative)) {
+    return config::SnapshotterKind::kNative;
+  }
+  return Fail(ErrorCode::kInvalidArgument, fmt::format("unknown snapshotter \"{}\"", name));
+}
+
+fs::path MarkerPath(const config::Config& config, const fs::path& directory) {
+  return fs::absolute(config.root) / "mounts" /
+         (Digest::Sha256Of(directory.string()).encoded() + ".json");
+}
+
+Result<fs::path> CanonicalDirectory(const std::string& text) {
+  std::error_code error;
+  fs::path directory = fs::canonical(text, error);
+  if (error) return Fail(ErrnoError(error.value(), fmt::format("resolve {}", text)));
+  if (!fs::is_directory(directory)) {
+    return Fail(ErrorCode::kInvalidArgument, fmt::format("{} is not a directory", text));
+  }
+  return directory;
+}
+
+Result<std::string> MountImage(const MountFlags& flags) {
+  BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig());
+  BERTH_ASSIGN_OR_RETURN(fs::path directory, CanonicalDirectory(flags.directory));
+  const fs::path marker = MarkerPath(config, directory);
+  if (fs::exists(marker)) {
+    return Fail(ErrorCode::kAlreadyExists,
+                fmt::format("{} already has a berth mount; run `berth unmount {}` first",
+                            directory.string(), directory.string()));
+  }
+  BERTH_ASSIGN_OR_RETURN(auto db, OpenMetadata(config));
+  BERTH_ASSIGN_OR_RETURN(metadata::ImageRecord image, FindImage(*db, flags.reference));
+  BERTH_ASSIGN_OR_RETURN(config::SnapshotterKind kind, KindOf(image.snapshotter));
+  BERTH_ASSIGN_OR_RETURN(auto snapshotter, OpenSnapshotter(config, kind));
+
+  std::random_device random;
+  const std::string key = fmt::format("mount-{:08x}{:08x}", random(), random());
+  BERTH_ASSIGN_OR_RETURN(std::vector<snapshot::Mount> mounts,
+                         flags.read_only ? snapshotter->View(key, image.chain_id, {})
+                                         : snapshotter->Prepare(key, image.chain_id, {}));
+  if (auto mounted = snapshot::MountAll(mounts, directory); !mounted) {
+    (void)snapshotter->Remove(key);
+    return Fail(std::move(mounted).error());
+  }
+  nlohmann::json record = {{"directory", directory.string()},
+                           {"key", key},
+                           {"snapshotter", image.snapshotter},
+                           {"image_id", image.image_id.ToString()},
+                           {"reference", image.name}};
+  Result<void> written = MakeDirectories(marker.parent_path());
+  if (written) written = WriteFileAtomically(marker, record.dump(2) + "\n");
+  if (!written) {
+    (void)snapshot::UnmountAll(directory);
+    (void)snapshotter->Remove(key);
+    return Fail(std::move(written).error());
+  }
+  return key;
+}
+
+Result<void> UnmountImage(const std::string& text) {
+  BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig());
+  BERTH_ASSIGN_OR_RETURN(fs::path directory, CanonicalDirectory(text));
+  const fs::path marker = MarkerPath(config, directory);
+  Result<std::string> bytes = ReadFile(marker, 1 << 20);
+  if (!bytes) {
+    if (bytes.error().code() == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kNotFound,
+                  fmt::format("{} was not mounted by `berth mount` with root {}",
+                              directory.string(), config.root.string()));
+    }
+    return Fail(std::move(bytes).error());
+  }
+  nlohmann::json record = nlohmann::json::parse(*bytes, nullptr, /*allow_exceptions=*/false);
+  if (record.is_discarded() || !record.is_object() || !record["key"].is_string() ||
+      !record["snapshotter"].is_string()) {
+    return Fail(ErrorCode::kDataLoss, fmt::format("mount marker {} is damaged", marker.string()));
+  }
+  BERTH_ASSIGN_OR_RETURN(config::SnapshotterKind kind,
+                         KindOf(record["snapshotter"].get<std::string>()));
+  BERTH_RETURN_IF_ERROR(snapshot::UnmountAll(directory));
+  BERTH_ASSIGN_OR_RETURN(auto snapshotter, OpenSnapshotter(config, kind));
+  Result<void> removed = snapshotter->Remove(record["key"].get<std::string>());
+  if (!removed && removed.error().code() != ErrorCode::kNotFound) return removed;
+  std::error_code error;
+  fs::remove(marker, error);
+  if (error) return Fail(ErrnoError(error.value(), fmt::format("remove {}", marker.string())));
+  return Ok();
+}
+
+}  // namespace
+
+void AddMountCommands(CLI::App& app, int* status) {
+  auto flags = std::make_shared<MountFlags>();
+  CLI::App* mount = app.add_subcommand(
+      "mount", "Mount an image's root filesystem (a new snapshot on top of the image) at DIR");
+  mount->add_option("REF", flags->reference, "Image reference or ID, as pulled")->required();
+  mount->add_option("DIR", flags->directory, "An existing directory")->required();
+  mount->add_flag("--read-only", flags->read_only, "Mount a read-only view instead");
+  mount->callback([=] {
+    Result<std::string> key = MountImage(*flags);
+    *status = key ? 0 : PrintError(key.error());
+    if (key) std::cout << *key << "\n";
+  });
+
+  auto directory = std::make_shared<std::string>();
+  CLI::App* unmount = app.add_subcommand(
+      "unmount", "Unmount what `berth mount` mounted at DIR and remove its snapshot");
+  unmount->add_option("DIR", *directory, "The directory given to berth mount")->required();
+  unmount->callback([=] {
+    Result<void> done = UnmountImage(*directory);
+    *status = done ? 0 : PrintError(done.error());
+  });
+}
+
+}  // namespace berth::cli
