@@ -1,42 +1,282 @@
-// berthd: the image service daemon. This file is the composition root: it is the only place that
-// knows every concrete type. At this stage it loads options, starts logging and waits for a
-// signal; the CRI server arrives with the image-service issue.
+// berthd: the image service daemon. This file is the composition root: the only place that knows
+// every concrete type. It loads the config, takes the root's lock, builds the content store, the
+// snapshotter, the metadata database, the registry transport, the puller, the unpacker factory
+// and the image service in dependency order, serves the CRI ImageService (runtime.v1 and
+// v1alpha2) on a unix socket, and on SIGTERM/SIGINT stops accepting, lets in-flight requests
+// finish within the grace period, and exits 0.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
 
 #include "berth/base/log.h"
+#include "berth/base/unique_fd.h"
+#include "berth/config/config.h"
+#include "berth/content/store.h"
+#include "berth/cri/image_service_server.h"
+#include "berth/metadata/metadata_db.h"
+#include "berth/pull/puller.h"
+#include "berth/registry/curl_transport.h"
+#include "berth/service/image_service.h"
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/snapshot/overlay_snapshotter.h"
+#include "berth/unpack/unpacker.h"
+
+namespace berth::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view kDefaultConfig = "/etc/berth/config.toml";
+
+struct Flags {
+  std::string config_file;
+  std::string root;
+  std::string state;
+  std::string address;
+  std::string log_level;
+  int grace_seconds = 10;
+};
+
+Result<config::Config> LoadConfig(const Flags& flags) {
+  config::Config config = config::DefaultConfig();
+  if (!flags.config_file.empty()) {
+    BERTH_ASSIGN_OR_RETURN(config, config::LoadConfigFile(flags.config_file));
+  } else if (::access(std::string(kDefaultConfig).c_str(), R_OK) == 0) {
+    BERTH_ASSIGN_OR_RETURN(config, config::LoadConfigFile(kDefaultConfig));
+  }
+  if (!flags.root.empty()) config.root = fs::absolute(flags.root);
+  if (!flags.state.empty()) config.state = fs::absolute(flags.state);
+  if (!flags.address.empty()) config.address = flags.address;
+  if (!flags.log_level.empty()) {
+    BERTH_ASSIGN_OR_RETURN(config.log_level, log::ParseLevel(flags.log_level));
+  }
+  return config;
+}
+
+Result<fs::path> SocketPath(std::string_view address) {
+  constexpr std::string_view kScheme = "unix://";
+  if (!address.starts_with(kScheme) || address.size() == kScheme.size() ||
+      address[kScheme.size()] != '/') {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("address {} must be unix:// followed by an absolute path", address));
+  }
+  fs::path path(address.substr(kScheme.size()));
+  if (path.string().size() >= sizeof(sockaddr_un::sun_path)) {
+    return Fail(ErrorCode::kInvalidArgument, fmt::format("socket path {} is too long", path.string()));
+  }
+  return path;
+}
+
+Result<void> MakeDirectories(const fs::path& directory, fs::perms perms) {
+  std::error_code error;
+  bool created = fs::create_directories(directory, error);
+  if (error) return Fail(ErrnoError(error.value(), fmt::format("create {}", directory.string())));
+  if (created) fs::permissions(directory, perms, error);
+  return Ok();
+}
+
+// The root's lock: one berthd per root. Held (flock) for the life of the process.
+Result<UniqueFd> LockRoot(const fs::path& root) {
+  fs::path path = root / "berthd.lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return Fail(ErrnoError(errno, fmt::format("open lock file {}", path.string())));
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      char pid[32] = {};
+      ssize_t n = ::pread(fd.get(), pid, sizeof(pid) - 1, 0);
+      std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "unknown";
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      return Fail(ErrorCode::kUnavailable,
+                  fmt::format("another berthd (pid {}) is already running on root {} (lock {} is "
+                              "held); stop it or use another --root",
+                              holder, root.string(), path.string()));
+    }
+    return Fail(ErrnoError(errno, fmt::format("lock {}", path.string())));
+  }
+  std::string pid = fmt::format("{}\n", ::getpid());
+  if (::ftruncate(fd.get(), 0) != 0 ||
+      ::pwrite(fd.get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    return Fail(ErrnoError(errno, fmt::format("write lock file {}", path.string())));
+  }
+  return fd;
+}
+
+// Makes `path` free for a new socket: creates its directory, and removes a stale socket left by
+// a berthd that died — but only if nothing accepts connections on it.
+Result<void> PrepareSocketPath(const fs::path& path) {
+  BERTH_RETURN_IF_ERROR(MakeDirectories(path.parent_path(), fs::perms::owner_all |
+                                                                fs::perms::group_read |
+                                                                fs::perms::group_exec));
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Ok();
+    return Fail(ErrnoError(errno, fmt::format("stat {}", path.string())));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return Fail(ErrorCode::kAlreadyExists,
+                fmt::format("{} exists and is not a socket; not replacing it", path.string()));
+  }
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!probe) return Fail(ErrnoError(errno, "socket"));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    return Fail(ErrorCode::kUnavailable,
+                fmt::format("something is already listening on {}; not replacing it",
+                            path.string()));
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Fail(ErrnoError(errno, fmt::format("remove stale socket {}", path.string())));
+  }
+  log::Info("berthd.stale_socket_removed", {{"path", path.string()}});
+  return Ok();
+}
+
+Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
+                                                              const fs::path& root) {
+  snapshot::LocalSnapshotterOptions options{
+      .root = root,
+      .metadata_path = config.root / "metadata.db",
+      .sync = config.pull.sync == config::SyncMode::kNone ? snapshot::SyncMode::kNone
+                                                          : snapshot::SyncMode::kSyncFs};
+  if (config.pull.snapshotter == config::SnapshotterKind::kNative) {
+    snapshot::NativeSnapshotterOptions native;
+    static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
+    BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::NativeSnapshotter::Open(native));
+    return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+  }
+  snapshot::OverlaySnapshotterOptions overlay;
+  static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
+  BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::OverlaySnapshotter::Open(overlay));
+  return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+}
+
+unpack::UnpackOptions UnpackOptionsFor(const config::Config& config) {
+  return {.sync = config.pull.sync == config::SyncMode::kFile ? archive::SyncPolicy::kFsyncEachFile
+                                                              : archive::SyncPolicy::kNone,
+          .max_layer_size = config.pull.max_layer_size};
+}
+
+Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
+  BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig(flags));
+  BERTH_RETURN_IF_ERROR(log::Init({.level = config.log_level}));
+  BERTH_ASSIGN_OR_RETURN(fs::path socket_path, SocketPath(config.address));
+
+  BERTH_RETURN_IF_ERROR(MakeDirectories(config.root, fs::perms::owner_all));
+  BERTH_RETURN_IF_ERROR(MakeDirectories(config.state, fs::perms::owner_all));
+  BERTH_ASSIGN_OR_RETURN(UniqueFd root_lock, LockRoot(config.root));
+
+  // Dependency order; destroyed in reverse at the end of this function.
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<content::Store> store,
+      content::Store::Open({.root = config.root / "content",
+                            .durability = config.pull.sync == config::SyncMode::kNone
+                                              ? content::Durability::kNoSync
+                                              : content::Durability::kSync}));
+  const fs::path snapshot_root =
+      config.root / "snapshots" / std::string(config::SnapshotterName(config.pull.snapshotter));
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<snapshot::Snapshotter> snapshotter,
+                         OpenSnapshotter(config, snapshot_root));
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<metadata::MetadataDb> db,
+                         metadata::MetadataDb::Open({.path = config.root / "metadata.db"}));
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<registry::CurlTransport> transport,
+                         registry::CurlTransport::Create());
+  pull::Puller puller(*store, *transport, config);
+  const unpack::UnpackOptions unpack_options = UnpackOptionsFor(config);
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<service::ImageService> images,
+      service::ImageService::Create(
+          puller, *store, *snapshotter, *db,
+          {.snapshotter_name = std::string(config::SnapshotterName(config.pull.snapshotter)),
+           .snapshot_root = snapshot_root,
+           .pinned_images = config.pull.pinned_images,
+           .unpacker = [&] {
+             return std::make_unique<unpack::Unpacker>(*snapshotter, *store, unpack_options);
+           }}));
+  cri::ImageServiceV1 cri_v1(*images);
+  cri::ImageServiceV1alpha2 cri_v1alpha2(*images);
+
+  BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + socket_path.string(), grpc::InsecureServerCredentials());
+  builder.RegisterService(&cri_v1);
+  builder.RegisterService(&cri_v1alpha2);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    return Fail(ErrorCode::kUnavailable,
+                fmt::format("cannot listen on {}", socket_path.string()));
+  }
+  if (::chmod(socket_path.c_str(), 0660) != 0) {
+    return Fail(ErrnoError(errno, fmt::format("chmod {}", socket_path.string())));
+  }
+  log::Info("berthd.ready", {{"address", config.address},
+                             {"root", config.root.string()},
+                             {"snapshotter", config::SnapshotterName(config.pull.snapshotter)},
+                             {"pid", ::getpid()}});
+
+  int received = 0;
+  sigwait(&stop_signals, &received);
+  auto grace = std::chrono::seconds(flags.grace_seconds);
+  log::Info("berthd.stopping", {{"signal", strsignal(received)}, {"grace_s", grace.count()}});
+  // Stops accepting at once; in-flight calls have until the deadline, then are cancelled (their
+  // CancelTokens fire, so pulls stop).
+  server->Shutdown(std::chrono::system_clock::now() + grace);
+  server->Wait();
+  ::unlink(socket_path.c_str());
+  log::Info("berthd.stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace berth::daemon
 
 int main(int argc, char** argv) {
-  CLI::App app{"berthd: the berth image service daemon"};
-  std::string level_name = "info";
-  std::string address = "unix:///run/berth/berth.sock";
-  app.add_option("--log-level", level_name, "trace, debug, info, warn, error or off");
-  app.add_option("--address", address, "CRI endpoint to listen on");
+  berth::daemon::Flags flags;
+  CLI::App app{"berthd: the berth image service daemon (CRI ImageService over a unix socket)"};
+  app.add_option("--config", flags.config_file,
+                 "Config file (default /etc/berth/config.toml when it exists)");
+  app.add_option("--root", flags.root, "Where content, snapshots and metadata live");
+  app.add_option("--state", flags.state, "Volatile state directory");
+  app.add_option("--address", flags.address, "CRI endpoint, unix:///ABSOLUTE/PATH");
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error or off");
+  app.add_option("--grace-period", flags.grace_seconds,
+                 "Seconds in-flight requests may take after SIGTERM/SIGINT")
+      ->check(CLI::NonNegativeNumber);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  auto level = berth::log::ParseLevel(level_name);
-  if (!level) {
-    std::fprintf(stderr, "error: %s\n", level.error().ToString().c_str());
-    return 2;
-  }
-  if (auto init = berth::log::Init({.level = *level}); !init) {
-    std::fprintf(stderr, "error: %s\n", init.error().ToString().c_str());
-    return 2;
-  }
+  // Block the stop signals before any thread starts, so only sigwait() sees them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  berth::log::Info("berthd.start", {{"address", address}});
-  int received = 0;
-  sigwait(&signals, &received);
-  berth::log::Info("berthd.stop", {{"signal", received}});
-  return 0;
+  std::signal(SIGPIPE, SIG_IGN);
+
+  berth::Result<int> status = berth::daemon::Run(flags, signals);
+  if (!status) {
+    std::fprintf(stderr, "berthd: error: %s\n", status.error().ToString().c_str());
+    return 1;
+  }
+  return *status;
 }
