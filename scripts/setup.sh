@@ -14,7 +14,7 @@ packages=(
   # test peers and tools
   docker-registry openssl apache2-utils curl
   # unpack tests: the reference unpacker, a static busybox to run, OCI runtimes, an image copier
-  umoci busybox-static crun skopeo
+  umoci busybox-static crun runc skopeo
 )
 
 missing=()
