@@ -10,6 +10,7 @@
 
 #include "berth/base/base64.h"
 #include "berth/base/log.h"
+#include "berth/pull/schema1_converter.h"
 #include "berth/registry/hosts.h"
 
 namespace berth::pull {
@@ -142,13 +143,24 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                          WithContext(client_.Resolve(context.session, pin, cancel), what));
   BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
                          WithContext(image::KindOfMediaType(target.descriptor.media_type), what));
-  if (kind == image::ManifestKind::kDockerSchema1) {
-    return Fail(ErrorCode::kUnimplemented,
-                fmt::format("{}: Docker schema1 manifests are not supported yet; push the image "
-                            "again with a current client to get a schema2 or OCI manifest",
-                            what));
+  const bool converted_schema1 = kind == image::ManifestKind::kDockerSchema1;
+  if (converted_schema1) {
+    // As containerd 1.x: fetch the layers, generate a schema2 manifest and config in the store,
+    // and go on with the generated manifest as the target (its layers are all in the store now).
+    auto fetch = [&](const image::Descriptor& layer, const CancelToken& layer_cancel) {
+      return FetchLayer(context, layer, nullptr, layer_cancel);
+    };
+    BERTH_ASSIGN_OR_RETURN(ConvertedSchema1 converted,
+                           WithContext(ConvertSchema1(store_, target.bytes, fetch,
+                                                      config_.pull.max_concurrent_downloads,
+                                                      cancel),
+                                       what));
+    target.descriptor = converted.manifest;
+    target.bytes = std::move(converted.manifest_bytes);
+    kind = image::ManifestKind::kDockerManifest;
+  } else {
+    BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(target.descriptor, target.bytes), what));
   }
-  BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(target.descriptor, target.bytes), what));
   const image::ManifestKind target_kind = kind;
 
   // 2. From an index, the manifest for the platform (indexes may nest, a little).
@@ -255,7 +267,8 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                      .manifest = manifest.descriptor,
                      .parsed_manifest = std::move(parsed_manifest),
                      .config = std::move(image_config),
-                     .image_id = config_descriptor.digest};
+                     .image_id = config_descriptor.digest,
+                     .converted_schema1 = converted_schema1};
   pulled.content_size = pulled.manifest.size + config_descriptor.size;
   for (const image::Descriptor& layer : pulled.parsed_manifest.layers) {
     pulled.content_size += layer.size;
@@ -283,10 +296,10 @@ Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor,
 Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& layer,
                                 LayerObserver* observer, const CancelToken& cancel) {
   for (int round = 0;; ++round) {
-    if (store_.Contains(layer.digest)) {
+    if (Result<content::BlobInfo> stored = store_.Info(layer.digest)) {
       if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(layer, *observer, cancel));
-      context.Report({.digest = layer.digest, .media_type = layer.media_type, .done = layer.size,
-                      .total = layer.size, .cached = true, .complete = true});
+      context.Report({.digest = layer.digest, .media_type = layer.media_type, .done = stored->size,
+                      .total = stored->size, .cached = true, .complete = true});
       return Ok();
     }
     std::shared_ptr<InFlight> flight;
@@ -333,6 +346,11 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
                          WithContext(store_.OpenWriter("pull-" + descriptor.digest.ToString(),
                                                        descriptor.digest, descriptor.size),
                                      what));
+  if (descriptor.size < 0 && writer->offset() > 0) {
+    // The size is unknown (a schema1 layer): a leftover ingest may already hold every byte, and
+    // a Range request past the end would fail, so start such a download afresh.
+    BERTH_RETURN_IF_ERROR(WithContext(writer->Truncate(), what));
+  }
   BlobProgress status{.digest = descriptor.digest,
                       .media_type = descriptor.media_type,
                       .done = writer->offset(),
@@ -363,7 +381,8 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
     return Fail(std::move(committed).error().WithContext(
         fmt::format("{} from {}", what, endpoint)));
   }
-  status.done = descriptor.size;
+  status.done = committed->size;
+  status.total = committed->size;
   status.complete = true;
   context.Report(status);
   return fetched;

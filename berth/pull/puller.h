@@ -4,7 +4,8 @@
 // reference, works out the endpoints and credentials for its registry, resolves the manifest
 // (choosing the platform from an index), fetches the config and the layers with bounded
 // parallelism into the content store, and returns the resolved image. Unpacking is not its job;
-// a LayerObserver hook lets the unpacker see each layer's bytes as they arrive.
+// a LayerObserver hook lets the unpacker see each layer's bytes as they arrive. A Docker schema1
+// image is converted into a schema2 one on the way (PulledImage::converted_schema1).
 //
 // Guarantees:
 //   - Every blob is verified (size and digest) before the content store makes it visible.
@@ -103,6 +104,12 @@ struct PulledImage {
   Digest image_id;                    // the config's digest
   int64_t content_size = 0;           // manifest + config + layers, as containerd reports
   int64_t bytes_fetched = 0;          // bytes downloaded by this pull
+  // The registry served a Docker schema1 manifest, which was converted (as containerd 1.x does,
+  // see schema1_converter.h) into a Docker schema2 manifest and config generated here: `target`
+  // and `manifest` are the generated manifest and `image_id` the generated config's digest.
+  // Those digests mean nothing to the registry, so NO repo digest (name@digest) may be recorded
+  // for this image; only its tag.
+  bool converted_schema1 = false;
 };
 
 class Puller {

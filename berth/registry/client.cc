@@ -394,7 +394,7 @@ Result<std::string> Client::FetchBlob(const Session& session, const image::Descr
         if (response.status != 200 && response.status != 206) {
           return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
         }
-        if (sink.offset() != descriptor.size) {
+        if (descriptor.size >= 0 && sink.offset() != descriptor.size) {
           return Fail(ErrorCode::kDataLoss,
                       fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
                                   descriptor.digest, endpoint.BaseUrl(), sink.offset(),

@@ -100,8 +100,9 @@ class Client {
                                      size_t max_bytes, const CancelToken& cancel);
 
   // Streams the blob named by `descriptor` into `sink`, resuming from sink.offset(). Checks the
-  // byte count; the sink (the content writer) checks the digest on commit. Returns the base URL
-  // of the endpoint that served it.
+  // byte count (unless descriptor.size is -1: unknown, as for schema1 layers); the sink (the
+  // content writer) checks the digest on commit. Returns the base URL of the endpoint that
+  // served it.
   Result<std::string> FetchBlob(const Session& session, const image::Descriptor& descriptor,
                                 BlobSink& sink, const CancelToken& cancel);
 
