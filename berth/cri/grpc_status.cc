@@ -5,22 +5,54 @@ namespace berth::cri {
 grpc::Status ToGrpcStatus(const Error& error) {
   grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
   switch (error.code()) {
-    case ErrorCode::kCancelled: code = grpc::StatusCode::CANCELLED; break;
-    case ErrorCode::kUnknown: code = grpc::StatusCode::UNKNOWN; break;
-    case ErrorCode::kInvalidArgument: code = grpc::StatusCode::INVALID_ARGUMENT; break;
-    case ErrorCode::kDeadlineExceeded: code = grpc::StatusCode::DEADLINE_EXCEEDED; break;
-    case ErrorCode::kNotFound: code = grpc::StatusCode::NOT_FOUND; break;
-    case ErrorCode::kAlreadyExists: code = grpc::StatusCode::ALREADY_EXISTS; break;
-    case ErrorCode::kPermissionDenied: code = grpc::StatusCode::PERMISSION_DENIED; break;
-    case ErrorCode::kResourceExhausted: code = grpc::StatusCode::RESOURCE_EXHAUSTED; break;
-    case ErrorCode::kFailedPrecondition: code = grpc::StatusCode::FAILED_PRECONDITION; break;
-    case ErrorCode::kAborted: code = grpc::StatusCode::ABORTED; break;
-    case ErrorCode::kOutOfRange: code = grpc::StatusCode::OUT_OF_RANGE; break;
-    case ErrorCode::kUnimplemented: code = grpc::StatusCode::UNIMPLEMENTED; break;
-    case ErrorCode::kInternal: code = grpc::StatusCode::INTERNAL; break;
-    case ErrorCode::kUnavailable: code = grpc::StatusCode::UNAVAILABLE; break;
-    case ErrorCode::kDataLoss: code = grpc::StatusCode::DATA_LOSS; break;
-    case ErrorCode::kUnauthenticated: code = grpc::StatusCode::UNAUTHENTICATED; break;
+    case ErrorCode::kCancelled:
+      code = grpc::StatusCode::CANCELLED;
+      break;
+    case ErrorCode::kUnknown:
+      code = grpc::StatusCode::UNKNOWN;
+      break;
+    case ErrorCode::kInvalidArgument:
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+      break;
+    case ErrorCode::kDeadlineExceeded:
+      code = grpc::StatusCode::DEADLINE_EXCEEDED;
+      break;
+    case ErrorCode::kNotFound:
+      code = grpc::StatusCode::NOT_FOUND;
+      break;
+    case ErrorCode::kAlreadyExists:
+      code = grpc::StatusCode::ALREADY_EXISTS;
+      break;
+    case ErrorCode::kPermissionDenied:
+      code = grpc::StatusCode::PERMISSION_DENIED;
+      break;
+    case ErrorCode::kResourceExhausted:
+      code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      break;
+    case ErrorCode::kFailedPrecondition:
+      code = grpc::StatusCode::FAILED_PRECONDITION;
+      break;
+    case ErrorCode::kAborted:
+      code = grpc::StatusCode::ABORTED;
+      break;
+    case ErrorCode::kOutOfRange:
+      code = grpc::StatusCode::OUT_OF_RANGE;
+      break;
+    case ErrorCode::kUnimplemented:
+      code = grpc::StatusCode::UNIMPLEMENTED;
+      break;
+    case ErrorCode::kInternal:
+      code = grpc::StatusCode::INTERNAL;
+      break;
+    case ErrorCode::kUnavailable:
+      code = grpc::StatusCode::UNAVAILABLE;
+      break;
+    case ErrorCode::kDataLoss:
+      code = grpc::StatusCode::DATA_LOSS;
+      break;
+    case ErrorCode::kUnauthenticated:
+      code = grpc::StatusCode::UNAUTHENTICATED;
+      break;
   }
   return grpc::Status(code, error.ToString());
 }

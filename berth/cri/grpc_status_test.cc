@@ -34,9 +34,10 @@ TEST(ToGrpcStatusTest, EveryCodeMapsToItsGrpcNamesake) {
 }
 
 TEST(ToGrpcStatusTest, MessageHasContextAndNoCredentials) {
-  Error error = Error(ErrorCode::kUnauthenticated,
-                      "GET https://user:hunter2@r.example/v2/ failed: Authorization: Basic Zm9vOmJhcg==")
-                    .WithContext("pull r.example/app:1");
+  Error error =
+      Error(ErrorCode::kUnauthenticated,
+            "GET https://user:hunter2@r.example/v2/ failed: Authorization: Basic Zm9vOmJhcg==")
+          .WithContext("pull r.example/app:1");
   grpc::Status status = ToGrpcStatus(error);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_NE(status.error_message().find("pull r.example/app:1"), std::string::npos);

@@ -22,14 +22,18 @@ class RequestLog {
 
   grpc::Status Done(grpc::Status status) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
-    std::string_view code = status.ok() ? "OK" : ErrorCodeName(static_cast<ErrorCode>(
-                                                     static_cast<int>(status.error_code())));
+    std::string_view code =
+        status.ok() ? "OK"
+                    : ErrorCodeName(static_cast<ErrorCode>(static_cast<int>(status.error_code())));
     if (status.ok()) {
-      log::Info("cri.request", {{"method", method_}, {"ref", reference_}, {"ms", ms.count()},
-                                {"code", code}});
+      log::Info("cri.request",
+                {{"method", method_}, {"ref", reference_}, {"ms", ms.count()}, {"code", code}});
     } else {
-      log::Warn("cri.request", {{"method", method_}, {"ref", reference_}, {"ms", ms.count()},
-                                {"code", code}, {"error", status.error_message()}});
+      log::Warn("cri.request", {{"method", method_},
+                                {"ref", reference_},
+                                {"ms", ms.count()},
+                                {"code", code},
+                                {"error", status.error_message()}});
     }
     return status;
   }
@@ -115,9 +119,8 @@ grpc::Status DoPull(service::ImageService& images, grpc::ServerContext& context,
                     const Request& request, Response& response) {
   RequestLog log("PullImage", request.image().image());
   CallCancellation cancellation(context);
-  Result<service::PullResult> pulled =
-      images.Pull({.image = request.image().image(), .auth = ToAuth(request.auth())},
-                  cancellation.token());
+  Result<service::PullResult> pulled = images.Pull(
+      {.image = request.image().image(), .auth = ToAuth(request.auth())}, cancellation.token());
   if (!pulled) return log.Done(ToGrpcStatus(pulled.error()));
   response.set_image_ref(pulled->image_id.ToString());
   return log.Done(grpc::Status::OK);
@@ -159,9 +162,9 @@ grpc::Status DoFsInfo(service::ImageService& images, Response& response) {
   if (!filesystems) return log.Done(ToGrpcStatus(filesystems.error()));
   for (const service::FilesystemUsage& usage : *filesystems) {
     auto* out = response.add_image_filesystems();
-    out->set_timestamp(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                           usage.timestamp.time_since_epoch())
-                           .count());
+    out->set_timestamp(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(usage.timestamp.time_since_epoch())
+            .count());
     out->mutable_fs_id()->set_mountpoint(usage.mountpoint);
     out->mutable_used_bytes()->set_value(usage.used_bytes);
     out->mutable_inodes_used()->set_value(usage.inodes_used);
@@ -202,9 +205,9 @@ grpc::Status ImageServiceV1alpha2::ListImages(grpc::ServerContext*,
                                               runtime::v1alpha2::ListImagesResponse* response) {
   return DoList(images_, *request, *response);
 }
-grpc::Status ImageServiceV1alpha2::ImageStatus(
-    grpc::ServerContext*, const runtime::v1alpha2::ImageStatusRequest* request,
-    runtime::v1alpha2::ImageStatusResponse* response) {
+grpc::Status ImageServiceV1alpha2::ImageStatus(grpc::ServerContext*,
+                                               const runtime::v1alpha2::ImageStatusRequest* request,
+                                               runtime::v1alpha2::ImageStatusResponse* response) {
   return DoStatus(images_, *request, *response);
 }
 grpc::Status ImageServiceV1alpha2::PullImage(grpc::ServerContext* context,
@@ -212,9 +215,9 @@ grpc::Status ImageServiceV1alpha2::PullImage(grpc::ServerContext* context,
                                              runtime::v1alpha2::PullImageResponse* response) {
   return DoPull(images_, *context, *request, *response);
 }
-grpc::Status ImageServiceV1alpha2::RemoveImage(
-    grpc::ServerContext*, const runtime::v1alpha2::RemoveImageRequest* request,
-    runtime::v1alpha2::RemoveImageResponse*) {
+grpc::Status ImageServiceV1alpha2::RemoveImage(grpc::ServerContext*,
+                                               const runtime::v1alpha2::RemoveImageRequest* request,
+                                               runtime::v1alpha2::RemoveImageResponse*) {
   return DoRemove(images_, *request);
 }
 grpc::Status ImageServiceV1alpha2::ImageFsInfo(grpc::ServerContext*,

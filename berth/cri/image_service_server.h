@@ -30,7 +30,8 @@ class ImageServiceV1 final : public runtime::v1::ImageService::Service {
  public:
   explicit ImageServiceV1(service::ImageService& images) : images_(images) {}
 
-  grpc::Status ListImages(grpc::ServerContext* context, const runtime::v1::ListImagesRequest* request,
+  grpc::Status ListImages(grpc::ServerContext* context,
+                          const runtime::v1::ListImagesRequest* request,
                           runtime::v1::ListImagesResponse* response) override;
   grpc::Status ImageStatus(grpc::ServerContext* context,
                            const runtime::v1::ImageStatusRequest* request,

@@ -1,10 +1,10 @@
 #include "berth/metadata/metadata_db.h"
 
-#include <array>
-#include <set>
-
 #include <fmt/format.h>
+
+#include <array>
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace berth::metadata {
 namespace {
@@ -51,8 +51,8 @@ std::string LabelsToJson(const Labels& labels) {
 Result<Labels> LabelsFromJson(std::string_view text, std::string_view name) {
   nlohmann::json object = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (object.is_discarded() || !object.is_object()) {
-    return Fail(ErrorCode::kDataLoss, fmt::format("image record {}: labels are not a JSON object",
-                                                  name));
+    return Fail(ErrorCode::kDataLoss,
+                fmt::format("image record {}: labels are not a JSON object", name));
   }
   Labels labels;
   for (const auto& [key, value] : object.items()) {
@@ -72,9 +72,9 @@ Result<void> MigrateComponent(sqlite::Database& db, std::string_view component,
   const auto target = static_cast<int64_t>(migrations.size());
   for (;;) {
     BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(db));
-    BERTH_RETURN_IF_ERROR(db.Execute(
-        "CREATE TABLE IF NOT EXISTS berth_schema (component TEXT PRIMARY KEY NOT NULL, "
-        "version INTEGER NOT NULL)"));
+    BERTH_RETURN_IF_ERROR(
+        db.Execute("CREATE TABLE IF NOT EXISTS berth_schema (component TEXT PRIMARY KEY NOT NULL, "
+                   "version INTEGER NOT NULL)"));
     BERTH_ASSIGN_OR_RETURN(sqlite::Statement select,
                            db.Prepare("SELECT version FROM berth_schema WHERE component = ?1"));
     select.Bind(1, component);
@@ -127,8 +127,9 @@ Result<ImageRecord> ReadRow(const sqlite::Statement& row) {
 }  // namespace
 
 Result<std::unique_ptr<MetadataDb>> MetadataDb::Open(const MetadataOptions& options) {
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> db,
-                         sqlite::Database::Open(options.path, {.synchronous = options.synchronous}));
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<sqlite::Database> db,
+      sqlite::Database::Open(options.path, {.synchronous = options.synchronous}));
   BERTH_RETURN_IF_ERROR(MigrateComponent(*db, kComponent, kMigrations));
   return std::unique_ptr<MetadataDb>(new MetadataDb(std::move(db)));
 }
@@ -150,14 +151,15 @@ Result<void> MetadataDb::PutImages(std::span<const ImageRecord> records) {
                          db_->Prepare("SELECT labels FROM images WHERE name = ?1"));
   BERTH_ASSIGN_OR_RETURN(
       sqlite::Statement upsert,
-      db_->Prepare("INSERT INTO images(name, target_media_type, target_digest, target_size, "
-                   "image_id, chain_id, snapshotter, labels, created_ns, updated_ns) "
-                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) "
-                   "ON CONFLICT(name) DO UPDATE SET target_media_type = excluded.target_media_type, "
-                   "target_digest = excluded.target_digest, target_size = excluded.target_size, "
-                   "image_id = excluded.image_id, chain_id = excluded.chain_id, "
-                   "snapshotter = excluded.snapshotter, labels = excluded.labels, "
-                   "updated_ns = excluded.updated_ns"));
+      db_->Prepare(
+          "INSERT INTO images(name, target_media_type, target_digest, target_size, "
+          "image_id, chain_id, snapshotter, labels, created_ns, updated_ns) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) "
+          "ON CONFLICT(name) DO UPDATE SET target_media_type = excluded.target_media_type, "
+          "target_digest = excluded.target_digest, target_size = excluded.target_size, "
+          "image_id = excluded.image_id, chain_id = excluded.chain_id, "
+          "snapshotter = excluded.snapshotter, labels = excluded.labels, "
+          "updated_ns = excluded.updated_ns"));
   const int64_t now = ToNanos(std::chrono::system_clock::now());
   for (const ImageRecord& record : records) {
     Labels labels;

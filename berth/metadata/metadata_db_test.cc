@@ -33,14 +33,15 @@ class MetadataDbTest : public ::testing::Test {
   }
 
   static ImageRecord Record(std::string name, std::string_view config, std::string chain = "c") {
-    return {.name = std::move(name),
-            .target = {.media_type = "application/vnd.oci.image.manifest.v1+json",
-                       .digest = Digest::Sha256Of(std::string("manifest of ") + std::string(config)),
-                       .size = 123},
-            .image_id = Digest::Sha256Of(config),
-            .chain_id = std::move(chain),
-            .snapshotter = "overlayfs",
-            .labels = {{std::string(kManagedLabel), std::string(kManagedValue)}}};
+    return {
+        .name = std::move(name),
+        .target = {.media_type = "application/vnd.oci.image.manifest.v1+json",
+                   .digest = Digest::Sha256Of(std::string("manifest of ") + std::string(config)),
+                   .size = 123},
+        .image_id = Digest::Sha256Of(config),
+        .chain_id = std::move(chain),
+        .snapshotter = "overlayfs",
+        .labels = {{std::string(kManagedLabel), std::string(kManagedValue)}}};
   }
 
   std::optional<berth::testing::TempDir> dir_;

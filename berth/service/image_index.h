@@ -31,12 +31,12 @@ struct ImageEntry {
   std::vector<std::string> repo_tags;     // sorted
   std::vector<std::string> repo_digests;  // sorted
   // Cached status fields.
-  int64_t size = 0;                  // manifest + config + layers, as containerd reports
-  std::vector<std::string> chain;    // chain ID of each layer prefix; back() is the top
+  int64_t size = 0;                // manifest + config + layers, as containerd reports
+  std::vector<std::string> chain;  // chain ID of each layer prefix; back() is the top
   std::string snapshotter;
-  std::string user;                  // the config's User
-  std::string config_json;           // the config blob as stored
-  std::vector<Digest> blobs;         // every blob the image needs (index, manifest, config, layers)
+  std::string user;           // the config's User
+  std::string config_json;    // the config blob as stored
+  std::vector<Digest> blobs;  // every blob the image needs (index, manifest, config, layers)
 
   std::string top_chain_id() const { return chain.empty() ? std::string() : chain.back(); }
 };

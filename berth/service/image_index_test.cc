@@ -19,9 +19,9 @@ ImageEntry Entry(std::string_view config) {
 
 TEST(ImageIndexTest, NamesSortedIntoTagsAndDigests) {
   ImageIndex index;
-  index.Put(Entry("A"), {"docker.io/library/a:2", "docker.io/library/a@sha256:" +
-                                                      std::string(64, '1'),
-                         "docker.io/library/a:1"});
+  index.Put(Entry("A"),
+            {"docker.io/library/a:2", "docker.io/library/a@sha256:" + std::string(64, '1'),
+             "docker.io/library/a:1"});
   auto found = index.FindByName("docker.io/library/a:1");
   ASSERT_TRUE(found);
   EXPECT_EQ(found->id, Digest::Sha256Of("A"));

@@ -1,14 +1,13 @@
 #include "berth/service/image_service.h"
 
+#include <fmt/format.h>
 #include <fnmatch.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_set>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "berth/base/log.h"
 #include "berth/image/manifest.h"
@@ -40,12 +39,12 @@ Result<std::string> MountpointOf(const fs::path& path) {
   std::error_code error;
   fs::path current = fs::canonical(path, error);
   if (error) return Fail(ErrnoError(error.value(), fmt::format("resolve {}", path.string())));
-  struct stat here{};
+  struct stat here {};
   if (::stat(current.c_str(), &here) != 0) {
     return Fail(ErrnoError(errno, fmt::format("stat {}", current.string())));
   }
   while (current.has_parent_path() && current != current.root_path()) {
-    struct stat up{};
+    struct stat up {};
     if (::stat(current.parent_path().c_str(), &up) != 0 || up.st_dev != here.st_dev) break;
     current = current.parent_path();
   }
@@ -61,7 +60,7 @@ struct TreeUsage {
 // vanish during the walk are skipped.
 void MeasureTree(const fs::path& root, std::set<std::pair<dev_t, ino_t>>& seen, TreeUsage& usage) {
   auto count = [&](const fs::path& path) {
-    struct stat st{};
+    struct stat st {};
     if (::lstat(path.c_str(), &st) != 0) return;
     if (!seen.insert({st.st_dev, st.st_ino}).second) return;
     usage.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
@@ -128,9 +127,9 @@ Result<ImageEntry> ImageService::LoadEntry(const metadata::ImageRecord& record) 
       }
     }
     if (!manifest) {
-      return Fail(ErrorCode::kNotFound, fmt::format("no manifest for image {} in index {}",
-                                                    record.image_id.ToString(),
-                                                    record.target.digest.ToString()));
+      return Fail(ErrorCode::kNotFound,
+                  fmt::format("no manifest for image {} in index {}", record.image_id.ToString(),
+                              record.target.digest.ToString()));
     }
   } else {
     BERTH_ASSIGN_OR_RETURN(manifest, image::ParseManifest(target));
@@ -158,7 +157,8 @@ Result<void> ImageService::Rebuild() {
   for (const metadata::ImageRecord& record : records) by_image[record.image_id].push_back(&record);
   for (const auto& [id, image_records] : by_image) {
     Result<ImageEntry> entry = LoadEntry(*image_records.front());
-    for (size_t i = 1; !entry && i < image_records.size(); ++i) entry = LoadEntry(*image_records[i]);
+    for (size_t i = 1; !entry && i < image_records.size(); ++i)
+      entry = LoadEntry(*image_records[i]);
     if (!entry) {
       log::Warn("image.skip", {{"image", id.ToString()}, {"error", entry.error().ToString()}});
       continue;
@@ -173,9 +173,9 @@ Result<void> ImageService::Rebuild() {
 }
 
 Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelToken& cancel) {
-  BERTH_ASSIGN_OR_RETURN(Reference reference,
-                         WithContext(Reference::Parse(request.image),
-                                     fmt::format("pull \"{}\"", request.image)));
+  BERTH_ASSIGN_OR_RETURN(
+      Reference reference,
+      WithContext(Reference::Parse(request.image), fmt::format("pull \"{}\"", request.image)));
   Result<pull::PulledImage> pulled = [&]() -> Result<pull::PulledImage> {
     std::shared_lock no_reclaim(reclaim_mutex_);
     std::unique_ptr<pull::LayerHandler> unpacker = options_.unpacker();
@@ -193,7 +193,8 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
   entry.user = pulled->config.user;
   entry.chain = ChainStrings(pulled->config.diff_ids);
   entry.size = pulled->content_size;
-  if (pulled->target.digest != pulled->manifest.digest) entry.blobs.push_back(pulled->target.digest);
+  if (pulled->target.digest != pulled->manifest.digest)
+    entry.blobs.push_back(pulled->target.digest);
   entry.blobs.push_back(pulled->manifest.digest);
   entry.blobs.push_back(pulled->image_id);
   for (const image::Descriptor& layer : pulled->parsed_manifest.layers) {
@@ -202,9 +203,9 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
   BERTH_ASSIGN_OR_RETURN(entry.config_json,
                          store_.ReadBlob(pulled->image_id, image::kMaxManifestBytes));
   if (!entry.chain.empty()) {
-    BERTH_RETURN_IF_ERROR(WithContext(snapshotter_.Stat(entry.chain.back()),
-                                      fmt::format("pull {}: layers were not unpacked",
-                                                  reference.ToString())));
+    BERTH_RETURN_IF_ERROR(
+        WithContext(snapshotter_.Stat(entry.chain.back()),
+                    fmt::format("pull {}: layers were not unpacked", reference.ToString())));
   }
 
   // Names, last and in one transaction: the ID, the tag (if any), the repo digest.
@@ -229,13 +230,12 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
   }
   {
     std::lock_guard lock(names_mutex_);
-    BERTH_RETURN_IF_ERROR(WithContext(db_.PutImages(records),
-                                      fmt::format("record image {}", reference.ToString())));
+    BERTH_RETURN_IF_ERROR(
+        WithContext(db_.PutImages(records), fmt::format("record image {}", reference.ToString())));
     index_.Put(entry, names);
   }
-  return PullResult{.image_id = pulled->image_id,
-                    .reference = reference.ToString(),
-                    .repo_digest = repo_digest};
+  return PullResult{
+      .image_id = pulled->image_id, .reference = reference.ToString(), .repo_digest = repo_digest};
 }
 
 std::optional<ImageEntry> ImageService::Resolve(std::string_view ref_or_id) const {
@@ -324,8 +324,8 @@ Result<void> ImageService::Remove(std::string_view ref_or_id, RemovePinned pinne
     std::vector<std::string> names = entry->repo_tags;
     names.insert(names.end(), entry->repo_digests.begin(), entry->repo_digests.end());
     names.push_back(entry->id.ToString());
-    BERTH_RETURN_IF_ERROR(WithContext(db_.DeleteImages(names),
-                                      fmt::format("remove image {}", entry->id.ToString())));
+    BERTH_RETURN_IF_ERROR(
+        WithContext(db_.DeleteImages(names), fmt::format("remove image {}", entry->id.ToString())));
     index_.Remove(entry->id);
     std::lock_guard pending(pending_mutex_);
     pending_reclaim_.push_back(std::move(*entry));
@@ -359,8 +359,8 @@ void ImageService::Reclaim() {
       if (used_chains.contains(*chain)) break;  // every lower layer is used too
       Result<void> removed_snapshot = snapshotter_.Remove(*chain);
       if (!removed_snapshot && removed_snapshot.error().code() != ErrorCode::kNotFound) {
-        log::Warn("image.reclaim", {{"snapshot", *chain},
-                                    {"error", removed_snapshot.error().ToString()}});
+        log::Warn("image.reclaim",
+                  {{"snapshot", *chain}, {"error", removed_snapshot.error().ToString()}});
         break;  // e.g. a container's snapshot still sits on it
       }
     }
@@ -368,8 +368,8 @@ void ImageService::Reclaim() {
       if (used_blobs.contains(blob)) continue;
       Result<void> deleted = store_.Delete(blob);
       if (!deleted && deleted.error().code() != ErrorCode::kNotFound) {
-        log::Warn("image.reclaim", {{"blob", blob.ToString()},
-                                    {"error", deleted.error().ToString()}});
+        log::Warn("image.reclaim",
+                  {{"blob", blob.ToString()}, {"error", deleted.error().ToString()}});
       }
       used_blobs.insert(blob);  // listed twice (e.g. a repeated layer): delete once
     }

@@ -70,8 +70,8 @@ struct ImageServiceOptions {
 };
 
 struct PullRequest {
-  std::string image;               // a reference, normalized by Pull
-  registry::CriAuthConfig auth;    // CRI AuthConfig; empty → the config file's credentials
+  std::string image;             // a reference, normalized by Pull
+  registry::CriAuthConfig auth;  // CRI AuthConfig; empty → the config file's credentials
   std::optional<image::Platform> platform;
 };
 
@@ -89,9 +89,9 @@ struct Image {
   int64_t size = 0;
   ImageUser user;
   bool pinned = false;
-  std::string chain_id;      // top layer; empty for an image without layers
+  std::string chain_id;  // top layer; empty for an image without layers
   std::string snapshotter;
-  std::string config_json;   // the image config as stored
+  std::string config_json;  // the image config as stored
 };
 
 // The JSON CRI's verbose ImageStatus carries under info["info"]:

@@ -70,21 +70,23 @@ class ImageServiceTest : public ::testing::Test {
     ASSERT_TRUE(db);
     db_ = std::move(*db);
     puller_ = std::make_unique<pull::Puller>(*store_, *transport_, config::DefaultConfig());
-    auto service = ImageService::Create(
-        *puller_, *store_, *snapshotter_, *db_,
-        {.snapshotter_name = "native",
-         .snapshot_root = dir_->path() / "snapshots",
-         .pinned_images = std::move(pinned),
-         .unpacker = [this] {
-           return std::make_unique<unpack::Unpacker>(*snapshotter_, *store_,
-                                                     unpack::UnpackOptions{});
-         },
-         .platform = {.os = "linux", .architecture = "amd64"}});
+    auto service = ImageService::Create(*puller_, *store_, *snapshotter_, *db_,
+                                        {.snapshotter_name = "native",
+                                         .snapshot_root = dir_->path() / "snapshots",
+                                         .pinned_images = std::move(pinned),
+                                         .unpacker =
+                                             [this] {
+                                               return std::make_unique<unpack::Unpacker>(
+                                                   *snapshotter_, *store_, unpack::UnpackOptions{});
+                                             },
+                                         .platform = {.os = "linux", .architecture = "amd64"}});
     ASSERT_TRUE(service) << service.error().ToString();
     service_ = std::move(*service);
   }
 
-  std::string Ref(std::string_view tag) const { return registry_->host() + "/test/img:" + std::string(tag); }
+  std::string Ref(std::string_view tag) const {
+    return registry_->host() + "/test/img:" + std::string(tag);
+  }
 
   PullResult MustPull(std::string_view tag) {
     auto pulled = service_->Pull({.image = Ref(tag)}, CancelToken::Never());

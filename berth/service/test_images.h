@@ -46,16 +46,13 @@ inline Result<imagegen::Image> MakeTestImage(std::string_view name) {
   return imagegen::AssembleImage(config, std::move(layers));
 }
 
-inline Result<imagegen::PushedImage> PushTestImage(std::string_view base_url,
-                                                   std::string_view repository,
-                                                   std::string_view tag,
-                                                   const imagegen::Image& image,
-                                                   std::string username = {},
-                                                   Secret password = {}) {
-  BERTH_ASSIGN_OR_RETURN(auto client, imagegen::RegistryClient::Create(
-                                          {.base_url = std::string(base_url),
-                                           .username = std::move(username),
-                                           .password = std::move(password)}));
+inline Result<imagegen::PushedImage> PushTestImage(
+    std::string_view base_url, std::string_view repository, std::string_view tag,
+    const imagegen::Image& image, std::string username = {}, Secret password = {}) {
+  BERTH_ASSIGN_OR_RETURN(auto client,
+                         imagegen::RegistryClient::Create({.base_url = std::string(base_url),
+                                                           .username = std::move(username),
+                                                           .password = std::move(password)}));
   return imagegen::PushImage(*client, repository, tag, image);
 }
 

@@ -5,12 +5,15 @@
 // v1alpha2) on a unix socket, and on SIGTERM/SIGINT stops accepting, lets in-flight requests
 // finish within the grace period, and exits 0.
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <grpcpp/grpcpp.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -19,10 +22,6 @@
 #include <filesystem>
 #include <memory>
 #include <string>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-#include <grpcpp/grpcpp.h>
 
 #include "berth/base/log.h"
 #include "berth/base/unique_fd.h"
@@ -78,7 +77,8 @@ Result<fs::path> SocketPath(std::string_view address) {
   }
   fs::path path(address.substr(kScheme.size()));
   if (path.string().size() >= sizeof(sockaddr_un::sun_path)) {
-    return Fail(ErrorCode::kInvalidArgument, fmt::format("socket path {} is too long", path.string()));
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("socket path {} is too long", path.string()));
   }
   return path;
 }
@@ -120,10 +120,9 @@ Result<UniqueFd> LockRoot(const fs::path& root) {
 // Makes `path` free for a new socket: creates its directory, and removes a stale socket left by
 // a berthd that died — but only if nothing accepts connections on it.
 Result<void> PrepareSocketPath(const fs::path& path) {
-  BERTH_RETURN_IF_ERROR(MakeDirectories(path.parent_path(), fs::perms::owner_all |
-                                                                fs::perms::group_read |
-                                                                fs::perms::group_exec));
-  struct stat st{};
+  BERTH_RETURN_IF_ERROR(MakeDirectories(
+      path.parent_path(), fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec));
+  struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return Ok();
     return Fail(ErrnoError(errno, fmt::format("stat {}", path.string())));
@@ -138,9 +137,9 @@ Result<void> PrepareSocketPath(const fs::path& path) {
   address.sun_family = AF_UNIX;
   std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
   if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
-    return Fail(ErrorCode::kUnavailable,
-                fmt::format("something is already listening on {}; not replacing it",
-                            path.string()));
+    return Fail(
+        ErrorCode::kUnavailable,
+        fmt::format("something is already listening on {}; not replacing it", path.string()));
   }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
     return Fail(ErrnoError(errno, fmt::format("remove stale socket {}", path.string())));
@@ -150,12 +149,12 @@ Result<void> PrepareSocketPath(const fs::path& path) {
 }
 
 Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
-                                                              const fs::path& root) {
-  snapshot::LocalSnapshotterOptions options{
-      .root = root,
-      .metadata_path = config.root / "metadata.db",
-      .sync = config.pull.sync == config::SyncMode::kNone ? snapshot::SyncMode::kNone
-                                                          : snapshot::SyncMode::kSyncFs};
+                                                               const fs::path& root) {
+  snapshot::LocalSnapshotterOptions options{.root = root,
+                                            .metadata_path = config.root / "metadata.db",
+                                            .sync = config.pull.sync == config::SyncMode::kNone
+                                                        ? snapshot::SyncMode::kNone
+                                                        : snapshot::SyncMode::kSyncFs};
   if (config.pull.snapshotter == config::SnapshotterKind::kNative) {
     snapshot::NativeSnapshotterOptions native;
     static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
@@ -221,8 +220,7 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   builder.SetMaxReceiveMessageSize(16 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
-    return Fail(ErrorCode::kUnavailable,
-                fmt::format("cannot listen on {}", socket_path.string()));
+    return Fail(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", socket_path.string()));
   }
   if (::chmod(socket_path.c_str(), 0660) != 0) {
     return Fail(ErrnoError(errno, fmt::format("chmod {}", socket_path.string())));

@@ -2,17 +2,16 @@
 // (docker-registry, plain and token auth), and a gRPC client speaking CRI runtime.v1 and
 // runtime.v1alpha2 through the generated stubs, as kubelet and crictl would.
 #include <gmock/gmock.h>
-#include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "berth/service/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
@@ -25,13 +24,13 @@
 namespace berth {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::IsEmpty;
 using berth::testing::ChildProcess;
 using berth::testing::TestRegistry;
 using berth::testing::TestRegistryMode;
 using berth::testing::TestRegistryOptions;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::Not;
 
 namespace v1 = ::runtime::v1;
@@ -64,9 +63,9 @@ class CriTest : public ::testing::Test {
       auto pushed = service::testing::PushTestImage(registry_->url(), "test/img", tag, *image);
       ASSERT_TRUE(pushed) << pushed.error().ToString();
     }
-    auto pushed = service::testing::PushTestImage(token_registry_->url(), "team/app", "token",
-                                                  *image_a_, token_registry_->username(),
-                                                  token_registry_->password());
+    auto pushed =
+        service::testing::PushTestImage(token_registry_->url(), "team/app", "token", *image_a_,
+                                        token_registry_->username(), token_registry_->password());
     ASSERT_TRUE(pushed) << pushed.error().ToString();
   }
   static void TearDownTestSuite() {
@@ -175,7 +174,7 @@ class CriTest : public ::testing::Test {
 };
 
 TEST_F(CriTest, SocketIsGroupAccessibleOnly) {
-  struct stat st{};
+  struct stat st {};
   ASSERT_EQ(::stat(socket().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0660u);
 }
@@ -346,8 +345,7 @@ TEST_F(CriTest, ClientDeadlineStopsThePull) {
   request.mutable_image()->set_image(Ref("a"));
   v1::PullImageResponse response;
   // Too short for any pull: the client gives up, and the daemon must stay healthy.
-  grpc::Status status =
-      v1_->PullImage(Call(std::chrono::seconds(0)).get(), request, &response);
+  grpc::Status status = v1_->PullImage(Call(std::chrono::seconds(0)).get(), request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   EXPECT_EQ(MustPullV1(Ref("a")), image_a_->config.digest.ToString());
 }
