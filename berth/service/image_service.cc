@@ -219,8 +219,12 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
       .labels = {{std::string(metadata::kManagedLabel), std::string(metadata::kManagedValue)}}};
   std::vector<std::string> names;
   if (reference.has_tag()) names.push_back(reference.ToString());
-  std::string repo_digest = reference.NameOnly().WithDigest(pulled->target.digest).ToString();
-  names.push_back(repo_digest);
+  // A converted schema1 image has no repo digest: its manifest is berth's, not the registry's.
+  std::string repo_digest;
+  if (!pulled->converted_schema1) {
+    repo_digest = reference.NameOnly().WithDigest(pulled->target.digest).ToString();
+    names.push_back(repo_digest);
+  }
   std::vector<metadata::ImageRecord> records;
   records.push_back(base);
   records.back().name = pulled->image_id.ToString();

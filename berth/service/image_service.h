@@ -78,7 +78,7 @@ struct PullRequest {
 struct PullResult {
   Digest image_id = Digest::Sha256Of("");
   std::string reference;  // the normalized reference pulled
-  std::string repo_digest;
+  std::string repo_digest;  // empty for a converted schema1 image
 };
 
 // What List and Status report for one image.
@@ -125,7 +125,8 @@ class ImageService {
   ImageService& operator=(const ImageService&) = delete;
 
   // Pulls and unpacks `request.image`, then records its names (image ID, repo tag if the
-  // reference has one, repo digest) in one transaction. Blocks on the network; honours
+  // reference has one, repo digest unless the image was converted from schema1) in one
+  // transaction. Blocks on the network; honours
   // `cancel`. Errors: those of pull::Puller::Pull (kInvalidArgument for a bad reference,
   // kNotFound, kUnauthenticated, kPermissionDenied, kUnavailable, kDataLoss,
   // kResourceExhausted, kCancelled, kDeadlineExceeded), the unpacker's, and the database's.
