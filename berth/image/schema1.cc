@@ -1,6 +1,7 @@
 #include "berth/image/schema1.h"
 
 #include <fmt/format.h>
+
 #include <nlohmann/json.hpp>
 
 #include "berth/image/json_limits.h"
@@ -32,7 +33,8 @@ Result<json> ParseObject(std::string_view document, std::string_view where) {
 Result<std::string> OptionalString(const json& object, const char* key, std::string_view where) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return std::string();
-  if (!it->is_string()) return Fail(Malformed(fmt::format("{} \"{}\" is not a string", where, key)));
+  if (!it->is_string())
+    return Fail(Malformed(fmt::format("{} \"{}\" is not a string", where, key)));
   return it->get<std::string>();
 }
 
@@ -51,7 +53,8 @@ Result<void> DecodeV1Compatibility(const json& v1, std::string_view where, Schem
     }
     layer.empty = throwaway->get<bool>();
   } else if (auto size = v1.find("Size"); size != v1.end() && !size->is_null()) {
-    if (!size->is_number()) return Fail(Malformed(fmt::format("{} \"Size\" is not a number", where)));
+    if (!size->is_number())
+      return Fail(Malformed(fmt::format("{} \"Size\" is not a number", where)));
     layer.empty = *size == 0;
   }
 
@@ -98,8 +101,7 @@ Result<Schema1Manifest> ParseSchema1Manifest(std::string_view document) {
   Schema1Manifest manifest;
   BERTH_ASSIGN_OR_RETURN(manifest.name, OptionalString(parsed, "name", "manifest"));
   BERTH_ASSIGN_OR_RETURN(manifest.tag, OptionalString(parsed, "tag", "manifest"));
-  BERTH_ASSIGN_OR_RETURN(manifest.architecture,
-                         OptionalString(parsed, "architecture", "manifest"));
+  BERTH_ASSIGN_OR_RETURN(manifest.architecture, OptionalString(parsed, "architecture", "manifest"));
 
   auto fs_layers = parsed.find("fsLayers");
   if (fs_layers == parsed.end() || !fs_layers->is_array() || fs_layers->empty()) {
@@ -115,8 +117,8 @@ Result<Schema1Manifest> ParseSchema1Manifest(std::string_view document) {
     return Fail(Malformed("no \"history\" array"));
   }
   if (history->size() != fs_layers->size()) {
-    return Fail(Malformed(fmt::format("{} fsLayers but {} history entries", fs_layers->size(),
-                                      history->size())));
+    return Fail(Malformed(
+        fmt::format("{} fsLayers but {} history entries", fs_layers->size(), history->size())));
   }
 
   // The document lists the newest step first; berth keeps layers oldest first.
@@ -173,9 +175,8 @@ Result<std::string> BuildSchema1Config(const Schema1Manifest& manifest,
                 fmt::format("converting a {}: {} diff_ids for {} non-empty layers", kWhat,
                             diff_ids.size(), non_empty));
   }
-  BERTH_ASSIGN_OR_RETURN(json config,
-                         ParseObject(manifest.layers.back().v1_compatibility,
-                                     "history[0].v1Compatibility"));
+  BERTH_ASSIGN_OR_RETURN(json config, ParseObject(manifest.layers.back().v1_compatibility,
+                                                  "history[0].v1Compatibility"));
   // v1 bookkeeping with no meaning in a content-addressed config (as Docker's own conversion).
   for (const char* key : {"id", "parent", "Size", "parent_id", "layer_id", "throwaway"}) {
     config.erase(key);

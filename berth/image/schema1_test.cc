@@ -26,20 +26,15 @@ struct Step {
 };
 
 std::string Schema1Document(const std::vector<Step>& newest_first, bool signatures = false) {
-  json document{{"schemaVersion", 1},
-                {"name", "library/demo"},
-                {"tag", "latest"},
-                {"architecture", "amd64"},
-                {"fsLayers", json::array()},
-                {"history", json::array()}};
+  json document{{"schemaVersion", 1},      {"name", "library/demo"},    {"tag", "latest"},
+                {"architecture", "amd64"}, {"fsLayers", json::array()}, {"history", json::array()}};
   for (const Step& step : newest_first) {
     document["fsLayers"].push_back({{"blobSum", step.blob.ToString()}});
     document["history"].push_back({{"v1Compatibility", step.v1.dump()}});
   }
   if (signatures) {
-    document["signatures"] = json::array({{{"header", {{"alg", "ES256"}}},
-                                           {"signature", "c2ln"},
-                                           {"protected", "cHJvdA"}}});
+    document["signatures"] = json::array(
+        {{{"header", {{"alg", "ES256"}}}, {"signature", "c2ln"}, {"protected", "cHJvdA"}}});
   }
   return document.dump(3);
 }
@@ -97,8 +92,7 @@ TEST(Schema1ParseTest, ThrowawayAndZeroSizeStepsAreEmpty) {
   EXPECT_FALSE(manifest->layers[0].empty);  // neither field: a real layer
   EXPECT_FALSE(manifest->layers[1].empty);  // Size 1234
   EXPECT_TRUE(manifest->layers[2].empty);   // throwaway
-  EXPECT_THAT(NonEmptyLayers(*manifest),
-              ElementsAre(&manifest->layers[0], &manifest->layers[1]));
+  EXPECT_THAT(NonEmptyLayers(*manifest), ElementsAre(&manifest->layers[0], &manifest->layers[1]));
 
   // Older Docker wrote no "throwaway", only "Size"; "throwaway" decides when both are there.
   steps[1].v1["Size"] = 0;
@@ -191,9 +185,8 @@ TEST(Schema1ConfigTest, BuildsADockerConfigFromTheNewestStep) {
 
   // history: every step, oldest first; the throwaway one marked empty.
   ASSERT_EQ(parsed["history"].size(), 3u);
-  EXPECT_EQ(parsed["history"][0],
-            json({{"created", "2016-01-01T00:00:00Z"},
-                  {"created_by", "/bin/sh -c #(nop) ADD file:abc in /"}}));
+  EXPECT_EQ(parsed["history"][0], json({{"created", "2016-01-01T00:00:00Z"},
+                                        {"created_by", "/bin/sh -c #(nop) ADD file:abc in /"}}));
   EXPECT_EQ(parsed["history"][1], json({{"created", "2016-02-02T00:00:00Z"},
                                         {"created_by", "/bin/sh -c make install"},
                                         {"comment", "app"}}));

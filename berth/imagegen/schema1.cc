@@ -1,12 +1,12 @@
 #include "berth/imagegen/schema1.h"
 
+#include <fmt/format.h>
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "berth/base/base64.h"
@@ -48,8 +48,8 @@ std::string Base32NoPadding(std::string_view bytes) {
 // A big-endian unsigned integer, left-padded to `width` bytes.
 Result<std::string> FixedWidth(const BIGNUM* number, size_t width) {
   std::string out(width, '\0');
-  if (BN_bn2binpad(number, reinterpret_cast<unsigned char*>(out.data()),
-                   static_cast<int>(width)) != static_cast<int>(width)) {
+  if (BN_bn2binpad(number, reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(width)) !=
+      static_cast<int>(width)) {
     return Fail(OpenSslError("BN_bn2binpad"));
   }
   return out;
@@ -151,8 +151,8 @@ Result<Schema1Signer> Schema1Signer::Generate() {
     return Fail(OpenSslError("EVP_Digest"));
   }
   // The first 240 bits: 48 base32 characters.
-  std::string encoded = Base32NoPadding(
-      std::string_view(reinterpret_cast<const char*>(fingerprint), 30));
+  std::string encoded =
+      Base32NoPadding(std::string_view(reinterpret_cast<const char*>(fingerprint), 30));
   std::string key_id;
   for (size_t i = 0; i < encoded.size(); i += 4) {
     if (!key_id.empty()) key_id += ':';
@@ -204,15 +204,15 @@ Result<std::string> Schema1Signer::Sign(std::string_view manifest, std::string_v
   UniqueEcdsaSignature signature(
       d2i_ECDSA_SIG(nullptr, &der_cursor, static_cast<long>(der_length)));
   if (!signature) return Fail(OpenSslError("d2i_ECDSA_SIG"));
-  BERTH_ASSIGN_OR_RETURN(std::string r, FixedWidth(ECDSA_SIG_get0_r(signature.get()),
-                                                   kCoordinateBytes));
-  BERTH_ASSIGN_OR_RETURN(std::string s, FixedWidth(ECDSA_SIG_get0_s(signature.get()),
-                                                   kCoordinateBytes));
+  BERTH_ASSIGN_OR_RETURN(std::string r,
+                         FixedWidth(ECDSA_SIG_get0_r(signature.get()), kCoordinateBytes));
+  BERTH_ASSIGN_OR_RETURN(std::string s,
+                         FixedWidth(ECDSA_SIG_get0_s(signature.get()), kCoordinateBytes));
 
-  BERTH_ASSIGN_OR_RETURN(std::string x, PublicCoordinate(key_->pkey.get(),
-                                                         OSSL_PKEY_PARAM_EC_PUB_X));
-  BERTH_ASSIGN_OR_RETURN(std::string y, PublicCoordinate(key_->pkey.get(),
-                                                         OSSL_PKEY_PARAM_EC_PUB_Y));
+  BERTH_ASSIGN_OR_RETURN(std::string x,
+                         PublicCoordinate(key_->pkey.get(), OSSL_PKEY_PARAM_EC_PUB_X));
+  BERTH_ASSIGN_OR_RETURN(std::string y,
+                         PublicCoordinate(key_->pkey.get(), OSSL_PKEY_PARAM_EC_PUB_Y));
   OrderedJson jwk;
   jwk["crv"] = "P-256";
   jwk["kid"] = key_id_;
@@ -233,8 +233,7 @@ Result<std::string> Schema1Signer::Sign(std::string_view manifest, std::string_v
     indented += c;
     if (c == '\n') indented += "   ";
   }
-  return fmt::format("{},\n   \"signatures\": {}\n}}", manifest.substr(0, format_length),
-                     indented);
+  return fmt::format("{},\n   \"signatures\": {}\n}}", manifest.substr(0, format_length), indented);
 }
 
 }  // namespace berth::imagegen

@@ -36,8 +36,8 @@ std::string Decode(std::string_view b64url) {
 
 // Verifies an ES256 JWS signature (raw r||s) with the public key of a JWK, as libtrust does.
 bool VerifyEs256(const json& jwk, std::string_view signing_input, std::string_view raw) {
-  std::string point = "\x04" + Decode(jwk.at("x").get<std::string>()) +
-                      Decode(jwk.at("y").get<std::string>());
+  std::string point =
+      "\x04" + Decode(jwk.at("x").get<std::string>()) + Decode(jwk.at("y").get<std::string>());
   UniqueHandle<OSSL_PARAM_BLD, OSSL_PARAM_BLD_free> builder(OSSL_PARAM_BLD_new());
   OSSL_PARAM_BLD_push_utf8_string(builder.get(), OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0);
   OSSL_PARAM_BLD_push_octet_string(builder.get(), OSSL_PKEY_PARAM_PUB_KEY, point.data(),

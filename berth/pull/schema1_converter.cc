@@ -1,5 +1,6 @@
 #include "berth/pull/schema1_converter.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -9,8 +10,6 @@
 #include <optional>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "berth/archive/decompressor.h"
 #include "berth/image/media_types.h"
@@ -112,9 +111,8 @@ Result<ConvertedSchema1> ConvertSchema1(content::Store& store, std::string_view 
   auto convert_one = [&](size_t index) -> Result<void> {
     const Digest& digest = blobs[index];
     const std::string what = fmt::format("schema1 layer {}", digest);
-    image::Descriptor descriptor{.media_type = std::string(media_types::kDockerLayerGzip),
-                                 .digest = digest,
-                                 .size = -1};
+    image::Descriptor descriptor{
+        .media_type = std::string(media_types::kDockerLayerGzip), .digest = digest, .size = -1};
     BERTH_RETURN_IF_ERROR(WithContext(fetch(descriptor, convert_cancel), what));
     BlobFacts& blob = facts[index];
     BERTH_ASSIGN_OR_RETURN(content::BlobInfo info, WithContext(store.Info(digest), what));
@@ -122,10 +120,9 @@ Result<ConvertedSchema1> ConvertSchema1(content::Store& store, std::string_view 
     BERTH_ASSIGN_OR_RETURN(std::string_view media_type,
                            WithContext(SniffLayerMediaType(store, digest), what));
     blob.media_type = std::string(media_type);
-    BERTH_ASSIGN_OR_RETURN(blob.diff_id,
-                           WithContext(DiffIdOfStoredBlob(store, digest, media_type,
-                                                          convert_cancel),
-                                       what));
+    BERTH_ASSIGN_OR_RETURN(
+        blob.diff_id,
+        WithContext(DiffIdOfStoredBlob(store, digest, media_type, convert_cancel), what));
     return Ok();
   };
   auto worker = [&] {

@@ -40,7 +40,7 @@ using FetchBlobFn =
 struct ConvertedSchema1 {
   image::Descriptor manifest;  // the generated Docker schema2 manifest, in the store
   std::string manifest_bytes;
-  image::Descriptor config;    // the generated config, in the store: its digest is the image ID
+  image::Descriptor config;  // the generated config, in the store: its digest is the image ID
 };
 
 // Converts the schema1 manifest `document`. Fetches at most `max_concurrent` blobs at once.
