@@ -1,19 +1,43 @@
 #!/usr/bin/env bash
 # Command (a): installs the dependencies, builds, and runs berth's main job on an embedded
-# default: a real registry on loopback seeded with a generated image, which berth then pulls
-# into a fresh root and lists. Nothing leaves this machine.
+# default: a real registry on loopback seeded with a generated image; berthd serving the CRI
+# ImageService on a unix socket; the berth CLI pulling, listing and inspecting through it; then,
+# with berthd stopped, the CLI mounting the image's root filesystem from the root directly.
+# Nothing leaves this machine.
+#
+# Set BERTH_DEMO_SKIP_BUILD=1 to reuse an existing build (in $BERTH_BUILD_DIR, default build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-bash scripts/build.sh
+if [ -z "${BERTH_DEMO_SKIP_BUILD:-}" ]; then
+  bash scripts/setup.sh
+  bash scripts/build.sh
+fi
 bin=${BERTH_BUILD_DIR:-build}/cmd
+berth=$bin/berth/berth
 
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)
+address="unix://$work/berth.sock"
 seed_pid=""
+berthd_pid=""
+stop_berthd() {
+  if [ -n "$berthd_pid" ]; then
+    kill -TERM "$berthd_pid" 2>/dev/null || true
+    wait "$berthd_pid" 2>/dev/null || true
+    berthd_pid=""
+  fi
+}
 cleanup() {
+  stop_berthd
+  if [ -f "$work/mounted" ]; then
+    "$berth" --root "$work/root" unmount "$work/rootfs" || umount "$work/rootfs" || true
+  fi
   [ -n "$seed_pid" ] && kill "$seed_pid" 2>/dev/null && wait "$seed_pid" 2>/dev/null
-  if [ -f "$work/mounted" ]; then "$bin/berth/berth" --root "$work/root" unmount "$work/rootfs" || true; fi
-  rm -rf "$work"
+  # Never delete through a mount that is still there.
+  if mountpoint -q "$work/rootfs" 2>/dev/null; then
+    echo "demo: $work/rootfs is still mounted; leaving $work in place" >&2
+  else
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT
 
@@ -26,32 +50,63 @@ ref=$(cat "$work/ready")
 
 echo
 echo "== 2. berth ref normalize =="
-"$bin/berth/berth" ref normalize busybox ubuntu:22.04 quay.io/coreos/etcd:v3.5 "$ref"
-"$bin/berth/berth" ref normalize --json "$ref"
+"$berth" ref normalize busybox ubuntu:22.04 quay.io/coreos/etcd:v3.5 "$ref"
+"$berth" ref normalize --json "$ref"
 
 echo
-echo "== 3. berth pull $ref (into $work/root: blobs, and layers unpacked into overlayfs snapshots) =="
-"$bin/berth/berth" --root "$work/root" pull "$ref"
+echo "== 3. berthd: the CRI ImageService on $address (root $work/root) =="
+"$bin/berthd/berthd" --root "$work/root" --state "$work/state" --address "$address" \
+  >"$work/berthd.log" 2>&1 &
+berthd_pid=$!
+for _ in $(seq 1 200); do
+  [ -S "$work/berth.sock" ] && break
+  kill -0 "$berthd_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if [ ! -S "$work/berth.sock" ]; then
+  echo "demo: berthd did not start:" >&2
+  cat "$work/berthd.log" >&2
+  exit 1
+fi
+echo "berthd running, pid $berthd_pid"
 
 echo
-echo "== 4. berth content ls =="
-"$bin/berth/berth" --root "$work/root" content ls
+echo "== 4. berth pull $ref (through berthd: CRI PullImage) =="
+"$berth" --address "$address" pull "$ref"
 
 echo
-echo "== 5. a second pull finds every blob present and fetches nothing =="
-"$bin/berth/berth" --root "$work/root" pull "$ref"
+echo "== 5. berth images (CRI ListImages) =="
+"$berth" --address "$address" images
 
 echo
-echo "== 6. berth mount: the image's root filesystem at $work/rootfs =="
+echo "== 6. berth inspect $ref (CRI ImageStatus, verbose) =="
+"$berth" --address "$address" inspect "$ref" | head -n 25
+
+echo
+echo "== 7. berth fsinfo (CRI ImageFsInfo) =="
+"$berth" --address "$address" fsinfo
+
+echo
+echo "== 8. berthd's request log =="
+grep 'cri.request' "$work/berthd.log" || true
+
+echo
+echo "== 9. stop berthd (SIGTERM); the CLI now opens the root itself =="
+stop_berthd
+"$berth" --root "$work/root" images
+"$berth" --root "$work/root" content ls
+
+echo
+echo "== 10. berth mount: the image's root filesystem at $work/rootfs =="
 mkdir -p "$work/rootfs"
-"$bin/berth/berth" --root "$work/root" mount "$ref" "$work/rootfs"
+"$berth" --root "$work/root" mount "$ref" "$work/rootfs"
 touch "$work/mounted"
 ls -l "$work/rootfs" "$work/rootfs/etc"
 echo "--- $work/rootfs/etc/os-release:"
 cat "$work/rootfs/etc/os-release"
 
 echo
-echo "== 7. berth unmount =="
-"$bin/berth/berth" --root "$work/root" unmount "$work/rootfs"
+echo "== 11. berth unmount =="
+"$berth" --root "$work/root" unmount "$work/rootfs"
 rm -f "$work/mounted"
 echo "demo: done"

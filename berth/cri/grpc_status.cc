@@ -57,4 +57,14 @@ grpc::Status ToGrpcStatus(const Error& error) {
   return grpc::Status(code, error.ToString());
 }
 
+Error FromGrpcStatus(const grpc::Status& status) {
+  // berth's codes are gRPC's canonical codes, number for number.
+  int code = static_cast<int>(status.error_code());
+  if (code < static_cast<int>(ErrorCode::kCancelled) ||
+      code > static_cast<int>(ErrorCode::kUnauthenticated)) {
+    code = static_cast<int>(ErrorCode::kUnknown);
+  }
+  return Error(static_cast<ErrorCode>(code), status.error_message());
+}
+
 }  // namespace berth::cri

@@ -21,4 +21,8 @@ namespace berth::cri {
 // which Error has already passed through RedactSecrets().
 grpc::Status ToGrpcStatus(const Error& error);
 
+// The client side's inverse, for a failed call: the same-named code and the status message
+// (OK is not an error; callers check status.ok() first). Used by ImageServiceClient.
+Error FromGrpcStatus(const grpc::Status& status);
+
 }  // namespace berth::cri

@@ -30,6 +30,9 @@ TEST(ToGrpcStatusTest, EveryCodeMapsToItsGrpcNamesake) {
     grpc::Status status = ToGrpcStatus(Error(code, "boom"));
     EXPECT_EQ(status.error_code(), expected) << ErrorCodeName(code);
     EXPECT_EQ(status.error_message(), "boom");
+    Error back = FromGrpcStatus(status);
+    EXPECT_EQ(back.code(), code) << ErrorCodeName(code);
+    EXPECT_EQ(back.message(), "boom");
   }
 }
 

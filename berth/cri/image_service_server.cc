@@ -147,10 +147,23 @@ grpc::Status DoStatus(service::ImageService& images, const Request& request, Res
   return log.Done(grpc::Status::OK);
 }
 
+// Whether the client asked to remove pinned images too (kRemovePinnedMetadata).
+service::RemovePinned RemovePinnedFor(const grpc::ServerContext& context) {
+  auto [begin, end] = context.client_metadata().equal_range(
+      grpc::string_ref(kRemovePinnedMetadata.data(), kRemovePinnedMetadata.size()));
+  for (auto it = begin; it != end; ++it) {
+    if (std::string_view(it->second.data(), it->second.size()) == "true") {
+      return service::RemovePinned::kAllow;
+    }
+  }
+  return service::RemovePinned::kRefuse;
+}
+
 template <typename Request>
-grpc::Status DoRemove(service::ImageService& images, const Request& request) {
+grpc::Status DoRemove(service::ImageService& images, const grpc::ServerContext& context,
+                      const Request& request) {
   RequestLog log("RemoveImage", request.image().image());
-  Result<void> removed = images.Remove(request.image().image());
+  Result<void> removed = images.Remove(request.image().image(), RemovePinnedFor(context));
   if (!removed) return log.Done(ToGrpcStatus(removed.error()));
   return log.Done(grpc::Status::OK);
 }
@@ -189,10 +202,10 @@ grpc::Status ImageServiceV1::PullImage(grpc::ServerContext* context,
                                        runtime::v1::PullImageResponse* response) {
   return DoPull(images_, *context, *request, *response);
 }
-grpc::Status ImageServiceV1::RemoveImage(grpc::ServerContext*,
+grpc::Status ImageServiceV1::RemoveImage(grpc::ServerContext* context,
                                          const runtime::v1::RemoveImageRequest* request,
                                          runtime::v1::RemoveImageResponse*) {
-  return DoRemove(images_, *request);
+  return DoRemove(images_, *context, *request);
 }
 grpc::Status ImageServiceV1::ImageFsInfo(grpc::ServerContext*,
                                          const runtime::v1::ImageFsInfoRequest*,
@@ -215,10 +228,10 @@ grpc::Status ImageServiceV1alpha2::PullImage(grpc::ServerContext* context,
                                              runtime::v1alpha2::PullImageResponse* response) {
   return DoPull(images_, *context, *request, *response);
 }
-grpc::Status ImageServiceV1alpha2::RemoveImage(grpc::ServerContext*,
+grpc::Status ImageServiceV1alpha2::RemoveImage(grpc::ServerContext* context,
                                                const runtime::v1alpha2::RemoveImageRequest* request,
                                                runtime::v1alpha2::RemoveImageResponse*) {
-  return DoRemove(images_, *request);
+  return DoRemove(images_, *context, *request);
 }
 grpc::Status ImageServiceV1alpha2::ImageFsInfo(grpc::ServerContext*,
                                                const runtime::v1alpha2::ImageFsInfoRequest*,

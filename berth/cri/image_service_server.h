@@ -8,7 +8,10 @@
 //   ListImages   → ImageService::List(filter.image.image)
 //   ImageStatus  → ImageService::Status; a missing image is an empty response; verbose adds
 //                  info["info"] = VerboseInfo()
-//   RemoveImage  → ImageService::Remove (unknown image: OK)
+//   RemoveImage  → ImageService::Remove (unknown image: OK). A pinned image is refused
+//                  (FAILED_PRECONDITION) unless the call carries the client metadata
+//                  `berth-remove-pinned: true` (kRemovePinnedMetadata; `berth rmi --force`
+//                  sends it, kubelet never does)
 //   ImageFsInfo  → ImageService::FsInfo → image_filesystems
 //
 // A pull stops when the client cancels the call or its deadline passes: the handler polls
@@ -25,6 +28,9 @@
 #include "proto/runtime/v1alpha2/api.grpc.pb.h"
 
 namespace berth::cri {
+
+// Client metadata key with which a RemoveImage call may remove a pinned image (value "true").
+inline constexpr std::string_view kRemovePinnedMetadata = "berth-remove-pinned";
 
 class ImageServiceV1 final : public runtime::v1::ImageService::Service {
  public:

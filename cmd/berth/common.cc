@@ -1,10 +1,9 @@
 #include "cmd/berth/common.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdio>
-
-#include <fmt/format.h>
 
 namespace berth::cli {
 
@@ -24,6 +23,7 @@ Result<config::Config> LoadConfig() {
     BERTH_ASSIGN_OR_RETURN(config, config::LoadConfigFile(path));
   }
   if (!options.root.empty()) config.root = options.root;
+  if (!options.address.empty()) config.address = options.address;
   return config;
 }
 

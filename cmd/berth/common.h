@@ -13,12 +13,13 @@ namespace berth::cli {
 struct GlobalOptions {
   std::string config_file;  // empty: /etc/berth/config.toml when it exists, else defaults
   std::string root;         // overrides the config's root
+  std::string address;      // overrides the config's address (berthd's socket)
 };
 
 // The options registered on the top-level app (usable before or after the subcommand).
 GlobalOptions& Globals();
 
-// Loads the config named by the global options, with --root applied.
+// Loads the config named by the global options, with --root and --address applied.
 Result<config::Config> LoadConfig();
 
 // Opens the content store under the config's root.

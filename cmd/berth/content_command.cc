@@ -1,8 +1,8 @@
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <iostream>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "cmd/berth/commands.h"
 #include "cmd/berth/common.h"

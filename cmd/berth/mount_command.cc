@@ -5,7 +5,8 @@
 // image service write: the text as recorded, then as a normalized reference, then as an image
 // ID. What `berth unmount` must undo is kept in a marker file, <root>/mounts/<sha256(DIR)>.json:
 // {"directory", "key", "snapshotter", "image_id", "reference"}, written atomically after the
-// mount succeeded and removed after the snapshot was.
+// mount succeeded and removed after the snapshot was. Both take the root's lock for their
+// duration, so they refuse while a berthd runs on the root.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -18,8 +19,8 @@
 #include "berth/metadata/metadata_db.h"
 #include "berth/reference/reference.h"
 #include "berth/snapshot/mount.h"
-#include "berth/snapshot/native_snapshotter.h"
-#include "berth/snapshot/overlay_snapshotter.h"
+#include "berth/stack/image_stack.h"
+#include "berth/stack/root_lock.h"
 #include "cmd/berth/commands.h"
 #include "cmd/berth/common.h"
 
@@ -27,34 +28,15 @@ namespace berth::cli {
 
 namespace fs = std::filesystem;
 
-Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
-                                                               config::SnapshotterKind kind) {
-  const fs::path root = fs::absolute(config.root);
-  snapshot::LocalSnapshotterOptions options{
-      .root = root / "snapshots" / std::string(config::SnapshotterName(kind)),
-      .metadata_path = root / "metadata.db",
-      .sync = config.pull.sync == config::SyncMode::kNone ? snapshot::SyncMode::kNone
-                                                          : snapshot::SyncMode::kSyncFs};
-  BERTH_RETURN_IF_ERROR(MakeDirectories(root));
-  if (kind == config::SnapshotterKind::kNative) {
-    snapshot::NativeSnapshotterOptions native;
-    static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
-    BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::NativeSnapshotter::Open(native));
-    return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
-  }
-  snapshot::OverlaySnapshotterOptions overlay;
-  static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
-  BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::OverlaySnapshotter::Open(overlay));
-  return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
-}
+namespace {
+
+using stack::OpenSnapshotter;
 
 Result<std::unique_ptr<metadata::MetadataDb>> OpenMetadata(const config::Config& config) {
   const fs::path root = fs::absolute(config.root);
   BERTH_RETURN_IF_ERROR(MakeDirectories(root));
   return metadata::MetadataDb::Open({.path = root / "metadata.db"});
 }
-
-namespace {
 
 struct MountFlags {
   std::string reference;
@@ -110,6 +92,8 @@ Result<std::string> MountImage(const MountFlags& flags) {
                 fmt::format("{} already has a berth mount; run `berth unmount {}` first",
                             directory.string(), directory.string()));
   }
+  // Not beside a berthd (or another berth command) working on the same root.
+  BERTH_ASSIGN_OR_RETURN(stack::RootLock lock, stack::RootLock::Acquire(config.root, "berth"));
   BERTH_ASSIGN_OR_RETURN(auto db, OpenMetadata(config));
   BERTH_ASSIGN_OR_RETURN(metadata::ImageRecord image, FindImage(*db, flags.reference));
   BERTH_ASSIGN_OR_RETURN(config::SnapshotterKind kind, KindOf(image.snapshotter));
@@ -159,6 +143,7 @@ Result<void> UnmountImage(const std::string& text) {
   }
   BERTH_ASSIGN_OR_RETURN(config::SnapshotterKind kind,
                          KindOf(record["snapshotter"].get<std::string>()));
+  BERTH_ASSIGN_OR_RETURN(stack::RootLock lock, stack::RootLock::Acquire(config.root, "berth"));
   BERTH_RETURN_IF_ERROR(snapshot::UnmountAll(directory));
   BERTH_ASSIGN_OR_RETURN(auto snapshotter, OpenSnapshotter(config, kind));
   Result<void> removed = snapshotter->Remove(record["key"].get<std::string>());

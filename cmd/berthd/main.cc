@@ -1,13 +1,10 @@
-// berthd: the image service daemon. This file is the composition root: the only place that knows
-// every concrete type. It loads the config, takes the root's lock, builds the content store, the
-// snapshotter, the metadata database, the registry transport, the puller, the unpacker factory
-// and the image service in dependency order, serves the CRI ImageService (runtime.v1 and
-// v1alpha2) on a unix socket, and on SIGTERM/SIGINT stops accepting, lets in-flight requests
-// finish within the grace period, and exits 0.
-#include <fcntl.h>
+// berthd: the image service daemon. It loads the config, takes the root's lock
+// (berth/stack/root_lock.h), builds the image service with everything under it
+// (berth/stack/image_stack.h: the one composition the daemon and the CLI's embedded mode share),
+// serves the CRI ImageService (runtime.v1 and v1alpha2) on a unix socket, and on SIGTERM/SIGINT
+// stops accepting, lets in-flight requests finish within the grace period, and exits 0.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -26,15 +23,10 @@
 #include "berth/base/log.h"
 #include "berth/base/unique_fd.h"
 #include "berth/config/config.h"
-#include "berth/content/store.h"
+#include "berth/cri/image_service_client.h"
 #include "berth/cri/image_service_server.h"
-#include "berth/metadata/metadata_db.h"
-#include "berth/pull/puller.h"
-#include "berth/registry/curl_transport.h"
-#include "berth/service/image_service.h"
-#include "berth/snapshot/native_snapshotter.h"
-#include "berth/snapshot/overlay_snapshotter.h"
-#include "berth/unpack/unpacker.h"
+#include "berth/stack/image_stack.h"
+#include "berth/stack/root_lock.h"
 
 namespace berth::daemon {
 namespace {
@@ -68,53 +60,12 @@ Result<config::Config> LoadConfig(const Flags& flags) {
   return config;
 }
 
-Result<fs::path> SocketPath(std::string_view address) {
-  constexpr std::string_view kScheme = "unix://";
-  if (!address.starts_with(kScheme) || address.size() == kScheme.size() ||
-      address[kScheme.size()] != '/') {
-    return Fail(ErrorCode::kInvalidArgument,
-                fmt::format("address {} must be unix:// followed by an absolute path", address));
-  }
-  fs::path path(address.substr(kScheme.size()));
-  if (path.string().size() >= sizeof(sockaddr_un::sun_path)) {
-    return Fail(ErrorCode::kInvalidArgument,
-                fmt::format("socket path {} is too long", path.string()));
-  }
-  return path;
-}
-
 Result<void> MakeDirectories(const fs::path& directory, fs::perms perms) {
   std::error_code error;
   bool created = fs::create_directories(directory, error);
   if (error) return Fail(ErrnoError(error.value(), fmt::format("create {}", directory.string())));
   if (created) fs::permissions(directory, perms, error);
   return Ok();
-}
-
-// The root's lock: one berthd per root. Held (flock) for the life of the process.
-Result<UniqueFd> LockRoot(const fs::path& root) {
-  fs::path path = root / "berthd.lock";
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!fd) return Fail(ErrnoError(errno, fmt::format("open lock file {}", path.string())));
-  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
-      char pid[32] = {};
-      ssize_t n = ::pread(fd.get(), pid, sizeof(pid) - 1, 0);
-      std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "unknown";
-      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
-      return Fail(ErrorCode::kUnavailable,
-                  fmt::format("another berthd (pid {}) is already running on root {} (lock {} is "
-                              "held); stop it or use another --root",
-                              holder, root.string(), path.string()));
-    }
-    return Fail(ErrnoError(errno, fmt::format("lock {}", path.string())));
-  }
-  std::string pid = fmt::format("{}\n", ::getpid());
-  if (::ftruncate(fd.get(), 0) != 0 ||
-      ::pwrite(fd.get(), pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
-    return Fail(ErrnoError(errno, fmt::format("write lock file {}", path.string())));
-  }
-  return fd;
 }
 
 // Makes `path` free for a new socket: creates its directory, and removes a stale socket left by
@@ -148,69 +99,19 @@ Result<void> PrepareSocketPath(const fs::path& path) {
   return Ok();
 }
 
-Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
-                                                               const fs::path& root) {
-  snapshot::LocalSnapshotterOptions options{.root = root,
-                                            .metadata_path = config.root / "metadata.db",
-                                            .sync = config.pull.sync == config::SyncMode::kNone
-                                                        ? snapshot::SyncMode::kNone
-                                                        : snapshot::SyncMode::kSyncFs};
-  if (config.pull.snapshotter == config::SnapshotterKind::kNative) {
-    snapshot::NativeSnapshotterOptions native;
-    static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
-    BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::NativeSnapshotter::Open(native));
-    return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
-  }
-  snapshot::OverlaySnapshotterOptions overlay;
-  static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
-  BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::OverlaySnapshotter::Open(overlay));
-  return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
-}
-
-unpack::UnpackOptions UnpackOptionsFor(const config::Config& config) {
-  return {.sync = config.pull.sync == config::SyncMode::kFile ? archive::SyncPolicy::kFsyncEachFile
-                                                              : archive::SyncPolicy::kNone,
-          .max_layer_size = config.pull.max_layer_size};
-}
-
 Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig(flags));
   BERTH_RETURN_IF_ERROR(log::Init({.level = config.log_level}));
-  BERTH_ASSIGN_OR_RETURN(fs::path socket_path, SocketPath(config.address));
+  BERTH_ASSIGN_OR_RETURN(fs::path socket_path, cri::UnixSocketPath(config.address));
 
   BERTH_RETURN_IF_ERROR(MakeDirectories(config.root, fs::perms::owner_all));
   BERTH_RETURN_IF_ERROR(MakeDirectories(config.state, fs::perms::owner_all));
-  BERTH_ASSIGN_OR_RETURN(UniqueFd root_lock, LockRoot(config.root));
-
-  // Dependency order; destroyed in reverse at the end of this function.
-  BERTH_ASSIGN_OR_RETURN(
-      std::unique_ptr<content::Store> store,
-      content::Store::Open({.root = config.root / "content",
-                            .durability = config.pull.sync == config::SyncMode::kNone
-                                              ? content::Durability::kNoSync
-                                              : content::Durability::kSync}));
-  const fs::path snapshot_root =
-      config.root / "snapshots" / std::string(config::SnapshotterName(config.pull.snapshotter));
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<snapshot::Snapshotter> snapshotter,
-                         OpenSnapshotter(config, snapshot_root));
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<metadata::MetadataDb> db,
-                         metadata::MetadataDb::Open({.path = config.root / "metadata.db"}));
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<registry::CurlTransport> transport,
-                         registry::CurlTransport::Create());
-  pull::Puller puller(*store, *transport, config);
-  const unpack::UnpackOptions unpack_options = UnpackOptionsFor(config);
-  BERTH_ASSIGN_OR_RETURN(
-      std::unique_ptr<service::ImageService> images,
-      service::ImageService::Create(
-          puller, *store, *snapshotter, *db,
-          {.snapshotter_name = std::string(config::SnapshotterName(config.pull.snapshotter)),
-           .snapshot_root = snapshot_root,
-           .pinned_images = config.pull.pinned_images,
-           .unpacker = [&] {
-             return std::make_unique<unpack::Unpacker>(*snapshotter, *store, unpack_options);
-           }}));
-  cri::ImageServiceV1 cri_v1(*images);
-  cri::ImageServiceV1alpha2 cri_v1alpha2(*images);
+  BERTH_ASSIGN_OR_RETURN(stack::RootLock root_lock,
+                         stack::RootLock::Acquire(config.root, "berthd"));
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<stack::ImageStack> stack, stack::ImageStack::Open(config));
+  service::ImageService& images = stack->images();
+  cri::ImageServiceV1 cri_v1(images);
+  cri::ImageServiceV1alpha2 cri_v1alpha2(images);
 
   BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   grpc::ServerBuilder builder;

@@ -1,6 +1,7 @@
 // berth-cri: a minimal crictl stand-in for Debian 12 (which does not package crictl). It sends
-// one CRI ImageService request (runtime.v1, or v1alpha2 with --v1alpha2) to a socket and prints
-// the response as JSON, exactly as it came over the wire.
+// one CRI ImageService request (runtime.v1) to a socket and prints the response as JSON, exactly
+// as it came over the wire. The connection is berth/cri's ImageServiceClient (which the berth
+// CLI uses too); this tool only uses its raw stub.
 //
 //   berth-cri [--endpoint unix:///run/berth/berth.sock] pull REF [--username U --password P]
 //   berth-cri images [FILTER] | inspect REF | rmi REF | fsinfo
@@ -12,7 +13,7 @@
 #include <iostream>
 #include <string>
 
-#include "proto/runtime/v1/api.grpc.pb.h"
+#include "berth/cri/image_service_client.h"
 
 namespace {
 
@@ -53,9 +54,12 @@ int main(int argc, char** argv) {
   app.add_subcommand("fsinfo", "ImageFsInfo");
   CLI11_PARSE(app, argc, argv);
 
-  std::string target = endpoint.starts_with("unix://") ? "unix:" + endpoint.substr(7) : endpoint;
-  auto stub = runtime::v1::ImageService::NewStub(
-      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  auto client = berth::cri::ImageServiceClient::Connect(endpoint);
+  if (!client) {
+    std::fprintf(stderr, "error: %s\n", client.error().ToString().c_str());
+    return 1;
+  }
+  runtime::v1::ImageService::Stub* stub = &(*client)->stub();
   grpc::ClientContext context;
   if (pull->parsed()) {
     runtime::v1::PullImageRequest request;

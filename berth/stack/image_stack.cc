@@ -1,0 +1,77 @@
+#include "berth/stack/image_stack.h"
+
+#include "berth/base/file_util.h"
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/snapshot/overlay_snapshotter.h"
+
+namespace berth::stack {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path SnapshotRoot(const fs::path& root, config::SnapshotterKind kind) {
+  return root / "snapshots" / std::string(config::SnapshotterName(kind));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
+                                                               config::SnapshotterKind kind) {
+  const fs::path root = fs::absolute(config.root);
+  BERTH_RETURN_IF_ERROR(MakeDirectories(root));
+  snapshot::LocalSnapshotterOptions options{.root = SnapshotRoot(root, kind),
+                                            .metadata_path = root / "metadata.db",
+                                            .sync = config.pull.sync == config::SyncMode::kNone
+                                                        ? snapshot::SyncMode::kNone
+                                                        : snapshot::SyncMode::kSyncFs};
+  if (kind == config::SnapshotterKind::kNative) {
+    snapshot::NativeSnapshotterOptions native;
+    static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
+    BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::NativeSnapshotter::Open(native));
+    return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+  }
+  snapshot::OverlaySnapshotterOptions overlay;
+  static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
+  BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::OverlaySnapshotter::Open(overlay));
+  return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+}
+
+Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& config,
+                                                     ImageStackOptions options) {
+  const fs::path root = fs::absolute(config.root);
+  std::unique_ptr<ImageStack> stack(new ImageStack());
+  stack->options_ = std::move(options);
+  stack->snapshot_root_ = SnapshotRoot(root, config.pull.snapshotter);
+  BERTH_ASSIGN_OR_RETURN(
+      stack->store_, content::Store::Open({.root = root / "content",
+                                           .durability = config.pull.sync == config::SyncMode::kNone
+                                                             ? content::Durability::kNoSync
+                                                             : content::Durability::kSync}));
+  BERTH_ASSIGN_OR_RETURN(stack->snapshotter_, OpenSnapshotter(config, config.pull.snapshotter));
+  BERTH_ASSIGN_OR_RETURN(stack->db_, metadata::MetadataDb::Open({.path = root / "metadata.db"}));
+  BERTH_ASSIGN_OR_RETURN(stack->transport_, registry::CurlTransport::Create());
+  stack->puller_ = std::make_unique<pull::Puller>(*stack->store_, *stack->transport_, config);
+  // Durability (pull.sync): "layer" lets the snapshotter syncfs each layer at commit, "file"
+  // also fsyncs every file as it is written, "none" syncs nothing.
+  const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == config::SyncMode::kFile
+                                                         ? archive::SyncPolicy::kFsyncEachFile
+                                                         : archive::SyncPolicy::kNone,
+                                             .max_layer_size = config.pull.max_layer_size};
+  ImageStack* self = stack.get();
+  BERTH_ASSIGN_OR_RETURN(
+      stack->images_,
+      service::ImageService::Create(
+          *stack->puller_, *stack->store_, *stack->snapshotter_, *stack->db_,
+          {.snapshotter_name = std::string(config::SnapshotterName(config.pull.snapshotter)),
+           .snapshot_root = stack->snapshot_root_,
+           .pinned_images = config.pull.pinned_images,
+           .unpacker = [self, unpack_options] {
+             return std::make_unique<unpack::Unpacker>(
+                 *self->snapshotter_, *self->store_, unpack_options, self->options_.layer_progress);
+           }}));
+  return stack;
+}
+
+ImageStack::~ImageStack() = default;
+
+}  // namespace berth::stack

@@ -1,0 +1,155 @@
+#include "cmd/berth/backend.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "berth/cri/image_service_client.h"
+#include "berth/stack/image_stack.h"
+#include "berth/stack/root_lock.h"
+#include "cmd/berth/common.h"
+
+namespace berth::cli {
+namespace {
+
+class DaemonBackend final : public ImageBackend {
+ public:
+  DaemonBackend(std::unique_ptr<cri::ImageServiceClient> client, pid_t pid)
+      : client_(std::move(client)), pid_(pid) {}
+
+  std::string Describe() const override {
+    return pid_ > 0 ? fmt::format("berthd (pid {}) at {}", pid_, client_->address())
+                    : fmt::format("berthd at {}", client_->address());
+  }
+  bool embedded() const override { return false; }
+
+  Result<service::PullResult> Pull(const service::PullRequest& request) override {
+    return client_->Pull(request);
+  }
+  Result<std::vector<service::Image>> List(std::string_view filter) override {
+    return client_->List(filter);
+  }
+  Result<std::optional<service::Image>> Status(std::string_view ref_or_id) override {
+    return client_->Status(ref_or_id);
+  }
+  Result<void> Remove(std::string_view ref_or_id, service::RemovePinned pinned) override {
+    return client_->Remove(ref_or_id, pinned);
+  }
+  Result<std::vector<service::FilesystemUsage>> FsInfo() override { return client_->FsInfo(); }
+
+ private:
+  std::unique_ptr<cri::ImageServiceClient> client_;
+  pid_t pid_;
+};
+
+class EmbeddedBackend final : public ImageBackend {
+ public:
+  EmbeddedBackend(stack::RootLock lock, std::unique_ptr<stack::ImageStack> stack,
+                  std::filesystem::path root)
+      : lock_(std::move(lock)), stack_(std::move(stack)), root_(std::move(root)) {}
+
+  std::string Describe() const override {
+    return fmt::format("root {} (embedded)", root_.string());
+  }
+  bool embedded() const override { return true; }
+
+  Result<service::PullResult> Pull(const service::PullRequest& request) override {
+    return stack_->images().Pull(request, CancelToken::Never());
+  }
+  Result<std::vector<service::Image>> List(std::string_view filter) override {
+    return stack_->images().List(filter);
+  }
+  Result<std::optional<service::Image>> Status(std::string_view ref_or_id) override {
+    return stack_->images().Status(ref_or_id);
+  }
+  Result<void> Remove(std::string_view ref_or_id, service::RemovePinned pinned) override {
+    return stack_->images().Remove(ref_or_id, pinned);
+  }
+  Result<std::vector<service::FilesystemUsage>> FsInfo() override {
+    return stack_->images().FsInfo();
+  }
+
+ private:
+  // The lock is released after the stack is closed (members are destroyed in reverse).
+  stack::RootLock lock_;
+  std::unique_ptr<stack::ImageStack> stack_;
+  std::filesystem::path root_;
+};
+
+Result<std::unique_ptr<ImageBackend>> OpenDaemon(const config::Config& config, pid_t pid,
+                                                 const BackendOptions& options) {
+  if (options.snapshotter) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("--snapshotter applies only when berth opens the root itself; berthd "
+                            "at {} pulls into its configured snapshotter",
+                            config.address));
+  }
+  BERTH_ASSIGN_OR_RETURN(auto client, cri::ImageServiceClient::Connect(config.address));
+  return std::unique_ptr<ImageBackend>(new DaemonBackend(std::move(client), pid));
+}
+
+Error Refusal(const config::Config& config, const stack::LockHolder& holder,
+              std::optional<pid_t> listener) {
+  std::string answering =
+      listener ? fmt::format("the process answering at {} is pid {}", config.address, *listener)
+               : fmt::format("nothing answers at {}", config.address);
+  return Error(ErrorCode::kFailedPrecondition,
+               fmt::format("{} is running on root {}, but {}; point --address at that berthd's "
+                           "socket (its --address), or stop it to use the root directly",
+                           holder.ToString(), config.root.string(), answering));
+}
+
+// Takes the root's lock, waiting while another berth command holds it; a berthd taking it
+// meanwhile is a refusal.
+Result<stack::RootLock> LockRoot(const config::Config& config, std::optional<pid_t> listener) {
+  bool said = false;
+  while (true) {
+    Result<stack::RootLock> lock = stack::RootLock::Acquire(config.root, "berth");
+    if (lock || lock.error().code() != ErrorCode::kUnavailable) return lock;
+    BERTH_ASSIGN_OR_RETURN(std::optional<stack::LockHolder> holder,
+                           stack::RootLock::CurrentHolder(config.root));
+    if (holder && holder->program == "berthd") return Fail(Refusal(config, *holder, listener));
+    if (holder && !said) {
+      std::fprintf(stderr, "waiting for %s, which is using root %s\n", holder->ToString().c_str(),
+                   config.root.string().c_str());
+      said = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ImageBackend>> OpenBackend(BackendOptions options) {
+  BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig());
+  config.root = std::filesystem::absolute(config.root);
+  const bool explicit_root = !Globals().root.empty();
+  Result<std::optional<pid_t>> probed = cri::ProbeListener(config.address);
+  // A socket we may not connect to (EACCES) does not stand in the way of an explicit --root.
+  if (!probed && (!explicit_root || probed.error().code() == ErrorCode::kInvalidArgument)) {
+    return Fail(std::move(probed).error());
+  }
+  const std::optional<pid_t> listener = probed ? *probed : std::nullopt;
+  if (listener && !explicit_root) return OpenDaemon(config, *listener, options);
+
+  BERTH_ASSIGN_OR_RETURN(std::optional<stack::LockHolder> holder,
+                         stack::RootLock::CurrentHolder(config.root));
+  if (holder && holder->program == "berthd") {
+    if (listener && (*listener == 0 || holder->pid == 0 || *listener == holder->pid)) {
+      return OpenDaemon(config, *listener, options);
+    }
+    return Fail(Refusal(config, *holder, listener));
+  }
+
+  if (options.snapshotter) config.pull.snapshotter = *options.snapshotter;
+  BERTH_ASSIGN_OR_RETURN(stack::RootLock lock, LockRoot(config, listener));
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<stack::ImageStack> stack,
+      stack::ImageStack::Open(config, {.layer_progress = std::move(options.layer_progress)}));
+  return std::unique_ptr<ImageBackend>(
+      new EmbeddedBackend(std::move(lock), std::move(stack), config.root));
+}
+
+}  // namespace berth::cli

@@ -1,0 +1,309 @@
+// The berth CLI's image commands (pull, images, inspect, rmi, fsinfo) end to end, in both of its
+// modes: embedded (the CLI opens the root itself) and daemon (the same commands go to the built
+// berthd over CRI, which its request log proves); and the refusal when a berthd holds the root
+// but does not answer at the address the CLI was given.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "berth/service/test_images.h"
+#include "berth/snapshot/overlay_snapshotter.h"
+#include "berth/testing/child_process.h"
+#include "berth/testing/temp_dir.h"
+#include "berth/testing/test_registry.h"
+
+extern char** environ;
+
+namespace berth {
+namespace {
+
+using berth::testing::ChildProcess;
+using berth::testing::TempDir;
+using berth::testing::TestRegistry;
+using nlohmann::json;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadWholeFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+json ParseJson(const CliRun& run) {
+  json parsed = json::parse(run.out, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(parsed.is_discarded()) << run.out << run.err;
+  return parsed;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto registry = TestRegistry::Start({.log_level = "warn"});
+    ASSERT_TRUE(registry) << registry.error().ToString();
+    registry_ = registry->release();
+    auto a = service::testing::MakeTestImage("a");
+    auto b = service::testing::MakeTestImage("b");
+    ASSERT_TRUE(a && b);
+    image_a_ = new imagegen::Image(std::move(*a));
+    image_b_ = new imagegen::Image(std::move(*b));
+    for (auto [tag, image] : {std::pair{"a", image_a_}, std::pair{"b", image_b_}}) {
+      auto pushed = service::testing::PushTestImage(registry_->url(), "test/img", tag, *image);
+      ASSERT_TRUE(pushed) << pushed.error().ToString();
+    }
+  }
+  static void TearDownTestSuite() {
+    delete registry_;
+    delete image_a_;
+    delete image_b_;
+  }
+
+  void SetUp() override {
+    auto dir = TempDir::Create("cli");
+    ASSERT_TRUE(dir) << dir.error().ToString();
+    dir_.emplace(std::move(*dir));
+    // Image b is pinned. The config names the root, so commands without --root use it too.
+    std::ofstream(config_file()) << "root = \"" << root() << "\"\n"
+                                 << "[pull]\nsnapshotter = \""
+                                 << (snapshot::OverlaySnapshotter::KernelSupportsOverlay()
+                                         ? "overlayfs"
+                                         : "native")
+                                 << "\"\npinned_images = [\"" << Ref("b") << "\"]\n";
+  }
+
+  std::string config_file() const { return dir_->Join("config.toml").string(); }
+  std::string root() const { return dir_->Join("root").string(); }
+  std::string address() const { return "unix://" + dir_->Join("berth.sock").string(); }
+  std::string Ref(std::string_view tag) const {
+    return registry_->host() + "/test/img:" + std::string(tag);
+  }
+
+  // Runs the berth binary with --config and `args`, stdout and stderr captured separately.
+  CliRun Run(std::vector<std::string> args) {
+    const std::filesystem::path out_path = dir_->Join("cli.out");
+    const std::filesystem::path err_path = dir_->Join("cli.err");
+    std::vector<std::string> strings = {BERTH_CLI_PATH, "--config", config_file()};
+    strings.insert(strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& text : strings) argv.push_back(text.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    pid_t pid = 0;
+    int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    CliRun run;
+    if (spawned != 0) {
+      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(spawned);
+      return run;
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    run.out = ReadWholeFile(out_path);
+    run.err = ReadWholeFile(err_path);
+    return run;
+  }
+
+  // Runs and expects success.
+  CliRun MustRun(std::vector<std::string> args) {
+    CliRun run = Run(args);
+    EXPECT_EQ(run.exit_code, 0) << ::testing::PrintToString(args) << "\n"
+                                << run.err << (daemon_ ? daemon_->ReadLog() : "");
+    return run;
+  }
+
+  void StartDaemon() {
+    auto daemon = ChildProcess::Start(
+        {.argv = {BERTHD_PATH, "--config", config_file(), "--state", dir_->Join("state").string(),
+                  "--address", address(), "--log-level", "info"},
+         .log_file = dir_->Join("berthd.log")});
+    ASSERT_TRUE(daemon) << daemon.error().ToString();
+    daemon_ = std::move(*daemon);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (daemon_->ReadLog().find("berthd.ready") == std::string::npos) {
+      ASSERT_TRUE(daemon_->Running()) << daemon_->ReadLog();
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << daemon_->ReadLog();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  void StopDaemon() {
+    berth::testing::ExitStatus status = daemon_->Stop(std::chrono::seconds(20));
+    EXPECT_TRUE(status.success()) << status.ToString() << "\n" << daemon_->ReadLog();
+  }
+
+  // The request lines berthd logged for `method`.
+  size_t RequestsLogged(std::string_view method) const {
+    std::string log = daemon_->ReadLog();
+    std::string needle = "cri.request method=" + std::string(method);
+    size_t count = 0;
+    for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) {
+      ++count;
+    }
+    return count;
+  }
+
+  // pull, images (JSON and table), inspect, fsinfo, rmi (pinned needs --force); `args` comes
+  // before each command (the mode's --root/--address).
+  void ExerciseImageCommands(const std::vector<std::string>& args) {
+    auto with = [&](std::vector<std::string> command) {
+      std::vector<std::string> all = args;
+      all.insert(all.end(), command.begin(), command.end());
+      return all;
+    };
+    const std::string id_a = image_a_->config.digest.ToString();
+    const std::string id_b = image_b_->config.digest.ToString();
+    EXPECT_EQ(MustRun(with({"pull", Ref("a")})).out, id_a + "\n");
+    EXPECT_EQ(MustRun(with({"pull", "-q", Ref("b")})).out, id_b + "\n");
+
+    json images = ParseJson(MustRun(with({"images", "--json"})));
+    ASSERT_TRUE(images.is_array());
+    ASSERT_EQ(images.size(), 2u) << images.dump(2);
+    for (const json& image : images) {
+      const bool is_a = image["id"] == id_a;
+      EXPECT_THAT(image["repoTags"], ElementsAre(Ref(is_a ? "a" : "b")));
+      EXPECT_THAT(image["repoDigests"],
+                  ElementsAre(registry_->host() + "/test/img@" +
+                              (is_a ? image_a_ : image_b_)->manifest.digest.ToString()));
+      EXPECT_GT(image["size"].get<int64_t>(), 0);
+      EXPECT_EQ(image["pinned"], !is_a);
+    }
+    json filtered = ParseJson(MustRun(with({"images", "--json", id_a.substr(7, 12)})));
+    ASSERT_EQ(filtered.size(), 1u);
+    EXPECT_EQ(filtered[0]["id"], id_a);
+
+    CliRun table = MustRun(with({"images"}));
+    EXPECT_THAT(table.out, HasSubstr("IMAGE ID"));
+    EXPECT_THAT(table.out, HasSubstr(id_a.substr(7, 12) + "  " + Ref("a")));
+    EXPECT_THAT(
+        table.out,
+        HasSubstr("/test/img@sha256:" + image_a_->manifest.digest.encoded().substr(0, 12) + " "));
+    EXPECT_THAT(table.out, Not(HasSubstr(image_a_->manifest.digest.encoded())));
+
+    json inspected = ParseJson(MustRun(with({"inspect", Ref("a")})));
+    EXPECT_EQ(inspected["status"]["id"], id_a);
+    EXPECT_EQ(inspected["status"]["uid"], 1000);
+    EXPECT_EQ(inspected["status"]["pinned"], false);
+    EXPECT_THAT(inspected["info"]["chainID"].get<std::string>(), HasSubstr("sha256:"));
+    EXPECT_EQ(inspected["info"]["imageSpec"]["config"]["User"], "1000:1000");
+    EXPECT_FALSE(inspected["info"]["snapshotter"].get<std::string>().empty());
+    CliRun missing = Run(with({"inspect", "docker.io/library/absent:1"}));
+    EXPECT_EQ(missing.exit_code, 1);
+    EXPECT_THAT(missing.err, HasSubstr("error: no such image: docker.io/library/absent:1"));
+
+    json filesystems = ParseJson(MustRun(with({"fsinfo", "--json"})));
+    ASSERT_TRUE(filesystems.is_array());
+    ASSERT_FALSE(filesystems.empty());
+    EXPECT_GT(filesystems[0]["usedBytes"].get<uint64_t>(), 0u);
+    EXPECT_GT(filesystems[0]["inodesUsed"].get<uint64_t>(), 0u);
+    EXPECT_THAT(MustRun(with({"fsinfo"})).out, HasSubstr("MOUNTPOINT"));
+
+    CliRun pinned = Run(with({"rmi", Ref("b")}));
+    EXPECT_EQ(pinned.exit_code, 1);
+    EXPECT_THAT(pinned.err, HasSubstr("pinned"));
+    EXPECT_THAT(pinned.err, HasSubstr("--force"));
+    EXPECT_EQ(MustRun(with({"rmi", "--force", Ref("b")})).out, "Deleted: " + id_b + "\n");
+    EXPECT_EQ(MustRun(with({"rmi", id_a.substr(7, 12)})).out, "Deleted: " + id_a + "\n");
+    CliRun gone = Run(with({"rmi", Ref("a")}));
+    EXPECT_EQ(gone.exit_code, 1);
+    EXPECT_THAT(gone.err, HasSubstr("error: no such image"));
+    EXPECT_EQ(ParseJson(MustRun(with({"images", "--json"}))), json::array());
+  }
+
+  static inline TestRegistry* registry_ = nullptr;
+  static inline imagegen::Image* image_a_ = nullptr;
+  static inline imagegen::Image* image_b_ = nullptr;
+  std::optional<TempDir> dir_;
+  std::unique_ptr<ChildProcess> daemon_;
+};
+
+TEST_F(CliTest, EmbeddedMode) {
+  // Nothing listens at the address: the CLI opens the root itself.
+  ASSERT_NO_FATAL_FAILURE(ExerciseImageCommands({"--address", address()}));
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(root()) / "metadata.db"));
+}
+
+TEST_F(CliTest, BadReferenceFails) {
+  CliRun bad = Run({"--address", address(), "pull", "Not A//Valid:Reference"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_EQ(bad.out, "");
+  EXPECT_THAT(bad.err, HasSubstr("error:"));
+}
+
+TEST_F(CliTest, DaemonModeGoesOverCri) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  ASSERT_NO_FATAL_FAILURE(ExerciseImageCommands({"--address", address()}));
+  // Every command reached berthd as CRI requests.
+  EXPECT_EQ(RequestsLogged("PullImage"), 2u) << daemon_->ReadLog();
+  EXPECT_GE(RequestsLogged("ListImages"), 4u);
+  EXPECT_GE(RequestsLogged("ImageStatus"), 4u);
+  EXPECT_EQ(RequestsLogged("RemoveImage"), 3u);  // the refused pinned one, then two
+  EXPECT_EQ(RequestsLogged("ImageFsInfo"), 2u);
+
+  // An explicit --root held by the berthd answering at the address goes to it too.
+  MustRun({"--address", address(), "pull", Ref("a")});
+  size_t listed = RequestsLogged("ListImages");
+  json images = ParseJson(MustRun({"--root", root(), "--address", address(), "images", "--json"}));
+  EXPECT_EQ(images.size(), 1u);
+  EXPECT_EQ(RequestsLogged("ListImages"), listed + 1);
+
+  // --snapshotter and --platform cannot be carried over CRI.
+  CliRun platform = Run({"--address", address(), "pull", "--platform", "linux/arm64", Ref("a")});
+  EXPECT_EQ(platform.exit_code, 1);
+  EXPECT_THAT(platform.err, HasSubstr("--platform"));
+
+  // What berthd pulled, the CLI finds in the root once berthd is gone.
+  ASSERT_NO_FATAL_FAILURE(StopDaemon());
+  json embedded = ParseJson(MustRun({"--address", address(), "images", "--json"}));
+  ASSERT_EQ(embedded.size(), 1u);
+  EXPECT_EQ(embedded[0]["id"], image_a_->config.digest.ToString());
+}
+
+TEST_F(CliTest, RefusesWhenBerthdHoldsTheRootElsewhere) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  const std::string other = "unix://" + dir_->Join("other.sock").string();
+  const std::string daemon = fmt::format("berthd (pid {})", daemon_->pid());
+  // With the root from --root, and from the config.
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"--root", root(), "--address", other, "images"},
+        std::vector<std::string>{"--address", other, "pull", Ref("a")}}) {
+    CliRun refused = Run(args);
+    EXPECT_EQ(refused.exit_code, 1) << refused.out;
+    EXPECT_THAT(refused.err, HasSubstr("error: " + daemon + " is running on root " + root()));
+    EXPECT_THAT(refused.err, HasSubstr("nothing answers at " + other));
+    EXPECT_EQ(refused.out, "");
+  }
+  EXPECT_EQ(RequestsLogged("PullImage"), 0u);
+}
+
+}  // namespace
+}  // namespace berth
