@@ -1,5 +1,7 @@
 #include "berth/image/schema1.h"
 
+#include "berth/base/base64.h"
+
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -216,6 +218,41 @@ std::string BuildDockerManifest(const Descriptor& config, std::span<const Descri
                 {"config", DescriptorJson(config)},
                 {"layers", std::move(layer_list)}};
   return manifest.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Result<std::string> Schema1SignedPayload(std::string_view document) {
+  if (document.size() > kMaxManifestBytes) {
+    return Fail(ErrorCode::kResourceExhausted, "schema1 manifest is over the size limit");
+  }
+  BERTH_RETURN_IF_ERROR(internal::CheckJsonDepth(document, kMaxJsonDepth));
+  auto parsed = nlohmann::json::parse(document.begin(), document.end(), nullptr, false);
+  if (parsed.is_discarded() || !parsed.is_object()) {
+    return Fail(ErrorCode::kInvalidArgument, "schema1 manifest is not a JSON object");
+  }
+  auto signatures = parsed.find("signatures");
+  if (signatures == parsed.end() || !signatures->is_array() || signatures->empty() ||
+      !(*signatures)[0].is_object()) {
+    return Fail(ErrorCode::kInvalidArgument, "schema1 manifest has no signature");
+  }
+  auto protected_field = (*signatures)[0].find("protected");
+  if (protected_field == (*signatures)[0].end() || !protected_field->is_string()) {
+    return Fail(ErrorCode::kInvalidArgument, "schema1 signature has no protected header");
+  }
+  BERTH_ASSIGN_OR_RETURN(std::string header_json,
+                         Base64UrlDecode(protected_field->get<std::string>()));
+  auto header = nlohmann::json::parse(header_json, nullptr, false);
+  if (header.is_discarded() || !header.is_object() || !header.contains("formatLength") ||
+      !header["formatLength"].is_number_unsigned() || !header.contains("formatTail") ||
+      !header["formatTail"].is_string()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "schema1 protected header lacks formatLength/formatTail");
+  }
+  auto length = header["formatLength"].get<uint64_t>();
+  if (length > document.size()) {
+    return Fail(ErrorCode::kInvalidArgument, "schema1 formatLength is past the document's end");
+  }
+  BERTH_ASSIGN_OR_RETURN(std::string tail, Base64UrlDecode(header["formatTail"].get<std::string>()));
+  return std::string(document.substr(0, length)) + tail;
 }
 
 }  // namespace berth::image

@@ -69,6 +69,13 @@ struct Schema1Manifest {
 // not a digest, a v1Compatibility that is not a JSON object); kResourceExhausted over the limits.
 Result<Schema1Manifest> ParseSchema1Manifest(std::string_view document);
 
+// The payload a signed (libtrust "prettyjws") schema1 manifest's digest covers: the document
+// without its signatures, rebuilt from the first signature's protected header as the first
+// `formatLength` bytes of `document` followed by base64url-decoded `formatTail`. Registries name
+// signed schema1 manifests by the digest of this payload. kInvalidArgument when the document has
+// no signature or the protected header does not describe a prefix of it.
+Result<std::string> Schema1SignedPayload(std::string_view document);
+
 // The non-empty layers of `manifest`, oldest first: the ones a converted image consists of (a
 // blob may appear more than once, as in the original).
 std::vector<const Schema1Layer*> NonEmptyLayers(const Schema1Manifest& manifest);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "berth/image/media_types.h"
+#include "berth/image/schema1.h"
 #include "berth/registry/url.h"
 
 namespace berth::registry {
@@ -314,15 +315,21 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
         fetched.descriptor.media_type = std::string(image::MediaTypeOf(kind));
         fetched.descriptor.size = static_cast<int64_t>(response.body.size());
         std::optional<Digest> expected = pinned;
-        if (!expected && kind != image::ManifestKind::kDockerSchema1) {
-          // Schema1 digests cover the payload without its signatures; they are not checked here
-          // (a schema1 image gets no repo digest anyway).
+        if (!expected) {
           if (auto header = response.Header("docker-content-digest")) {
             Result<Digest> parsed = Digest::Parse(*header);
             if (parsed) expected = *parsed;
           }
         }
-        if (expected) {
+        if (expected && kind == image::ManifestKind::kDockerSchema1 &&
+            !VerifyBytes(response.body, *expected, "manifest", endpoint.BaseUrl())) {
+          // A signed schema1 manifest is named by the digest of its payload without the
+          // signatures; check that instead (and keep the signed bytes, which the converter reads).
+          BERTH_ASSIGN_OR_RETURN(std::string payload, image::Schema1SignedPayload(response.body));
+          BERTH_RETURN_IF_ERROR(
+              VerifyBytes(payload, *expected, "schema1 manifest payload", endpoint.BaseUrl()));
+          fetched.descriptor.digest = *expected;
+        } else if (expected) {
           BERTH_ASSIGN_OR_RETURN(fetched.descriptor.digest,
                                  VerifyBytes(response.body, *expected, "manifest",
                                              endpoint.BaseUrl()));

@@ -276,6 +276,34 @@ TEST_F(Schema1PullTest, SignedImageIsConvertedIntoASchema2Image) {
   EXPECT_EQ(again->bytes_fetched, 0);
 }
 
+// A signed schema1 manifest is named by the digest of its payload without signatures; a pull
+// pinned to that digest verifies the payload and converts as a pull by tag does.
+TEST_F(Schema1PullTest, SignedImagePulledByDigestVerifiesThePayload) {
+  ASSERT_NO_FATAL_FAILURE(StartRegistry());
+  imagegen::Layer base = MakeLayer("base", 64 << 10);
+  ASSERT_NO_FATAL_FAILURE(PushBlobs({&base}));
+  imagegen::Schema1Spec spec{.name = std::string(kRepository), .tag = "pinned"};
+  spec.steps = {{.blob_sum = base.blob.digest, .created_by = "ADD base /"}};
+  ASSERT_NO_FATAL_FAILURE(PushSigned(spec));
+  Result<std::string> unsigned_manifest = imagegen::BuildSchema1Manifest(spec);
+  ASSERT_TRUE(unsigned_manifest);
+  const Digest payload_digest = Digest::Sha256Of(*unsigned_manifest);
+
+  Result<PulledImage> by_tag = Pull(registry_->host() + "/" + std::string(kRepository) + ":pinned");
+  ASSERT_TRUE(by_tag) << by_tag.error().ToString();
+  Result<PulledImage> by_digest =
+      Pull(registry_->host() + "/" + std::string(kRepository) + "@" + payload_digest.ToString());
+  ASSERT_TRUE(by_digest) << by_digest.error().ToString();
+  EXPECT_TRUE(by_digest->converted_schema1);
+  EXPECT_EQ(by_digest->image_id, by_tag->image_id);
+
+  // A digest that is neither the payload's nor the document's is refused as data loss.
+  Result<PulledImage> wrong = Pull(registry_->host() + "/" + std::string(kRepository) + "@" +
+                                   Digest::Sha256Of("something else").ToString());
+  ASSERT_FALSE(wrong);
+  EXPECT_NE(wrong.error().code(), ErrorCode::kInternal) << wrong.error().ToString();
+}
+
 TEST_F(Schema1PullTest, ThrowawayStepsBecomeEmptyHistoryEntries) {
   ASSERT_NO_FATAL_FAILURE(StartRegistry());
   imagegen::Layer base = MakeLayer("base", 100 << 10);
