@@ -215,11 +215,29 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
   }
 
   // 4. The layers, a bounded number at a time, lowest first (they are committed first).
-  LayerHandler* handler = options.layer_handler;
-  if (handler != nullptr) {
-    BERTH_RETURN_IF_ERROR(WithContext(handler->Begin(parsed_manifest, image_config), what));
+  BERTH_RETURN_IF_ERROR(WithContext(
+      FetchLayers(context, parsed_manifest, image_config, options.layer_handler, cancel), what));
+
+  PulledImage pulled{.reference = reference,
+                     .target = target.descriptor,
+                     .manifest = manifest.descriptor,
+                     .parsed_manifest = std::move(parsed_manifest),
+                     .config = std::move(image_config),
+                     .image_id = config_descriptor.digest,
+                     .converted_schema1 = converted_schema1};
+  pulled.content_size = pulled.manifest.size + config_descriptor.size;
+  for (const image::Descriptor& layer : pulled.parsed_manifest.layers) {
+    pulled.content_size += layer.size;
   }
-  const std::vector<image::Descriptor>& layers = parsed_manifest.layers;
+  pulled.bytes_fetched = context.bytes_fetched.load();
+  return pulled;
+}
+
+Result<void> Puller::FetchLayers(PullContext& context, const image::Manifest& manifest,
+                                 const image::ImageConfig& config, LayerHandler* handler,
+                                 const CancelToken& cancel) {
+  if (handler != nullptr) BERTH_RETURN_IF_ERROR(handler->Begin(manifest, config));
+  const std::vector<image::Descriptor>& layers = manifest.layers;
   CancelToken pull_cancel(&cancel);
   std::atomic<size_t> next{0};
   std::mutex error_mutex;
@@ -234,6 +252,7 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
     if (plan.observer) BERTH_RETURN_IF_ERROR(plan.observer->Finish());
     return Ok();
   };
+  // Workers take the next layer in order, so lower layers start (and can commit) first.
   auto worker = [&] {
     while (true) {
       size_t index = next.fetch_add(1);
@@ -260,21 +279,8 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
     Result<void> ended = handler->End(!first_error.has_value());
     if (!ended && !first_error) first_error = ended.error();
   }
-  if (first_error) return Fail(std::move(*first_error).WithContext(what));
-
-  PulledImage pulled{.reference = reference,
-                     .target = target.descriptor,
-                     .manifest = manifest.descriptor,
-                     .parsed_manifest = std::move(parsed_manifest),
-                     .config = std::move(image_config),
-                     .image_id = config_descriptor.digest,
-                     .converted_schema1 = converted_schema1};
-  pulled.content_size = pulled.manifest.size + config_descriptor.size;
-  for (const image::Descriptor& layer : pulled.parsed_manifest.layers) {
-    pulled.content_size += layer.size;
-  }
-  pulled.bytes_fetched = context.bytes_fetched.load();
-  return pulled;
+  if (first_error) return Fail(std::move(*first_error));
+  return Ok();
 }
 
 Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor,

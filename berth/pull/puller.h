@@ -133,6 +133,11 @@ class Puller {
   };
   struct PullContext;
 
+  // Fetches every layer of `manifest` (max_concurrent_downloads at a time), letting `handler`
+  // (may be null) plan and observe each; the first failure cancels the rest.
+  Result<void> FetchLayers(PullContext& context, const image::Manifest& manifest,
+                           const image::ImageConfig& config, LayerHandler* handler,
+                           const CancelToken& cancel);
   Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer,
                           LayerObserver* observer, const CancelToken& cancel);
   Result<int64_t> DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
