@@ -193,6 +193,7 @@ class LayerApplier::Pipeline final : public ChunkSink {
     result.compressed_bytes = decompressor_->compressed_bytes();
     result.entries = tar_->entries();
     result.file_bytes_written = applier_->stats().file_bytes_written;
+    result.implicit_dirs = applier_->implicit_dirs();
     return result;
   }
 

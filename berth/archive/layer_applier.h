@@ -93,6 +93,11 @@ struct ApplyResult {
   uint64_t compressed_bytes = 0;
   uint64_t entries = 0;
   uint64_t file_bytes_written = 0;
+  // Directories the layer needed but did not contain (see tar_applier.h, "Implicit
+  // directories"), root-relative, parents first. When ApplyOptions::lower_dirs were given they
+  // already carry the lower layers' attributes; otherwise the caller should apply
+  // InheritLowerDirectories once the layer's parents are known.
+  std::vector<std::string> implicit_dirs;
 };
 
 class LayerApplier {

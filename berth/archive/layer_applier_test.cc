@@ -340,6 +340,95 @@ TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
   EXPECT_EQ(Lstat(lower_dir / "usr/bin/tool").st.st_nlink, 1u);
 }
 
+TEST_F(LayerApplierTest, ImplicitParentDirectoriesAreReported) {
+  imagegen::FileTree tree;
+  tree.AddFile("usr/bin/x", "x", {.mtime_seconds = 1'000'000'000})
+      .AddWhiteout("etc/foo")
+      .AddFile("opt/a/f", "f", {.mtime_seconds = 1'100'000'000})
+      .AddDirectory("opt", {.mode = 0750, .mtime_seconds = 900'000'000});  // Defined later.
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(result->implicit_dirs, (std::vector<std::string>{"usr", "etc", "usr/bin", "opt/a"}));
+  // Created 0755, with the newest mtime of their children (not the unpack time); a whiteout
+  // is not a child that counts, so "etc" keeps the time it was created.
+  auto bin = Lstat(root_ / "usr/bin");
+  EXPECT_EQ(bin.st.st_mode & 07777, 0755u);
+  EXPECT_EQ(bin.st.st_mtim.tv_sec, 1'000'000'000);
+  EXPECT_EQ(Lstat(root_ / "usr").st.st_mtim.tv_sec, 1'000'000'000);
+  EXPECT_EQ(Lstat(root_ / "opt/a").st.st_mtim.tv_sec, 1'100'000'000);
+  EXPECT_GT(Lstat(root_ / "etc").st.st_mtim.tv_sec, 1'600'000'000);
+  // The explicit entry wins for "opt".
+  auto opt = Lstat(root_ / "opt");
+  EXPECT_EQ(opt.st.st_mode & 07777, 0750u);
+  EXPECT_EQ(opt.st.st_mtim.tv_sec, 900'000'000);
+}
+
+TEST_F(LayerApplierTest, ImplicitDirectoriesReplacedLaterAreNotReported) {
+  imagegen::FileTree tree;
+  tree.AddFile("a/b/f", "f").AddFile("a/b", "now a file");
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(result->implicit_dirs, (std::vector<std::string>{"a"}));
+}
+
+TEST_F(LayerApplierTest, ImplicitDirectoriesInheritFromLowerDirs) {
+  // Two lower layers, topmost first: "etc" from the top one, "var/lib" only in the bottom one,
+  // "usr" whited out by the top one, "srv/x" hidden by an opaque "srv" in the top one.
+  ScratchDir top;
+  ScratchDir bottom;
+  fs::create_directories(top.path() / "etc");
+  fs::create_directories(top.path() / "srv");
+  ASSERT_EQ(setxattr((top.path() / "srv").c_str(), "trusted.overlay.opaque", "y", 1, 0), 0);
+  ASSERT_EQ(mknod((top.path() / "usr").c_str(), S_IFCHR | 0, makedev(0, 0)), 0);
+  fs::create_directories(bottom.path() / "etc");
+  fs::create_directories(bottom.path() / "var/lib");
+  fs::create_directories(bottom.path() / "usr");
+  fs::create_directories(bottom.path() / "srv/x");
+  auto set = [](const fs::path& dir, mode_t mode, uid_t uid, time_t mtime) {
+    ASSERT_EQ(chown(dir.c_str(), uid, uid + 1), 0);
+    ASSERT_EQ(chmod(dir.c_str(), mode), 0);
+    timespec times[2] = {{mtime, 0}, {mtime, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, dir.c_str(), times, 0), 0);
+  };
+  set(top.path() / "etc", 0700, 1000, 978'307'200);  // 2001-01-01
+  set(bottom.path() / "etc", 0755, 7, 1);
+  set(bottom.path() / "var", 0711, 8, 2);
+  set(bottom.path() / "var/lib", 0750, 9, 3);
+  set(bottom.path() / "usr", 0700, 10, 4);
+  set(bottom.path() / "srv/x", 0700, 11, 5);
+
+  imagegen::FileTree tree;
+  tree.AddFile("etc/newfile", "n", {.mtime_seconds = 1'500'000'000})
+      .AddWhiteout("var/lib/old")
+      .AddFile("usr/f", "f")
+      .AddFile("srv/x/f", "f");
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay,
+                                       .lower_dirs = {top.path(), bottom.path()}});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(result->implicit_dirs,
+            (std::vector<std::string>{"etc", "var", "usr", "srv", "var/lib", "srv/x"}));
+  auto etc = Lstat(root_ / "etc");
+  EXPECT_EQ(etc.st.st_mode & 07777, 0700u);
+  EXPECT_EQ(etc.st.st_uid, 1000u);
+  EXPECT_EQ(etc.st.st_gid, 1001u);
+  EXPECT_EQ(etc.st.st_mtim.tv_sec, 978'307'200);
+  auto lib = Lstat(root_ / "var/lib");
+  EXPECT_EQ(lib.st.st_mode & 07777, 0750u);
+  EXPECT_EQ(lib.st.st_uid, 9u);
+  EXPECT_EQ(lib.st.st_mtim.tv_sec, 3);
+  EXPECT_EQ(Lstat(root_ / "var").st.st_uid, 8u);
+  // Whited out above the layer that has it: a fresh directory.
+  auto usr = Lstat(root_ / "usr");
+  EXPECT_EQ(usr.st.st_mode & 07777, 0755u);
+  EXPECT_EQ(usr.st.st_uid, 0u);
+  // "srv/x" is hidden by the opaque "srv" of the top layer and stays as created.
+  auto srv_x = Lstat(root_ / "srv/x");
+  EXPECT_EQ(srv_x.st.st_mode & 07777, 0755u);
+  EXPECT_EQ(srv_x.st.st_uid, 0u);
+  // Attributes only: not the opaque xattr of the top layer's "srv".
+  EXPECT_EQ(Xattr(root_ / "srv", "trusted.overlay.opaque"), "<none>");
+}
+
 TEST_F(LayerApplierTest, SparseFileIsWrittenSparse) {
   std::string map = "2\n4096\n4\n10737418236\n0\n";
   std::string stored = map + std::string(512 - map.size(), '\0') + "DATA";

@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -22,6 +23,7 @@ constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kWhiteoutMetaPrefix = ".wh..wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 constexpr char kOverlayOpaqueXattr[] = "trusted.overlay.opaque";
+constexpr char kUserOverlayOpaqueXattr[] = "user.overlay.opaque";
 
 // openat2(2) through syscall(): glibc 2.36 has no wrapper. Retries EAGAIN (a concurrent rename
 // elsewhere in the tree) and EINTR a few times.
@@ -94,7 +96,144 @@ Result<void> RemoveAllAt(int dir_fd, const char* name) {
   return Ok();
 }
 
+bool IsWhiteoutDevice(const struct stat& st) { return S_ISCHR(st.st_mode) && st.st_rdev == 0; }
+
+// Whether the directory `fd` (any open mode) is marked opaque for overlayfs.
+bool IsOpaque(int fd) {
+  const std::string proc = ProcPath(fd);
+  for (const char* name : {kOverlayOpaqueXattr, kUserOverlayOpaqueXattr}) {
+    char value[2];
+    ssize_t n = getxattr(proc.c_str(), name, value, sizeof(value));
+    if (n == 1 && value[0] == 'y') return true;
+  }
+  return false;
+}
+
+// What one overlay layer directory says about `path` (root-relative, non-empty). Sets
+// *opaque_above when an ancestor of `path` in this layer is an opaque directory (lower layers
+// cannot show `path` then).
+enum class LayerView {
+  kMissing,    // the layer does not have it
+  kDirectory,  // a directory (its stat in *st)
+  kHidden,     // a whiteout, a non-directory, or below a non-directory ancestor
+};
+
+Result<LayerView> LookInLayer(int layer_fd, std::string_view path, struct stat* st,
+                              bool* opaque_above) {
+  *opaque_above = false;
+  std::string prefix;
+  size_t pos = 0;
+  while (true) {
+    size_t slash = path.find('/', pos);
+    prefix.assign(path.substr(0, slash));
+    UniqueFd fd(OpenInRoot(layer_fd, prefix.c_str(), O_PATH | O_NOFOLLOW));
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR) return LayerView::kMissing;
+      return Fail(EntryErrno(errno, "look up directory", prefix));
+    }
+    if (fstat(fd.get(), st) != 0) return Fail(EntryErrno(errno, "stat", prefix));
+    if (!S_ISDIR(st->st_mode)) return LayerView::kHidden;
+    if (slash == std::string_view::npos) return LayerView::kDirectory;
+    if (IsOpaque(fd.get())) *opaque_above = true;
+    pos = slash + 1;
+  }
+}
+
+// The newest mtime of the entries in the directory `dir_fd`, whiteouts excluded; false if none.
+Result<bool> NewestChildMtime(int dir_fd, std::string_view path, timespec* newest) {
+  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Fail(EntryErrno(errno, "open directory", path));
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    int saved = errno;
+    close(fd);
+    return Fail(EntryErrno(saved, "list directory", path));
+  }
+  bool found = false;
+  while (dirent* child = readdir(dir)) {
+    std::string_view name = child->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat st;
+    if (fstatat(dirfd(dir), child->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (IsWhiteoutDevice(st)) continue;
+    if (!found || st.st_mtim.tv_sec > newest->tv_sec ||
+        (st.st_mtim.tv_sec == newest->tv_sec && st.st_mtim.tv_nsec > newest->tv_nsec)) {
+      *newest = st.st_mtim;
+      found = true;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
 }  // namespace
+
+Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
+                                   const std::vector<int>& lower_root_fds,
+                                   bool preserve_ownership) {
+  std::string target(path);
+  UniqueFd dir(OpenInRoot(root_fd, target.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+  if (!dir) {
+    if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) {
+      return Fail(ErrorCode::kNotFound, fmt::format("no directory \"{}\" in the layer", path));
+    }
+    return Fail(EntryErrno(errno, "open directory", path));
+  }
+  if (path.empty()) return false;  // The root belongs to the snapshotter.
+  struct stat st;
+  bool opaque_above = false;
+  // An opaque ancestor in the layer itself hides every lower layer.
+  BERTH_ASSIGN_OR_RETURN(LayerView upper, LookInLayer(root_fd, path, &st, &opaque_above));
+  if (upper != LayerView::kDirectory) {
+    return Fail(ErrorCode::kNotFound, fmt::format("no directory \"{}\" in the layer", path));
+  }
+  if (opaque_above) return false;
+  for (int lower : lower_root_fds) {
+    BERTH_ASSIGN_OR_RETURN(LayerView view, LookInLayer(lower, path, &st, &opaque_above));
+    if (view == LayerView::kHidden) return false;
+    if (view == LayerView::kMissing) {
+      if (opaque_above) return false;
+      continue;
+    }
+    if (preserve_ownership && fchown(dir.get(), st.st_uid, st.st_gid) != 0) {
+      return Fail(EntryErrno(errno, "chown implicit directory", path));
+    }
+    if (fchmod(dir.get(), st.st_mode & 07777) != 0) {
+      return Fail(EntryErrno(errno, "chmod implicit directory", path));
+    }
+    timespec times[2] = {st.st_atim, st.st_mtim};
+    if (futimens(dir.get(), times) != 0) {
+      return Fail(EntryErrno(errno, "set times on implicit directory", path));
+    }
+    return true;
+  }
+  return false;
+}
+
+Result<size_t> InheritLowerDirectories(const std::filesystem::path& root,
+                                       const std::vector<std::string>& dirs,
+                                       const std::vector<std::filesystem::path>& lower_dirs,
+                                       bool preserve_ownership) {
+  if (dirs.empty() || lower_dirs.empty()) return size_t{0};
+  UniqueFd root_fd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd) return Fail(ErrnoError(errno, fmt::format("open layer root {}", root.string())));
+  std::vector<UniqueFd> lowers;
+  std::vector<int> lower_fds;
+  for (const auto& lower : lower_dirs) {
+    UniqueFd fd(open(lower.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return Fail(ErrnoError(errno, fmt::format("open lower dir {}", lower.string())));
+    lower_fds.push_back(fd.get());
+    lowers.push_back(std::move(fd));
+  }
+  size_t inherited = 0;
+  // Children first, though the order does not matter: no change here touches a parent.
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+    BERTH_ASSIGN_OR_RETURN(
+        bool done, InheritLowerDirectory(root_fd.get(), *it, lower_fds, preserve_ownership));
+    if (done) ++inherited;
+  }
+  return inherited;
+}
 
 Result<void> CleanArchivePath(std::string_view name, std::string& out) {
   out.clear();
@@ -172,7 +311,10 @@ Result<void> TarApplier::CreateParents() {
       UniqueFd up_fd(up.empty() ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
                                 : OpenInRoot(root_.get(), up.c_str(), O_PATH | O_DIRECTORY));
       if (!up_fd) return Fail(EntryErrno(errno, "open directory", up));
-      if (mkdirat(up_fd.get(), name.c_str(), 0755) != 0 && errno != EEXIST) {
+      if (mkdirat(up_fd.get(), name.c_str(), 0755) == 0) {
+        created_parents_.push_back(scratch_);
+        implicit_.insert(scratch_);
+      } else if (errno != EEXIST) {
         return Fail(EntryErrno(errno, "create parent directory", scratch_));
       }
       if (options_.whiteout_mode == WhiteoutMode::kDelete) added_.insert(scratch_);
@@ -256,6 +398,7 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
     base_.assign(path_, slash + 1);
   }
   if (base_.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(entry);
+  if (!implicit_.empty()) implicit_.erase(path_);  // The layer defines it after all.
   if (path_.empty()) {
     if (entry.type == TarEntryType::kDirectory) return Ok();  // The root belongs to the caller.
     return Fail(ErrorCode::kInvalidArgument, "a non-directory entry names the root itself");
@@ -678,8 +821,51 @@ Result<void> TarApplier::Finish() {
     }
   }
   directory_times_.clear();
+  BERTH_RETURN_IF_ERROR(FinishImplicitDirectories());
   if (options_.sync == SyncPolicy::kSyncfsAtEnd && syncfs(root_.get()) != 0) {
     return Fail(ErrnoError(errno, "syncfs layer root"));
+  }
+  return Ok();
+}
+
+Result<void> TarApplier::FinishImplicitDirectories() {
+  implicit_dirs_.clear();
+  for (std::string& path : created_parents_) {
+    if (implicit_.erase(path) == 0) continue;  // Defined by a later member, or listed already.
+    UniqueFd dir(OpenInRoot(root_.get(), path.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW));
+    if (!dir) {
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP) continue;  // Replaced.
+      return Fail(EntryErrno(errno, "open directory", path));
+    }
+    implicit_dirs_.push_back(std::move(path));
+  }
+  created_parents_.clear();
+  implicit_.clear();
+  // Parents first (a path is only listed once, so depth orders it).
+  std::stable_sort(
+      implicit_dirs_.begin(), implicit_dirs_.end(), [](const std::string& a, const std::string& b) {
+        return std::count(a.begin(), a.end(), '/') < std::count(b.begin(), b.end(), '/');
+      });
+  std::vector<int> lower_fds;
+  for (const UniqueFd& lower : lower_roots_) lower_fds.push_back(lower.get());
+  const bool inherit = options_.whiteout_mode == WhiteoutMode::kOverlay && !lower_fds.empty();
+  // Children first: a directory's newest child may be an implicit directory itself.
+  for (auto it = implicit_dirs_.rbegin(); it != implicit_dirs_.rend(); ++it) {
+    const std::string& path = *it;
+    UniqueFd dir(OpenInRoot(root_.get(), path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW));
+    if (!dir) return Fail(EntryErrno(errno, "open implicit directory", path));
+    timespec newest{};
+    BERTH_ASSIGN_OR_RETURN(bool has_child, NewestChildMtime(dir.get(), path, &newest));
+    if (has_child) {
+      timespec times[2] = {newest, newest};
+      if (futimens(dir.get(), times) != 0) {
+        return Fail(EntryErrno(errno, "set times on implicit directory", path));
+      }
+    }
+    if (inherit) {
+      BERTH_RETURN_IF_ERROR(
+          InheritLowerDirectory(root_.get(), path, lower_fds, options_.preserve_ownership));
+    }
   }
   return Ok();
 }

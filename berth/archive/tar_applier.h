@@ -44,6 +44,18 @@
 //
 // The root directory's own entry ("./") is skipped: the root belongs to the caller.
 //
+// Implicit directories: a member whose parent directories have no entry of their own in the
+// layer (e.g. only "usr/bin/x", or a whiteout "etc/.wh.foo") makes the applier create them,
+// 0755 and owned by the caller. On overlayfs such an upper directory's mode, owner and times
+// would hide the lower layer's, so the applier records them (implicit_dirs(); a later member
+// naming the same path removes it from the list) and in Finish():
+//   - gives each one the newest mtime of its children (whiteouts excluded), so the result does
+//     not depend on when the layer was unpacked; then
+//   - with lower_dirs (overlay): copies mode, owner and times from the nearest lower layer that
+//     shows the path as a directory (InheritLowerDirectory). xattrs are not copied (notably not
+//     trusted.overlay.opaque). Without lower_dirs, the caller (the unpacker, once the layer's
+//     parents are known) does the same with implicit_dirs().
+//
 // Thread safety: one thread at a time. Blocking: all methods do filesystem I/O.
 #pragma once
 
@@ -101,6 +113,11 @@ class TarApplier final : public TarVisitor {
 
   const TarApplierStats& stats() const { return stats_; }
 
+  // The directories this layer created only as parents of other members, root-relative,
+  // parents before children. Complete after Finish(); already inherited from lower_dirs when
+  // those were given.
+  const std::vector<std::string>& implicit_dirs() const { return implicit_dirs_; }
+
  private:
   TarApplier(UniqueFd root, TarApplierOptions options);
 
@@ -127,6 +144,7 @@ class TarApplier final : public TarVisitor {
   bool NeedsChown(const TarEntry& entry) const;
   bool NeedsChmod(const TarEntry& entry, bool is_directory) const;
   Result<void> CloseFile(Result<void> status);
+  Result<void> FinishImplicitDirectories();
 
   UniqueFd root_;
   TarApplierOptions options_;
@@ -157,8 +175,30 @@ class TarApplier final : public TarVisitor {
   std::vector<DirectoryTimes> directory_times_;
   // kDelete: paths this layer created, so whiteouts only hit lower layers.
   std::unordered_set<std::string> added_;
+  // Directories created as parents (creation order, may repeat) and those still implicit.
+  std::vector<std::string> created_parents_;
+  std::unordered_set<std::string> implicit_;
+  std::vector<std::string> implicit_dirs_;
   bool finished_ = false;
 };
+
+// Makes the directory `path` (root-relative) beneath `root_fd` look like the one the merged
+// overlay view would show from `lower_root_fds` (layer directories, topmost first): the first
+// layer that has `path` decides. If it is a directory there, its mode, owner (when
+// `preserve_ownership`) and atime/mtime are copied onto `path` (contents and xattrs are not) and
+// the result is true. If the path is hidden instead (a whiteout or non-directory in that layer,
+// or an opaque or whited-out ancestor in the upper dir or a layer above the one holding it) or
+// no layer has it, nothing changes and the result is false. kNotFound if `path` is not a
+// directory beneath the root.
+Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
+                                   const std::vector<int>& lower_root_fds, bool preserve_ownership);
+
+// InheritLowerDirectory for each of `dirs` beneath `root`, with lower layers given as paths
+// (topmost first). Returns how many directories inherited attributes.
+Result<size_t> InheritLowerDirectories(const std::filesystem::path& root,
+                                       const std::vector<std::string>& dirs,
+                                       const std::vector<std::filesystem::path>& lower_dirs,
+                                       bool preserve_ownership);
 
 // Cleans an archive member name into a root-relative path without "." or "..": strips leading
 // '/', drops "." and empty components. kPermissionDenied for any ".." component. An empty

@@ -88,7 +88,9 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
         BERTH_RETURN_IF_ERROR(WithContext(unpacker_.CheckDiffId(index_, applied->diff_id), what));
         unpacker_.Report(index_, LayerEvent::kApplied, applied->uncompressed_bytes);
         return WithContext(
-            unpacker_.MarkReady(index_, State::kApplied, key_, applied->uncompressed_bytes), what);
+            unpacker_.MarkReady(index_, State::kApplied, key_, applied->uncompressed_bytes,
+                                std::move(applied->implicit_dirs)),
+            what);
       }
     }
     // The layer links to files of lower layers: drop this attempt; it is applied from the blob
@@ -255,12 +257,14 @@ void Unpacker::ForgetKey(const std::string& key) {
 }
 
 Result<void> Unpacker::MarkReady(size_t index, State state, std::string key,
-                                 uint64_t uncompressed_bytes) {
+                                 uint64_t uncompressed_bytes,
+                                 std::vector<std::string> implicit_dirs) {
   {
     std::lock_guard lock(mutex_);
     Layer& layer = layers_[index];
     layer.state = state;
     layer.key = std::move(key);
+    layer.implicit_dirs = std::move(implicit_dirs);
     if (state == State::kApplied) {
       ++stats_.streamed;
       stats_.uncompressed_bytes += uncompressed_bytes;
@@ -283,9 +287,11 @@ Result<void> Unpacker::Advance() {
     if (layer.state == State::kApplied || layer.state == State::kBlobReady) {
       const State state = layer.state;
       const std::string key = layer.key;
+      const std::vector<std::string> implicit_dirs = std::move(layer.implicit_dirs);
+      layer.implicit_dirs.clear();
       lock.unlock();
-      Result<void> done =
-          state == State::kApplied ? CommitApplied(index, key) : ApplyFromStore(index);
+      Result<void> done = state == State::kApplied ? CommitApplied(index, key, implicit_dirs)
+                                                   : ApplyFromStore(index);
       lock.lock();
       if (!done) {
         failure_ = done.error();
@@ -303,9 +309,46 @@ Result<void> Unpacker::Advance() {
   return status;
 }
 
-Result<void> Unpacker::CommitApplied(size_t index, const std::string& key) {
+Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
+                                           const std::string& parent,
+                                           const std::vector<std::string>& implicit_dirs) {
+  const std::string what = fmt::format(
+      "give layer {}'s implicit directories their lower "
+      "layers' attributes",
+      index);
+  BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
+                         WithContext(snapshotter_.GetApplyTarget(key), what));
+  // The parent's layer directories, from the mounts of a short-lived view of it: an overlay
+  // lowerdir= list, or a bind mount of the single layer.
+  const std::string view = NewKey(index) + "-lower";
+  TrackKey(view);
+  Result<std::vector<snapshot::Mount>> mounts = snapshotter_.View(view, parent, {});
+  if (!mounts) {
+    ForgetKey(view);
+    return Fail(std::move(mounts).error().WithContext(what));
+  }
+  std::vector<fs::path> lower_dirs = LowerDirsOf(*mounts);
+  if (lower_dirs.empty()) {
+    for (const snapshot::Mount& mount : *mounts) {
+      if (mount.type == "bind") lower_dirs.emplace_back(mount.source);
+    }
+  }
+  Result<size_t> inherited = archive::InheritLowerDirectories(
+      target.directory, implicit_dirs, lower_dirs, options_.preserve_ownership);
+  Result<void> removed = snapshotter_.Remove(view);
+  if (removed) ForgetKey(view);
+  BERTH_RETURN_IF_ERROR(WithContext(std::move(inherited), what));
+  return WithContext(std::move(removed), what);
+}
+
+Result<void> Unpacker::CommitApplied(size_t index, const std::string& key,
+                                     const std::vector<std::string>& implicit_dirs) {
   const std::string name = chain_ids_[index].ToString();
   const std::string parent = index == 0 ? "" : chain_ids_[index - 1].ToString();
+  // Last change to those directories: nothing writes into the layer after this.
+  if (!parent.empty() && !implicit_dirs.empty() && !snapshotter_.Stat(name)) {
+    BERTH_RETURN_IF_ERROR(InheritImplicitDirs(index, key, parent, implicit_dirs));
+  }
   Result<void> committed = parent.empty() ? snapshotter_.Commit(name, key, {})
                                           : snapshotter_.CommitRebased(name, key, parent, {});
   if (!committed) {

@@ -19,6 +19,13 @@
 //     with CommitRebased(c_i, key, c_{i-1}) — but only after c_{i-1} is committed. A layer whose
 //     predecessor is not yet committed is left "applied"; whichever thread commits the
 //     predecessor commits it too, so no download thread ever waits for another layer.
+//   - Directories a streamed layer needs but does not contain (only "etc/newfile", no "etc/")
+//     are created by the applier with default attributes, which on overlayfs would hide the
+//     lower layers' mode, owner and mtime of that directory. The applier lists them
+//     (ApplyResult::implicit_dirs); just before CommitRebased, once c_{i-1} is committed, each
+//     one takes the attributes of the nearest lower layer that shows it as a directory (as
+//     containerd's mkparent does). One that no lower layer has keeps 0755, root, and the newest
+//     mtime of its children. The layer applied from the store gets the same through lower_dirs.
 //   - A streamed layer that needs its lower layers (a hardlink to a lower layer's file fails the
 //     streaming apply with kFailedPrecondition) is applied again from the committed blob once its
 //     parent is committed, prepared on the parent with the lower layers' directories given.
@@ -139,17 +146,25 @@ class Unpacker final : public pull::LayerHandler {
     Digest diff_id = Digest::Sha256Of("");
     State state = State::kPending;
     std::string key;  // our active snapshot, if any
+    // kApplied: directories the layer created as parents only (ApplyResult::implicit_dirs).
+    std::vector<std::string> implicit_dirs;
   };
 
   std::string NewKey(size_t index) const;
   archive::ApplyOptions ApplyOptionsFor(const snapshot::ApplyTarget& target,
                                         const std::string& media_type) const;
   // REQUIRES: mutex_ not held. Records the new state of `index` and runs commits.
-  Result<void> MarkReady(size_t index, State state, std::string key, uint64_t uncompressed_bytes);
+  Result<void> MarkReady(size_t index, State state, std::string key, uint64_t uncompressed_bytes,
+                         std::vector<std::string> implicit_dirs = {});
   // Commits (and applies from the store) every layer whose predecessors are committed, in
   // order. Only one thread advances at a time; others hand their work to it.
   Result<void> Advance();
-  Result<void> CommitApplied(size_t index, const std::string& key);
+  Result<void> CommitApplied(size_t index, const std::string& key,
+                             const std::vector<std::string>& implicit_dirs);
+  // Gives the implicit directories of the active snapshot `key` the attributes of the
+  // committed snapshot `parent`'s layers.
+  Result<void> InheritImplicitDirs(size_t index, const std::string& key, const std::string& parent,
+                                   const std::vector<std::string>& implicit_dirs);
   Result<void> ApplyFromStore(size_t index);
   Result<void> CheckDiffId(size_t index, const Digest& actual) const;
   void Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes = 0);

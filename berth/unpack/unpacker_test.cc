@@ -339,6 +339,81 @@ TEST_P(UnpackerTest, HardlinkToALowerLayerIsResolved) {
   EXPECT_EQ(ReadAll(root / "bin/tool"), "tool-bytes");
 }
 
+// Layers 2 and 3 add files to directories of layer 1 without entries of their own for them.
+std::vector<imagegen::FileTree> ImplicitDirectoryLayers() {
+  constexpr int64_t k2001 = 978'307'200;  // 2001-01-01T00:00:00Z
+  imagegen::FileTree base;
+  base.AddDirectory("etc", {.mode = 0700, .uid = 1000, .gid = 1001, .mtime_seconds = k2001})
+      .AddFile("etc/os-release", "ID=base\n", {.mtime_seconds = k2001})
+      .AddDirectory("var", {.mode = 0711, .uid = 7, .mtime_seconds = k2001 + 1})
+      .AddDirectory("var/lib", {.mode = 0750, .uid = 8, .gid = 9, .mtime_seconds = k2001 + 2});
+  imagegen::FileTree middle;
+  middle.AddFile("etc/newfile", "new\n", {.mtime_seconds = 1'600'000'000})
+      .AddWhiteout("var/lib/gone")
+      .AddFile("opt/tool/bin", "t", {.mtime_seconds = 1'500'000'000});
+  imagegen::FileTree top;
+  top.AddFile("etc/another", "x").AddFile("var/lib/db", "db");
+  return {base, middle, top};
+}
+
+void ExpectDirectory(const fs::path& path, mode_t mode, uid_t uid, gid_t gid,
+                     std::optional<int64_t> mtime) {
+  SCOPED_TRACE(path.string());
+  struct stat st;
+  ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, mode);
+  EXPECT_EQ(st.st_uid, uid);
+  EXPECT_EQ(st.st_gid, gid);
+  if (mtime) {
+    EXPECT_EQ(st.st_mtim.tv_sec, *mtime);
+  }
+}
+
+TEST_P(UnpackerTest, DirectoriesWithoutEntriesKeepTheLowerLayersAttributes) {
+  TestImage image = MakeImage(ImplicitDirectoryLayers());
+  Unpacker unpacker = NewUnpacker();
+  // The upper layers stream (and finish) before their parents are committed.
+  ASSERT_TRUE(Unpack(unpacker, image, {2, 1, 0}));
+  const bool overlay = GetParam() == Kind::kOverlay;
+  if (overlay) {
+    EXPECT_EQ(unpacker.stats().streamed, 3u);
+  }
+  EXPECT_EQ(Snapshots().size(), 3u) << "the views of the lower layers are gone";
+  // The middle layer alone: "etc" inherits from the single lower layer.
+  std::vector<Digest> chain = image::ChainIds(image.config.diff_ids);
+  fs::path middle = MountView(chain[1]);
+  ExpectDirectory(middle / "etc", 0700, 1000, 1001,
+                  overlay ? std::optional<int64_t>(978'307'200) : std::nullopt);
+  // The whole stack: the top layer's parents are two layers deep.
+  fs::path root = MountView(unpacker.chain_id());
+  EXPECT_EQ(ReadAll(root / "etc/newfile"), "new\n");
+  EXPECT_EQ(ReadAll(root / "etc/another"), "x");
+  // Native snapshots change the directory itself, so its mtime is the unpack's there.
+  std::optional<int64_t> old = overlay ? std::optional<int64_t>(978'307'200) : std::nullopt;
+  ExpectDirectory(root / "etc", 0700, 1000, 1001, old);
+  ExpectDirectory(root / "var", 0711, 7, 0,
+                  overlay ? std::optional<int64_t>(978'307'201) : std::nullopt);
+  ExpectDirectory(root / "var/lib", 0750, 8, 9,
+                  overlay ? std::optional<int64_t>(978'307'202) : std::nullopt);
+  // No lower layer has "opt": default attributes, and the newest mtime of its children.
+  ExpectDirectory(root / "opt", 0755, 0, 0, 1'500'000'000);
+  ExpectDirectory(root / "opt/tool", 0755, 0, 0, 1'500'000'000);
+}
+
+TEST_P(UnpackerTest, DirectoriesWithoutEntriesFromTheStoreKeepTheLowerLayersAttributes) {
+  TestImage image = MakeImage(ImplicitDirectoryLayers());
+  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config);
+  ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+  const bool overlay = GetParam() == Kind::kOverlay;
+  fs::path root = MountView(*chain_id);
+  ExpectDirectory(root / "etc", 0700, 1000, 1001,
+                  overlay ? std::optional<int64_t>(978'307'200) : std::nullopt);
+  ExpectDirectory(root / "var/lib", 0750, 8, 9,
+                  overlay ? std::optional<int64_t>(978'307'202) : std::nullopt);
+  ExpectDirectory(root / "opt", 0755, 0, 0, 1'500'000'000);
+}
+
 TEST_P(UnpackerTest, ConcurrentUnpacksOfOneImageBothSucceed) {
   TestImage image = MakeImage(ThreeLayers());
   Unpacker first = NewUnpacker();
