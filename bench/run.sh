@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# berth's benchmark suite (issue 7): cold pull+unpack of the images from bench/build-images.sh by
+# berth (embedded and through berthd over CRI), containerd 1.6 (ctr, and its CRI PullImage),
+# podman, and skopeo copy (download-only floor), interleaved, each run from a fresh empty
+# filesystem: a fresh loop-mounted ext4 image under /var/tmp (default) or a fresh tmpfs.
+# Then the scenarios: the second of two images sharing three layers, and 20 concurrent CRI pulls
+# of one image against one. Prints medians, appends them to bench/results.md. Figures only:
+# not a test. Needs root (mounts), and the peers from bench/setup-peers.sh.
+#
+#   bash bench/run.sh [--runs N] [--quick] [--tmpfs] [--images "large small-files"]
+#                     [--tools "berth berthd ctr containerd-cri podman skopeo"] [--no-scenarios]
+#
+# --quick: 1 run, the smaller `large` (build-images.sh --quick), no large-zstd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+runs=3
+quick=0
+fs=ext4
+images="large large-zstd small-files"
+tools="berth berthd ctr containerd-cri podman skopeo"
+scenarios=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --runs) runs=$2; shift ;;
+    --quick) quick=1; runs=1; images="large small-files" ;;
+    --tmpfs) fs=tmpfs ;;
+    --images) images=$2; shift ;;
+    --tools) tools=$2; shift ;;
+    --no-scenarios) scenarios=0 ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+export BERTH_BUILD_DIR=${BERTH_BUILD_DIR:-$repo/build-bench}
+export BENCH_WORK=${BENCH_WORK:-/var/tmp/berth-bench}
+bin=$BERTH_BUILD_DIR
+berth=$bin/cmd/berth/berth
+berthd=$bin/cmd/berthd/berthd
+berth_cri=$bin/contrib/cri-client/berth-cri
+for b in "$berth" "$berthd" "$berth_cri"; do
+  [ -x "$b" ] || { echo "missing $b: BERTH_BUILD_DIR=$bin bash scripts/build.sh" >&2; exit 1; }
+done
+for t in containerd ctr podman skopeo /usr/bin/time mkfs.ext4; do
+  command -v "$t" >/dev/null || { echo "missing $t: bash bench/setup-peers.sh" >&2; exit 1; }
+done
+
+if [ $quick = 1 ]; then bash bench/build-images.sh --quick; else bash bench/build-images.sh; fi
+declare -A ref
+while IFS='=' read -r k v; do ref[$k]=$v; done <"$BENCH_WORK/images.env"
+
+run_dir=$BENCH_WORK/run
+mnt=$run_dir/mnt
+raw=$BENCH_WORK/raw-$(date +%Y%m%d-%H%M%S).tsv
+mkdir -p "$run_dir" "$mnt"
+daemon_pid=""
+cleanup() {
+  stop_daemon
+  fs_down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+ticks=$(getconf CLK_TCK)
+
+# --- a fresh, empty filesystem per measured run -------------------------------------------------
+fs_up() {
+  if [ "$fs" = tmpfs ]; then
+    mount -t tmpfs -o size=12g bench-tmpfs "$mnt"
+  else
+    rm -f "$run_dir/fs.img"
+    truncate -s 16G "$run_dir/fs.img"
+    mkfs.ext4 -q -F "$run_dir/fs.img"
+    # noinit_itable: no lazy inode-table zeroing in the background while we measure.
+    mount -o loop,noinit_itable "$run_dir/fs.img" "$mnt"
+  fi
+  sync
+}
+fs_down() {
+  if mountpoint -q "$mnt"; then
+    # Overlay mounts of a daemon (none expected for pulls) would keep the fs busy.
+    { grep " $mnt/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount "$m" || true; done
+    umount "$mnt" || umount -l "$mnt"
+  fi
+  rm -f "$run_dir/fs.img"
+}
+
+# --- daemons ------------------------------------------------------------------------------------
+wait_for() { # cmd... : retry for 30 s
+  for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+start_berthd() {
+  mkdir -p "$mnt/berthd"
+  setsid "$berthd" --root "$mnt/berthd/root" --state "$mnt/berthd/state" \
+    --address "unix://$mnt/berthd/berthd.sock" --log-level warn >"$mnt/berthd/log" 2>&1 </dev/null &
+  daemon_pid=$!
+  wait_for test -S "$mnt/berthd/berthd.sock" || { cat "$mnt/berthd/log" >&2; return 1; }
+  sleep 0.2
+}
+containerd_config() { # cri: 0|1
+  local d=$mnt/containerd
+  mkdir -p "$d"
+  {
+    echo 'version = 2'
+    echo "root = \"$d/root\""
+    echo "state = \"$d/state\""
+    echo '[grpc]'
+    echo "  address = \"$d/containerd.sock\""
+    echo '[ttrpc]'
+    echo "  address = \"$d/containerd.sock.ttrpc\""
+    echo '[plugins."io.containerd.internal.v1.opt"]'
+    echo "  path = \"$d/opt\""
+    if [ "$1" = 0 ]; then
+      echo 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+    else
+      echo '[plugins."io.containerd.grpc.v1.cri"]'
+      echo '  disable_apparmor = true'
+      echo '[plugins."io.containerd.grpc.v1.cri".containerd]'
+      echo '  snapshotter = "overlayfs"'
+      local name hp
+      for name in "${!ref[@]}"; do
+        hp=${ref[$name]%%/*}
+        echo "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"$hp\"]"
+        echo "  endpoint = [\"http://$hp\"]"
+      done
+    fi
+  } >"$d/config.toml"
+  # disabled_plugins must come before any table: move it to the top.
+  if grep -q '^disabled_plugins' "$d/config.toml"; then
+    { grep '^disabled_plugins' "$d/config.toml"; grep -v '^disabled_plugins' "$d/config.toml"; } \
+      >"$d/config.toml.new" && mv "$d/config.toml.new" "$d/config.toml"
+  fi
+}
+start_containerd() { # cri: 0|1
+  containerd_config "$1"
+  local d=$mnt/containerd
+  setsid containerd --config "$d/config.toml" --log-level warn >"$d/log" 2>&1 </dev/null &
+  daemon_pid=$!
+  wait_for ctr --address "$d/containerd.sock" version || { cat "$d/log" >&2; return 1; }
+}
+stop_daemon() {
+  if [ -n "$daemon_pid" ]; then
+    kill "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+    daemon_pid=""
+  fi
+}
+daemon_ticks() { awk '{print $14 + $15}' "/proc/$daemon_pid/stat"; }
+daemon_hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$daemon_pid/status"; }
+
+# --- one timed client command -------------------------------------------------------------------
+# Sets: wall cpu rss (client, MB) drss (daemon VmHWM, MB, or -) ok
+timed() { # cmd...
+  local tf=$run_dir/time.out t0=0 t1=0 status=0
+  [ -n "$daemon_pid" ] && t0=$(daemon_ticks)
+  /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$run_dir/cmd.out" 2>&1 || status=$?
+  [ -n "$daemon_pid" ] && t1=$(daemon_ticks)
+  read -r wall user sys rss_kb < <(tail -n 1 "$tf")
+  cpu=$(echo "$user + $sys + ($t1 - $t0) / $ticks" | bc -l)
+  rss=$((rss_kb / 1024))
+  drss=-
+  [ -n "$daemon_pid" ] && drss=$(($(daemon_hwm_kb) / 1024))
+  ok=1
+  if [ $status != 0 ]; then
+    ok=0
+    echo "  FAILED ($status): $*" >&2
+    tail -n 5 "$run_dir/cmd.out" | sed 's/^/    /' >&2
+  fi
+}
+
+# Pull ref with tool on the mounted fs. Sets the timed() variables.
+pull_with() { # tool ref [keep-daemon]
+  local tool=$1 r=$2
+  case $tool in
+    berth) timed "$berth" --root "$mnt/berth" pull -q "$r" ;;
+    berthd) timed "$berth_cri" --endpoint "unix://$mnt/berthd/berthd.sock" pull "$r" ;;
+    ctr) timed ctr --address "$mnt/containerd/containerd.sock" -n bench images pull --plain-http \
+           --snapshotter overlayfs "$r" ;;
+    containerd-cri) timed "$berth_cri" --endpoint "unix://$mnt/containerd/containerd.sock" pull "$r" ;;
+    podman) timed podman --root "$mnt/podman/root" --runroot "$mnt/podman/runroot" \
+              --storage-driver overlay --tmpdir "$mnt/podman/tmp" --events-backend none \
+              --cgroup-manager cgroupfs pull -q --tls-verify=false "$r" ;;
+    skopeo) mkdir -p "$mnt/skopeo"
+            timed skopeo copy -q --src-tls-verify=false "docker://$r" "oci:$mnt/skopeo/oci:v1" ;;
+  esac
+}
+daemon_for() { # tool: start the daemon the tool talks to, if any
+  case $1 in
+    berthd) start_berthd ;;
+    ctr) start_containerd 0 ;;
+    containerd-cri) start_containerd 1 ;;
+  esac
+}
+# Bytes in the tool's content store (what was fetched), MB.
+content_mb() {
+  local d
+  case $1 in
+    berth) d=$mnt/berth/content ;;
+    berthd) d=$mnt/berthd/root/content ;;
+    ctr|containerd-cri) d=$mnt/containerd/root/io.containerd.content.v1.content ;;
+    *) echo -; return ;;
+  esac
+  du -sm "$d" 2>/dev/null | cut -f1 || echo -
+}
+
+record() { # scenario image tool run
+  printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" \
+    "$drss" "${fetched:--}" "$ok" >>"$raw"
+  printf '  %-12s %-12s %-15s run %s: wall %6s s  cpu %6.2f s  rss %4s MB  daemon %4s MB  fetched %s MB%s\n' \
+    "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" "$drss" "${fetched:--}" "$([ "$ok" = 1 ] || echo '  FAILED')"
+}
+
+# --- facts --------------------------------------------------------------------------------------
+commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- berth cmd || echo "+dirty")
+fsdesc="fresh ext4 (loop image on /var/tmp, journaled, noinit_itable) per run"
+[ "$fs" = tmpfs ] && fsdesc="fresh tmpfs per run"
+facts="$(date -u '+%Y-%m-%d %H:%M UTC'), berth $commit (binaries: $bin), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $fsdesc, registry: Distribution on loopback; containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), skopeo $(skopeo --version | awk '{print $3}')"
+echo "$facts"
+printf 'scenario\timage\ttool\trun\twall\tcpu\trss\tdaemon_rss\tfetched_mb\tok\n' >"$raw"
+
+# --- cold pulls, interleaved --------------------------------------------------------------------
+read -r -a tool_list <<<"$tools"
+for run in $(seq 1 "$runs"); do
+  # Rotate the tool order each run so no tool always goes first (page cache, registry warmth).
+  n=${#tool_list[@]}
+  order=()
+  for i in $(seq 0 $((n - 1))); do order+=("${tool_list[$(((i + run - 1) % n))]}"); done
+  for image in $images; do
+    for tool in "${order[@]}"; do
+      fs_up
+      fetched=""
+      daemon_for "$tool"
+      pull_with "$tool" "${ref[$image]}"
+      fetched=$(content_mb "$tool")
+      stop_daemon
+      record cold "$image" "$tool" "$run"
+      fs_down
+    done
+  done
+done
+
+# --- scenarios ----------------------------------------------------------------------------------
+if [ $scenarios = 1 ]; then
+  for run in $(seq 1 "$runs"); do
+    # The second of two images sharing their first three layers: only the new layer should be
+    # fetched and unpacked.
+    for tool in berth berthd ctr podman; do
+      case " $tools " in *" $tool "*) ;; *) continue ;; esac
+      fs_up
+      daemon_for "$tool"
+      pull_with "$tool" "${ref[share-a]}"
+      before=$(content_mb "$tool")
+      pull_with "$tool" "${ref[share-b]}"
+      after=$(content_mb "$tool")
+      fetched=-
+      [ "$before" != - ] && fetched=$((after - before))
+      stop_daemon
+      record shared share-b "$tool" "$run"
+      fs_down
+    done
+    # 20 concurrent CRI pulls of one cold image against one pull, through berthd.
+    for conc in 1 20; do
+      fs_up
+      start_berthd
+      t0=$(daemon_ticks)
+      start=$(date +%s.%N)
+      pids=()
+      for i in $(seq 1 $conc); do
+        "$berth_cri" --endpoint "unix://$mnt/berthd/berthd.sock" pull "${ref[share-a]}" \
+          >"$run_dir/conc-$i.out" 2>&1 &
+        pids+=($!)
+      done
+      ok=1
+      failed=0
+      for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+      if [ $failed -gt 0 ]; then
+        ok=0
+        echo "  concurrent-$conc: $failed of $conc pulls failed, e.g.: $(grep -h -m1 error "$run_dir"/conc-*.out | head -n 1)" >&2
+        conc_failures="${conc_failures:-}$failed/$conc concurrent pulls failed in run $run: $(grep -h -m1 error "$run_dir"/conc-*.out | head -n 1 | cut -c1-200). "
+      fi
+      wall=$(printf '%.2f' "$(echo "$(date +%s.%N) - $start" | bc)")
+      cpu=$(echo "($(daemon_ticks) - $t0) / $ticks" | bc -l)
+      rss=-
+      drss=$(($(daemon_hwm_kb) / 1024))
+      fetched=$(content_mb berthd)
+      stop_daemon
+      record "concurrent-$conc" share-a berthd "$run"
+      fs_down
+    done
+  done
+fi
+
+# --- medians ------------------------------------------------------------------------------------
+table=$(awk -F'\t' '
+  function median(s,   a, n, i, j, t) {
+    n = split(s, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    if (n == 0) return "-"
+    if (a[1] == "-") return "-"
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  NR == 1 { next }
+  {
+    k = $1 SUBSEP $2 SUBSEP $3
+    if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
+    if ($10 == 1) { w[k] = w[k] " " $5; c[k] = c[k] " " $6; r[k] = r[k] " " $7; d[k] = d[k] " " $8; f[k] = f[k] " " $9; n[k]++ }
+    else { fail[k]++; fw[k] = $5 }
+  }
+  END {
+    for (i = 1; i <= nk; i++) { k = keys[i]; mw[k] = median(w[k]) }
+    print "| scenario | image | tool | runs | wall s | ×berth wall | CPU s | client RSS MB | daemon RSS MB | fetched MB |"
+    print "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for (i = 1; i <= nk; i++) {
+      k = keys[i]; split(k, p, SUBSEP)
+      base = p[1] SUBSEP p[2] SUBSEP "berth"
+      if (p[1] ~ /^concurrent/) base = "concurrent-1" SUBSEP p[2] SUBSEP "berthd"
+      ratio = "-"
+      if (n[k] > 0 && (base in mw) && mw[base] != "-" && mw[base] > 0) ratio = sprintf("%.2f", mw[k] / mw[base])
+      runs = n[k] + 0; if (fail[k]) runs = runs " (+" fail[k] " failed)"
+      if (n[k] == 0) { printf "| %s | %s | %s | %s | failed after %s | | | | | |\n", p[1], p[2], p[3], runs, fw[k]; continue }
+      printf "| %s | %s | %s | %s | %.2f | %s | %.2f | %s | %s | %s |\n", p[1], p[2], p[3], runs,
+        mw[k], ratio, median(c[k]), median(r[k]), median(d[k]), median(f[k])
+    }
+  }' "$raw")
+
+note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image). The machine's 2 cores are shared with other work, so figures are noisy. ${conc_failures:-}"
+echo
+echo "$facts"
+echo
+echo "$table"
+echo
+echo "$note"
+{
+  echo
+  echo "## $facts"
+  echo
+  echo "$table"
+  echo
+  echo "$note Raw: \`$raw\`."
+} >>bench/results.md
