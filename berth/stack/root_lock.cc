@@ -55,8 +55,9 @@ Result<RootLock> RootLock::Acquire(const fs::path& root, std::string_view progra
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) return Fail(ErrnoError(errno, fmt::format("lock {}", path.string())));
     LockHolder holder = ReadHolder(fd.get());
+    // "another berthd" when a berthd meets a berthd; the holder's plain name otherwise.
     std::string who =
-        holder.program == "berthd" ? "another " + holder.ToString() : holder.ToString();
+        holder.program == program ? "another " + holder.ToString() : holder.ToString();
     std::string doing =
         holder.program == "berthd" ? "is already running on" : "is using (embedded mode)";
     return Fail(ErrorCode::kUnavailable,

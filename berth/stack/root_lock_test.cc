@@ -13,6 +13,7 @@ namespace berth::stack {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 TEST(RootLockTest, SecondAcquireNamesTheHolder) {
   auto dir = berth::testing::TempDir::Create("root-lock");
@@ -21,11 +22,15 @@ TEST(RootLockTest, SecondAcquireNamesTheHolder) {
   auto first = RootLock::Acquire(root, "berthd");
   ASSERT_TRUE(first) << first.error().ToString();
 
-  auto second = RootLock::Acquire(root, "berth");
+  auto second = RootLock::Acquire(root, "berthd");
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().code(), ErrorCode::kUnavailable);
   EXPECT_THAT(second.error().message(),
               HasSubstr(fmt::format("another berthd (pid {}) is already running", ::getpid())));
+  auto cli = RootLock::Acquire(root, "berth");
+  ASSERT_FALSE(cli);
+  EXPECT_THAT(cli.error().message(),
+              StartsWith(fmt::format("berthd (pid {}) is already running", ::getpid())));
 
   auto holder = RootLock::CurrentHolder(root);
   ASSERT_TRUE(holder && *holder);
