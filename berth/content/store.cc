@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <random>
 
 #include <fmt/format.h>
 
@@ -92,9 +93,13 @@ Result<UniqueFd> Store::OpenBlob(const Digest& digest) const {
 
 Result<void> Store::WriteBlob(const Digest& expected, std::string_view bytes) {
   if (Contains(expected)) return Ok();
+  // A private ingest per call: concurrent writers of the same small blob do not wait for each
+  // other; each verifies its bytes and the renames into place are atomic.
+  std::random_device random;
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<Writer> writer,
-                         OpenWriter("write-blob-" + expected.ToString(), expected,
-                                    static_cast<int64_t>(bytes.size())));
+                         OpenWriter(fmt::format("write-blob-{}-{:08x}{:08x}", expected, random(),
+                                                random()),
+                                    expected, static_cast<int64_t>(bytes.size())));
   if (writer->offset() != 0) BERTH_RETURN_IF_ERROR(writer->Truncate());
   BERTH_RETURN_IF_ERROR(writer->Write(bytes));
   BERTH_RETURN_IF_ERROR(writer->Commit());

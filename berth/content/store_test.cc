@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "berth/base/file_util.h"
@@ -155,6 +157,20 @@ TEST_F(StoreTest, WriteBlobWalkDelete) {
   ASSERT_TRUE(store_->Delete(Digest::Sha256Of("one")));
   EXPECT_EQ(store_->Delete(Digest::Sha256Of("one")).error().code(), ErrorCode::kNotFound);
   EXPECT_EQ(store_->Info(Digest::Sha256Of("one")).error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(StoreTest, ConcurrentWriteBlobOfTheSameBlobAllSucceed) {
+  std::string bytes(256 << 10, 'c');
+  Digest digest = Digest::Sha256Of(bytes);
+  std::vector<Result<void>> results(8, Ok());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < results.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = store_->WriteBlob(digest, bytes); });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (const Result<void>& result : results) EXPECT_TRUE(result) << result.error().ToString();
+  EXPECT_EQ(store_->ReadBlob(digest, 1 << 20).value(), bytes);
+  EXPECT_TRUE(store_->ListIngests()->empty());
 }
 
 TEST_F(StoreTest, AbortIngestRemovesIt) {

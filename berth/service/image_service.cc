@@ -176,6 +176,56 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
   BERTH_ASSIGN_OR_RETURN(
       Reference reference,
       WithContext(Reference::Parse(request.image), fmt::format("pull \"{}\"", request.image)));
+  // Requests share a pull only when they would pull the same thing with the same rights.
+  const registry::CriAuthConfig& auth = request.auth;
+  std::string key = fmt::format(
+      "{}|{}|{}", reference.ToString(), request.platform.value_or(options_.platform).ToString(),
+      Digest::Sha256Of(fmt::format("{}\n{}\n{}\n{}\n{}\n{}", auth.username, auth.password.reveal(),
+                                   auth.auth.reveal(), auth.server_address,
+                                   auth.identity_token.reveal(), auth.registry_token.reveal()))
+          .encoded());
+  while (true) {
+    std::shared_ptr<PullFlight> flight;
+    bool leader = false;
+    {
+      std::lock_guard lock(flights_mutex_);
+      auto& slot = flights_[key];
+      if (!slot) {
+        slot = std::make_shared<PullFlight>();
+        leader = true;
+      }
+      flight = slot;
+    }
+    if (leader) {
+      Result<PullResult> result = PullOnce(request, reference, cancel);
+      {
+        std::lock_guard lock(flights_mutex_);
+        flights_.erase(key);
+      }
+      {
+        std::lock_guard lock(flight->mutex);
+        flight->result = result;
+      }
+      flight->done_signal.notify_all();
+      return result;
+    }
+    std::unique_lock lock(flight->mutex);
+    while (!flight->result) {
+      flight->done_signal.wait_for(lock, std::chrono::milliseconds(100));
+      BERTH_RETURN_IF_ERROR(cancel.Check());
+    }
+    Result<PullResult> shared = *flight->result;
+    // The leader's own caller may have gone away; that is no answer for this one: pull again.
+    if (!shared && (shared.error().code() == ErrorCode::kCancelled ||
+                    shared.error().code() == ErrorCode::kDeadlineExceeded)) {
+      continue;
+    }
+    return shared;
+  }
+}
+
+Result<PullResult> ImageService::PullOnce(const PullRequest& request, const Reference& reference,
+                                          const CancelToken& cancel) {
   Result<pull::PulledImage> pulled = [&]() -> Result<pull::PulledImage> {
     std::shared_lock no_reclaim(reclaim_mutex_);
     std::unique_ptr<pull::LayerHandler> unpacker = options_.unpacker();

@@ -20,15 +20,20 @@
 // a unique prefix of an image ID's hex (optionally after "sha256:"). Text that is none of these
 // matches no image — not an error, as CRI expects.
 //
+// Concurrent identical pulls (same reference, platform and credentials) share one pull: one set
+// of downloads and one unpack, and every caller gets its result.
+//
 // Thread safety: every operation may run concurrently with every other. Removing an image
 // reclaims its snapshots and blobs only when no pull is running; otherwise the reclaim waits for
 // the last running pull to finish.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -158,6 +163,9 @@ class ImageService {
         db_(db),
         options_(std::move(options)) {}
 
+  // The pull itself; Pull() shares one run of it among identical concurrent requests.
+  Result<PullResult> PullOnce(const PullRequest& request, const Reference& reference,
+                              const CancelToken& cancel);
   Result<void> Rebuild();
   // Reads the image's blobs back from the content store into an entry (no names).
   Result<ImageEntry> LoadEntry(const metadata::ImageRecord& record);
@@ -182,6 +190,16 @@ class ImageService {
   std::shared_mutex reclaim_mutex_;
   std::mutex pending_mutex_;
   std::vector<ImageEntry> pending_reclaim_;  // removed images whose data awaits reclaiming
+
+  // Identical pulls in flight (same reference, platform and credentials): the first runs, the
+  // others wait for its result instead of fetching and unpacking the same image again.
+  struct PullFlight {
+    std::mutex mutex;
+    std::condition_variable done_signal;
+    std::optional<Result<PullResult>> result;
+  };
+  std::mutex flights_mutex_;
+  std::map<std::string, std::shared_ptr<PullFlight>> flights_;
 };
 
 }  // namespace berth::service

@@ -3,15 +3,18 @@
 #include "berth/service/image_service.h"
 
 #include <gmock/gmock.h>
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "berth/config/config.h"
 #include "berth/registry/curl_transport.h"
 #include "berth/service/test_images.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/testing/temp_dir.h"
+#include "berth/testing/fault_proxy.h"
 #include "berth/testing/test_registry.h"
 #include "berth/unpack/unpacker.h"
 
@@ -131,6 +134,33 @@ TEST_F(ImageServiceTest, PullRecordsThreeNamesAndStatusReportsThem) {
   EXPECT_EQ(info["chainID"], image.chain_id);
   EXPECT_EQ(info["snapshotter"], "native");
   EXPECT_EQ(info["imageSpec"]["config"]["User"], "1000:1000");
+}
+
+TEST_F(ImageServiceTest, ConcurrentIdenticalPullsShareOnePull) {
+  auto proxy = berth::testing::FaultProxy::Start(registry_->host());
+  ASSERT_TRUE(proxy) << proxy.error().ToString();
+  // Hold the manifest back so that every request arrives while the first pull is running.
+  ASSERT_TRUE((*proxy)->AddRule({.method = "GET",
+                                 .target_contains = "/manifests/",
+                                 .action = berth::testing::FaultAction::Delay(
+                                     std::chrono::milliseconds(500))}));
+  const std::string reference = (*proxy)->host() + "/test/img:a";
+  constexpr int kPulls = 10;
+  std::vector<Result<PullResult>> results(kPulls, Fail(ErrorCode::kInternal, "not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kPulls; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = service_->Pull({.image = reference}, CancelToken::Never());
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  for (const Result<PullResult>& result : results) {
+    ASSERT_TRUE(result) << result.error().ToString();
+    EXPECT_EQ(result->image_id, image_a_->config.digest);
+  }
+  // One set of downloads: one manifest request, and each blob fetched once.
+  EXPECT_EQ((*proxy)->RequestCount("GET", "/manifests/"), 1u);
+  EXPECT_EQ((*proxy)->RequestCount("GET", "/blobs/"), image_a_->layers.size() + 1);
 }
 
 TEST_F(ImageServiceTest, LookupByIdPrefixAndDigestAndMissing) {
