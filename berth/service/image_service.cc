@@ -232,7 +232,7 @@ Result<PullResult> ImageService::PullOnce(const PullRequest& request, const Refe
     pull::PullOptions pull_options{.platform = request.platform.value_or(options_.platform),
                                    .auth = request.auth,
                                    .layer_handler = unpacker.get()};
-    return puller_.Pull(reference.ToString(), pull_options, nullptr, cancel);
+    return puller_.Pull(reference.ToString(), pull_options, request.progress, cancel);
   }();
   ReclaimIfIdle();
   if (!pulled) return Fail(std::move(pulled).error());

@@ -78,6 +78,9 @@ struct PullRequest {
   std::string image;             // a reference, normalized by Pull
   registry::CriAuthConfig auth;  // CRI AuthConfig; empty → the config file's credentials
   std::optional<image::Platform> platform;
+  // Optional: per-blob download progress, called from the pull's threads (the CLI's progress
+  // lines). A request that joins an identical pull already running gets none.
+  pull::ProgressFn progress;
 };
 
 struct PullResult {

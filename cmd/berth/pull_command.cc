@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <iostream>
 #include <mutex>
@@ -26,11 +27,31 @@ struct PullFlags {
   bool quiet = false;
 };
 
-// Prints a line per unpacked layer on a terminal (embedded mode; berthd reports no progress over
-// CRI). Called from the pull's threads.
+// Prints a line per fetched blob (size, rate) and per unpacked layer on a terminal (embedded
+// mode; berthd reports no progress over CRI). Called from the pull's threads.
 class ProgressPrinter {
  public:
   explicit ProgressPrinter(bool enabled) : enabled_(enabled) {}
+
+  void Fetched(const pull::BlobProgress& blob) {
+    if (!enabled_) return;
+    std::lock_guard lock(mutex_);
+    auto now = std::chrono::steady_clock::now();
+    std::string id = blob.digest.encoded().substr(0, 12);
+    auto [started, inserted] = started_.emplace(id, now);
+    if (!blob.complete) return;
+    if (blob.cached) {
+      std::fprintf(stderr, "blob   %s  %s  already present\n", id.c_str(),
+                   HumanSize(blob.total).c_str());
+      return;
+    }
+    double seconds = std::chrono::duration<double>(now - started->second).count();
+    std::string rate = seconds > 0 ? HumanSize(static_cast<int64_t>(
+                                         static_cast<double>(blob.total) / seconds)) + "/s"
+                                   : "-";
+    std::fprintf(stderr, "blob   %s  %s  fetched at %s\n", id.c_str(),
+                 HumanSize(blob.total).c_str(), rate.c_str());
+  }
 
   void Unpacked(const unpack::LayerProgress& layer) {
     if (!enabled_ || layer.event == unpack::LayerEvent::kCommitted) return;
@@ -47,6 +68,7 @@ class ProgressPrinter {
  private:
   bool enabled_;
   std::mutex mutex_;
+  std::map<std::string, std::chrono::steady_clock::time_point> started_;
 };
 
 Result<service::PullRequest> ToRequest(const PullFlags& flags) {
@@ -70,6 +92,7 @@ int Pull(const PullFlags& flags) {
   if (!request) return PrintError(request.error());
   const bool show_progress = !flags.quiet && ::isatty(STDERR_FILENO);
   ProgressPrinter printer(show_progress);
+  request->progress = [&](const pull::BlobProgress& blob) { printer.Fetched(blob); };
   BackendOptions options{
       .layer_progress = [&](const unpack::LayerProgress& layer) { printer.Unpacked(layer); }};
   if (flags.snapshotter == "native") options.snapshotter = config::SnapshotterKind::kNative;
