@@ -23,6 +23,7 @@
 #include "berth/service/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/testing/child_process.h"
+#include "berth/testing/run_command.h"
 #include "berth/testing/temp_dir.h"
 #include "berth/testing/test_registry.h"
 
@@ -39,18 +40,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using CliRun = berth::testing::CommandResult;
 
-std::string ReadWholeFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 json ParseJson(const CliRun& run) {
   json parsed = json::parse(run.out, nullptr, /*allow_exceptions=*/false);
@@ -100,37 +91,13 @@ class CliTest : public ::testing::Test {
     return registry_->host() + "/test/img:" + std::string(tag);
   }
 
-  // Runs the berth binary with --config and `args`, stdout and stderr captured separately.
+  // Runs the berth binary with --config and `args`.
   CliRun Run(std::vector<std::string> args) {
-    const std::filesystem::path out_path = dir_->Join("cli.out");
-    const std::filesystem::path err_path = dir_->Join("cli.err");
-    std::vector<std::string> strings = {BERTH_CLI_PATH, "--config", config_file()};
-    strings.insert(strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& text : strings) argv.push_back(text.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    pid_t pid = 0;
-    int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    CliRun run;
-    if (spawned != 0) {
-      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(spawned);
-      return run;
-    }
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    run.out = ReadWholeFile(out_path);
-    run.err = ReadWholeFile(err_path);
-    return run;
+    std::vector<std::string> argv = {BERTH_CLI_PATH, "--config", config_file()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Result<CliRun> run = berth::testing::RunCommand(argv, dir_->path());
+    EXPECT_TRUE(run) << run.error().ToString();
+    return run.value_or(CliRun{});
   }
 
   // Runs and expects success.

@@ -42,6 +42,7 @@
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
 #include "berth/testing/fault_proxy.h"
+#include "berth/testing/run_command.h"
 #include "berth/testing/http_fetch.h"
 #include "berth/testing/http_server.h"
 #include "berth/testing/http_wire.h"
@@ -1165,51 +1166,13 @@ TEST_F(PullTest, ConcurrentPullsFetchASharedLayerOnce) {
 // ---------------------------------------------------------------------------------------------
 // The CLI
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string ReadWholeFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// Runs the berth binary with `args`, stdout and stderr captured separately.
-CliRun RunCli(const TempDir& dir, const std::vector<std::string>& args) {
-  const std::filesystem::path out_path = dir.Join("cli.out");
-  const std::filesystem::path err_path = dir.Join("cli.err");
-  std::vector<std::string> strings = {BERTH_CLI_PATH};
-  strings.insert(strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& text : strings) argv.push_back(text.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  pid_t pid = 0;
-  int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  CliRun run;
-  if (spawned != 0) {
-    ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(spawned);
-    return run;
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  run.out = ReadWholeFile(out_path);
-  run.err = ReadWholeFile(err_path);
-  return run;
+// Runs the berth binary with `args`.
+testing::CommandResult RunCli(const TempDir& dir, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BERTH_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Result<testing::CommandResult> run = testing::RunCommand(argv, dir.path());
+  EXPECT_TRUE(run) << run.error().ToString();
+  return run.value_or(testing::CommandResult{});
 }
 
 TEST_F(PullTest, CliPrintsImageIdAndFailsOnBadReference) {
@@ -1223,14 +1186,14 @@ TEST_F(PullTest, CliPrintsImageIdAndFailsOnBadReference) {
   std::ofstream(config_file) << "";
   const std::string root = dir_->Join("cli-root").string();
 
-  CliRun pulled = RunCli(*dir_, {"--config", config_file.string(), "--root", root, "pull",
+  testing::CommandResult pulled = RunCli(*dir_, {"--config", config_file.string(), "--root", root, "pull",
                                  "--platform", "linux/amd64", registry->host() + "/demo:cli"});
   EXPECT_EQ(pulled.exit_code, 0) << pulled.err;
   EXPECT_EQ(pulled.out, demo->config.digest.ToString() + "\n") << pulled.err;
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(root) / "content" / "blobs" / "sha256" /
                                       demo->config.digest.encoded()));
 
-  CliRun bad = RunCli(
+  testing::CommandResult bad = RunCli(
       *dir_, {"--config", config_file.string(), "--root", root, "pull", "Not A//Valid:Reference"});
   EXPECT_EQ(bad.exit_code, 1) << bad.err;
   EXPECT_EQ(bad.out, "");

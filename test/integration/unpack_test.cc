@@ -41,6 +41,7 @@
 #include "berth/testing/child_process.h"
 #include "berth/testing/fault_proxy.h"
 #include "berth/testing/temp_dir.h"
+#include "berth/testing/run_command.h"
 #include "berth/testing/test_registry.h"
 #include "berth/unpack/unpacker.h"
 
@@ -655,42 +656,13 @@ TEST_F(UnpackIntegrationTest, SymlinkEscapeIsContained) {
 // ---------------------------------------------------------------------------------------------
 // 5. The end-to-end proof: busybox runs in the rootfs that `berth pull` + `berth mount` made.
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-CliRun RunCli(const fs::path& dir, const std::vector<std::string>& args) {
-  const fs::path out_path = dir / "cli.out";
-  const fs::path err_path = dir / "cli.err";
-  std::vector<std::string> strings = {BERTH_CLI_PATH};
-  strings.insert(strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& text : strings) argv.push_back(text.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  pid_t pid = 0;
-  int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  CliRun run;
-  if (spawned != 0) {
-    ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(spawned);
-    return run;
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  run.out = ReadAll(out_path);
-  run.err = ReadAll(err_path);
-  return run;
+// Runs the berth binary with `args`.
+berth::testing::CommandResult RunCli(const fs::path& dir, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {BERTH_CLI_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Result<berth::testing::CommandResult> run = berth::testing::RunCommand(argv, dir);
+  EXPECT_TRUE(run) << run.error().ToString();
+  return run.value_or(berth::testing::CommandResult{});
 }
 
 // Runs `busybox echo ok` in `rootfs` with an OCI runtime: crun, then runc, and as a last
@@ -755,12 +727,12 @@ TEST_F(UnpackIntegrationTest, BusyboxRunsInTheMountedRootfs) {
   std::ofstream(config_file) << "";
   const std::string root = (dir_->path() / "cli-root").string();
 
-  CliRun pulled = RunCli(dir_->path(), {"--config", config_file.string(), "--root", root, "pull",
+  berth::testing::CommandResult pulled = RunCli(dir_->path(), {"--config", config_file.string(), "--root", root, "pull",
                                         "--platform", "linux/amd64", reference});
   ASSERT_EQ(pulled.exit_code, 0) << pulled.err;
   const fs::path rootfs = dir_->path() / "mnt" / "busybox";
   fs::create_directories(rootfs);
-  CliRun mounted = RunCli(dir_->path(), {"--config", config_file.string(), "--root", root, "mount",
+  berth::testing::CommandResult mounted = RunCli(dir_->path(), {"--config", config_file.string(), "--root", root, "mount",
                                          reference, rootfs.string()});
   ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
   EXPECT_EQ(ReadAll(rootfs / "etc/hostname"), "berth\n");
@@ -772,11 +744,11 @@ TEST_F(UnpackIntegrationTest, BusyboxRunsInTheMountedRootfs) {
   ASSERT_TRUE(output) << output.error().ToString();
   EXPECT_EQ(*output, "ok\n");
 
-  CliRun unmounted = RunCli(
+  berth::testing::CommandResult unmounted = RunCli(
       dir_->path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
   EXPECT_EQ(unmounted.exit_code, 0) << unmounted.err;
   EXPECT_FALSE(fs::exists(rootfs / "etc/hostname")) << "still mounted";
-  CliRun again = RunCli(
+  berth::testing::CommandResult again = RunCli(
       dir_->path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_THAT(again.err, HasSubstr("not mounted by `berth mount`"));
