@@ -23,6 +23,14 @@
 // creation time and gets the new target; the labels it had are kept and the new ones laid over
 // them, so a record berth did not create is adopted rather than replaced.
 //
+// Leases (component "leases", tables lease*): a pull works under a lease that names, before the
+// pull creates or relies on them, the blobs and snapshots it needs. Garbage collection keeps
+// whatever a lease names, so a collection may run while pulls do. A lease is *held* while its pull
+// runs (no expiry); when the pull ends without naming an image, or when berth starts and finds
+// leases held by a process that died, the lease is *released*: it keeps its blobs and committed
+// snapshots until an expiry (so a retried pull resumes instead of starting over) and drops its
+// active snapshots, which a new pull cannot reuse.
+//
 // Thread safety: safe for concurrent use; calls are serialised on one connection. Every call
 // blocks on disk I/O.
 #pragma once
@@ -32,6 +40,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -73,6 +82,32 @@ struct ImageRecord {
   friend bool operator==(const ImageRecord&, const ImageRecord&) = default;
 };
 
+// What a lease keeps from garbage collection.
+enum class LeaseResourceKind {
+  kBlob,            // a blob by digest ("sha256:…"), and an ingest expecting that digest
+  kSnapshot,        // a committed snapshot by name (a chain ID) and, implicitly, its parents
+  kActiveSnapshot,  // an active snapshot by key (an unpack's scratch directory)
+};
+
+// "blob", "snapshot", "active".
+std::string_view LeaseResourceKindName(LeaseResourceKind kind);
+
+struct LeaseResource {
+  LeaseResourceKind kind = LeaseResourceKind::kBlob;
+  std::string key;
+
+  friend auto operator<=>(const LeaseResource&, const LeaseResource&) = default;
+};
+
+struct LeaseRecord {
+  std::string id;
+  std::string description;  // what holds it, e.g. "pull docker.io/library/busybox:latest"
+  std::chrono::system_clock::time_point created;
+  // nullopt while held; the time a released lease stops protecting its resources.
+  std::optional<std::chrono::system_clock::time_point> expires;
+  std::vector<LeaseResource> resources;  // sorted, no duplicates
+};
+
 struct MetadataOptions {
   // The database file; its directory must exist.
   std::filesystem::path path;
@@ -106,6 +141,22 @@ class MetadataDb {
 
   // The record named `name`, or kNotFound.
   Result<ImageRecord> GetImage(std::string_view name);
+
+  // Creates a held lease. kAlreadyExists when `id` is taken.
+  Result<void> CreateLease(std::string_view id, std::string_view description);
+  // Adds resources to a lease (already present ones are ignored). kNotFound for no such lease.
+  Result<void> AddLeaseResources(std::string_view id, std::span<const LeaseResource> resources);
+  // Deletes a lease and its resources; a missing lease is not an error.
+  Result<void> DeleteLease(std::string_view id);
+  // Releases the lease `id` (or, with an empty id, every held lease — at start, when the
+  // processes that held them are dead): drops its active snapshots and sets its expiry. Returns
+  // how many leases were released.
+  Result<int64_t> ReleaseLeases(std::string_view id,
+                                std::chrono::system_clock::time_point expires);
+  // Deletes released leases whose expiry is at or before `now`; returns how many.
+  Result<int64_t> DeleteExpiredLeases(std::chrono::system_clock::time_point now);
+  // Every lease with its resources, ordered by id.
+  Result<std::vector<LeaseRecord>> ListLeases();
 
  private:
   explicit MetadataDb(std::unique_ptr<sqlite::Database> db) : db_(std::move(db)) {}

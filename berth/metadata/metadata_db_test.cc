@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -158,6 +159,82 @@ TEST_F(MetadataDbTest, NewerSchemaIsRefused) {
   auto db = MetadataDb::Open({.path = dir_->path() / "metadata.db"});
   ASSERT_FALSE(db);
   EXPECT_EQ(db.error().code(), ErrorCode::kFailedPrecondition);
+}
+
+using std::chrono::system_clock;
+
+TEST_F(MetadataDbTest, LeaseKeepsItsResourcesAcrossReopen) {
+  ASSERT_TRUE(db_->CreateLease("pull-1", "pull docker.io/library/a:1"));
+  const std::vector<LeaseResource> resources = {
+      {LeaseResourceKind::kBlob, "sha256:bb"},
+      {LeaseResourceKind::kSnapshot, "sha256:cc"},
+      {LeaseResourceKind::kActiveSnapshot, "extract-1"},
+      {LeaseResourceKind::kBlob, "sha256:aa"}};
+  ASSERT_TRUE(db_->AddLeaseResources("pull-1", resources));
+  // Adding one again is harmless.
+  ASSERT_TRUE(db_->AddLeaseResources("pull-1", std::vector<LeaseResource>{resources[0]}));
+  db_ = Open();
+  auto leases = db_->ListLeases();
+  ASSERT_TRUE(leases) << leases.error().ToString();
+  ASSERT_EQ(leases->size(), 1u);
+  const LeaseRecord& lease = leases->front();
+  EXPECT_EQ(lease.id, "pull-1");
+  EXPECT_EQ(lease.description, "pull docker.io/library/a:1");
+  EXPECT_FALSE(lease.expires.has_value());
+  std::vector<LeaseResource> sorted = resources;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(lease.resources, sorted);
+}
+
+TEST_F(MetadataDbTest, LeaseIdsAreUniqueAndResourcesNeedALease) {
+  ASSERT_TRUE(db_->CreateLease("pull-1", "x"));
+  auto again = db_->CreateLease("pull-1", "y");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+  auto orphan = db_->AddLeaseResources(
+      "missing", std::vector<LeaseResource>{{LeaseResourceKind::kBlob, "sha256:aa"}});
+  ASSERT_FALSE(orphan);
+  EXPECT_EQ(orphan.error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(MetadataDbTest, ReleasingHeldLeasesDropsActiveSnapshotsAndSetsExpiry) {
+  ASSERT_TRUE(db_->CreateLease("held-1", "a"));
+  ASSERT_TRUE(db_->CreateLease("held-2", "b"));
+  ASSERT_TRUE(db_->AddLeaseResources(
+      "held-1", std::vector<LeaseResource>{{LeaseResourceKind::kBlob, "sha256:aa"},
+                                           {LeaseResourceKind::kActiveSnapshot, "extract-1"}}));
+  const auto expiry = system_clock::now() + std::chrono::hours(1);
+  auto released = db_->ReleaseLeases("", expiry);
+  ASSERT_TRUE(released) << released.error().ToString();
+  EXPECT_EQ(*released, 2);
+  // Already released: a second release-all finds none held.
+  EXPECT_EQ(*db_->ReleaseLeases("", expiry), 0);
+  auto leases = db_->ListLeases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 2u);
+  ASSERT_TRUE((*leases)[0].expires.has_value());
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::milliseconds>(
+                (*leases)[0].expires->time_since_epoch()),
+            std::chrono::duration_cast<std::chrono::milliseconds>(expiry.time_since_epoch()));
+  EXPECT_THAT((*leases)[0].resources,
+              ElementsAre(LeaseResource{LeaseResourceKind::kBlob, "sha256:aa"}));
+}
+
+TEST_F(MetadataDbTest, ReleaseOneLeaseAndDeleteExpired) {
+  ASSERT_TRUE(db_->CreateLease("a", "a"));
+  ASSERT_TRUE(db_->CreateLease("b", "b"));
+  const auto now = system_clock::now();
+  EXPECT_EQ(*db_->ReleaseLeases("a", now - std::chrono::seconds(1)), 1);
+  auto deleted = db_->DeleteExpiredLeases(now);
+  ASSERT_TRUE(deleted) << deleted.error().ToString();
+  EXPECT_EQ(*deleted, 1);
+  auto leases = db_->ListLeases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ(leases->front().id, "b");  // held leases never expire
+  ASSERT_TRUE(db_->DeleteLease("b"));
+  ASSERT_TRUE(db_->DeleteLease("b"));  // idempotent
+  EXPECT_TRUE(db_->ListLeases()->empty());
 }
 
 }  // namespace
