@@ -445,7 +445,10 @@ Result<std::vector<FilesystemUsage>> ImageService::FsInfo() {
     filesystems.push_back({.timestamp = std::chrono::system_clock::now(),
                            .mountpoint = mountpoint,
                            .used_bytes = usage.bytes,
-                           .inodes_used = usage.inodes});
+                           .inodes_used = usage.inodes,
+                           .holds_writable_layers =
+                               std::find(roots.begin(), roots.end(), options_.snapshot_root) !=
+                               roots.end()});
   }
   return filesystems;
 }

@@ -117,6 +117,9 @@ struct FilesystemUsage {
   // directories on that filesystem: the snapshot root and the content store.
   uint64_t used_bytes = 0;
   uint64_t inodes_used = 0;
+  // This filesystem holds the snapshot root, and so the writable layers (active snapshots):
+  // CRI's container_filesystems.
+  bool holds_writable_layers = false;
 };
 
 class ImageService {
@@ -154,7 +157,8 @@ class ImageService {
   Result<void> Remove(std::string_view ref_or_id, RemovePinned pinned = RemovePinned::kRefuse);
 
   // The filesystems holding the snapshot root and the content store, with berth's usage on
-  // each (one entry when both are on the same filesystem). Walks both trees; blocks on disk I/O.
+  // each (one entry when both are on the same filesystem; the snapshot root's is marked
+  // holds_writable_layers). Walks both trees; blocks on disk I/O.
   Result<std::vector<FilesystemUsage>> FsInfo();
 
  private:
