@@ -418,6 +418,45 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
         return Fail(reader.Problem(entry, "must not be negative (\"0\" disables the timeout)"));
       }
       pull.image_pull_progress_timeout = *timeout;
+    } else if (name == "max_concurrent_downloads_total" ||
+               name == "max_concurrent_downloads_per_registry") {
+      BERTH_ASSIGN_OR_RETURN(int64_t value, reader.Integer(entry));
+      if (value < 0 || value > kMaxConcurrentDownloads) {
+        return Fail(reader.Problem(entry, fmt::format("must be between 0 (no limit) and {}; got {}",
+                                                      kMaxConcurrentDownloads, value)));
+      }
+      (name == "max_concurrent_downloads_total" ? pull.max_concurrent_downloads_total
+                                                : pull.max_concurrent_downloads_per_registry) =
+          static_cast<int>(value);
+    } else if (name == "min_download_speed") {
+      if (const toml::value<int64_t>* integer = node.as_integer()) {
+        if (integer->get() < 0) {
+          return Fail(reader.Problem(
+              entry, fmt::format("must not be negative (0 disables the floor); got {}",
+                                 integer->get())));
+        }
+        pull.min_download_speed = static_cast<uint64_t>(integer->get());
+      } else if (const toml::value<std::string>* text = node.as_string()) {
+        Result<uint64_t> parsed = ParseByteRate(text->get());
+        if (!parsed)
+          return Fail(reader.Problem(entry, "has an invalid value: " + parsed.error().message()));
+        pull.min_download_speed = *parsed;
+      } else {
+        return Fail(reader.WrongType(entry, "a rate string like \"100KiB/s\" or an integer "
+                                            "(bytes per second)"));
+      }
+    } else if (name == "min_download_speed_window") {
+      if (!node.is_string()) {
+        return Fail(reader.WrongType(entry, "a duration string like \"30s\""));
+      }
+      Result<std::chrono::nanoseconds> window = ParseDuration(node.as_string()->get());
+      if (!window)
+        return Fail(reader.Problem(entry, "has an invalid value: " + window.error().message()));
+      if (*window < std::chrono::seconds(1) || *window > std::chrono::hours(1)) {
+        return Fail(reader.Problem(entry, fmt::format("must be between 1s and 1h; got \"{}\"",
+                                                      node.as_string()->get())));
+      }
+      pull.min_download_speed_window = *window;
     } else if (name == "sync") {
       BERTH_ASSIGN_OR_RETURN(pull.sync,
                              reader.Choice<SyncMode>(entry, {{"none", SyncMode::kNone},
@@ -448,8 +487,10 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
     } else {
       return Fail(reader.UnknownKey(
           entry, "[pull]",
-          {"max_concurrent_downloads", "snapshotter", "image_pull_progress_timeout", "sync",
-           "max_layer_size", "discard_unpacked_layers", "pinned_images"}));
+          {"max_concurrent_downloads", "snapshotter", "image_pull_progress_timeout",
+           "max_concurrent_downloads_total", "max_concurrent_downloads_per_registry",
+           "min_download_speed", "min_download_speed_window", "sync", "max_layer_size",
+           "discard_unpacked_layers", "pinned_images"}));
     }
   }
   return Ok();

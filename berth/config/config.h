@@ -34,8 +34,20 @@
 //   [pull]
 //     max_concurrent_downloads = 3          # layers fetched at once per pull, 1..1024
 //     snapshotter = "overlayfs"             # overlayfs | native
-//     image_pull_progress_timeout = "5m"    # cancel a pull that makes no progress this long;
-//                                           # Go duration syntax, "0" disables the watchdog
+//     image_pull_progress_timeout = "5m"    # a registry request that receives no byte this
+//                                           # long gives up on that endpoint (the next mirror
+//                                           # or the registry itself is tried; the pull fails
+//                                           # with UNAVAILABLE when none is left); Go duration
+//                                           # syntax, "0" disables the watchdog
+//     min_download_speed = "0"              # throughput floor for slow-drip links: a request
+//                                           # receiving less than this per second over a
+//                                           # window gives up on that endpoint, like a stall;
+//                                           # "100KiB/s", "1MB/s" or bytes/s; "0" = off
+//     min_download_speed_window = "30s"     # the window, 1s..1h
+//     max_concurrent_downloads_total = 16   # blob downloads at once across all pulls of the
+//                                           # node, 0..1024, 0 = no limit
+//     max_concurrent_downloads_per_registry = 8  # the same per registry host (as named in the
+//                                           # image reference), 0..1024, 0 = no limit
 //     sync = "layer"                        # fsync policy: none | layer | file
 //     max_layer_size = "64GiB"              # refuse bigger layers; integer bytes or "10GiB"
 //     discard_unpacked_layers = false       # drop compressed blobs once unpacked
@@ -187,6 +199,12 @@ struct PullConfig {
   SnapshotterKind snapshotter = SnapshotterKind::kOverlayfs;
   // Zero disables the no-progress watchdog.
   std::chrono::nanoseconds image_pull_progress_timeout = std::chrono::minutes(5);
+  // Bytes per second; zero disables the throughput floor.
+  uint64_t min_download_speed = 0;
+  std::chrono::nanoseconds min_download_speed_window = std::chrono::seconds(30);
+  // Node-wide download scheduler (pull/download_scheduler.h); zero means no limit.
+  int max_concurrent_downloads_total = 16;
+  int max_concurrent_downloads_per_registry = 8;
   SyncMode sync = SyncMode::kLayer;
   uint64_t max_layer_size = kDefaultMaxLayerSize;
   bool discard_unpacked_layers = false;

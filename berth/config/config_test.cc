@@ -75,6 +75,10 @@ TEST(ConfigDefaultsTest, DefaultConfigHasDocumentedValues) {
   EXPECT_EQ(config.pull.max_concurrent_downloads, 3);
   EXPECT_EQ(config.pull.snapshotter, SnapshotterKind::kOverlayfs);
   EXPECT_EQ(config.pull.image_pull_progress_timeout, minutes(5));
+  EXPECT_EQ(config.pull.min_download_speed, 0u);
+  EXPECT_EQ(config.pull.min_download_speed_window, seconds(30));
+  EXPECT_EQ(config.pull.max_concurrent_downloads_total, 16);
+  EXPECT_EQ(config.pull.max_concurrent_downloads_per_registry, 8);
   EXPECT_EQ(config.pull.sync, SyncMode::kLayer);
   EXPECT_EQ(config.pull.max_layer_size, 64ull << 30);
   EXPECT_FALSE(config.pull.discard_unpacked_layers);
@@ -451,6 +455,53 @@ TEST(PullConfigTest, ProgressTimeoutIsAGoDuration) {
               HasSubstr("must be a duration string like \"5m\" or \"30s\", got an integer"));
   EXPECT_THAT(ParseError("[pull]\nimage_pull_progress_timeout = \"-1m\""),
               HasSubstr("image_pull_progress_timeout must not be negative"));
+}
+
+TEST(PullConfigTest, MinDownloadSpeedIsARateOverADurationWindow) {
+  Config config = Parse(
+      "[pull]\nmin_download_speed = \"100KiB/s\"\nmin_download_speed_window = \"45s\"");
+  EXPECT_EQ(config.pull.min_download_speed, 100u * 1024u);
+  EXPECT_EQ(config.pull.min_download_speed_window, seconds(45));
+  EXPECT_EQ(Parse("[pull]\nmin_download_speed = \"1.5MB/s\"").pull.min_download_speed, 1'500'000u);
+  EXPECT_EQ(Parse("[pull]\nmin_download_speed = 2048").pull.min_download_speed, 2048u);
+  EXPECT_EQ(Parse("[pull]\nmin_download_speed = \"0\"").pull.min_download_speed, 0u);
+  EXPECT_EQ(ParseError("[pull]\nmin_download_speed = \"100KiB\""),
+            "cfg.toml:2:1: pull.min_download_speed has an invalid value: \"100KiB\" is not a "
+            "valid rate: it must end in \"/s\" (write it like \"100KiB/s\" or \"1MB/s\", or "
+            "\"0\" for none)");
+  EXPECT_THAT(ParseError("[pull]\nmin_download_speed = \"10QB/s\""),
+              HasSubstr("\"10QB/s\" is not a valid rate: unknown unit \"QB\""));
+  EXPECT_THAT(ParseError("[pull]\nmin_download_speed = -1"),
+              HasSubstr("pull.min_download_speed must not be negative"));
+  EXPECT_THAT(ParseError("[pull]\nmin_download_speed = true"),
+              HasSubstr("must be a rate string like \"100KiB/s\" or an integer"));
+  EXPECT_EQ(ParseError("[pull]\nmin_download_speed_window = \"500ms\""),
+            "cfg.toml:2:1: pull.min_download_speed_window must be between 1s and 1h; got "
+            "\"500ms\"");
+  EXPECT_THAT(ParseError("[pull]\nmin_download_speed_window = \"2h\""),
+              HasSubstr("must be between 1s and 1h"));
+  EXPECT_THAT(ParseError("[pull]\nmin_download_speed_window = 30"),
+              HasSubstr("must be a duration string like \"30s\", got an integer"));
+  EXPECT_THAT(ParseError("[pull]\nmin_download_speed_window = \"thirty\""),
+              HasSubstr("pull.min_download_speed_window has an invalid value"));
+}
+
+TEST(PullConfigTest, SchedulerLimitsAreCountsWhereZeroMeansNoLimit) {
+  Config config = Parse(
+      "[pull]\nmax_concurrent_downloads_total = 0\nmax_concurrent_downloads_per_registry = 4");
+  EXPECT_EQ(config.pull.max_concurrent_downloads_total, 0);
+  EXPECT_EQ(config.pull.max_concurrent_downloads_per_registry, 4);
+  EXPECT_EQ(Parse("[pull]\nmax_concurrent_downloads_total = 1024")
+                .pull.max_concurrent_downloads_total,
+            1024);
+  EXPECT_EQ(ParseError("[pull]\nmax_concurrent_downloads_total = -1"),
+            "cfg.toml:2:1: pull.max_concurrent_downloads_total must be between 0 (no limit) and "
+            "1024; got -1");
+  EXPECT_THAT(ParseError("[pull]\nmax_concurrent_downloads_per_registry = 2000"),
+              HasSubstr("pull.max_concurrent_downloads_per_registry must be between 0 (no limit) "
+                        "and 1024; got 2000"));
+  EXPECT_THAT(ParseError("[pull]\nmax_concurrent_downloads_per_registry = \"4\""),
+              HasSubstr("must be an integer, got a string"));
 }
 
 TEST(PullConfigTest, MaxLayerSizeTakesBytesOrUnits) {

@@ -194,4 +194,33 @@ Result<uint64_t> ParseByteSize(std::string_view text) {
   return invalid(fmt::format("unknown unit \"{}\"", text));
 }
 
+Result<uint64_t> ParseByteRate(std::string_view text) {
+  const std::string_view original = text;
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+  if (text == "0") return uint64_t{0};
+  auto invalid = [&](std::string_view why) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("\"{}\" is not a valid rate: {} (write it like \"100KiB/s\" or "
+                            "\"1MB/s\", or \"0\" for none)",
+                            original, why));
+  };
+  if (text.size() < 2 || Lowercase(text.substr(text.size() - 2)) != "/s") {
+    return invalid("it must end in \"/s\"");
+  }
+  text.remove_suffix(2);
+  Result<uint64_t> bytes = ParseByteSize(text);
+  if (!bytes) {
+    // ParseByteSize's message quotes the size without "/s"; keep only its reason.
+    std::string why = bytes.error().message();
+    size_t colon = why.find(": ");
+    size_t paren = why.rfind(" (");
+    if (colon != std::string::npos && paren != std::string::npos && paren > colon) {
+      why = why.substr(colon + 2, paren - colon - 2);
+    }
+    return invalid(why);
+  }
+  return *bytes;
+}
+
 }  // namespace berth::config

@@ -1,7 +1,8 @@
 // File: berth/config/units.h
 //
 // Parsers for the human-written quantities in berth's configuration: durations ("5m", "1m30s",
-// the Go time.ParseDuration syntax containerd uses) and byte sizes ("64GiB", "500MB").
+// the Go time.ParseDuration syntax containerd uses), byte sizes ("64GiB", "500MB") and byte
+// rates ("100KiB/s").
 //
 // Both are pure functions over their argument; they return kInvalidArgument with a message that
 // says what was wrong (it quotes the input, so never pass a secret to them) and what is accepted.
@@ -32,5 +33,10 @@ Result<std::chrono::nanoseconds> ParseDuration(std::string_view text);
 // Returns kInvalidArgument for an empty or malformed string, an unknown unit, or a value that
 // does not fit in 64 bits.
 Result<uint64_t> ParseByteSize(std::string_view text);
+
+// Parses a rate in bytes per second: a byte size as ParseByteSize() reads it followed by "/s"
+// (case-insensitive), e.g. "100KiB/s" (102400), "1.5MB/s" (1500000); "0" alone is zero.
+// Returns kInvalidArgument for a missing "/s" or an invalid size.
+Result<uint64_t> ParseByteRate(std::string_view text);
 
 }  // namespace berth::config

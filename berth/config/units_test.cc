@@ -118,5 +118,24 @@ TEST(ParseByteSizeTest, RejectsMalformedAndOverflow) {
   EXPECT_THAT(ParseByteSize("20000PiB").error().message(), HasSubstr("does not fit in 64 bits"));
 }
 
+TEST(ParseByteRateTest, SizePerSecond) {
+  EXPECT_EQ(ParseByteRate("100KiB/s").value(), 102400u);
+  EXPECT_EQ(ParseByteRate("1.5MB/s").value(), 1500000u);
+  EXPECT_EQ(ParseByteRate(" 512 b/S ").value(), 512u);
+  EXPECT_EQ(ParseByteRate("0").value(), 0u);
+  EXPECT_EQ(ParseByteRate("0/s").value(), 0u);
+}
+
+TEST(ParseByteRateTest, RejectsSizesWithoutPerSecondAndBadSizes) {
+  for (std::string_view bad : {"", "100KiB", "/s", "-1KiB/s", "10QB/s", "KiB/s", "5/m"}) {
+    Result<uint64_t> parsed = ParseByteRate(bad);
+    ASSERT_FALSE(parsed) << bad;
+    EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_THAT(parsed.error().message(), HasSubstr("is not a valid rate")) << bad;
+  }
+  EXPECT_THAT(ParseByteRate("100KiB").error().message(), HasSubstr("it must end in \"/s\""));
+  EXPECT_THAT(ParseByteRate("10QB/s").error().message(), HasSubstr("unknown unit \"QB\""));
+}
+
 }  // namespace
 }  // namespace berth::config
