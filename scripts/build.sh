@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Configures and builds berth in ./build (or $BERTH_BUILD_DIR). Warnings are errors.
+# BERTH_SANITIZE=1 configures a clang ASan+UBSan build with the libFuzzer targets instead
+# (BERTH_SANITIZE and BERTH_FUZZ; use its own $BERTH_BUILD_DIR, e.g. build-asan).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BERTH_BUILD_DIR:-build}
 generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+options=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DBERTH_WERROR=ON)
+if [ "${BERTH_SANITIZE:-0}" = 1 ]; then
+  options+=(-DCMAKE_CXX_COMPILER=clang++ -DBERTH_SANITIZE=ON -DBERTH_FUZZ=ON)
+fi
 if [ ! -f "$build_dir/CMakeCache.txt" ]; then
-  cmake -S . -B "$build_dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBERTH_WERROR=ON
+  cmake -S . -B "$build_dir" "${generator[@]}" "${options[@]}"
 fi
 cmake --build "$build_dir" --parallel "$(nproc)"

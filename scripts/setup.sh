@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   cmake g++ make pkg-config ninja-build git
+  # the sanitizer and fuzz build (scripts/test.sh): clang 14 with its ASan/UBSan/libFuzzer runtimes
+  clang libclang-rt-14-dev
   # libraries
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libcli11-dev libexpected-dev libsqlite3-dev libarchive-dev zlib1g-dev libdeflate-dev libisal-dev

@@ -144,7 +144,7 @@ TEST(IndexTest, SelectsPlatform) {
   std::string doc =
       Index(Entry("amd64", "", kDigestA) + "," + Entry("arm64", "v8", kDigestB) + "," +
             Entry("arm", "v6", kDigestC));
-  Result<class Index> index = ParseIndex(doc);
+  Result<struct Index> index = ParseIndex(doc);
   ASSERT_TRUE(index) << index.error().ToString();
   ASSERT_EQ(index->manifests.size(), 3u);
   EXPECT_EQ(SelectManifest(*index, ParsePlatform("linux/amd64").value())->digest.ToString(),
@@ -162,7 +162,7 @@ TEST(IndexTest, SelectsPlatform) {
 
 TEST(IndexTest, PrefersExactVariant) {
   std::string doc = Index(Entry("arm", "v6", kDigestA) + "," + Entry("arm", "v7", kDigestB));
-  Result<class Index> index = ParseIndex(doc);
+  Result<struct Index> index = ParseIndex(doc);
   ASSERT_TRUE(index);
   EXPECT_EQ(SelectManifest(*index, ParsePlatform("linux/arm/v7").value())->digest.ToString(),
             kDigestB);
@@ -170,7 +170,7 @@ TEST(IndexTest, PrefersExactVariant) {
 
 TEST(IndexTest, ArmVariantSpellingsMatch) {
   std::string doc = Index(Entry("arm64", "", kDigestA));
-  Result<class Index> index = ParseIndex(doc);
+  Result<struct Index> index = ParseIndex(doc);
   ASSERT_TRUE(index);
   EXPECT_EQ(SelectManifest(*index, ParsePlatform("linux/arm64/v8").value())->digest.ToString(),
             kDigestA);
