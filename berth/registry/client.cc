@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "berth/base/log.h"
 #include "berth/image/media_types.h"
 #include "berth/image/schema1.h"
 #include "berth/registry/url.h"
@@ -159,6 +160,8 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       request.headers.insert(request.headers.end(), extra_headers.begin(), extra_headers.end());
       request.connect_timeout = policy_.connect_timeout;
       request.progress_timeout = policy_.progress_timeout;
+      request.min_bytes_per_second = policy_.min_bytes_per_second;
+      request.min_speed_window = policy_.min_speed_window;
       request.max_buffered_body = max_body;
       bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
       request.tls = endpoint_host ? endpoint.tls
@@ -211,7 +214,9 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       Error error = std::move(response).error();
       ErrorCode code = error.code();
       if (code == ErrorCode::kUnavailable) {
-        MarkDead(endpoint.host);  // refused, unreachable, TLS: do not dial it again for a while
+        // Refused, unreachable, TLS, or stalled / too slow (a watchdog): do not dial it again
+        // for a while; the next endpoint resumes from what was received.
+        MarkDead(endpoint.host);
         return Fail(std::move(error));
       }
       if (cancel.cancelled() ||
@@ -271,11 +276,19 @@ Result<T> Client::OnEndpoints(const Session& session, Capability capability,
   }
   std::optional<Error> reported;
   std::string tried;
-  for (const RegistryEndpoint* endpoint : alive) {
+  for (size_t i = 0; i < alive.size(); ++i) {
+    const RegistryEndpoint* endpoint = alive[i];
     Result<T> result = request(*endpoint);
     if (result) return result;
     Error error = std::move(result).error();
     if (StopsAllEndpoints(error.code())) return Fail(std::move(error).WithContext(std::string(what)));
+    if (i + 1 < alive.size()) {
+      log::Warn("registry.endpoint_failed", {{"what", what},
+                                             {"endpoint", endpoint->BaseUrl()},
+                                             {"next", alive[i + 1]->BaseUrl()},
+                                             {"code", ErrorCodeName(error.code())},
+                                             {"error", error.ToString()}});
+    }
     if (!tried.empty()) tried += "; ";
     tried += fmt::format("{}: {}", endpoint->BaseUrl(), ErrorCodeName(error.code()));
     if (!reported || ReportPriority(error.code()) >= ReportPriority(reported->code())) {

@@ -13,10 +13,14 @@
 //     own host, never to the object storage a blob is redirected to;
 //   - retries interrupted transfers, 5xx, 429 and timeouts with jittered exponential backoff,
 //     honouring Retry-After, and resumes an interrupted blob with a Range request;
-//   - gives up on the endpoint at once on connection refused or a TLS failure, remembering it as
-//     dead for `dead_endpoint_memory` so each blob does not dial it again.
+//   - gives up on the endpoint at once on connection refused or a TLS failure, or when a
+//     watchdog fires (no byte for progress_timeout, or slower than the throughput floor),
+//     remembering it as dead for `dead_endpoint_memory` so each blob does not dial it again;
+//     a blob then continues on the next endpoint from the bytes already received (Range).
 // A 404 moves on to the next endpoint; only when every endpoint has failed does the request fail,
-// with the most telling error (auth > not found > unavailable) naming what was tried.
+// with the most telling error (auth > not found > unavailable) naming what was tried. An
+// endpoint that failed while another is left to try is logged (registry.endpoint_failed), since
+// the request may yet succeed and its error would otherwise be lost.
 //
 // Thread safety: Client is safe for concurrent use by many pulls.
 #pragma once
@@ -46,7 +50,13 @@ struct RetryPolicy {
   std::chrono::seconds max_retry_after{60};  // longer Retry-After values are capped to this
   std::chrono::seconds dead_endpoint_memory{30};
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
+  // The watchdogs of every request (see HttpRequest): no byte for progress_timeout, or less
+  // than min_bytes_per_second over min_speed_window, gives up on that endpoint at once (it is
+  // remembered as dead, like a refused connection) and the request moves on to the next one,
+  // resuming a blob from the bytes already received. Zero disables each.
   std::chrono::milliseconds progress_timeout{std::chrono::minutes(5)};
+  uint64_t min_bytes_per_second = 0;
+  std::chrono::milliseconds min_speed_window{std::chrono::seconds(30)};
 };
 
 inline constexpr int kMaxRedirects = 5;

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <mutex>
+#include <string>
+#include <vector>
+
 #include "berth/image/media_types.h"
 #include "berth/registry/fake_transport.h"
 
@@ -240,6 +244,81 @@ TEST_F(ClientTest, CancelledBeforeStart) {
   auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", cancel);
   ASSERT_FALSE(fetched);
   EXPECT_EQ(fetched.error().code(), ErrorCode::kCancelled);
+}
+
+// A mirror whose transfers stall after a few bytes: it hands them to the sink, then fails the way
+// CurlTransport's watchdog does (kUnavailable). Everything else goes to `next`.
+class StallingMirrorTransport final : public HttpTransport {
+ public:
+  StallingMirrorTransport(HttpTransport& next, std::string mirror_prefix, std::string first_bytes)
+      : next_(next), mirror_prefix_(std::move(mirror_prefix)), first_bytes_(std::move(first_bytes)) {}
+
+  Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
+                                 const CancelToken& cancel) override {
+    {
+      std::lock_guard lock(mutex_);
+      requests_.push_back(request);
+    }
+    if (!request.url.starts_with(mirror_prefix_)) return next_.RoundTrip(request, sink, cancel);
+    HttpResponse head{.status = 200};
+    if (sink != nullptr) BERTH_RETURN_IF_ERROR((*sink)(head, first_bytes_));
+    return Fail(ErrorCode::kUnavailable,
+                "GET " + request.url + ": stalled: no data received for 1s");
+  }
+
+  std::vector<HttpRequest> requests() const {
+    std::lock_guard lock(mutex_);
+    return requests_;
+  }
+
+ private:
+  HttpTransport& next_;
+  std::string mirror_prefix_;
+  std::string first_bytes_;
+  mutable std::mutex mutex_;
+  std::vector<HttpRequest> requests_;
+};
+
+TEST_F(ClientTest, WatchdogGivesUpOnTheEndpointAndTheNextResumesTheBlob) {
+  std::string blob = "0123456789";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
+  transport_.Respond("GET", "http://r.test/v2/library/app/blobs/",
+                     {.status = 206, .headers = {{"content-range", "bytes 4-9/10"}}, .body = "456789"});
+  StallingMirrorTransport stalling(transport_, "http://mirror.test/", "0123");
+  Client client(stalling, RetryPolicy{.max_attempts = 4,
+                                      .initial_backoff = std::chrono::milliseconds(1),
+                                      .progress_timeout = std::chrono::seconds(7),
+                                      .min_bytes_per_second = 1000,
+                                      .min_speed_window = std::chrono::seconds(9)});
+  Session session = MakeSession({"http://mirror.test", "http://r.test"});
+  session.authorizer = nullptr;
+  StringSink sink;
+  Result<std::string> served = client.FetchBlob(session, descriptor, sink, CancelToken::Never());
+  ASSERT_TRUE(served) << served.error().ToString();
+  EXPECT_EQ(*served, "http://r.test/v2");
+  EXPECT_EQ(sink.bytes, blob);
+  EXPECT_EQ(sink.truncations, 0);
+
+  std::vector<HttpRequest> requests = stalling.requests();
+  ASSERT_EQ(requests.size(), 2u);  // one try on the stalled mirror: no retries there
+  EXPECT_TRUE(requests[0].url.starts_with("http://mirror.test/"));
+  EXPECT_TRUE(requests[1].url.starts_with("http://r.test/"));
+  bool range = false;
+  for (const auto& [name, value] : requests[1].headers) range |= value == "bytes=4-";
+  EXPECT_TRUE(range);
+  // The policy's watchdog settings reach every request.
+  for (const HttpRequest& request : requests) {
+    EXPECT_EQ(request.progress_timeout, std::chrono::seconds(7));
+    EXPECT_EQ(request.min_bytes_per_second, 1000u);
+    EXPECT_EQ(request.min_speed_window, std::chrono::seconds(9));
+  }
+
+  // The stalled mirror is remembered as dead: the next blob goes to the registry first.
+  StringSink again;
+  again.bytes = "0123";
+  ASSERT_TRUE(client.FetchBlob(session, descriptor, again, CancelToken::Never()));
+  EXPECT_TRUE(stalling.requests().back().url.starts_with("http://r.test/"));
+  EXPECT_EQ(stalling.requests().size(), 3u);
 }
 
 }  // namespace

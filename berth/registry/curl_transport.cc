@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
+#include <iterator>
 #include <cctype>
 #include <cstdio>
 #include <mutex>
@@ -36,7 +38,32 @@ std::string_view Trim(std::string_view text) {
   return text;
 }
 
-// State of one exchange, shared with curl's callbacks.
+using SteadyClock = std::chrono::steady_clock;
+
+// "2s", "1500ms", "5m": a duration as a person would write it in the config.
+std::string FormatDuration(std::chrono::milliseconds duration) {
+  auto ms = duration.count();
+  if (ms % 60000 == 0 && ms >= 60000) return fmt::format("{}m", ms / 60000);
+  if (ms % 1000 == 0) return fmt::format("{}s", ms / 1000);
+  return fmt::format("{}ms", ms);
+}
+
+// "100 KiB/s" style: bytes with a binary unit, one decimal when it matters.
+std::string FormatBytes(double bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB"};
+  size_t unit = 0;
+  while (bytes >= 1024 && unit + 1 < std::size(kUnits)) {
+    bytes /= 1024;
+    ++unit;
+  }
+  if (unit == 0 || bytes >= 100 || bytes == static_cast<double>(static_cast<int64_t>(bytes))) {
+    return fmt::format("{:.0f} {}", bytes, kUnits[unit]);
+  }
+  return fmt::format("{:.1f} {}", bytes, kUnits[unit]);
+}
+
+// State of one exchange, shared with curl's callbacks (all run on the thread that called
+// curl_easy_perform, so no locking).
 struct Exchange {
   const HttpRequest* request = nullptr;
   const BodySink* sink = nullptr;
@@ -44,10 +71,72 @@ struct Exchange {
   HttpResponse response;
   std::optional<Error> sink_error;
   bool body_too_large = false;
+
+  // Watchdogs. They start once the connection is up (connect_timeout covers the time before).
+  bool connected = false;
+  uint64_t received = 0;  // response head and body bytes
+  SteadyClock::time_point last_byte;
+  SteadyClock::time_point window_start;
+  uint64_t window_start_bytes = 0;
+  std::optional<Error> watchdog_error;
+
+  void OnBytes(size_t count) {
+    received += count;
+    last_byte = SteadyClock::now();
+  }
 };
+
+int OnConnected(void* user, char*, char*, int, int) {
+  auto* exchange = static_cast<Exchange*>(user);
+  if (!exchange->connected) {
+    exchange->connected = true;
+    exchange->last_byte = exchange->window_start = SteadyClock::now();
+    exchange->window_start_bytes = exchange->received;
+  }
+  return CURL_PREREQFUNC_OK;
+}
+
+// Checks the exchange's watchdogs; sets watchdog_error when one of them gives up.
+void CheckWatchdogs(Exchange& exchange) {
+  if (!exchange.connected) return;
+  const HttpRequest& request = *exchange.request;
+  const SteadyClock::time_point now = SteadyClock::now();
+  const std::string where = fmt::format("{} {}", request.method, request.url);
+  if (request.progress_timeout.count() > 0 && now - exchange.last_byte >= request.progress_timeout) {
+    exchange.watchdog_error = Error(
+        ErrorCode::kUnavailable,
+        fmt::format("{}: stalled: no data received for {} (image_pull_progress_timeout) after {} "
+                    "bytes; giving up on this endpoint (check the registry or mirror and the "
+                    "network to it, or raise image_pull_progress_timeout)",
+                    where, FormatDuration(request.progress_timeout), exchange.received));
+    return;
+  }
+  if (request.min_bytes_per_second > 0 && request.min_speed_window.count() > 0 &&
+      now - exchange.window_start >= request.min_speed_window) {
+    const double seconds =
+        std::chrono::duration<double>(now - exchange.window_start).count();
+    const uint64_t got = exchange.received - exchange.window_start_bytes;
+    const double needed = static_cast<double>(request.min_bytes_per_second) * seconds;
+    if (static_cast<double>(got) < needed) {
+      exchange.watchdog_error = Error(
+          ErrorCode::kUnavailable,
+          fmt::format("{}: too slow: {} received in the last {} ({}/s), below the minimum of "
+                      "{}/s (min_download_speed over min_download_speed_window); giving up on "
+                      "this endpoint (check the link to it, or lower min_download_speed)",
+                      where, FormatBytes(static_cast<double>(got)),
+                      FormatDuration(request.min_speed_window),
+                      FormatBytes(static_cast<double>(got) / seconds),
+                      FormatBytes(static_cast<double>(request.min_bytes_per_second))));
+      return;
+    }
+    exchange.window_start = now;
+    exchange.window_start_bytes = exchange.received;
+  }
+}
 
 size_t OnHeader(char* data, size_t size, size_t count, void* user) {
   auto* exchange = static_cast<Exchange*>(user);
+  exchange->OnBytes(size * count);
   std::string_view line(data, size * count);
   line = Trim(line);
   if (line.starts_with("HTTP/")) {
@@ -70,6 +159,7 @@ size_t OnHeader(char* data, size_t size, size_t count, void* user) {
 size_t OnBody(char* data, size_t size, size_t count, void* user) {
   auto* exchange = static_cast<Exchange*>(user);
   size_t length = size * count;
+  exchange->OnBytes(length);
   int status = exchange->response.status;
   bool success = status >= 200 && status < 300;
   if (success && exchange->sink != nullptr) {
@@ -96,7 +186,9 @@ size_t OnBody(char* data, size_t size, size_t count, void* user) {
 
 int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   auto* exchange = static_cast<Exchange*>(user);
-  return exchange->cancel->cancelled() ? 1 : 0;
+  if (exchange->cancel->cancelled()) return 1;
+  CheckWatchdogs(*exchange);
+  return exchange->watchdog_error ? 1 : 0;
 }
 
 // Adds the PEM certificates of the CA files to curl's trust store, keeping the system CAs.
@@ -126,6 +218,7 @@ Error TransportError(CURLcode code, const char* detail, const HttpRequest& reque
   std::string why = detail[0] != '\0' ? detail : curl_easy_strerror(code);
   switch (code) {
     case CURLE_ABORTED_BY_CALLBACK:
+      if (exchange.watchdog_error && !cancel.cancelled()) return std::move(*exchange.watchdog_error);
       if (auto checked = cancel.Check(); !checked) return checked.error().WithContext(where);
       return Error(ErrorCode::kCancelled, fmt::format("{}: cancelled", where));
     case CURLE_WRITE_ERROR:
@@ -295,9 +388,10 @@ Result<HttpResponse> CurlTransport::RoundTrip(const HttpRequest& request, const 
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
   curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &exchange);
   curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout.count()));
-  long stall_seconds = std::max<long>(1, static_cast<long>(request.progress_timeout.count() / 1000));
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, stall_seconds);
+  // The stall and throughput watchdogs run in OnProgress (curl calls it at least once a second
+  // while a transfer is idle), from the moment the connection is up.
+  curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, &OnConnected);
+  curl_easy_setopt(easy, CURLOPT_PREREQDATA, &exchange);
   curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L * 1024L);
 
   const TlsOptions& tls = request.tls;

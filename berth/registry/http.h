@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -41,8 +42,14 @@ struct HttpRequest {
   std::string body;  // sent when not empty (e.g. an OAuth2 form)
   TlsOptions tls;
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
-  // No byte received for this long fails the exchange with kDeadlineExceeded.
+  // Watchdog: no byte (of the response head or body) received for this long abandons the
+  // exchange with kUnavailable, naming the timeout. Zero disables it.
   std::chrono::milliseconds progress_timeout{std::chrono::minutes(5)};
+  // Watchdog for slow-drip links: fewer than min_bytes_per_second × min_speed_window bytes
+  // received in a window of min_speed_window abandons the exchange with kUnavailable. Windows
+  // are counted back to back from the start of the exchange. Zero disables it.
+  uint64_t min_bytes_per_second = 0;
+  std::chrono::milliseconds min_speed_window{std::chrono::seconds(30)};
   // Largest body buffered into HttpResponse::body (successful bodies without a sink, and every
   // error body); more is kResourceExhausted for successes and silently cut for errors.
   size_t max_buffered_body = 4 << 20;
@@ -71,8 +78,10 @@ class HttpTransport {
   // body goes to it instead of HttpResponse::body. A response with any status is a success of
   // the transport; errors are for exchanges that did not complete:
   //   kUnavailable       no exchange took place: DNS, connection refused, TLS handshake failed;
+  //                      or a watchdog gave up on a stalled or too slow exchange (the message
+  //                      names the limit): the endpoint is not worth retrying right now;
   //   kAborted           the exchange broke off mid-way (reset, truncated response);
-  //   kDeadlineExceeded  connect timeout, or no byte for request.progress_timeout;
+  //   kDeadlineExceeded  connect timeout;
   //   kInvalidArgument   the request's TLS files are unusable;
   //   kCancelled, or the sink's own error.
   virtual Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
