@@ -50,7 +50,12 @@ bool HasAny(const registry::CriAuthConfig& auth) {
 }  // namespace
 
 struct Puller::PullContext {
+  explicit PullContext(DownloadScheduler::Member member) : scheduling(std::move(member)) {}
+
   registry::Session session;
+  DownloadScheduler::Member scheduling;
+  std::string registry;  // the scheduler's per-registry key: the reference's domain
+  std::atomic<size_t> schema1_layers{0};
   ProgressFn progress;
   std::mutex progress_mutex;
   std::atomic<int64_t> bytes_fetched{0};
@@ -62,15 +67,41 @@ struct Puller::PullContext {
   }
 };
 
-Puller::Puller(content::Store& store, registry::HttpTransport& transport, config::Config config)
+namespace {
+
+std::unique_ptr<DownloadScheduler> SchedulerUnlessGiven(DownloadScheduler* given,
+                                                        const config::PullConfig& pull) {
+  if (given != nullptr) return nullptr;
+  return std::make_unique<DownloadScheduler>(
+      DownloadLimits{.max_total = pull.max_concurrent_downloads_total,
+                     .max_per_registry = pull.max_concurrent_downloads_per_registry});
+}
+
+registry::RetryPolicy RetryPolicyFor(const config::PullConfig& pull) {
+  using std::chrono::duration_cast;
+  using std::chrono::milliseconds;
+  // A zero timeout stays zero: the watchdog is off. A positive one below a millisecond still
+  // counts as on.
+  milliseconds progress_timeout = duration_cast<milliseconds>(pull.image_pull_progress_timeout);
+  if (progress_timeout.count() == 0 && pull.image_pull_progress_timeout.count() > 0) {
+    progress_timeout = milliseconds(1);
+  }
+  return registry::RetryPolicy{
+      .progress_timeout = progress_timeout,
+      .min_bytes_per_second = pull.min_download_speed,
+      .min_speed_window = duration_cast<milliseconds>(pull.min_download_speed_window)};
+}
+
+}  // namespace
+
+Puller::Puller(content::Store& store, registry::HttpTransport& transport, config::Config config,
+               DownloadScheduler* scheduler)
     : store_(store),
       config_(std::move(config)),
+      own_scheduler_(SchedulerUnlessGiven(scheduler, config_.pull)),
+      scheduler_(scheduler != nullptr ? *scheduler : *own_scheduler_),
       transport_(transport),
-      client_(transport, registry::RetryPolicy{
-                             .progress_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                 config_.pull.image_pull_progress_timeout.count() > 0
-                                     ? config_.pull.image_pull_progress_timeout
-                                     : std::chrono::nanoseconds(std::chrono::hours(24)))}) {}
+      client_(transport, RetryPolicyFor(config_.pull)) {}
 
 registry::Credentials Puller::CredentialsFor(const PullOptions& options,
                                              std::string_view host) const {
@@ -117,7 +148,8 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                 fmt::format("{}: the reference names no registry host", what));
   }
 
-  PullContext context;
+  PullContext context(scheduler_.Join());
+  context.registry = reference.domain();
   context.progress = progress;
   BERTH_ASSIGN_OR_RETURN(context.session.endpoints,
                          WithContext(registry::ResolveEndpoints(config_.registry, reference.domain()),
@@ -148,7 +180,7 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
     // As containerd 1.x: fetch the layers, generate a schema2 manifest and config in the store,
     // and go on with the generated manifest as the target (its layers are all in the store now).
     auto fetch = [&](const image::Descriptor& layer, const CancelToken& layer_cancel) {
-      return FetchLayer(context, layer, nullptr, layer_cancel);
+      return FetchLayer(context, layer, context.schema1_layers++, nullptr, layer_cancel);
     };
     BERTH_ASSIGN_OR_RETURN(ConvertedSchema1 converted,
                            WithContext(ConvertSchema1(store_, target.bytes, fetch,
@@ -188,10 +220,15 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                                                   image::kMaxManifestBytes)) {
     config_bytes = std::move(*cached);
   } else {
+    // The config is a blob download too, and comes before every layer.
+    BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
+                           WithContext(context.scheduling.Acquire(context.registry, 0, cancel),
+                                       what));
     BERTH_ASSIGN_OR_RETURN(config_bytes,
                            WithContext(client_.FetchSmallBlob(context.session, config_descriptor,
                                                               image::kMaxManifestBytes, cancel),
                                        what));
+    permit.Release();
     BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(config_descriptor, config_bytes), what));
     context.bytes_fetched += static_cast<int64_t>(config_bytes.size());
   }
@@ -248,7 +285,8 @@ Result<void> Puller::FetchLayers(PullContext& context, const image::Manifest& ma
       BERTH_ASSIGN_OR_RETURN(plan, handler->PlanLayer(index));
     }
     if (plan.skip) return Ok();
-    BERTH_RETURN_IF_ERROR(FetchLayer(context, layers[index], plan.observer.get(), pull_cancel));
+    BERTH_RETURN_IF_ERROR(
+        FetchLayer(context, layers[index], index, plan.observer.get(), pull_cancel));
     if (plan.observer) BERTH_RETURN_IF_ERROR(plan.observer->Finish());
     return Ok();
   };
@@ -300,7 +338,8 @@ Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor,
 }
 
 Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& layer,
-                                LayerObserver* observer, const CancelToken& cancel) {
+                                size_t layer_index, LayerObserver* observer,
+                                const CancelToken& cancel) {
   for (int round = 0;; ++round) {
     if (Result<content::BlobInfo> stored = store_.Info(layer.digest)) {
       if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(layer, *observer, cancel));
@@ -320,7 +359,12 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
       flight = slot;
     }
     if (owner) {
-      Result<int64_t> downloaded = DownloadBlob(context, layer, observer, cancel);
+      // Only a real download takes a connection, so only it waits for the scheduler.
+      Result<int64_t> downloaded = [&]() -> Result<int64_t> {
+        BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
+                               context.scheduling.Acquire(context.registry, layer_index, cancel));
+        return DownloadBlob(context, layer, observer, cancel);
+      }();
       {
         std::lock_guard lock(flight->mutex);
         flight->done = true;

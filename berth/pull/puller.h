@@ -14,6 +14,12 @@
 //   - Two pulls that need the same blob at once fetch it once: the second waits for the first
 //     (on a condition variable) and then uses the committed blob.
 //   - Errors name the reference, the blob and the endpoint, and never carry credentials.
+//   - Every layer download holds a permit of the node's DownloadScheduler while it runs (global
+//     and per-registry limits, fair between pulls, lower layers first); blobs already stored or
+//     being fetched by another pull take none.
+//   - A registry request that stalls (config pull.image_pull_progress_timeout) or drips slower
+//     than pull.min_download_speed gives up on that endpoint and tries the next (see
+//     registry/client.h), resuming the blob from what was received.
 //
 // Thread safety: Pull() may be called concurrently from many threads.
 #pragma once
@@ -33,6 +39,7 @@
 #include "berth/content/store.h"
 #include "berth/image/manifest.h"
 #include "berth/image/platform.h"
+#include "berth/pull/download_scheduler.h"
 #include "berth/reference/reference.h"
 #include "berth/registry/auth.h"
 #include "berth/registry/client.h"
@@ -114,8 +121,11 @@ struct PulledImage {
 
 class Puller {
  public:
-  // `store` and `transport` must outlive the Puller. `config` is copied.
-  Puller(content::Store& store, registry::HttpTransport& transport, config::Config config);
+  // `store` and `transport` must outlive the Puller. `config` is copied. `scheduler` (the
+  // node's one DownloadScheduler, shared by every Puller of the node) must outlive the Puller;
+  // when null, the Puller makes its own from config.pull's limits.
+  Puller(content::Store& store, registry::HttpTransport& transport, config::Config config,
+         DownloadScheduler* scheduler = nullptr);
 
   // Pulls `reference`. Blocks on the network; honours `cancel`. Errors: kInvalidArgument (bad
   // reference or platform), kNotFound, kUnauthenticated/kPermissionDenied, kUnavailable,
@@ -138,7 +148,8 @@ class Puller {
   Result<void> FetchLayers(PullContext& context, const image::Manifest& manifest,
                            const image::ImageConfig& config, LayerHandler* handler,
                            const CancelToken& cancel);
-  Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer,
+  // `layer_index` orders this pull's downloads in the scheduler (lower first).
+  Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer, size_t layer_index,
                           LayerObserver* observer, const CancelToken& cancel);
   Result<int64_t> DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
                                LayerObserver* observer, const CancelToken& cancel);
@@ -149,6 +160,8 @@ class Puller {
 
   content::Store& store_;
   config::Config config_;
+  std::unique_ptr<DownloadScheduler> own_scheduler_;  // when none was given
+  DownloadScheduler& scheduler_;
   registry::HttpTransport& transport_;
   registry::Client client_;
 

@@ -50,7 +50,12 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   BERTH_ASSIGN_OR_RETURN(stack->snapshotter_, OpenSnapshotter(config, config.pull.snapshotter));
   BERTH_ASSIGN_OR_RETURN(stack->db_, metadata::MetadataDb::Open({.path = root / "metadata.db"}));
   BERTH_ASSIGN_OR_RETURN(stack->transport_, registry::CurlTransport::Create());
-  stack->puller_ = std::make_unique<pull::Puller>(*stack->store_, *stack->transport_, config);
+  // One download scheduler for every pull of this node (its limits: pull.max_concurrent_*).
+  stack->scheduler_ = std::make_unique<pull::DownloadScheduler>(pull::DownloadLimits{
+      .max_total = config.pull.max_concurrent_downloads_total,
+      .max_per_registry = config.pull.max_concurrent_downloads_per_registry});
+  stack->puller_ = std::make_unique<pull::Puller>(*stack->store_, *stack->transport_, config,
+                                                  stack->scheduler_.get());
   // Durability (pull.sync): "layer" lets the snapshotter syncfs each layer at commit, "file"
   // also fsyncs every file as it is written, "none" syncs nothing.
   const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == config::SyncMode::kFile

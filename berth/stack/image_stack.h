@@ -6,7 +6,7 @@
 //   content::Store           <root>/content (fsync per the config's pull.sync)
 //   snapshot::Snapshotter    <root>/snapshots/<pull.snapshotter> (overlayfs or native)
 //   metadata::MetadataDb     <root>/metadata.db
-//   registry::CurlTransport → pull::Puller
+//   registry::CurlTransport → pull::Puller, with the node's one pull::DownloadScheduler
 //   service::ImageService    unpacking with berth/unpack's Unpacker; pinned per pull.pinned_images
 //
 // The stack owns these and destroys them in reverse order. It does not take the root's lock:
@@ -66,6 +66,7 @@ class ImageStack {
   std::unique_ptr<snapshot::Snapshotter> snapshotter_;
   std::unique_ptr<metadata::MetadataDb> db_;
   std::unique_ptr<registry::CurlTransport> transport_;
+  std::unique_ptr<pull::DownloadScheduler> scheduler_;
   std::unique_ptr<pull::Puller> puller_;
   std::unique_ptr<service::ImageService> images_;
 };
