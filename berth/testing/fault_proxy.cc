@@ -4,6 +4,8 @@
 #include <sys/time.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <utility>
 
 #include "berth/testing/http_wire.h"
 #include "berth/testing/net_util.h"
@@ -49,6 +51,8 @@ FaultAction FaultAction::SlowDrip(size_t bytes_per_piece, std::chrono::milliseco
 }
 
 FaultAction FaultAction::CloseWithoutResponse() { return {.close_without_response = true}; }
+
+FaultAction FaultAction::StallAfterBytes(uint64_t bytes) { return {.stall_after_bytes = bytes}; }
 
 Result<std::unique_ptr<FaultProxy>> FaultProxy::Start(std::string upstream,
                                                       FaultProxyOptions options) {
@@ -172,6 +176,34 @@ std::vector<ProxiedRequest> FaultProxy::requests() const {
 void FaultProxy::ResetCounters() {
   std::lock_guard<std::mutex> lock(mutex_);
   log_.clear();
+  progress_events_.clear();
+}
+
+uint64_t FaultProxy::MaxConcurrentRequests(std::string_view method,
+                                           std::string_view target_contains) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::set<uint64_t> running;
+  uint64_t most = 0;
+  for (const auto& [sequence, starts] : progress_events_) {
+    if (!starts) {
+      running.erase(sequence);
+      continue;
+    }
+    auto it = log_.find(sequence);
+    if (it == log_.end()) continue;
+    const ProxiedRequest& request = it->second;
+    if ((method.empty() || request.method == method) &&
+        request.target.find(target_contains) != std::string::npos) {
+      running.insert(sequence);
+      most = std::max<uint64_t>(most, running.size());
+    }
+  }
+  return most;
+}
+
+void FaultProxy::RecordFinished(uint64_t sequence) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  progress_events_.emplace_back(sequence, false);
 }
 
 uint64_t FaultProxy::Admit(const std::string& method, const std::string& target,
@@ -197,6 +229,7 @@ uint64_t FaultProxy::Admit(const std::string& method, const std::string& target,
   }
   uint64_t sequence = next_sequence_++;
   log_[sequence] = {.method = method, .target = target, .rule_id = rule_id};
+  progress_events_.emplace_back(sequence, true);
   return sequence;
 }
 
@@ -245,6 +278,14 @@ class BodyPump {
   // Sends `data`. Returns false when the client connection must end now (drop point reached,
   // client gone, proxy stopping).
   bool Write(std::string_view data) {
+    bool stall_now = false;
+    if (action_.stall_after_bytes.has_value()) {
+      uint64_t allowed = *action_.stall_after_bytes - std::min(*action_.stall_after_bytes, sent_);
+      if (data.size() > allowed) {
+        data = data.substr(0, static_cast<size_t>(allowed));
+        stall_now = true;
+      }
+    }
     bool drop_now = false;
     if (action_.drop_after_bytes.has_value()) {
       uint64_t allowed = *action_.drop_after_bytes - std::min(*action_.drop_after_bytes, sent_);
@@ -269,6 +310,10 @@ class BodyPump {
       if (!Send(piece)) return false;
       data.remove_prefix(piece.size());
     }
+    if (stall_now) {
+      Stall();
+      return false;
+    }
     return !drop_now;
   }
 
@@ -276,6 +321,17 @@ class BodyPump {
   bool Finish() { return !chunked_ || SendAll(fd_, "0\r\n\r\n").has_value(); }
 
   uint64_t sent() const { return sent_; }
+
+  // Holds the connection open, sending nothing, until the client closes it or the proxy stops.
+  void Stall() {
+    while (sleep_(std::chrono::milliseconds(20))) {
+      char byte;
+      ssize_t peeked = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        return;  // closed by the client
+      }
+    }
+  }
 
  private:
   bool Send(std::string_view piece) {
@@ -352,6 +408,18 @@ void FaultProxy::Serve(int fd) {
     std::optional<FaultAction> chosen;
     int rule_id = 0;
     const uint64_t sequence = Admit(head->method, head->target, chosen, rule_id);
+    // The request stops counting as in progress just before its last bytes go out (or when
+    // the connection ends), so that a client which has read a whole response and started
+    // another never sees both counted at once.
+    struct Finished {
+      FaultProxy* proxy;
+      uint64_t sequence;
+      bool done = false;
+      void Now() {
+        if (!std::exchange(done, true)) proxy->RecordFinished(sequence);
+      }
+      ~Finished() { Now(); }
+    } finished{this, sequence};
     const FaultAction action = chosen.value_or(FaultAction{});
     const bool head_only = head->method == "HEAD";
 
@@ -360,6 +428,7 @@ void FaultProxy::Serve(int fd) {
     if (action.respond_status.has_value()) {
       int status = *action.respond_status;
       Record(sequence, status, head_only ? 0 : action.respond_body.size());
+      finished.Now();
       if (!SendAll(fd, CannedResponse(status, action.respond_headers, action.respond_body,
                                       head_only, client_close))) {
         return;
@@ -444,13 +513,15 @@ void FaultProxy::Serve(int fd) {
     for (std::string_view hop : {"Connection", "Keep-Alive"}) RemoveHeader(to_client.headers, hop);
     if (close_after) to_client.headers.emplace_back("Connection", "close");
     Record(sequence, response->status, 0);
+    if (framing == Framing::kNone || (framing == Framing::kLength && length == 0)) finished.Now();
     if (!SendAll(fd, SerializeResponseHead(to_client))) return;
 
     BodyPump pump(
         fd, action, framing == Framing::kChunked,
         [this](std::chrono::milliseconds duration) { return Sleep(duration); },
-        [this, sequence, status = response->status](uint64_t sent) {
+        [&, this, sequence, status = response->status](uint64_t sent) {
           Record(sequence, status, sent);
+          if (framing == Framing::kLength && sent >= length) finished.Now();
         });
     bool keep_going = !pump.DropsImmediately() || framing == Framing::kNone;
     if (keep_going) {
@@ -477,6 +548,7 @@ void FaultProxy::Serve(int fd) {
                 if (!pump.Write(piece)) return Fail(ErrorCode::kCancelled, "client side ended");
                 return Ok();
               });
+          if (relayed.has_value()) finished.Now();
           keep_going = relayed.has_value() && pump.Finish();
           break;
         }

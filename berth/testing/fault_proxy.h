@@ -71,6 +71,10 @@ struct FaultAction {
   // Slow drip: send the response body in pieces of `drip_bytes` with `drip_interval` before each.
   size_t drip_bytes = 0;
   std::chrono::milliseconds drip_interval{0};
+  // A stalled server: forward, but after this many response body bytes (0 = right after the
+  // response head) send nothing more, holding the connection open until the client closes it
+  // or the proxy stops.
+  std::optional<uint64_t> stall_after_bytes;
 
   static FaultAction Respond(int status, HeaderList headers = {}, std::string body = "");
   // `status` (429 or 503) with "Retry-After: <seconds>".
@@ -80,6 +84,7 @@ struct FaultAction {
   static FaultAction CorruptByteAt(uint64_t offset);
   static FaultAction SlowDrip(size_t bytes_per_piece, std::chrono::milliseconds interval);
   static FaultAction CloseWithoutResponse();
+  static FaultAction StallAfterBytes(uint64_t bytes);
 };
 
 struct FaultRule {
@@ -157,6 +162,12 @@ class FaultProxy {
   std::map<std::string, uint64_t> RequestsPerPath() const;
   // Every request so far, in order of arrival; status and bytes are filled in when it finishes.
   std::vector<ProxiedRequest> requests() const;
+  // The most requests with `method` (empty = any) whose target contains `target_contains` that
+  // were in progress at the same time, a request being in progress from the moment its head was
+  // read until its response was sent in full or its connection ended. Since the client starts
+  // a request before the proxy sees it and ends it after, this never overstates the client's
+  // own concurrency.
+  uint64_t MaxConcurrentRequests(std::string_view method, std::string_view target_contains) const;
   // Forgets counters and the request log (rules and their counters stay).
   void ResetCounters();
 
@@ -181,6 +192,8 @@ class FaultProxy {
   // Sleeps up to `duration`; false if the proxy is stopping.
   bool Sleep(std::chrono::milliseconds duration);
   void TrackUpstream(int fd, bool add);
+  // Marks request `sequence` as no longer in progress (see MaxConcurrentRequests).
+  void RecordFinished(uint64_t sequence);
 
   const std::string upstream_;
   const std::string upstream_host_;
@@ -195,6 +208,8 @@ class FaultProxy {
   std::map<int, std::pair<uint64_t, uint64_t>> removed_rule_counts_;  // guarded by mutex_
   uint64_t next_sequence_ = 0;                                        // guarded by mutex_
   std::map<uint64_t, ProxiedRequest> log_;  // by sequence; guarded by mutex_
+  // Requests starting (true) and finishing (false), in order; guarded by mutex_.
+  std::vector<std::pair<uint64_t, bool>> progress_events_;
   std::set<int> upstream_fds_;              // guarded by mutex_
   std::unique_ptr<TcpServer> tcp_;
 };

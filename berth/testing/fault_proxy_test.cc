@@ -1,6 +1,10 @@
 #include "berth/testing/fault_proxy.h"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <vector>
 
 #include <thread>
 
@@ -150,6 +154,36 @@ TEST_F(FaultProxyUnitTest, StopInterruptsDelays) {
   proxy_->Stop();
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
   client.join();
+}
+
+TEST_F(FaultProxyUnitTest, StallAfterBytesHoldsTheConnectionSilentUntilTheClientLeaves) {
+  ASSERT_TRUE(proxy_->AddRule({.target_contains = "/s",
+                               .action = FaultAction::StallAfterBytes(4)}));
+  std::vector<UniqueFd> sockets;
+  for (int i = 0; i < 2; ++i) {
+    Result<UniqueFd> socket = ConnectTcp("127.0.0.1", proxy_->port());
+    ASSERT_TRUE(socket);
+    ASSERT_TRUE(SendAll(socket->get(), "GET /s HTTP/1.1\r\nHost: x\r\n\r\n"));
+    SocketReader reader(socket->get());
+    Result<std::optional<std::string>> head = reader.ReadHead();
+    ASSERT_TRUE(head && head->has_value());
+    Result<ResponseHead> parsed = ParseResponseHead(**head);
+    ASSERT_TRUE(parsed);
+    EXPECT_EQ(parsed->status, 200);
+    EXPECT_EQ(*reader.ReadExactly(4), "0123");
+    // The connection is open and nothing more comes.
+    char byte;
+    EXPECT_EQ(::recv(socket->get(), &byte, 1, MSG_DONTWAIT), -1);
+    EXPECT_TRUE(errno == EAGAIN || errno == EWOULDBLOCK);
+    sockets.push_back(std::move(*socket));
+  }
+  EXPECT_EQ(proxy_->MaxConcurrentRequests("GET", "/s"), 2u);
+  for (const ProxiedRequest& request : proxy_->requests()) EXPECT_EQ(request.body_bytes_sent, 4u);
+  sockets.clear();  // the clients give up; the proxy notices and ends both requests
+  EXPECT_EQ(Fetch("/t").status, 200);
+  EXPECT_EQ(Fetch("/t").status, 200);
+  EXPECT_EQ(proxy_->MaxConcurrentRequests("GET", "/t"), 1u);
+  EXPECT_EQ(proxy_->MaxConcurrentRequests("GET", "/nothing"), 0u);
 }
 
 TEST(FaultProxyChunkedTest, RechunksAndCorruptsChunkedBodies) {
