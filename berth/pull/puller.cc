@@ -392,10 +392,10 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
 Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
                                      LayerObserver* observer, const CancelToken& cancel) {
   const std::string what = fmt::format("fetch layer {}", descriptor.digest);
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<content::Writer> writer,
-                         WithContext(store_.OpenWriter("pull-" + descriptor.digest.ToString(),
-                                                       descriptor.digest, descriptor.size),
-                                     what));
+  const std::string ingest_ref = "pull-" + descriptor.digest.ToString();
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<content::Writer> writer,
+      WithContext(store_.OpenWriter(ingest_ref, descriptor.digest, descriptor.size), what));
   if (descriptor.size < 0 && writer->offset() > 0) {
     // The size is unknown (a schema1 layer): a leftover ingest may already hold every byte, and
     // a Range request past the end would fail, so start such a download afresh.
@@ -423,13 +423,21 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
     }
   });
   context.Report(status);
-  BERTH_ASSIGN_OR_RETURN(std::string endpoint,
-                         WithContext(client_.FetchBlob(context.session, descriptor, sink, cancel),
-                                     what));
+  // Bytes that failed to verify must not be resumed from (every later pull would fail on them
+  // again), and a full disk needs the space the partial blob holds: both discard the ingest.
+  auto discard_if_useless = [&](Error error) {
+    if (error.code() == ErrorCode::kDataLoss || error.code() == ErrorCode::kResourceExhausted) {
+      writer.reset();  // releases the ingest's lock
+      (void)store_.AbortIngest(ingest_ref);
+    }
+    return tl::unexpected(std::move(error));
+  };
+  Result<std::string> endpoint = client_.FetchBlob(context.session, descriptor, sink, cancel);
+  if (!endpoint) return discard_if_useless(std::move(endpoint).error().WithContext(what));
   Result<content::BlobInfo> committed = writer->Commit();
   if (!committed) {
-    return Fail(std::move(committed).error().WithContext(
-        fmt::format("{} from {}", what, endpoint)));
+    return discard_if_useless(std::move(committed).error().WithContext(
+        fmt::format("{} from {}", what, *endpoint)));
   }
   status.done = committed->size;
   status.total = committed->size;
