@@ -241,6 +241,12 @@ void FaultProxy::Record(uint64_t sequence, int status, uint64_t body_bytes) {
   it->second.body_bytes_sent = body_bytes;
 }
 
+void FaultProxy::RecordClientGone(uint64_t sequence) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = log_.find(sequence);
+  if (it != log_.end()) it->second.client_gone = true;
+}
+
 bool FaultProxy::Sleep(std::chrono::milliseconds duration) {
   std::unique_lock<std::mutex> lock(mutex_);
   return !stop_signal_.wait_for(lock, duration, [this] { return stopping_; });
@@ -332,13 +338,21 @@ class BodyPump {
       }
     }
   }
+  // True once a write to the client has failed.
+  bool client_gone() const { return client_gone_; }
 
  private:
   bool Send(std::string_view piece) {
-    if (!chunked_) return SendAll(fd_, piece).has_value();
-    char size_line[32];
-    std::snprintf(size_line, sizeof(size_line), "%zx\r\n", piece.size());
-    return SendAll(fd_, std::string(size_line) + std::string(piece) + "\r\n").has_value();
+    bool sent = false;
+    if (!chunked_) {
+      sent = SendAll(fd_, piece).has_value();
+    } else {
+      char size_line[32];
+      std::snprintf(size_line, sizeof(size_line), "%zx\r\n", piece.size());
+      sent = SendAll(fd_, std::string(size_line) + std::string(piece) + "\r\n").has_value();
+    }
+    if (!sent) client_gone_ = true;
+    return sent;
   }
 
   int fd_;
@@ -347,6 +361,7 @@ class BodyPump {
   std::function<bool(std::chrono::milliseconds)> sleep_;
   std::function<void(uint64_t)> progress_;
   uint64_t sent_ = 0;
+  bool client_gone_ = false;
 };
 
 }  // namespace
@@ -514,7 +529,10 @@ void FaultProxy::Serve(int fd) {
     if (close_after) to_client.headers.emplace_back("Connection", "close");
     Record(sequence, response->status, 0);
     if (framing == Framing::kNone || (framing == Framing::kLength && length == 0)) finished.Now();
-    if (!SendAll(fd, SerializeResponseHead(to_client))) return;
+    if (!SendAll(fd, SerializeResponseHead(to_client))) {
+      RecordClientGone(sequence);
+      return;
+    }
 
     BodyPump pump(
         fd, action, framing == Framing::kChunked,
@@ -561,6 +579,7 @@ void FaultProxy::Serve(int fd) {
           break;
       }
     }
+    if (pump.client_gone()) RecordClientGone(sequence);
     if (!keep_going || close_after) return;
   }
 }

@@ -113,6 +113,9 @@ struct ProxiedRequest {
   int rule_id = 0;
   // Response body bytes sent to the client.
   uint64_t body_bytes_sent = 0;
+  // A write to the client failed: it closed the connection before the response was complete
+  // (a client that gave up on a download).
+  bool client_gone = false;
 };
 
 struct FaultProxyOptions {
@@ -189,6 +192,7 @@ class FaultProxy {
   // Updates a request's log entry. Called *before* the corresponding bytes are sent, so a client
   // that has read a response always finds it accounted for.
   void Record(uint64_t sequence, int status, uint64_t body_bytes);
+  void RecordClientGone(uint64_t sequence);
   // Sleeps up to `duration`; false if the proxy is stopping.
   bool Sleep(std::chrono::milliseconds duration);
   void TrackUpstream(int fd, bool add);
