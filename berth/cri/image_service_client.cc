@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -193,12 +194,17 @@ Result<std::vector<service::FilesystemUsage>> ImageServiceClient::FsInfo() {
             address_));
   std::vector<service::FilesystemUsage> filesystems;
   for (const v1::FilesystemUsage& usage : response.image_filesystems()) {
+    const std::string& mountpoint = usage.fs_id().mountpoint();
+    bool writable_layers = std::any_of(
+        response.container_filesystems().begin(), response.container_filesystems().end(),
+        [&](const v1::FilesystemUsage& other) { return other.fs_id().mountpoint() == mountpoint; });
     filesystems.push_back({.timestamp = std::chrono::system_clock::time_point(
                                std::chrono::duration_cast<std::chrono::system_clock::duration>(
                                    std::chrono::nanoseconds(usage.timestamp()))),
-                           .mountpoint = usage.fs_id().mountpoint(),
+                           .mountpoint = mountpoint,
                            .used_bytes = usage.used_bytes().value(),
-                           .inodes_used = usage.inodes_used().value()});
+                           .inodes_used = usage.inodes_used().value(),
+                           .holds_writable_layers = writable_layers});
   }
   return filesystems;
 }

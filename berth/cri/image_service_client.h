@@ -8,7 +8,8 @@
 //   List     → ListImages(filter.image)
 //   Status   → ImageStatus(verbose): the image with chain ID, snapshotter and config from info
 //   Remove   → RemoveImage; RemovePinned::kAllow sends kRemovePinnedMetadata
-//   FsInfo   → ImageFsInfo.image_filesystems
+//   FsInfo   → ImageFsInfo.image_filesystems (holds_writable_layers: also in
+//              container_filesystems)
 //
 // Failed calls come back as Errors through FromGrpcStatus (same code, the server's message).
 //

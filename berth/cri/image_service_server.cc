@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "berth/base/log.h"
+#include "berth/cri/full_disk.h"
 #include "berth/cri/grpc_status.h"
 
 namespace berth::cri {
@@ -115,13 +116,15 @@ void FillImage(const service::Image& image, ImageMessage& out) {
 }
 
 template <typename Request, typename Response>
-grpc::Status DoPull(service::ImageService& images, grpc::ServerContext& context,
-                    const Request& request, Response& response) {
+grpc::Status DoPull(service::ImageService& images, const ServerOptions& options,
+                    grpc::ServerContext& context, const Request& request, Response& response) {
   RequestLog log("PullImage", request.image().image());
   CallCancellation cancellation(context);
   Result<service::PullResult> pulled = images.Pull(
       {.image = request.image().image(), .auth = ToAuth(request.auth())}, cancellation.token());
-  if (!pulled) return log.Done(ToGrpcStatus(pulled.error()));
+  if (!pulled) {
+    return log.Done(ToGrpcStatus(ExplainFullDisk(pulled.error(), options.data_directories)));
+  }
   response.set_image_ref(pulled->image_id.ToString());
   return log.Done(grpc::Status::OK);
 }
@@ -181,6 +184,12 @@ grpc::Status DoFsInfo(service::ImageService& images, Response& response) {
     out->mutable_fs_id()->set_mountpoint(usage.mountpoint);
     out->mutable_used_bytes()->set_value(usage.used_bytes);
     out->mutable_inodes_used()->set_value(usage.inodes_used);
+    // Writable layers are active snapshots under the same snapshot root (as with CRI-O's
+    // unsplit storage, the same figures): kubelet then sees image and container filesystems
+    // as one. v1alpha2 has no container_filesystems.
+    if constexpr (requires { response.add_container_filesystems(); }) {
+      if (usage.holds_writable_layers) *response.add_container_filesystems() = *out;
+    }
   }
   return log.Done(grpc::Status::OK);
 }
@@ -200,7 +209,7 @@ grpc::Status ImageServiceV1::ImageStatus(grpc::ServerContext*,
 grpc::Status ImageServiceV1::PullImage(grpc::ServerContext* context,
                                        const runtime::v1::PullImageRequest* request,
                                        runtime::v1::PullImageResponse* response) {
-  return DoPull(images_, *context, *request, *response);
+  return DoPull(images_, options_, *context, *request, *response);
 }
 grpc::Status ImageServiceV1::RemoveImage(grpc::ServerContext* context,
                                          const runtime::v1::RemoveImageRequest* request,
@@ -226,7 +235,7 @@ grpc::Status ImageServiceV1alpha2::ImageStatus(grpc::ServerContext*,
 grpc::Status ImageServiceV1alpha2::PullImage(grpc::ServerContext* context,
                                              const runtime::v1alpha2::PullImageRequest* request,
                                              runtime::v1alpha2::PullImageResponse* response) {
-  return DoPull(images_, *context, *request, *response);
+  return DoPull(images_, options_, *context, *request, *response);
 }
 grpc::Status ImageServiceV1alpha2::RemoveImage(grpc::ServerContext* context,
                                                const runtime::v1alpha2::RemoveImageRequest* request,

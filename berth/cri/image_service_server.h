@@ -4,7 +4,8 @@
 // the older runtime.v1alpha2. Each handler only translates: request → service::ImageService call
 // → response, and Error → grpc::Status through ToGrpcStatus(). No image logic lives here.
 //
-//   PullImage    → ImageService::Pull; image_ref = the image ID
+//   PullImage    → ImageService::Pull; image_ref = the image ID. A full disk's error names the
+//                  filesystem and what to do (ExplainFullDisk over data_directories)
 //   ListImages   → ImageService::List(filter.image.image)
 //   ImageStatus  → ImageService::Status; a missing image is an empty response; verbose adds
 //                  info["info"] = VerboseInfo()
@@ -12,7 +13,11 @@
 //                  (FAILED_PRECONDITION) unless the call carries the client metadata
 //                  `berth-remove-pinned: true` (kRemovePinnedMetadata; `berth rmi --force`
 //                  sends it, kubelet never does)
-//   ImageFsInfo  → ImageService::FsInfo → image_filesystems
+//   ImageFsInfo  → ImageService::FsInfo → image_filesystems (one per filesystem holding the
+//                  snapshot root or the content store: mountpoint, bytes allocated and inodes
+//                  under those trees, as `du -B1` and a unique-inode count find them), and
+//                  container_filesystems = the entry holding the snapshot root, where the
+//                  writable layers (active snapshots) live
 //
 // A pull stops when the client cancels the call or its deadline passes: the handler polls
 // ServerContext::IsCancelled() into the CancelToken the pull honours.
@@ -23,6 +28,9 @@
 // to ImageService, which is thread-safe. `images` must outlive both.
 #pragma once
 
+#include <filesystem>
+#include <vector>
+
 #include "berth/service/image_service.h"
 #include "proto/runtime/v1/api.grpc.pb.h"
 #include "proto/runtime/v1alpha2/api.grpc.pb.h"
@@ -32,9 +40,16 @@ namespace berth::cri {
 // Client metadata key with which a RemoveImage call may remove a pinned image (value "true").
 inline constexpr std::string_view kRemovePinnedMetadata = "berth-remove-pinned";
 
+struct ServerOptions {
+  // berth's directories (the root, the snapshot root): a pull that fails for a full disk says
+  // which of their filesystems is full (full_disk.h).
+  std::vector<std::filesystem::path> data_directories;
+};
+
 class ImageServiceV1 final : public runtime::v1::ImageService::Service {
  public:
-  explicit ImageServiceV1(service::ImageService& images) : images_(images) {}
+  explicit ImageServiceV1(service::ImageService& images, ServerOptions options = {})
+      : images_(images), options_(std::move(options)) {}
 
   grpc::Status ListImages(grpc::ServerContext* context,
                           const runtime::v1::ListImagesRequest* request,
@@ -53,11 +68,13 @@ class ImageServiceV1 final : public runtime::v1::ImageService::Service {
 
  private:
   service::ImageService& images_;
+  const ServerOptions options_;
 };
 
 class ImageServiceV1alpha2 final : public runtime::v1alpha2::ImageService::Service {
  public:
-  explicit ImageServiceV1alpha2(service::ImageService& images) : images_(images) {}
+  explicit ImageServiceV1alpha2(service::ImageService& images, ServerOptions options = {})
+      : images_(images), options_(std::move(options)) {}
 
   grpc::Status ListImages(grpc::ServerContext* context,
                           const runtime::v1alpha2::ListImagesRequest* request,
@@ -77,6 +94,7 @@ class ImageServiceV1alpha2 final : public runtime::v1alpha2::ImageService::Servi
 
  private:
   service::ImageService& images_;
+  const ServerOptions options_;
 };
 
 }  // namespace berth::cri

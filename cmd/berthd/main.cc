@@ -110,8 +110,10 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
                          stack::RootLock::Acquire(config.root, "berthd"));
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<stack::ImageStack> stack, stack::ImageStack::Open(config));
   service::ImageService& images = stack->images();
-  cri::ImageServiceV1 cri_v1(images);
-  cri::ImageServiceV1alpha2 cri_v1alpha2(images);
+  const cri::ServerOptions server_options{
+      .data_directories = {config.root, stack->snapshot_root()}};
+  cri::ImageServiceV1 cri_v1(images, server_options);
+  cri::ImageServiceV1alpha2 cri_v1alpha2(images, server_options);
 
   BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   grpc::ServerBuilder builder;
