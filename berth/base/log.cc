@@ -8,11 +8,14 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "berth/base/abbreviate.h"
+
 namespace berth::log {
 namespace {
 
 constexpr char kLoggerName[] = "berth";
 constexpr char kPattern[] = "%Y-%m-%dT%H:%M:%S.%eZ %l %v";
+constexpr size_t kMaxFieldBytes = 4096;
 
 // Wraps the real sinks: every line is scrubbed by RedactSecrets before it is written anywhere.
 class RedactingSink final : public spdlog::sinks::base_sink<std::mutex> {
@@ -140,7 +143,9 @@ std::string FormatLine(std::string_view event, std::initializer_list<Field> fiel
     line.push_back(' ');
     line.append(field.key);
     line.push_back('=');
-    std::string_view value = IsSecretKey(field.key) ? kRedacted : std::string_view(field.value);
+    // Values may echo hostile input of any size (a megabyte image name): keep lines short.
+    std::string bounded = AbbreviateMiddle(field.value, kMaxFieldBytes);
+    std::string_view value = IsSecretKey(field.key) ? kRedacted : std::string_view(bounded);
     if (NeedsQuotes(value)) {
       AppendQuoted(line, value);
     } else {

@@ -15,6 +15,16 @@ TEST(LogTest, FormatsKeyValueFields) {
             R"(e msg="two words" empty="")");
 }
 
+TEST(LogTest, HugeFieldValuesAreCutInTheMiddle) {
+  // A megabyte image name sent by a CRI client must not become a megabyte log line.
+  std::string ref = "example.com/" + std::string(1 << 20, 'a') + ":tail";
+  std::string line = FormatLine("cri.request", {{"ref", ref}, {"code", "INVALID_ARGUMENT"}});
+  EXPECT_LT(line.size(), 4200u);
+  EXPECT_NE(line.find("ref=\"example.com/aaa"), std::string::npos) << line.substr(0, 100);
+  EXPECT_NE(line.find("bytes cut"), std::string::npos);
+  EXPECT_NE(line.find("aaa:tail\" code=INVALID_ARGUMENT"), std::string::npos);
+}
+
 TEST(LogTest, SecretFieldsAreRedacted) {
   std::string line = FormatLine("auth", {{"user", "bob"}, {"password", "hunter2"},
                                          {"creds", Secret("s3cret")}});

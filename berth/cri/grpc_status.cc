@@ -1,6 +1,13 @@
 #include "berth/cri/grpc_status.h"
 
+#include "berth/base/abbreviate.h"
+
 namespace berth::cri {
+namespace {
+
+constexpr size_t kMaxStatusMessageBytes = 2048;
+
+}  // namespace
 
 grpc::Status ToGrpcStatus(const Error& error) {
   grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
@@ -54,7 +61,9 @@ grpc::Status ToGrpcStatus(const Error& error) {
       code = grpc::StatusCode::UNAUTHENTICATED;
       break;
   }
-  return grpc::Status(code, error.ToString());
+  // Bounded: the message may echo hostile input (a megabyte image name), and gRPC refuses to
+  // deliver a status over its metadata limit, leaving the client a confusing RESOURCE_EXHAUSTED.
+  return grpc::Status(code, AbbreviateMiddle(error.ToString(), kMaxStatusMessageBytes));
 }
 
 Error FromGrpcStatus(const grpc::Status& status) {
