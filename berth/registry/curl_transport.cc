@@ -40,6 +40,9 @@ std::string_view Trim(std::string_view text) {
 
 using SteadyClock = std::chrono::steady_clock;
 
+// The most response head (status line and headers) accepted from a server.
+constexpr uint64_t kMaxResponseHeadBytes = 256 << 10;
+
 // "2s", "1500ms", "5m": a duration as a person would write it in the config.
 std::string FormatDuration(std::chrono::milliseconds duration) {
   auto ms = duration.count();
@@ -71,6 +74,10 @@ struct Exchange {
   HttpResponse response;
   std::optional<Error> sink_error;
   bool body_too_large = false;
+  // Between a status line and the blank line that ends the head, and the head's size so far.
+  bool in_head = false;
+  uint64_t head_bytes = 0;
+  bool head_too_large = false;
 
   // Watchdogs. They start once the connection is up (connect_timeout covers the time before).
   bool connected = false;
@@ -139,8 +146,20 @@ size_t OnHeader(char* data, size_t size, size_t count, void* user) {
   exchange->OnBytes(size * count);
   std::string_view line(data, size * count);
   line = Trim(line);
+  if (line.empty()) {
+    exchange->in_head = false;
+    return size * count;
+  }
+  // A hostile server must not make us hold an endless head (curl bounds each line, not the sum).
+  exchange->head_bytes += size * count;
+  if (exchange->head_bytes > kMaxResponseHeadBytes) {
+    exchange->head_too_large = true;
+    return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+  }
   if (line.starts_with("HTTP/")) {
     // A new status line (after a 100 Continue, or the final one): start the header list anew.
+    exchange->in_head = true;
+    exchange->head_bytes = size * count;
     exchange->response.headers.clear();
     size_t space = line.find(' ');
     if (space != std::string_view::npos) {
@@ -221,7 +240,22 @@ Error TransportError(CURLcode code, const char* detail, const HttpRequest& reque
       if (exchange.watchdog_error && !cancel.cancelled()) return std::move(*exchange.watchdog_error);
       if (auto checked = cancel.Check(); !checked) return checked.error().WithContext(where);
       return Error(ErrorCode::kCancelled, fmt::format("{}: cancelled", where));
+    case CURLE_OUT_OF_MEMORY:
+      // curl refuses a single header line over its own limit (100 KiB) with this code.
+      if (exchange.in_head) {
+        return Error(ErrorCode::kResourceExhausted,
+                     fmt::format("{}: a response header is over curl's 100 KiB limit; the "
+                                 "server is broken or hostile",
+                                 where));
+      }
+      return Error(ErrorCode::kResourceExhausted, fmt::format("{}: {}", where, why));
     case CURLE_WRITE_ERROR:
+      if (exchange.head_too_large) {
+        return Error(ErrorCode::kResourceExhausted,
+                     fmt::format("{}: response headers are over the {} byte limit; the server "
+                                 "is broken or hostile",
+                                 where, kMaxResponseHeadBytes));
+      }
       if (exchange.sink_error) return std::move(*exchange.sink_error).WithContext(where);
       if (exchange.body_too_large) {
         return Error(ErrorCode::kResourceExhausted,
