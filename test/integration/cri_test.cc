@@ -39,9 +39,9 @@ using berth::testing::ProxiedRequest;
 using berth::testing::TestRegistry;
 using berth::testing::TestRegistryMode;
 using berth::testing::TestRegistryOptions;
+using ::testing::AnyOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-using ::testing::AnyOf;
 using ::testing::IsEmpty;
 using ::testing::MatchesRegex;
 using ::testing::Not;
@@ -89,8 +89,8 @@ Result<imagegen::Image> MakeRandomImage(size_t bytes, uint64_t seed) {
 std::vector<ProxiedRequest> BlobGets(const FaultProxy& proxy, const imagegen::Descriptor& blob) {
   std::vector<ProxiedRequest> found;
   for (const ProxiedRequest& request : proxy.requests()) {
-    if (request.method == "GET" && request.target.find("/blobs/" + blob.digest.ToString()) !=
-                                       std::string::npos) {
+    if (request.method == "GET" &&
+        request.target.find("/blobs/" + blob.digest.ToString()) != std::string::npos) {
       found.push_back(request);
     }
   }
@@ -187,10 +187,17 @@ class CriTest : public ::testing::Test {
   std::string socket() const { return (dir_->path() / "run" / "berth.sock").string(); }
 
   void StartDaemon(const std::vector<std::string>& extra_args = {}) {
-    std::vector<std::string> argv = {
-        BERTHD_PATH, "--config", (dir_->path() / "config.toml").string(), "--root",
-        root_.string(), "--state", (dir_->path() / "state").string(), "--address",
-        "unix://" + socket(), "--log-level", "info"};
+    std::vector<std::string> argv = {BERTHD_PATH,
+                                     "--config",
+                                     (dir_->path() / "config.toml").string(),
+                                     "--root",
+                                     root_.string(),
+                                     "--state",
+                                     (dir_->path() / "state").string(),
+                                     "--address",
+                                     "unix://" + socket(),
+                                     "--log-level",
+                                     "info"};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     auto daemon = ChildProcess::Start({.argv = argv, .log_file = dir_->path() / "berthd.log"});
     ASSERT_TRUE(daemon) << daemon.error().ToString();
@@ -557,8 +564,8 @@ TEST_F(CriTest, SigtermDuringAPullCancelsItAfterTheGracePeriod) {
   grpc::Status status;
   std::thread caller([&] {
     v1::PullImageResponse response;
-    status = v1_->PullImage(Call(std::chrono::seconds(300)).get(), PullRequestV1(reference),
-                            &response);
+    status =
+        v1_->PullImage(Call(std::chrono::seconds(300)).get(), PullRequestV1(reference), &response);
   });
   bool downloading = WaitUntil([&] { return BytesSent(BlobGets(*proxy, layer)) > 0; });
   // SIGTERM; SIGKILL only if berthd is still there after 60 s (a hang, which fails below).
@@ -597,8 +604,8 @@ TEST_F(CriTest, SigtermLetsAnInFlightPullFinishWithinTheGracePeriod) {
   grpc::Status status;
   v1::PullImageResponse response;
   std::thread caller([&] {
-    status = v1_->PullImage(Call(std::chrono::seconds(300)).get(), PullRequestV1(reference),
-                            &response);
+    status =
+        v1_->PullImage(Call(std::chrono::seconds(300)).get(), PullRequestV1(reference), &response);
   });
   bool in_flight = WaitUntil([&] { return !BlobGets(**proxy, layer).empty(); });
   berth::testing::ExitStatus exit = daemon_->Stop(std::chrono::seconds(180));
@@ -653,8 +660,8 @@ TEST_F(CriTest, ErrorMessagesNameTheReferenceAndEndpoint) {
   wrong.set_username(token_registry_->username());
   wrong.set_password("not-the-password");
   grpc::Status refused = PullV1(reference, &response, &wrong);
-  EXPECT_THAT(refused.error_code(), AnyOf(grpc::StatusCode::UNAUTHENTICATED,
-                                          grpc::StatusCode::PERMISSION_DENIED));
+  EXPECT_THAT(refused.error_code(),
+              AnyOf(grpc::StatusCode::UNAUTHENTICATED, grpc::StatusCode::PERMISSION_DENIED));
   EXPECT_THAT(refused.error_message(), HasSubstr(reference));
   EXPECT_THAT(refused.error_message(), HasSubstr(token_registry_->host()));
   EXPECT_THAT(refused.error_message(), Not(HasSubstr("not-the-password")));
@@ -739,9 +746,13 @@ TEST_F(CriTest, PinnedImagesAreReportedAndKeptByRemoveImage) {
 
   // The CLI through this berthd: refused without --force, removed with it.
   auto cli = [&](std::vector<std::string> args) {
-    std::vector<std::string> argv = {BERTH_CLI_PATH, "--config",
-                                     (dir_->path() / "config.toml").string(), "--root",
-                                     root_.string(), "--address", "unix://" + socket()};
+    std::vector<std::string> argv = {BERTH_CLI_PATH,
+                                     "--config",
+                                     (dir_->path() / "config.toml").string(),
+                                     "--root",
+                                     root_.string(),
+                                     "--address",
+                                     "unix://" + socket()};
     argv.insert(argv.end(), args.begin(), args.end());
     auto run = berth::testing::RunCommand(argv, dir_->path());
     EXPECT_TRUE(run) << run.error().ToString();
@@ -787,8 +798,8 @@ TEST_F(CriTest, ImageFsInfoFiguresMatchDuAndFindmnt) {
   const std::string roots = "'" + snapshots.string() + "' '" + content.string() + "'";
   const uint64_t du_bytes =
       std::stoull(Shell("du -s -c -B1 " + roots + " | tail -n1 | cut -f1", dir_->path()));
-  const uint64_t inodes = std::stoull(
-      Shell("find " + roots + " -printf '%D:%i\\n' | sort -u | wc -l", dir_->path()));
+  const uint64_t inodes =
+      std::stoull(Shell("find " + roots + " -printf '%D:%i\\n' | sort -u | wc -l", dir_->path()));
   const std::string mountpoint =
       Shell("findmnt -n -o TARGET --target '" + snapshots.string() + "'", dir_->path());
   ASSERT_EQ(fs.image_filesystems_size(), 1);  // content and snapshots share the temp dir's fs
