@@ -14,6 +14,7 @@
 
 #include "berth/base/file_util.h"
 #include "berth/base/unique_fd.h"
+#include "berth/testing/secret_sentinel.h"
 
 extern char** environ;
 
@@ -158,6 +159,10 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::Start(const ChildProcessOpti
   // before the child got to its own setpgid().
   ::setpgid(pid, pid);
   auto child = std::unique_ptr<ChildProcess>(new ChildProcess(pid, options.log_file));
+  if (std::string name = std::filesystem::path(program).filename().string();
+      name.starts_with("berth")) {
+    child->product_name_ = std::move(name);
+  }
   error_write.reset();
 
   int child_errno = 0;
@@ -172,7 +177,12 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::Start(const ChildProcessOpti
   return child;
 }
 
-ChildProcess::~ChildProcess() { Stop(); }
+ChildProcess::~ChildProcess() {
+  Stop();
+  // The log is read now, while the test's temp dir still holds it; the check runs at the end
+  // of the test.
+  if (!product_name_.empty()) NoteProductOutput(product_name_ + " log", ReadLog());
+}
 
 bool ChildProcess::Reap() {
   if (status_.has_value()) return true;

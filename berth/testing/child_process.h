@@ -102,6 +102,9 @@ class ChildProcess {
   std::filesystem::path log_file_;
   std::optional<ExitStatus> status_;
   bool group_stopped_ = false;
+  // argv[0] is one of berth's own programs (berthd, berth, …): its log is handed to the
+  // credential hygiene check (secret_sentinel.h) when this object goes.
+  std::string product_name_;
 };
 
 }  // namespace berth::testing

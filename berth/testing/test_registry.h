@@ -38,6 +38,7 @@
 #include "berth/base/result.h"
 #include "berth/testing/child_process.h"
 #include "berth/testing/http_fetch.h"
+#include "berth/testing/secret_sentinel.h"
 #include "berth/testing/temp_dir.h"
 #include "berth/testing/test_pki.h"
 #include "berth/testing/token_server.h"
@@ -58,7 +59,8 @@ struct TestRegistryOptions {
   bool enable_schema1 = false;
   // kBasicAuth: the htpasswd user. kTokenAuth: the token server's user when token.users is empty.
   std::string username = "berth";
-  Secret password = Secret("berth-test-password");
+  // A sentinel (secret_sentinel.h): the hygiene checker fails a test where it leaks.
+  Secret password = Secret(SentinelSecret("registry-password"));
   // kBasicAuth: auth.htpasswd.realm.
   std::string realm = "berth-test-registry";
   // kTokenAuth: the token server. signing_key_file/signing_cert_file default to the generated

@@ -8,6 +8,7 @@
 
 #include "berth/base/base64.h"
 #include "berth/testing/http_wire.h"
+#include "berth/testing/secret_sentinel.h"
 
 namespace berth::testing {
 namespace {
@@ -179,6 +180,7 @@ Result<std::string> TokenServer::IssueToken(std::string_view subject,
       {"access", AccessToJson(access)},
   };
   BERTH_ASSIGN_OR_RETURN(std::string token, signer_.Sign(claims));
+  WatchSecret(token);  // a JWT cannot carry the sentinel prefix; watch it instead
   std::lock_guard<std::mutex> lock(mutex_);
   ++stats_.tokens_issued;
   return token;
@@ -218,7 +220,7 @@ std::vector<TokenAccess> TokenServer::Grant(const TokenUser* user,
 }
 
 std::string TokenServer::NewRefreshToken(const std::string& username) {
-  std::string token = "refresh-" + RandomHex(24);
+  std::string token = SentinelSecret("refresh-token-" + RandomHex(24));
   std::lock_guard<std::mutex> lock(mutex_);
   refresh_tokens_[token] = username;
   ++stats_.refresh_tokens_issued;
