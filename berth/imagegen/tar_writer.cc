@@ -37,6 +37,7 @@ using Block = std::array<char, kBlockSize>;
 constexpr uint64_t MaxOctal(size_t width) { return (uint64_t{1} << (3 * (width - 1))) - 1; }
 
 void PutString(Block& block, Field field, std::string_view value) {
+  if (value.empty()) return;  // memcpy from an empty view's null data() is undefined.
   std::memcpy(block.data() + field.offset, value.data(), std::min(value.size(), field.width));
 }
 
