@@ -19,11 +19,13 @@
 #include <string>
 #include <thread>
 
+#include "berth/base/base64.h"
 #include "berth/service/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/testing/child_process.h"
 #include "berth/testing/fault_proxy.h"
 #include "berth/testing/run_command.h"
+#include "berth/testing/secret_sentinel.h"
 #include "berth/testing/temp_dir.h"
 #include "berth/testing/test_registry.h"
 #include "proto/runtime/v1/api.grpc.pb.h"
@@ -47,6 +49,9 @@ using ::testing::MatchesRegex;
 using ::testing::Not;
 
 namespace v1 = ::runtime::v1;
+
+// A wrong password that is still a sentinel: the hygiene check fails a test where it leaks.
+const std::string kWrongPassword = berth::testing::SentinelSecret("wrong-cri-password");
 namespace v1alpha2 = ::runtime::v1alpha2;
 
 std::unique_ptr<grpc::ClientContext> Call(std::chrono::seconds timeout = std::chrono::seconds(60)) {
@@ -237,7 +242,10 @@ class CriTest : public ::testing::Test {
                       const v1::AuthConfig* auth = nullptr) {
     v1::PullImageRequest request = PullRequestV1(image);
     if (auth != nullptr) *request.mutable_auth() = *auth;
-    return v1_->PullImage(Call().get(), request, response);
+    grpc::Status status = v1_->PullImage(Call().get(), request, response);
+    // Checked for sentinel credentials at the end of the test (test/hygiene).
+    berth::testing::NoteProductOutput("gRPC status", status.error_message());
+    return status;
   }
 
   // A proxy in front of the plain registry that drips the big image's layer at 80 KiB/s.
@@ -426,10 +434,10 @@ TEST_F(CriTest, AuthConfigReachesTheTokenRegistry) {
 
   v1::AuthConfig wrong;
   wrong.set_username(token_registry_->username());
-  wrong.set_password("not-the-password");
+  wrong.set_password(kWrongPassword);
   grpc::Status refused = PullV1(reference, &response, &wrong);
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAUTHENTICATED) << refused.error_message();
-  EXPECT_THAT(refused.error_message(), Not(HasSubstr("not-the-password")));
+  EXPECT_THAT(refused.error_message(), Not(HasSubstr(kWrongPassword)));
 
   v1::AuthConfig right;
   right.set_username(token_registry_->username());
@@ -438,7 +446,19 @@ TEST_F(CriTest, AuthConfigReachesTheTokenRegistry) {
   ASSERT_TRUE(pulled.ok()) << pulled.error_message();
   EXPECT_EQ(response.image_ref(), image_a_->config.digest.ToString());
   EXPECT_THAT(daemon_->ReadLog(), Not(HasSubstr(token_registry_->password().reveal())));
-  EXPECT_THAT(daemon_->ReadLog(), Not(HasSubstr("not-the-password")));
+  EXPECT_THAT(daemon_->ReadLog(), Not(HasSubstr(kWrongPassword)));
+
+  // Docker's `auth` field (base64 of user:password), wrong and right.
+  v1::AuthConfig wrong_auth;
+  wrong_auth.set_auth(Base64Encode(token_registry_->username() + ":" + kWrongPassword));
+  grpc::Status refused_auth = PullV1(reference, &response, &wrong_auth);
+  EXPECT_EQ(refused_auth.error_code(), grpc::StatusCode::UNAUTHENTICATED)
+      << refused_auth.error_message();
+  v1::AuthConfig right_auth;
+  right_auth.set_auth(
+      Base64Encode(token_registry_->username() + ":" + token_registry_->password().reveal()));
+  grpc::Status pulled_auth = PullV1(reference, &response, &right_auth);
+  EXPECT_TRUE(pulled_auth.ok()) << pulled_auth.error_message();
 }
 
 TEST_F(CriTest, ErrorCodes) {
@@ -658,13 +678,13 @@ TEST_F(CriTest, ErrorMessagesNameTheReferenceAndEndpoint) {
   const std::string reference = token_registry_->host() + "/team/app:token";
   v1::AuthConfig wrong;
   wrong.set_username(token_registry_->username());
-  wrong.set_password("not-the-password");
+  wrong.set_password(kWrongPassword);
   grpc::Status refused = PullV1(reference, &response, &wrong);
   EXPECT_THAT(refused.error_code(),
               AnyOf(grpc::StatusCode::UNAUTHENTICATED, grpc::StatusCode::PERMISSION_DENIED));
   EXPECT_THAT(refused.error_message(), HasSubstr(reference));
   EXPECT_THAT(refused.error_message(), HasSubstr(token_registry_->host()));
-  EXPECT_THAT(refused.error_message(), Not(HasSubstr("not-the-password")));
+  EXPECT_THAT(refused.error_message(), Not(HasSubstr(kWrongPassword)));
 
   grpc::Status invalid = PullV1("Not A Reference", &response);
   EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);

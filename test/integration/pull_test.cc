@@ -43,6 +43,7 @@
 #include "berth/registry/curl_transport.h"
 #include "berth/testing/fault_proxy.h"
 #include "berth/testing/run_command.h"
+#include "berth/testing/secret_sentinel.h"
 #include "berth/testing/http_fetch.h"
 #include "berth/testing/http_server.h"
 #include "berth/testing/http_wire.h"
@@ -231,7 +232,11 @@ class PullTest : public ::testing::Test {
 
   Result<PulledImage> Pull(const config::Config& config, const std::string& reference,
                            const PullOptions& options = Amd64()) {
-    return MakePuller(config)->Pull(reference, options, {}, CancelToken::Never());
+    Result<PulledImage> pulled =
+        MakePuller(config)->Pull(reference, options, {}, CancelToken::Never());
+    // Checked for sentinel credentials at the end of the test (test/hygiene).
+    if (!pulled) berth::testing::NoteProductOutput("pull error", pulled.error().ToString());
+    return pulled;
   }
   Result<PulledImage> Pull(const std::string& reference, const PullOptions& options = Amd64()) {
     return Pull(config::DefaultConfig(), reference, options);
@@ -490,7 +495,7 @@ TEST_F(BasicAuthPullTest, ConfigCredentialsForAnotherHostAreNotUsed) {
 }
 
 TEST_F(BasicAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
-  const std::string wrong = "Wr0ng-Passw0rd-4c1d";
+  const std::string wrong = berth::testing::SentinelSecret("wrong-password-4c1d");
   PullOptions options = Amd64();
   options.auth.username = registry_->username();
   options.auth.password = Secret(wrong);
@@ -661,7 +666,7 @@ TEST_F(TokenAuthPullTest, IdentityTokenFromConfigFile) {
 
 TEST_F(TokenAuthPullTest, UnknownIdentityTokenIsUnauthenticatedAndNotEchoed) {
   ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
-  const std::string bogus = "bogus-refresh-token-8f2e61";
+  const std::string bogus = berth::testing::SentinelSecret("bogus-refresh-token-8f2e61");
   PullOptions options = Amd64();
   options.auth.identity_token = Secret(bogus);
   Result<PulledImage> pulled = Pull(reference_, options);
@@ -673,7 +678,7 @@ TEST_F(TokenAuthPullTest, UnknownIdentityTokenIsUnauthenticatedAndNotEchoed) {
 
 TEST_F(TokenAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
   ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
-  const std::string wrong = "N0t-The-Passw0rd-77aa";
+  const std::string wrong = berth::testing::SentinelSecret("wrong-password-77aa");
   PullOptions options = Amd64();
   options.auth.username = registry_->username();
   options.auth.password = Secret(wrong);
