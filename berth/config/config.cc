@@ -480,6 +480,18 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
         return Fail(reader.WrongType(entry, "an integer (bytes) or a size string like \"10GiB\""));
       }
       pull.max_layer_size = bytes;
+    } else if (name == "resume_window") {
+      if (!node.is_string()) {
+        return Fail(reader.WrongType(entry, "a duration string like \"1h\" (\"0\" disables)"));
+      }
+      Result<std::chrono::nanoseconds> window = ParseDuration(node.as_string()->get());
+      if (!window)
+        return Fail(reader.Problem(entry, "has an invalid value: " + window.error().message()));
+      if (window->count() < 0 || *window > std::chrono::hours(24 * 30)) {
+        return Fail(reader.Problem(entry, fmt::format("must be between 0 and 720h; got \"{}\"",
+                                                      node.as_string()->get())));
+      }
+      pull.resume_window = std::chrono::duration_cast<std::chrono::seconds>(*window);
     } else if (name == "discard_unpacked_layers") {
       BERTH_ASSIGN_OR_RETURN(pull.discard_unpacked_layers, reader.Bool(entry));
     } else if (name == "pinned_images") {
@@ -490,7 +502,7 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
           {"max_concurrent_downloads", "snapshotter", "image_pull_progress_timeout",
            "max_concurrent_downloads_total", "max_concurrent_downloads_per_registry",
            "min_download_speed", "min_download_speed_window", "sync", "max_layer_size",
-           "discard_unpacked_layers", "pinned_images"}));
+           "discard_unpacked_layers", "resume_window", "pinned_images"}));
     }
   }
   return Ok();

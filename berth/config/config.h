@@ -208,6 +208,9 @@ struct PullConfig {
   SyncMode sync = SyncMode::kLayer;
   uint64_t max_layer_size = kDefaultMaxLayerSize;
   bool discard_unpacked_layers = false;
+  // How long what a failed or interrupted pull fetched (blobs, partial downloads, unpacked
+  // layers) is kept for a retry to reuse; zero frees it at the next garbage collection.
+  std::chrono::seconds resume_window = std::chrono::hours(1);
   // Image references, as written (not normalized here), that garbage collection never removes.
   std::vector<std::string> pinned_images;
 

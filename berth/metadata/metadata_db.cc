@@ -297,7 +297,8 @@ Result<void> MetadataDb::AddLeaseResources(std::string_view id,
   if (!found) return Fail(ErrorCode::kNotFound, fmt::format("no lease {}", id));
   BERTH_ASSIGN_OR_RETURN(
       sqlite::Statement insert,
-      db_->Prepare("INSERT OR IGNORE INTO lease_resources(lease_id, kind, key) VALUES (?1, ?2, ?3)"));
+      db_->Prepare(
+          "INSERT OR IGNORE INTO lease_resources(lease_id, kind, key) VALUES (?1, ?2, ?3)"));
   for (const LeaseResource& resource : resources) {
     insert.Reset();
     insert.Bind(1, id).Bind(2, LeaseResourceKindName(resource.kind)).Bind(3, resource.key);
@@ -309,8 +310,8 @@ Result<void> MetadataDb::AddLeaseResources(std::string_view id,
 Result<void> MetadataDb::DeleteLease(std::string_view id) {
   std::lock_guard lock(mutex_);
   BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(*db_));
-  for (std::string_view sql : {"DELETE FROM lease_resources WHERE lease_id = ?1",
-                               "DELETE FROM leases WHERE id = ?1"}) {
+  for (std::string_view sql :
+       {"DELETE FROM lease_resources WHERE lease_id = ?1", "DELETE FROM leases WHERE id = ?1"}) {
     BERTH_ASSIGN_OR_RETURN(sqlite::Statement remove, db_->Prepare(sql));
     remove.Bind(1, id);
     BERTH_RETURN_IF_ERROR(WithContext(remove.Run(), fmt::format("delete lease {}", id)));

@@ -151,8 +151,7 @@ class MetadataDb {
   // Releases the lease `id` (or, with an empty id, every held lease — at start, when the
   // processes that held them are dead): drops its active snapshots and sets its expiry. Returns
   // how many leases were released.
-  Result<int64_t> ReleaseLeases(std::string_view id,
-                                std::chrono::system_clock::time_point expires);
+  Result<int64_t> ReleaseLeases(std::string_view id, std::chrono::system_clock::time_point expires);
   // Deletes released leases whose expiry is at or before `now`; returns how many.
   Result<int64_t> DeleteExpiredLeases(std::chrono::system_clock::time_point now);
   // Every lease with its resources, ordered by id.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <thread>
@@ -173,13 +174,20 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
   std::string pin = reference.digest() ? reference.digest()->ToString() : reference.tag();
   BERTH_ASSIGN_OR_RETURN(registry::FetchedManifest target,
                          WithContext(client_.Resolve(context.session, pin, cancel), what));
+  auto hold = [&](std::span<const Digest> digests) -> Result<void> {
+    if (options.lease == nullptr) return Ok();
+    return WithContext(options.lease->HoldBlobs(digests), what);
+  };
+  BERTH_RETURN_IF_ERROR(hold(std::array{target.descriptor.digest}));
   BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
                          WithContext(image::KindOfMediaType(target.descriptor.media_type), what));
   const bool converted_schema1 = kind == image::ManifestKind::kDockerSchema1;
   if (converted_schema1) {
     // As containerd 1.x: fetch the layers, generate a schema2 manifest and config in the store,
     // and go on with the generated manifest as the target (its layers are all in the store now).
-    auto fetch = [&](const image::Descriptor& layer, const CancelToken& layer_cancel) {
+    auto fetch = [&](const image::Descriptor& layer,
+                     const CancelToken& layer_cancel) -> Result<void> {
+      BERTH_RETURN_IF_ERROR(hold(std::array{layer.digest}));
       return FetchLayer(context, layer, context.schema1_layers++, nullptr, layer_cancel);
     };
     BERTH_ASSIGN_OR_RETURN(ConvertedSchema1 converted,
@@ -187,6 +195,9 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                                                       config_.pull.max_concurrent_downloads,
                                                       cancel),
                                        what));
+    // Held only once written: a collection in that instant would make this pull fail (the
+    // blob is missing below), never corrupt anything.
+    BERTH_RETURN_IF_ERROR(hold(std::array{converted.manifest.digest, converted.config.digest}));
     target.descriptor = converted.manifest;
     target.bytes = std::move(converted.manifest_bytes);
     kind = image::ManifestKind::kDockerManifest;
@@ -204,6 +215,7 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
     BERTH_ASSIGN_OR_RETURN(image::Index index, WithContext(image::ParseIndex(manifest.bytes), what));
     BERTH_ASSIGN_OR_RETURN(image::Descriptor chosen,
                            WithContext(image::SelectManifest(index, options.platform), what));
+    BERTH_RETURN_IF_ERROR(hold(std::array{chosen.digest}));
     BERTH_ASSIGN_OR_RETURN(manifest,
                            WithContext(client_.FetchManifest(context.session, chosen, cancel), what));
     BERTH_ASSIGN_OR_RETURN(kind, WithContext(image::KindOfMediaType(manifest.descriptor.media_type),
@@ -215,6 +227,11 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
 
   // 3. The config: the image ID and the diffIDs the unpacker checks layers against.
   const image::Descriptor config_descriptor = parsed_manifest.config;
+  {
+    std::vector<Digest> needed = {config_descriptor.digest};
+    for (const image::Descriptor& layer : parsed_manifest.layers) needed.push_back(layer.digest);
+    BERTH_RETURN_IF_ERROR(hold(needed));
+  }
   std::string config_bytes;
   if (Result<std::string> cached = store_.ReadBlob(config_descriptor.digest,
                                                   image::kMaxManifestBytes)) {

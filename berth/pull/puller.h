@@ -40,6 +40,7 @@
 #include "berth/image/manifest.h"
 #include "berth/image/platform.h"
 #include "berth/pull/download_scheduler.h"
+#include "berth/pull/pull_lease.h"
 #include "berth/reference/reference.h"
 #include "berth/registry/auth.h"
 #include "berth/registry/client.h"
@@ -89,6 +90,9 @@ struct PullOptions {
   registry::CriAuthConfig auth;
   // Optional: sees layers as they arrive (the unpacker). Must outlive Pull().
   LayerHandler* layer_handler = nullptr;
+  // Optional: told about every blob before the pull checks for, fetches or stores it, so
+  // garbage collection keeps it. Must outlive Pull().
+  PullLease* lease = nullptr;
 };
 
 // Progress of one blob; reported from download threads.

@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 #include <fnmatch.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <unordered_set>
 
@@ -73,6 +75,23 @@ void MeasureTree(const fs::path& root, std::set<std::pair<dev_t, ino_t>>& seen, 
   for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
     count(it->path());
   }
+}
+
+// The digest of the blob's bytes as they are on disk, with the blob's own algorithm.
+Result<Digest> HashBlob(const content::Store& store, const Digest& digest) {
+  BERTH_ASSIGN_OR_RETURN(UniqueFd fd, store.OpenBlob(digest));
+  Hasher hasher(digest.algorithm());
+  std::vector<char> buffer(1 << 20);
+  for (;;) {
+    ssize_t got = ::read(fd.get(), buffer.data(), buffer.size());
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError(errno, fmt::format("read blob {}", digest.ToString())));
+    }
+    if (got == 0) break;
+    hasher.Update(std::string_view(buffer.data(), static_cast<size_t>(got)));
+  }
+  return hasher.Finish();
 }
 
 }  // namespace
@@ -224,17 +243,72 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
   }
 }
 
+// Holds what one pull needs, in the metadata database, for the collector.
+class ImageService::PullLease final : public pull::PullLease {
+ public:
+  explicit PullLease(ImageService& service) : service_(service) {
+    std::random_device random;
+    id_ = fmt::format("pull-{:08x}{:08x}", random(), random());
+  }
+  const std::string& id() const { return id_; }
+
+  Result<void> HoldBlobs(std::span<const Digest> digests) override {
+    std::vector<metadata::LeaseResource> resources;
+    for (const Digest& digest : digests) {
+      resources.push_back({metadata::LeaseResourceKind::kBlob, digest.ToString()});
+    }
+    return service_.Hold(id_, std::move(resources));
+  }
+  Result<void> HoldSnapshots(std::span<const std::string> names) override {
+    std::vector<metadata::LeaseResource> resources;
+    for (const std::string& name : names) {
+      resources.push_back({metadata::LeaseResourceKind::kSnapshot, name});
+    }
+    return service_.Hold(id_, std::move(resources));
+  }
+  Result<void> HoldActiveSnapshot(std::string_view key) override {
+    return service_.Hold(id_, {{metadata::LeaseResourceKind::kActiveSnapshot, std::string(key)}});
+  }
+
+ private:
+  ImageService& service_;
+  std::string id_;
+};
+
 Result<PullResult> ImageService::PullOnce(const PullRequest& request, const Reference& reference,
                                           const CancelToken& cancel) {
-  Result<pull::PulledImage> pulled = [&]() -> Result<pull::PulledImage> {
-    std::shared_lock no_reclaim(reclaim_mutex_);
-    std::unique_ptr<pull::LayerHandler> unpacker = options_.unpacker();
-    pull::PullOptions pull_options{.platform = request.platform.value_or(options_.platform),
-                                   .auth = request.auth,
-                                   .layer_handler = unpacker.get()};
-    return puller_.Pull(reference.ToString(), pull_options, request.progress, cancel);
-  }();
-  ReclaimIfIdle();
+  PullLease lease(*this);
+  BERTH_RETURN_IF_ERROR(WithContext(db_.CreateLease(lease.id(), "pull " + reference.ToString()),
+                                    fmt::format("pull {}", reference.ToString())));
+  Result<PullResult> result = PullUnderLease(request, reference, lease, cancel);
+  // Pulled and named: the names hold everything now. Failed: keep what was fetched a while.
+  Result<void> ended =
+      result || options_.resume_window.count() == 0
+          ? db_.DeleteLease(lease.id())
+          : db_.ReleaseLeases(lease.id(), std::chrono::system_clock::now() + options_.resume_window)
+                .map([](int64_t) {});
+  if (!ended) {
+    log::Warn("pull.lease", {{"lease", lease.id()}, {"error", ended.error().ToString()}});
+  }
+  return result;
+}
+
+Result<void> ImageService::Hold(const std::string& id,
+                                std::vector<metadata::LeaseResource> resources) {
+  std::shared_lock no_collection(gc_mutex_);
+  return db_.AddLeaseResources(id, resources);
+}
+
+Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
+                                                const Reference& reference, PullLease& lease,
+                                                const CancelToken& cancel) {
+  std::unique_ptr<pull::LayerHandler> unpacker = options_.unpacker(lease);
+  pull::PullOptions pull_options{.platform = request.platform.value_or(options_.platform),
+                                 .auth = request.auth,
+                                 .layer_handler = unpacker.get(),
+                                 .lease = &lease};
+  Result<pull::PulledImage> pulled =
+      puller_.Pull(reference.ToString(), pull_options, request.progress, cancel);
   if (!pulled) return Fail(std::move(pulled).error());
 
   ImageEntry entry;
@@ -381,53 +455,121 @@ Result<void> ImageService::Remove(std::string_view ref_or_id, RemovePinned pinne
     BERTH_RETURN_IF_ERROR(
         WithContext(db_.DeleteImages(names), fmt::format("remove image {}", entry->id.ToString())));
     index_.Remove(entry->id);
-    std::lock_guard pending(pending_mutex_);
-    pending_reclaim_.push_back(std::move(*entry));
   }
-  ReclaimIfIdle();
+  if (Result<gc::CollectReport> collected = CollectGarbage(); !collected) {
+    log::Warn("image.remove",
+              {{"image", std::string(ref_or_id)}, {"gc_error", collected.error().ToString()}});
+  }
   return Ok();
 }
 
-void ImageService::ReclaimIfIdle() {
-  std::unique_lock lock(reclaim_mutex_, std::try_to_lock);
-  if (!lock.owns_lock()) return;  // a pull is running; the last one to finish reclaims
-  Reclaim();
+Result<gc::CollectReport> ImageService::CollectGarbage(bool dry_run) {
+  std::unique_lock collection(gc_mutex_);
+  return CollectLocked(dry_run);
 }
 
-void ImageService::Reclaim() {
-  std::vector<ImageEntry> removed;
-  {
-    std::lock_guard pending(pending_mutex_);
-    removed.swap(pending_reclaim_);
+Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run) {
+  return gc::Collect(
+      store_, snapshotter_, db_,
+      {.dry_run = dry_run, .discard_unpacked_layers = options_.discard_unpacked_layers});
+}
+
+Result<void> ImageService::DropSnapshotsAndChildren(const std::vector<std::string>& missing) {
+  if (missing.empty()) return Ok();
+  std::map<std::string, std::vector<std::string>> children;
+  BERTH_RETURN_IF_ERROR(snapshotter_.Walk([&](const snapshot::Info& info) -> Result<void> {
+    if (!info.parent.empty()) children[info.parent].push_back(info.name);
+    return Ok();
+  }));
+  // Depth first, children before their parent.
+  std::set<std::string> removed;
+  std::function<Result<void>(const std::string&)> drop =
+      [&](const std::string& key) -> Result<void> {
+    if (!removed.insert(key).second) return Ok();
+    for (const std::string& child : children[key]) BERTH_RETURN_IF_ERROR(drop(child));
+    Result<void> gone = snapshotter_.Remove(key);
+    if (!gone && gone.error().code() != ErrorCode::kNotFound) return gone;
+    log::Warn("snapshot.stale", {{"snapshot", key}, {"reason", "its directory is gone"}});
+    return Ok();
+  };
+  for (const std::string& key : missing) BERTH_RETURN_IF_ERROR(drop(key));
+  return Ok();
+}
+
+Result<gc::CollectReport> ImageService::Recover() {
+  std::unique_lock collection(gc_mutex_);
+  BERTH_ASSIGN_OR_RETURN(int64_t released, db_.ReleaseLeases("", std::chrono::system_clock::now() +
+                                                                     options_.resume_window));
+  if (released > 0) {
+    log::Info("recover.leases", {{"released", std::to_string(released)}});
   }
-  if (removed.empty()) return;
-  std::unordered_set<std::string> used_chains;
-  std::unordered_set<Digest> used_blobs;
-  for (const ImageEntry& entry : index_.List()) {
-    used_chains.insert(entry.chain.begin(), entry.chain.end());
-    used_blobs.insert(entry.blobs.begin(), entry.blobs.end());
-  }
-  for (const ImageEntry& entry : removed) {
-    // Top down: a snapshot can go only once its children have.
-    for (auto chain = entry.chain.rbegin(); chain != entry.chain.rend(); ++chain) {
-      if (used_chains.contains(*chain)) break;  // every lower layer is used too
-      Result<void> removed_snapshot = snapshotter_.Remove(*chain);
-      if (!removed_snapshot && removed_snapshot.error().code() != ErrorCode::kNotFound) {
-        log::Warn("image.reclaim",
-                  {{"snapshot", *chain}, {"error", removed_snapshot.error().ToString()}});
-        break;  // e.g. a container's snapshot still sits on it
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshotter_.FindMissing());
+  BERTH_RETURN_IF_ERROR(DropSnapshotsAndChildren(missing));
+  return CollectLocked(/*dry_run=*/false);
+}
+
+Result<CheckReport> ImageService::Check(const CheckOptions& options) {
+  std::unique_lock collection(gc_mutex_);
+  CheckReport report;
+  // Images: each name's target, manifest and config in the store, its top snapshot committed.
+  BERTH_ASSIGN_OR_RETURN(std::vector<metadata::ImageRecord> records, db_.ListImages());
+  std::set<Digest> seen;
+  for (const metadata::ImageRecord& record : records) {
+    if (!seen.insert(record.image_id).second) continue;
+    Result<ImageEntry> entry = LoadEntry(record);
+    if (!entry) {
+      report.problems.push_back(
+          fmt::format("image {} ({}): {}; it is not reported until pulled "
+                      "again",
+                      record.image_id.ToString(), record.name, entry.error().message()));
+      continue;
+    }
+    if (!entry->chain.empty()) {
+      Result<snapshot::Info> top = snapshotter_.Stat(entry->chain.back());
+      if (!top || top->kind != snapshot::Kind::kCommitted) {
+        report.problems.push_back(fmt::format(
+            "image {} ({}): its top snapshot {} is missing; it is not reported until pulled again",
+            record.image_id.ToString(), record.name, entry->chain.back()));
       }
     }
-    for (const Digest& blob : entry.blobs) {
-      if (used_blobs.contains(blob)) continue;
-      Result<void> deleted = store_.Delete(blob);
-      if (!deleted && deleted.error().code() != ErrorCode::kNotFound) {
-        log::Warn("image.reclaim",
-                  {{"blob", blob.ToString()}, {"error", deleted.error().ToString()}});
+  }
+  // Snapshots whose directory is gone.
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshotter_.FindMissing());
+  for (const std::string& key : missing) {
+    report.problems.push_back(fmt::format("snapshot {}: its directory is gone", key));
+  }
+  // Blobs whose bytes do not match their name.
+  std::vector<Digest> corrupt;
+  if (options.verify_digests) {
+    std::vector<content::BlobInfo> blobs;
+    BERTH_RETURN_IF_ERROR(
+        store_.Walk([&](const content::BlobInfo& blob) { blobs.push_back(blob); }));
+    for (const content::BlobInfo& blob : blobs) {
+      Result<Digest> actual = HashBlob(store_, blob.digest);
+      if (!actual) {
+        if (actual.error().code() == ErrorCode::kNotFound) continue;  // removed meanwhile
+        return Fail(std::move(actual).error());
       }
-      used_blobs.insert(blob);  // listed twice (e.g. a repeated layer): delete once
+      ++report.blobs_verified;
+      if (*actual != blob.digest) {
+        corrupt.push_back(blob.digest);
+        report.problems.push_back(fmt::format("blob {}: its bytes hash to {}",
+                                              blob.digest.ToString(), actual->ToString()));
+      }
     }
   }
+  if (options.repair) {
+    BERTH_RETURN_IF_ERROR(DropSnapshotsAndChildren(missing));
+    for (const Digest& digest : corrupt) {
+      Result<void> deleted = store_.Delete(digest);
+      if (!deleted && deleted.error().code() != ErrorCode::kNotFound) return Fail(deleted.error());
+    }
+    BERTH_ASSIGN_OR_RETURN(report.garbage, CollectLocked(/*dry_run=*/false));
+    report.repaired = true;
+  } else {
+    BERTH_ASSIGN_OR_RETURN(report.garbage, CollectLocked(/*dry_run=*/true));
+  }
+  return report;
 }
 
 Result<std::vector<FilesystemUsage>> ImageService::FsInfo() {
@@ -442,13 +584,13 @@ Result<std::vector<FilesystemUsage>> ImageService::FsInfo() {
   for (const auto& [mountpoint, roots] : by_mountpoint) {
     TreeUsage usage;
     for (const fs::path& root : roots) MeasureTree(root, seen, usage);
-    filesystems.push_back({.timestamp = std::chrono::system_clock::now(),
-                           .mountpoint = mountpoint,
-                           .used_bytes = usage.bytes,
-                           .inodes_used = usage.inodes,
-                           .holds_writable_layers =
-                               std::find(roots.begin(), roots.end(), options_.snapshot_root) !=
-                               roots.end()});
+    filesystems.push_back(
+        {.timestamp = std::chrono::system_clock::now(),
+         .mountpoint = mountpoint,
+         .used_bytes = usage.bytes,
+         .inodes_used = usage.inodes,
+         .holds_writable_layers =
+             std::find(roots.begin(), roots.end(), options_.snapshot_root) != roots.end()});
   }
   return filesystems;
 }

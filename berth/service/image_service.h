@@ -23,9 +23,14 @@
 // Concurrent identical pulls (same reference, platform and credentials) share one pull: one set
 // of downloads and one unpack, and every caller gets its result.
 //
-// Thread safety: every operation may run concurrently with every other. Removing an image
-// reclaims its snapshots and blobs only when no pull is running; otherwise the reclaim waits for
-// the last running pull to finish.
+// Leases and garbage collection: every pull works under a lease in the metadata database
+// (metadata_db.h) that holds each blob and snapshot before the pull checks for or creates it.
+// The lease is deleted once the names are written; a pull that fails releases it with an expiry
+// of `resume_window`, so a retry resumes from what was fetched; at start (Recover) the leases of
+// pulls that died with the process are released the same way. Garbage collection (gc/) runs
+// after Remove, at start and on demand, and may run while pulls do: the lease protects them.
+//
+// Thread safety: every operation may run concurrently with every other.
 #pragma once
 
 #include <chrono>
@@ -45,6 +50,7 @@
 #include "berth/base/cancel.h"
 #include "berth/base/result.h"
 #include "berth/content/store.h"
+#include "berth/gc/collector.h"
 #include "berth/image/platform.h"
 #include "berth/metadata/metadata_db.h"
 #include "berth/pull/puller.h"
@@ -57,8 +63,9 @@ namespace berth::service {
 
 // Makes the layer handler that unpacks one pull's layers into the snapshotter, each layer
 // committed under its chain ID: berth/unpack's Unpacker (the composition root builds it; the
-// service only needs the pull::LayerHandler seam).
-using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>()>;
+// service only needs the pull::LayerHandler seam). The handler must hold every snapshot it
+// checks for or creates in `lease` first.
+using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>(pull::PullLease& lease)>;
 
 struct ImageServiceOptions {
   // The snapshotter's name, recorded with each image ("overlayfs", "native").
@@ -72,6 +79,27 @@ struct ImageServiceOptions {
   UnpackerFactory unpacker;
   // The platform pulled when a request names none.
   image::Platform platform = image::HostPlatform();
+  // How long what a failed or interrupted pull fetched is kept for a retry (config
+  // pull.resume_window); 0 frees it at the next collection.
+  std::chrono::seconds resume_window{3600};
+  // Delete a layer's blob once the layer is unpacked (config pull.discard_unpacked_layers).
+  bool discard_unpacked_layers = false;
+};
+
+// What Check found. Problems are what makes an image not present or the store inconsistent;
+// garbage is what a collection frees.
+struct CheckReport {
+  std::vector<std::string> problems;
+  gc::CollectReport garbage;
+  int64_t blobs_verified = 0;
+  bool repaired = false;
+
+  bool clean() const { return problems.empty() && garbage.removed.empty(); }
+};
+
+struct CheckOptions {
+  bool repair = false;          // fix what was found (see Check)
+  bool verify_digests = false;  // re-hash every blob
 };
 
 struct PullRequest {
@@ -85,7 +113,7 @@ struct PullRequest {
 
 struct PullResult {
   Digest image_id = Digest::Sha256Of("");
-  std::string reference;  // the normalized reference pulled
+  std::string reference;    // the normalized reference pulled
   std::string repo_digest;  // empty for a converted schema1 image
 };
 
@@ -150,11 +178,28 @@ class ImageService {
   // The image named by `ref_or_id`, or nullopt when there is none (not an error).
   Result<std::optional<Image>> Status(std::string_view ref_or_id);
 
-  // Removes every name of the image `ref_or_id` names, then reclaims the snapshots and blobs no
-  // other image uses. Success when no image matches. kFailedPrecondition for a pinned image
-  // unless `pinned` is kAllow. Errors: the database's; a failure to reclaim is logged, not
-  // returned (the names are gone, and the next Remove retries).
+  // Removes every name of the image `ref_or_id` names, then collects garbage: the snapshots and
+  // blobs nothing else uses are freed. Success when no image matches. kFailedPrecondition for a
+  // pinned image unless `pinned` is kAllow. Errors: the database's; a failed collection is
+  // logged, not returned (the names are gone, and the next collection retries).
   Result<void> Remove(std::string_view ref_or_id, RemovePinned pinned = RemovePinned::kRefuse);
+
+  // Mark and sweep (gc/collector.h); safe while pulls run. Errors: the collector's.
+  Result<gc::CollectReport> CollectGarbage(bool dry_run = false);
+
+  // Start-up reconciliation, for the one process that owns the root (after the root lock):
+  // releases the leases of pulls that died with an earlier process (kept for resume_window),
+  // drops the records of snapshots whose directory is gone (and of everything built on them),
+  // so the images on them are no longer reported and the next pull repairs them, then collects
+  // garbage. Call before serving.
+  Result<gc::CollectReport> Recover();
+
+  // `berth check`: compares the database with the content store and the snapshotter. Problems:
+  // an image whose manifest, config or top snapshot is missing (not reported; a pull repairs
+  // it), a snapshot whose directory is gone, a blob whose bytes do not match its digest (with
+  // verify_digests). Garbage: what a collection would free, incl. unknown directories and
+  // ingests. With `repair`: drops stale snapshot records, deletes corrupt blobs, collects.
+  Result<CheckReport> Check(const CheckOptions& options);
 
   // The filesystems holding the snapshot root and the content store, with berth's usage on
   // each (one entry when both are on the same filesystem; the snapshot root's is marked
@@ -170,9 +215,12 @@ class ImageService {
         db_(db),
         options_(std::move(options)) {}
 
+  class PullLease;
   // The pull itself; Pull() shares one run of it among identical concurrent requests.
   Result<PullResult> PullOnce(const PullRequest& request, const Reference& reference,
                               const CancelToken& cancel);
+  Result<PullResult> PullUnderLease(const PullRequest& request, const Reference& reference,
+                                    PullLease& lease, const CancelToken& cancel);
   Result<void> Rebuild();
   // Reads the image's blobs back from the content store into an entry (no names).
   Result<ImageEntry> LoadEntry(const metadata::ImageRecord& record);
@@ -180,8 +228,11 @@ class ImageService {
   bool IsReported(const ImageEntry& entry);
   bool IsPinned(const ImageEntry& entry) const;
   Image ToImage(const ImageEntry& entry) const;
-  void ReclaimIfIdle();
-  void Reclaim();
+  // Adds resources to the lease `id` under gc_mutex_ (shared).
+  Result<void> Hold(const std::string& id, std::vector<metadata::LeaseResource> resources);
+  // Removes the snapshots `missing` and every snapshot built on them. REQUIRES: gc_mutex_ held.
+  Result<void> DropSnapshotsAndChildren(const std::vector<std::string>& missing);
+  Result<gc::CollectReport> CollectLocked(bool dry_run);
 
   pull::Puller& puller_;
   content::Store& store_;
@@ -192,11 +243,10 @@ class ImageService {
 
   // Serialises name writes (database, then index), so both see them in one order.
   std::mutex names_mutex_;
-  // Pulls hold it shared; reclaiming takes it exclusively, so no blob or snapshot a running
-  // pull relies on is deleted under it.
-  std::shared_mutex reclaim_mutex_;
-  std::mutex pending_mutex_;
-  std::vector<ImageEntry> pending_reclaim_;  // removed images whose data awaits reclaiming
+  // A collection holds it exclusively from reading the roots to the end of the sweep; adding to
+  // a lease holds it shared, so what a pull holds is either seen by a collection or held after
+  // it ended.
+  std::shared_mutex gc_mutex_;
 
   // Identical pulls in flight (same reference, platform and credentials): the first runs, the
   // others wait for its result instead of fetching and unpacking the same image again.

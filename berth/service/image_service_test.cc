@@ -78,9 +78,10 @@ class ImageServiceTest : public ::testing::Test {
                                          .snapshot_root = dir_->path() / "snapshots",
                                          .pinned_images = std::move(pinned),
                                          .unpacker =
-                                             [this] {
+                                             [this](pull::PullLease& lease) {
                                                return std::make_unique<unpack::Unpacker>(
-                                                   *snapshotter_, *store_, unpack::UnpackOptions{});
+                                                   *snapshotter_, *store_, unpack::UnpackOptions{},
+                                                   unpack::LayerProgressFn{}, &lease);
                                              },
                                          .platform = {.os = "linux", .architecture = "amd64"}});
     ASSERT_TRUE(service) << service.error().ToString();

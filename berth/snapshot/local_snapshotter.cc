@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <charconv>
@@ -547,8 +548,7 @@ Result<ApplyTarget> LocalSnapshotter::GetApplyTarget(std::string_view key) {
   return ApplyTargetFor(snapshot);
 }
 
-Result<std::vector<fs::path>> LocalSnapshotter::Cleanup() {
-  std::lock_guard lock(mutex_);
+Result<std::vector<fs::path>> LocalSnapshotter::FindOrphansLocked() {
   std::set<int64_t> known;
   {
     BERTH_ASSIGN_OR_RETURN(sqlite::Statement query,
@@ -571,12 +571,42 @@ Result<std::vector<fs::path>> LocalSnapshotter::Cleanup() {
   if (error) {
     return Fail(ErrnoError(error.value(), fmt::format("list {}", snapshots.string())));
   }
+  std::sort(orphans.begin(), orphans.end());
+  return orphans;
+}
+
+Result<std::vector<fs::path>> LocalSnapshotter::FindOrphans() {
+  std::lock_guard lock(mutex_);
+  return FindOrphansLocked();
+}
+
+Result<std::vector<fs::path>> LocalSnapshotter::Cleanup() {
+  std::lock_guard lock(mutex_);
+  BERTH_ASSIGN_OR_RETURN(std::vector<fs::path> orphans, FindOrphansLocked());
   std::vector<fs::path> removed;
   for (const fs::path& orphan : orphans) {
     BERTH_RETURN_IF_ERROR(WithContext(RemoveTree(orphan), "clean up snapshot directories"));
     removed.push_back(orphan);
   }
   return removed;
+}
+
+Result<std::vector<std::string>> LocalSnapshotter::FindMissing() {
+  std::lock_guard lock(mutex_);
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement query,
+      db_->Prepare("SELECT id, key FROM snapshots WHERE snapshotter = ?1 ORDER BY id"));
+  query.Bind(1, type_);
+  std::vector<std::string> missing;
+  while (true) {
+    BERTH_ASSIGN_OR_RETURN(bool has_row, query.Step());
+    if (!has_row) break;
+    std::error_code error;
+    if (!fs::is_directory(LayerDir(query.ColumnInt64(0)), error)) {
+      missing.push_back(query.ColumnText(1));
+    }
+  }
+  return missing;
 }
 
 Result<int64_t> LocalSnapshotter::IdForTest(std::string_view key) {

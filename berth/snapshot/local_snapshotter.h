@@ -84,6 +84,8 @@ class LocalSnapshotter : public Snapshotter {
   Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) override;
   Result<ApplyTarget> GetApplyTarget(std::string_view key) override;
   Result<std::vector<std::filesystem::path>> Cleanup() override;
+  Result<std::vector<std::filesystem::path>> FindOrphans() override;
+  Result<std::vector<std::string>> FindMissing() override;
 
   const std::filesystem::path& root() const { return options_.root; }
   // <root>/snapshots/<id>: the directory of snapshot `id`.
@@ -124,6 +126,8 @@ class LocalSnapshotter : public Snapshotter {
   const LocalSnapshotterOptions& options() const { return options_; }
 
  private:
+  // REQUIRES: mutex_ held.
+  Result<std::vector<std::filesystem::path>> FindOrphansLocked();
   struct Row;
   Result<void> CommitImpl(std::string_view name, std::string_view key,
                           std::optional<std::string_view> parent, const Labels& labels);

@@ -68,6 +68,11 @@ namespace berth::snapshot {
 
 enum class Kind { kView, kActive, kCommitted };
 
+// Active snapshots an unpack writes layers into start with this key prefix. They are scratch:
+// garbage collection removes those no running pull's lease holds. Any other active snapshot or
+// view (a `berth mount`, a container's) is kept, and so is everything under it.
+inline constexpr std::string_view kUnpackScratchPrefix = "extract-";
+
 // "view", "active", "committed".
 std::string_view KindName(Kind kind);
 
@@ -169,6 +174,13 @@ class Snapshotter {
   // Deletes directories under the root that no snapshot refers to (leftovers of crashes or of
   // a failed Remove) and returns their paths. Safe at any time.
   virtual Result<std::vector<std::filesystem::path>> Cleanup() = 0;
+
+  // The directories Cleanup() would delete, without deleting them (for `berth check`).
+  virtual Result<std::vector<std::filesystem::path>> FindOrphans() = 0;
+
+  // Keys of the snapshots whose directory is gone (removed behind the snapshotter's back): their
+  // records are stale, and whatever is built on them is broken.
+  virtual Result<std::vector<std::string>> FindMissing() = 0;
 };
 
 }  // namespace berth::snapshot

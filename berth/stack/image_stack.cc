@@ -51,9 +51,9 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   BERTH_ASSIGN_OR_RETURN(stack->db_, metadata::MetadataDb::Open({.path = root / "metadata.db"}));
   BERTH_ASSIGN_OR_RETURN(stack->transport_, registry::CurlTransport::Create());
   // One download scheduler for every pull of this node (its limits: pull.max_concurrent_*).
-  stack->scheduler_ = std::make_unique<pull::DownloadScheduler>(pull::DownloadLimits{
-      .max_total = config.pull.max_concurrent_downloads_total,
-      .max_per_registry = config.pull.max_concurrent_downloads_per_registry});
+  stack->scheduler_ = std::make_unique<pull::DownloadScheduler>(
+      pull::DownloadLimits{.max_total = config.pull.max_concurrent_downloads_total,
+                           .max_per_registry = config.pull.max_concurrent_downloads_per_registry});
   stack->puller_ = std::make_unique<pull::Puller>(*stack->store_, *stack->transport_, config,
                                                   stack->scheduler_.get());
   // Durability (pull.sync): "layer" lets the snapshotter syncfs each layer at commit, "file"
@@ -70,10 +70,18 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
           {.snapshotter_name = std::string(config::SnapshotterName(config.pull.snapshotter)),
            .snapshot_root = stack->snapshot_root_,
            .pinned_images = config.pull.pinned_images,
-           .unpacker = [self, unpack_options] {
-             return std::make_unique<unpack::Unpacker>(
-                 *self->snapshotter_, *self->store_, unpack_options, self->options_.layer_progress);
-           }}));
+           .unpacker =
+               [self, unpack_options](pull::PullLease& lease) {
+                 return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,
+                                                           unpack_options,
+                                                           self->options_.layer_progress, &lease);
+               },
+           .resume_window = config.pull.resume_window,
+           .discard_unpacked_layers = config.pull.discard_unpacked_layers}));
+  if (stack->options_.recover) {
+    BERTH_ASSIGN_OR_RETURN(gc::CollectReport recovered, stack->images_->Recover());
+    stack->recovered_ = std::move(recovered);
+  }
   return stack;
 }
 

@@ -35,6 +35,9 @@ struct ImageStackOptions {
   // Called from the pull's threads for each layer of every pull (the CLI's progress); may be
   // empty. Must outlive the stack.
   unpack::LayerProgressFn layer_progress;
+  // Run start-up reconciliation (ImageService::Recover) once the service is built. Only for the
+  // process that holds the root's lock.
+  bool recover = true;
 };
 
 class ImageStack {
@@ -55,6 +58,8 @@ class ImageStack {
   metadata::MetadataDb& metadata() { return *db_; }
   // The snapshotter's directory, <root>/snapshots/<name>.
   const std::filesystem::path& snapshot_root() const { return snapshot_root_; }
+  // What start-up reconciliation freed (empty when options.recover was false).
+  const gc::CollectReport& recovered() const { return recovered_; }
 
  private:
   ImageStack() = default;
@@ -69,6 +74,7 @@ class ImageStack {
   std::unique_ptr<pull::DownloadScheduler> scheduler_;
   std::unique_ptr<pull::Puller> puller_;
   std::unique_ptr<service::ImageService> images_;
+  gc::CollectReport recovered_;
 };
 
 // The snapshotter `kind` under <root>/snapshots/<name>, with its metadata in <root>/metadata.db

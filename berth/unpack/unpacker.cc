@@ -70,7 +70,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
     std::string old_key = std::exchange(key_, unpacker_.NewKey(index_));
     BERTH_RETURN_IF_ERROR(unpacker_.snapshotter_.Remove(old_key));
     unpacker_.ForgetKey(old_key);
-    unpacker_.TrackKey(key_);
+    BERTH_RETURN_IF_ERROR(unpacker_.TrackKey(key_));
     BERTH_RETURN_IF_ERROR(unpacker_.snapshotter_.Prepare(key_, "", {}));
     return Start();
   }
@@ -133,11 +133,12 @@ class Unpacker::BlobObserver final : public pull::LayerObserver {
 };
 
 Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, UnpackOptions options,
-                   LayerProgressFn progress)
+                   LayerProgressFn progress, pull::PullLease* lease)
     : snapshotter_(snapshotter),
       store_(store),
       options_(std::move(options)),
       progress_(std::move(progress)),
+      lease_(lease),
       rebase_(snapshotter.SupportsRebase()) {}
 
 Unpacker::~Unpacker() {
@@ -153,8 +154,14 @@ Result<void> Unpacker::Begin(const image::Manifest& manifest, const image::Image
   if (manifest.layers.empty()) {
     return Fail(ErrorCode::kInvalidArgument, "the image has no layers to unpack");
   }
+  std::vector<Digest> chain_ids = image::ChainIds(config.diff_ids);
+  if (lease_ != nullptr) {
+    std::vector<std::string> names;
+    for (const Digest& chain_id : chain_ids) names.push_back(chain_id.ToString());
+    BERTH_RETURN_IF_ERROR(lease_->HoldSnapshots(names));
+  }
   std::lock_guard lock(mutex_);
-  chain_ids_ = image::ChainIds(config.diff_ids);
+  chain_ids_ = std::move(chain_ids);
   layers_.clear();
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     layers_.push_back({.descriptor = manifest.layers[i], .diff_id = config.diff_ids[i]});
@@ -166,7 +173,8 @@ Result<void> Unpacker::Begin(const image::Manifest& manifest, const image::Image
 std::string Unpacker::NewKey(size_t index) const {
   std::random_device random;
   uint64_t nonce = (uint64_t{random()} << 32) | random();
-  return fmt::format("extract-{:016x}-{}", nonce, chain_ids_[index].ToString());
+  return fmt::format("{}{:016x}-{}", snapshot::kUnpackScratchPrefix, nonce,
+                     chain_ids_[index].ToString());
 }
 
 archive::ApplyOptions Unpacker::ApplyOptionsFor(const snapshot::ApplyTarget& target,
@@ -217,7 +225,7 @@ Result<pull::LayerPlan> Unpacker::PlanLayer(size_t index) {
     return pull::LayerPlan{.observer = std::make_unique<BlobObserver>(*this, index)};
   }
   std::string key = NewKey(index);
-  TrackKey(key);
+  BERTH_RETURN_IF_ERROR(TrackKey(key));
   BERTH_RETURN_IF_ERROR(snapshotter_.Prepare(key, "", {}));
   auto observer = std::make_unique<StreamingObserver>(*this, index, descriptor, key);
   BERTH_RETURN_IF_ERROR(WithContext(observer->Start(),
@@ -246,9 +254,11 @@ void Unpacker::Report(size_t index, LayerEvent event, uint64_t uncompressed_byte
   }
 }
 
-void Unpacker::TrackKey(std::string key) {
+Result<void> Unpacker::TrackKey(std::string key) {
+  if (lease_ != nullptr) BERTH_RETURN_IF_ERROR(lease_->HoldActiveSnapshot(key));
   std::lock_guard lock(mutex_);
   keys_.push_back(std::move(key));
+  return Ok();
 }
 
 void Unpacker::ForgetKey(const std::string& key) {
@@ -321,7 +331,7 @@ Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
   // The parent's layer directories, from the mounts of a short-lived view of it: an overlay
   // lowerdir= list, or a bind mount of the single layer.
   const std::string view = NewKey(index) + "-lower";
-  TrackKey(view);
+  BERTH_RETURN_IF_ERROR(TrackKey(view));
   Result<std::vector<snapshot::Mount>> mounts = snapshotter_.View(view, parent, {});
   if (!mounts) {
     ForgetKey(view);
@@ -389,7 +399,7 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
                 fmt::format("{}: the blob is not in the content store; pull the image", what));
   }
   const std::string key = NewKey(index);
-  TrackKey(key);
+  BERTH_RETURN_IF_ERROR(TrackKey(key));
   BERTH_ASSIGN_OR_RETURN(std::vector<snapshot::Mount> mounts,
                          WithContext(snapshotter_.Prepare(key, parent, {}), what));
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,

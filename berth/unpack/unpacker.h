@@ -104,9 +104,11 @@ struct UnpackStats {
 
 class Unpacker final : public pull::LayerHandler {
  public:
-  // `snapshotter` and `store` must outlive the Unpacker. `progress` may be empty.
+  // `snapshotter` and `store` must outlive the Unpacker. `progress` may be empty. `lease`, if
+  // given, must outlive the Unpacker: it is told the chain IDs (at Begin) and each active
+  // snapshot (before it is prepared), so garbage collection keeps them.
   Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, UnpackOptions options,
-           LayerProgressFn progress = {});
+           LayerProgressFn progress = {}, pull::PullLease* lease = nullptr);
   // Removes any active snapshot left behind (when End() was never called).
   ~Unpacker() override;
   Unpacker(const Unpacker&) = delete;
@@ -169,14 +171,16 @@ class Unpacker final : public pull::LayerHandler {
   Result<void> CheckDiffId(size_t index, const Digest& actual) const;
   void Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes = 0);
   void RemoveKeys();
-  // Remembers an active snapshot so that failure paths remove it.
-  void TrackKey(std::string key);
+  // Holds an active snapshot in the lease and remembers it so that failure paths remove it.
+  // Call before preparing it.
+  Result<void> TrackKey(std::string key);
   void ForgetKey(const std::string& key);
 
   snapshot::Snapshotter& snapshotter_;
   content::Store& store_;
   const UnpackOptions options_;
   const LayerProgressFn progress_;
+  pull::PullLease* const lease_;
   bool rebase_ = false;
 
   // Set by Begin(); read-only afterwards.

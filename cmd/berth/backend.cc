@@ -38,8 +38,20 @@ class DaemonBackend final : public ImageBackend {
     return client_->Remove(ref_or_id, pinned);
   }
   Result<std::vector<service::FilesystemUsage>> FsInfo() override { return client_->FsInfo(); }
+  Result<gc::CollectReport> CollectGarbage(bool) override { return Fail(RootIsServed("gc")); }
+  Result<service::CheckReport> Check(const service::CheckOptions&) override {
+    return Fail(RootIsServed("check"));
+  }
 
  private:
+  Error RootIsServed(std::string_view command) const {
+    return Error(ErrorCode::kFailedPrecondition,
+                 fmt::format("{} serves this root and collects its garbage itself (at start and "
+                             "after every removal); `berth {}` works on a root no berthd serves: "
+                             "stop berthd first, or pass --root for another root",
+                             Describe(), command));
+  }
+
   std::unique_ptr<cri::ImageServiceClient> client_;
   pid_t pid_;
 };
@@ -69,6 +81,12 @@ class EmbeddedBackend final : public ImageBackend {
   }
   Result<std::vector<service::FilesystemUsage>> FsInfo() override {
     return stack_->images().FsInfo();
+  }
+  Result<gc::CollectReport> CollectGarbage(bool dry_run) override {
+    return stack_->images().CollectGarbage(dry_run);
+  }
+  Result<service::CheckReport> Check(const service::CheckOptions& options) override {
+    return stack_->images().Check(options);
   }
 
  private:
@@ -147,7 +165,8 @@ Result<std::unique_ptr<ImageBackend>> OpenBackend(BackendOptions options) {
   BERTH_ASSIGN_OR_RETURN(stack::RootLock lock, LockRoot(config, listener));
   BERTH_ASSIGN_OR_RETURN(
       std::unique_ptr<stack::ImageStack> stack,
-      stack::ImageStack::Open(config, {.layer_progress = std::move(options.layer_progress)}));
+      stack::ImageStack::Open(config, {.layer_progress = std::move(options.layer_progress),
+                                       .recover = options.recover}));
   return std::unique_ptr<ImageBackend>(
       new EmbeddedBackend(std::move(lock), std::move(stack), config.root));
 }

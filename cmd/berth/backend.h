@@ -44,6 +44,10 @@ class ImageBackend {
   virtual Result<std::optional<service::Image>> Status(std::string_view ref_or_id) = 0;
   virtual Result<void> Remove(std::string_view ref_or_id, service::RemovePinned pinned) = 0;
   virtual Result<std::vector<service::FilesystemUsage>> FsInfo() = 0;
+  // Garbage collection and the consistency check (service::ImageService). In daemon mode
+  // kFailedPrecondition: berthd collects at start and after every removal itself.
+  virtual Result<gc::CollectReport> CollectGarbage(bool dry_run) = 0;
+  virtual Result<service::CheckReport> Check(const service::CheckOptions& options) = 0;
 };
 
 struct BackendOptions {
@@ -52,6 +56,9 @@ struct BackendOptions {
   // Embedded mode: pull into this snapshotter instead of the config's. In daemon mode asking for
   // one is kInvalidArgument (berthd pulls into its own).
   std::optional<config::SnapshotterKind> snapshotter;
+  // Embedded mode: run start-up reconciliation when opening the root (off for `berth check`,
+  // which reports what it would change).
+  bool recover = true;
 };
 
 // Loads the config (global options applied) and opens the backend the rules above choose.

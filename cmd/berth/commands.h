@@ -13,5 +13,6 @@ void AddPullCommand(CLI::App& app, int* status);
 void AddContentCommand(CLI::App& app, int* status);
 void AddMountCommands(CLI::App& app, int* status);  // mount and unmount
 void AddImageCommands(CLI::App& app, int* status);  // images, inspect, rmi, fsinfo
+void AddMaintenanceCommands(CLI::App& app, int* status);  // gc, check
 
 }  // namespace berth::cli

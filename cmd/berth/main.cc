@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   berth::cli::AddImageCommands(app, &status);
   berth::cli::AddContentCommand(app, &status);
   berth::cli::AddMountCommands(app, &status);
+  berth::cli::AddMaintenanceCommands(app, &status);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
