@@ -1,12 +1,77 @@
 #!/usr/bin/env bash
 # Command (b): installs the dependencies, builds, and runs the whole test suite through ctest.
 # Unit and integration tests alike; integration tests start real registries on loopback.
+#
+# Then, unless BERTH_TEST_QUICK=1 (for local iteration), the hardening checks CI runs:
+#   1. the sanitizer build (clang, ASan + UBSan, BERTH_SANITIZE + BERTH_FUZZ, in build-asan or
+#      $BERTH_ASAN_BUILD_DIR) and the whole ctest suite under it, the fuzz corpora included;
+#   2. every libFuzzer target for BERTH_FUZZ_SECONDS (default 25) on a copy of its checked-in
+#      corpus. Any sanitizer report, failed invariant, crash, hang or leak fails the run.
+# Extra arguments go to both ctest runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
 bash scripts/setup.sh
 bash scripts/build.sh
 build_dir=${BERTH_BUILD_DIR:-build}
-cd "$build_dir"
 start=$(date +%s)
-ctest --output-on-failure --parallel "$(nproc)" --timeout 600 "$@"
+(cd "$build_dir" && ctest --output-on-failure --parallel "$(nproc)" --timeout 600 "$@")
 echo "test.sh: ctest took $(( $(date +%s) - start )) s"
+
+if [ "${BERTH_TEST_QUICK:-0}" = 1 ]; then
+  echo "test.sh: BERTH_TEST_QUICK=1: skipped the sanitizer build, its ctest and the fuzz smoke"
+  exit 0
+fi
+
+asan_dir=${BERTH_ASAN_BUILD_DIR:-build-asan}
+start=$(date +%s)
+BERTH_BUILD_DIR=$asan_dir BERTH_SANITIZE=1 bash scripts/build.sh
+echo "test.sh: sanitizer build took $(( $(date +%s) - start )) s"
+start=$(date +%s)
+(cd "$asan_dir" && ctest --output-on-failure --parallel "$(nproc)" --timeout 900 "$@")
+echo "test.sh: ctest under ASan+UBSan took $(( $(date +%s) - start )) s"
+
+# Fuzz smoke: a fixed time per target, $(nproc) targets at a time, each on a scratch copy of its
+# corpus (new inputs stay out of the checkout). Crash/leak/timeout inputs are kept in the
+# scratch directory the log names.
+fuzz_seconds=${BERTH_FUZZ_SECONDS:-25}
+scratch=$(mktemp -d /tmp/berth-fuzz-smoke.XXXXXX)
+fuzz_one() {
+  local name=$1 dict=()
+  mkdir -p "$scratch/$name/corpus" "$scratch/$name/artifacts"
+  cp -r "fuzz/corpus/$name/." "$scratch/$name/corpus/"
+  case $name in
+    image | token) dict=(-dict="$repo/fuzz/dict/json.dict") ;;
+    config) dict=(-dict="$repo/fuzz/dict/toml.dict") ;;
+    reference) dict=(-dict="$repo/fuzz/dict/reference.dict") ;;
+    challenge) dict=(-dict="$repo/fuzz/dict/challenge.dict") ;;
+  esac
+  if "$asan_dir/fuzz/berth_fuzz_$name" -max_total_time="$fuzz_seconds" -timeout=10 \
+      -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" \
+      -artifact_prefix="$scratch/$name/artifacts/" "$scratch/$name/corpus" \
+      >"$scratch/$name/log" 2>&1; then
+    echo "test.sh: fuzz $name: $(grep -E '^#[0-9]+.*DONE' "$scratch/$name/log" | tail -1)"
+  else
+    tail -n 60 "$scratch/$name/log"
+    echo "test.sh: fuzz $name FAILED; inputs in $scratch/$name/artifacts/ (see fuzz/README.md)"
+    touch "$scratch/$name/failed"
+  fi
+}
+start=$(date +%s)
+running=0
+for corpus in fuzz/corpus/*/; do
+  if ((running >= $(nproc))); then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  fuzz_one "$(basename "$corpus")" &
+  running=$((running + 1))
+done
+wait
+echo "test.sh: fuzz smoke took $(( $(date +%s) - start )) s"
+failed=$(cd "$scratch" && ls -d -- */failed 2>/dev/null | cut -d/ -f1 | tr '\n' ' ')
+if [ -n "$failed" ]; then
+  echo "test.sh: fuzz findings in: $failed"
+  exit 1
+fi
+rm -rf "$scratch"
