@@ -3,9 +3,9 @@
 #include "berth/service/image_service.h"
 
 #include <gmock/gmock.h>
-
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -13,8 +13,8 @@
 #include "berth/registry/curl_transport.h"
 #include "berth/service/test_images.h"
 #include "berth/snapshot/native_snapshotter.h"
-#include "berth/testing/temp_dir.h"
 #include "berth/testing/fault_proxy.h"
+#include "berth/testing/temp_dir.h"
 #include "berth/testing/test_registry.h"
 #include "berth/unpack/unpacker.h"
 
@@ -141,18 +141,17 @@ TEST_F(ImageServiceTest, ConcurrentIdenticalPullsShareOnePull) {
   auto proxy = berth::testing::FaultProxy::Start(registry_->host());
   ASSERT_TRUE(proxy) << proxy.error().ToString();
   // Hold the manifest back so that every request arrives while the first pull is running.
-  ASSERT_TRUE((*proxy)->AddRule({.method = "GET",
-                                 .target_contains = "/manifests/",
-                                 .action = berth::testing::FaultAction::Delay(
-                                     std::chrono::milliseconds(500))}));
+  ASSERT_TRUE((*proxy)->AddRule(
+      {.method = "GET",
+       .target_contains = "/manifests/",
+       .action = berth::testing::FaultAction::Delay(std::chrono::milliseconds(500))}));
   const std::string reference = (*proxy)->host() + "/test/img:a";
-  constexpr int kPulls = 10;
+  constexpr int kPulls = 20;
   std::vector<Result<PullResult>> results(kPulls, Fail(ErrorCode::kInternal, "not run"));
   std::vector<std::thread> threads;
   for (int i = 0; i < kPulls; ++i) {
-    threads.emplace_back([&, i] {
-      results[i] = service_->Pull({.image = reference}, CancelToken::Never());
-    });
+    threads.emplace_back(
+        [&, i] { results[i] = service_->Pull({.image = reference}, CancelToken::Never()); });
   }
   for (std::thread& thread : threads) thread.join();
   for (const Result<PullResult>& result : results) {
@@ -281,6 +280,96 @@ TEST_F(ImageServiceTest, FsInfoCountsSnapshotsAndContent) {
   EXPECT_GT(filesystems->front().used_bytes, 0u);
   // At least: content/, blobs/, sha256/, 4 blobs, snapshots root and two layer trees.
   EXPECT_GT(filesystems->front().inodes_used, 10u);
+}
+
+TEST_F(ImageServiceTest, SuccessfulPullLeavesNoLease) {
+  MustPull("a");
+  auto leases = db_->ListLeases();
+  ASSERT_TRUE(leases);
+  EXPECT_THAT(*leases, IsEmpty());
+}
+
+// A pull that fails keeps what it fetched (its lease is released with an expiry, not deleted):
+// a collection meanwhile frees none of it, and the retry fetches only what was missing.
+TEST_F(ImageServiceTest, FailedPullKeepsWhatItFetchedForTheRetry) {
+  auto proxy = berth::testing::FaultProxy::Start(registry_->host());
+  ASSERT_TRUE(proxy) << proxy.error().ToString();
+  const std::string own_layer = image_a_->layers[1].blob.digest.ToString();
+  auto rule = (*proxy)->AddRule({.method = "GET",
+                                 .target_contains = own_layer,
+                                 .action = berth::testing::FaultAction::Respond(404)});
+  ASSERT_TRUE(rule);
+  const std::string reference = (*proxy)->host() + "/test/img:a";
+  auto failed = service_->Pull({.image = reference}, CancelToken::Never());
+  ASSERT_FALSE(failed);
+
+  auto leases = db_->ListLeases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_TRUE(leases->front().expires.has_value());
+  EXPECT_GT(*leases->front().expires, std::chrono::system_clock::now() + std::chrono::minutes(30));
+
+  auto collected = service_->CollectGarbage();
+  ASSERT_TRUE(collected) << collected.error().ToString();
+  EXPECT_EQ(collected->blobs.count, 0);
+  EXPECT_EQ(collected->snapshots.count, 0);
+  EXPECT_TRUE(store_->Contains(image_a_->layers[0].blob.digest));
+
+  (*proxy)->RemoveRule(*rule);
+  const uint64_t base_gets =
+      (*proxy)->RequestCount("GET", image_a_->layers[0].blob.digest.ToString());
+  auto pulled = service_->Pull({.image = reference}, CancelToken::Never());
+  ASSERT_TRUE(pulled) << pulled.error().ToString();
+  EXPECT_EQ((*proxy)->RequestCount("GET", image_a_->layers[0].blob.digest.ToString()), base_gets)
+      << "the base layer was fetched again";
+  // The retry's own lease is gone; the failed pull's stays until it expires.
+  EXPECT_EQ(db_->ListLeases()->size(), 1u);
+}
+
+// Collections while a pull runs free garbage but never what the pull holds.
+TEST_F(ImageServiceTest, CollectingDuringAPullIsSafe) {
+  PullResult b = MustPull("b");
+  ASSERT_TRUE(service_->Remove(b.image_id.ToString()));  // leaves nothing of b behind
+  auto proxy = berth::testing::FaultProxy::Start(registry_->host());
+  ASSERT_TRUE(proxy) << proxy.error().ToString();
+  ASSERT_TRUE((*proxy)->AddRule(
+      {.method = "GET",
+       .target_contains = "/blobs/",
+       .action = berth::testing::FaultAction::Delay(std::chrono::milliseconds(200))}));
+  std::atomic<bool> done{false};
+  Result<PullResult> pulled = Fail(ErrorCode::kInternal, "not run");
+  std::thread puller([&] {
+    pulled = service_->Pull({.image = (*proxy)->host() + "/test/img:a"}, CancelToken::Never());
+    done = true;
+  });
+  int collections = 0;
+  while (!done) {
+    auto collected = service_->CollectGarbage();
+    ASSERT_TRUE(collected) << collected.error().ToString();
+    ++collections;
+  }
+  puller.join();
+  ASSERT_TRUE(pulled) << pulled.error().ToString();
+  EXPECT_GT(collections, 1);
+  auto status = service_->Status(pulled->image_id.ToString());
+  ASSERT_TRUE(status && status->has_value());
+  for (const auto& layer : image_a_->layers) EXPECT_TRUE(store_->Contains(layer.blob.digest));
+  EXPECT_TRUE(snapshotter_->Stat((*status)->chain_id));
+}
+
+// Start-up: leases held by a process that died are released (kept for resume_window).
+TEST_F(ImageServiceTest, RecoverReleasesLeasesOfDeadPulls) {
+  ASSERT_TRUE(db_->CreateLease("pull-dead", "pull example.com/x:1"));
+  ASSERT_TRUE(db_->AddLeaseResources(
+      "pull-dead", std::vector<metadata::LeaseResource>{
+                       {metadata::LeaseResourceKind::kActiveSnapshot, "extract-dead"}}));
+  auto recovered = service_->Recover();
+  ASSERT_TRUE(recovered) << recovered.error().ToString();
+  auto leases = db_->ListLeases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_TRUE(leases->front().expires.has_value());
+  EXPECT_THAT(leases->front().resources, IsEmpty());  // its active snapshot is not resumable
 }
 
 }  // namespace
