@@ -54,6 +54,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <memory>
@@ -371,7 +372,8 @@ berth::Result<void> GnuTarOnce(const fs::path& tar_file, const fs::path& root,
                   change.data(),  directory.data(), nullptr};
   pid_t pid = 0;
   if (int error = posix_spawnp(&pid, "tar", nullptr, nullptr, argv, environ); error != 0) {
-    return berth::Fail(berth::ErrorCode::kInternal, "posix_spawnp tar failed");
+    return berth::Fail(berth::ErrorCode::kInternal,
+                       fmt::format("posix_spawnp tar: {}", std::strerror(error)));
   }
   int status = 0;
   rusage usage{};
