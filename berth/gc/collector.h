@@ -47,7 +47,9 @@ struct CollectOptions {
 
 struct Freed {
   int64_t count = 0;
-  int64_t bytes = 0;  // blobs and ingests: file size; snapshots: allocated bytes (Usage::size)
+  // Disk bytes: blobs, allocated blocks (as du counts them); snapshots, Usage::size (allocated
+  // bytes of the layer directory); ingests, the bytes received.
+  int64_t bytes = 0;
 };
 
 struct CollectReport {

@@ -2,6 +2,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <optional>
@@ -121,10 +122,17 @@ TEST_F(CollectorTest, UnnamedImageIsFreedButSharedLayersStay) {
 
   auto top_usage = snapshotter_->GetUsage(chain_a.back());
   ASSERT_TRUE(top_usage);
+  // Freed bytes are disk bytes, as du counts them.
+  int64_t a_blob_disk_bytes = 0;
+  for (const Digest& digest : {a.manifest.digest, a.config.digest, a.layers[1].blob.digest}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(store_->BlobPath(digest).c_str(), &st), 0);
+    a_blob_disk_bytes += static_cast<int64_t>(st.st_blocks) * 512;
+  }
   CollectReport report = Run();
   // A's manifest, config and own layer go; the base layer blob and snapshot are B's too.
   EXPECT_EQ(report.blobs.count, 3);
-  EXPECT_EQ(report.blobs.bytes, a.manifest.size + a.config.size + a.layers[1].blob.size);
+  EXPECT_EQ(report.blobs.bytes, a_blob_disk_bytes);
   EXPECT_EQ(report.snapshots.count, 1);
   EXPECT_EQ(report.snapshots.bytes, top_usage->size);
   EXPECT_FALSE(store_->Contains(a.manifest.digest));

@@ -83,7 +83,10 @@ class EmbeddedBackend final : public ImageBackend {
     return stack_->images().FsInfo();
   }
   Result<gc::CollectReport> CollectGarbage(bool dry_run) override {
-    return stack_->images().CollectGarbage(dry_run);
+    // This process owns the root (it holds the lock), so a real collection is the start-up one:
+    // leases of pulls that died are released too. (OpenBackend for gc skips the automatic one,
+    // so the report says what this collection freed.)
+    return dry_run ? stack_->images().CollectGarbage(/*dry_run=*/true) : stack_->images().Recover();
   }
   Result<service::CheckReport> Check(const service::CheckOptions& options) override {
     return stack_->images().Check(options);

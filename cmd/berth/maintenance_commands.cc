@@ -47,7 +47,8 @@ struct GcFlags {
 };
 
 int Gc(const GcFlags& flags) {
-  Result<std::unique_ptr<ImageBackend>> backend = OpenBackend();
+  // The collection itself reports what it frees; no automatic one on opening the root first.
+  Result<std::unique_ptr<ImageBackend>> backend = OpenBackend({.recover = false});
   if (!backend) return PrintError(backend.error());
   Result<gc::CollectReport> report = (*backend)->CollectGarbage(flags.dry_run);
   if (!report) return PrintError(report.error());
