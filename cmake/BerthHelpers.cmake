@@ -25,13 +25,18 @@ function(berth_test)
   target_compile_options(${target} PRIVATE ${BERTH_WARNINGS})
   berth_precompile_headers(${target} ${ARG_SRCS} DEPS ${ARG_DEPS} GTest::gmock)
   berth_sanitizer_options(${target})
+  # ASan+UBSan run code 2-3x slower; the sanitizer build gives each test three times as long.
+  set(timeout 300)
+  if(BERTH_SANITIZE)
+    set(timeout 900)
+  endif()
   set(labels unit)
   if(ARG_LABELS)
     set(labels ${ARG_LABELS})
   endif()
   gtest_discover_tests(${target}
     TEST_PREFIX "${ARG_NAME}."
-    PROPERTIES LABELS "${labels}" TIMEOUT 300
+    PROPERTIES LABELS "${labels}" TIMEOUT ${timeout}
     DISCOVERY_TIMEOUT 60)
 endfunction()
 
