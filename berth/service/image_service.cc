@@ -280,7 +280,9 @@ Result<PullResult> ImageService::PullOnce(const PullRequest& request, const Refe
   PullLease lease(*this);
   BERTH_RETURN_IF_ERROR(WithContext(db_.CreateLease(lease.id(), "pull " + reference.ToString()),
                                     fmt::format("pull {}", reference.ToString())));
-  Result<PullResult> result = PullUnderLease(request, reference, lease, cancel);
+  const uint64_t progress_id = pull_progress_.Start(reference.ToString());
+  Result<PullResult> result = PullUnderLease(request, reference, lease, progress_id, cancel);
+  pull_progress_.Finish(progress_id, result ? nullptr : &result.error());
   // Pulled and named: the names hold everything now. Failed: keep what was fetched a while.
   Result<void> ended =
       result || options_.resume_window.count() == 0
@@ -301,14 +303,21 @@ Result<void> ImageService::Hold(const std::string& id,
 
 Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
                                                 const Reference& reference, PullLease& lease,
-                                                const CancelToken& cancel) {
-  std::unique_ptr<pull::LayerHandler> unpacker = options_.unpacker(lease);
+                                                uint64_t progress_id, const CancelToken& cancel) {
+  std::unique_ptr<pull::LayerHandler> unpacker = pull_progress_.Observe(
+      progress_id, options_.unpacker(lease, [this, progress_id](const LayerUnpackProgress& layer) {
+        pull_progress_.Unpacked(progress_id, layer);
+      }));
+  pull::ProgressFn progress = [this, progress_id, &request](const pull::BlobProgress& blob) {
+    pull_progress_.Fetched(progress_id, blob);
+    if (request.progress) request.progress(blob);
+  };
   pull::PullOptions pull_options{.platform = request.platform.value_or(options_.platform),
                                  .auth = request.auth,
                                  .layer_handler = unpacker.get(),
                                  .lease = &lease};
   Result<pull::PulledImage> pulled =
-      puller_.Pull(reference.ToString(), pull_options, request.progress, cancel);
+      puller_.Pull(reference.ToString(), pull_options, progress, cancel);
   if (!pulled) return Fail(std::move(pulled).error());
 
   ImageEntry entry;

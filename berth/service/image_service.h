@@ -57,6 +57,7 @@
 #include "berth/registry/auth.h"
 #include "berth/service/image_index.h"
 #include "berth/service/image_user.h"
+#include "berth/service/pull_progress.h"
 #include "berth/snapshot/snapshotter.h"
 
 namespace berth::service {
@@ -64,8 +65,10 @@ namespace berth::service {
 // Makes the layer handler that unpacks one pull's layers into the snapshotter, each layer
 // committed under its chain ID: berth/unpack's Unpacker (the composition root builds it; the
 // service only needs the pull::LayerHandler seam). The handler must hold every snapshot it
-// checks for or creates in `lease` first.
-using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>(pull::PullLease& lease)>;
+// checks for or creates in `lease` first, and report each layer's events to `on_layer` (the
+// pull's progress board entry).
+using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>(pull::PullLease& lease,
+                                                                          LayerUnpackFn on_layer)>;
 
 struct ImageServiceOptions {
   // The snapshotter's name, recorded with each image ("overlayfs", "native").
@@ -206,6 +209,9 @@ class ImageService {
   // holds_writable_layers). Walks both trees; blocks on disk I/O.
   Result<std::vector<FilesystemUsage>> FsInfo();
 
+  // Where the running pulls (each identical set of requests once) show their progress.
+  PullProgressBoard& pull_progress() { return pull_progress_; }
+
  private:
   ImageService(pull::Puller& puller, content::Store& store, snapshot::Snapshotter& snapshotter,
                metadata::MetadataDb& db, ImageServiceOptions options)
@@ -220,7 +226,8 @@ class ImageService {
   Result<PullResult> PullOnce(const PullRequest& request, const Reference& reference,
                               const CancelToken& cancel);
   Result<PullResult> PullUnderLease(const PullRequest& request, const Reference& reference,
-                                    PullLease& lease, const CancelToken& cancel);
+                                    PullLease& lease, uint64_t progress_id,
+                                    const CancelToken& cancel);
   Result<void> Rebuild();
   // Reads the image's blobs back from the content store into an entry (no names).
   Result<ImageEntry> LoadEntry(const metadata::ImageRecord& record);
@@ -240,6 +247,7 @@ class ImageService {
   metadata::MetadataDb& db_;
   const ImageServiceOptions options_;
   ImageIndex index_;
+  PullProgressBoard pull_progress_;
 
   // Serialises name writes (database, then index), so both see them in one order.
   std::mutex names_mutex_;

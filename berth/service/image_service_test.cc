@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -78,10 +79,11 @@ class ImageServiceTest : public ::testing::Test {
                                          .snapshot_root = dir_->path() / "snapshots",
                                          .pinned_images = std::move(pinned),
                                          .unpacker =
-                                             [this](pull::PullLease& lease) {
+                                             [this](pull::PullLease& lease,
+                                                    LayerUnpackFn on_layer) {
                                                return std::make_unique<unpack::Unpacker>(
                                                    *snapshotter_, *store_, unpack::UnpackOptions{},
-                                                   unpack::LayerProgressFn{}, &lease);
+                                                   ForwardTo(std::move(on_layer)), &lease);
                                              },
                                          .platform = {.os = "linux", .architecture = "amd64"}});
     ASSERT_TRUE(service) << service.error().ToString();
@@ -90,6 +92,18 @@ class ImageServiceTest : public ::testing::Test {
 
   std::string Ref(std::string_view tag) const {
     return registry_->host() + "/test/img:" + std::string(tag);
+  }
+
+  static unpack::LayerProgressFn ForwardTo(LayerUnpackFn on_layer) {
+    return [on_layer = std::move(on_layer)](const unpack::LayerProgress& layer) {
+      on_layer({.index = layer.index,
+                .event = layer.event == unpack::LayerEvent::kAlreadyPresent
+                             ? LayerUnpackEvent::kAlreadyPresent
+                         : layer.event == unpack::LayerEvent::kApplied
+                             ? LayerUnpackEvent::kApplied
+                             : LayerUnpackEvent::kCommitted,
+                .uncompressed_bytes = layer.uncompressed_bytes});
+    };
   }
 
   PullResult MustPull(std::string_view tag) {
@@ -135,6 +149,37 @@ TEST_F(ImageServiceTest, PullRecordsThreeNamesAndStatusReportsThem) {
   EXPECT_EQ(info["chainID"], image.chain_id);
   EXPECT_EQ(info["snapshotter"], "native");
   EXPECT_EQ(info["imageSpec"]["config"]["User"], "1000:1000");
+}
+
+TEST_F(ImageServiceTest, PullShowsEachLayerFetchedAndUnpackedOnTheProgressBoard) {
+  MustPull("a");
+  PullBoardView view = service_->pull_progress().View();
+  ASSERT_EQ(view.pulls.size(), 1u);
+  const PullStatus& pull = view.pulls[0];
+  EXPECT_EQ(pull.reference, Ref("a"));
+  EXPECT_EQ(pull.state, PullState::kDone);
+  for (const auto& layer : image_a_->layers) {
+    auto blob = std::find_if(pull.blobs.begin(), pull.blobs.end(), [&](const BlobStatus& blob) {
+      return blob.digest == layer.blob.digest.ToString();
+    });
+    ASSERT_NE(blob, pull.blobs.end()) << layer.blob.digest.ToString();
+    EXPECT_TRUE(blob->layer);
+    EXPECT_EQ(blob->fetched_bytes, layer.blob.size);
+    EXPECT_EQ(blob->total_bytes, layer.blob.size);
+    EXPECT_EQ(blob->unpacked_bytes, layer.uncompressed_size);
+    EXPECT_EQ(blob->state, BlobState::kCommitted);
+  }
+
+  // Pulled again: every layer is already unpacked.
+  MustPull("a");
+  view = service_->pull_progress().View();
+  ASSERT_EQ(view.pulls.size(), 2u);
+  EXPECT_EQ(view.pulls[1].state, PullState::kDone);
+  for (const BlobStatus& blob : view.pulls[1].blobs) {
+    if (blob.layer) {
+      EXPECT_EQ(blob.state, BlobState::kCached) << blob.digest;
+    }
+  }
 }
 
 TEST_F(ImageServiceTest, ConcurrentIdenticalPullsShareOnePull) {

@@ -71,10 +71,22 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
            .snapshot_root = stack->snapshot_root_,
            .pinned_images = config.pull.pinned_images,
            .unpacker =
-               [self, unpack_options](pull::PullLease& lease) {
+               [self, unpack_options](pull::PullLease& lease, service::LayerUnpackFn on_layer) {
+                 // Each layer event goes to the pull's board entry and to the stack's callback.
+                 unpack::LayerProgressFn progress = [self, on_layer = std::move(on_layer)](
+                                                        const unpack::LayerProgress& layer) {
+                   on_layer({.index = layer.index,
+                             .event = layer.event == unpack::LayerEvent::kAlreadyPresent
+                                          ? service::LayerUnpackEvent::kAlreadyPresent
+                                      : layer.event == unpack::LayerEvent::kApplied
+                                          ? service::LayerUnpackEvent::kApplied
+                                          : service::LayerUnpackEvent::kCommitted,
+                             .uncompressed_bytes = layer.uncompressed_bytes});
+                   if (self->options_.layer_progress) self->options_.layer_progress(layer);
+                 };
                  return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,
-                                                           unpack_options,
-                                                           self->options_.layer_progress, &lease);
+                                                           unpack_options, std::move(progress),
+                                                           &lease);
                },
            .resume_window = config.pull.resume_window,
            .discard_unpacked_layers = config.pull.discard_unpacked_layers}));
