@@ -184,6 +184,7 @@ Result<std::vector<IngestInfo>> Store::ListIngests() const {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(options_.root / "ingest", ec)) {
     IngestInfo info;
+    info.id = entry.path().filename().string();
     Result<std::string> ref = ReadFile(entry.path() / "ref", 4096);
     if (ref) info.ref = *ref;
     if (auto recorded = ReadExpected(entry.path())) {
@@ -212,6 +213,35 @@ Result<void> Store::AbortIngest(std::string_view ref) {
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   if (ec) return Fail(ErrnoError(ec.value(), fmt::format("remove ingest \"{}\"", ref)));
+  return Ok();
+}
+
+Result<void> Store::RemoveIngest(std::string_view id, bool no_writer_starting) {
+  if (id.empty() || id == "." || id == ".." || id.find('/') != std::string_view::npos) {
+    return Fail(ErrorCode::kInvalidArgument, fmt::format("\"{}\" is not an ingest id", id));
+  }
+  const std::filesystem::path dir = options_.root / "ingest" / std::string(id);
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Fail(ErrorCode::kNotFound, fmt::format("no ingest {}", id));
+    return Fail(ErrnoError(errno, fmt::format("stat ingest {}", dir.string())));
+  }
+  UniqueFd data(::open((dir / "data").c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (data) {
+    // A writer holds the lock for as long as it exists (OpenWriter takes it first thing).
+    if (::flock(data.get(), LOCK_EX | LOCK_NB) != 0) {
+      return Fail(ErrorCode::kUnavailable, fmt::format("ingest {} is in use", id));
+    }
+  } else if (errno != ENOENT) {
+    return Fail(ErrnoError(errno, fmt::format("open ingest {}", dir.string())));
+  } else if (!no_writer_starting &&
+             std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime) <
+                 std::chrono::minutes(1)) {
+    return Fail(ErrorCode::kUnavailable, fmt::format("ingest {} is being created", id));
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (ec) return Fail(ErrnoError(ec.value(), fmt::format("remove ingest {}", dir.string())));
   return Ok();
 }
 

@@ -44,7 +44,8 @@ struct BlobInfo {
 };
 
 struct IngestInfo {
-  std::string ref;
+  std::string id;   // the directory name under <root>/ingest (for RemoveIngest)
+  std::string ref;  // empty when the ingest is broken (its `ref` file was never written)
   int64_t offset = 0;          // bytes on disk
   std::optional<Digest> expected;
   int64_t expected_size = -1;  // -1 when unknown
@@ -92,6 +93,11 @@ class Store {
   Result<std::vector<IngestInfo>> ListIngests() const;
   // Removes an ingest (kNotFound if none; kUnavailable if a writer holds it).
   Result<void> AbortIngest(std::string_view ref);
+  // Removes the ingest directory `id` (IngestInfo::id), broken ones included: kUnavailable if a
+  // writer holds it, or — unless `no_writer_starting` (nothing else uses the store, e.g. at
+  // start) — if it has no data file yet and is under a minute old (a writer may be creating
+  // it). kNotFound if none; kInvalidArgument for an id that is not a directory name.
+  Result<void> RemoveIngest(std::string_view id, bool no_writer_starting = false);
 
  private:
   explicit Store(StoreOptions options) : options_(std::move(options)) {}

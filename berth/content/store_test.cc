@@ -1,10 +1,10 @@
 #include "berth/content/store.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "berth/base/file_util.h"
 
@@ -144,8 +144,7 @@ TEST_F(StoreTest, WriteBlobWalkDelete) {
   ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("one"), "one"));
   ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("three"), "three"));
   ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("one"), "one"));  // idempotent
-  EXPECT_EQ(store_->WriteBlob(Digest::Sha256Of("two"), "TWO").error().code(),
-            ErrorCode::kDataLoss);
+  EXPECT_EQ(store_->WriteBlob(Digest::Sha256Of("two"), "TWO").error().code(), ErrorCode::kDataLoss);
   int64_t total = 0;
   int count = 0;
   ASSERT_TRUE(store_->Walk([&](const BlobInfo& info) {
@@ -188,6 +187,41 @@ TEST_F(StoreTest, StrayFilesAreNotBlobs) {
   int count = 0;
   ASSERT_TRUE(store_->Walk([&](const BlobInfo&) { ++count; }));
   EXPECT_EQ(count, 0);
+}
+
+// A crash between creating an ingest's directory and writing its `ref` leaves a broken ingest:
+// it is listed (with its id, without a ref) and RemoveIngest removes it; one a writer holds is
+// refused.
+TEST_F(StoreTest, RemoveIngestRemovesBrokenIngestsButNotBusyOnes) {
+  const std::filesystem::path broken = root_ / "ingest" / "0123abcd";
+  std::filesystem::create_directories(broken);
+  { std::ofstream(broken / "data") << "partial"; }
+  const std::filesystem::path empty = root_ / "ingest" / "4567ef";
+  std::filesystem::create_directories(empty);  // not even a data file yet
+  auto busy = store_->OpenWriter("busy", Digest::Sha256Of("x"), 1);
+  ASSERT_TRUE(busy);
+
+  auto ingests = store_->ListIngests();
+  ASSERT_TRUE(ingests);
+  ASSERT_EQ(ingests->size(), 3u);
+  std::string busy_id;
+  for (const IngestInfo& ingest : *ingests) {
+    if (ingest.ref == "busy") busy_id = ingest.id;
+    if (ingest.id == "0123abcd") {
+      EXPECT_TRUE(ingest.ref.empty());
+    }
+  }
+  ASSERT_FALSE(busy_id.empty());
+
+  EXPECT_TRUE(store_->RemoveIngest("0123abcd"));
+  EXPECT_FALSE(std::filesystem::exists(broken));
+  // Fresh and without data: a writer may be creating it, unless nothing else uses the store.
+  EXPECT_EQ(store_->RemoveIngest("4567ef").error().code(), ErrorCode::kUnavailable);
+  EXPECT_TRUE(store_->RemoveIngest("4567ef", /*no_writer_starting=*/true));
+  EXPECT_FALSE(std::filesystem::exists(empty));
+  EXPECT_EQ(store_->RemoveIngest(busy_id).error().code(), ErrorCode::kUnavailable);
+  EXPECT_EQ(store_->RemoveIngest("../blobs").error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(store_->RemoveIngest("missing").error().code(), ErrorCode::kNotFound);
 }
 
 }  // namespace

@@ -211,7 +211,7 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
   for (const content::IngestInfo& ingest : ingests) {
     if (ingest.expected && marks.blobs.contains(*ingest.expected)) continue;
     if (!options.dry_run) {
-      Result<void> aborted = store.AbortIngest(ingest.ref);
+      Result<void> aborted = store.RemoveIngest(ingest.id, options.exclusive);
       if (!aborted && aborted.error().code() == ErrorCode::kUnavailable) continue;  // in use
       if (!aborted && aborted.error().code() != ErrorCode::kNotFound) {
         warn(fmt::format("ingest {}", ingest.ref), aborted.error());
@@ -220,7 +220,9 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
     }
     ++report.ingests.count;
     report.ingests.bytes += ingest.offset;
-    report.removed.push_back(fmt::format("ingest {}", ingest.ref));
+    report.removed.push_back(
+        ingest.ref.empty() ? fmt::format("ingest {} (broken)", ingest.id)
+                           : fmt::format("ingest {}", ingest.ref));
   }
 
   // Directories no snapshot owns.

@@ -43,6 +43,9 @@ struct CollectOptions {
   // A named image's layer blob is not kept once the layer is a committed snapshot (config
   // pull.discard_unpacked_layers). Blobs a lease holds are kept regardless.
   bool discard_unpacked_layers = false;
+  // Nothing else uses the store (start-up, the one process holding the root's lock): an ingest
+  // directory without data is removed whatever its age (see content::Store::RemoveIngest).
+  bool exclusive = false;
 };
 
 struct Freed {

@@ -477,10 +477,11 @@ Result<gc::CollectReport> ImageService::CollectGarbage(bool dry_run) {
   return CollectLocked(dry_run);
 }
 
-Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run) {
-  return gc::Collect(
-      store_, snapshotter_, db_,
-      {.dry_run = dry_run, .discard_unpacked_layers = options_.discard_unpacked_layers});
+Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run, bool exclusive) {
+  return gc::Collect(store_, snapshotter_, db_,
+                     {.dry_run = dry_run,
+                      .discard_unpacked_layers = options_.discard_unpacked_layers,
+                      .exclusive = exclusive});
 }
 
 Result<void> ImageService::DropSnapshotsAndChildren(const std::vector<std::string>& missing) {
@@ -514,7 +515,7 @@ Result<gc::CollectReport> ImageService::Recover() {
   }
   BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshotter_.FindMissing());
   BERTH_RETURN_IF_ERROR(DropSnapshotsAndChildren(missing));
-  return CollectLocked(/*dry_run=*/false);
+  return CollectLocked(/*dry_run=*/false, /*exclusive=*/true);
 }
 
 Result<CheckReport> ImageService::Check(const CheckOptions& options) {

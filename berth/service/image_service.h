@@ -239,7 +239,8 @@ class ImageService {
   Result<void> Hold(const std::string& id, std::vector<metadata::LeaseResource> resources);
   // Removes the snapshots `missing` and every snapshot built on them. REQUIRES: gc_mutex_ held.
   Result<void> DropSnapshotsAndChildren(const std::vector<std::string>& missing);
-  Result<gc::CollectReport> CollectLocked(bool dry_run);
+  // `exclusive`: no pull runs (start-up), see gc::CollectOptions.
+  Result<gc::CollectReport> CollectLocked(bool dry_run, bool exclusive = false);
 
   pull::Puller& puller_;
   content::Store& store_;

@@ -342,7 +342,9 @@ TEST_F(ImageServiceTest, FailedPullKeepsWhatItFetchedForTheRetry) {
   const std::string own_layer = image_a_->layers[1].blob.digest.ToString();
   auto rule = (*proxy)->AddRule({.method = "GET",
                                  .target_contains = own_layer,
-                                 .action = berth::testing::FaultAction::Respond(404)});
+                                 // Late, so the base layer is whole by then, not cancelled.
+                                 .action = {.delay = std::chrono::seconds(1),
+                                            .respond_status = 404}});
   ASSERT_TRUE(rule);
   const std::string reference = (*proxy)->host() + "/test/img:a";
   auto failed = service_->Pull({.image = reference}, CancelToken::Never());

@@ -1,5 +1,7 @@
 #include "berth/testing/fault_proxy.h"
 
+#include <fmt/format.h>
+
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -171,6 +173,28 @@ std::vector<ProxiedRequest> FaultProxy::requests() const {
   std::vector<ProxiedRequest> result;
   for (const auto& [sequence, request] : log_) result.push_back(request);
   return result;
+}
+
+uint64_t FaultProxy::BodyBytesSent(std::string_view method,
+                                   std::string_view target_contains) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  uint64_t bytes = 0;
+  for (const auto& [sequence, request] : log_) {
+    if ((method.empty() || request.method == method) &&
+        request.target.find(target_contains) != std::string::npos) {
+      bytes += request.body_bytes_sent;
+    }
+  }
+  return bytes;
+}
+
+std::string FaultProxy::DescribeRequests() const {
+  std::string out;
+  for (const ProxiedRequest& request : requests()) {
+    out += fmt::format("  {} {} -> {} ({} bytes, rule {})\n", request.method, request.target,
+                       request.status, request.body_bytes_sent, request.rule_id);
+  }
+  return out;
 }
 
 void FaultProxy::ResetCounters() {

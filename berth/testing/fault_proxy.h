@@ -165,6 +165,12 @@ class FaultProxy {
   std::map<std::string, uint64_t> RequestsPerPath() const;
   // Every request so far, in order of arrival; status and bytes are filled in when it finishes.
   std::vector<ProxiedRequest> requests() const;
+  // Response body bytes sent for the requests with `method` (empty = any) whose target contains
+  // `target_contains`: e.g. how many bytes of a blob a client downloaded, across retries.
+  uint64_t BodyBytesSent(std::string_view method, std::string_view target_contains) const;
+  // The request log, one line each ("GET /v2/… -> 200 (123 bytes, rule 1)"), for failure
+  // messages.
+  std::string DescribeRequests() const;
   // The most requests with `method` (empty = any) whose target contains `target_contains` that
   // were in progress at the same time, a request being in progress from the moment its head was
   // read until its response was sent in full or its connection ended. Since the client starts

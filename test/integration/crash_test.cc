@@ -44,7 +44,6 @@ using berth::testing::ChildProcess;
 using berth::testing::CommandResult;
 using berth::testing::FaultAction;
 using berth::testing::FaultProxy;
-using berth::testing::ProxiedRequest;
 using berth::testing::TestRegistry;
 using ::testing::HasSubstr;
 
@@ -86,16 +85,6 @@ bool SocketAnswers(const std::string& path) {
   bool answered = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
   ::close(fd);
   return answered;
-}
-
-uint64_t BlobBytes(const FaultProxy& proxy) {
-  uint64_t bytes = 0;
-  for (const ProxiedRequest& request : proxy.requests()) {
-    if (request.method == "GET" && request.target.find("/blobs/") != std::string::npos) {
-      bytes += request.body_bytes_sent;
-    }
-  }
-  return bytes;
 }
 
 class CrashTest : public ::testing::Test {
@@ -263,7 +252,7 @@ TEST_F(CrashTest, KilledDuringPullLeavesNoHalfImageAndTheNextPullResumes) {
     const std::string when = "iteration " + std::to_string(i);
     const fs::path root = dir_->path() / ("root-" + std::to_string(i));
     StartDaemon(root);
-    const uint64_t bytes_at_start = BlobBytes(*proxy_);
+    const uint64_t bytes_at_start = proxy_->BodyBytesSent("GET", "/blobs/");
     // The pull runs in its own client process; berthd dies under it.
     auto client =
         ChildProcess::Start({.argv = {BERTH_CLI_PATH, "--config", config_file().string(),
@@ -275,7 +264,7 @@ TEST_F(CrashTest, KilledDuringPullLeavesNoHalfImageAndTheNextPullResumes) {
     (void)(*client)->WaitForExit(std::chrono::seconds(30));
     // The proxy may still be finishing the responses to the dead connections.
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const uint64_t first_pull_bytes = BlobBytes(*proxy_) - bytes_at_start;
+    const uint64_t first_pull_bytes = proxy_->BodyBytesSent("GET", "/blobs/") - bytes_at_start;
 
     // Restart: the image is either reported complete or not at all.
     StartDaemon(root);
@@ -288,12 +277,13 @@ TEST_F(CrashTest, KilledDuringPullLeavesNoHalfImageAndTheNextPullResumes) {
 
     // Pull again: it resumes what the killed pull fetched.
     StartDaemon(root);
-    const uint64_t bytes_before_repull = BlobBytes(*proxy_);
+    const uint64_t bytes_before_repull = proxy_->BodyBytesSent("GET", "/blobs/");
     CommandResult again = Cli({"pull", reference()});
     EXPECT_EQ(again.exit_code, 0) << when << ": " << again.err;
     EXPECT_EQ(ListedIds(), std::vector<std::string>{image_id}) << when;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const uint64_t second_pull_bytes = BlobBytes(*proxy_) - bytes_before_repull;
+    const uint64_t second_pull_bytes =
+        proxy_->BodyBytesSent("GET", "/blobs/") - bytes_before_repull;
     StopDaemon();
     ExpectCheckClean(root, when + ", after the re-pull");
     ExpectRootfs(root, when);

@@ -23,7 +23,6 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -181,24 +180,6 @@ std::string ClosedLoopbackHost() {
 }
 
 // Sum of response body bytes the proxy sent for requests whose target contains `needle`.
-uint64_t BodyBytesSent(const FaultProxy& proxy, std::string_view needle) {
-  uint64_t total = 0;
-  for (const ProxiedRequest& request : proxy.requests()) {
-    if (request.target.find(needle) != std::string::npos) total += request.body_bytes_sent;
-  }
-  return total;
-}
-
-// A failure message that shows the proxy's request log.
-std::string DescribeRequests(const FaultProxy& proxy) {
-  std::ostringstream out;
-  for (const ProxiedRequest& request : proxy.requests()) {
-    out << "  " << request.method << " " << request.target << " -> " << request.status << " ("
-        << request.body_bytes_sent << " bytes, rule " << request.rule_id << ")\n";
-  }
-  return out.str();
-}
-
 PullOptions Amd64() {
   PullOptions options;
   Result<image::Platform> platform = image::ParsePlatform("linux/amd64");
@@ -309,7 +290,7 @@ TEST_F(PullTest, AnonymousPlainHttpStoresEveryBlobAndSecondPullFetchesNothing) {
   EXPECT_EQ(first->reference.ToString(), reference);
   EXPECT_EQ(first->config.architecture, "amd64");
   // config + 3 layers, each fetched exactly once.
-  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 4u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 4u) << proxy->DescribeRequests();
   EXPECT_EQ(StoredBlobs().size(), 5u);  // manifest, config, 3 layers
   EXPECT_EQ(IngestCount(), 0u);
   for (const imagegen::Layer& layer : image.layers) {
@@ -326,7 +307,7 @@ TEST_F(PullTest, AnonymousPlainHttpStoresEveryBlobAndSecondPullFetchesNothing) {
   ASSERT_TRUE(second) << second.error().ToString();
   EXPECT_EQ(second->image_id, image.config.digest);
   EXPECT_EQ(second->bytes_fetched, 0);
-  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << proxy->DescribeRequests();
   for (const imagegen::Layer& layer : image.layers) {
     EXPECT_TRUE(last_progress[layer.blob.digest.ToString()].cached) << layer.blob.digest.ToString();
   }
@@ -606,7 +587,7 @@ TEST_F(TokenAuthPullTest, TokenInvalidatedMidPullIsRefreshed) {
   ASSERT_TRUE(rule) << rule.error().ToString();
 
   ExpectPulled(Pull(proxy->host() + "/team/app:token", WithPassword()), image_);
-  EXPECT_EQ(proxy->RuleHits(*rule), 1u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RuleHits(*rule), 1u) << proxy->DescribeRequests();
   // The first token, and the one fetched after the 401.
   EXPECT_GE(server.stats().tokens_issued, 2u);
 }
@@ -634,7 +615,7 @@ TEST_F(TokenAuthPullTest, ShortLivedTokenIsRenewedBeforeLaterRequests) {
   for (const ProxiedRequest& request : proxy->requests()) {
     if (request.status == 401) ++refused;
   }
-  EXPECT_EQ(refused, 1) << DescribeRequests(*proxy);
+  EXPECT_EQ(refused, 1) << proxy->DescribeRequests();
 }
 
 TEST_F(TokenAuthPullTest, IdentityTokenUsesRefreshTokenGrant) {
@@ -760,7 +741,7 @@ TEST_F(PullTest, DeadAndEmptyMirrorsFallBackToUpstream) {
   ExpectPulled(pulled, image);
   EXPECT_GT(empty_mirror_requests.load(), 0);
   EXPECT_EQ(upstream_proxy->RequestCount("GET", "/blobs/"), 3u)
-      << DescribeRequests(*upstream_proxy);
+      << upstream_proxy->DescribeRequests();
 }
 
 TEST_F(PullTest, WildcardMirrorServesThePull) {
@@ -779,9 +760,9 @@ TEST_F(PullTest, WildcardMirrorServesThePull) {
   config.registry.mirrors["*"].endpoints = {mirror_proxy->url()};
   ExpectPulled(Pull(config, upstream_proxy->host() + "/demo:wild"), image);
   EXPECT_EQ(mirror_proxy->RequestCount("GET", "/v2/demo/manifests/wild"), 1u)
-      << DescribeRequests(*mirror_proxy);
-  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/blobs/"), 3u) << DescribeRequests(*mirror_proxy);
-  EXPECT_EQ(upstream_proxy->RequestCount(), 0u) << DescribeRequests(*upstream_proxy);
+      << mirror_proxy->DescribeRequests();
+  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/blobs/"), 3u) << mirror_proxy->DescribeRequests();
+  EXPECT_EQ(upstream_proxy->RequestCount(), 0u) << upstream_proxy->DescribeRequests();
 }
 
 TEST_F(PullTest, FallbackNeverWithDeadMirrorFailsWithoutContactingUpstream) {
@@ -798,7 +779,7 @@ TEST_F(PullTest, FallbackNeverWithDeadMirrorFailsWithoutContactingUpstream) {
   Result<PulledImage> pulled = Pull(config, upstream_proxy->host() + "/demo:never");
   ASSERT_FALSE(pulled);
   EXPECT_EQ(pulled.error().code(), ErrorCode::kUnavailable) << pulled.error().ToString();
-  EXPECT_EQ(upstream_proxy->RequestCount(), 0u) << DescribeRequests(*upstream_proxy);
+  EXPECT_EQ(upstream_proxy->RequestCount(), 0u) << upstream_proxy->DescribeRequests();
   EXPECT_TRUE(StoredBlobs().empty());
 
   // Control: the same config with fallback allowed reaches the upstream.
@@ -836,13 +817,13 @@ TEST_F(PullTest, PullOnlyMirrorFromHostsTomlIsNotUsedForTags) {
 
   ExpectPulled(Pull(config, upstream_proxy->host() + "/demo:t"), wanted);
   EXPECT_EQ(mirror_proxy->RequestCount("GET", "/manifests/t"), 0u)
-      << DescribeRequests(*mirror_proxy);
+      << mirror_proxy->DescribeRequests();
   EXPECT_EQ(upstream_proxy->RequestCount("GET", "/manifests/t"), 1u)
-      << DescribeRequests(*upstream_proxy);
+      << upstream_proxy->DescribeRequests();
   // Content by digest came from the mirror, as configured; the upstream served only the tag.
-  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/blobs/"), 3u) << DescribeRequests(*mirror_proxy);
+  EXPECT_EQ(mirror_proxy->RequestCount("GET", "/blobs/"), 3u) << mirror_proxy->DescribeRequests();
   EXPECT_EQ(upstream_proxy->RequestCount("GET", "/blobs/"), 0u)
-      << DescribeRequests(*upstream_proxy);
+      << upstream_proxy->DescribeRequests();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -916,11 +897,11 @@ TEST_F(PullTest, ConnectionCutMidBlobResumesWithRange) {
   ExpectPulled(pulled, image);
   ASSERT_TRUE(pulled);
   EXPECT_EQ(proxy->RuleHits(*rule), 1u);
-  EXPECT_EQ(proxy->RequestCount("GET", big.digest.ToString()), 2u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", big.digest.ToString()), 2u) << proxy->DescribeRequests();
   // The second request asked for the rest only: the blob crossed the wire once in total (a
   // restart from zero would have sent cut_at + size bytes).
-  EXPECT_EQ(BodyBytesSent(*proxy, big.digest.ToString()), static_cast<uint64_t>(big.size))
-      << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->BodyBytesSent("", big.digest.ToString()), static_cast<uint64_t>(big.size))
+      << proxy->DescribeRequests();
   EXPECT_EQ(pulled->bytes_fetched, image.config.size + LayerBytes(image));
   EXPECT_EQ(IngestCount(), 0u);
 }
@@ -945,7 +926,7 @@ TEST_F(PullTest, ServerErrorIsRetried) {
   ExpectPulled(Pull(proxy->host() + "/demo:flaky"), image);
   EXPECT_EQ(proxy->RuleHits(*rule), 1u);
   // Three blobs, one of them asked for twice.
-  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 4u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 4u) << proxy->DescribeRequests();
 }
 
 TEST_F(PullTest, TooManyRequestsHonoursRetryAfter) {
@@ -1045,7 +1026,7 @@ TEST_F(PullTest, OversizeManifestIsRefused) {
   ASSERT_FALSE(pulled);
   EXPECT_EQ(pulled.error().code(), ErrorCode::kResourceExhausted) << pulled.error().ToString();
   EXPECT_EQ(proxy->RuleHits(*rule), 1u);  // refused at once, not retried
-  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << proxy->DescribeRequests();
   EXPECT_TRUE(StoredBlobs().empty());
   EXPECT_EQ(IngestCount(), 0u);
 
@@ -1156,11 +1137,11 @@ TEST_F(PullTest, ConcurrentPullsFetchASharedLayerOnce) {
   }
   one.join();
   two.join();
-  EXPECT_TRUE(overlapped) << "the pulls did not overlap:\n" << DescribeRequests(*proxy);
+  EXPECT_TRUE(overlapped) << "the pulls did not overlap:\n" << proxy->DescribeRequests();
 
   ExpectPulled(pulled_first, first);
   ExpectPulled(pulled_second, second);
-  EXPECT_EQ(proxy->RequestCount("GET", shared), 1u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", shared), 1u) << proxy->DescribeRequests();
   ASSERT_TRUE(pulled_first && pulled_second);
   // The shared layer counts towards exactly one pull's bytes.
   EXPECT_EQ(pulled_first->bytes_fetched + pulled_second->bytes_fetched,

@@ -71,9 +71,9 @@ imagegen::Layer MakeLayer(size_t size, uint32_t seed) {
 }
 
 imagegen::Image MakeImage(std::vector<imagegen::Layer> layers) {
-  Result<imagegen::Image> image = imagegen::AssembleImage(
-      {.architecture = "amd64", .cmd = {"/bin/sh"}}, std::move(layers),
-      imagegen::ManifestFormat::kOci, {});
+  Result<imagegen::Image> image =
+      imagegen::AssembleImage({.architecture = "amd64", .cmd = {"/bin/sh"}}, std::move(layers),
+                              imagegen::ManifestFormat::kOci, {});
   EXPECT_TRUE(image) << image.error().ToString();
   return image ? std::move(*image) : imagegen::Image{};
 }
@@ -101,23 +101,6 @@ bool Push(const TestRegistry& registry, std::string_view tag, const imagegen::Im
 }
 
 // Body bytes the proxy sent for requests whose target contains `needle`.
-uint64_t BodyBytesSent(const FaultProxy& proxy, std::string_view needle) {
-  uint64_t total = 0;
-  for (const ProxiedRequest& request : proxy.requests()) {
-    if (request.target.find(needle) != std::string::npos) total += request.body_bytes_sent;
-  }
-  return total;
-}
-
-std::string DescribeRequests(const FaultProxy& proxy) {
-  std::ostringstream out;
-  for (const ProxiedRequest& request : proxy.requests()) {
-    out << "  " << request.method << " " << request.target << " -> " << request.status << " ("
-        << request.body_bytes_sent << " bytes, rule " << request.rule_id << ")\n";
-  }
-  return out.str();
-}
-
 // Log lines written by the process, captured once for the whole test binary.
 class CapturedLog {
  public:
@@ -131,9 +114,7 @@ class CapturedLog {
   }
 
  private:
-  CapturedLog() {
-    log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_));
-  }
+  CapturedLog() { log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_)); }
   std::mutex mutex_;
   std::ostringstream stream_;
 };
@@ -183,11 +164,11 @@ class WatchdogTest : public ::testing::Test {
     for (const imagegen::Layer& layer : image.layers) {
       const std::string digest = layer.blob.digest.ToString();
       EXPECT_TRUE(store_->Contains(layer.blob.digest)) << digest;
-      EXPECT_EQ(BodyBytesSent(mirror, digest) + BodyBytesSent(upstream, digest),
+      EXPECT_EQ(mirror.BodyBytesSent("", digest) + upstream.BodyBytesSent("", digest),
                 static_cast<uint64_t>(layer.blob.size))
           << digest << "\nmirror:\n"
-          << DescribeRequests(mirror) << "upstream:\n"
-          << DescribeRequests(upstream);
+          << mirror.DescribeRequests() << "upstream:\n"
+          << upstream.DescribeRequests();
     }
   }
 
@@ -222,7 +203,7 @@ TEST_F(WatchdogTest, StalledMirrorTimesOutAndUpstreamServesTheRest) {
   // The mirror served the manifest and config and stalled on (at least) the first layer; the
   // upstream served each layer's remainder.
   EXPECT_EQ(mirror_proxy->RequestCount("GET", "/manifests/stall"), 1u)
-      << DescribeRequests(*mirror_proxy);
+      << mirror_proxy->DescribeRequests();
   uint64_t stalled = 0;
   for (const ProxiedRequest& request : mirror_proxy->requests()) {
     if (request.rule_id != 0) {
@@ -230,9 +211,9 @@ TEST_F(WatchdogTest, StalledMirrorTimesOutAndUpstreamServesTheRest) {
       EXPECT_EQ(request.body_bytes_sent, kStallAfter) << request.target;
     }
   }
-  EXPECT_GE(stalled, 1u) << DescribeRequests(*mirror_proxy);
+  EXPECT_GE(stalled, 1u) << mirror_proxy->DescribeRequests();
   EXPECT_EQ(upstream_proxy->RequestCount("GET", "/manifests/"), 0u)
-      << DescribeRequests(*upstream_proxy);
+      << upstream_proxy->DescribeRequests();
   ExpectEachLayerSentOnceAcross(image, *mirror_proxy, *upstream_proxy);
 
   // The log says which endpoint was abandoned, why, and where the pull went next.
@@ -270,24 +251,25 @@ TEST_F(WatchdogTest, SlowDripMirrorBelowTheThroughputFloorIsAbandoned) {
   ASSERT_TRUE(pulled) << pulled.error().ToString();
   EXPECT_EQ(pulled->image_id, image.config.digest);
 
-  EXPECT_EQ(mirror_proxy->RequestCount("GET", layer_digest), 1u) << DescribeRequests(*mirror_proxy);
-  EXPECT_GT(BodyBytesSent(*mirror_proxy, layer_digest), 0u) << DescribeRequests(*mirror_proxy);
+  EXPECT_EQ(mirror_proxy->RequestCount("GET", layer_digest), 1u)
+      << mirror_proxy->DescribeRequests();
+  EXPECT_GT(mirror_proxy->BodyBytesSent("", layer_digest), 0u) << mirror_proxy->DescribeRequests();
   // The upstream resumed from what the mirror had delivered (a Range request), rather than
   // sending the whole blob again. (The proxy's count of what the mirror sent may include a piece
   // sent after the client had left, so the two are not summed exactly here.)
   EXPECT_TRUE(store_->Contains(image.layers[0].blob.digest));
   EXPECT_EQ(upstream_proxy->RequestCount("GET", layer_digest), 1u)
-      << DescribeRequests(*upstream_proxy);
-  EXPECT_LT(BodyBytesSent(*upstream_proxy, layer_digest),
+      << upstream_proxy->DescribeRequests();
+  EXPECT_LT(upstream_proxy->BodyBytesSent("", layer_digest),
             static_cast<uint64_t>(image.layers[0].blob.size))
-      << DescribeRequests(*upstream_proxy);
-  EXPECT_GE(BodyBytesSent(*mirror_proxy, layer_digest) +
-                BodyBytesSent(*upstream_proxy, layer_digest),
+      << upstream_proxy->DescribeRequests();
+  EXPECT_GE(mirror_proxy->BodyBytesSent("", layer_digest) +
+                upstream_proxy->BodyBytesSent("", layer_digest),
             static_cast<uint64_t>(image.layers[0].blob.size));
   std::string log = CapturedLog::Get().Text().substr(log_start);
-  EXPECT_THAT(log, AllOf(HasSubstr("endpoint=" + mirror_proxy->url()),
-                         HasSubstr("too slow"), HasSubstr("below the minimum of 64 KiB/s"),
-                         HasSubstr("min_download_speed")))
+  EXPECT_THAT(log,
+              AllOf(HasSubstr("endpoint=" + mirror_proxy->url()), HasSubstr("too slow"),
+                    HasSubstr("below the minimum of 64 KiB/s"), HasSubstr("min_download_speed")))
       << log;
 }
 
@@ -317,7 +299,7 @@ TEST_F(WatchdogTest, LoneStalledRegistryFailsUnavailableNamingItAndTheTimeout) {
                     HasSubstr("no data received for 1s (image_pull_progress_timeout) after"),
                     HasSubstr("raise image_pull_progress_timeout")));
   // Given up at once, not retried on the same endpoint.
-  EXPECT_EQ(proxy->RequestCount("GET", layer_digest), 1u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", layer_digest), 1u) << proxy->DescribeRequests();
   EXPECT_FALSE(store_->Contains(image.layers[0].blob.digest));
 }
 
@@ -327,12 +309,10 @@ TEST_F(WatchdogTest, LoneStalledRegistryFailsUnavailableNamingItAndTheTimeout) {
 TEST_F(WatchdogTest, TwoPullsNeverExceedTheGlobalDownloadLimit) {
   auto registry = StartRegistry();
   ASSERT_TRUE(registry);
-  imagegen::Image first = MakeImage(
-      {MakeLayer(20 << 10, 10), MakeLayer(20 << 10, 11), MakeLayer(20 << 10, 12),
-       MakeLayer(20 << 10, 13)});
-  imagegen::Image second = MakeImage(
-      {MakeLayer(20 << 10, 20), MakeLayer(20 << 10, 21), MakeLayer(20 << 10, 22),
-       MakeLayer(20 << 10, 23)});
+  imagegen::Image first = MakeImage({MakeLayer(20 << 10, 10), MakeLayer(20 << 10, 11),
+                                     MakeLayer(20 << 10, 12), MakeLayer(20 << 10, 13)});
+  imagegen::Image second = MakeImage({MakeLayer(20 << 10, 20), MakeLayer(20 << 10, 21),
+                                      MakeLayer(20 << 10, 22), MakeLayer(20 << 10, 23)});
   ASSERT_TRUE(Push(*registry, "first", first));
   ASSERT_TRUE(Push(*registry, "second", second));
   auto proxy = StartProxy(registry->host());
@@ -366,11 +346,11 @@ TEST_F(WatchdogTest, TwoPullsNeverExceedTheGlobalDownloadLimit) {
   EXPECT_EQ(pulled_second->image_id, second.config.digest);
 
   // 2 configs + 8 layers, each fetched once, each under a permit.
-  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 10u) << DescribeRequests(*proxy);
+  EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 10u) << proxy->DescribeRequests();
   EXPECT_EQ(scheduler.stats().granted, 10u);
   EXPECT_LE(scheduler.stats().max_running, 2);
   const uint64_t most = proxy->MaxConcurrentRequests("GET", "/blobs/");
-  EXPECT_LE(most, 2u) << DescribeRequests(*proxy);
+  EXPECT_LE(most, 2u) << proxy->DescribeRequests();
   EXPECT_GE(most, 1u);
   std::printf("blob GETs in progress at once: at most %llu (limit 2)\n",
               static_cast<unsigned long long>(most));
