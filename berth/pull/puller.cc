@@ -268,6 +268,10 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
                             what, image_config.diff_ids.size(), parsed_manifest.layers.size()));
   }
 
+  if (options.admit) {
+    BERTH_RETURN_IF_ERROR(WithContext(options.admit(parsed_manifest, image_config), what));
+  }
+
   // 4. The layers, a bounded number at a time, lowest first (they are committed first).
   BERTH_RETURN_IF_ERROR(WithContext(
       FetchLayers(context, parsed_manifest, image_config, options.layer_handler, cancel), what));

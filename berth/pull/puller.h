@@ -93,6 +93,11 @@ struct PullOptions {
   // Optional: told about every blob before the pull checks for, fetches or stores it, so
   // garbage collection keeps it. Must outlive Pull().
   PullLease* lease = nullptr;
+  // Optional: disk admission. Called once the manifest and the config are known and verified,
+  // before the layer handler's Begin and before any layer is fetched (a schema1 image's layers
+  // were fetched for its conversion already). An error fails the pull as it is, with nothing
+  // more fetched; kResourceExhausted when the disk cannot hold the image.
+  std::function<Result<void>(const image::Manifest&, const image::ImageConfig&)> admit;
 };
 
 // Progress of one blob; reported from download threads.

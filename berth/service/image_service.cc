@@ -316,9 +316,14 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
                                  .auth = request.auth,
                                  .layer_handler = unpacker.get(),
                                  .lease = &lease};
+  DiskAdmission::Admitted admitted;
+  pull_options.admit = [&](const image::Manifest& manifest, const image::ImageConfig& config) {
+    return admission_.Admit(manifest, config, admitted);
+  };
   Result<pull::PulledImage> pulled =
       puller_.Pull(reference.ToString(), pull_options, progress, cancel);
   if (!pulled) return Fail(std::move(pulled).error());
+  admission_.Learn(admitted);
 
   ImageEntry entry;
   entry.id = pulled->image_id;

@@ -55,6 +55,7 @@
 #include "berth/metadata/metadata_db.h"
 #include "berth/pull/puller.h"
 #include "berth/registry/auth.h"
+#include "berth/service/disk_admission.h"
 #include "berth/service/image_index.h"
 #include "berth/service/image_user.h"
 #include "berth/service/pull_progress.h"
@@ -219,7 +220,8 @@ class ImageService {
         store_(store),
         snapshotter_(snapshotter),
         db_(db),
-        options_(std::move(options)) {}
+        options_(std::move(options)),
+        admission_(store_, snapshotter_, options_.snapshot_root) {}
 
   class PullLease;
   // The pull itself; Pull() shares one run of it among identical concurrent requests.
@@ -247,6 +249,8 @@ class ImageService {
   snapshot::Snapshotter& snapshotter_;
   metadata::MetadataDb& db_;
   const ImageServiceOptions options_;
+  // Refuses pulls the disk cannot hold before their layers are fetched (disk_admission.h).
+  DiskAdmission admission_;
   ImageIndex index_;
   PullProgressBoard pull_progress_;
 
