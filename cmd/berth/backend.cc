@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 
+#include "berth/cri/admin_client.h"
 #include "berth/cri/image_service_client.h"
 #include "berth/stack/image_stack.h"
 #include "berth/stack/root_lock.h"
@@ -16,8 +19,12 @@ namespace {
 
 class DaemonBackend final : public ImageBackend {
  public:
-  DaemonBackend(std::unique_ptr<cri::ImageServiceClient> client, pid_t pid)
-      : client_(std::move(client)), pid_(pid) {}
+  DaemonBackend(std::unique_ptr<cri::ImageServiceClient> client,
+                std::unique_ptr<cri::AdminClient> admin, pid_t pid, PullProgressFn pull_progress)
+      : client_(std::move(client)),
+        admin_(std::move(admin)),
+        pid_(pid),
+        pull_progress_(std::move(pull_progress)) {}
 
   std::string Describe() const override {
     return pid_ > 0 ? fmt::format("berthd (pid {}) at {}", pid_, client_->address())
@@ -26,7 +33,47 @@ class DaemonBackend final : public ImageBackend {
   bool embedded() const override { return false; }
 
   Result<service::PullResult> Pull(const service::PullRequest& request) override {
-    return client_->Pull(request);
+    if (!pull_progress_) return client_->Pull(request);
+    // Subscribes to berthd's progress of this reference, then pulls over CRI while the updates
+    // arrive on a second thread.
+    grpc::ClientContext watch_context;
+    std::mutex mutex;
+    std::condition_variable changed;
+    bool subscribed = false;
+    bool ended = false;
+    std::thread watcher([&] {
+      Result<void> watched = admin_->WatchPullProgress(
+          request.image,
+          [&](const std::vector<service::PullStatus>& pulls) {
+            {
+              std::lock_guard lock(mutex);
+              subscribed = true;
+            }
+            changed.notify_all();
+            pull_progress_(pulls);
+          },
+          watch_context);
+      {
+        std::lock_guard lock(mutex);
+        subscribed = true;
+        ended = true;
+      }
+      changed.notify_all();
+    });
+    // Bounded waits: progress is a courtesy, never a reason to hold up or fail the pull.
+    {
+      std::unique_lock lock(mutex);
+      changed.wait_for(lock, std::chrono::seconds(5), [&] { return subscribed; });
+    }
+    Result<service::PullResult> pulled = client_->Pull(request);
+    {
+      // The stream ends by itself once berthd's pull ended; its last updates may still come.
+      std::unique_lock lock(mutex);
+      changed.wait_for(lock, std::chrono::seconds(5), [&] { return ended; });
+    }
+    watch_context.TryCancel();
+    watcher.join();
+    return pulled;
   }
   Result<std::vector<service::Image>> List(std::string_view filter) override {
     return client_->List(filter);
@@ -38,22 +85,18 @@ class DaemonBackend final : public ImageBackend {
     return client_->Remove(ref_or_id, pinned);
   }
   Result<std::vector<service::FilesystemUsage>> FsInfo() override { return client_->FsInfo(); }
-  Result<gc::CollectReport> CollectGarbage(bool) override { return Fail(RootIsServed("gc")); }
-  Result<service::CheckReport> Check(const service::CheckOptions&) override {
-    return Fail(RootIsServed("check"));
+  Result<gc::CollectReport> CollectGarbage(bool dry_run) override {
+    return admin_->CollectGarbage(dry_run);
+  }
+  Result<service::CheckReport> Check(const service::CheckOptions& options) override {
+    return admin_->Check(options);
   }
 
  private:
-  Error RootIsServed(std::string_view command) const {
-    return Error(ErrorCode::kFailedPrecondition,
-                 fmt::format("{} serves this root and collects its garbage itself (at start and "
-                             "after every removal); `berth {}` works on a root no berthd serves: "
-                             "stop berthd first, or pass --root for another root",
-                             Describe(), command));
-  }
-
   std::unique_ptr<cri::ImageServiceClient> client_;
+  std::unique_ptr<cri::AdminClient> admin_;
   pid_t pid_;
+  PullProgressFn pull_progress_;
 };
 
 class EmbeddedBackend final : public ImageBackend {
@@ -108,7 +151,9 @@ Result<std::unique_ptr<ImageBackend>> OpenDaemon(const config::Config& config, p
                             config.address));
   }
   BERTH_ASSIGN_OR_RETURN(auto client, cri::ImageServiceClient::Connect(config.address));
-  return std::unique_ptr<ImageBackend>(new DaemonBackend(std::move(client), pid));
+  BERTH_ASSIGN_OR_RETURN(auto admin, cri::AdminClient::Connect(config.address));
+  return std::unique_ptr<ImageBackend>(
+      new DaemonBackend(std::move(client), std::move(admin), pid, options.pull_progress));
 }
 
 Error Refusal(const config::Config& config, const stack::LockHolder& holder,

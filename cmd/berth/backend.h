@@ -1,7 +1,8 @@
 // Where the image commands (pull, images, inspect, rmi, fsinfo) send their work. Two
 // implementations of one seam:
 //
-//  - daemon mode: berthd over CRI runtime.v1 on its unix socket (cri::ImageServiceClient);
+//  - daemon mode: berthd over CRI runtime.v1 on its unix socket (cri::ImageServiceClient), and
+//    berth.v1.Admin on the same socket for pull progress, gc and check (cri::AdminClient);
 //  - embedded mode: the root opened in this process (stack::ImageStack, built the way berthd
 //    builds it), holding the root's lock for the command's duration.
 //
@@ -17,6 +18,7 @@
 // So an explicit --root wins over a daemon serving some other root at the address.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,15 +46,21 @@ class ImageBackend {
   virtual Result<std::optional<service::Image>> Status(std::string_view ref_or_id) = 0;
   virtual Result<void> Remove(std::string_view ref_or_id, service::RemovePinned pinned) = 0;
   virtual Result<std::vector<service::FilesystemUsage>> FsInfo() = 0;
-  // Garbage collection and the consistency check (service::ImageService). In daemon mode
-  // kFailedPrecondition: berthd collects at start and after every removal itself.
+  // Garbage collection and the consistency check (service::ImageService); in daemon mode
+  // through berthd's berth.v1.Admin service (cri::AdminClient).
   virtual Result<gc::CollectReport> CollectGarbage(bool dry_run) = 0;
   virtual Result<service::CheckReport> Check(const service::CheckOptions& options) = 0;
 };
 
+// The pulls berthd reports for one reference (service::PullProgressBoard's statuses).
+using PullProgressFn = std::function<void(const std::vector<service::PullStatus>&)>;
+
 struct BackendOptions {
   // Embedded mode: called for each layer a pull unpacks (from the pull's threads).
   unpack::LayerProgressFn layer_progress;
+  // Daemon mode: a pull subscribes to berthd's progress of its reference (Admin.PullProgress)
+  // and calls this with each update, from a second thread, while the CRI PullImage call runs.
+  PullProgressFn pull_progress;
   // Embedded mode: pull into this snapshotter instead of the config's. In daemon mode asking for
   // one is kInvalidArgument (berthd pulls into its own).
   std::optional<config::SnapshotterKind> snapshotter;

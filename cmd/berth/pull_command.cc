@@ -25,10 +25,12 @@ struct PullFlags {
   std::string registry_token;
   std::string snapshotter;  // empty: the config's pull.snapshotter
   bool quiet = false;
+  bool progress = false;  // progress lines even when stderr is not a terminal
 };
 
-// Prints a line per fetched blob (size, rate) and per unpacked layer on a terminal (embedded
-// mode; berthd reports no progress over CRI). Called from the pull's threads.
+// Prints a line per fetched blob (size, rate) and per unpacked layer on a terminal: in embedded
+// mode from the pull's callbacks (called from the pull's threads), in daemon mode from berthd's
+// Admin.PullProgress updates (called from the watching thread).
 class ProgressPrinter {
  public:
   explicit ProgressPrinter(bool enabled) : enabled_(enabled) {}
@@ -65,10 +67,77 @@ class ProgressPrinter {
     }
   }
 
+  // Daemon mode: berthd's view of the pull. Lines per blob as it passes each quarter of its
+  // size ("<done>/<total> bytes"), once it is fetched or found present, and per layer once it
+  // is unpacked (numbered in manifest order, named by its blob digest).
+  void Update(const std::vector<service::PullStatus>& pulls) {
+    if (!enabled_) return;
+    std::lock_guard lock(mutex_);
+    auto now = std::chrono::steady_clock::now();
+    for (const service::PullStatus& pull : pulls) {
+      size_t layer_number = 0;
+      for (const service::BlobStatus& blob : pull.blobs) {
+        if (blob.layer) ++layer_number;
+        std::string id = blob.digest.substr(blob.digest.find(':') + 1, 12);
+        auto [started, inserted] = started_.emplace(id, now);
+        BlobLines& lines = lines_[blob.digest];
+        if (blob.state == service::BlobState::kCached) {
+          if (!lines.fetched) {
+            std::fprintf(stderr, "blob   %s  %s  already present\n", id.c_str(),
+                         HumanSize(blob.total_bytes).c_str());
+          }
+          if (blob.layer && !lines.unpacked) {
+            std::fprintf(stderr, "layer %zu  %s  already unpacked\n", layer_number, id.c_str());
+          }
+          lines.fetched = lines.unpacked = true;
+          continue;
+        }
+        if (blob.total_bytes > 0 && !lines.fetched) {
+          int quarter = static_cast<int>(blob.fetched_bytes * 4 / blob.total_bytes);
+          if (quarter > lines.quarter) {
+            lines.quarter = quarter;
+            std::fprintf(stderr, "blob   %s  %lld/%lld bytes\n", id.c_str(),
+                         static_cast<long long>(blob.fetched_bytes),
+                         static_cast<long long>(blob.total_bytes));
+          }
+        }
+        bool fetched = blob.state == service::BlobState::kUnpacking ||
+                       blob.state == service::BlobState::kCommitted;
+        if (fetched && !lines.fetched) {
+          lines.fetched = true;
+          double seconds = std::chrono::duration<double>(now - started->second).count();
+          std::string rate = seconds > 0 ? HumanSize(static_cast<int64_t>(
+                                               static_cast<double>(blob.total_bytes) / seconds)) +
+                                               "/s"
+                                         : "-";
+          std::fprintf(stderr, "blob   %s  %s  fetched at %s\n", id.c_str(),
+                       HumanSize(blob.total_bytes).c_str(), rate.c_str());
+        }
+        if (blob.layer && blob.state == service::BlobState::kCommitted && !lines.unpacked) {
+          lines.unpacked = true;
+          std::fprintf(stderr, "layer %zu  %s  unpacked %s\n", layer_number, id.c_str(),
+                       HumanSize(static_cast<int64_t>(blob.unpacked_bytes)).c_str());
+        }
+      }
+      if (pull.state == service::PullState::kFailed && !failure_shown_) {
+        failure_shown_ = true;
+        std::fprintf(stderr, "berthd: pull failed: %s\n", pull.error.c_str());
+      }
+    }
+  }
+
  private:
+  struct BlobLines {
+    int quarter = 0;
+    bool fetched = false;
+    bool unpacked = false;
+  };
+
   bool enabled_;
   std::mutex mutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> started_;
+  std::map<std::string, BlobLines> lines_;
+  bool failure_shown_ = false;
 };
 
 Result<service::PullRequest> ToRequest(const PullFlags& flags) {
@@ -90,11 +159,16 @@ Result<service::PullRequest> ToRequest(const PullFlags& flags) {
 int Pull(const PullFlags& flags) {
   Result<service::PullRequest> request = ToRequest(flags);
   if (!request) return PrintError(request.error());
-  const bool show_progress = !flags.quiet && ::isatty(STDERR_FILENO);
+  const bool show_progress = !flags.quiet && (flags.progress || ::isatty(STDERR_FILENO));
   ProgressPrinter printer(show_progress);
   request->progress = [&](const pull::BlobProgress& blob) { printer.Fetched(blob); };
   BackendOptions options{
-      .layer_progress = [&](const unpack::LayerProgress& layer) { printer.Unpacked(layer); }};
+      .layer_progress = [&](const unpack::LayerProgress& layer) { printer.Unpacked(layer); },
+      .pull_progress = show_progress
+                           ? PullProgressFn([&](const std::vector<service::PullStatus>& pulls) {
+                               printer.Update(pulls);
+                             })
+                           : PullProgressFn()};
   if (flags.snapshotter == "native") options.snapshotter = config::SnapshotterKind::kNative;
   if (flags.snapshotter == "overlayfs") options.snapshotter = config::SnapshotterKind::kOverlayfs;
   Result<std::unique_ptr<ImageBackend>> backend = OpenBackend(std::move(options));
@@ -146,6 +220,8 @@ void AddPullCommand(CLI::App& app, int* status) {
                    "only)")
       ->check(CLI::IsMember({"overlayfs", "native"}));
   pull->add_flag("-q,--quiet", flags->quiet, "Print only the image ID");
+  pull->add_flag("--progress", flags->progress,
+                 "Print progress lines even when stderr is not a terminal");
   pull->callback([=] { *status = Pull(*flags); });
 }
 

@@ -1,7 +1,8 @@
 // berthd: the image service daemon. It loads the config, takes the root's lock
 // (berth/stack/root_lock.h), builds the image service with everything under it
 // (berth/stack/image_stack.h: the one composition the daemon and the CLI's embedded mode share),
-// serves the CRI ImageService (runtime.v1 and v1alpha2) on a unix socket, and on SIGTERM/SIGINT
+// serves the CRI ImageService (runtime.v1 and v1alpha2) and berth.v1.Admin (pull progress, gc,
+// check; berth/cri/admin_server.h) on a unix socket, and on SIGTERM/SIGINT
 // stops accepting, lets in-flight requests finish within the grace period, and exits 0.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
@@ -23,6 +24,7 @@
 #include "berth/base/log.h"
 #include "berth/base/unique_fd.h"
 #include "berth/config/config.h"
+#include "berth/cri/admin_server.h"
 #include "berth/cri/image_service_client.h"
 #include "berth/cri/image_service_server.h"
 #include "berth/stack/image_stack.h"
@@ -114,12 +116,14 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
       .data_directories = {config.root, stack->snapshot_root()}};
   cri::ImageServiceV1 cri_v1(images, server_options);
   cri::ImageServiceV1alpha2 cri_v1alpha2(images, server_options);
+  cri::AdminService admin(images);
 
   BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + socket_path.string(), grpc::InsecureServerCredentials());
   builder.RegisterService(&cri_v1);
   builder.RegisterService(&cri_v1alpha2);
+  builder.RegisterService(&admin);
   builder.SetMaxReceiveMessageSize(16 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {

@@ -23,6 +23,7 @@
 #include "berth/service/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/testing/child_process.h"
+#include "berth/testing/fault_proxy.h"
 #include "berth/testing/run_command.h"
 #include "berth/testing/temp_dir.h"
 #include "berth/testing/test_registry.h"
@@ -33,6 +34,8 @@ namespace berth {
 namespace {
 
 using berth::testing::ChildProcess;
+using berth::testing::FaultAction;
+using berth::testing::FaultProxy;
 using berth::testing::TempDir;
 using berth::testing::TestRegistry;
 using nlohmann::json;
@@ -41,6 +44,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 using CliRun = berth::testing::CommandResult;
+namespace fs = std::filesystem;
 
 
 json ParseJson(const CliRun& run) {
@@ -100,6 +104,17 @@ class CliTest : public ::testing::Test {
     return run.value_or(CliRun{});
   }
 
+  // Bytes allocated under the root's content store and snapshots, as du counts them.
+  int64_t DiskBytes() {
+    Result<CliRun> du = berth::testing::RunCommand(
+        {"/usr/bin/du", "-s", "-B1", "-c", root() + "/content", root() + "/snapshots"},
+        dir_->path());
+    EXPECT_TRUE(du && du->exit_code == 0);
+    if (!du || du->exit_code != 0) return -1;
+    size_t total = du->out.rfind("\n", du->out.size() - 2);
+    return std::stoll(du->out.substr(total == std::string::npos ? 0 : total + 1));
+  }
+
   // Runs and expects success.
   CliRun MustRun(std::vector<std::string> args) {
     CliRun run = Run(args);
@@ -128,10 +143,10 @@ class CliTest : public ::testing::Test {
     EXPECT_TRUE(status.success()) << status.ToString() << "\n" << daemon_->ReadLog();
   }
 
-  // The request lines berthd logged for `method`.
-  size_t RequestsLogged(std::string_view method) const {
+  // The request lines berthd logged for `method` (CRI, or berth.v1.Admin with kind "admin").
+  size_t RequestsLogged(std::string_view method, std::string_view kind = "cri") const {
     std::string log = daemon_->ReadLog();
-    std::string needle = "cri.request method=" + std::string(method);
+    std::string needle = std::string(kind) + ".request method=" + std::string(method);
     size_t count = 0;
     for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1)) {
       ++count;
@@ -253,6 +268,105 @@ TEST_F(CliTest, DaemonModeGoesOverCri) {
   json embedded = ParseJson(MustRun({"--address", address(), "images", "--json"}));
   ASSERT_EQ(embedded.size(), 1u);
   EXPECT_EQ(embedded[0]["id"], image_a_->config.digest.ToString());
+}
+
+// Daemon mode: `berth pull` follows berthd's progress of its pull (berth.v1.Admin.PullProgress
+// on the CRI socket) and prints a line per layer as it is fetched and unpacked.
+TEST_F(CliTest, DaemonPullPrintsEachLayersProgressFromBerthd) {
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  auto proxy = FaultProxy::Start(registry_->host());
+  ASSERT_TRUE(proxy) << proxy.error().ToString();
+  // Every layer trickles in, in about eight pieces.
+  for (const imagegen::Layer& layer : image_a_->layers) {
+    ASSERT_TRUE((*proxy)->AddRule(
+        {.method = "GET",
+         .target_contains = layer.blob.digest.ToString(),
+         .action = FaultAction::SlowDrip(static_cast<size_t>(layer.blob.size / 8 + 1),
+                                         std::chrono::milliseconds(50))}));
+  }
+  const std::string reference = (*proxy)->host() + "/test/img:a";
+  CliRun pulled = MustRun({"--address", address(), "pull", "--progress", reference});
+  EXPECT_EQ(pulled.out, image_a_->config.digest.ToString() + "\n");
+  for (size_t i = 0; i < image_a_->layers.size(); ++i) {
+    const imagegen::Layer& layer = image_a_->layers[i];
+    const std::string id = layer.blob.digest.encoded().substr(0, 12);
+    SCOPED_TRACE(layer.blob.digest.ToString());
+    EXPECT_THAT(pulled.err, HasSubstr(fmt::format("blob   {}  {}/{} bytes", id, layer.blob.size,
+                                                  layer.blob.size)));
+    EXPECT_THAT(pulled.err, HasSubstr(fmt::format("layer {}  {}  unpacked ", i + 1, id)));
+  }
+  EXPECT_EQ(RequestsLogged("PullProgress", "admin"), 1u) << daemon_->ReadLog();
+  EXPECT_EQ(RequestsLogged("PullImage"), 1u);
+}
+
+// Daemon mode: `berth gc` and `berth check` go to berthd (berth.v1.Admin) and report what it
+// found and freed in its root.
+TEST_F(CliTest, DaemonGcAndCheckGoThroughBerthd) {
+  // What a failed pull fetched is garbage at once.
+  std::ofstream(config_file(), std::ios::app) << "resume_window = \"0\"\n";
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
+  const std::vector<std::string> daemon = {"--address", address()};
+  auto with = [&](std::vector<std::string> command) {
+    std::vector<std::string> all = daemon;
+    all.insert(all.end(), command.begin(), command.end());
+    return all;
+  };
+  MustRun(with({"pull", Ref("a")}));
+  CliRun clean = Run(with({"check", "--json"}));
+  EXPECT_EQ(clean.exit_code, 0) << clean.out << clean.err;
+  EXPECT_EQ(ParseJson(clean)["clean"], true) << clean.out;
+
+  // Image b's own layer is refused: its manifest and config are fetched, then nothing names
+  // them (its base layer is image a's).
+  auto proxy = FaultProxy::Start(registry_->host());
+  ASSERT_TRUE(proxy) << proxy.error().ToString();
+  ASSERT_TRUE((*proxy)->AddRule({.method = "GET",
+                                 .target_contains = image_b_->layers.back().blob.digest.ToString(),
+                                 .action = FaultAction::Respond(404)}));
+  CliRun refused = Run(with({"pull", (*proxy)->host() + "/test/img:b"}));
+  ASSERT_NE(refused.exit_code, 0) << refused.err;
+
+  json would = ParseJson(MustRun(with({"gc", "--dry-run", "--json"})));
+  ASSERT_TRUE(would.is_object());
+  const std::string would_removed = would["removed"].dump();
+  EXPECT_THAT(would_removed, HasSubstr(image_b_->config.digest.ToString()));
+  EXPECT_THAT(would_removed, Not(HasSubstr(image_a_->config.digest.ToString())));
+  const fs::path b_config =
+      fs::path(root()) / "content" / "blobs" / "sha256" / image_b_->config.digest.encoded();
+  EXPECT_TRUE(fs::exists(b_config)) << "the dry run removed something";
+
+  const int64_t before = DiskBytes();
+  json report = ParseJson(MustRun(with({"gc", "--json"})));
+  const int64_t after = DiskBytes();
+  ASSERT_TRUE(report.is_object());
+  EXPECT_EQ(report["removed"], would["removed"]);
+  EXPECT_GE(report["blobs"]["count"].get<int64_t>(), 2) << report.dump();
+  EXPECT_FALSE(fs::exists(b_config));
+  // du sees what berthd reports, up to an ingest's directory and bookkeeping files.
+  const int64_t freed = report["bytes"].get<int64_t>();
+  EXPECT_GT(freed, 0);
+  EXPECT_GE(before - after, freed) << report.dump();
+  EXPECT_LE(before - after, freed + 4096 * 3 * report["ingests"]["count"].get<int64_t>())
+      << report.dump();
+  EXPECT_EQ(RequestsLogged("CollectGarbage", "admin"), 2u) << daemon_->ReadLog();
+
+  // A snapshot directory removed behind berthd's back is a problem berthd's check names.
+  const fs::path snapshots = fs::path(root()) / "snapshots";
+  fs::path removed;
+  for (const auto& snapshotter : fs::directory_iterator(snapshots)) {
+    for (const auto& snapshot : fs::directory_iterator(snapshotter.path() / "snapshots")) {
+      removed = snapshot.path();
+      break;
+    }
+  }
+  ASSERT_FALSE(removed.empty()) << "no snapshot directory under " << snapshots;
+  fs::remove_all(removed);
+  CliRun broken = Run(with({"check", "--json"}));
+  EXPECT_EQ(broken.exit_code, 1) << broken.out << broken.err;
+  json problems = ParseJson(broken);
+  EXPECT_EQ(problems["clean"], false);
+  EXPECT_FALSE(problems["problems"].empty()) << broken.out;
+  EXPECT_EQ(RequestsLogged("Check", "admin"), 2u);
 }
 
 TEST_F(CliTest, RefusesWhenBerthdHoldsTheRootElsewhere) {
