@@ -1,7 +1,8 @@
 // The berth CLI's image commands (pull, images, inspect, rmi, fsinfo) end to end, in both of its
 // modes: embedded (the CLI opens the root itself) and daemon (the same commands go to the built
-// berthd over CRI, which its request log proves); and the refusal when a berthd holds the root
-// but does not answer at the address the CLI was given.
+// berthd over CRI, which its request log proves; pull progress, gc and check over berthd's
+// berth.v1.Admin service on the same socket); and the refusal when a berthd holds the root but
+// does not answer at the address the CLI was given.
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <gmock/gmock.h>
