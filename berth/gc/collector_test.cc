@@ -257,5 +257,27 @@ TEST_F(CollectorTest, SnapshotWhoseDirectoryVanishedIsReportedMissing) {
   EXPECT_THAT(*missing, ::testing::ElementsAre(chain.back()));
 }
 
+TEST_F(CollectorTest, DiscardUnpackedLayersDropsLayerBlobsButKeepsTheImage) {
+  imagegen::Image a = MakeImage("a");
+  std::vector<std::string> chain = Install(a, "example.com/a:1");
+  // A layer held by a running pull's lease keeps its blob regardless.
+  ASSERT_TRUE(db_->CreateLease("pull-1", "x"));
+  ASSERT_TRUE(db_->AddLeaseResources(
+      "pull-1", std::vector<metadata::LeaseResource>{
+                    {metadata::LeaseResourceKind::kBlob, a.layers[1].blob.digest.ToString()}}));
+
+  CollectReport report = Run({.discard_unpacked_layers = true});
+  EXPECT_EQ(report.blobs.count, 1);
+  EXPECT_FALSE(store_->Contains(a.layers[0].blob.digest));
+  EXPECT_TRUE(store_->Contains(a.layers[1].blob.digest));
+  EXPECT_TRUE(store_->Contains(a.manifest.digest));
+  EXPECT_TRUE(store_->Contains(a.config.digest));
+  EXPECT_TRUE(snapshotter_->Stat(chain.front()));
+  EXPECT_TRUE(snapshotter_->Stat(chain.back()));
+  // Without the option, nothing named is garbage.
+  ASSERT_TRUE(db_->DeleteLease("pull-1"));
+  EXPECT_EQ(Run().blobs.count, 0);
+}
+
 }  // namespace
 }  // namespace berth::gc

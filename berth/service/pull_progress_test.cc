@@ -23,13 +23,13 @@ pull::BlobProgress Progress(const image::Descriptor& blob, int64_t done, bool co
           .complete = complete};
 }
 
-const BlobStatus& Blob(const PullStatus& pull, const image::Descriptor& descriptor) {
+// A copy: callers often pass a temporary view's pull.
+BlobStatus Blob(const PullStatus& pull, const image::Descriptor& descriptor) {
   for (const BlobStatus& blob : pull.blobs) {
     if (blob.digest == descriptor.digest.ToString()) return blob;
   }
   ADD_FAILURE() << "no blob " << descriptor.digest.ToString();
-  static const BlobStatus kNone;
-  return kNone;
+  return BlobStatus{};
 }
 
 TEST(PullProgressBoardTest, LayersMoveFromWaitingThroughDownloadingAndUnpackingToCommitted) {

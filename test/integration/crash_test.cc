@@ -48,7 +48,7 @@ using berth::testing::TestRegistry;
 using ::testing::HasSubstr;
 
 constexpr size_t kLayers = 4;
-constexpr size_t kLayerBytes = size_t{1} << 20;
+constexpr size_t kLayerBytes = size_t{512} << 10;
 
 // Incompressible bytes, the same for a seed.
 std::string RandomBytes(size_t bytes, uint64_t seed) {
@@ -116,7 +116,7 @@ class CrashTest : public ::testing::Test {
     auto proxy = FaultProxy::Start(registry_->host());
     ASSERT_TRUE(proxy) << proxy.error().ToString();
     proxy_ = std::move(*proxy);
-    // ~1.6 MB/s per blob download: a pull of the 4 MiB image takes about a second.
+    // ~1.6 MB/s per blob download: a pull of the 2 MiB image takes about half a second.
     ASSERT_TRUE(proxy_->AddRule(
         {.method = "GET",
          .target_contains = "/blobs/",
@@ -193,7 +193,7 @@ class CrashTest : public ::testing::Test {
     return ids;
   }
 
-  // `berth check --verify` on the root (berthd stopped) must find nothing.
+  // `berth check --verify` must find nothing: through berthd (`root` empty) or on the root.
   void ExpectCheckClean(const fs::path& root, const std::string& when) {
     CommandResult check = Cli({"check", "--verify", "--json"}, root);
     EXPECT_EQ(check.exit_code, 0) << when << ":\n" << check.out << check.err;
@@ -272,11 +272,9 @@ TEST_F(CrashTest, KilledDuringPullLeavesNoHalfImageAndTheNextPullResumes) {
     EXPECT_TRUE(ids.empty() || (ids.size() == 1 && ids[0] == image_id))
         << when << ": " << ::testing::PrintToString(ids);
     if (!ids.empty()) ++complete_before_kill;
-    StopDaemon();
-    ExpectCheckClean(root, when + ", after the restart");
+    ExpectCheckClean({}, when + ", after the restart");
 
     // Pull again: it resumes what the killed pull fetched.
-    StartDaemon(root);
     const uint64_t bytes_before_repull = proxy_->BodyBytesSent("GET", "/blobs/");
     CommandResult again = Cli({"pull", reference()});
     EXPECT_EQ(again.exit_code, 0) << when << ": " << again.err;
@@ -284,8 +282,8 @@ TEST_F(CrashTest, KilledDuringPullLeavesNoHalfImageAndTheNextPullResumes) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const uint64_t second_pull_bytes =
         proxy_->BodyBytesSent("GET", "/blobs/") - bytes_before_repull;
+    ExpectCheckClean({}, when + ", after the re-pull");
     StopDaemon();
-    ExpectCheckClean(root, when + ", after the re-pull");
     ExpectRootfs(root, when);
 
     const uint64_t fetched = first_pull_bytes + second_pull_bytes;
