@@ -90,7 +90,10 @@ for corpus in fuzz/corpus/*/; do
 done
 wait
 echo "test.sh: fuzz smoke took $(( $(date +%s) - start )) s"
-failed=$(cd "$scratch" && ls -d -- */failed 2>/dev/null | cut -d/ -f1 | tr '\n' ' ')
+failed=
+for marker in "$scratch"/*/failed; do
+  if [ -e "$marker" ]; then failed+="$(basename "$(dirname "$marker")") "; fi
+done
 if [ -n "$failed" ]; then
   echo "test.sh: fuzz findings in: $failed"
   exit 1
