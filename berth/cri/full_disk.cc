@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "berth/base/byte_size.h"
+
 namespace berth::cri {
 namespace {
 
@@ -18,18 +20,6 @@ bool SaysDiskFull(std::string_view message) {
     if (message.find(std::strerror(errnum)) != std::string_view::npos) return true;
   }
   return message.find("database or disk is full") != std::string_view::npos;
-}
-
-// "7.9 MiB": binary units, one decimal.
-std::string HumanBytes(uint64_t bytes) {
-  constexpr std::string_view kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double value = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
-    value /= 1024;
-    ++unit;
-  }
-  return unit == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", value, kUnits[unit]);
 }
 
 }  // namespace
@@ -54,7 +44,7 @@ Error ExplainFullDisk(const Error& error, std::span<const std::filesystem::path>
   }
   std::string where =
       fullest ? fmt::format("the filesystem holding {} ({} free of {})", fullest->string(),
-                            HumanBytes(fullest_free), HumanBytes(fullest_total))
+                            FormatByteSize(fullest_free), FormatByteSize(fullest_total))
               : std::string("the filesystem holding berth's root");
   return Error(error.code(),
                fmt::format("{}; {} is full: free space there (berth rmi removes images no "

@@ -9,22 +9,11 @@
 #include <cmath>
 #include <iterator>
 
+#include "berth/base/byte_size.h"
 #include "berth/base/log.h"
 
 namespace berth::service {
 namespace {
-
-// "7.9 MiB": binary units, one decimal.
-std::string HumanBytes(uint64_t bytes) {
-  constexpr std::string_view kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double value = static_cast<double>(bytes);
-  size_t unit = 0;
-  while (value >= 1024 && unit + 1 < std::size(kUnits)) {
-    value /= 1024;
-    ++unit;
-  }
-  return unit == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.1f} {}", value, kUnits[unit]);
-}
 
 uint64_t Reserve(const FilesystemSpace& filesystem) {
   return static_cast<uint64_t>(std::ceil(static_cast<double>(filesystem.size) * kReserveFraction));
@@ -40,16 +29,16 @@ Result<void> CheckFilesystem(const SpaceEstimate& estimate, uint64_t blob_bytes,
   const uint64_t reserve = Reserve(filesystem);
   const uint64_t usable = filesystem.available > reserve ? filesystem.available - reserve : 0;
   if (needed <= usable) return Ok();
-  return Fail(
-      ErrorCode::kResourceExhausted,
-      fmt::format("not enough disk space: the pull needs about {} on the filesystem "
-                  "holding {} ({} of layer blobs to download, {} unpacked, estimated at "
-                  "{:.1f}x the layers' compressed size), which has {} free of {}, {} of "
-                  "it kept in reserve; free space there (berth rmi, berth gc) or move "
-                  "berth's root to a larger filesystem, then pull again",
-                  HumanBytes(needed), holds, HumanBytes(blob_bytes), HumanBytes(unpacked_bytes),
-                  estimate.ratio, HumanBytes(filesystem.available), HumanBytes(filesystem.size),
-                  HumanBytes(reserve)));
+  return Fail(ErrorCode::kResourceExhausted,
+              fmt::format("not enough disk space: the pull needs about {} on the filesystem "
+                          "holding {} ({} of layer blobs to download, {} unpacked, estimated at "
+                          "{:.1f}x the layers' compressed size), which has {} free of {}, {} of "
+                          "it kept in reserve; free space there (berth rmi, berth gc) or move "
+                          "berth's root to a larger filesystem, then pull again",
+                          FormatByteSize(needed), holds, FormatByteSize(blob_bytes),
+                          FormatByteSize(unpacked_bytes), estimate.ratio,
+                          FormatByteSize(filesystem.available), FormatByteSize(filesystem.size),
+                          FormatByteSize(reserve)));
 }
 
 }  // namespace
