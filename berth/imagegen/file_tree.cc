@@ -42,6 +42,66 @@ FileTree& FileTree::AddFile(std::string path, std::string content, Attributes at
                  std::move(content));
 }
 
+namespace {
+
+constexpr uint64_t kTarBlock = 512;
+
+// Lays out the segments of a sparse file as GNU tar does, so that GNU tar, which reads the data
+// of each segment from whole 512-byte blocks, and the readers that take the data as one packed
+// run (Go's archive/tar, libarchive, berth) agree: empty segments are dropped, every segment
+// but the last is extended with zeros from the hole after it to whole blocks (merged with the
+// next one when they would meet), and a file that ends in a hole gets an empty segment at its
+// end (without it GNU tar stops the file at its last data byte). The logical content does not
+// change. An invalid map (unsorted, overlapping, outside the file) is returned as given, for
+// TarWriter to refuse.
+std::vector<SparseData> GnuTarLayout(uint64_t logical_size, std::vector<SparseData> segments) {
+  uint64_t end = 0;
+  for (const SparseData& segment : segments) {
+    if (segment.offset < end || segment.data.size() > logical_size ||
+        segment.offset > logical_size - segment.data.size()) {
+      return segments;
+    }
+    end = segment.offset + segment.data.size();
+  }
+  std::vector<SparseData> laid_out;
+  for (SparseData& segment : segments) {
+    if (segment.data.empty()) continue;
+    if (!laid_out.empty()) {
+      SparseData& previous = laid_out.back();
+      uint64_t blocks = (previous.data.size() + kTarBlock - 1) / kTarBlock * kTarBlock;
+      if (previous.offset + blocks >= segment.offset) {
+        previous.data.append(segment.offset - previous.offset - previous.data.size(), '\0');
+        previous.data += segment.data;
+        continue;
+      }
+      previous.data.resize(blocks, '\0');
+    }
+    laid_out.push_back(std::move(segment));
+  }
+  if (laid_out.empty() || laid_out.back().offset + laid_out.back().data.size() < logical_size) {
+    laid_out.push_back({.offset = logical_size, .data = {}});
+  }
+  return laid_out;
+}
+
+}  // namespace
+
+FileTree& FileTree::AddSparseFile(std::string path, uint64_t logical_size,
+                                  std::vector<SparseData> segments, Attributes attributes) {
+  segments = GnuTarLayout(logical_size, std::move(segments));
+  std::vector<SparseSegment> map;
+  std::string content;
+  map.reserve(segments.size());
+  for (const SparseData& segment : segments) {
+    map.push_back({.offset = segment.offset, .length = segment.data.size()});
+    content += segment.data;
+  }
+  AddNode(std::move(path), EntryType::kRegular, 0644, std::move(attributes), std::move(content));
+  nodes_.back().entry.size = logical_size;
+  nodes_.back().entry.sparse_map = std::move(map);
+  return *this;
+}
+
 FileTree& FileTree::AddDirectory(std::string path, Attributes attributes) {
   return AddNode(std::move(path), EntryType::kDirectory, 0755, std::move(attributes));
 }
@@ -97,7 +157,7 @@ FileTree& FileTree::AddOpaqueWhiteout(std::string_view directory, Attributes att
 }
 
 FileTree& FileTree::Add(Entry entry, std::string content) {
-  if (entry.type == EntryType::kRegular) entry.size = content.size();
+  if (entry.type == EntryType::kRegular && !entry.sparse_map) entry.size = content.size();
   nodes_.push_back(Node{std::move(entry), std::move(content)});
   return *this;
 }

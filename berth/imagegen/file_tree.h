@@ -3,18 +3,21 @@
 // Layer sources: what goes into a layer tar.
 //
 // - FileTree is an in-memory list of entries with exact, known content, for tests and demos:
-//   regular files, directories, symlinks, hardlinks, devices, fifos, xattrs, whiteouts.
+//   regular files (also sparse ones: data segments and holes), directories, symlinks,
+//   hardlinks, devices, fifos, xattrs, whiteouts.
 //   Entries are written in the order they were added (so a test controls ordering, e.g. that a
 //   hardlink follows its target) and nothing is implied: parent directories are not invented.
 // - DirectoryTree walks a real directory and streams it: entries are visited depth first with
 //   each directory's children in byte order, and file content is read from disk in chunks while
-//   the tar is written, so a layer of any size needs bounded memory.
+//   the tar is written, so a layer of any size needs bounded memory. Holes in files on disk
+//   are not detected: they are archived as zeros, in ordinary entries.
 //
 //   FileTree tree;
 //   tree.AddDirectory("etc")
 //       .AddFile("etc/os-release", "ID=berth\n")
 //       .AddFile("hello.sh", "#!/bin/sh\necho hello\n", {.mode = 0755})
 //       .AddSymlink("bin/hello", "../hello.sh")
+//       .AddSparseFile("var/disk.img", 8 << 20, {{.offset = 0, .data = "MBR"}})
 //       .AddWhiteout("etc/motd");
 //
 // Thread safety: FileTree is a value type. A DirectoryTree may be written from one thread at a
@@ -54,6 +57,12 @@ struct Attributes {
   std::map<std::string, std::string> xattrs;
 };
 
+// The data of a sparse file at byte `offset`; what no SparseData covers is a hole.
+struct SparseData {
+  uint64_t offset = 0;
+  std::string data;
+};
+
 // The whiteout prefix and the opaque-directory marker of the OCI layer spec.
 inline constexpr std::string_view kWhiteoutPrefix = ".wh.";
 inline constexpr std::string_view kOpaqueWhiteout = ".wh..wh..opq";
@@ -62,10 +71,21 @@ class FileTree final : public LayerSource {
  public:
   struct Node {
     Entry entry;
-    std::string content;  // Regular files only.
+    // Regular files only; for sparse files the data of entry.sparse_map's segments, in order.
+    std::string content;
   };
 
   FileTree& AddFile(std::string path, std::string content, Attributes attributes = {});
+  // A regular file of `logical_size` bytes that is all hole except `segments`, written as a
+  // GNU.sparse 1.0 entry (see tar_writer.h). Segments must be in order, not overlap and end by
+  // `logical_size` (WriteTo() fails with kInvalidArgument otherwise); no segments at all is a
+  // file that is one hole. The map is laid out as GNU tar writes it, which every reader (GNU
+  // tar, Go's archive/tar, libarchive, berth) extracts alike: empty segments are dropped,
+  // segments but the last are extended with zeros to whole 512-byte blocks (merged where they
+  // meet) and a file that ends in a hole gets an empty segment at its end. The logical content
+  // is unchanged. To write a map exactly as given, use Add() with Entry::sparse_map.
+  FileTree& AddSparseFile(std::string path, uint64_t logical_size, std::vector<SparseData> segments,
+                          Attributes attributes = {});
   FileTree& AddDirectory(std::string path, Attributes attributes = {});
   FileTree& AddSymlink(std::string path, std::string target, Attributes attributes = {});
   // `target` is the path of an entry added earlier.
@@ -79,7 +99,8 @@ class FileTree final : public LayerSource {
   FileTree& AddWhiteout(std::string_view path, Attributes attributes = {});
   // Hides everything lower layers have under `directory`: adds "<directory>/.wh..wh..opq".
   FileTree& AddOpaqueWhiteout(std::string_view directory, Attributes attributes = {});
-  // Adds a fully specified entry; entry.size is set from `content` for regular files.
+  // Adds a fully specified entry; entry.size is set from `content` for regular files that are
+  // not sparse (a sparse entry keeps its logical size; `content` is its segments' data).
   FileTree& Add(Entry entry, std::string content = {});
 
   const std::vector<Node>& nodes() const { return nodes_; }

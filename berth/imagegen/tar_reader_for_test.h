@@ -37,7 +37,7 @@ struct ReadEntry {
   std::string content;
 };
 
-using UniqueArchiveReader = UniqueHandle<archive, archive_read_free>;
+using UniqueArchiveReader = UniqueHandle<::archive, archive_read_free>;
 
 // Reads every entry of `bytes` (tar, tar.gz or tar.zst). Fails with kDataLoss on a bad archive.
 inline Result<std::vector<ReadEntry>> ReadTar(std::string_view bytes) {

@@ -125,6 +125,48 @@ std::string PaxHeaderName(std::string_view path) {
   return name;
 }
 
+// "dir/GNUSparseFile.0/base" ("./GNUSparseFile.0/base" for a top-level file), truncated to fit
+// the name field: GNU tar's "%d/GNUSparseFile.%p/%f" with a fixed %p, so output stays a pure
+// function of the entry. Readers of the format take the real name from GNU.sparse.name.
+std::string SparseHeaderName(std::string_view path) {
+  size_t slash = path.rfind('/');
+  std::string_view dir = slash == std::string_view::npos ? "" : path.substr(0, slash);
+  std::string_view base = slash == std::string_view::npos ? path : path.substr(slash + 1);
+  std::string name = fmt::format("{}/GNUSparseFile.0/{}", dir.empty() ? "." : dir, base);
+  if (name.size() > kName.width) name.resize(kName.width);
+  return name;
+}
+
+// The bytes of data a sparse entry stores (the sum of its segment lengths), once its map is
+// checked: sorted, not overlapping and inside the logical size.
+Result<uint64_t> SparseDataBytes(const Entry& entry) {
+  uint64_t end = 0;
+  uint64_t total = 0;
+  for (const SparseSegment& segment : *entry.sparse_map) {
+    if (segment.offset < end || segment.length > entry.size ||
+        segment.offset > entry.size - segment.length) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("tar entry {:?}: sparse segment {}+{} is unsorted, overlapping or "
+                              "outside the file's {} bytes",
+                              entry.path, segment.offset, segment.length, entry.size));
+    }
+    end = segment.offset + segment.length;
+    total += segment.length;
+  }
+  return total;
+}
+
+// The GNU 1.0 sparse map that opens the stored data: "count\n" then "offset\nlength\n" per
+// segment, NUL-padded to whole blocks.
+std::string SparseMapBlocks(const std::vector<SparseSegment>& segments) {
+  std::string map = fmt::format("{}\n", segments.size());
+  for (const SparseSegment& segment : segments) {
+    map += fmt::format("{}\n{}\n", segment.offset, segment.length);
+  }
+  map.resize(map.size() + (kBlockSize - map.size() % kBlockSize) % kBlockSize, '\0');
+  return map;
+}
+
 }  // namespace
 
 std::string PaxRecord(std::string_view key, std::string_view value) {
@@ -167,16 +209,36 @@ Result<void> TarWriter::WriteHeader(const Entry& entry) {
     return Fail(ErrorCode::kInvalidArgument,
                 fmt::format("tar entry {:?}: only regular files have content", entry.path));
   }
+  const bool sparse = entry.sparse_map.has_value();
+  if (sparse && entry.type != EntryType::kRegular) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("tar entry {:?}: only regular files can be sparse", entry.path));
+  }
+  // What follows the header: the content, or for a sparse file its map and then the data.
+  uint64_t data_bytes = entry.size;
+  std::string sparse_map;
+  if (sparse) {
+    BERTH_ASSIGN_OR_RETURN(data_bytes, SparseDataBytes(entry));
+    sparse_map = SparseMapBlocks(*entry.sparse_map);
+  }
+  const uint64_t stored_bytes = sparse_map.size() + data_bytes;
 
-  std::string name = entry.path;
+  std::string name = sparse ? SparseHeaderName(entry.path) : entry.path;
   if (entry.type == EntryType::kDirectory && name.back() != '/') name.push_back('/');
 
   std::string pax;
-  if (name.size() > kName.width) pax += PaxRecord("path", name);
+  if (sparse) {
+    pax += PaxRecord("GNU.sparse.major", "1");
+    pax += PaxRecord("GNU.sparse.minor", "0");
+    pax += PaxRecord("GNU.sparse.name", entry.path);
+    pax += PaxRecord("GNU.sparse.realsize", fmt::format("{}", entry.size));
+  } else if (name.size() > kName.width) {
+    pax += PaxRecord("path", name);
+  }
   if (entry.link_target.size() > kLinkname.width) pax += PaxRecord("linkpath", entry.link_target);
-  uint64_t size_field = entry.size;
-  if (entry.size > MaxOctal(kSize.width)) {
-    pax += PaxRecord("size", fmt::format("{}", entry.size));
+  uint64_t size_field = stored_bytes;
+  if (stored_bytes > MaxOctal(kSize.width)) {
+    pax += PaxRecord("size", fmt::format("{}", stored_bytes));
     size_field = 0;
   }
   uint64_t uid_field = entry.uid;
@@ -203,8 +265,8 @@ Result<void> TarWriter::WriteHeader(const Entry& entry) {
   for (const auto& [key, value] : entry.xattrs) pax += PaxRecord("SCHILY.xattr." + key, value);
 
   if (!pax.empty()) {
-    Block pax_header =
-        MakeHeader(PaxHeaderName(name), 'x', 0644, 0, 0, pax.size(), mtime_field, {}, {}, {}, 0, 0);
+    Block pax_header = MakeHeader(PaxHeaderName(sparse ? entry.path : name), 'x', 0644, 0, 0,
+                                  pax.size(), mtime_field, {}, {}, {}, 0, 0);
     BERTH_RETURN_IF_ERROR(out_.Write(std::string_view(pax_header.data(), pax_header.size())));
     BERTH_RETURN_IF_ERROR(out_.Write(pax));
     written_in_entry_ = pax.size();
@@ -218,8 +280,10 @@ Result<void> TarWriter::WriteHeader(const Entry& entry) {
                  mtime_field, entry.link_target, entry.user_name, entry.group_name,
                  has_devices ? entry.device_major : 0, has_devices ? entry.device_minor : 0);
   BERTH_RETURN_IF_ERROR(out_.Write(std::string_view(header.data(), header.size())));
+  // The map fills whole blocks, so it does not change the padding after the data.
+  if (!sparse_map.empty()) BERTH_RETURN_IF_ERROR(out_.Write(sparse_map));
   current_path_ = entry.path;
-  remaining_ = entry.size;
+  remaining_ = data_bytes;
   written_in_entry_ = 0;
   return Ok();
 }
@@ -243,6 +307,16 @@ Result<void> TarWriter::WriteEntry(const Entry& entry, std::string_view content)
                   fmt::format("tar entry {:?}: only regular files have content", entry.path));
     }
     return WriteHeader(entry);
+  }
+  if (entry.sparse_map) {
+    BERTH_ASSIGN_OR_RETURN(uint64_t data_bytes, SparseDataBytes(entry));
+    if (content.size() != data_bytes) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("tar entry {:?}: {} bytes of content for sparse segments of {} bytes",
+                              entry.path, content.size(), data_bytes));
+    }
+    BERTH_RETURN_IF_ERROR(WriteHeader(entry));
+    return WriteData(content);
   }
   Entry sized = entry;
   sized.size = content.size();

@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <map>
 #include <set>
@@ -100,6 +101,53 @@ Result<void> CopyMetadata(const fs::path& destination, const fs::path& source,
   return Ok();
 }
 
+// Copies bytes [offset, end) of `in` to the same offsets of `out`: in the kernel with
+// copy_file_range while `in_kernel` holds (cleared once the kernel refuses), else with
+// pread/pwrite. Stops early if `in` ends first.
+Result<void> CopyRange(int in, int out, off_t offset, off_t end, bool& in_kernel,
+                       const fs::path& source, const fs::path& destination) {
+  while (in_kernel && offset < end) {
+    loff_t in_offset = offset;
+    loff_t out_offset = offset;
+    size_t want = static_cast<size_t>(std::min<off_t>(end - offset, off_t{1} << 30));
+    ssize_t copied = ::copy_file_range(in, &in_offset, out, &out_offset, want, 0);
+    if (copied > 0) {
+      offset += copied;
+      continue;
+    }
+    if (copied == 0) return Ok();
+    if (errno == EINTR) continue;
+    if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+      in_kernel = false;
+      break;
+    }
+    return Fail(PathError(errno, "copy data to", destination));
+  }
+  char buffer[128 * 1024];
+  while (offset < end) {
+    size_t want = static_cast<size_t>(std::min<off_t>(end - offset, sizeof buffer));
+    ssize_t n = ::pread(in, buffer, want, offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(PathError(errno, "read", source));
+    }
+    if (n == 0) return Ok();
+    for (ssize_t done = 0; done < n;) {
+      ssize_t written = ::pwrite(out, buffer + done, static_cast<size_t>(n - done), offset + done);
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        return Fail(PathError(errno, "write", destination));
+      }
+      done += written;
+    }
+    offset += n;
+  }
+  return Ok();
+}
+
+// Copies a regular file's data. Holes stay holes: only the data regions that SEEK_DATA and
+// SEEK_HOLE report are copied (copy_file_range and read/write would fill them with zeros), and
+// the size is set at the end, so a trailing hole is kept too.
 Result<void> CopyFileData(const fs::path& source, const fs::path& destination) {
   UniqueFd in(::open(source.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!in) return Fail(PathError(errno, "open", source));
@@ -108,32 +156,30 @@ Result<void> CopyFileData(const fs::path& source, const fs::path& destination) {
   if (!out) return Fail(PathError(errno, "create", destination));
   // Sharing extents is instant and costs no space where the filesystem allows it.
   if (::ioctl(out.get(), FICLONE, in.get()) == 0) return Ok();
-  while (true) {
-    ssize_t copied = ::copy_file_range(in.get(), nullptr, out.get(), nullptr, 1 << 30, 0);
-    if (copied > 0) continue;
-    if (copied == 0) return Ok();
-    if (errno == EINTR) continue;
-    if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) break;
-    return Fail(PathError(errno, "copy data to", destination));
-  }
-  // Fallback: a plain read/write loop from wherever copy_file_range stopped.
-  char buffer[128 * 1024];
-  while (true) {
-    ssize_t n = ::read(in.get(), buffer, sizeof buffer);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(PathError(errno, "read", source));
+  struct stat st;
+  if (::fstat(in.get(), &st) != 0) return Fail(PathError(errno, "stat", source));
+  const off_t size = st.st_size;
+  bool in_kernel = true;
+  for (off_t offset = 0; offset < size;) {
+    off_t data = ::lseek(in.get(), offset, SEEK_DATA);
+    off_t hole = size;
+    if (data < 0) {
+      if (errno == ENXIO) break;  // Only a hole is left.
+      if (errno != EINVAL) return Fail(PathError(errno, "find data in", source));
+      data = offset;  // The filesystem cannot tell: the rest is copied as data.
+    } else {
+      hole = ::lseek(in.get(), data, SEEK_HOLE);
+      if (hole < 0) return Fail(PathError(errno, "find a hole in", source));
+      hole = std::min(hole, size);
     }
-    if (n == 0) return Ok();
-    for (ssize_t done = 0; done < n;) {
-      ssize_t written = ::write(out.get(), buffer + done, static_cast<size_t>(n - done));
-      if (written < 0) {
-        if (errno == EINTR) continue;
-        return Fail(PathError(errno, "write", destination));
-      }
-      done += written;
-    }
+    BERTH_RETURN_IF_ERROR(
+        CopyRange(in.get(), out.get(), data, hole, in_kernel, source, destination));
+    offset = hole;
   }
+  if (::ftruncate(out.get(), size) != 0) {
+    return Fail(PathError(errno, "set the size of", destination));
+  }
+  return Ok();
 }
 
 class TreeCopier {

@@ -18,7 +18,8 @@ namespace berth::snapshot {
 // types (regular files, directories, symlinks, character and block devices, fifos, sockets),
 // owners, modes (including setuid/setgid/sticky), xattrs (trusted.* and security.* need
 // CAP_SYS_ADMIN), hard links between files inside the tree, and access/modification times.
-// File data is reflinked when the filesystem supports it, else copied in the kernel.
+// File data is reflinked when the filesystem supports it, else copied in the kernel; holes of
+// sparse files stay holes (only what SEEK_DATA reports is copied).
 // Errors name the path that failed; a partial copy is left for the caller to remove.
 Result<void> CopyTree(const std::filesystem::path& source,
                       const std::filesystem::path& destination);

@@ -1,5 +1,6 @@
 #include "berth/snapshot/tree_util.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -9,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "berth/base/unique_fd.h"
 #include "berth/snapshot/snapshot_test_util.h"
 #include "berth/testing/temp_dir.h"
 
@@ -117,6 +119,33 @@ TEST_F(TreeUtilTest, CopyTreePreservesEverythingAnImageUses) {
   // The copy is independent of the source.
   ASSERT_NO_FATAL_FAILURE(WriteTestFile(destination_ / "data/a", "changed"));
   EXPECT_EQ(ReadTestFile(source_ / "data/a"), "hard");
+}
+
+TEST_F(TreeUtilTest, CopyTreeKeepsHolesOfSparseFiles) {
+  constexpr off_t kMiB = 1 << 20;
+  // A hole, 64 KiB of data at 1 MiB, a hole to 8 MiB; and a file that is one hole.
+  {
+    UniqueFd sparse(::open((source_ / "sparse").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644));
+    ASSERT_TRUE(sparse);
+    std::string data(64 * 1024, 'd');
+    ASSERT_EQ(::pwrite(sparse.get(), data.data(), data.size(), kMiB),
+              static_cast<ssize_t>(data.size()));
+    ASSERT_EQ(::ftruncate(sparse.get(), 8 * kMiB), 0);
+    UniqueFd hole(::open((source_ / "hole").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0644));
+    ASSERT_TRUE(hole);
+    ASSERT_EQ(::ftruncate(hole.get(), 8 * kMiB), 0);
+  }
+  ASSERT_TRUE(CopyTree(source_, destination_));
+  for (const char* name : {"sparse", "hole"}) {
+    SCOPED_TRACE(name);
+    struct stat st = Lstat(destination_ / name);
+    EXPECT_EQ(st.st_size, 8 * kMiB);
+    EXPECT_LT(st.st_blocks * 512, 256 * 1024) << "holes were filled with zeros";
+    EXPECT_TRUE(ReadTestFile(destination_ / name) == ReadTestFile(source_ / name));
+  }
+  std::string copied = ReadTestFile(destination_ / "sparse");
+  EXPECT_EQ(copied.substr(kMiB, 64 * 1024), std::string(64 * 1024, 'd'));
+  EXPECT_EQ(copied.find_first_not_of('\0'), static_cast<size_t>(kMiB));
 }
 
 TEST_F(TreeUtilTest, CopyTreeRejectsANonDirectorySource) {
