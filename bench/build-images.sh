@@ -13,6 +13,8 @@
 #   small-files  one gzip layer: /usr/share/man (~21,000 small files)
 #   share-a      /usr/lib/python3.11 /usr/share/doc /usr/include /usr/share/perl
 #   share-b      the same first three layers, then /usr/libexec
+#   index        an OCI index: /usr/include and /usr/share/perl as linux/amd64, and small images
+#                for linux/arm64/v8 and linux/ppc64le that every puller must skip
 # --quick drops /usr/bin from large and large-zstd (about half the size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +55,7 @@ flock -n 9 || { echo "another bench/build-images.sh is running" >&2; exit 1; }
 large_dirs=(/usr/lib/gcc /usr/bin /usr/include /usr/lib/python3.11 /usr/share/doc)
 [ $quick = 1 ] && large_dirs=(/usr/lib/gcc /usr/include /usr/lib/python3.11 /usr/share/doc)
 
-# name compression dirs...
+# name compression dirs... (and in $seed_extra, more berth-seed arguments)
 start_seed() {
   local name=$1 compression=$2
   shift 2
@@ -61,6 +63,8 @@ start_seed() {
   rm -rf "$dir"
   mkdir -p "$dir/tmp"
   for d in "$@"; do args+=(--layer-dir "$d"); done
+  # shellcheck disable=SC2206  # word splitting intended
+  args+=(${seed_extra:-})
   TMPDIR=$dir/tmp setsid "$seed" "${args[@]}" --compression "$compression" --work-dir "$dir" \
     --repo "bench/$name" --tag v1 --ready-file "$dir/ready" >"$dir/log" 2>&1 </dev/null 9>&- &
   echo $! >>"$work/seeds.pid"
@@ -72,9 +76,11 @@ start_seed large-zstd zstd "${large_dirs[@]}"
 start_seed small-files gzip /usr/share/man
 start_seed share-a gzip /usr/lib/python3.11 /usr/share/doc /usr/include /usr/share/perl
 start_seed share-b gzip /usr/lib/python3.11 /usr/share/doc /usr/include /usr/libexec
+seed_extra="--index-platform linux/arm64/v8 --index-platform linux/ppc64le" \
+  start_seed index gzip /usr/include /usr/share/perl
 
 : >"$work/images.env.tmp"
-for name in large large-zstd small-files share-a share-b; do
+for name in large large-zstd small-files share-a share-b index; do
   for _ in $(seq 1 6000); do
     [ -s "$work/seed-$name/ready" ] && break
     kill -0 "$(cat "$work/seed-$name/pid")" 2>/dev/null || break

@@ -17,13 +17,13 @@ repo=$PWD
 runs=3
 quick=0
 fs=ext4
-images="large large-zstd small-files"
+images="large large-zstd small-files index"
 tools="berth berthd ctr containerd-cri podman skopeo"
 scenarios=1
 while [ $# -gt 0 ]; do
   case $1 in
     --runs) runs=$2; shift ;;
-    --quick) quick=1; runs=1; images="large small-files" ;;
+    --quick) quick=1; runs=1; images="large small-files index" ;;
     --tmpfs) fs=tmpfs ;;
     --images) images=$2; shift ;;
     --tools) tools=$2; shift ;;

@@ -286,6 +286,40 @@ TEST_F(LayerApplierTest, DeleteModeRemovesLowerEntriesOnly) {
   EXPECT_FALSE(Lstat(root_ / "var/cache/.wh..wh..opq").exists);
 }
 
+// Native snapshots apply a layer onto a copy of its parent: a lower directory the layer changes
+// without an entry of its own keeps its times (as umoci's unpack), whatever the layer does in it.
+TEST_F(LayerApplierTest, DeleteModeKeepsTheTimesOfLowerDirectoriesItChanges) {
+  for (const char* dir : {"gets-file", "gets-dir", "loses-file", "goes-opaque", "has-entry"}) {
+    WriteText(root_ / dir / "old", "lower");
+  }
+  WriteText(root_ / "untouched/old", "lower");
+  auto set_mtime = [&](const char* dir, time_t seconds) {
+    timespec times[2] = {{seconds, 0}, {seconds, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, (root_ / dir).c_str(), times, 0), 0) << dir;
+  };
+  for (const char* dir :
+       {"gets-file", "gets-dir", "loses-file", "goes-opaque", "has-entry", "untouched"}) {
+    set_mtime(dir, 1000);
+  }
+  imagegen::FileTree tree;
+  tree.AddFile("gets-file/new", "x", {.mtime_seconds = 5000})
+      .AddFile("gets-dir/sub/deeper/new", "x", {.mtime_seconds = 5000})
+      .AddWhiteout("loses-file/old")
+      .AddOpaqueWhiteout("goes-opaque")
+      .AddFile("has-entry/new", "x", {.mtime_seconds = 5000})
+      .AddDirectory("has-entry", {.mtime_seconds = 7000});
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_TRUE(Lstat(root_ / "gets-dir/sub/deeper/new").exists);
+  EXPECT_FALSE(Lstat(root_ / "loses-file/old").exists);
+  EXPECT_FALSE(Lstat(root_ / "goes-opaque/old").exists);
+  for (const char* dir : {"gets-file", "gets-dir", "loses-file", "goes-opaque", "untouched"}) {
+    EXPECT_EQ(Lstat(root_ / dir).st.st_mtim.tv_sec, 1000) << dir;
+  }
+  // A directory the layer lists takes the layer's times, wherever its entry comes.
+  EXPECT_EQ(Lstat(root_ / "has-entry").st.st_mtim.tv_sec, 7000);
+}
+
 TEST_F(LayerApplierTest, ReplacesFilesByDirectoriesAndBack) {
   WriteText(root_ / "was-file", "file");
   WriteText(root_ / "was-dir/child", "child");
@@ -338,6 +372,36 @@ TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
   EXPECT_EQ(Content(root_ / "usr/bin/tool-link"), "lower tool");
   EXPECT_EQ(Lstat(root_ / "usr/bin/tool-link").st.st_mode & 07777, 0751u);
   EXPECT_EQ(Lstat(lower_dir / "usr/bin/tool").st.st_nlink, 1u);
+}
+
+// The copy is the lower file in all but the inode: its file capabilities and other xattrs (a
+// copy without security.capability would break ping), and its holes.
+TEST_F(LayerApplierTest, OverlayHardlinkCopyKeepsXattrsAndHoles) {
+  ScratchDir lower_dir;
+  const fs::path ping = lower_dir / "bin/ping";
+  WriteText(ping, "ping");
+  const std::string capability(
+      "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00"
+      "\x00\x00\x00\x00\x00\x00\x00",
+      20);
+  ASSERT_EQ(lsetxattr(ping.c_str(), "security.capability", capability.data(), capability.size(), 0),
+            0);
+  ASSERT_EQ(lsetxattr(ping.c_str(), "user.origin", "lower", 5, 0), 0);
+  const fs::path sparse = lower_dir / "var/lib/sparse";
+  WriteText(sparse, "head");
+  fs::resize_file(sparse, 16 << 20);
+  imagegen::FileTree tree;
+  tree.AddHardlink("bin/ping-link", "bin/ping")
+      .AddHardlink("var/lib/sparse-link", "var/lib/sparse");
+  auto copied = ApplyTar(
+      TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower_dir.path()}});
+  ASSERT_TRUE(copied.has_value()) << copied.error().ToString();
+  EXPECT_EQ(Xattr(root_ / "bin/ping-link", "security.capability"), capability);
+  EXPECT_EQ(Xattr(root_ / "bin/ping-link", "user.origin"), "lower");
+  auto link = Lstat(root_ / "var/lib/sparse-link");
+  EXPECT_EQ(link.st.st_size, 16 << 20);
+  EXPECT_LT(link.st.st_blocks * 512, 1 << 20) << "the 16 MiB hole was filled";
+  EXPECT_EQ(Content(root_ / "var/lib/sparse-link").substr(0, 5), std::string("head\0", 5));
 }
 
 TEST_F(LayerApplierTest, ImplicitParentDirectoriesAreReported) {

@@ -311,6 +311,9 @@ Result<void> TarApplier::CreateParents() {
       UniqueFd up_fd(up.empty() ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
                                 : OpenInRoot(root_.get(), up.c_str(), O_PATH | O_DIRECTORY));
       if (!up_fd) return Fail(EntryErrno(errno, "open directory", up));
+      if (options_.whiteout_mode == WhiteoutMode::kDelete) {
+        BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(up, up_fd.get()));
+      }
       if (mkdirat(up_fd.get(), name.c_str(), 0755) == 0) {
         created_parents_.push_back(scratch_);
         implicit_.insert(scratch_);
@@ -404,7 +407,11 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
     return Fail(ErrorCode::kInvalidArgument, "a non-directory entry names the root itself");
   }
   BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
-  if (options_.whiteout_mode == WhiteoutMode::kDelete) added_.insert(path_);
+  if (options_.whiteout_mode == WhiteoutMode::kDelete) {
+    BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, parent_fd));
+    added_.insert(path_);
+    lower_directory_times_.erase(path_);  // The layer gives it times of its own.
+  }
   switch (entry.type) {
     case TarEntryType::kRegular:
       return ApplyRegular(entry, parent_fd);
@@ -654,28 +661,18 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     }
     if (!out) return Fail(EntryErrno(errno, "create file", path_));
-    off_t left = st.st_size;
-    while (left > 0) {
-      ssize_t n =
-          copy_file_range(in.get(), nullptr, out.get(), nullptr, static_cast<size_t>(left), 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        // Fall back to read/write (e.g. EXDEV on old kernels, or a short file).
-        char buffer[64 * 1024];
-        ssize_t r = read(in.get(), buffer, sizeof(buffer));
-        if (r < 0) return Fail(EntryErrno(errno, "read lower-layer file", target));
-        if (r == 0) break;
-        BERTH_RETURN_IF_ERROR(
-            WriteAll(out.get(), std::string_view(buffer, static_cast<size_t>(r))));
-        n = r;
-      }
-      left -= n;
-      stats_.file_bytes_written += static_cast<uint64_t>(n);
-    }
+    BERTH_RETURN_IF_ERROR(
+        WithContext(CopyFileData(in.get(), out.get(), target_string, path_),
+                    fmt::format("copy lower-layer \"{}\" as the hardlink \"{}\"", target, path_)));
+    stats_.file_bytes_written += static_cast<uint64_t>(st.st_size);
     if (options_.preserve_ownership && fchown(out.get(), st.st_uid, st.st_gid) != 0) {
       return Fail(EntryErrno(errno, "chown", path_));
     }
     if (fchmod(out.get(), st.st_mode & 07777) != 0) return Fail(EntryErrno(errno, "chmod", path_));
+    // After the chown, which clears security.capability.
+    BERTH_RETURN_IF_ERROR(
+        WithContext(CopyXattrs(ProcPath(in.get()), ProcPath(out.get()), /*follow_symlinks=*/true),
+                    fmt::format("copy the xattrs of lower-layer \"{}\"", target)));
     timespec times[2] = {st.st_atim, st.st_mtim};
     if (futimens(out.get(), times) != 0) return Fail(EntryErrno(errno, "set times on", path_));
     return Ok();
@@ -730,6 +727,7 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
       }
       return Ok();
     }
+    BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, dir_fd));
     return ClearOpaque(dir_fd, parent_path_);
   }
   if (base_.starts_with(kWhiteoutMetaPrefix)) return Ok();  // aufs metadata: ignored.
@@ -761,6 +759,7 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
   if (added_.contains(hidden)) return Ok();  // Whiteouts only hide lower layers' entries.
   BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/false));
   if (parent_fd < 0) return Ok();
+  BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, parent_fd));
   Invalidate(hidden);
   return WithContext(RemoveAllAt(parent_fd, hidden_name.c_str()),
                      fmt::format("delete whited-out \"{}\"", hidden));
@@ -803,28 +802,44 @@ Result<void> TarApplier::Finish() {
   cached_fd_.reset();
   // Directory times last: creating their children changed them.
   for (auto it = directory_times_.rbegin(); it != directory_times_.rend(); ++it) {
-    const std::string& path = it->path;
-    size_t slash = path.rfind('/');
-    std::string parent = slash == std::string::npos ? std::string() : path.substr(0, slash);
-    std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
-    UniqueFd parent_fd(parent.empty()
-                           ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
-                           : OpenInRoot(root_.get(), parent.c_str(), O_PATH | O_DIRECTORY));
-    if (!parent_fd) {
-      if (errno == ENOENT || errno == ENOTDIR) continue;  // Removed by a later member.
-      return Fail(EntryErrno(errno, "open directory", parent));
-    }
     timespec times[2] = {ToTimespec(it->atime), ToTimespec(it->mtime)};
-    if (utimensat(parent_fd.get(), base.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0 &&
-        errno != ENOENT) {
-      return Fail(EntryErrno(errno, "set times on directory", path));
-    }
+    BERTH_RETURN_IF_ERROR(SetDirectoryTimes(it->path, times));
   }
   directory_times_.clear();
+  for (const auto& [path, times] : lower_directory_times_) {
+    BERTH_RETURN_IF_ERROR(SetDirectoryTimes(path, times.data()));
+  }
+  lower_directory_times_.clear();
   BERTH_RETURN_IF_ERROR(FinishImplicitDirectories());
   if (options_.sync == SyncPolicy::kSyncfsAtEnd && syncfs(root_.get()) != 0) {
     return Fail(ErrnoError(errno, "syncfs layer root"));
   }
+  return Ok();
+}
+
+Result<void> TarApplier::SetDirectoryTimes(const std::string& path, const timespec times[2]) {
+  size_t slash = path.rfind('/');
+  std::string parent = slash == std::string::npos ? std::string() : path.substr(0, slash);
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  UniqueFd parent_fd(parent.empty()
+                         ? fcntl(root_.get(), F_DUPFD_CLOEXEC, 3)
+                         : OpenInRoot(root_.get(), parent.c_str(), O_PATH | O_DIRECTORY));
+  if (!parent_fd) {
+    if (errno == ENOENT || errno == ENOTDIR) return Ok();  // Removed by a later member.
+    return Fail(EntryErrno(errno, "open directory", parent));
+  }
+  if (utimensat(parent_fd.get(), base.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0 &&
+      errno != ENOENT) {
+    return Fail(EntryErrno(errno, "set times on directory", path));
+  }
+  return Ok();
+}
+
+Result<void> TarApplier::RememberLowerDirectoryTimes(const std::string& path, int dir_fd) {
+  if (path.empty() || added_.contains(path) || lower_directory_times_.contains(path)) return Ok();
+  struct stat st;
+  if (fstat(dir_fd, &st) != 0) return Fail(EntryErrno(errno, "stat directory", path));
+  lower_directory_times_.emplace(path, std::array<timespec, 2>{st.st_atim, st.st_mtim});
   return Ok();
 }
 

@@ -56,13 +56,22 @@
 //     trusted.overlay.opaque). Without lower_dirs, the caller (the unpacker, once the layer's
 //     parents are known) does the same with implicit_dirs().
 //
+// Lower directories under kDelete (the native snapshotter applies a layer onto a copy of its
+// parent): a directory that exists before the layer and that the layer changes (an entry
+// created in it, a whiteout or opaque marker deleting from it) without an entry of its own keeps
+// its times from before the layer: Finish() restores them, as umoci does, so the result does not
+// depend on when the layer was unpacked. The root is left to the caller.
+//
 // Thread safety: one thread at a time. Blocking: all methods do filesystem I/O.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -145,6 +154,11 @@ class TarApplier final : public TarVisitor {
   bool NeedsChmod(const TarEntry& entry, bool is_directory) const;
   Result<void> CloseFile(Result<void> status);
   Result<void> FinishImplicitDirectories();
+  // kDelete: records the times of the lower directory `path` (open as `dir_fd`) before the layer
+  // first changes it. Nothing for the root, a directory this layer made, or a second call.
+  Result<void> RememberLowerDirectoryTimes(const std::string& path, int dir_fd);
+  // Sets the times of the directory `path` beneath the root; Ok if a later member removed it.
+  Result<void> SetDirectoryTimes(const std::string& path, const timespec times[2]);
 
   UniqueFd root_;
   TarApplierOptions options_;
@@ -179,6 +193,9 @@ class TarApplier final : public TarVisitor {
   std::vector<std::string> created_parents_;
   std::unordered_set<std::string> implicit_;
   std::vector<std::string> implicit_dirs_;
+  // kDelete: atime and mtime, before this layer, of lower directories it changes without an
+  // entry of its own (see above); restored in Finish().
+  std::unordered_map<std::string, std::array<timespec, 2>> lower_directory_times_;
   bool finished_ = false;
 };
 

@@ -1,9 +1,13 @@
 #include "berth/base/file_util.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <random>
 
@@ -76,6 +80,124 @@ Result<void> MakeDirectories(const std::filesystem::path& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);
   if (ec) return Fail(ErrnoError(ec.value(), fmt::format("create directory {}", path.string())));
+  return Ok();
+}
+
+namespace {
+
+Error PathError(int errnum, std::string_view what, const std::filesystem::path& path) {
+  return ErrnoError(errnum, fmt::format("{} {}", what, path.string()));
+}
+
+// Copies bytes [offset, end) of `in` to the same offsets of `out`: in the kernel with
+// copy_file_range while `in_kernel` holds (cleared once the kernel refuses), else with
+// pread/pwrite. Stops early if `in` ends first.
+Result<void> CopyRange(int in, int out, off_t offset, off_t end, bool& in_kernel,
+                       const std::filesystem::path& in_name,
+                       const std::filesystem::path& out_name) {
+  while (in_kernel && offset < end) {
+    loff_t in_offset = offset;
+    loff_t out_offset = offset;
+    size_t want = static_cast<size_t>(std::min<off_t>(end - offset, off_t{1} << 30));
+    ssize_t copied = ::copy_file_range(in, &in_offset, out, &out_offset, want, 0);
+    if (copied > 0) {
+      offset += copied;
+      continue;
+    }
+    if (copied == 0) return Ok();
+    if (errno == EINTR) continue;
+    if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) {
+      in_kernel = false;
+      break;
+    }
+    return Fail(PathError(errno, "copy data to", out_name));
+  }
+  char buffer[128 * 1024];
+  while (offset < end) {
+    size_t want = static_cast<size_t>(std::min<off_t>(end - offset, sizeof buffer));
+    ssize_t n = ::pread(in, buffer, want, offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(PathError(errno, "read", in_name));
+    }
+    if (n == 0) return Ok();
+    for (ssize_t done = 0; done < n;) {
+      ssize_t written = ::pwrite(out, buffer + done, static_cast<size_t>(n - done), offset + done);
+      if (written < 0) {
+        if (errno == EINTR) continue;
+        return Fail(PathError(errno, "write", out_name));
+      }
+      done += written;
+    }
+    offset += n;
+  }
+  return Ok();
+}
+
+}  // namespace
+
+Result<void> CopyFileData(int in, int out, const std::filesystem::path& in_name,
+                          const std::filesystem::path& out_name) {
+  // Sharing extents is instant and costs no space where the filesystem allows it.
+  if (::ioctl(out, FICLONE, in) == 0) return Ok();
+  struct stat st;
+  if (::fstat(in, &st) != 0) return Fail(PathError(errno, "stat", in_name));
+  const off_t size = st.st_size;
+  bool in_kernel = true;
+  for (off_t offset = 0; offset < size;) {
+    off_t data = ::lseek(in, offset, SEEK_DATA);
+    off_t hole = size;
+    if (data < 0) {
+      if (errno == ENXIO) break;  // Only a hole is left.
+      if (errno != EINVAL) return Fail(PathError(errno, "find data in", in_name));
+      data = offset;  // The filesystem cannot tell: the rest is copied as data.
+    } else {
+      hole = ::lseek(in, data, SEEK_HOLE);
+      if (hole < 0) return Fail(PathError(errno, "find a hole in", in_name));
+      hole = std::min(hole, size);
+    }
+    BERTH_RETURN_IF_ERROR(CopyRange(in, out, data, hole, in_kernel, in_name, out_name));
+    offset = hole;
+  }
+  if (::ftruncate(out, size) != 0) return Fail(PathError(errno, "set the size of", out_name));
+  return Ok();
+}
+
+Result<void> CopyXattrs(const std::filesystem::path& source,
+                        const std::filesystem::path& destination, bool follow_symlinks) {
+  auto list = follow_symlinks ? ::listxattr : ::llistxattr;
+  auto get = follow_symlinks ? ::getxattr : ::lgetxattr;
+  auto set = follow_symlinks ? ::setxattr : ::lsetxattr;
+  ssize_t size = list(source.c_str(), nullptr, 0);
+  if (size < 0) {
+    if (errno == ENOTSUP) return Ok();
+    return Fail(PathError(errno, "list xattrs of", source));
+  }
+  if (size == 0) return Ok();
+  std::string names(static_cast<size_t>(size), '\0');
+  size = list(source.c_str(), names.data(), names.size());
+  if (size < 0) return Fail(PathError(errno, "list xattrs of", source));
+  names.resize(static_cast<size_t>(size));
+  for (size_t start = 0; start < names.size();) {
+    size_t end = names.find('\0', start);
+    if (end == std::string::npos) end = names.size();
+    std::string name = names.substr(start, end - start);
+    start = end + 1;
+    if (name.empty()) continue;
+    ssize_t value_size = get(source.c_str(), name.c_str(), nullptr, 0);
+    if (value_size < 0) {
+      return Fail(PathError(errno, fmt::format("read xattr {} of", name), source));
+    }
+    std::string value(static_cast<size_t>(value_size), '\0');
+    value_size = get(source.c_str(), name.c_str(), value.data(), value.size());
+    if (value_size < 0) {
+      return Fail(PathError(errno, fmt::format("read xattr {} of", name), source));
+    }
+    value.resize(static_cast<size_t>(value_size));
+    if (set(destination.c_str(), name.c_str(), value.data(), value.size(), 0) != 0) {
+      return Fail(PathError(errno, fmt::format("set xattr {} on", name), destination));
+    }
+  }
   return Ok();
 }
 

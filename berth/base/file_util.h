@@ -27,4 +27,18 @@ Result<void> WriteAll(int fd, std::string_view data);
 // Creates `path` and its parents (mode 0755 for new ones). Succeeds if it exists as a directory.
 Result<void> MakeDirectories(const std::filesystem::path& path);
 
+// Copies the data of the regular file open as `in` (readable) into the empty file open as `out`
+// (writable), from offset 0 whatever the file positions. Shares extents (FICLONE) where the
+// filesystem can; otherwise copies only the data regions SEEK_DATA/SEEK_HOLE report, in the
+// kernel (copy_file_range) or by pread/pwrite, and sets the size last: holes stay holes, a
+// trailing one too. Errors name `in_name` or `out_name`.
+Result<void> CopyFileData(int in, int out, const std::filesystem::path& in_name,
+                          const std::filesystem::path& out_name);
+
+// Copies every extended attribute of `source` onto `destination`. `follow_symlinks` false
+// (llistxattr & co.) acts on symlinks themselves; true is for /proc/self/fd/N paths of open
+// files. A filesystem without xattrs (ENOTSUP on the source) is not an error.
+Result<void> CopyXattrs(const std::filesystem::path& source,
+                        const std::filesystem::path& destination, bool follow_symlinks);
+
 }  // namespace berth

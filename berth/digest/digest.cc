@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include "berth/base/abbreviate.h"
 #include "berth/base/c_handle.h"
 #include "berth/base/check.h"
 
@@ -78,16 +79,25 @@ std::string_view DigestAlgorithmName(DigestAlgorithm algorithm) {
   return "sha256";
 }
 
+namespace {
+
+// A digest is at most 135 bytes (sha512); a longer text is echoed in part.
+std::string Quoted(std::string_view text) {
+  return fmt::format("\"{}\"", AbbreviateMiddle(text, 160));
+}
+
+}  // namespace
+
 Result<Digest> Digest::Parse(std::string_view text) {
   size_t colon = text.find(':');
   if (colon == std::string_view::npos) {
     return Fail(ErrorCode::kInvalidArgument,
-                fmt::format("invalid digest \"{}\": expected algorithm:hex", text));
+                fmt::format("invalid digest {}: expected algorithm:hex", Quoted(text)));
   }
   std::string_view algorithm_text = text.substr(0, colon);
   std::string_view encoded = text.substr(colon + 1);
   if (!IsAlgorithmGrammar(algorithm_text) || !IsEncodedGrammar(encoded)) {
-    return Fail(ErrorCode::kInvalidArgument, fmt::format("invalid digest format \"{}\"", text));
+    return Fail(ErrorCode::kInvalidArgument, fmt::format("invalid digest format {}", Quoted(text)));
   }
   DigestAlgorithm algorithm;
   if (algorithm_text == "sha256") {
@@ -98,19 +108,18 @@ Result<Digest> Digest::Parse(std::string_view text) {
     algorithm = DigestAlgorithm::kSha512;
   } else {
     return Fail(ErrorCode::kUnimplemented,
-                fmt::format("unsupported digest algorithm \"{}\" (supported: sha256, sha384, "
-                            "sha512)",
-                            algorithm_text));
+                fmt::format("unsupported digest algorithm {} (supported: sha256, sha384, sha512)",
+                            Quoted(algorithm_text)));
   }
   if (encoded.size() != HexLength(algorithm)) {
     return Fail(ErrorCode::kInvalidArgument,
-                fmt::format("invalid {} digest \"{}\": expected {} hex characters, got {}",
-                            algorithm_text, text, HexLength(algorithm), encoded.size()));
+                fmt::format("invalid {} digest {}: expected {} hex characters, got {}",
+                            algorithm_text, Quoted(text), HexLength(algorithm), encoded.size()));
   }
   for (char c : encoded) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
       return Fail(ErrorCode::kInvalidArgument,
-                  fmt::format("invalid digest \"{}\": only lowercase hex is allowed", text));
+                  fmt::format("invalid digest {}: only lowercase hex is allowed", Quoted(text)));
     }
   }
   return Digest(algorithm, std::string(encoded));

@@ -6,8 +6,7 @@ namespace berth {
 namespace {
 
 // sha256("") and sha256("abc"), from FIPS 180-2.
-constexpr char kEmpty[] =
-    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+constexpr char kEmpty[] = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 constexpr char kAbc[] = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
 TEST(DigestTest, KnownVectors) {
@@ -65,6 +64,19 @@ TEST(DigestTest, ParseRejects) {
     Result<Digest> parsed = Digest::Parse(c.text);
     ASSERT_FALSE(parsed) << c.text;
     EXPECT_EQ(parsed.error().code(), c.code) << c.text << ": " << parsed.error().ToString();
+  }
+}
+
+// A hostile digest of any length is echoed only in part: errors go into gRPC statuses and logs.
+TEST(DigestTest, ParseEchoesAtMostAFewHundredBytesOfItsInput) {
+  for (const std::string& text : {std::string(1 << 20, 'a'), "sha256:" + std::string(1 << 20, 'a'),
+                                  std::string(1 << 20, 'x') + ":" + std::string(64, 'a'),
+                                  "sha256:" + std::string(1 << 20, 'A')}) {
+    Result<Digest> parsed = Digest::Parse(text);
+    ASSERT_FALSE(parsed);
+    EXPECT_LT(parsed.error().message().size(), 400u) << parsed.error().message().substr(0, 400);
+    EXPECT_NE(parsed.error().message().find("bytes cut"), std::string::npos)
+        << parsed.error().message();
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "berth/base/abbreviate.h"
+
 namespace berth::image::internal {
 
 Result<void> CheckJsonDepth(std::string_view document, int max_depth) {
@@ -29,6 +31,22 @@ Result<void> CheckJsonDepth(std::string_view document, int max_depth) {
     }
   }
   return Ok();
+}
+
+Result<nlohmann::json> ParseJson(std::string_view document, int max_depth) {
+  BERTH_RETURN_IF_ERROR(CheckJsonDepth(document, max_depth));
+  try {
+    return nlohmann::json::parse(document.begin(), document.end());
+  } catch (const nlohmann::json::exception& e) {
+    // what() is "[json.exception.parse_error.101] parse error at line 1, column 5: ..."; the
+    // bracketed id means nothing to a reader.
+    std::string_view reason = e.what();
+    if (size_t end = reason.find("] "); reason.starts_with("[json.") && end != reason.npos) {
+      reason.remove_prefix(end + 2);
+    }
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("not valid JSON ({})", AbbreviateMiddle(reason, 256)));
+  }
 }
 
 }  // namespace berth::image::internal

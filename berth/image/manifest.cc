@@ -23,12 +23,9 @@ Result<json> ParseDocument(std::string_view document, std::string_view what) {
                 fmt::format("{} is {} bytes, over the {} byte limit", what, document.size(),
                             kMaxManifestBytes));
   }
-  if (auto depth = internal::CheckJsonDepth(document, kMaxJsonDepth); !depth) {
-    return Fail(Malformed(what, depth.error().message()));
-  }
-  json parsed = json::parse(document.begin(), document.end(), nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return Fail(Malformed(what, "not valid JSON"));
-  if (!parsed.is_object()) return Fail(Malformed(what, "top level is not a JSON object"));
+  Result<json> parsed = internal::ParseJson(document, kMaxJsonDepth);
+  if (!parsed) return Fail(Malformed(what, parsed.error().message()));
+  if (!parsed->is_object()) return Fail(Malformed(what, "top level is not a JSON object"));
   return parsed;
 }
 

@@ -22,12 +22,9 @@ Error Malformed(std::string_view detail) {
 }
 
 Result<json> ParseObject(std::string_view document, std::string_view where) {
-  if (auto depth = internal::CheckJsonDepth(document, kMaxJsonDepth); !depth) {
-    return Fail(Malformed(fmt::format("{}: {}", where, depth.error().message())));
-  }
-  json parsed = json::parse(document.begin(), document.end(), nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return Fail(Malformed(fmt::format("{} is not valid JSON", where)));
-  if (!parsed.is_object()) return Fail(Malformed(fmt::format("{} is not a JSON object", where)));
+  Result<json> parsed = internal::ParseJson(document, kMaxJsonDepth);
+  if (!parsed) return Fail(Malformed(fmt::format("{}: {}", where, parsed.error().message())));
+  if (!parsed->is_object()) return Fail(Malformed(fmt::format("{} is not a JSON object", where)));
   return parsed;
 }
 

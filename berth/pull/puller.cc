@@ -48,6 +48,16 @@ bool HasAny(const registry::CriAuthConfig& auth) {
          !auth.identity_token.empty() || !auth.registry_token.empty();
 }
 
+// A blob already in the store was verified against its digest when it was written; a manifest
+// that gives it another size is wrong, as a registry sending that many bytes would be.
+Result<void> CheckStoredSize(const image::Descriptor& descriptor, int64_t stored_size) {
+  if (descriptor.size == stored_size) return Ok();
+  return Fail(ErrorCode::kDataLoss,
+              fmt::format("the manifest gives {} a size of {} bytes, but that blob is {} bytes; "
+                          "the manifest is wrong (ask the image's publisher to push it again)",
+                          descriptor.digest.ToString(), descriptor.size, stored_size));
+}
+
 }  // namespace
 
 struct Puller::PullContext {
@@ -235,6 +245,8 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
   std::string config_bytes;
   if (Result<std::string> cached = store_.ReadBlob(config_descriptor.digest,
                                                   image::kMaxManifestBytes)) {
+    BERTH_RETURN_IF_ERROR(
+        WithContext(CheckStoredSize(config_descriptor, static_cast<int64_t>(cached->size())), what));
     config_bytes = std::move(*cached);
   } else {
     // The config is a blob download too, and comes before every layer.
@@ -363,6 +375,7 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
                                 const CancelToken& cancel) {
   for (int round = 0;; ++round) {
     if (Result<content::BlobInfo> stored = store_.Info(layer.digest)) {
+      BERTH_RETURN_IF_ERROR(CheckStoredSize(layer, stored->size));
       if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(layer, *observer, cancel));
       context.Report({.digest = layer.digest, .media_type = layer.media_type, .done = stored->size,
                       .total = stored->size, .cached = true, .complete = true});

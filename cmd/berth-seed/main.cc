@@ -8,14 +8,16 @@
 //
 // The image is the small demo image (two layers, gzip and zstd), or, with --layer-dir (repeat
 // it), one layer per directory of this machine, streamed to blob files under --work-dir and
-// streamed to the registry: for benchmarks with realistic content.
+// streamed to the registry: for benchmarks with realistic content. With --index-platform
+// (repeat it), the tag names an OCI index instead: that image as linux/amd64 plus, for each
+// platform given, a small image built for it — a multi-platform image whose other platforms a
+// puller must skip.
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
 
 #include "berth/base/file_util.h"
 #include "berth/imagegen/file_tree.h"
@@ -66,6 +68,37 @@ berth::Result<berth::imagegen::Image> BuildFromDirectories(const std::vector<std
   return AssembleImage(ImageConfig{}, std::move(layers));
 }
 
+// "os/arch[/variant]", as `--platform` flags write it.
+berth::Result<berth::imagegen::Platform> ParsePlatform(const std::string& text) {
+  size_t first = text.find('/');
+  size_t second = first == std::string::npos ? first : text.find('/', first + 1);
+  if (first == std::string::npos || first == 0 || first + 1 == text.size() ||
+      second + 1 == text.size()) {
+    return berth::Fail(berth::ErrorCode::kInvalidArgument,
+                       "--index-platform \"" + text + "\" is not os/arch[/variant]");
+  }
+  berth::imagegen::Platform platform;
+  platform.os = text.substr(0, first);
+  platform.architecture =
+      text.substr(first + 1, second == std::string::npos ? std::string::npos : second - first - 1);
+  if (second != std::string::npos) platform.variant = text.substr(second + 1);
+  return platform;
+}
+
+// The index of --index-platform: `image` for linux/amd64 first, then a demo image per platform.
+berth::Result<berth::imagegen::ImageIndex> IndexWithPlatforms(
+    const berth::imagegen::Image& image, const std::vector<std::string>& platforms) {
+  std::vector<berth::imagegen::Image> images{image};
+  for (const std::string& text : platforms) {
+    BERTH_ASSIGN_OR_RETURN(berth::imagegen::Platform platform, ParsePlatform(text));
+    BERTH_ASSIGN_OR_RETURN(
+        berth::imagegen::Image other,
+        berth::imagegen::MakeDemoImage(berth::imagegen::ManifestFormat::kOci, platform));
+    images.push_back(std::move(other));
+  }
+  return berth::imagegen::AssembleIndex(std::move(images));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -82,6 +115,10 @@ int main(int argc, char** argv) {
   app.add_option("--repo", repository, "Repository to push to");
   app.add_option("--tag", tag, "Tag to push");
   app.add_option("--ready-file", ready_file, "Write the pushed image's reference here when ready");
+  std::vector<std::string> index_platforms;
+  app.add_option("--index-platform", index_platforms,
+                 "Push an index: the image as linux/amd64 and a small image for this "
+                 "os/arch[/variant] (repeatable)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -97,25 +134,35 @@ int main(int argc, char** argv) {
 
   auto registry = berth::testing::TestRegistry::Start({.log_level = "warn"});
   if (!registry) return Die(registry.error());
-  berth::Result<berth::imagegen::Image> image = layer_dirs.empty()
-                                                    ? berth::imagegen::MakeDemoImage()
-                                                    : BuildFromDirectories(layer_dirs, compression,
-                                                                           work_dir);
+  berth::Result<berth::imagegen::Image> image =
+      layer_dirs.empty() ? berth::imagegen::MakeDemoImage()
+                         : BuildFromDirectories(layer_dirs, compression, work_dir);
   if (!image) return Die(image.error());
   auto client = berth::imagegen::RegistryClient::Create({.base_url = (*registry)->url()});
   if (!client) return Die(client.error());
-  auto pushed = berth::imagegen::PushImage(**client, repository, tag, *image);
+  // Pushes what the tag names (the image, or the index over it) and reads it back.
+  auto push_and_verify = [&](const auto& what) -> berth::Result<berth::imagegen::PushedImage> {
+    BERTH_ASSIGN_OR_RETURN(berth::imagegen::PushedImage pushed,
+                           berth::imagegen::PushImage(**client, repository, tag, what));
+    BERTH_RETURN_IF_ERROR(berth::imagegen::VerifyImage(**client, repository, tag, what));
+    return pushed;
+  };
+  berth::Result<berth::imagegen::PushedImage> pushed = [&] {
+    if (index_platforms.empty()) return push_and_verify(*image);
+    auto index = IndexWithPlatforms(*image, index_platforms);
+    if (!index) return berth::Result<berth::imagegen::PushedImage>(berth::Fail(index.error()));
+    return push_and_verify(*index);
+  }();
   if (!pushed) return Die(pushed.error());
-  if (auto verified = berth::imagegen::VerifyImage(**client, repository, tag, *image); !verified) {
-    return Die(verified.error());
-  }
   std::string reference = (*registry)->host() + "/" + repository + ":" + tag;
   std::printf("berth-seed: registry %s is up\n", (*registry)->url().c_str());
-  std::printf("berth-seed: pushed %s (%d blobs), manifest %s\n", reference.c_str(),
-              pushed->blobs_uploaded, pushed->manifest.digest.ToString().c_str());
-  std::printf("berth-seed: round trip verified: manifest, config and %zu layers read back with "
-              "matching digests\n",
-              image->layers.size());
+  std::printf("berth-seed: pushed %s (%d blobs), %s %s\n", reference.c_str(),
+              pushed->blobs_uploaded, index_platforms.empty() ? "manifest" : "index",
+              pushed->manifest.digest.ToString().c_str());
+  std::printf(
+      "berth-seed: round trip verified: %s, config and %zu layers read back with "
+      "matching digests\n",
+      index_platforms.empty() ? "manifest" : "index, manifests", image->layers.size());
   std::fflush(stdout);
   if (!ready_file.empty()) {
     if (auto written = berth::WriteFileAtomically(ready_file, reference + "\n"); !written) {

@@ -184,6 +184,23 @@ TEST_F(RegistryHostileTest, BlobLengthDisagreeingWithTheManifestIsDataLoss) {
     EXPECT_TRUE(FailsWith(Pull(), ErrorCode::kDataLoss, phrase));
     EXPECT_FALSE(StoreHas(image_.layers[0].blob));
   }
+
+  // Once the store holds the true blobs, nothing is downloaded to disagree with: the sizes the
+  // manifest gives are compared with the stored blobs' instead.
+  proxy_->ClearRules();
+  ASSERT_TRUE(Pull());
+  for (const char* field : {"config", "layer"}) {
+    SCOPED_TRACE(field);
+    manifest = nlohmann::json::parse(image_.manifest_json);
+    nlohmann::json& descriptor =
+        std::string_view(field) == "config" ? manifest["config"] : manifest["layers"][0];
+    descriptor["size"] = descriptor["size"].get<int64_t>() + 1;
+    proxy_->ClearRules();
+    ASSERT_NO_FATAL_FAILURE(ServeManifest(manifest.dump()));
+    EXPECT_TRUE(FailsWith(Pull(), ErrorCode::kDataLoss, "the manifest is wrong"));
+  }
+  EXPECT_TRUE(StoreHas(image_.config));
+  EXPECT_TRUE(StoreHas(image_.layers[0].blob));
 }
 
 TEST_F(RegistryHostileTest, TokenResponseOfOneHundredMegabytesIsRefused) {
