@@ -432,8 +432,8 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
       if (const toml::value<int64_t>* integer = node.as_integer()) {
         if (integer->get() < 0) {
           return Fail(reader.Problem(
-              entry, fmt::format("must not be negative (0 disables the floor); got {}",
-                                 integer->get())));
+              entry,
+              fmt::format("must not be negative (0 disables the floor); got {}", integer->get())));
         }
         pull.min_download_speed = static_cast<uint64_t>(integer->get());
       } else if (const toml::value<std::string>* text = node.as_string()) {
@@ -442,8 +442,9 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
           return Fail(reader.Problem(entry, "has an invalid value: " + parsed.error().message()));
         pull.min_download_speed = *parsed;
       } else {
-        return Fail(reader.WrongType(entry, "a rate string like \"100KiB/s\" or an integer "
-                                            "(bytes per second)"));
+        return Fail(reader.WrongType(entry,
+                                     "a rate string like \"100KiB/s\" or an integer "
+                                     "(bytes per second)"));
       }
     } else if (name == "min_download_speed_window") {
       if (!node.is_string()) {
@@ -453,8 +454,8 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
       if (!window)
         return Fail(reader.Problem(entry, "has an invalid value: " + window.error().message()));
       if (*window < std::chrono::seconds(1) || *window > std::chrono::hours(1)) {
-        return Fail(reader.Problem(entry, fmt::format("must be between 1s and 1h; got \"{}\"",
-                                                      node.as_string()->get())));
+        return Fail(reader.Problem(
+            entry, fmt::format("must be between 1s and 1h; got \"{}\"", node.as_string()->get())));
       }
       pull.min_download_speed_window = *window;
     } else if (name == "sync") {
@@ -462,6 +463,11 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
                              reader.Choice<SyncMode>(entry, {{"none", SyncMode::kNone},
                                                              {"layer", SyncMode::kLayer},
                                                              {"file", SyncMode::kFile}}));
+    } else if (name == "layer_threads") {
+      BERTH_ASSIGN_OR_RETURN(pull.layer_threads,
+                             reader.Choice<LayerThreads>(entry, {{"auto", LayerThreads::kAuto},
+                                                                 {"1", LayerThreads::kOne},
+                                                                 {"2", LayerThreads::kTwo}}));
     } else if (name == "max_layer_size") {
       uint64_t bytes = 0;
       if (const toml::value<int64_t>* integer = node.as_integer()) {
@@ -488,8 +494,8 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
       if (!window)
         return Fail(reader.Problem(entry, "has an invalid value: " + window.error().message()));
       if (window->count() < 0 || *window > std::chrono::hours(24 * 30)) {
-        return Fail(reader.Problem(entry, fmt::format("must be between 0 and 720h; got \"{}\"",
-                                                      node.as_string()->get())));
+        return Fail(reader.Problem(
+            entry, fmt::format("must be between 0 and 720h; got \"{}\"", node.as_string()->get())));
       }
       pull.resume_window = std::chrono::duration_cast<std::chrono::seconds>(*window);
     } else if (name == "discard_unpacked_layers") {
@@ -501,8 +507,8 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
           entry, "[pull]",
           {"max_concurrent_downloads", "snapshotter", "image_pull_progress_timeout",
            "max_concurrent_downloads_total", "max_concurrent_downloads_per_registry",
-           "min_download_speed", "min_download_speed_window", "sync", "max_layer_size",
-           "discard_unpacked_layers", "resume_window", "pinned_images"}));
+           "min_download_speed", "min_download_speed_window", "sync", "layer_threads",
+           "max_layer_size", "discard_unpacked_layers", "resume_window", "pinned_images"}));
     }
   }
   return Ok();

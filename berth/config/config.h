@@ -49,6 +49,10 @@
 //     max_concurrent_downloads_per_registry = 8  # the same per registry host (as named in the
 //                                           # image reference), 0..1024, 0 = no limit
 //     sync = "layer"                        # fsync policy: none | layer | file
+//     layer_threads = "auto"                # threads per layer being unpacked: "1"
+//                                           # (decompress and untar together), "2" (untar on
+//                                           # a thread of its own), "auto" (2 while the cores
+//                                           # are not all busy unpacking)
 //     max_layer_size = "64GiB"              # refuse bigger layers; integer bytes or "10GiB"
 //     discard_unpacked_layers = false       # drop compressed blobs once unpacked
 //     pinned_images = ["registry.k8s.io/pause:3.9"]  # never garbage-collected
@@ -194,6 +198,9 @@ struct RegistryConfig {
 
 inline constexpr uint64_t kDefaultMaxLayerSize = uint64_t{64} << 30;  // 64 GiB
 
+// Threads per layer being unpacked (unpack::UnpackOptions::LayerThreads).
+enum class LayerThreads { kAuto, kOne, kTwo };
+
 struct PullConfig {
   int max_concurrent_downloads = 3;
   SnapshotterKind snapshotter = SnapshotterKind::kOverlayfs;
@@ -206,6 +213,7 @@ struct PullConfig {
   int max_concurrent_downloads_total = 16;
   int max_concurrent_downloads_per_registry = 8;
   SyncMode sync = SyncMode::kLayer;
+  LayerThreads layer_threads = LayerThreads::kAuto;
   uint64_t max_layer_size = kDefaultMaxLayerSize;
   bool discard_unpacked_layers = false;
   // How long what a failed or interrupted pull fetched (blobs, partial downloads, unpacked

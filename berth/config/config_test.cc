@@ -443,6 +443,15 @@ TEST(PullConfigTest, SnapshotterAndSyncAreEnumerations) {
             "cfg.toml:2:1: pull.sync must be one of \"none\", \"layer\", \"file\"; got \"always\"");
 }
 
+TEST(PullConfigTest, LayerThreadsIsAutoOneOrTwo) {
+  EXPECT_EQ(DefaultConfig().pull.layer_threads, LayerThreads::kAuto);
+  EXPECT_EQ(Parse("[pull]\nlayer_threads = \"1\"").pull.layer_threads, LayerThreads::kOne);
+  EXPECT_EQ(Parse("[pull]\nlayer_threads = \"2\"").pull.layer_threads, LayerThreads::kTwo);
+  EXPECT_EQ(Parse("[pull]\nlayer_threads = \"auto\"").pull.layer_threads, LayerThreads::kAuto);
+  EXPECT_EQ(ParseError("[pull]\nlayer_threads = \"4\""),
+            "cfg.toml:2:1: pull.layer_threads must be one of \"auto\", \"1\", \"2\"; got \"4\"");
+}
+
 TEST(PullConfigTest, ProgressTimeoutIsAGoDuration) {
   EXPECT_EQ(Parse("[pull]\nimage_pull_progress_timeout = \"30s\"").pull.image_pull_progress_timeout,
             seconds(30));
@@ -458,8 +467,8 @@ TEST(PullConfigTest, ProgressTimeoutIsAGoDuration) {
 }
 
 TEST(PullConfigTest, MinDownloadSpeedIsARateOverADurationWindow) {
-  Config config = Parse(
-      "[pull]\nmin_download_speed = \"100KiB/s\"\nmin_download_speed_window = \"45s\"");
+  Config config =
+      Parse("[pull]\nmin_download_speed = \"100KiB/s\"\nmin_download_speed_window = \"45s\"");
   EXPECT_EQ(config.pull.min_download_speed, 100u * 1024u);
   EXPECT_EQ(config.pull.min_download_speed_window, seconds(45));
   EXPECT_EQ(Parse("[pull]\nmin_download_speed = \"1.5MB/s\"").pull.min_download_speed, 1'500'000u);
@@ -491,9 +500,9 @@ TEST(PullConfigTest, SchedulerLimitsAreCountsWhereZeroMeansNoLimit) {
       "[pull]\nmax_concurrent_downloads_total = 0\nmax_concurrent_downloads_per_registry = 4");
   EXPECT_EQ(config.pull.max_concurrent_downloads_total, 0);
   EXPECT_EQ(config.pull.max_concurrent_downloads_per_registry, 4);
-  EXPECT_EQ(Parse("[pull]\nmax_concurrent_downloads_total = 1024")
-                .pull.max_concurrent_downloads_total,
-            1024);
+  EXPECT_EQ(
+      Parse("[pull]\nmax_concurrent_downloads_total = 1024").pull.max_concurrent_downloads_total,
+      1024);
   EXPECT_EQ(ParseError("[pull]\nmax_concurrent_downloads_total = -1"),
             "cfg.toml:2:1: pull.max_concurrent_downloads_total must be between 0 (no limit) and "
             "1024; got -1");

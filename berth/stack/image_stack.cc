@@ -13,6 +13,18 @@ fs::path SnapshotRoot(const fs::path& root, config::SnapshotterKind kind) {
   return root / "snapshots" / std::string(config::SnapshotterName(kind));
 }
 
+unpack::UnpackOptions::LayerThreads LayerThreadsFor(const config::PullConfig& pull) {
+  switch (pull.layer_threads) {
+    case config::LayerThreads::kOne:
+      return unpack::UnpackOptions::LayerThreads::kOne;
+    case config::LayerThreads::kTwo:
+      return unpack::UnpackOptions::LayerThreads::kTwo;
+    case config::LayerThreads::kAuto:
+      break;
+  }
+  return unpack::UnpackOptions::LayerThreads::kAuto;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
@@ -61,7 +73,8 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == config::SyncMode::kFile
                                                          ? archive::SyncPolicy::kFsyncEachFile
                                                          : archive::SyncPolicy::kNone,
-                                             .max_layer_size = config.pull.max_layer_size};
+                                             .max_layer_size = config.pull.max_layer_size,
+                                             .layer_threads = LayerThreadsFor(config.pull)};
   ImageStack* self = stack.get();
   BERTH_ASSIGN_OR_RETURN(
       stack->images_,
@@ -73,17 +86,17 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
            .unpacker =
                [self, unpack_options](pull::PullLease& lease, service::LayerUnpackFn on_layer) {
                  // Each layer event goes to the pull's board entry and to the stack's callback.
-                 unpack::LayerProgressFn progress = [self, on_layer = std::move(on_layer)](
-                                                        const unpack::LayerProgress& layer) {
-                   on_layer({.index = layer.index,
-                             .event = layer.event == unpack::LayerEvent::kAlreadyPresent
-                                          ? service::LayerUnpackEvent::kAlreadyPresent
-                                      : layer.event == unpack::LayerEvent::kApplied
-                                          ? service::LayerUnpackEvent::kApplied
-                                          : service::LayerUnpackEvent::kCommitted,
-                             .uncompressed_bytes = layer.uncompressed_bytes});
-                   if (self->options_.layer_progress) self->options_.layer_progress(layer);
-                 };
+                 unpack::LayerProgressFn progress =
+                     [self, on_layer = std::move(on_layer)](const unpack::LayerProgress& layer) {
+                       on_layer({.index = layer.index,
+                                 .event = layer.event == unpack::LayerEvent::kAlreadyPresent
+                                              ? service::LayerUnpackEvent::kAlreadyPresent
+                                          : layer.event == unpack::LayerEvent::kApplied
+                                              ? service::LayerUnpackEvent::kApplied
+                                              : service::LayerUnpackEvent::kCommitted,
+                                 .uncompressed_bytes = layer.uncompressed_bytes});
+                       if (self->options_.layer_progress) self->options_.layer_progress(layer);
+                     };
                  return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,
                                                            unpack_options, std::move(progress),
                                                            &lease);

@@ -2,8 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
+#include <optional>
 #include <random>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 namespace berth::unpack {
@@ -31,6 +35,27 @@ std::vector<fs::path> LowerDirsOf(const std::vector<snapshot::Mount>& mounts) {
   return dirs;
 }
 
+// Counts the layers being applied in this process, so that UnpackOptions::LayerThreads::kAuto
+// gives a layer a second thread only while the cores are not all taken.
+class ApplyingLayer {
+ public:
+  explicit ApplyingLayer(UnpackOptions::LayerThreads mode) {
+    int already = applying_.fetch_add(1);
+    static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    two_threads_ = mode == UnpackOptions::LayerThreads::kTwo ||
+                   (mode == UnpackOptions::LayerThreads::kAuto && already + 2 <= cores);
+  }
+  ~ApplyingLayer() { applying_.fetch_sub(1); }
+  ApplyingLayer(const ApplyingLayer&) = delete;
+  ApplyingLayer& operator=(const ApplyingLayer&) = delete;
+
+  bool two_threads() const { return two_threads_; }
+
+ private:
+  static inline std::atomic<int> applying_{0};
+  bool two_threads_ = false;
+};
+
 }  // namespace
 
 // Feeds a layer's bytes to a LayerApplier writing into the layer's own (parentless) snapshot.
@@ -51,8 +76,10 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
                               "tree",
                               key_));
     }
-    BERTH_ASSIGN_OR_RETURN(applier_, archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
-                                         target, descriptor_.media_type)));
+    applying_.emplace(unpacker_.options_.layer_threads);
+    BERTH_ASSIGN_OR_RETURN(applier_,
+                           archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
+                               applying_->two_threads(), target, descriptor_.media_type)));
     needs_lower_layers_ = false;
     return Ok();
   }
@@ -67,6 +94,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   Result<void> Reset() override {
     // The download starts again from byte 0: start again with an empty snapshot.
     applier_.reset();
+    applying_.reset();
     std::string old_key = std::exchange(key_, unpacker_.NewKey(index_));
     BERTH_RETURN_IF_ERROR(unpacker_.snapshotter_.Remove(old_key));
     unpacker_.ForgetKey(old_key);
@@ -80,6 +108,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
     if (!needs_lower_layers_) {
       Result<archive::ApplyResult> applied = applier_->Finish();
       applier_.reset();
+      applying_.reset();
       if (!applied) {
         if (Result<void> diverted = Divert(std::move(applied).error()); !diverted) {
           return WithContext(std::move(diverted), what);
@@ -106,6 +135,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   Result<void> Divert(Error error) {
     if (error.code() != ErrorCode::kFailedPrecondition) return Fail(std::move(error));
     applier_.reset();
+    applying_.reset();
     needs_lower_layers_ = true;
     return Ok();
   }
@@ -114,6 +144,8 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   const size_t index_;
   const image::Descriptor descriptor_;
   std::string key_;
+  // Held while applier_ exists; declared first, so it is freed after the applier's worker stops.
+  std::optional<ApplyingLayer> applying_;
   std::unique_ptr<archive::LayerApplier> applier_;
   bool needs_lower_layers_ = false;
 };
@@ -177,7 +209,8 @@ std::string Unpacker::NewKey(size_t index) const {
                      chain_ids_[index].ToString());
 }
 
-archive::ApplyOptions Unpacker::ApplyOptionsFor(const snapshot::ApplyTarget& target,
+archive::ApplyOptions Unpacker::ApplyOptionsFor(bool two_threads,
+                                                const snapshot::ApplyTarget& target,
                                                 const std::string& media_type) const {
   archive::ApplyOptions apply;
   apply.root = target.directory;
@@ -189,7 +222,8 @@ archive::ApplyOptions Unpacker::ApplyOptionsFor(const snapshot::ApplyTarget& tar
   apply.sync = options_.sync;
   apply.preserve_ownership = options_.preserve_ownership;
   apply.gzip_backend = options_.gzip_backend;
-  apply.threading = options_.threading;
+  apply.threading =
+      two_threads ? archive::ApplyThreading::kTwoThreads : archive::ApplyThreading::kSingle;
   return apply;
 }
 
@@ -404,7 +438,9 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
                          WithContext(snapshotter_.Prepare(key, parent, {}), what));
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
-  archive::ApplyOptions apply = ApplyOptionsFor(target, descriptor.media_type);
+  ApplyingLayer applying(options_.layer_threads);
+  archive::ApplyOptions apply =
+      ApplyOptionsFor(applying.two_threads(), target, descriptor.media_type);
   if (target.whiteouts == snapshot::WhiteoutStyle::kOverlay) apply.lower_dirs = LowerDirsOf(mounts);
   BERTH_ASSIGN_OR_RETURN(
       archive::ApplyResult applied,
