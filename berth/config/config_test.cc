@@ -97,6 +97,17 @@ TEST(ConfigDefaultsTest, EmptyAndCommentOnlyFilesGiveDefaults) {
   EXPECT_EQ(Parse("[pull]\n[registry]\n"), DefaultConfig());
 }
 
+// The example shipped for operators loads, and says what the defaults are where it repeats them.
+TEST(ConfigDefaultsTest, ContribExampleLoadsWithTheDefaultsItShows) {
+  Result<Config> example = LoadConfigFile(BERTH_EXAMPLE_CONFIG);
+  ASSERT_TRUE(example) << example.error().ToString();
+  const PullConfig defaults = DefaultConfig().pull;
+  EXPECT_EQ(example->pull.sync, defaults.sync);
+  EXPECT_EQ(example->pull.layer_threads, defaults.layer_threads);
+  EXPECT_EQ(example->pull.max_concurrent_downloads_total, defaults.max_concurrent_downloads_total);
+  EXPECT_EQ(example->pull.resume_window, defaults.resume_window);
+}
+
 TEST(ConfigDefaultsTest, EnumNamesMatchTheFileSpelling) {
   EXPECT_EQ(FallbackName(Fallback::kNever), "never");
   EXPECT_EQ(FallbackName(Fallback::kAlways), "always");
