@@ -163,20 +163,20 @@ Result<void> CopyFileData(int in, int out, const std::filesystem::path& in_name,
   return Ok();
 }
 
-Result<void> CopyXattrs(const std::filesystem::path& source,
-                        const std::filesystem::path& destination, bool follow_symlinks) {
+Result<std::map<std::string, std::string>> ReadXattrs(const std::filesystem::path& path,
+                                                      bool follow_symlinks) {
   auto list = follow_symlinks ? ::listxattr : ::llistxattr;
   auto get = follow_symlinks ? ::getxattr : ::lgetxattr;
-  auto set = follow_symlinks ? ::setxattr : ::lsetxattr;
-  ssize_t size = list(source.c_str(), nullptr, 0);
+  std::map<std::string, std::string> xattrs;
+  ssize_t size = list(path.c_str(), nullptr, 0);
   if (size < 0) {
-    if (errno == ENOTSUP) return Ok();
-    return Fail(PathError(errno, "list xattrs of", source));
+    if (errno == ENOTSUP) return xattrs;
+    return Fail(PathError(errno, "list xattrs of", path));
   }
-  if (size == 0) return Ok();
+  if (size == 0) return xattrs;
   std::string names(static_cast<size_t>(size), '\0');
-  size = list(source.c_str(), names.data(), names.size());
-  if (size < 0) return Fail(PathError(errno, "list xattrs of", source));
+  size = list(path.c_str(), names.data(), names.size());
+  if (size < 0) return Fail(PathError(errno, "list xattrs of", path));
   names.resize(static_cast<size_t>(size));
   for (size_t start = 0; start < names.size();) {
     size_t end = names.find('\0', start);
@@ -184,16 +184,35 @@ Result<void> CopyXattrs(const std::filesystem::path& source,
     std::string name = names.substr(start, end - start);
     start = end + 1;
     if (name.empty()) continue;
-    ssize_t value_size = get(source.c_str(), name.c_str(), nullptr, 0);
-    if (value_size < 0) {
-      return Fail(PathError(errno, fmt::format("read xattr {} of", name), source));
+    std::string value;
+    bool removed = false;
+    while (true) {
+      ssize_t value_size = get(path.c_str(), name.c_str(), nullptr, 0);
+      if (value_size >= 0) {
+        value.resize(static_cast<size_t>(value_size));
+        value_size = get(path.c_str(), name.c_str(), value.data(), value.size());
+      }
+      if (value_size >= 0) {
+        value.resize(static_cast<size_t>(value_size));
+        break;
+      }
+      if (errno == ERANGE) continue;  // It grew between the two calls.
+      if (errno == ENODATA) {         // Removed since the list.
+        removed = true;
+        break;
+      }
+      return Fail(PathError(errno, fmt::format("read xattr {} of", name), path));
     }
-    std::string value(static_cast<size_t>(value_size), '\0');
-    value_size = get(source.c_str(), name.c_str(), value.data(), value.size());
-    if (value_size < 0) {
-      return Fail(PathError(errno, fmt::format("read xattr {} of", name), source));
-    }
-    value.resize(static_cast<size_t>(value_size));
+    if (!removed) xattrs.emplace(std::move(name), std::move(value));
+  }
+  return xattrs;
+}
+
+Result<void> CopyXattrs(const std::filesystem::path& source,
+                        const std::filesystem::path& destination, bool follow_symlinks) {
+  BERTH_ASSIGN_OR_RETURN(auto xattrs, ReadXattrs(source, follow_symlinks));
+  auto set = follow_symlinks ? ::setxattr : ::lsetxattr;
+  for (const auto& [name, value] : xattrs) {
     if (set(destination.c_str(), name.c_str(), value.data(), value.size(), 0) != 0) {
       return Fail(PathError(errno, fmt::format("set xattr {} on", name), destination));
     }

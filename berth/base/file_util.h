@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,6 +35,12 @@ Result<void> MakeDirectories(const std::filesystem::path& path);
 // trailing one too. Errors name `in_name` or `out_name`.
 Result<void> CopyFileData(int in, int out, const std::filesystem::path& in_name,
                           const std::filesystem::path& out_name);
+
+// The extended attributes of `path` by name. `follow_symlinks` false (llistxattr & co.) reads
+// a symlink's own; true is for /proc/self/fd/N paths of open files. A filesystem without xattrs
+// (ENOTSUP) gives none; an attribute removed while reading is left out.
+Result<std::map<std::string, std::string>> ReadXattrs(const std::filesystem::path& path,
+                                                      bool follow_symlinks);
 
 // Copies every extended attribute of `source` onto `destination`. `follow_symlinks` false
 // (llistxattr & co.) acts on symlinks themselves; true is for /proc/self/fd/N paths of open

@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <utility>
 
 #include "berth/base/c_handle.h"
+#include "berth/base/file_util.h"
 #include "berth/base/unique_fd.h"
 
 namespace berth::imagegen {
@@ -259,7 +259,7 @@ class Walker {
       }
     }
     if (options_.include_xattrs) {
-      BERTH_ASSIGN_OR_RETURN(entry.xattrs, ReadXattrs(host_path));
+      BERTH_ASSIGN_OR_RETURN(entry.xattrs, ReadXattrs(host_path, /*follow_symlinks=*/false));
     }
 
     if (entry.type == EntryType::kRegular) return StreamFile(host_path, std::move(entry), info);
@@ -318,37 +318,6 @@ class Walker {
       }
       target.resize(target.size() * 2);
     }
-  }
-
-  static Result<std::map<std::string, std::string>> ReadXattrs(const std::string& host_path) {
-    std::map<std::string, std::string> xattrs;
-    ssize_t list_size = ::llistxattr(host_path.c_str(), nullptr, 0);
-    if (list_size < 0) {
-      if (errno == ENOTSUP || errno == ENODATA) return xattrs;
-      return Fail(ErrnoError(errno, "llistxattr " + host_path));
-    }
-    std::string names(list_size, '\0');
-    list_size = ::llistxattr(host_path.c_str(), names.data(), names.size());
-    if (list_size < 0) return Fail(ErrnoError(errno, "llistxattr " + host_path));
-    names.resize(list_size);
-    for (size_t start = 0; start < names.size();) {
-      size_t end = names.find('\0', start);
-      if (end == std::string::npos) end = names.size();
-      std::string name = names.substr(start, end - start);
-      start = end + 1;
-      if (name.empty()) continue;
-      ssize_t value_size = ::lgetxattr(host_path.c_str(), name.c_str(), nullptr, 0);
-      if (value_size < 0) {
-        if (errno == ENODATA) continue;  // Removed between list and get.
-        return Fail(ErrnoError(errno, fmt::format("lgetxattr {} {}", host_path, name)));
-      }
-      std::string value(value_size, '\0');
-      value_size = ::lgetxattr(host_path.c_str(), name.c_str(), value.data(), value.size());
-      if (value_size < 0) return Fail(ErrnoError(errno, "lgetxattr " + host_path));
-      value.resize(value_size);
-      xattrs.emplace(std::move(name), std::move(value));
-    }
-    return xattrs;
   }
 
   const DirectoryTreeOptions& options_;
