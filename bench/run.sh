@@ -3,11 +3,13 @@
 # berth (embedded and through berthd over CRI), containerd 1.6 (ctr, and its CRI PullImage),
 # podman, and skopeo copy (download-only floor), interleaved, each run from a fresh empty
 # filesystem: a fresh loop-mounted ext4 image under /var/tmp (default) or a fresh tmpfs.
-# Then the scenarios: the second of two images sharing three layers, and 20 concurrent CRI pulls
-# of one image against one. Prints medians, appends them to bench/results.md. Figures only:
-# not a test. Needs root (mounts), and the peers from bench/setup-peers.sh.
+# Then the scenarios: the second of two images sharing three layers, 20 concurrent CRI pulls of
+# one image against one, five different images pulled at once, and a small pull while a large
+# one runs (the last two through berthd and containerd's CRI). Prints medians, appends them to
+# bench/results.md. Figures only: not a test. Needs root (mounts), and the peers from
+# bench/setup-peers.sh.
 #
-#   bash bench/run.sh [--runs N] [--quick] [--tmpfs] [--images "large small-files"]
+#   bash bench/run.sh [--runs N] [--quick] [--tmpfs] [--images "large small-files index"]
 #                     [--tools "berth berthd ctr containerd-cri podman skopeo"] [--no-scenarios]
 #
 # --quick: 1 run, the smaller `large` (build-images.sh --quick), no large-zstd.
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --images) images=$2; shift ;;
     --tools) tools=$2; shift ;;
     --no-scenarios) scenarios=0 ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
@@ -215,6 +217,7 @@ record() { # scenario image tool run
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- berth cmd || echo "+dirty")
 fsdesc="fresh ext4 (loop image on /var/tmp, journaled, noinit_itable) per run"
 [ "$fs" = tmpfs ] && fsdesc="fresh tmpfs per run"
+load_start=$(cut -d" " -f1-3 /proc/loadavg)
 facts="$(date -u '+%Y-%m-%d %H:%M UTC'), berth $commit (binaries: $bin), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $fsdesc, registry: Distribution on loopback; containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), skopeo $(skopeo --version | awk '{print $3}')"
 echo "$facts"
 printf 'scenario\timage\ttool\trun\twall\tcpu\trss\tdaemon_rss\tfetched_mb\tok\n' >"$raw"
@@ -241,6 +244,61 @@ for run in $(seq 1 "$runs"); do
 done
 
 # --- scenarios ----------------------------------------------------------------------------------
+cri_endpoint() { # tool
+  case $1 in
+    berthd) echo "unix://$mnt/berthd/berthd.sock" ;;
+    containerd-cri) echo "unix://$mnt/containerd/containerd.sock" ;;
+  esac
+}
+# Pulls every ref at once through tool's CRI endpoint, on a fresh fs and daemon; records the
+# wall time until the last one is done, the daemon's CPU, and failures.
+concurrent_pulls() { # tool scenario image-label run ref...
+  local tool=$1 scenario=$2 label=$3 run=$4 endpoint pids=() failed=0 t0 start i=0 r p
+  shift 4
+  fs_up
+  daemon_for "$tool"
+  endpoint=$(cri_endpoint "$tool")
+  t0=$(daemon_ticks)
+  start=$(date +%s.%N)
+  for r in "$@"; do
+    i=$((i + 1))
+    "$berth_cri" --endpoint "$endpoint" pull "$r" >"$run_dir/conc-$i.out" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+  wall=$(printf '%.2f' "$(echo "$(date +%s.%N) - $start" | bc)")
+  ok=1
+  if [ $failed -gt 0 ]; then
+    ok=0
+    echo "  $scenario ($tool): $failed of $# pulls failed, e.g.: $(grep -h -m1 error "$run_dir"/conc-*.out | head -n 1)" >&2
+    conc_failures="${conc_failures:-}$failed/$# $scenario pulls ($tool) failed in run $run: $(grep -h -m1 error "$run_dir"/conc-*.out | head -n 1 | cut -c1-200). "
+  fi
+  cpu=$(echo "($(daemon_ticks) - $t0) / $ticks" | bc -l)
+  rss=-
+  drss=$(($(daemon_hwm_kb) / 1024))
+  fetched=$(content_mb "$tool")
+  stop_daemon
+  record "$scenario" "$label" "$tool" "$run"
+  fs_down
+}
+# The latency of a small pull (small-files) that starts one second into a large one (large),
+# through tool's CRI endpoint; the large pull is waited for but not timed.
+pull_during_pull() { # tool run
+  local tool=$1 run=$2 endpoint background
+  fs_up
+  daemon_for "$tool"
+  endpoint=$(cri_endpoint "$tool")
+  "$berth_cri" --endpoint "$endpoint" pull "${ref[large]}" >"$run_dir/background.out" 2>&1 &
+  background=$!
+  sleep 1
+  timed "$berth_cri" --endpoint "$endpoint" pull "${ref[small-files]}"
+  wait "$background" || { ok=0; echo "  background pull failed: $(tail -n 1 "$run_dir/background.out")" >&2; }
+  fetched=-
+  stop_daemon
+  record during-large small-files "$tool" "$run"
+  fs_down
+}
+
 if [ $scenarios = 1 ]; then
   for run in $(seq 1 "$runs"); do
     # The second of two images sharing their first three layers: only the new layer should be
@@ -261,32 +319,17 @@ if [ $scenarios = 1 ]; then
     done
     # 20 concurrent CRI pulls of one cold image against one pull, through berthd.
     for conc in 1 20; do
-      fs_up
-      start_berthd
-      t0=$(daemon_ticks)
-      start=$(date +%s.%N)
-      pids=()
-      for i in $(seq 1 $conc); do
-        "$berth_cri" --endpoint "unix://$mnt/berthd/berthd.sock" pull "${ref[share-a]}" \
-          >"$run_dir/conc-$i.out" 2>&1 &
-        pids+=($!)
-      done
-      ok=1
-      failed=0
-      for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
-      if [ $failed -gt 0 ]; then
-        ok=0
-        echo "  concurrent-$conc: $failed of $conc pulls failed, e.g.: $(grep -h -m1 error "$run_dir"/conc-*.out | head -n 1)" >&2
-        conc_failures="${conc_failures:-}$failed/$conc concurrent pulls failed in run $run: $(grep -h -m1 error "$run_dir"/conc-*.out | head -n 1 | cut -c1-200). "
-      fi
-      wall=$(printf '%.2f' "$(echo "$(date +%s.%N) - $start" | bc)")
-      cpu=$(echo "($(daemon_ticks) - $t0) / $ticks" | bc -l)
-      rss=-
-      drss=$(($(daemon_hwm_kb) / 1024))
-      fetched=$(content_mb berthd)
-      stop_daemon
-      record "concurrent-$conc" share-a berthd "$run"
-      fs_down
+      refs=()
+      for _ in $(seq 1 $conc); do refs+=("${ref[share-a]}"); done
+      concurrent_pulls berthd "concurrent-$conc" share-a "$run" "${refs[@]}"
+    done
+    # Five different images at once, and one small pull while a large one runs: berthd and
+    # containerd's CRI, each from a fresh state.
+    for tool in berthd containerd-cri; do
+      case " $tools " in *" $tool "*) ;; *) continue ;; esac
+      concurrent_pulls "$tool" five-at-once 5-images "$run" "${ref[small-files]}" \
+        "${ref[share-a]}" "${ref[share-b]}" "${ref[index]}" "${ref[large-zstd]}"
+      pull_during_pull "$tool" "$run"
     done
   done
 fi
@@ -315,6 +358,7 @@ table=$(awk -F'\t' '
       k = keys[i]; split(k, p, SUBSEP)
       base = p[1] SUBSEP p[2] SUBSEP "berth"
       if (p[1] ~ /^concurrent/) base = "concurrent-1" SUBSEP p[2] SUBSEP "berthd"
+      if (p[1] == "five-at-once" || p[1] == "during-large") base = p[1] SUBSEP p[2] SUBSEP "berthd"
       ratio = "-"
       if (n[k] > 0 && (base in mw) && mw[base] != "-" && mw[base] > 0) ratio = sprintf("%.2f", mw[k] / mw[base])
       runs = n[k] + 0; if (fail[k]) runs = runs " (+" fail[k] " failed)"
@@ -324,7 +368,7 @@ table=$(awk -F'\t' '
     }
   }' "$raw")
 
-note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image). The machine's 2 cores are shared with other work, so figures are noisy. ${conc_failures:-}"
+note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull; five-at-once and during-large rows: / berthd's). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat; during-large rows: the daemon's CPU while the small pull ran, the large one's included); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image). Load average at the start: $load_start. ${conc_failures:-}"
 echo
 echo "$facts"
 echo
