@@ -5,7 +5,7 @@
 # Then, unless BERTH_TEST_QUICK=1 (for local iteration), the hardening checks CI runs:
 #   1. the sanitizer build (clang, ASan + UBSan, BERTH_SANITIZE + BERTH_FUZZ, in build-asan or
 #      $BERTH_ASAN_BUILD_DIR) and the whole ctest suite under it, the fuzz corpora included;
-#   2. every libFuzzer target for BERTH_FUZZ_SECONDS (default 20) on a copy of its checked-in
+#   2. every libFuzzer target for BERTH_FUZZ_SECONDS (default 30) on a copy of its checked-in
 #      corpus. Any sanitizer report, failed invariant, crash, hang or leak fails the run.
 # Extra arguments go to both ctest runs.
 #
@@ -55,7 +55,7 @@ echo "test.sh: ctest under ASan+UBSan took $(( $(date +%s) - start )) s"
 # Fuzz smoke: a fixed time per target, $(nproc) targets at a time, each on a scratch copy of its
 # corpus (new inputs stay out of the checkout). Crash/leak/timeout inputs are kept in the
 # scratch directory the log names.
-fuzz_seconds=${BERTH_FUZZ_SECONDS:-20}
+fuzz_seconds=${BERTH_FUZZ_SECONDS:-30}
 scratch=$(mktemp -d /tmp/berth-fuzz-smoke.XXXXXX)
 fuzz_one() {
   local name=$1 dict=()
