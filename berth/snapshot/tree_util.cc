@@ -130,18 +130,43 @@ class TreeCopier {
   std::map<std::pair<dev_t, ino_t>, fs::path> links_;
 };
 
-Result<void> AddUsage(const fs::path& path, Usage& usage, std::set<std::pair<dev_t, ino_t>>& seen) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return Fail(PathError(errno, "stat", path));
-  if (seen.insert({st.st_dev, st.st_ino}).second) {
-    usage.size += static_cast<int64_t>(st.st_blocks) * 512;
-    usage.inodes += 1;
+// Adds one inode's allocation; a file with several links counts once (`linked` remembers them).
+void Count(const struct stat& st, Usage& usage, std::set<std::pair<dev_t, ino_t>>& linked) {
+  if (!S_ISDIR(st.st_mode) && st.st_nlink > 1 && !linked.insert({st.st_dev, st.st_ino}).second) {
+    return;
   }
-  if (S_ISDIR(st.st_mode)) {
-    BERTH_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(path));
-    for (const std::string& name : names) {
-      BERTH_RETURN_IF_ERROR(AddUsage(path / name, usage, seen));
+  usage.size += static_cast<int64_t>(st.st_blocks) * 512;
+  usage.inodes += 1;
+}
+
+// Adds what the directory `path` holds, below it. Entries are stat'ed relative to their
+// directory (one path lookup per directory, not per file), and a directory is closed before its
+// subdirectories are visited, so any depth needs one descriptor.
+Result<void> AddContentsUsage(const fs::path& path, Usage& usage,
+                              std::set<std::pair<dev_t, ino_t>>& linked) {
+  std::vector<std::string> subdirectories;
+  {
+    UniqueDir dir(::opendir(path.c_str()));
+    if (dir == nullptr) return Fail(PathError(errno, "open directory", path));
+    while (true) {
+      errno = 0;
+      dirent* entry = ::readdir(dir.get());
+      if (entry == nullptr) {
+        if (errno != 0) return Fail(PathError(errno, "read directory", path));
+        break;
+      }
+      std::string_view name = entry->d_name;
+      if (name == "." || name == "..") continue;
+      struct stat st;
+      if (::fstatat(::dirfd(dir.get()), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        return Fail(PathError(errno, "stat", path / name));
+      }
+      Count(st, usage, linked);
+      if (S_ISDIR(st.st_mode)) subdirectories.emplace_back(name);
     }
+  }
+  for (const std::string& name : subdirectories) {
+    BERTH_RETURN_IF_ERROR(AddContentsUsage(path / name, usage, linked));
   }
   return Ok();
 }
@@ -173,8 +198,11 @@ Result<void> CopyTree(const fs::path& source, const fs::path& destination) {
 
 Result<Usage> DiskUsage(const fs::path& directory) {
   Usage usage;
-  std::set<std::pair<dev_t, ino_t>> seen;
-  BERTH_RETURN_IF_ERROR(AddUsage(directory, usage, seen));
+  std::set<std::pair<dev_t, ino_t>> linked;
+  struct stat st;
+  if (::lstat(directory.c_str(), &st) != 0) return Fail(PathError(errno, "stat", directory));
+  Count(st, usage, linked);
+  if (S_ISDIR(st.st_mode)) BERTH_RETURN_IF_ERROR(AddContentsUsage(directory, usage, linked));
   return usage;
 }
 
