@@ -49,9 +49,10 @@ bool HasAny(const registry::CriAuthConfig& auth) {
 }
 
 // A blob already in the store was verified against its digest when it was written; a manifest
-// that gives it another size is wrong, as a registry sending that many bytes would be.
+// that gives it another size is wrong, as a registry sending that many bytes would be. A
+// negative size is unknown (schema1 layers) and not checked.
 Result<void> CheckStoredSize(const image::Descriptor& descriptor, int64_t stored_size) {
-  if (descriptor.size == stored_size) return Ok();
+  if (descriptor.size < 0 || descriptor.size == stored_size) return Ok();
   return Fail(ErrorCode::kDataLoss,
               fmt::format("the manifest gives {} a size of {} bytes, but that blob is {} bytes; "
                           "the manifest is wrong (ask the image's publisher to push it again)",
