@@ -136,13 +136,31 @@ Result<void> Store::Walk(const std::function<void(const BlobInfo&)>& visit) cons
 Result<std::unique_ptr<Writer>> Store::OpenWriter(std::string_view ref, const Digest& expected,
                                                   int64_t size) {
   std::filesystem::path dir = IngestDir(ref);
-  BERTH_RETURN_IF_ERROR(MakeDirectories(dir));
   std::filesystem::path data_path = dir / "data";
-  UniqueFd data(::open(data_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!data) return Fail(ErrnoError(errno, fmt::format("open ingest {}", data_path.string())));
-  if (::flock(data.get(), LOCK_EX | LOCK_NB) != 0) {
-    return Fail(ErrorCode::kUnavailable,
-                fmt::format("ingest \"{}\" is being written by another writer", ref));
+  UniqueFd data;
+  // RemoveIngest locks the data file before it removes the directory, so a collector can remove
+  // it between our open and our lock: once locked, the file must still be the one named
+  // data_path, or the lock guards nothing and we start again.
+  for (int attempt = 1;; ++attempt) {
+    BERTH_RETURN_IF_ERROR(MakeDirectories(dir));
+    data.reset(::open(data_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!data) return Fail(ErrnoError(errno, fmt::format("open ingest {}", data_path.string())));
+    if (::flock(data.get(), LOCK_EX | LOCK_NB) != 0) {
+      return Fail(ErrorCode::kUnavailable,
+                  fmt::format("ingest \"{}\" is being written by another writer", ref));
+    }
+    struct stat locked {};
+    struct stat named {};
+    if (::fstat(data.get(), &locked) == 0 && ::stat(data_path.c_str(), &named) == 0 &&
+        locked.st_dev == named.st_dev && locked.st_ino == named.st_ino) {
+      break;
+    }
+    if (attempt == 3) {
+      return Fail(ErrorCode::kUnavailable,
+                  fmt::format("ingest \"{}\" was removed while it was being opened, three times; "
+                              "a garbage collection may be running, try again",
+                              ref));
+    }
   }
 
   // Keep what is on disk only if it belongs to the same blob and is not already too long.

@@ -224,5 +224,38 @@ TEST_F(StoreTest, RemoveIngestRemovesBrokenIngestsButNotBusyOnes) {
   EXPECT_EQ(store_->RemoveIngest("missing").error().code(), ErrorCode::kNotFound);
 }
 
+// A collector removing ingests (RemoveIngest of whatever ListIngests shows) while writers open
+// theirs: a writer either gets its ingest and commits, or is told the ingest is busy; it never
+// writes into a directory removed under it.
+TEST_F(StoreTest, WritersOpeningWhileIngestsAreRemovedCommitOrAreToldItIsBusy) {
+  Result<std::unique_ptr<Store>> opened =
+      Store::Open({.root = root_ / "race", .durability = Durability::kNoSync});
+  ASSERT_TRUE(opened) << opened.error().ToString();
+  std::unique_ptr<Store> store = std::move(*opened);
+  std::jthread collector([&](std::stop_token stop) {
+    while (!stop.stop_requested()) {
+      Result<std::vector<IngestInfo>> ingests = store->ListIngests();
+      if (!ingests) continue;
+      for (const IngestInfo& ingest : *ingests) (void)store->RemoveIngest(ingest.id);
+    }
+  });  // stopped and joined however the test ends
+  int committed = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string bytes = fmt::format("blob {}", i);
+    const Digest digest = Digest::Sha256Of(bytes);
+    auto writer = store->OpenWriter(fmt::format("ref-{}", i), digest,
+                                     static_cast<int64_t>(bytes.size()));
+    if (!writer) {
+      ASSERT_EQ(writer.error().code(), ErrorCode::kUnavailable) << writer.error().ToString();
+      continue;
+    }
+    ASSERT_TRUE((*writer)->Write(bytes));
+    Result<BlobInfo> info = (*writer)->Commit();
+    ASSERT_TRUE(info) << info.error().ToString();
+    ++committed;
+  }
+  EXPECT_GT(committed, 500);
+}
+
 }  // namespace
 }  // namespace berth::content
