@@ -243,8 +243,8 @@ TEST_F(StoreTest, WritersOpeningWhileIngestsAreRemovedCommitOrAreToldItIsBusy) {
   for (int i = 0; i < 1000; ++i) {
     const std::string bytes = fmt::format("blob {}", i);
     const Digest digest = Digest::Sha256Of(bytes);
-    auto writer = store->OpenWriter(fmt::format("ref-{}", i), digest,
-                                     static_cast<int64_t>(bytes.size()));
+    auto writer =
+        store->OpenWriter(fmt::format("ref-{}", i), digest, static_cast<int64_t>(bytes.size()));
     if (!writer) {
       ASSERT_EQ(writer.error().code(), ErrorCode::kUnavailable) << writer.error().ToString();
       continue;
