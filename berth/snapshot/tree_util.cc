@@ -146,23 +146,16 @@ Result<void> AddContentsUsage(const fs::path& path, Usage& usage,
                               std::set<std::pair<dev_t, ino_t>>& linked) {
   std::vector<std::string> subdirectories;
   {
-    UniqueDir dir(::opendir(path.c_str()));
-    if (dir == nullptr) return Fail(PathError(errno, "open directory", path));
-    while (true) {
-      errno = 0;
-      dirent* entry = ::readdir(dir.get());
-      if (entry == nullptr) {
-        if (errno != 0) return Fail(PathError(errno, "read directory", path));
-        break;
-      }
-      std::string_view name = entry->d_name;
-      if (name == "." || name == "..") continue;
+    UniqueFd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir) return Fail(PathError(errno, "open directory", path));
+    BERTH_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(path));
+    for (std::string& name : names) {
       struct stat st;
-      if (::fstatat(::dirfd(dir.get()), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
         return Fail(PathError(errno, "stat", path / name));
       }
       Count(st, usage, linked);
-      if (S_ISDIR(st.st_mode)) subdirectories.emplace_back(name);
+      if (S_ISDIR(st.st_mode)) subdirectories.push_back(std::move(name));
     }
   }
   for (const std::string& name : subdirectories) {

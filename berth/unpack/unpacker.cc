@@ -93,8 +93,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
 
   Result<void> Reset() override {
     // The download starts again from byte 0: start again with an empty snapshot.
-    applier_.reset();
-    applying_.reset();
+    DropApplier();
     std::string old_key = std::exchange(key_, unpacker_.NewKey(index_));
     BERTH_RETURN_IF_ERROR(unpacker_.snapshotter_.Remove(old_key));
     unpacker_.ForgetKey(old_key);
@@ -107,8 +106,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
     const std::string what = fmt::format("unpack layer {} ({})", index_, descriptor_.digest);
     if (!needs_lower_layers_) {
       Result<archive::ApplyResult> applied = applier_->Finish();
-      applier_.reset();
-      applying_.reset();
+      DropApplier();
       if (!applied) {
         if (Result<void> diverted = Divert(std::move(applied).error()); !diverted) {
           return WithContext(std::move(diverted), what);
@@ -130,12 +128,17 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   }
 
  private:
+  // The applier first (its worker stops), then the thread slot it held.
+  void DropApplier() {
+    applier_.reset();
+    applying_.reset();
+  }
+
   // A hardlink to a lower layer's file (kFailedPrecondition from the applier) is not an error
   // of the layer: the layer is applied again later with its lower layers. Anything else is.
   Result<void> Divert(Error error) {
     if (error.code() != ErrorCode::kFailedPrecondition) return Fail(std::move(error));
-    applier_.reset();
-    applying_.reset();
+    DropApplier();
     needs_lower_layers_ = true;
     return Ok();
   }
