@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${BENCH_WORK:-/var/tmp/berth-bench}
 bin=${BERTH_BUILD_DIR:-build-bench}
-seed=${BERTH_SEED:-$bin/cmd/berth-seed/berth-seed}
+seed=${BERTH_SEED:-$bin/tools/berth-seed/berth-seed}
 quick=0
 for arg in "$@"; do
   case $arg in

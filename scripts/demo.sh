@@ -12,7 +12,8 @@ if [ -z "${BERTH_DEMO_SKIP_BUILD:-}" ]; then
   bash scripts/setup.sh
   bash scripts/build.sh
 fi
-bin=${BERTH_BUILD_DIR:-build}/cmd
+build=${BERTH_BUILD_DIR:-build}
+bin=$build/cmd
 berth=$bin/berth/berth
 
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)
@@ -42,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== 1. a local registry on loopback, seeded with a generated image =="
-"$bin/berth-seed/berth-seed" --ready-file "$work/ready" &
+"$build/tools/berth-seed/berth-seed" --ready-file "$work/ready" &
 seed_pid=$!
 for _ in $(seq 1 100); do [ -s "$work/ready" ] && break; sleep 0.1; done
 [ -s "$work/ready" ] || { echo "demo: the seed registry did not start" >&2; exit 1; }

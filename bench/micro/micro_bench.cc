@@ -72,9 +72,9 @@
 #include "berth/base/unique_fd.h"
 #include "berth/digest/digest.h"
 #include "berth/image/media_types.h"
-#include "berth/imagegen/byte_sink.h"
-#include "berth/imagegen/compress.h"
-#include "berth/imagegen/tar_writer.h"
+#include "tools/imagegen/byte_sink.h"
+#include "tools/imagegen/compress.h"
+#include "tools/imagegen/tar_writer.h"
 #include "berth/metadata/metadata_db.h"
 
 namespace {

@@ -17,9 +17,9 @@
 #include <string>
 #include <string_view>
 
-#include "berth/imagegen/compress.h"
-#include "berth/imagegen/file_tree.h"
-#include "berth/imagegen/tar_writer.h"
+#include "tools/imagegen/compress.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/tar_writer.h"
 
 namespace berth::archive::testing {
 

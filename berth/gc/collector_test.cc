@@ -8,11 +8,11 @@
 #include <optional>
 
 #include "berth/image/manifest.h"
-#include "berth/imagegen/file_tree.h"
-#include "berth/imagegen/image.h"
-#include "berth/imagegen/layer.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/image.h"
+#include "tools/imagegen/layer.h"
 #include "berth/snapshot/native_snapshotter.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 #include "berth/unpack/unpacker.h"
 
 namespace berth::gc {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "berth/snapshot/native_snapshotter.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::metadata {
 namespace {

@@ -12,10 +12,10 @@
 
 #include "berth/image/manifest.h"
 #include "berth/image/media_types.h"
-#include "berth/imagegen/file_tree.h"
-#include "berth/imagegen/layer.h"
-#include "berth/imagegen/schema1.h"
-#include "berth/testing/temp_dir.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/layer.h"
+#include "tools/imagegen/schema1.h"
+#include "testing/temp_dir.h"
 
 namespace berth::pull {
 namespace {

@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::service {
 namespace {

@@ -12,11 +12,11 @@
 
 #include "berth/config/config.h"
 #include "berth/registry/curl_transport.h"
-#include "berth/service/test_images.h"
+#include "testing/test_images.h"
 #include "berth/snapshot/native_snapshotter.h"
-#include "berth/testing/fault_proxy.h"
-#include "berth/testing/temp_dir.h"
-#include "berth/testing/test_registry.h"
+#include "testing/fault_proxy.h"
+#include "testing/temp_dir.h"
+#include "testing/test_registry.h"
 #include "berth/unpack/unpacker.h"
 
 namespace berth::service {

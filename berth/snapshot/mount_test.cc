@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "berth/snapshot/snapshot_test_util.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::snapshot {
 namespace {

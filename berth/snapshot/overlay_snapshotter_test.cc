@@ -12,7 +12,7 @@
 
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/snapshot_test_util.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::snapshot {
 namespace {

@@ -39,7 +39,7 @@
 #include "berth/snapshot/mount.h"
 #include "berth/snapshot/snapshot_test_util.h"
 #include "berth/snapshot/snapshotter.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::snapshot::testing {
 

@@ -12,7 +12,7 @@
 
 #include "berth/base/unique_fd.h"
 #include "berth/snapshot/snapshot_test_util.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::snapshot {
 namespace {

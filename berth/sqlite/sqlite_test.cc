@@ -6,7 +6,7 @@
 #include <array>
 #include <string>
 
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::sqlite {
 namespace {

@@ -7,7 +7,7 @@
 
 #include <fstream>
 
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::stack {
 namespace {

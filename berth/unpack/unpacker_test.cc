@@ -13,11 +13,11 @@
 #include <set>
 #include <thread>
 
-#include "berth/imagegen/layer.h"
+#include "tools/imagegen/layer.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/snapshot/snapshot_test_util.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 
 namespace berth::unpack {
 namespace {

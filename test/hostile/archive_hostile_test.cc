@@ -17,9 +17,9 @@
 #include "berth/archive/layer_applier.h"
 #include "berth/archive/test_util.h"
 #include "berth/image/media_types.h"
-#include "berth/imagegen/byte_sink.h"
-#include "berth/imagegen/compress.h"
-#include "berth/imagegen/file_tree.h"
+#include "tools/imagegen/byte_sink.h"
+#include "tools/imagegen/compress.h"
+#include "tools/imagegen/file_tree.h"
 #include "test/hostile/hostile_util.h"
 
 namespace berth::hostile {

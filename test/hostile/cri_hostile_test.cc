@@ -10,9 +10,9 @@
 #include <sstream>
 #include <string>
 
-#include "berth/testing/child_process.h"
-#include "berth/testing/secret_sentinel.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/child_process.h"
+#include "testing/secret_sentinel.h"
+#include "testing/temp_dir.h"
 #include "proto/runtime/v1/api.grpc.pb.h"
 
 namespace berth::hostile {

@@ -13,7 +13,7 @@
 #include "berth/reference/reference.h"
 #include "berth/registry/auth.h"
 #include "berth/registry/challenge.h"
-#include "berth/testing/temp_dir.h"
+#include "testing/temp_dir.h"
 #include "test/hostile/hostile_util.h"
 
 namespace berth::hostile {

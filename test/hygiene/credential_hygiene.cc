@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "berth/base/log.h"
-#include "berth/testing/secret_sentinel.h"
+#include "testing/secret_sentinel.h"
 
 namespace berth::testing {
 namespace {

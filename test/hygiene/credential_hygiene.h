@@ -5,7 +5,7 @@
 //   - a sink on berth's logger (berth/base/log.h) that keeps every line this process logs, as
 //     written (after the logger's own redaction);
 //   - a gtest listener that, when each test ends, runs CheckForLeakedSecrets(): a test whose
-//     log lines or noted product output (berth/testing/secret_sentinel.h: CLI output, gRPC
+//     log lines or noted product output (testing/secret_sentinel.h: CLI output, gRPC
 //     statuses, error strings, berthd logs) contain a sentinel credential or a watched secret
 //     fails, naming where it leaked.
 //

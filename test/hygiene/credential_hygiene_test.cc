@@ -12,7 +12,7 @@
 #include "berth/base/base64.h"
 #include "berth/base/log.h"
 #include "berth/base/redact.h"
-#include "berth/testing/secret_sentinel.h"
+#include "testing/secret_sentinel.h"
 
 namespace berth::testing {
 namespace {

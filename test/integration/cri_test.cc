@@ -20,14 +20,14 @@
 #include <thread>
 
 #include "berth/base/base64.h"
-#include "berth/service/test_images.h"
+#include "testing/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
-#include "berth/testing/child_process.h"
-#include "berth/testing/fault_proxy.h"
-#include "berth/testing/run_command.h"
-#include "berth/testing/secret_sentinel.h"
-#include "berth/testing/temp_dir.h"
-#include "berth/testing/test_registry.h"
+#include "testing/child_process.h"
+#include "testing/fault_proxy.h"
+#include "testing/run_command.h"
+#include "testing/secret_sentinel.h"
+#include "testing/temp_dir.h"
+#include "testing/test_registry.h"
 #include "proto/runtime/v1/api.grpc.pb.h"
 #include "proto/runtime/v1alpha2/api.grpc.pb.h"
 

@@ -1,17 +1,17 @@
-// Proves the real-registry harness (berth/testing) works against docker-registry 2.8: every
+// Proves the real-registry harness (testing/) works against docker-registry 2.8: every
 // TestRegistry mode, the token server, and the fault proxy.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "berth/digest/digest.h"
-#include "berth/testing/fault_proxy.h"
-#include "berth/testing/http_fetch.h"
-#include "berth/testing/http_wire.h"
-#include "berth/testing/jwt.h"
-#include "berth/testing/net_util.h"
-#include "berth/testing/test_registry.h"
-#include "berth/testing/token_server.h"
+#include "testing/fault_proxy.h"
+#include "testing/http_fetch.h"
+#include "testing/http_wire.h"
+#include "testing/jwt.h"
+#include "testing/net_util.h"
+#include "testing/test_registry.h"
+#include "testing/token_server.h"
 
 namespace berth::testing {
 namespace {

@@ -3,7 +3,7 @@
 // re-signs with its own key on GET), then pulled by berth::pull::Puller into a real content
 // store and converted into a schema2 image; and an unsigned manifest served by a small HTTP
 // server (a registry would not store one).
-#include "berth/imagegen/schema1.h"
+#include "tools/imagegen/schema1.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -21,15 +21,15 @@
 #include "berth/image/manifest.h"
 #include "berth/image/media_types.h"
 #include "berth/image/platform.h"
-#include "berth/imagegen/file_tree.h"
-#include "berth/imagegen/layer.h"
-#include "berth/imagegen/registry_client.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/layer.h"
+#include "tools/imagegen/registry_client.h"
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
-#include "berth/testing/http_fetch.h"
-#include "berth/testing/http_server.h"
-#include "berth/testing/temp_dir.h"
-#include "berth/testing/test_registry.h"
+#include "testing/http_fetch.h"
+#include "testing/http_server.h"
+#include "testing/temp_dir.h"
+#include "testing/test_registry.h"
 
 namespace berth::pull {
 namespace {
