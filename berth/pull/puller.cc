@@ -431,45 +431,21 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
                       .complete = true});
       return Ok();
     }
-    std::shared_ptr<InFlight> flight;
-    bool owner = false;
-    {
-      std::lock_guard lock(in_flight_mutex_);
-      auto& slot = in_flight_[layer.digest];
-      if (!slot) {
-        slot = std::make_shared<InFlight>();
-        owner = true;
-      }
-      flight = slot;
-    }
-    if (owner) {
+    // When another pull is fetching this blob, wait for it rather than fetching it twice.
+    auto download = [&]() -> Result<int64_t> {
       // Only a real download takes a connection, so only it waits for the scheduler.
-      Result<int64_t> downloaded = [&]() -> Result<int64_t> {
-        BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
-                               context.scheduling.Acquire(context.registry, layer_index, cancel));
-        return DownloadBlob(context, layer, observer, cancel);
-      }();
-      {
-        std::lock_guard lock(flight->mutex);
-        flight->done = true;
-        if (!downloaded) flight->error = downloaded.error();
-      }
-      {
-        std::lock_guard lock(in_flight_mutex_);
-        in_flight_.erase(layer.digest);
-      }
-      flight->done_signal.notify_all();
-      if (!downloaded) return Fail(std::move(downloaded).error());
+      BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
+                             context.scheduling.Acquire(context.registry, layer_index, cancel));
+      return DownloadBlob(context, layer, observer, cancel);
+    };
+    BERTH_ASSIGN_OR_RETURN(auto flight, downloads_.Do(layer.digest, download, cancel));
+    if (flight.role == FlightRole::kLed) {
+      if (!flight.result) return Fail(std::move(flight.result).error());
       return Ok();
     }
-    // Another pull is fetching this blob: wait for it rather than fetching it twice.
-    std::unique_lock lock(flight->mutex);
-    while (!flight->done) {
-      flight->done_signal.wait_for(lock, std::chrono::milliseconds(100));
-      BERTH_RETURN_IF_ERROR(cancel.Check());
-    }
-    // If that pull failed (perhaps cancelled by its caller), try once more ourselves.
-    if (flight->error && round > 0) return Fail(*flight->error);
+    // The other pull's blob is in the store now (the next round reads it). If that pull failed
+    // (perhaps cancelled by its caller), try once more ourselves.
+    if (!flight.result && round > 0) return Fail(std::move(flight.result).error());
   }
 }
 

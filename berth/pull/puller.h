@@ -12,7 +12,7 @@
 //   - Blobs already in the store are not fetched again; an interrupted download resumes from
 //     its ingest with a Range request.
 //   - Two pulls that need the same blob at once fetch it once: the second waits for the first
-//     (on a condition variable) and then uses the committed blob.
+//     (base/single_flight.h) and then uses the committed blob.
 //   - Errors name the reference, the blob and the endpoint, and never carry credentials.
 //   - Every layer download holds a permit of the node's DownloadScheduler while it runs (global
 //     and per-registry limits, fair between pulls, lower layers first); blobs already stored or
@@ -24,9 +24,7 @@
 // Thread safety: Pull() may be called concurrently from many threads.
 #pragma once
 
-#include <condition_variable>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,6 +33,7 @@
 
 #include "berth/base/cancel.h"
 #include "berth/base/result.h"
+#include "berth/base/single_flight.h"
 #include "berth/config/config.h"
 #include "berth/content/store.h"
 #include "berth/image/manifest.h"
@@ -144,12 +143,6 @@ class Puller {
                            const ProgressFn& progress, const CancelToken& cancel);
 
  private:
-  struct InFlight {
-    std::mutex mutex;
-    std::condition_variable done_signal;
-    bool done = false;
-    std::optional<Error> error;
-  };
   struct PullContext;
   struct Target;
 
@@ -190,8 +183,8 @@ class Puller {
   registry::HttpTransport& transport_;
   registry::Client client_;
 
-  std::mutex in_flight_mutex_;
-  std::map<Digest, std::shared_ptr<InFlight>> in_flight_;
+  // Blob downloads in flight, by digest, with the bytes each fetched.
+  SingleFlight<Digest, int64_t> downloads_;
 };
 
 }  // namespace berth::pull

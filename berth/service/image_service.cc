@@ -203,43 +203,17 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
                                    auth.auth.reveal(), auth.server_address,
                                    auth.identity_token.reveal(), auth.registry_token.reveal()))
           .encoded());
+  auto pull = [&] { return PullOnce(request, reference, cancel); };
   while (true) {
-    std::shared_ptr<PullFlight> flight;
-    bool leader = false;
-    {
-      std::lock_guard lock(flights_mutex_);
-      auto& slot = flights_[key];
-      if (!slot) {
-        slot = std::make_shared<PullFlight>();
-        leader = true;
-      }
-      flight = slot;
-    }
-    if (leader) {
-      Result<PullResult> result = PullOnce(request, reference, cancel);
-      {
-        std::lock_guard lock(flights_mutex_);
-        flights_.erase(key);
-      }
-      {
-        std::lock_guard lock(flight->mutex);
-        flight->result = result;
-      }
-      flight->done_signal.notify_all();
-      return result;
-    }
-    std::unique_lock lock(flight->mutex);
-    while (!flight->result) {
-      flight->done_signal.wait_for(lock, std::chrono::milliseconds(100));
-      BERTH_RETURN_IF_ERROR(cancel.Check());
-    }
-    Result<PullResult> shared = *flight->result;
+    BERTH_ASSIGN_OR_RETURN(auto flight, pulls_.Do(key, pull, cancel));
+    const Result<PullResult>& result = flight.result;
     // The leader's own caller may have gone away; that is no answer for this one: pull again.
-    if (!shared && (shared.error().code() == ErrorCode::kCancelled ||
-                    shared.error().code() == ErrorCode::kDeadlineExceeded)) {
+    if (flight.role == FlightRole::kJoined && !result &&
+        (result.error().code() == ErrorCode::kCancelled ||
+         result.error().code() == ErrorCode::kDeadlineExceeded)) {
       continue;
     }
-    return shared;
+    return std::move(flight.result);
   }
 }
 

@@ -34,7 +34,6 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -49,6 +48,7 @@
 
 #include "berth/base/cancel.h"
 #include "berth/base/result.h"
+#include "berth/base/single_flight.h"
 #include "berth/content/store.h"
 #include "berth/gc/collector.h"
 #include "berth/image/platform.h"
@@ -263,13 +263,7 @@ class ImageService {
 
   // Identical pulls in flight (same reference, platform and credentials): the first runs, the
   // others wait for its result instead of fetching and unpacking the same image again.
-  struct PullFlight {
-    std::mutex mutex;
-    std::condition_variable done_signal;
-    std::optional<Result<PullResult>> result;
-  };
-  std::mutex flights_mutex_;
-  std::map<std::string, std::shared_ptr<PullFlight>> flights_;
+  SingleFlight<std::string, PullResult> pulls_;
 };
 
 }  // namespace berth::service
