@@ -426,6 +426,12 @@ Result<std::optional<Image>> ImageService::Status(std::string_view ref_or_id) {
   return std::optional<Image>(ToImage(*entry));
 }
 
+std::optional<Image> ImageService::Find(std::string_view ref_or_id) const {
+  std::optional<ImageEntry> entry = Resolve(ref_or_id);
+  if (!entry) return std::nullopt;
+  return ToImage(*entry);
+}
+
 Result<void> ImageService::Remove(std::string_view ref_or_id, RemovePinned pinned) {
   {
     std::lock_guard lock(names_mutex_);

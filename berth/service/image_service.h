@@ -182,6 +182,12 @@ class ImageService {
   // The image named by `ref_or_id`, or nullopt when there is none (not an error).
   Result<std::optional<Image>> Status(std::string_view ref_or_id);
 
+  // The image `ref_or_id` names (the rules of Status), whether or not it is reported: its top
+  // snapshot may be in another snapshotter of the same root (`berth pull --snapshotter`), or
+  // gone. nullopt when no image matches. For tools that work on the snapshots themselves
+  // (`berth mount`), so that they name images as every other command does.
+  std::optional<Image> Find(std::string_view ref_or_id) const;
+
   // Removes every name of the image `ref_or_id` names, then collects garbage: the snapshots and
   // blobs nothing else uses are freed. Success when no image matches. kFailedPrecondition for a
   // pinned image unless `pinned` is kAllow. Errors: the database's; a failed collection is
