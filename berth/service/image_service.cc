@@ -370,6 +370,18 @@ std::optional<ImageEntry> ImageService::Resolve(std::string_view ref_or_id) cons
   return std::nullopt;
 }
 
+std::vector<ImageEntry> ImageService::Match(std::string_view filter) const {
+  // A repository without tag or digest: Resolve would read it as ":latest".
+  Result<Reference> named = Reference::ParseNormalizedNamed(filter);
+  if (named && !named->has_tag() && !named->digest()) {
+    std::vector<ImageEntry> in_repository = index_.FindByRepository(named->Name());
+    if (!in_repository.empty()) return in_repository;
+  }
+  std::vector<ImageEntry> entries;
+  if (std::optional<ImageEntry> entry = Resolve(filter)) entries.push_back(std::move(*entry));
+  return entries;
+}
+
 bool ImageService::IsReported(const ImageEntry& entry) {
   if (entry.chain.empty()) return true;
   Result<snapshot::Info> info = snapshotter_.Stat(entry.chain.back());
@@ -407,12 +419,7 @@ Image ImageService::ToImage(const ImageEntry& entry) const {
 }
 
 Result<std::vector<Image>> ImageService::List(std::string_view filter) {
-  std::vector<ImageEntry> entries;
-  if (filter.empty()) {
-    entries = index_.List();
-  } else if (std::optional<ImageEntry> entry = Resolve(filter)) {
-    entries.push_back(std::move(*entry));
-  }
+  std::vector<ImageEntry> entries = filter.empty() ? index_.List() : Match(filter);
   std::vector<Image> images;
   for (const ImageEntry& entry : entries) {
     if (IsReported(entry)) images.push_back(ToImage(entry));

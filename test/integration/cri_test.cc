@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -20,16 +21,16 @@
 #include <thread>
 
 #include "berth/base/base64.h"
-#include "testing/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
+#include "proto/runtime/v1/api.grpc.pb.h"
+#include "proto/runtime/v1alpha2/api.grpc.pb.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
 #include "testing/secret_sentinel.h"
 #include "testing/temp_dir.h"
+#include "testing/test_images.h"
 #include "testing/test_registry.h"
-#include "proto/runtime/v1/api.grpc.pb.h"
-#include "proto/runtime/v1alpha2/api.grpc.pb.h"
 
 namespace berth {
 namespace {
@@ -384,6 +385,28 @@ TEST_F(CriTest, PullListStatusRemoveV1) {
   std::string log = daemon_->ReadLog();
   EXPECT_THAT(log, HasSubstr("cri.request method=PullImage ref=" + Ref("a")));
   EXPECT_THAT(log, HasSubstr("code=OK"));
+}
+
+// ListImages' filter over CRI: a repository without tag or digest (`crictl images <repo>`)
+// lists every image with a tag or digest in it, a tag that tag, a digest that digest, an image
+// ID prefix that image.
+TEST_F(CriTest, ListImagesFiltersByRepositoryTagDigestOrId) {
+  std::string id_a = MustPullV1(Ref("a"));
+  std::string id_b = MustPullV1(Ref("b"));
+  auto ids = [&](const std::string& filter) {
+    std::vector<std::string> found;
+    for (const v1::Image& image : ListV1(filter)) found.push_back(image.id());
+    std::sort(found.begin(), found.end());
+    return found;
+  };
+  std::vector<std::string> both = {id_a, id_b};
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(ids(registry_->host() + "/test/img"), both);
+  EXPECT_THAT(ids(Ref("b")), ElementsAre(id_b));
+  EXPECT_THAT(ids(registry_->host() + "/test/img@" + image_a_->manifest.digest.ToString()),
+              ElementsAre(id_a));
+  EXPECT_THAT(ids(id_b.substr(7, 12)), ElementsAre(id_b));
+  EXPECT_THAT(ids(registry_->host() + "/test/other"), IsEmpty());
 }
 
 TEST_F(CriTest, V1alpha2ServesTheSameImages) {
