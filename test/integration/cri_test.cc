@@ -709,6 +709,13 @@ TEST_F(CriTest, ErrorMessagesNameTheReferenceAndEndpoint) {
   EXPECT_THAT(refused.error_message(), HasSubstr(token_registry_->host()));
   EXPECT_THAT(refused.error_message(), Not(HasSubstr(kWrongPassword)));
 
+  // A digest reference reads name@digest in every part of the message, never name:digest.
+  const std::string absent = "sha256:" + std::string(64, '0');
+  grpc::Status by_digest = PullV1(registry_->host() + "/test/img@" + absent, &response);
+  EXPECT_EQ(by_digest.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(by_digest.error_message(), HasSubstr("test/img@" + absent));
+  EXPECT_THAT(by_digest.error_message(), Not(HasSubstr("test/img:" + absent)));
+
   grpc::Status invalid = PullV1("Not A Reference", &response);
   EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(invalid.error_message(), HasSubstr("Not A Reference"));
