@@ -6,6 +6,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <span>
 #include <thread>
 
@@ -65,6 +66,65 @@ Result<void> CheckRequest(const Reference& reference, const registry::CriAuthCon
     return Fail(ErrorCode::kInvalidArgument, "the reference names no registry host");
   }
   return Ok();
+}
+
+// Milliseconds since `start`, for the debug log's timings.
+int64_t MillisecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+// Why `endpoint` is on the list ResolveEndpoints made, for the debug log: its role, its scheme,
+// what it may be used for.
+std::string WhyEndpoint(const registry::RegistryEndpoint& endpoint, bool last,
+                        config::Fallback fallback) {
+  std::string why;
+  if (endpoint.is_mirror) {
+    why = "a mirror, tried before the registry";
+  } else if (last && fallback == config::Fallback::kAlways) {
+    why = "the registry itself (fallback = always)";
+  } else {
+    why = "the registry itself, listed with the mirrors";
+  }
+  if (endpoint.scheme == "http") {
+    why += registry::DefaultSchemeFor(endpoint.host) == "http" ? "; plain http: a loopback host"
+                                                               : "; plain http: configured so";
+  }
+  if (!endpoint.Can(registry::kCapabilityResolve)) why += "; pull only: resolves no tags";
+  return why;
+}
+
+// Debug log: where this pull will go, in order, and what chose those endpoints.
+void LogEndpoints(const Reference& reference, const config::RegistryConfig& registry,
+                  const std::vector<registry::RegistryEndpoint>& endpoints) {
+  const std::string& domain = reference.domain();
+  std::string mirrors = "none";
+  if (registry.mirrors.contains(domain)) {
+    mirrors = domain;
+  } else if (registry.mirrors.contains("*")) {
+    mirrors = "*";
+  }
+  config::Fallback fallback = config::Fallback::kAlways;
+  if (auto it = registry.configs.find(domain); it != registry.configs.end()) {
+    fallback = it->second.fallback;
+  }
+  const std::string ref = reference.ToString();
+  log::Debug("pull.endpoints",
+             {{"ref", ref},
+              {"count", endpoints.size()},
+              {"mirrors_key", mirrors},
+              {"config_path", registry.config_path.empty() ? "none" : registry.config_path},
+              {"fallback", config::FallbackName(fallback)}});
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    const registry::RegistryEndpoint& endpoint = endpoints[i];
+    log::Debug("pull.endpoint",
+               {{"ref", ref},
+                {"order", i + 1},
+                {"url", endpoint.BaseUrl()},
+                {"role", endpoint.is_mirror ? "mirror" : "registry"},
+                {"why", WhyEndpoint(endpoint, i + 1 == endpoints.size(), fallback)}});
+  }
 }
 
 // A blob already in the store was verified against its digest when it was written; a manifest
@@ -227,6 +287,7 @@ Result<void> Puller::OpenSession(PullContext& context) {
   const std::string& domain = context.reference.domain();
   BERTH_ASSIGN_OR_RETURN(context.session.endpoints,
                          registry::ResolveEndpoints(config_.registry, domain));
+  LogEndpoints(context.reference, config_.registry, context.session.endpoints);
   context.session.repository = context.reference.path();
   // Credentials configured for the registry's domain also serve its default host
   // (docker.io → registry-1.docker.io).
@@ -252,6 +313,10 @@ Result<Puller::Target> Puller::ResolveTarget(PullContext& context) {
   const std::string pin = reference.digest() ? reference.digest()->ToString() : reference.tag();
   Target target;
   BERTH_ASSIGN_OR_RETURN(target.fetched, client_.Resolve(context.session, pin, context.cancel));
+  log::Debug("pull.resolved", {{"ref", reference.ToString()},
+                               {"endpoint", target.fetched.endpoint},
+                               {"digest", target.fetched.descriptor.digest},
+                               {"media_type", target.fetched.descriptor.media_type}});
   BERTH_RETURN_IF_ERROR(context.Hold(std::array{target.fetched.descriptor.digest}));
   BERTH_ASSIGN_OR_RETURN(target.kind, image::KindOfMediaType(target.fetched.descriptor.media_type));
   if (target.kind == image::ManifestKind::kDockerSchema1) {
@@ -419,10 +484,18 @@ Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor, Laye
 Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& layer,
                                 size_t layer_index, LayerObserver* observer,
                                 const CancelToken& cancel) {
+  const auto started = std::chrono::steady_clock::now();
   for (int round = 0;; ++round) {
     if (Result<content::BlobInfo> stored = store_.Info(layer.digest)) {
       BERTH_RETURN_IF_ERROR(CheckStoredSize(layer, stored->size));
       if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(layer, *observer, cancel));
+      // Already stored, or fetched meanwhile by another pull this one waited for.
+      log::Debug("pull.layer.fetched", {{"ref", context.reference.ToString()},
+                                        {"layer", layer_index},
+                                        {"digest", layer.digest},
+                                        {"from", "store"},
+                                        {"bytes", stored->size},
+                                        {"ms", MillisecondsSince(started)}});
       context.Report({.digest = layer.digest,
                       .media_type = layer.media_type,
                       .done = stored->size,
@@ -492,6 +565,8 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
     }
     return tl::unexpected(std::move(error));
   };
+  const int64_t resumed_at = writer->offset();
+  const auto started = std::chrono::steady_clock::now();
   Result<std::string> endpoint = client_.FetchBlob(context.session, descriptor, sink, cancel);
   if (!endpoint) return discard_if_useless(std::move(endpoint).error().WithContext(what));
   Result<content::BlobInfo> committed = writer->Commit();
@@ -503,6 +578,12 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
   status.total = committed->size;
   status.complete = true;
   context.Report(status);
+  log::Debug("pull.layer.fetched", {{"ref", context.reference.ToString()},
+                                    {"digest", descriptor.digest},
+                                    {"from", *endpoint},
+                                    {"bytes", fetched},
+                                    {"resumed_at", resumed_at},
+                                    {"ms", MillisecondsSince(started)}});
   return fetched;
 }
 

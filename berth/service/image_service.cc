@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -92,6 +95,98 @@ Result<Digest> HashBlob(const content::Store& store, const Digest& digest) {
     hasher.Update(std::string_view(buffer.data(), static_cast<size_t>(got)));
   }
   return hasher.Finish();
+}
+
+// Debug log of each layer's unpack and commit times in one pull. Unpacking runs from when the
+// pull takes the layer up (PlanLayer, just before its bytes are fetched: the unpacker applies
+// them as they arrive) to the unpacker's kApplied; committing from kApplied to kCommitted.
+// Thread-safe: layers are planned and unpacked on several threads.
+class LayerTimings {
+ public:
+  explicit LayerTimings(std::string reference) : reference_(std::move(reference)) {}
+
+  // Wraps `inner` so that Begin names each layer's digest and PlanLayer starts its clock.
+  std::unique_ptr<pull::LayerHandler> Observe(std::unique_ptr<pull::LayerHandler> inner);
+
+  // The unpacker's event for one layer: logs how long it took since the previous one.
+  void Record(const LayerUnpackProgress& layer) {
+    std::lock_guard lock(mutex_);
+    const Clock::time_point now = Clock::now();
+    const std::string digest = layer.index < digests_.size() ? digests_[layer.index] : "";
+    switch (layer.event) {
+      case LayerUnpackEvent::kAlreadyPresent:
+        log::Debug("pull.layer.present",
+                   {{"ref", reference_}, {"layer", layer.index}, {"digest", digest}});
+        return;
+      case LayerUnpackEvent::kApplied:
+        applied_[layer.index] = now;
+        log::Debug("pull.layer.unpacked", {{"ref", reference_},
+                                           {"layer", layer.index},
+                                           {"digest", digest},
+                                           {"bytes", layer.uncompressed_bytes},
+                                           {"ms", Since(started_, layer.index, now)}});
+        return;
+      case LayerUnpackEvent::kCommitted:
+        log::Debug("pull.layer.committed", {{"ref", reference_},
+                                            {"layer", layer.index},
+                                            {"digest", digest},
+                                            {"ms", Since(applied_, layer.index, now)}});
+        return;
+    }
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  friend class TimedLayerHandler;
+
+  void Begin(const image::Manifest& manifest) {
+    std::lock_guard lock(mutex_);
+    digests_.clear();
+    for (const image::Descriptor& layer : manifest.layers) {
+      digests_.push_back(layer.digest.ToString());
+    }
+  }
+  void Start(size_t index) {
+    std::lock_guard lock(mutex_);
+    started_[index] = Clock::now();
+  }
+  // Milliseconds from the time recorded for `index` in `from` (none: 0) to `now`.
+  static int64_t Since(const std::map<size_t, Clock::time_point>& from, size_t index,
+                       Clock::time_point now) {
+    auto it = from.find(index);
+    if (it == from.end()) return 0;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second).count();
+  }
+
+  const std::string reference_;
+  std::mutex mutex_;
+  std::vector<std::string> digests_;             // by layer index
+  std::map<size_t, Clock::time_point> started_;  // PlanLayer
+  std::map<size_t, Clock::time_point> applied_;  // kApplied
+};
+
+class TimedLayerHandler final : public pull::LayerHandler {
+ public:
+  TimedLayerHandler(LayerTimings& timings, std::unique_ptr<pull::LayerHandler> inner)
+      : timings_(timings), inner_(std::move(inner)) {}
+  Result<void> Begin(const image::Manifest& manifest, const image::ImageConfig& config) override {
+    timings_.Begin(manifest);
+    return inner_->Begin(manifest, config);
+  }
+  Result<pull::LayerPlan> PlanLayer(size_t index) override {
+    timings_.Start(index);
+    return inner_->PlanLayer(index);
+  }
+  Result<void> End(bool success) override { return inner_->End(success); }
+
+ private:
+  LayerTimings& timings_;
+  std::unique_ptr<pull::LayerHandler> inner_;
+};
+
+std::unique_ptr<pull::LayerHandler> LayerTimings::Observe(
+    std::unique_ptr<pull::LayerHandler> inner) {
+  return std::make_unique<TimedLayerHandler>(*this, std::move(inner));
 }
 
 }  // namespace
@@ -278,10 +373,13 @@ Result<void> ImageService::Hold(const std::string& id,
 Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
                                                 const Reference& reference, PullLease& lease,
                                                 uint64_t progress_id, const CancelToken& cancel) {
-  std::unique_ptr<pull::LayerHandler> unpacker = pull_progress_.Observe(
-      progress_id, options_.unpacker(lease, [this, progress_id](const LayerUnpackProgress& layer) {
+  LayerTimings timings(reference.ToString());
+  std::unique_ptr<pull::LayerHandler> unpacker = timings.Observe(pull_progress_.Observe(
+      progress_id,
+      options_.unpacker(lease, [this, progress_id, &timings](const LayerUnpackProgress& layer) {
         pull_progress_.Unpacked(progress_id, layer);
-      }));
+        timings.Record(layer);
+      })));
   pull::ProgressFn progress = [this, progress_id, &request](const pull::BlobProgress& blob) {
     pull_progress_.Fetched(progress_id, blob);
     if (request.progress) request.progress(blob);

@@ -4,12 +4,16 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include <algorithm>
 #include <atomic>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
 #include <thread>
 
+#include "berth/base/log.h"
 #include "berth/config/config.h"
 #include "berth/registry/curl_transport.h"
 #include "berth/snapshot/native_snapshotter.h"
@@ -256,6 +260,55 @@ TEST_F(ImageServiceTest, ListFilterByRepositoryTagDigestOrId) {
   EXPECT_THAT(ids(repository + "/sub"), IsEmpty());
   EXPECT_THAT(ids(registry_->host() + "/test/im"), IsEmpty());
   EXPECT_THAT(ids("docker.io/library/debian"), IsEmpty());
+}
+
+// Escapes `text` for use inside a std::regex.
+std::string RegexQuote(std::string_view text) {
+  std::string quoted;
+  for (char c : text) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) quoted += '\\';
+    quoted += c;
+  }
+  return quoted;
+}
+
+// At debug level a pull logs, as key=value lines through the redacting sink, the endpoints it
+// chose and why, the endpoint that resolved the reference, and each layer's fetch, unpack and
+// commit times.
+TEST_F(ImageServiceTest, DebugLogShowsEndpointsAndLayerTimings) {
+  std::ostringstream captured;
+  ASSERT_TRUE(log::Init({.level = log::Level::kDebug, .file = "/dev/null"}));
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  MustPull("a");
+  ASSERT_TRUE(log::Init({}));  // info on stderr again; the capture is detached
+  const std::string text = captured.str();
+  auto logged = [&](const std::string& pattern) {
+    return std::regex_search(text, std::regex(pattern)) ? ::testing::AssertionSuccess()
+                                                        : ::testing::AssertionFailure()
+                                                              << pattern << " not in:\n"
+                                                              << text;
+  };
+  const std::string ref = RegexQuote(Ref("a"));
+  const std::string url = RegexQuote("http://" + registry_->host() + "/v2");
+  EXPECT_TRUE(logged(" debug pull\\.endpoints ref=" + ref +
+                     " count=1 mirrors_key=none config_path=none fallback=always\n"));
+  EXPECT_TRUE(logged(" debug pull\\.endpoint ref=" + ref + " order=1 url=" + url +
+                     " role=registry why=\"the registry itself \\(fallback = always\\); plain "
+                     "http: a loopback host\"\n"));
+  EXPECT_TRUE(logged(" debug pull\\.resolved ref=" + ref + " endpoint=" + url +
+                     " digest=" + image_a_->manifest.digest.ToString() + " "));
+  for (size_t i = 0; i < image_a_->layers.size(); ++i) {
+    const imagegen::Layer& layer = image_a_->layers[i];
+    const std::string digest = layer.blob.digest.ToString();
+    EXPECT_TRUE(logged(" debug pull\\.layer\\.fetched ref=" + ref + " digest=" + digest +
+                       " from=" + url + " bytes=" + std::to_string(layer.blob.size) +
+                       " resumed_at=0 ms=[0-9]+\n"));
+    EXPECT_TRUE(logged(" debug pull\\.layer\\.unpacked ref=" + ref + " layer=" + std::to_string(i) +
+                       " digest=" + digest + " bytes=" + std::to_string(layer.uncompressed_size) +
+                       " ms=[0-9]+\n"));
+    EXPECT_TRUE(logged(" debug pull\\.layer\\.committed ref=" + ref +
+                       " layer=" + std::to_string(i) + " digest=" + digest + " ms=[0-9]+\n"));
+  }
 }
 
 TEST_F(ImageServiceTest, RemoveKeepsSharedLayersOfTheOtherImage) {
