@@ -309,7 +309,9 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
   }
   const std::string path = fmt::format("/{}/manifests/{}", session.repository, reference);
   const HeaderList accept = {{"Accept", ManifestAcceptHeader()}};
-  std::string what = fmt::format("resolve {}:{}", session.repository, reference);
+  // "repo@sha256:…" for a digest, "repo:tag" for a tag.
+  std::string what =
+      fmt::format("resolve {}{}{}", session.repository, pinned ? "@" : ":", reference);
   return OnEndpoints<FetchedManifest>(
       session, pinned ? kCapabilityPull : kCapabilityResolve, what,
       [&](const RegistryEndpoint& endpoint) -> Result<FetchedManifest> {
