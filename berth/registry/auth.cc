@@ -1,8 +1,8 @@
 #include "berth/registry/auth.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "berth/base/base64.h"
@@ -48,7 +48,8 @@ Result<Credentials> CredentialsForHost(const CriAuthConfig& auth, std::string_vi
       CanonicalHost(HostOfServerAddress(auth.server_address)) != CanonicalHost(host)) {
     return Credentials{};
   }
-  if (!auth.username.empty()) return Credentials{.username = auth.username, .password = auth.password};
+  if (!auth.username.empty())
+    return Credentials{.username = auth.username, .password = auth.password};
   if (!auth.identity_token.empty()) return Credentials{.identity_token = auth.identity_token};
   if (!auth.auth.empty()) {
     Result<std::string> decoded = Base64Decode(auth.auth.reveal());
@@ -167,8 +168,8 @@ Result<void> Authorizer::OnUnauthorized(std::string_view host, std::string_view 
   for (const std::string& header : response.Headers("www-authenticate")) {
     Result<std::vector<Challenge>> challenges = ParseChallenges(header);
     if (!challenges) {
-      return Fail(std::move(challenges).error().WithContext(
-          fmt::format("registry {} answered 401", host)));
+      return Fail(
+          std::move(challenges).error().WithContext(fmt::format("registry {} answered 401", host)));
     }
     for (Challenge& challenge : *challenges) {
       if (challenge.scheme == "bearer") {
@@ -267,13 +268,12 @@ Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& ch
   }
   Result<Token> token = ParseTokenResponse(response->body);
   if (!token) {
-    return Fail(std::move(token).error().WithContext(
-        fmt::format("token from {}", realm_url.host)));
+    return Fail(std::move(token).error().WithContext(fmt::format("token from {}", realm_url.host)));
   }
   std::lock_guard lock(mutex_);
   ++tokens_fetched_;
-  tokens_[TokenKey(host, scope)] =
-      CachedToken{token->access_token, now_() + token->expires_in - RefreshMargin(token->expires_in)};
+  tokens_[TokenKey(host, scope)] = CachedToken{
+      token->access_token, now_() + token->expires_in - RefreshMargin(token->expires_in)};
   if (!token->refresh_token.empty()) refresh_tokens_[std::string(host)] = token->refresh_token;
   return token->access_token;
 }

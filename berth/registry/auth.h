@@ -41,8 +41,7 @@ struct Credentials {
   Secret registry_token;  // a bearer token used as is
 
   bool anonymous() const {
-    return username.empty() && password.empty() && identity_token.empty() &&
-           registry_token.empty();
+    return username.empty() && password.empty() && identity_token.empty() && registry_token.empty();
   }
 };
 
@@ -74,7 +73,8 @@ struct Token {
 inline constexpr size_t kMaxTokenResponseBytes = 1 << 20;
 
 // Decodes a token server's JSON: `token` or `access_token`, `expires_in` (default 60 s as the
-// spec says; shorter lifetimes are honoured), optional `refresh_token`. kInvalidArgument when malformed.
+// spec says; shorter lifetimes are honoured), optional `refresh_token`. kInvalidArgument when
+// malformed.
 Result<Token> ParseTokenResponse(std::string_view body);
 
 class Authorizer {
@@ -124,7 +124,7 @@ class Authorizer {
 
   mutable std::mutex mutex_;
   std::map<std::string, HostState> hosts_;
-  std::map<std::string, CachedToken> tokens_;  // key: host + " " + scope
+  std::map<std::string, CachedToken> tokens_;     // key: host + " " + scope
   std::map<std::string, Secret> refresh_tokens_;  // key: host
   std::map<std::string, std::shared_ptr<std::mutex>> fetch_locks_;
   int tokens_fetched_ = 0;

@@ -16,7 +16,8 @@ TEST(CredentialsForHostTest, UsernamePasswordFirst) {
 }
 
 TEST(CredentialsForHostTest, ServerAddressRestrictsHost) {
-  CriAuthConfig auth{.username = "alice", .password = Secret("pw"),
+  CriAuthConfig auth{.username = "alice",
+                     .password = Secret("pw"),
                      .server_address = "https://r.example:5000/v2/"};
   EXPECT_EQ(CredentialsForHost(auth, "r.example:5000")->username, "alice");
   EXPECT_TRUE(CredentialsForHost(auth, "other.example")->anonymous());
@@ -28,13 +29,15 @@ TEST(CredentialsForHostTest, ServerAddressRestrictsHost) {
 }
 
 TEST(CredentialsForHostTest, IdentityTokenThenAuthThenRegistryToken) {
-  EXPECT_EQ(CredentialsForHost({.identity_token = Secret("rt")}, "h")->identity_token.reveal(), "rt");
+  EXPECT_EQ(CredentialsForHost({.identity_token = Secret("rt")}, "h")->identity_token.reveal(),
+            "rt");
   Credentials decoded =
       CredentialsForHost({.auth = Secret(Base64Encode(std::string("bob:pa:ss\0\0", 11)))}, "h")
           .value();
   EXPECT_EQ(decoded.username, "bob");
   EXPECT_EQ(decoded.password.reveal(), "pa:ss");  // split at the first ':', NULs trimmed
-  EXPECT_EQ(CredentialsForHost({.registry_token = Secret("bt")}, "h")->registry_token.reveal(), "bt");
+  EXPECT_EQ(CredentialsForHost({.registry_token = Secret("bt")}, "h")->registry_token.reveal(),
+            "bt");
   EXPECT_TRUE(CredentialsForHost({}, "h")->anonymous());
 }
 
@@ -143,9 +146,9 @@ TEST_F(AuthorizerTest, BasicChallenge) {
 TEST_F(AuthorizerTest, RefusedCredentialsAreUnauthenticatedWithoutSecrets) {
   transport_.Respond("GET", "http://auth.test/token", {.status = 401, .body = "denied"});
   Authorizer authorizer = MakeAuthorizer({.username = "mallory", .password = Secret("s3cr3t")});
-  auto result = authorizer.OnUnauthorized(
-      "r.test", "repository:x:pull", Unauthorized(R"(Bearer realm="http://auth.test/token")"),
-      CancelToken::Never());
+  auto result = authorizer.OnUnauthorized("r.test", "repository:x:pull",
+                                          Unauthorized(R"(Bearer realm="http://auth.test/token")"),
+                                          CancelToken::Never());
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kUnauthenticated);
   EXPECT_NE(result.error().message().find("mallory"), std::string::npos);

@@ -1,8 +1,8 @@
 #include "berth/registry/challenge.h"
 
-#include <cctype>
-
 #include <fmt/format.h>
+
+#include <cctype>
 
 namespace berth::registry {
 namespace {
@@ -11,8 +11,21 @@ namespace {
 bool IsTokenChar(char c) {
   if (std::isalnum(static_cast<unsigned char>(c))) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '.': case '^': case '_': case '`': case '|': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
       return true;
     default:
       return false;
@@ -82,8 +95,9 @@ Result<std::vector<Challenge>> ParseChallenges(std::string_view header) {
   while (!scanner.done()) {
     std::string_view scheme = scanner.Token();
     if (scheme.empty()) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  fmt::format("malformed WWW-Authenticate header: unexpected '{}'", scanner.peek()));
+      return Fail(
+          ErrorCode::kInvalidArgument,
+          fmt::format("malformed WWW-Authenticate header: unexpected '{}'", scanner.peek()));
     }
     Challenge challenge{.scheme = Lower(scheme)};
     scanner.SkipSpace();

@@ -1,8 +1,9 @@
 // File: berth/registry/challenge.h
 //
 // Parsing of WWW-Authenticate headers (RFC 9110 §11.6.1) as registries send them:
-//   Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"
-//   Basic realm="Registry Realm"
+//   Bearer
+//   realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull" Basic
+//   realm="Registry Realm"
 // One header may hold several challenges; a response may carry several headers.
 //
 // Thread safety: pure functions.

@@ -19,7 +19,8 @@ TEST(ChallengeTest, DockerHubBearer) {
 }
 
 TEST(ChallengeTest, BasicAndMultipleChallenges) {
-  auto parsed = ParseChallenges(R"(Basic realm="Registry Realm", Bearer realm="http://a/t",error=invalid_token)");
+  auto parsed = ParseChallenges(
+      R"(Basic realm="Registry Realm", Bearer realm="http://a/t",error=invalid_token)");
   ASSERT_TRUE(parsed) << parsed.error().ToString();
   ASSERT_EQ(parsed->size(), 2u);
   EXPECT_EQ((*parsed)[0].scheme, "basic");

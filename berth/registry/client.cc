@@ -1,11 +1,11 @@
 #include "berth/registry/client.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "berth/base/log.h"
 #include "berth/image/media_types.h"
@@ -46,12 +46,23 @@ Error HttpStatusError(const HttpResponse& response, std::string_view what,
                                     detail.empty() ? "" : " (" + detail + ")");
   ErrorCode code = ErrorCode::kUnavailable;
   switch (response.status) {
-    case 400: code = ErrorCode::kInvalidArgument; break;
-    case 401: code = ErrorCode::kUnauthenticated; break;
-    case 403: code = ErrorCode::kPermissionDenied; break;
-    case 404: code = ErrorCode::kNotFound; break;
-    case 416: code = ErrorCode::kOutOfRange; break;
-    default: break;
+    case 400:
+      code = ErrorCode::kInvalidArgument;
+      break;
+    case 401:
+      code = ErrorCode::kUnauthenticated;
+      break;
+    case 403:
+      code = ErrorCode::kPermissionDenied;
+      break;
+    case 404:
+      code = ErrorCode::kNotFound;
+      break;
+    case 416:
+      code = ErrorCode::kOutOfRange;
+      break;
+    default:
+      break;
   }
   return Error(code, std::move(message));
 }
@@ -71,10 +82,14 @@ std::optional<std::chrono::seconds> RetryAfter(const HttpResponse& response) {
 int ReportPriority(ErrorCode code) {
   switch (code) {
     case ErrorCode::kUnauthenticated:
-    case ErrorCode::kPermissionDenied: return 3;
-    case ErrorCode::kDataLoss: return 2;
-    case ErrorCode::kNotFound: return 1;
-    default: return 0;
+    case ErrorCode::kPermissionDenied:
+      return 3;
+    case ErrorCode::kDataLoss:
+      return 2;
+    case ErrorCode::kNotFound:
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -164,9 +179,9 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       request.min_speed_window = policy_.min_speed_window;
       request.max_buffered_body = max_body;
       bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
-      request.tls = endpoint_host ? endpoint.tls
-                                  : (session.tls_for_host ? session.tls_for_host(url.host)
-                                                          : TlsOptions{});
+      request.tls = endpoint_host
+                        ? endpoint.tls
+                        : (session.tls_for_host ? session.tls_for_host(url.host) : TlsOptions{});
       // Credentials go only to the endpoint they were issued for, never to a redirect target.
       if (endpoint_host && session.authorizer != nullptr) {
         BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
@@ -202,9 +217,8 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       std::optional<std::string> location = response->Header("location");
       if (!location) break;
       if (redirects >= kMaxRedirects) {
-        response = Fail(ErrorCode::kUnavailable,
-                        fmt::format("GET {}{}: more than {} redirects", base_url, path,
-                                    kMaxRedirects));
+        response = Fail(ErrorCode::kUnavailable, fmt::format("GET {}{}: more than {} redirects",
+                                                             base_url, path, kMaxRedirects));
         break;
       }
       BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
@@ -259,8 +273,7 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
 }
 
 template <typename T>
-Result<T> Client::OnEndpoints(const Session& session, Capability capability,
-                              std::string_view what,
+Result<T> Client::OnEndpoints(const Session& session, Capability capability, std::string_view what,
                               const std::function<Result<T>(const RegistryEndpoint&)>& request) {
   std::vector<const RegistryEndpoint*> alive;
   std::vector<const RegistryEndpoint*> dead;
@@ -281,7 +294,8 @@ Result<T> Client::OnEndpoints(const Session& session, Capability capability,
     Result<T> result = request(*endpoint);
     if (result) return result;
     Error error = std::move(result).error();
-    if (StopsAllEndpoints(error.code())) return Fail(std::move(error).WithContext(std::string(what)));
+    if (StopsAllEndpoints(error.code()))
+      return Fail(std::move(error).WithContext(std::string(what)));
     if (i + 1 < alive.size()) {
       log::Warn("registry.endpoint_failed", {{"what", what},
                                              {"endpoint", endpoint->BaseUrl()},
@@ -313,16 +327,16 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
   return OnEndpoints<FetchedManifest>(
       session, pinned ? kCapabilityPull : kCapabilityResolve, what,
       [&](const RegistryEndpoint& endpoint) -> Result<FetchedManifest> {
-        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
-                               Exchange(session, endpoint, path, accept, nullptr,
-                                        image::kMaxManifestBytes, cancel));
+        BERTH_ASSIGN_OR_RETURN(
+            HttpResponse response,
+            Exchange(session, endpoint, path, accept, nullptr, image::kMaxManifestBytes, cancel));
         if (response.status != 200) {
-          return Fail(HttpStatusError(response, "manifest " + std::string(reference),
-                                      endpoint.BaseUrl()));
+          return Fail(
+              HttpStatusError(response, "manifest " + std::string(reference), endpoint.BaseUrl()));
         }
-        BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
-                               image::DetectKind(response.Header("content-type").value_or(""),
-                                                 response.body));
+        BERTH_ASSIGN_OR_RETURN(
+            image::ManifestKind kind,
+            image::DetectKind(response.Header("content-type").value_or(""), response.body));
         FetchedManifest fetched;
         fetched.endpoint = endpoint.BaseUrl();
         fetched.descriptor.media_type = std::string(image::MediaTypeOf(kind));
@@ -343,9 +357,9 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
               VerifyBytes(payload, *expected, "schema1 manifest payload", endpoint.BaseUrl()));
           fetched.descriptor.digest = *expected;
         } else if (expected) {
-          BERTH_ASSIGN_OR_RETURN(fetched.descriptor.digest,
-                                 VerifyBytes(response.body, *expected, "manifest",
-                                             endpoint.BaseUrl()));
+          BERTH_ASSIGN_OR_RETURN(
+              fetched.descriptor.digest,
+              VerifyBytes(response.body, *expected, "manifest", endpoint.BaseUrl()));
         } else {
           fetched.descriptor.digest = Digest::Sha256Of(response.body);
         }
@@ -365,10 +379,10 @@ Result<FetchedManifest> Client::FetchManifest(const Session& session,
   BERTH_ASSIGN_OR_RETURN(FetchedManifest fetched,
                          Resolve(session, descriptor.digest.ToString(), cancel));
   if (descriptor.size > 0 && fetched.descriptor.size != descriptor.size) {
-    return Fail(ErrorCode::kDataLoss,
-                fmt::format("manifest {} from {} is {} bytes, its descriptor says {}",
-                            descriptor.digest, fetched.endpoint, fetched.descriptor.size,
-                            descriptor.size));
+    return Fail(
+        ErrorCode::kDataLoss,
+        fmt::format("manifest {} from {} is {} bytes, its descriptor says {}", descriptor.digest,
+                    fetched.endpoint, fetched.descriptor.size, descriptor.size));
   }
   return fetched;
 }
@@ -391,10 +405,10 @@ Result<std::string> Client::FetchSmallBlob(const Session& session,
           return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
         }
         if (static_cast<int64_t>(response.body.size()) != descriptor.size) {
-          return Fail(ErrorCode::kDataLoss,
-                      fmt::format("blob {} from {} is {} bytes, its descriptor says {}",
-                                  descriptor.digest, endpoint.BaseUrl(), response.body.size(),
-                                  descriptor.size));
+          return Fail(
+              ErrorCode::kDataLoss,
+              fmt::format("blob {} from {} is {} bytes, its descriptor says {}", descriptor.digest,
+                          endpoint.BaseUrl(), response.body.size(), descriptor.size));
         }
         BERTH_RETURN_IF_ERROR(
             VerifyBytes(response.body, descriptor.digest, "blob", endpoint.BaseUrl()));
@@ -415,10 +429,10 @@ Result<std::string> Client::FetchBlob(const Session& session, const image::Descr
           return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
         }
         if (descriptor.size >= 0 && sink.offset() != descriptor.size) {
-          return Fail(ErrorCode::kDataLoss,
-                      fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
-                                  descriptor.digest, endpoint.BaseUrl(), sink.offset(),
-                                  descriptor.size));
+          return Fail(
+              ErrorCode::kDataLoss,
+              fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
+                          descriptor.digest, endpoint.BaseUrl(), sink.offset(), descriptor.size));
         }
         return endpoint.BaseUrl();
       });

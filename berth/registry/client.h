@@ -73,7 +73,7 @@ struct Session {
 struct FetchedManifest {
   image::Descriptor descriptor;  // media type, digest (verified), size
   std::string bytes;
-  std::string endpoint;          // base URL that served it
+  std::string endpoint;  // base URL that served it
 };
 
 // Where a blob's bytes go (content::Writer has this shape; the caller adapts it).

@@ -55,11 +55,11 @@ class ClientTest : public ::testing::Test {
   }
 
   static HttpResponse ManifestResponse() {
-    return HttpResponse{.status = 200,
-                        .headers = {{"content-type", std::string(media_types::kOciManifest)},
-                                    {"docker-content-digest",
-                                     Digest::Sha256Of(kManifest).ToString()}},
-                        .body = kManifest};
+    return HttpResponse{
+        .status = 200,
+        .headers = {{"content-type", std::string(media_types::kOciManifest)},
+                    {"docker-content-digest", Digest::Sha256Of(kManifest).ToString()}},
+        .body = kManifest};
   }
 
   FakeTransport transport_;
@@ -111,9 +111,9 @@ TEST_F(ClientTest, DeadMirrorThenNotFoundMirrorThenUpstream) {
 }
 
 TEST_F(ClientTest, NotFoundEverywhereIsNotFound) {
-  transport_.Respond("GET", "http://a.test/v2/",
-                     {.status = 404,
-                      .body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]})"});
+  transport_.Respond(
+      "GET", "http://a.test/v2/",
+      {.status = 404, .body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]})"});
   auto fetched = client_.Resolve(MakeSession({"http://a.test"}), "v9", CancelToken::Never());
   ASSERT_FALSE(fetched);
   EXPECT_EQ(fetched.error().code(), ErrorCode::kNotFound);
@@ -137,10 +137,10 @@ TEST_F(ClientTest, PersistentServerErrorGivesUp) {
 }
 
 TEST_F(ClientTest, BearerChallengeThenSuccess) {
-  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1",
-                     {.status = 401,
-                      .headers = {{"www-authenticate",
-                                   R"(Bearer realm="http://auth.test/token",service="r")"}}});
+  transport_.Respond(
+      "GET", "http://r.test/v2/library/app/manifests/v1",
+      {.status = 401,
+       .headers = {{"www-authenticate", R"(Bearer realm="http://auth.test/token",service="r")"}}});
   transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1", ManifestResponse());
   transport_.Respond("GET", "http://auth.test/token", {.status = 200, .body = R"({"token":"T"})"});
   auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
@@ -162,8 +162,8 @@ TEST_F(ClientTest, RedirectGetsNoAuthorization) {
   StringSink sink;
   image::Descriptor descriptor{.digest = Digest::Sha256Of(blob),
                                .size = static_cast<int64_t>(blob.size())};
-  auto served = client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
-                                  CancelToken::Never());
+  auto served =
+      client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink, CancelToken::Never());
   ASSERT_TRUE(served) << served.error().ToString();
   EXPECT_EQ(sink.bytes, blob);
   auto requests = transport_.requests();
@@ -191,10 +191,11 @@ TEST_F(ClientTest, ResumeWithRangeAndServerIgnoringIt) {
   image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
   StringSink sink;
   sink.bytes = "01234";
-  transport_.Respond("GET", "http://r.test/v2/library/app/blobs/",
-                     {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
-  ASSERT_TRUE(client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
-                                CancelToken::Never()));
+  transport_.Respond(
+      "GET", "http://r.test/v2/library/app/blobs/",
+      {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
+  ASSERT_TRUE(
+      client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink, CancelToken::Never()));
   EXPECT_EQ(sink.bytes, blob);
   auto requests = transport_.requests();
   bool range = false;
@@ -218,8 +219,8 @@ TEST_F(ClientTest, ShortBlobIsDataLoss) {
   image::Descriptor descriptor{.digest = Digest::Sha256Of("abc"), .size = 3};
   transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = "ab"});
   StringSink sink;
-  auto served = client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
-                                  CancelToken::Never());
+  auto served =
+      client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink, CancelToken::Never());
   ASSERT_FALSE(served);
   EXPECT_EQ(served.error().code(), ErrorCode::kDataLoss);
 }
@@ -232,8 +233,8 @@ TEST_F(ClientTest, PullOnlyMirrorDoesNotResolveTags) {
   auto fetched = client_.Resolve(session, "v1", CancelToken::Never());
   ASSERT_TRUE(fetched);
   EXPECT_EQ(fetched->endpoint, "http://r.test/v2");
-  auto by_digest = client_.Resolve(session, Digest::Sha256Of(kManifest).ToString(),
-                                   CancelToken::Never());
+  auto by_digest =
+      client_.Resolve(session, Digest::Sha256Of(kManifest).ToString(), CancelToken::Never());
   ASSERT_TRUE(by_digest);
   EXPECT_EQ(by_digest->endpoint, "http://pull-only.test/v2");
 }
@@ -251,7 +252,9 @@ TEST_F(ClientTest, CancelledBeforeStart) {
 class StallingMirrorTransport final : public HttpTransport {
  public:
   StallingMirrorTransport(HttpTransport& next, std::string mirror_prefix, std::string first_bytes)
-      : next_(next), mirror_prefix_(std::move(mirror_prefix)), first_bytes_(std::move(first_bytes)) {}
+      : next_(next),
+        mirror_prefix_(std::move(mirror_prefix)),
+        first_bytes_(std::move(first_bytes)) {}
 
   Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
                                  const CancelToken& cancel) override {
@@ -282,8 +285,9 @@ class StallingMirrorTransport final : public HttpTransport {
 TEST_F(ClientTest, WatchdogGivesUpOnTheEndpointAndTheNextResumesTheBlob) {
   std::string blob = "0123456789";
   image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
-  transport_.Respond("GET", "http://r.test/v2/library/app/blobs/",
-                     {.status = 206, .headers = {{"content-range", "bytes 4-9/10"}}, .body = "456789"});
+  transport_.Respond(
+      "GET", "http://r.test/v2/library/app/blobs/",
+      {.status = 206, .headers = {{"content-range", "bytes 4-9/10"}}, .body = "456789"});
   StallingMirrorTransport stalling(transport_, "http://mirror.test/", "0123");
   Client client(stalling, RetryPolicy{.max_attempts = 4,
                                       .initial_backoff = std::chrono::milliseconds(1),

@@ -1,11 +1,10 @@
 #include "berth/registry/hosts.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "berth/config/hosts_dir.h"
 #include "berth/registry/url.h"
@@ -101,9 +100,8 @@ Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
 
 // One endpoint of a hosts.toml (a mirror or the server).
 Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& registry,
-                                                const config::HostsFileEntry& entry,
-                                                bool is_mirror, bool server_explicit,
-                                                std::string_view domain) {
+                                                const config::HostsFileEntry& entry, bool is_mirror,
+                                                bool server_explicit, std::string_view domain) {
   std::string text = entry.url;
   // containerd reaches an unconfigured localhost server over http, like the plain rules do.
   if (!is_mirror && !server_explicit) text = DefaultHostFor(domain);
@@ -112,8 +110,8 @@ Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& re
     endpoint.path = endpoint.path == "/v2" ? "/v2" : endpoint.path + "/v2";
   }
   if (entry.override_path) {
-    Result<Url> url = ParseUrl(entry.url.find("://") == std::string::npos ? "https://" + entry.url
-                                                                            : entry.url);
+    Result<Url> url =
+        ParseUrl(entry.url.find("://") == std::string::npos ? "https://" + entry.url : entry.url);
     if (url) endpoint.path = url->path == "/" ? "" : url->path;
   }
   endpoint.capabilities = 0;
@@ -140,15 +138,16 @@ Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& re
   return endpoint;
 }
 
-Result<std::vector<RegistryEndpoint>> EndpointsFromHostsFile(
-    const config::RegistryConfig& registry, const config::HostsFile& hosts,
-    std::string_view domain, config::Fallback fallback) {
+Result<std::vector<RegistryEndpoint>> EndpointsFromHostsFile(const config::RegistryConfig& registry,
+                                                             const config::HostsFile& hosts,
+                                                             std::string_view domain,
+                                                             config::Fallback fallback) {
   std::vector<RegistryEndpoint> endpoints;
   std::string where = fmt::format("hosts file {}", hosts.source.string());
   for (const config::HostsFileEntry& mirror : hosts.mirrors) {
-    BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint,
-                           WithContext(EndpointFromHostsEntry(registry, mirror, true, true, domain),
-                                       where));
+    BERTH_ASSIGN_OR_RETURN(
+        RegistryEndpoint endpoint,
+        WithContext(EndpointFromHostsEntry(registry, mirror, true, true, domain), where));
     endpoints.push_back(std::move(endpoint));
   }
   if (fallback == config::Fallback::kAlways) {

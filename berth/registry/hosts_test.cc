@@ -1,11 +1,10 @@
 #include "berth/registry/hosts.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 namespace berth::registry {
 namespace {
@@ -22,8 +21,8 @@ TEST(HostsTest, DefaultsWithoutConfig) {
             std::vector<std::string>{"https://registry-1.docker.io/v2"});
   EXPECT_EQ(Urls(ResolveEndpoints(registry, "quay.io").value()),
             std::vector<std::string>{"https://quay.io/v2"});
-  for (std::string local : {"localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000",
-                            "127.0.0.1"}) {
+  for (std::string local :
+       {"localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000", "127.0.0.1"}) {
     auto endpoints = ResolveEndpoints(registry, local).value();
     EXPECT_EQ(endpoints[0].scheme, "http") << local;
     EXPECT_EQ(endpoints[0].host, local);
@@ -33,11 +32,12 @@ TEST(HostsTest, DefaultsWithoutConfig) {
 
 TEST(HostsTest, MirrorsThenDefault) {
   config::RegistryConfig registry;
-  registry.mirrors["docker.io"].endpoints = {"https://mirror-a.test", "http://mirror-b.test:5000/custom"};
+  registry.mirrors["docker.io"].endpoints = {"https://mirror-a.test",
+                                             "http://mirror-b.test:5000/custom"};
   auto endpoints = ResolveEndpoints(registry, "docker.io").value();
-  EXPECT_EQ(Urls(endpoints),
-            (std::vector<std::string>{"https://mirror-a.test/v2", "http://mirror-b.test:5000/custom",
-                                      "https://registry-1.docker.io/v2"}));
+  EXPECT_EQ(Urls(endpoints), (std::vector<std::string>{"https://mirror-a.test/v2",
+                                                       "http://mirror-b.test:5000/custom",
+                                                       "https://registry-1.docker.io/v2"}));
   EXPECT_TRUE(endpoints[0].is_mirror);
   EXPECT_FALSE(endpoints[2].is_mirror);
 }
