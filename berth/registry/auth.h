@@ -73,8 +73,9 @@ struct Token {
 inline constexpr size_t kMaxTokenResponseBytes = 1 << 20;
 
 // Decodes a token server's JSON: `token` or `access_token`, `expires_in` (default 60 s as the
-// spec says; shorter lifetimes are honoured), optional `refresh_token`. kInvalidArgument when
-// malformed.
+// spec says; shorter lifetimes are honoured, longer ones capped at a day), optional
+// `refresh_token`. kInvalidArgument when malformed; kResourceExhausted over
+// kMaxTokenResponseBytes.
 Result<Token> ParseTokenResponse(std::string_view body);
 
 class Authorizer {
@@ -97,7 +98,8 @@ class Authorizer {
 
   // Learns from a 401 response of `host`: records its challenge and, for Bearer, fetches a token
   // for `scope` (dropping the cached one). kUnauthenticated when the registry wants credentials
-  // berth does not have, or the token server refuses them; kPermissionDenied when it forbids.
+  // berth does not have, or the token server refuses them; kPermissionDenied when it forbids;
+  // kInvalidArgument for a malformed challenge; the transport's errors reaching the token server.
   Result<void> OnUnauthorized(std::string_view host, std::string_view scope,
                               const HttpResponse& response, const CancelToken& cancel);
 

@@ -112,6 +112,11 @@ Result<Digest> VerifyBytes(std::string_view bytes, const Digest& expected, std::
   return actual;
 }
 
+// The token scope every request of a pull needs.
+std::string PullScope(const Session& session) {
+  return "repository:" + session.repository + ":pull";
+}
+
 }  // namespace
 
 std::string ManifestAcceptHeader() {
@@ -151,10 +156,105 @@ Result<void> Client::SleepFor(std::chrono::milliseconds duration, const CancelTo
   return cancel.Check();
 }
 
+HttpRequest Client::NewRequest(const Url& url, const HeaderList& headers, size_t max_body) const {
+  HttpRequest request;
+  request.url = url.ToString();
+  request.headers = headers;
+  request.connect_timeout = policy_.connect_timeout;
+  request.progress_timeout = policy_.progress_timeout;
+  request.min_bytes_per_second = policy_.min_bytes_per_second;
+  request.min_speed_window = policy_.min_speed_window;
+  request.max_buffered_body = max_body;
+  return request;
+}
+
+// Resumes a blob from the bytes its sink already holds: the request asks for the rest with a
+// Range header, and the first chunk of the answer shows whether the server honoured it (206 with
+// the Content-Range asked for), sent the whole blob (the sink starts over) or sent another range
+// (kDataLoss). One RangeResume serves one exchange.
+class Client::RangeResume {
+ public:
+  explicit RangeResume(BlobSink& blob) : blob_(blob), offset_(blob.offset()) {}
+
+  // Adds the Range header when bytes are already held.
+  void AddRangeHeader(HeaderList& headers) const {
+    if (offset_ > 0) headers.emplace_back("Range", fmt::format("bytes={}-", offset_));
+  }
+
+  // The transport's sink for this exchange. REQUIRES: `this` outlives the exchange.
+  BodySink Sink() {
+    return [this](const HttpResponse& head, std::string_view chunk) { return Accept(head, chunk); };
+  }
+
+ private:
+  Result<void> Accept(const HttpResponse& head, std::string_view chunk) {
+    if (first_chunk_) {
+      first_chunk_ = false;
+      BERTH_RETURN_IF_ERROR(CheckRange(head));
+    }
+    return blob_.Write(chunk);
+  }
+
+  Result<void> CheckRange(const HttpResponse& head) {
+    if (offset_ == 0) return Ok();
+    if (head.status != 206) return blob_.Truncate();  // the server ignored the Range
+    std::string expected = fmt::format("bytes {}-", offset_);
+    std::optional<std::string> range = head.Header("content-range");
+    if (!range || !range->starts_with(expected)) {
+      return Fail(ErrorCode::kDataLoss,
+                  fmt::format("server answered a Range request for offset {} with "
+                              "Content-Range \"{}\"",
+                              offset_, range.value_or("")));
+    }
+    return Ok();
+  }
+
+  BlobSink& blob_;
+  const int64_t offset_;
+  bool first_chunk_ = true;
+};
+
+Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
+                                                      const RegistryEndpoint& endpoint, Url url,
+                                                      const ExchangeSpec& spec,
+                                                      const CancelToken& cancel) {
+  HeaderList headers = endpoint.headers;
+  headers.insert(headers.end(), spec.extra_headers.begin(), spec.extra_headers.end());
+  for (int redirects = 0;; ++redirects) {
+    HttpRequest request = NewRequest(url, headers, spec.max_body);
+    bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
+    request.tls = endpoint_host
+                      ? endpoint.tls
+                      : (session.tls_for_host ? session.tls_for_host(url.host) : TlsOptions{});
+    // Credentials go only to the endpoint they were issued for, never to a redirect target.
+    if (endpoint_host && session.authorizer != nullptr) {
+      BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
+                             session.authorizer->Authorization(endpoint.host, spec.scope, cancel));
+      if (authorization) request.headers.emplace_back("Authorization", authorization->reveal());
+    }
+    std::optional<RangeResume> resume;
+    BodySink sink;
+    if (spec.blob != nullptr) {
+      resume.emplace(*spec.blob);
+      resume->AddRangeHeader(request.headers);
+      sink = resume->Sink();
+    }
+    Result<HttpResponse> response =
+        transport_.RoundTrip(request, spec.blob != nullptr ? &sink : nullptr, cancel);
+    if (!response || !IsRedirect(response->status)) return Attempt{std::move(response)};
+    std::optional<std::string> location = response->Header("location");
+    if (!location) return Attempt{std::move(response)};
+    if (redirects >= kMaxRedirects) {
+      return Attempt{
+          Fail(ErrorCode::kUnavailable, fmt::format("GET {}{}: more than {} redirects",
+                                                    endpoint.BaseUrl(), spec.path, kMaxRedirects))};
+    }
+    BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
+  }
+}
+
 Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndpoint& endpoint,
-                                      const std::string& path, const HeaderList& extra_headers,
-                                      BlobSink* blob, size_t max_body, const CancelToken& cancel) {
-  const std::string scope = "repository:" + session.repository + ":pull";
+                                      const ExchangeSpec& spec, const CancelToken& cancel) {
   const std::string base_url = endpoint.BaseUrl();
   thread_local std::mt19937 random(std::random_device{}());
   std::chrono::milliseconds backoff = policy_.initial_backoff;
@@ -165,64 +265,11 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
 
   while (attempt <= policy_.max_attempts && loops_left-- > 0) {
     BERTH_RETURN_IF_ERROR(cancel.Check());
-    BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(base_url + path));
-    const int64_t offset_before = blob != nullptr ? blob->offset() : 0;
-    Result<HttpResponse> response = Fail(ErrorCode::kInternal, "no request made");
-    for (int redirects = 0;; ++redirects) {
-      HttpRequest request;
-      request.url = url.ToString();
-      request.headers = endpoint.headers;
-      request.headers.insert(request.headers.end(), extra_headers.begin(), extra_headers.end());
-      request.connect_timeout = policy_.connect_timeout;
-      request.progress_timeout = policy_.progress_timeout;
-      request.min_bytes_per_second = policy_.min_bytes_per_second;
-      request.min_speed_window = policy_.min_speed_window;
-      request.max_buffered_body = max_body;
-      bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
-      request.tls = endpoint_host
-                        ? endpoint.tls
-                        : (session.tls_for_host ? session.tls_for_host(url.host) : TlsOptions{});
-      // Credentials go only to the endpoint they were issued for, never to a redirect target.
-      if (endpoint_host && session.authorizer != nullptr) {
-        BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
-                               session.authorizer->Authorization(endpoint.host, scope, cancel));
-        if (authorization) request.headers.emplace_back("Authorization", authorization->reveal());
-      }
-      BodySink sink;
-      bool first_chunk = true;
-      if (blob != nullptr) {
-        int64_t offset = blob->offset();
-        if (offset > 0) request.headers.emplace_back("Range", fmt::format("bytes={}-", offset));
-        sink = [&, offset](const HttpResponse& head, std::string_view chunk) -> Result<void> {
-          if (first_chunk) {
-            first_chunk = false;
-            if (offset > 0 && head.status != 206) {
-              BERTH_RETURN_IF_ERROR(blob->Truncate());  // the server ignored the Range
-            } else if (offset > 0) {
-              std::string expected = fmt::format("bytes {}-", offset);
-              std::optional<std::string> range = head.Header("content-range");
-              if (!range || !range->starts_with(expected)) {
-                return Fail(ErrorCode::kDataLoss,
-                            fmt::format("server answered a Range request for offset {} with "
-                                        "Content-Range \"{}\"",
-                                        offset, range.value_or("")));
-              }
-            }
-          }
-          return blob->Write(chunk);
-        };
-      }
-      response = transport_.RoundTrip(request, blob != nullptr ? &sink : nullptr, cancel);
-      if (!response || !IsRedirect(response->status)) break;
-      std::optional<std::string> location = response->Header("location");
-      if (!location) break;
-      if (redirects >= kMaxRedirects) {
-        response = Fail(ErrorCode::kUnavailable, fmt::format("GET {}{}: more than {} redirects",
-                                                             base_url, path, kMaxRedirects));
-        break;
-      }
-      BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
-    }
+    BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(base_url + spec.path));
+    const int64_t offset_before = spec.blob != nullptr ? spec.blob->offset() : 0;
+    BERTH_ASSIGN_OR_RETURN(Attempt attempted,
+                           GetFollowingRedirects(session, endpoint, url, spec, cancel));
+    Result<HttpResponse>& response = attempted.response;
 
     if (!response) {
       Error error = std::move(response).error();
@@ -242,12 +289,12 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       int status = response->status;
       if (status == 401 && !auth_retried && session.authorizer != nullptr) {
         BERTH_RETURN_IF_ERROR(
-            session.authorizer->OnUnauthorized(endpoint.host, scope, *response, cancel));
+            session.authorizer->OnUnauthorized(endpoint.host, spec.scope, *response, cancel));
         auth_retried = true;
         continue;
       }
       if (status != 429 && status < 500) return response;
-      last_error = HttpStatusError(*response, fmt::format("GET {}", path), base_url);
+      last_error = HttpStatusError(*response, fmt::format("GET {}", spec.path), base_url);
       if (status == 429 || status == 503) {
         if (std::optional<std::chrono::seconds> wait = RetryAfter(*response);
             wait && attempt < policy_.max_attempts) {
@@ -259,7 +306,7 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
     }
     // A transfer that moved forward before breaking off does not use up an attempt: the next
     // one resumes where it stopped.
-    bool progressed = blob != nullptr && blob->offset() > offset_before;
+    bool progressed = spec.blob != nullptr && spec.blob->offset() > offset_before;
     if (!progressed) ++attempt;
     if (attempt > policy_.max_attempts) break;
     std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
@@ -327,9 +374,13 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
   return OnEndpoints<FetchedManifest>(
       session, pinned ? kCapabilityPull : kCapabilityResolve, what,
       [&](const RegistryEndpoint& endpoint) -> Result<FetchedManifest> {
-        BERTH_ASSIGN_OR_RETURN(
-            HttpResponse response,
-            Exchange(session, endpoint, path, accept, nullptr, image::kMaxManifestBytes, cancel));
+        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
+                               Exchange(session, endpoint,
+                                        {.path = path,
+                                         .scope = PullScope(session),
+                                         .extra_headers = accept,
+                                         .max_body = image::kMaxManifestBytes},
+                                        cancel));
         if (response.status != 200) {
           return Fail(
               HttpStatusError(response, "manifest " + std::string(reference), endpoint.BaseUrl()));
@@ -399,8 +450,10 @@ Result<std::string> Client::FetchSmallBlob(const Session& session,
   return OnEndpoints<std::string>(
       session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
-        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
-                               Exchange(session, endpoint, path, {}, nullptr, max_bytes, cancel));
+        BERTH_ASSIGN_OR_RETURN(
+            HttpResponse response,
+            Exchange(session, endpoint,
+                     {.path = path, .scope = PullScope(session), .max_body = max_bytes}, cancel));
         if (response.status != 200) {
           return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
         }
@@ -423,8 +476,12 @@ Result<std::string> Client::FetchBlob(const Session& session, const image::Descr
       session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
         if (sink.offset() >= descriptor.size && descriptor.size > 0) return endpoint.BaseUrl();
-        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
-                               Exchange(session, endpoint, path, {}, &sink, 64 << 10, cancel));
+        BERTH_ASSIGN_OR_RETURN(
+            HttpResponse response,
+            Exchange(
+                session, endpoint,
+                {.path = path, .scope = PullScope(session), .blob = &sink, .max_body = 64 << 10},
+                cancel));
         if (response.status != 200 && response.status != 206) {
           return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
         }
