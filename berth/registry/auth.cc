@@ -41,6 +41,27 @@ std::string BasicAuthorization(const Credentials& credentials) {
   return "Basic " + Base64Encode(credentials.username + ":" + credentials.password.reveal());
 }
 
+// The challenge of a 401 to answer: the first Bearer one, else the first Basic one. nullopt
+// when there is neither; kInvalidArgument for a malformed header.
+Result<std::optional<Challenge>> ChooseChallenge(const HttpResponse& response) {
+  std::optional<Challenge> chosen;
+  for (const std::string& header : response.Headers("www-authenticate")) {
+    BERTH_ASSIGN_OR_RETURN(std::vector<Challenge> challenges, ParseChallenges(header));
+    for (Challenge& challenge : challenges) {
+      if (challenge.scheme == "bearer") return std::optional<Challenge>(std::move(challenge));
+      if (challenge.scheme == "basic" && !chosen) chosen = std::move(challenge);
+    }
+  }
+  return chosen;
+}
+
+std::string NoCredentialsMessage(std::string_view host, const Challenge& challenge) {
+  return fmt::format(
+      "registry {} requires credentials ({}); pass them with the request or configure them for "
+      "this host",
+      host, challenge.Describe());
+}
+
 }  // namespace
 
 Result<Credentials> CredentialsForHost(const CriAuthConfig& auth, std::string_view host) {
@@ -164,22 +185,12 @@ Result<std::optional<Secret>> Authorizer::Authorization(std::string_view host,
 
 Result<void> Authorizer::OnUnauthorized(std::string_view host, std::string_view scope,
                                         const HttpResponse& response, const CancelToken& cancel) {
-  std::optional<Challenge> chosen;
-  for (const std::string& header : response.Headers("www-authenticate")) {
-    Result<std::vector<Challenge>> challenges = ParseChallenges(header);
-    if (!challenges) {
-      return Fail(
-          std::move(challenges).error().WithContext(fmt::format("registry {} answered 401", host)));
-    }
-    for (Challenge& challenge : *challenges) {
-      if (challenge.scheme == "bearer") {
-        chosen = std::move(challenge);
-        break;
-      }
-      if (challenge.scheme == "basic" && !chosen) chosen = std::move(challenge);
-    }
-    if (chosen && chosen->scheme == "bearer") break;
+  Result<std::optional<Challenge>> parsed = ChooseChallenge(response);
+  if (!parsed) {
+    return Fail(
+        std::move(parsed).error().WithContext(fmt::format("registry {} answered 401", host)));
   }
+  std::optional<Challenge> chosen = std::move(*parsed);
   if (!chosen) {
     return Fail(ErrorCode::kUnauthenticated,
                 fmt::format("registry {} answered 401 without a Basic or Bearer challenge", host));
@@ -192,10 +203,7 @@ Result<void> Authorizer::OnUnauthorized(std::string_view host, std::string_view 
   }
   if (chosen->scheme == "basic") {
     if (credentials.username.empty()) {
-      return Fail(ErrorCode::kUnauthenticated,
-                  fmt::format("registry {} requires credentials (Basic auth); pass them with the "
-                              "request or configure them for this host",
-                              host));
+      return Fail(ErrorCode::kUnauthenticated, NoCredentialsMessage(host, *chosen));
     }
     return Ok();
   }
@@ -208,6 +216,40 @@ Result<void> Authorizer::OnUnauthorized(std::string_view host, std::string_view 
   }
   return Fail(ErrorCode::kUnauthenticated,
               fmt::format("registry {} sent a Bearer challenge without a realm", host));
+}
+
+Error Authorizer::Refused(std::string_view host, std::string_view scope,
+                          const HttpResponse& response) const {
+  std::optional<Challenge> challenge;
+  if (Result<std::optional<Challenge>> parsed = ChooseChallenge(response); parsed) {
+    challenge = std::move(*parsed);
+  }
+  if (!challenge) {
+    std::lock_guard lock(mutex_);
+    if (auto it = hosts_.find(std::string(host)); it != hosts_.end())
+      challenge = it->second.challenge;
+  }
+  if (!challenge) {
+    return Error(
+        ErrorCode::kUnauthenticated,
+        fmt::format("registry {} answered HTTP 401 without a Basic or Bearer challenge", host));
+  }
+  Credentials credentials = credentials_for_host_(host);
+  if (challenge->scheme == "basic") {
+    if (credentials.username.empty()) {
+      return Error(ErrorCode::kUnauthenticated, NoCredentialsMessage(host, *challenge));
+    }
+    return Error(ErrorCode::kUnauthenticated,
+                 fmt::format("registry {} refused the credentials of user \"{}\" (HTTP 401, {}); "
+                             "check the username and password",
+                             host, credentials.username, challenge->Describe()));
+  }
+  std::string whose = credentials.username.empty()
+                          ? "an anonymous token"
+                          : fmt::format("the token of user \"{}\"", credentials.username);
+  return Error(ErrorCode::kUnauthenticated,
+               fmt::format("registry {} refused {} for {} (HTTP 401, {})", host, whose, scope,
+                           challenge->Describe()));
 }
 
 Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& challenge,

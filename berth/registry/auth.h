@@ -103,6 +103,12 @@ class Authorizer {
   Result<void> OnUnauthorized(std::string_view host, std::string_view scope,
                               const HttpResponse& response, const CancelToken& cancel);
 
+  // The error for a 401 from `host` to a request that already carried what OnUnauthorized()
+  // arranged (the retry): kUnauthenticated, naming the challenge's scheme and realm and whose
+  // credentials were refused ("registry r.test refused the credentials of user \"u\" …"), or
+  // that the registry wants credentials when there are none. Never carries a secret.
+  Error Refused(std::string_view host, std::string_view scope, const HttpResponse& response) const;
+
   // Tokens fetched from token servers so far (for tests and metrics).
   int tokens_fetched() const;
 

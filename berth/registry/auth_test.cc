@@ -130,6 +130,34 @@ TEST_F(AuthorizerTest, IdentityTokenUsesRefreshGrant) {
   EXPECT_NE(requests[0].body.find("refresh_token=r1"), std::string::npos);
 }
 
+TEST_F(AuthorizerTest, RefusedNamesTheChallengeAndTheUserButNoSecret) {
+  const std::string password = "p-9d1e-hunter2";
+  Authorizer authorizer = MakeAuthorizer({.username = "u", .password = Secret(password)});
+  HttpResponse basic = Unauthorized(R"(Basic realm="the-realm")");
+  Error refused = authorizer.Refused("r.test", "repository:a:pull", basic);
+  EXPECT_EQ(refused.code(), ErrorCode::kUnauthenticated);
+  std::string text = refused.ToString();
+  EXPECT_NE(text.find(R"(registry r.test refused the credentials of user "u")"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(Basic realm="the-realm")"), std::string::npos) << text;
+  EXPECT_EQ(text.find(password), std::string::npos) << text;
+  EXPECT_EQ(text.find(Base64Encode("u:" + password)), std::string::npos) << text;
+
+  Error anonymous = MakeAuthorizer({}).Refused("r.test", "repository:a:pull", basic);
+  EXPECT_NE(anonymous.ToString().find(R"(requires credentials (Basic realm="the-realm"))"),
+            std::string::npos)
+      << anonymous.ToString();
+
+  Error bearer =
+      authorizer.Refused("r.test", "repository:a:pull",
+                         Unauthorized(R"(Bearer realm="https://auth.test/token",service="svc")"));
+  EXPECT_NE(bearer.ToString().find(
+                R"(refused the token of user "u" for repository:a:pull (HTTP 401, Bearer )"
+                R"(realm="https://auth.test/token" service="svc"))"),
+            std::string::npos)
+      << bearer.ToString();
+}
+
 TEST_F(AuthorizerTest, BasicChallenge) {
   Authorizer authorizer = MakeAuthorizer({.username = "u", .password = Secret("p")});
   ASSERT_TRUE(authorizer.OnUnauthorized("r.test", "s", Unauthorized(R"(Basic realm="R")"),

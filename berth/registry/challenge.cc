@@ -83,6 +83,16 @@ class Scanner {
 
 }  // namespace
 
+std::string Challenge::Describe() const {
+  std::string text = scheme;
+  if (!text.empty()) text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(text[0])));
+  for (const char* key : {"realm", "service"}) {
+    std::string value = Param(key);
+    if (!value.empty()) text += fmt::format(" {}=\"{}\"", key, value);
+  }
+  return text;
+}
+
 Result<std::vector<Challenge>> ParseChallenges(std::string_view header) {
   if (header.size() > kMaxChallengeHeaderBytes) {
     return Fail(ErrorCode::kInvalidArgument,

@@ -22,6 +22,11 @@ struct Challenge {
   std::string scheme;                         // lowercased: "bearer", "basic"
   std::map<std::string, std::string> params;  // keys lowercased: realm, service, scope, error
 
+  // The scheme and realm (and service, for Bearer), for error messages:
+  // `Basic realm="Registry Realm"`, `Bearer realm="https://auth.example/token"
+  // service="registry.example"`. A realm names where to log in, not a credential.
+  std::string Describe() const;
+
   std::string Param(const std::string& key) const {
     auto it = params.find(key);
     return it == params.end() ? std::string() : it->second;

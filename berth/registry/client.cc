@@ -265,7 +265,7 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
 
   while (attempt <= policy_.max_attempts && loops_left-- > 0) {
     BERTH_RETURN_IF_ERROR(cancel.Check());
-    BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(base_url + spec.path));
+    BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(endpoint.UrlFor(spec.path)));
     const int64_t offset_before = spec.blob != nullptr ? spec.blob->offset() : 0;
     BERTH_ASSIGN_OR_RETURN(Attempt attempted,
                            GetFollowingRedirects(session, endpoint, url, spec, cancel));
@@ -287,7 +287,11 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       last_error = std::move(error);
     } else {
       int status = response->status;
-      if (status == 401 && !auth_retried && session.authorizer != nullptr) {
+      if (status == 401 && auth_retried) {
+        // The retry carried what the challenge asked for: say whose credentials were refused.
+        return Fail(session.authorizer->Refused(endpoint.host, spec.scope, *response));
+      }
+      if (status == 401 && session.authorizer != nullptr) {
         BERTH_RETURN_IF_ERROR(
             session.authorizer->OnUnauthorized(endpoint.host, spec.scope, *response, cancel));
         auth_retried = true;

@@ -153,6 +153,34 @@ TEST_F(ClientTest, BearerChallengeThenSuccess) {
   EXPECT_TRUE(bearer);
 }
 
+TEST_F(ClientTest, MirrorRequestsCarryNsAndTheEndpointsOwnQuery) {
+  Session session = MakeSession({"http://mirror.test", "http://up.test"});
+  session.endpoints[0].mirror_of = "up.test";
+  session.endpoints[0].query = "key=abc";
+  transport_.Respond("GET", "http://mirror.test/v2/", {.status = 404, .body = "{}"});
+  transport_.Respond("GET", "http://up.test/v2/library/app/manifests/v1", ManifestResponse());
+  ASSERT_TRUE(client_.Resolve(session, "v1", CancelToken::Never()));
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].url, "http://mirror.test/v2/library/app/manifests/v1?key=abc&ns=up.test");
+  EXPECT_EQ(requests[1].url, "http://up.test/v2/library/app/manifests/v1");
+}
+
+TEST_F(ClientTest, RefusedBasicLoginNamesTheUserAndTheRealm) {
+  credentials_ = {.username = "u", .password = Secret("pw-6b2a")};
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1",
+                     {.status = 401, .headers = {{"www-authenticate", R"(Basic realm="R1")"}}});
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_FALSE(fetched);
+  EXPECT_EQ(fetched.error().code(), ErrorCode::kUnauthenticated);
+  std::string text = fetched.error().ToString();
+  EXPECT_NE(text.find(R"(registry r.test refused the credentials of user "u")"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(Basic realm="R1")"), std::string::npos) << text;
+  EXPECT_EQ(text.find("pw-6b2a"), std::string::npos) << text;
+  EXPECT_EQ(transport_.requests().size(), 2u);  // the first try, and one with the credentials
+}
+
 TEST_F(ClientTest, RedirectGetsNoAuthorization) {
   credentials_ = {.registry_token = Secret("secret-token")};
   std::string blob = "blob-bytes";
