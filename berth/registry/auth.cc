@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "berth/base/base64.h"
+#include "berth/base/log.h"
 #include "berth/registry/url.h"
 
 namespace berth::registry {
@@ -289,7 +290,22 @@ Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& ch
       request.headers.emplace_back("Authorization", BasicAuthorization(credentials));
     }
   }
+  const auto started = Clock::now();
   Result<HttpResponse> response = transport_.RoundTrip(request, nullptr, cancel);
+  auto elapsed =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  std::string grant = !refresh_token.empty()          ? "refresh_token"
+                      : !credentials.username.empty() ? "user"
+                                                      : "anonymous";
+  if (!response || response->status != 200) {
+    log::Debug("registry.token_refused",
+               {{"host", host},
+                {"realm_host", realm_url.host},
+                {"scope", fmt::format("{}", fmt::join(scopes, " "))},
+                {"grant", grant},
+                {"status", response ? std::to_string(response->status) : "none"},
+                {"ms", elapsed}});
+  }
   if (!response) {
     return Fail(std::move(response).error().WithContext(
         fmt::format("fetch token for {} from {}", scope, realm_url.host)));
@@ -312,6 +328,12 @@ Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& ch
   if (!token) {
     return Fail(std::move(token).error().WithContext(fmt::format("token from {}", realm_url.host)));
   }
+  log::Debug("registry.token_fetched", {{"host", host},
+                                        {"realm_host", realm_url.host},
+                                        {"scope", fmt::format("{}", fmt::join(scopes, " "))},
+                                        {"grant", grant},
+                                        {"expires_in_s", token->expires_in.count()},
+                                        {"ms", elapsed}});
   std::lock_guard lock(mutex_);
   ++tokens_fetched_;
   tokens_[TokenKey(host, scope)] = CachedToken{

@@ -14,6 +14,9 @@
 // else the config file's `configs.<host>.auth`). They are Secrets: they never reach a log line
 // or an error message.
 //
+// Token fetches are logged at debug level (registry.token_fetched: host, realm host, scope, grant,
+// expiry; registry.token_refused with the status), never with a token or password.
+//
 // Thread safety: Authorizer is safe for concurrent use; concurrent requests for the same
 // host+scope share one token fetch.
 #pragma once

@@ -112,6 +112,36 @@ Result<Digest> VerifyBytes(std::string_view bytes, const Digest& expected, std::
   return actual;
 }
 
+// A URL as the debug log shows it: the query (where signed URLs carry their signatures) is
+// replaced by <redacted>.
+std::string UrlForLog(std::string_view url) {
+  size_t question = url.find('?');
+  if (question == std::string_view::npos) return std::string(url);
+  return fmt::format("{}?{}", url.substr(0, question), kRedacted);
+}
+
+// One line per HTTP exchange at debug level: method, URL, status (or the transport's error),
+// body bytes received and how long it took.
+void LogExchange(const HttpRequest& request, const Result<HttpResponse>& response, uint64_t bytes,
+                 std::chrono::steady_clock::time_point started) {
+  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  if (response) {
+    log::Debug("registry.request", {{"method", request.method},
+                                    {"url", UrlForLog(request.url)},
+                                    {"status", response->status},
+                                    {"bytes", bytes},
+                                    {"ms", elapsed.count()}});
+  } else {
+    log::Debug("registry.request", {{"method", request.method},
+                                    {"url", UrlForLog(request.url)},
+                                    {"code", ErrorCodeName(response.error().code())},
+                                    {"error", response.error().message()},
+                                    {"bytes", bytes},
+                                    {"ms", elapsed.count()}});
+  }
+}
+
 // The token scope every request of a pull needs.
 std::string PullScope(const Session& session) {
   return "repository:" + session.repository + ":pull";
@@ -141,8 +171,20 @@ bool Client::IsDead(const std::string& host) {
 }
 
 void Client::MarkDead(const std::string& host) {
+  log::Debug("registry.endpoint_dead",
+             {{"host", host}, {"skip_first_for_s", policy_.dead_endpoint_memory.count()}});
   std::lock_guard lock(mutex_);
   dead_until_[host] = std::chrono::steady_clock::now() + policy_.dead_endpoint_memory;
+}
+
+void Client::LogRetry(const Url& url, int next_attempt, const Error& reason,
+                      std::chrono::milliseconds wait, std::string_view why) const {
+  log::Debug("registry.retry", {{"url", UrlForLog(url.ToString())},
+                                {"attempt", next_attempt},
+                                {"max_attempts", policy_.max_attempts},
+                                {"wait_ms", wait.count()},
+                                {"wait", why},
+                                {"reason", reason.message()}});
 }
 
 Result<void> Client::SleepFor(std::chrono::milliseconds duration, const CancelToken& cancel) {
@@ -181,6 +223,9 @@ class Client::RangeResume {
     if (offset_ > 0) headers.emplace_back("Range", fmt::format("bytes={}-", offset_));
   }
 
+  // Body bytes written to the blob in this exchange.
+  uint64_t bytes_written() const { return bytes_written_; }
+
   // The transport's sink for this exchange. REQUIRES: `this` outlives the exchange.
   BodySink Sink() {
     return [this](const HttpResponse& head, std::string_view chunk) { return Accept(head, chunk); };
@@ -192,6 +237,7 @@ class Client::RangeResume {
       first_chunk_ = false;
       BERTH_RETURN_IF_ERROR(CheckRange(head));
     }
+    bytes_written_ += chunk.size();
     return blob_.Write(chunk);
   }
 
@@ -212,6 +258,7 @@ class Client::RangeResume {
   BlobSink& blob_;
   const int64_t offset_;
   bool first_chunk_ = true;
+  uint64_t bytes_written_ = 0;
 };
 
 Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
@@ -239,8 +286,11 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
       resume->AddRangeHeader(request.headers);
       sink = resume->Sink();
     }
+    const auto started = std::chrono::steady_clock::now();
     Result<HttpResponse> response =
         transport_.RoundTrip(request, spec.blob != nullptr ? &sink : nullptr, cancel);
+    LogExchange(request, response,
+                resume ? resume->bytes_written() : (response ? response->body.size() : 0), started);
     if (!response || !IsRedirect(response->status)) return Attempt{std::move(response)};
     std::optional<std::string> location = response->Header("location");
     if (!location) return Attempt{std::move(response)};
@@ -302,7 +352,9 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       if (status == 429 || status == 503) {
         if (std::optional<std::chrono::seconds> wait = RetryAfter(*response);
             wait && attempt < policy_.max_attempts) {
-          BERTH_RETURN_IF_ERROR(SleepFor(std::min(*wait, policy_.max_retry_after), cancel));
+          std::chrono::milliseconds capped = std::min(*wait, policy_.max_retry_after);
+          LogRetry(url, attempt + 1, *last_error, capped, "Retry-After");
+          BERTH_RETURN_IF_ERROR(SleepFor(capped, cancel));
           ++attempt;
           continue;
         }
@@ -314,7 +366,9 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
     if (!progressed) ++attempt;
     if (attempt > policy_.max_attempts) break;
     std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
-    BERTH_RETURN_IF_ERROR(SleepFor(std::chrono::milliseconds(jitter(random)), cancel));
+    std::chrono::milliseconds wait(jitter(random));
+    LogRetry(url, attempt, *last_error, wait, progressed ? "resume" : "backoff");
+    BERTH_RETURN_IF_ERROR(SleepFor(wait, cancel));
     backoff = std::min(backoff * 2, policy_.max_backoff);
   }
   MarkDead(endpoint.host);
@@ -330,7 +384,14 @@ Result<T> Client::OnEndpoints(const Session& session, Capability capability, std
   std::vector<const RegistryEndpoint*> dead;
   for (const RegistryEndpoint& endpoint : session.endpoints) {
     if (!endpoint.Can(capability)) continue;
-    (IsDead(endpoint.host) ? dead : alive).push_back(&endpoint);
+    if (IsDead(endpoint.host)) {
+      log::Debug("registry.endpoint_deferred", {{"what", what},
+                                                {"endpoint", endpoint.BaseUrl()},
+                                                {"why", "failed recently; tried last"}});
+      dead.push_back(&endpoint);
+    } else {
+      alive.push_back(&endpoint);
+    }
   }
   alive.insert(alive.end(), dead.begin(), dead.end());
   if (alive.empty()) {

@@ -22,6 +22,11 @@
 // endpoint that failed while another is left to try is logged (registry.endpoint_failed), since
 // the request may yet succeed and its error would otherwise be lost.
 //
+// At debug level it logs every HTTP exchange (registry.request: method, URL with its query
+// redacted, status or error, body bytes, milliseconds), every retry (registry.retry: reason and
+// wait), endpoints given up on (registry.endpoint_dead) and those tried last because they failed
+// recently (registry.endpoint_deferred). Credentials never reach these lines.
+//
 // Thread safety: Client is safe for concurrent use by many pulls.
 #pragma once
 
@@ -157,6 +162,10 @@ class Client {
   template <typename T>
   Result<T> OnEndpoints(const Session& session, Capability capability, std::string_view what,
                         const std::function<Result<T>(const RegistryEndpoint&)>& request);
+
+  // Logs (debug) a retry of `url`: the attempt about to start, why, and how long it waits.
+  void LogRetry(const Url& url, int next_attempt, const Error& reason,
+                std::chrono::milliseconds wait, std::string_view why) const;
 
   bool IsDead(const std::string& host);
   void MarkDead(const std::string& host);

@@ -1,11 +1,15 @@
 #include "berth/registry/client.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "berth/base/base64.h"
+#include "berth/base/log.h"
 #include "berth/image/media_types.h"
 #include "berth/registry/fake_transport.h"
 
@@ -179,6 +183,55 @@ TEST_F(ClientTest, RefusedBasicLoginNamesTheUserAndTheRealm) {
   EXPECT_NE(text.find(R"(Basic realm="R1")"), std::string::npos) << text;
   EXPECT_EQ(text.find("pw-6b2a"), std::string::npos) << text;
   EXPECT_EQ(transport_.requests().size(), 2u);  // the first try, and one with the credentials
+}
+
+// Debug logs an operator can follow: one line per request and per retry, and the token fetch,
+// with no credential in any of them.
+TEST_F(ClientTest, DebugLogShowsRequestsRetriesAndTokensButNoSecret) {
+  static std::ostringstream* captured = new std::ostringstream();  // outlives the log sink
+  ASSERT_TRUE(log::Init({.level = log::Level::kDebug}));
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(*captured));
+  const std::string password = "pw-sentinel-51c7";
+  const std::string token = "tok-sentinel-0a93";
+  credentials_ = {.username = "u", .password = Secret(password)};
+  const std::string manifest_url = "http://r.test/v2/library/app/manifests/v1";
+  transport_.Respond(
+      "GET", manifest_url,
+      {.status = 401,
+       .headers = {{"www-authenticate", R"(Bearer realm="http://auth.test/token",service="r")"}}});
+  transport_.Respond("GET", manifest_url, {.status = 500});
+  transport_.Respond("GET", manifest_url, ManifestResponse());
+  transport_.Respond("GET", "http://auth.test/token",
+                     {.status = 200, .body = R"({"token":")" + token + R"(","expires_in":300})"});
+  Session session = MakeSession({"http://r.test"});
+  session.endpoints[0].query = "sig=q-sentinel-77";
+  auto fetched = client_.Resolve(session, "v1", CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  std::string text = captured->str();
+  ASSERT_TRUE(log::Init({}));  // back to info for the other tests
+
+  EXPECT_NE(text.find("registry.request method=GET "
+                      "url=http://r.test/v2/library/app/manifests/v1?<redacted> status=500"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("status=200 bytes=" + std::to_string(std::string(kManifest).size())),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("registry.retry url=http://r.test/v2/library/app/manifests/v1?<redacted> "
+                      "attempt=2 max_attempts=3 wait_ms="),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("reason=\"GET /library/app/manifests/v1 at http://r.test/v2: HTTP 500\""),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("registry.token_fetched host=r.test realm_host=auth.test "
+                      "scope=repository:library/app:pull grant=user expires_in_s=300"),
+            std::string::npos)
+      << text;
+  for (const std::string& secret :
+       {password, token, std::string("q-sentinel-77"), Base64Encode("u:" + password)}) {
+    EXPECT_EQ(text.find(secret), std::string::npos) << secret << " leaked into\n" << text;
+  }
 }
 
 TEST_F(ClientTest, RedirectGetsNoAuthorization) {
