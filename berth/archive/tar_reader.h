@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -144,17 +145,56 @@ class TarReader final : public ChunkSink {
     uint64_t length;
   };
 
+  // A 512-byte header block with its ustar fields by name (defined in tar_reader.cc).
+  class Header;
+
+  // What the extended headers before a member ('x' pax records, 'L'/'K' GNU long names) say
+  // about it; each set field overrides the member's own header. Cleared once the member starts.
+  struct Overrides {
+    std::optional<std::string> path;
+    std::optional<std::string> link_target;
+    std::optional<uint64_t> size;
+    std::optional<TarTime> mtime;
+    std::optional<TarTime> atime;
+    std::optional<uint32_t> uid;
+    std::optional<uint32_t> gid;
+    std::vector<std::pair<std::string, std::string>> xattrs;
+    // GNU.sparse.* records: the format version (-1 when absent), the real name and size of a
+    // sparse member, and whether a 0.0/0.1 map was given (its segments are in segments_).
+    int sparse_major = -1;
+    int sparse_minor = -1;
+    std::optional<std::string> sparse_name;
+    std::optional<uint64_t> sparse_realsize;
+    bool sparse_map = false;
+  };
+
+  // How a member's sparse map arrives, decided from its header and overrides.
+  enum class SparseMap {
+    kNone,        // Not sparse, or the map is complete (pax 0.0/0.1, old GNU in the header).
+    kInData,      // GNU 1.0: a decimal map in whole blocks at the start of the stored data.
+    kExtensions,  // Old GNU 'S': more segments in extension blocks after the header.
+  };
+
   Result<void> Step(std::string_view& data);
   Result<void> OnHeaderBlock();
+  Result<void> StartExtendedHeader(char typeflag, uint64_t size);
   Result<void> OnExtendedComplete();
+  Result<void> ParsePax(std::string_view payload, bool global);
+  Result<void> ApplyPaxRecord(std::string_view key, std::string_view value);
+  Result<void> ApplySparseRecord(std::string_view key, std::string_view field,
+                                 std::string_view value);
+  Result<void> StartEntry();
+  Result<void> ReadType(const Header& header);
+  Result<void> ReadNames(const Header& header);
+  Result<void> ReadAttributes(const Header& header);
+  Result<SparseMap> ReadSparseLayout(const Header& header);
+  Result<void> CheckEntryLimits() const;
+  Result<void> EnterContent(uint64_t stored, SparseMap map);
   Result<void> OnSparseExtBlock();
   Result<void> ParseSparseMapBlock();
-  Result<void> StartEntry();
   Result<void> BeginContent();
   Result<void> FinishEntry();
-  Result<void> ParsePax(std::string_view payload, bool global);
   Result<void> EmitData(std::string_view data);
-  void ResetPending();
   Error Invalid(std::string_view what) const;
 
   TarVisitor& visitor_;
@@ -171,30 +211,8 @@ class TarReader final : public ChunkSink {
   char extended_type_ = 0;
   std::string extended_;
 
-  // Overrides collected from extended headers for the next member.
-  bool pending_path_set_ = false;
-  std::string pending_path_;
-  bool pending_link_set_ = false;
-  std::string pending_link_;
-  bool pending_size_set_ = false;
-  uint64_t pending_size_ = 0;
-  bool pending_mtime_set_ = false;
-  TarTime pending_mtime_;
-  bool pending_atime_set_ = false;
-  TarTime pending_atime_;
-  bool pending_uid_set_ = false;
-  uint32_t pending_uid_ = 0;
-  bool pending_gid_set_ = false;
-  uint32_t pending_gid_ = 0;
-  std::vector<std::pair<std::string, std::string>> pending_xattrs_;
-  // GNU.sparse.* state.
-  int sparse_major_ = -1;
-  int sparse_minor_ = -1;
-  bool sparse_realsize_set_ = false;
-  uint64_t sparse_realsize_ = 0;
-  bool sparse_name_set_ = false;
-  std::string sparse_name_;
-  bool sparse_map_set_ = false;
+  Overrides overrides_;
+  // The sparse map of the next or current member.
   std::vector<Segment> segments_;
 
   // The member being delivered.
