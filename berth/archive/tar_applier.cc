@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 #include "berth/base/file_util.h"
 
@@ -166,6 +168,113 @@ Result<bool> NewestChildMtime(int dir_fd, std::string_view path, timespec* newes
   return found;
 }
 
+// A filesystem node to set metadata on: an open fd (regular files, directories), or a name in a
+// parent directory that is never followed (symlinks, device nodes and fifos).
+class Node {
+ public:
+  static Node Open(int fd) { return Node(fd, -1, nullptr); }
+  static Node At(int parent_fd, const std::string& base) { return Node(-1, parent_fd, &base); }
+
+  int Chown(uid_t uid, gid_t gid) const {
+    return fd_ >= 0 ? fchown(fd_, uid, gid)
+                    : fchownat(parent_fd_, base_->c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+  }
+  // By name only for nodes the applier just created with mknodat, so no symlink is met.
+  int Chmod(mode_t mode) const {
+    return fd_ >= 0 ? fchmod(fd_, mode) : fchmodat(parent_fd_, base_->c_str(), mode, 0);
+  }
+  int SetXattr(const std::string& name, const std::string& value) const {
+    if (fd_ >= 0) return fsetxattr(fd_, name.c_str(), value.data(), value.size(), 0);
+    std::string path = fmt::format("{}/{}", ProcPath(parent_fd_), *base_);
+    return lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0);
+  }
+  int SetTimes(const timespec times[2]) const {
+    return fd_ >= 0 ? futimens(fd_, times)
+                    : utimensat(parent_fd_, base_->c_str(), times, AT_SYMLINK_NOFOLLOW);
+  }
+  // A path for the follow-symlinks xattr calls. REQUIRES: an open fd.
+  std::string FdPath() const { return ProcPath(fd_); }
+
+ private:
+  Node(int fd, int parent_fd, const std::string* base)
+      : fd_(fd), parent_fd_(parent_fd), base_(base) {}
+
+  int fd_;
+  int parent_fd_;
+  const std::string* base_;
+};
+
+using XattrList = std::vector<std::pair<std::string, std::string>>;
+
+// What to set on a node; each step is skipped when its field is empty.
+struct Metadata {
+  std::optional<std::pair<uid_t, gid_t>> owner;
+  std::optional<mode_t> mode;
+  // xattrs from the archive: trusted.overlay.* is dropped (only the applier writes overlayfs
+  // metadata) and EOPNOTSUPP is ignored for user.* (see tar_applier.h).
+  const XattrList* xattrs = nullptr;
+  // Or every xattr of this open file (a copy of a lower layer's file).
+  int copy_xattrs_from = -1;
+  std::optional<std::array<timespec, 2>> times;
+};
+
+// Sets `metadata` on `node` (the entry `path`, described as `kind` in errors when not empty) in
+// the one order that loses nothing: owner first, since chown clears setuid/setgid and
+// security.capability; then mode; then xattrs; then times, since every other change touches
+// ctime and some filesystems mtime.
+Result<void> SetMetadata(const Node& node, const Metadata& metadata, std::string_view path,
+                         std::string_view kind = {}) {
+  auto what = [&](std::string_view action) {
+    return kind.empty() ? std::string(action) : fmt::format("{} {}", action, kind);
+  };
+  if (metadata.owner && node.Chown(metadata.owner->first, metadata.owner->second) != 0) {
+    return Fail(EntryErrno(errno, what("chown"), path));
+  }
+  if (metadata.mode && node.Chmod(*metadata.mode) != 0) {
+    return Fail(EntryErrno(errno, what("chmod"), path));
+  }
+  if (metadata.xattrs != nullptr) {
+    for (const auto& [name, value] : *metadata.xattrs) {
+      if (name.starts_with("trusted.overlay.")) continue;
+      if (node.SetXattr(name, value) == 0) continue;
+      int saved = errno;
+      if ((saved == EOPNOTSUPP || saved == ENOTSUP) && name.starts_with("user.")) continue;
+      return Fail(ErrnoError(saved, fmt::format("set xattr {} on \"{}\"", name, path)));
+    }
+  }
+  if (metadata.copy_xattrs_from >= 0) {
+    BERTH_RETURN_IF_ERROR(WithContext(
+        CopyXattrs(ProcPath(metadata.copy_xattrs_from), node.FdPath(), /*follow_symlinks=*/true),
+        fmt::format("copy xattrs onto \"{}\"", path)));
+  }
+  if (metadata.times && node.SetTimes(metadata.times->data()) != 0) {
+    return Fail(EntryErrno(errno, what("set times on"), path));
+  }
+  return Ok();
+}
+
+// Which of an entry's attributes to set: owner and mode only where they differ from what the
+// node got at creation; times now, or for directories in TarApplier::Finish().
+enum class Times { kNow, kLater };
+struct EntrySteps {
+  bool chown;
+  bool chmod;
+  Times times;
+};
+
+// Sets the attributes the archive gives `entry` (at the cleaned `path`) on `node`.
+Result<void> SetEntryMetadata(const TarEntry& entry, const Node& node, EntrySteps steps,
+                              std::string_view path) {
+  Metadata metadata{.xattrs = &entry.xattrs};
+  if (steps.chown) metadata.owner = {entry.uid, entry.gid};
+  if (steps.chmod) metadata.mode = entry.mode;
+  if (steps.times == Times::kNow) {
+    metadata.times = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
+                      ToTimespec(entry.mtime)};
+  }
+  return SetMetadata(node, metadata, path);
+}
+
 }  // namespace
 
 Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
@@ -195,16 +304,10 @@ Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
       if (opaque_above) return false;
       continue;
     }
-    if (preserve_ownership && fchown(dir.get(), st.st_uid, st.st_gid) != 0) {
-      return Fail(EntryErrno(errno, "chown implicit directory", path));
-    }
-    if (fchmod(dir.get(), st.st_mode & 07777) != 0) {
-      return Fail(EntryErrno(errno, "chmod implicit directory", path));
-    }
-    timespec times[2] = {st.st_atim, st.st_mtim};
-    if (futimens(dir.get(), times) != 0) {
-      return Fail(EntryErrno(errno, "set times on implicit directory", path));
-    }
+    Metadata inherited{.mode = st.st_mode & 07777, .times = {{st.st_atim, st.st_mtim}}};
+    if (preserve_ownership) inherited.owner = {st.st_uid, st.st_gid};
+    BERTH_RETURN_IF_ERROR(
+        SetMetadata(Node::Open(dir.get()), inherited, path, "implicit directory"));
     return true;
   }
   return false;
@@ -284,16 +387,6 @@ Result<std::unique_ptr<TarApplier>> TarApplier::Create(int root_fd, TarApplierOp
   return applier;
 }
 
-void TarApplier::Invalidate(std::string_view removed_path) {
-  if (!cache_valid_) return;
-  if (removed_path.empty() || cached_path_ == removed_path ||
-      (cached_path_.size() > removed_path.size() && cached_path_.starts_with(removed_path) &&
-       cached_path_[removed_path.size()] == '/')) {
-    cache_valid_ = false;
-    cached_fd_.reset();
-  }
-}
-
 Result<void> TarApplier::CreateParents() {
   // Slow path: some ancestor is missing. Walk prefix by prefix, each resolved in the root.
   size_t pos = 0;
@@ -331,8 +424,8 @@ Result<void> TarApplier::CreateParents() {
 
 Result<int> TarApplier::Parent(bool create) {
   if (parent_path_.empty()) return root_.get();
-  if (cache_valid_ && cached_path_ == parent_path_) return cached_fd_.get();
-  cache_valid_ = false;
+  if (int cached = parents_.Find(parent_path_); cached >= 0) return cached;
+  parents_.Forget();
   int fd = OpenInRoot(root_.get(), parent_path_.c_str(), O_PATH | O_DIRECTORY);
   if (fd < 0 && errno == ENOENT && create) {
     BERTH_RETURN_IF_ERROR(CreateParents());
@@ -347,20 +440,13 @@ Result<int> TarApplier::Parent(bool create) {
     }
     return Fail(EntryErrno(saved, "open parent directory", parent_path_));
   }
-  cached_fd_.reset(fd);
-  struct stat st;
-  if (fstat(fd, &st) != 0) return Fail(EntryErrno(errno, "stat", parent_path_));
-  cached_setgid_ = (st.st_mode & S_ISGID) != 0;
-  cached_gid_ = st.st_gid;
-  cached_path_ = parent_path_;
-  cache_valid_ = true;
-  return fd;
+  return parents_.Insert(parent_path_, UniqueFd(fd));
 }
 
 bool TarApplier::NeedsChown(const TarEntry& entry) const {
   if (!options_.preserve_ownership) return false;
   gid_t new_gid = egid_;
-  if (!parent_path_.empty() && cache_valid_ && cached_setgid_) new_gid = cached_gid_;
+  if (!parent_path_.empty() && parents_.valid() && parents_.setgid()) new_gid = parents_.gid();
   if (parent_path_.empty()) return true;  // Root's setgid bit not tracked: be exact.
   return entry.uid != euid_ || entry.gid != new_gid;
 }
@@ -369,13 +455,13 @@ bool TarApplier::NeedsChmod(const TarEntry& entry, bool is_directory) const {
   if ((entry.mode & 07000) != 0) return true;
   if ((entry.mode & 0777 & umask_) != 0) return true;
   // mkdir in a setgid directory inherits setgid.
-  if (is_directory && (parent_path_.empty() || cached_setgid_)) return true;
+  if (is_directory && (parent_path_.empty() || parents_.setgid())) return true;
   return false;
 }
 
 Result<void> TarApplier::RemoveExisting(int parent_fd, const std::string& base,
                                         std::string_view path) {
-  Invalidate(path);
+  parents_.Invalidate(path);
   return WithContext(RemoveAllAt(parent_fd, base.c_str()),
                      fmt::format("replace existing \"{}\"", path));
 }
@@ -425,24 +511,6 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
     case TarEntryType::kBlockDevice:
     case TarEntryType::kFifo:
       return ApplyNode(entry, parent_fd);
-  }
-  return Ok();
-}
-
-Result<void> TarApplier::SetXattrs(const TarEntry& entry, int fd, int parent_fd,
-                                   const std::string& base) {
-  if (entry.xattrs.empty()) return Ok();
-  std::string proc_path;
-  if (fd < 0) proc_path = fmt::format("{}/{}", ProcPath(parent_fd), base);
-  for (const auto& [name, value] : entry.xattrs) {
-    if (name.starts_with("trusted.overlay.")) continue;  // Only the applier writes these.
-    int rc = fd >= 0 ? fsetxattr(fd, name.c_str(), value.data(), value.size(), 0)
-                     : lsetxattr(proc_path.c_str(), name.c_str(), value.data(), value.size(), 0);
-    if (rc != 0) {
-      int saved = errno;
-      if ((saved == EOPNOTSUPP || saved == ENOTSUP) && name.starts_with("user.")) continue;
-      return Fail(ErrnoError(saved, fmt::format("set xattr {} on \"{}\"", name, path_)));
-    }
   }
   return Ok();
 }
@@ -499,16 +567,10 @@ Result<void> TarApplier::OnEntryEnd() {
     if (entry.sparse && ftruncate(fd, static_cast<off_t>(entry.size)) != 0) {
       return Fail(EntryErrno(errno, "extend sparse file", path_));
     }
-    if (NeedsChown(entry) && fchown(fd, entry.uid, entry.gid) != 0) {
-      return Fail(EntryErrno(errno, "chown", path_));
-    }
-    if (NeedsChmod(entry, false) && fchmod(fd, entry.mode) != 0) {
-      return Fail(EntryErrno(errno, "chmod", path_));
-    }
-    BERTH_RETURN_IF_ERROR(SetXattrs(entry, fd, -1, base_));
-    timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
-                         ToTimespec(entry.mtime)};
-    if (futimens(fd, times) != 0) return Fail(EntryErrno(errno, "set times on", path_));
+    BERTH_RETURN_IF_ERROR(SetEntryMetadata(
+        entry, Node::Open(fd),
+        {.chown = NeedsChown(entry), .chmod = NeedsChmod(entry, false), .times = Times::kNow},
+        path_));
     if (options_.sync == SyncPolicy::kFsyncEachFile && fsync(fd) != 0) {
       return Fail(EntryErrno(errno, "fsync", path_));
     }
@@ -553,13 +615,9 @@ Result<void> TarApplier::ApplyDirectory(const TarEntry& entry, int parent_fd) {
   if (chown_needed || chmod_needed || !entry.xattrs.empty()) {
     UniqueFd fd(openat(parent_fd, base_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) return Fail(EntryErrno(errno, "open directory", path_));
-    if (chown_needed && fchown(fd.get(), entry.uid, entry.gid) != 0) {
-      return Fail(EntryErrno(errno, "chown", path_));
-    }
-    if (chmod_needed && fchmod(fd.get(), entry.mode) != 0) {
-      return Fail(EntryErrno(errno, "chmod", path_));
-    }
-    BERTH_RETURN_IF_ERROR(SetXattrs(entry, fd.get(), -1, base_));
+    BERTH_RETURN_IF_ERROR(SetEntryMetadata(
+        entry, Node::Open(fd.get()),
+        {.chown = chown_needed, .chmod = chmod_needed, .times = Times::kLater}, path_));
   }
   directory_times_.push_back({path_, entry.has_atime ? entry.atime : entry.mtime, entry.mtime});
   return Ok();
@@ -573,17 +631,10 @@ Result<void> TarApplier::ApplySymlink(const TarEntry& entry, int parent_fd) {
       return Fail(EntryErrno(errno, "create symlink", path_));
     }
   }
-  if (NeedsChown(entry) &&
-      fchownat(parent_fd, base_.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "chown", path_));
-  }
-  BERTH_RETURN_IF_ERROR(SetXattrs(entry, -1, parent_fd, base_));
-  timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
-                       ToTimespec(entry.mtime)};
-  if (utimensat(parent_fd, base_.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "set times on", path_));
-  }
-  return Ok();
+  // A symlink has no mode of its own.
+  return SetEntryMetadata(entry, Node::At(parent_fd, base_),
+                          {.chown = NeedsChown(entry), .chmod = false, .times = Times::kNow},
+                          path_);
 }
 
 Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
@@ -665,17 +716,12 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
         WithContext(CopyFileData(in.get(), out.get(), target_string, path_),
                     fmt::format("copy lower-layer \"{}\" as the hardlink \"{}\"", target, path_)));
     stats_.file_bytes_written += static_cast<uint64_t>(st.st_size);
-    if (options_.preserve_ownership && fchown(out.get(), st.st_uid, st.st_gid) != 0) {
-      return Fail(EntryErrno(errno, "chown", path_));
-    }
-    if (fchmod(out.get(), st.st_mode & 07777) != 0) return Fail(EntryErrno(errno, "chmod", path_));
-    // After the chown, which clears security.capability.
-    BERTH_RETURN_IF_ERROR(
-        WithContext(CopyXattrs(ProcPath(in.get()), ProcPath(out.get()), /*follow_symlinks=*/true),
-                    fmt::format("copy the xattrs of lower-layer \"{}\"", target)));
-    timespec times[2] = {st.st_atim, st.st_mtim};
-    if (futimens(out.get(), times) != 0) return Fail(EntryErrno(errno, "set times on", path_));
-    return Ok();
+    Metadata copy{.mode = st.st_mode & 07777,
+                  .copy_xattrs_from = in.get(),
+                  .times = {{st.st_atim, st.st_mtim}}};
+    if (options_.preserve_ownership) copy.owner = {st.st_uid, st.st_gid};
+    return WithContext(SetMetadata(Node::Open(out.get()), copy, path_),
+                       fmt::format("copy the attributes of lower-layer \"{}\"", target));
   }
   return Fail(ErrorCode::kFailedPrecondition,
               fmt::format("hardlink target \"{}\" exists neither in the layer nor in any lower "
@@ -696,21 +742,9 @@ Result<void> TarApplier::ApplyNode(const TarEntry& entry, int parent_fd) {
       return Fail(EntryErrno(errno, "create device node or fifo", path_));
     }
   }
-  if (NeedsChown(entry) &&
-      fchownat(parent_fd, base_.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "chown", path_));
-  }
-  // The node was just created by us with mknodat, so fchmodat cannot meet a symlink here.
-  if (NeedsChmod(entry, false) && fchmodat(parent_fd, base_.c_str(), entry.mode, 0) != 0) {
-    return Fail(EntryErrno(errno, "chmod", path_));
-  }
-  BERTH_RETURN_IF_ERROR(SetXattrs(entry, -1, parent_fd, base_));
-  timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
-                       ToTimespec(entry.mtime)};
-  if (utimensat(parent_fd, base_.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "set times on", path_));
-  }
-  return Ok();
+  return SetEntryMetadata(
+      entry, Node::At(parent_fd, base_),
+      {.chown = NeedsChown(entry), .chmod = NeedsChmod(entry, false), .times = Times::kNow}, path_);
 }
 
 Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
@@ -760,7 +794,7 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
   BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/false));
   if (parent_fd < 0) return Ok();
   BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, parent_fd));
-  Invalidate(hidden);
+  parents_.Invalidate(hidden);
   return WithContext(RemoveAllAt(parent_fd, hidden_name.c_str()),
                      fmt::format("delete whited-out \"{}\"", hidden));
 }
@@ -786,7 +820,7 @@ Result<void> TarApplier::ClearOpaque(int dir_fd, std::string_view dir_path) {
     child_path.assign(dir_path);
     if (!child_path.empty()) child_path.push_back('/');
     child_path.append(name);
-    Invalidate(child_path);
+    parents_.Invalidate(child_path);
     result = RemoveAllAt(dirfd(dir), name.c_str());
     if (!result) break;
   }
@@ -798,8 +832,7 @@ Result<void> TarApplier::Finish() {
   if (finished_) return Ok();
   finished_ = true;
   file_.reset();
-  cache_valid_ = false;
-  cached_fd_.reset();
+  parents_.Clear();
   // Directory times last: creating their children changed them.
   for (auto it = directory_times_.rbegin(); it != directory_times_.rend(); ++it) {
     timespec times[2] = {ToTimespec(it->atime), ToTimespec(it->mtime)};

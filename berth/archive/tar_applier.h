@@ -75,6 +75,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "berth/archive/parent_dir_cache.h"
 #include "berth/archive/tar_reader.h"
 #include "berth/base/result.h"
 #include "berth/base/unique_fd.h"
@@ -139,7 +140,6 @@ class TarApplier final : public TarVisitor {
   Result<void> Apply(const TarEntry& entry);
   Result<int> Parent(bool create);
   Result<void> CreateParents();
-  void Invalidate(std::string_view removed_path);
   Result<void> RemoveExisting(int parent_fd, const std::string& base, std::string_view path);
   Result<void> ApplyRegular(const TarEntry& entry, int parent_fd);
   Result<void> ApplyDirectory(const TarEntry& entry, int parent_fd);
@@ -149,7 +149,6 @@ class TarApplier final : public TarVisitor {
   Result<void> ApplyWhiteout(const TarEntry& entry);
   Result<void> CopyFromLower(const TarEntry& entry, std::string_view target, int parent_fd);
   Result<void> ClearOpaque(int dir_fd, std::string_view dir_path);
-  Result<void> SetXattrs(const TarEntry& entry, int fd, int parent_fd, const std::string& base);
   bool NeedsChown(const TarEntry& entry) const;
   bool NeedsChmod(const TarEntry& entry, bool is_directory) const;
   Result<void> CloseFile(Result<void> status);
@@ -174,12 +173,8 @@ class TarApplier final : public TarVisitor {
   std::string base_;
   std::string scratch_;
 
-  // A one-entry cache of the last parent directory (tar groups members by directory).
-  bool cache_valid_ = false;
-  std::string cached_path_;
-  UniqueFd cached_fd_;
-  bool cached_setgid_ = false;
-  gid_t cached_gid_ = 0;
+  // The last parent directory opened (tar groups members by directory).
+  ParentDirCache parents_;
 
   // The regular file being written.
   UniqueFd file_;
