@@ -24,14 +24,19 @@
 //     write overlayfs metadata (an archive must not forge an opaque directory or a redirect).
 //
 // Whiteouts (OCI image spec, layer.md):
-//   kOverlay: ".wh.<name>" becomes a 0/0 character device <name>; ".wh..wh..opq" sets
-//             trusted.overlay.opaque=y on its directory and deletes nothing. Hardlinks to files
-//             of lower layers (absent from the upper dir) are satisfied by COPYING the file from
-//             the first of ApplyOptions::lower_dirs (topmost first) that has it: content, mode,
-//             owner and mtime are copied, xattrs are not, and the link relation is not preserved.
-//             Without lower_dirs such a hardlink fails with kFailedPrecondition.
-//   kDelete:  ".wh.<name>" deletes <name> recursively; ".wh..wh..opq" deletes every child of the
-//             directory that existed before this layer (children this layer added are kept).
+//   kOverlay: ".wh.<name>" becomes a 0/0 character device <name> (owned like the whiteout
+//             entry); ".wh..wh..opq" sets trusted.overlay.opaque=y on its directory (creating it
+//             if needed) and deletes nothing. Hardlinks to files of lower layers (absent from the
+//             upper dir) are satisfied by COPYING the file from the first of
+//             TarApplierOptions::lower_dirs (topmost first) that has it: the copy is the lower
+//             file in all but the inode — content with its holes (extents shared where the
+//             filesystem can), mode, owner, every xattr (security.capability included) and
+//             atime/mtime — but the link relation is not preserved. kFailedPrecondition when no
+//             lower dir was given, or none has the target (or a layer above it whites it out);
+//             kUnimplemented when the target there is not a regular file.
+//   kDelete:  ".wh.<name>" deletes <name> recursively unless this layer created it (whiteouts
+//             only hide lower layers); ".wh..wh..opq" deletes every child of the directory that
+//             existed before this layer (children this layer added are kept).
 //   Other ".wh..wh.*" names (aufs metadata) are ignored.
 //
 // Metadata: uid/gid (lchown family; skipped when a new entry already has them), then mode
@@ -42,7 +47,8 @@
 // comment is harmless) but is an error for every other namespace, notably security.capability,
 // whose loss would silently break binaries such as ping.
 //
-// The root directory's own entry ("./") is skipped: the root belongs to the caller.
+// The root directory's own entry ("./") is skipped: the root belongs to the caller. Any other
+// entry type naming the root is kInvalidArgument.
 //
 // Implicit directories: a member whose parent directories have no entry of their own in the
 // layer (e.g. only "usr/bin/x", or a whiteout "etc/.wh.foo") makes the applier create them,
@@ -90,7 +96,8 @@ enum class WhiteoutMode {
 enum class SyncPolicy {
   kNone,           // No sync; the caller decides (e.g. a syncfs of its own).
   kSyncfsAtEnd,    // syncfs(root) in Finish().
-  kFsyncEachFile,  // fsync every regular file before closing it.
+  kFsyncEachFile,  // fsync every regular file written from the archive before closing it
+                   // (not lower-layer hardlink copies, not directories).
 };
 
 struct TarApplierOptions {
@@ -124,8 +131,8 @@ class TarApplier final : public TarVisitor {
   const TarApplierStats& stats() const { return stats_; }
 
   // The directories this layer created only as parents of other members, root-relative,
-  // parents before children. Complete after Finish(); already inherited from lower_dirs when
-  // those were given.
+  // parents before children. Complete after Finish(); under kOverlay with lower_dirs they
+  // already carry the lower layers' attributes.
   const std::vector<std::string>& implicit_dirs() const { return implicit_dirs_; }
 
  private:

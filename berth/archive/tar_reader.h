@@ -24,7 +24,8 @@
 // Validation: header checksums (unsigned or signed sum, as historic tars vary), numeric fields
 // (octal or base-256; negative sizes/ids and non-octal garbage refused), pax record syntax, sparse
 // maps (sorted, non-overlapping, inside the file, adding up to the stored data), and TarLimits.
-// Header-only types (links, directories, devices, fifos) carry no data even if `size` says so.
+// Header-only types (links, directories, devices, fifos) carry no data even if `size` says so:
+// the next header follows at once, as Go's archive/tar reads them.
 //
 // Errors: kInvalidArgument for malformed or absurd headers (including a size above
 // TarLimits::max_entry_bytes), kResourceExhausted for too many entries, kUnimplemented for an
@@ -76,7 +77,7 @@ struct TarEntry {
   uint32_t uid = 0;
   uint32_t gid = 0;
   TarTime mtime;
-  // Set when a pax "atime" record was present.
+  // Set when a pax "atime" record was present; `atime` is zero otherwise.
   bool has_atime = false;
   TarTime atime;
   // Logical size of a regular file (for sparse files, the size including holes).
@@ -106,7 +107,7 @@ struct TarLimits {
   uint64_t max_entry_bytes = uint64_t{64} << 30;
   // Longest member name or link target, in bytes.
   size_t max_path_bytes = 4096;
-  // Largest pax extended header or GNU long name payload.
+  // Largest pax extended header or GNU long name payload, and largest GNU 1.0 sparse map.
   size_t max_extended_header_bytes = 1 << 20;
   // Most members (extended headers not counted). 0 means no limit.
   uint64_t max_entries = 0;
