@@ -7,6 +7,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -491,6 +492,99 @@ TEST_F(LayerApplierTest, ImplicitDirectoriesInheritFromLowerDirs) {
   EXPECT_EQ(srv_x.st.st_uid, 0u);
   // Attributes only: not the opaque xattr of the top layer's "srv".
   EXPECT_EQ(Xattr(root_ / "srv", "trusted.overlay.opaque"), "<none>");
+}
+
+// POSIX ACL xattr tags and the value of system.posix_acl_access/_default (version 2, then
+// little-endian {tag, permissions, id} entries sorted by tag and id).
+enum AclTag : uint16_t {
+  kUserObj = 0x01,
+  kUser = 0x02,
+  kGroupObj = 0x04,
+  kGroup = 0x08,
+  kMask = 0x10,
+  kOther = 0x20,
+};
+struct AclEntry {
+  AclTag tag;
+  uint16_t permissions;
+  uint32_t id = 0xffffffff;
+};
+std::string AclXattr(std::initializer_list<AclEntry> entries) {
+  std::string value;
+  auto put = [&](auto number) {
+    value.append(reinterpret_cast<const char*>(&number), sizeof(number));
+  };
+  put(uint32_t{2});
+  for (const AclEntry& entry : entries) {
+    put(static_cast<uint16_t>(entry.tag));
+    put(entry.permissions);
+    put(entry.id);
+  }
+  return value;
+}
+
+std::map<std::string, std::string> Xattrs(const fs::path& path) {
+  auto xattrs = ReadXattrs(path, /*follow_symlinks=*/false);
+  EXPECT_TRUE(xattrs.has_value()) << xattrs.error().ToString();
+  return xattrs ? *xattrs : std::map<std::string, std::string>{};
+}
+
+// A lower directory with user.*, trusted.* and POSIX ACLs (access and default).
+void MakeDirectoryWithXattrs(const fs::path& dir) {
+  fs::create_directories(dir);
+  ASSERT_EQ(chmod(dir.c_str(), 0750), 0);
+  const std::string access =
+      AclXattr({{kUserObj, 7}, {kUser, 5, 1234}, {kGroupObj, 5}, {kMask, 5}, {kOther, 0}});
+  const std::string defaults =
+      AclXattr({{kUserObj, 7}, {kGroupObj, 5}, {kGroup, 7, 42}, {kMask, 7}, {kOther, 0}});
+  for (const auto& [name, value] :
+       std::map<std::string, std::string>{{"user.comment", "lower"},
+                                          {"trusted.origin", "lower-layer"},
+                                          {"system.posix_acl_access", access},
+                                          {"system.posix_acl_default", defaults}}) {
+    ASSERT_EQ(lsetxattr(dir.c_str(), name.c_str(), value.data(), value.size(), 0), 0)
+        << name << ": " << strerror(errno);
+  }
+}
+
+// A directory the layer needs but lacks must show what the lower directory has in the merged
+// view, xattrs included, as overlayfs copy-up (and containerd, umoci) keep them: user.*,
+// trusted.*, ACLs. An xattr the lower directory lacks (here a default ACL that mkdir inherited
+// from the upper parent) is removed.
+TEST_F(LayerApplierTest, ImplicitDirectoriesInheritLowerXattrsAndAcls) {
+  if (geteuid() != 0) GTEST_SKIP() << "trusted.* xattrs need root";
+  ScratchDir lower;
+  MakeDirectoryWithXattrs(lower / "srv/data");
+  fs::create_directories(lower / "srv/plain");
+  const std::string upper_default = AclXattr({{kUserObj, 7}, {kGroupObj, 7}, {kOther, 7}});
+  imagegen::FileTree tree;
+  tree.AddDirectory("srv", {.xattrs = {{"system.posix_acl_default", upper_default}}})
+      .AddFile("srv/data/new", "n")
+      .AddFile("srv/plain/new", "n");
+  auto result = ApplyTar(TarOf(tree),
+                         {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower.path()}});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(result->implicit_dirs, (std::vector<std::string>{"srv/data", "srv/plain"}));
+  EXPECT_EQ(Xattrs(root_ / "srv/data"), Xattrs(lower / "srv/data"));
+  EXPECT_EQ(Xattrs(root_ / "srv/data").size(), 4u);
+  EXPECT_EQ(Lstat(root_ / "srv/data").st.st_mode, Lstat(lower / "srv/data").st.st_mode);
+  EXPECT_EQ(Xattrs(root_ / "srv/plain"), Xattrs(lower / "srv/plain"));
+  EXPECT_EQ(Xattrs(root_ / "srv"),
+            (std::map<std::string, std::string>{{"system.posix_acl_default", upper_default}}));
+}
+
+// Native snapshots apply onto a copy of the parent: a lower directory the layer writes into
+// keeps its xattrs.
+TEST_F(LayerApplierTest, DeleteModeKeepsTheXattrsOfLowerDirectories) {
+  if (geteuid() != 0) GTEST_SKIP() << "trusted.* xattrs need root";
+  MakeDirectoryWithXattrs(root_ / "srv/data");
+  const auto before = Xattrs(root_ / "srv/data");
+  imagegen::FileTree tree;
+  tree.AddFile("srv/data/new", "n").AddWhiteout("srv/data/gone");
+  auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
+  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  EXPECT_EQ(before.size(), 4u);
+  EXPECT_EQ(Xattrs(root_ / "srv/data"), before);
 }
 
 TEST_F(LayerApplierTest, SparseFileIsWrittenSparse) {

@@ -206,17 +206,47 @@ class Node {
 
 using XattrList = std::vector<std::pair<std::string, std::string>>;
 
+// overlayfs's own metadata (opaque, redirect, origin, ...), in either of its namespaces: never
+// taken from an archive or a lower layer, never removed by inheritance.
+bool IsOverlayXattr(std::string_view name) {
+  return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
+}
+
+// What to do with xattrs a node has but Metadata::xattrs does not list.
+enum class OtherXattrs {
+  kKeep,
+  kRemove,  // Except overlayfs's own (REQUIRES: the node is an open fd).
+};
+
 // What to set on a node; each step is skipped when its field is empty.
 struct Metadata {
   std::optional<std::pair<uid_t, gid_t>> owner;
   std::optional<mode_t> mode;
-  // xattrs from the archive: trusted.overlay.* is dropped (only the applier writes overlayfs
-  // metadata) and EOPNOTSUPP is ignored for user.* (see tar_applier.h).
+  // xattrs to set: trusted.overlay.* is dropped (only the applier writes overlayfs metadata)
+  // and EOPNOTSUPP is ignored for user.* (see tar_applier.h).
   const XattrList* xattrs = nullptr;
+  OtherXattrs other_xattrs = OtherXattrs::kKeep;
   // Or every xattr of this open file (a copy of a lower layer's file).
   int copy_xattrs_from = -1;
   std::optional<std::array<timespec, 2>> times;
 };
+
+// Removes the xattrs of `node` (an open fd) that `keep` does not list, except overlayfs's own:
+// a directory made by mkdir may have inherited a default ACL its lower twin does not have.
+Result<void> RemoveOtherXattrs(const Node& node, const XattrList* keep, std::string_view path) {
+  BERTH_ASSIGN_OR_RETURN(auto present, ReadXattrs(node.FdPath(), /*follow_symlinks=*/true));
+  for (const auto& [name, value] : present) {
+    if (IsOverlayXattr(name)) continue;
+    if (keep != nullptr && std::any_of(keep->begin(), keep->end(),
+                                       [&](const auto& kept) { return kept.first == name; })) {
+      continue;
+    }
+    if (removexattr(node.FdPath().c_str(), name.c_str()) != 0 && errno != ENODATA) {
+      return Fail(ErrnoError(errno, fmt::format("remove xattr {} from \"{}\"", name, path)));
+    }
+  }
+  return Ok();
+}
 
 // Sets `metadata` on `node` (the entry `path`, described as `kind` in errors when not empty) in
 // the one order that loses nothing: owner first, since chown clears setuid/setgid and
@@ -232,6 +262,9 @@ Result<void> SetMetadata(const Node& node, const Metadata& metadata, std::string
   }
   if (metadata.mode && node.Chmod(*metadata.mode) != 0) {
     return Fail(EntryErrno(errno, what("chmod"), path));
+  }
+  if (metadata.other_xattrs == OtherXattrs::kRemove) {
+    BERTH_RETURN_IF_ERROR(RemoveOtherXattrs(node, metadata.xattrs, path));
   }
   if (metadata.xattrs != nullptr) {
     for (const auto& [name, value] : *metadata.xattrs) {
@@ -275,6 +308,19 @@ Result<void> SetEntryMetadata(const TarEntry& entry, const Node& node, EntryStep
   return SetMetadata(node, metadata, path);
 }
 
+// The xattrs of the directory `path` in the layer `layer_fd`, overlayfs's own left out.
+Result<XattrList> LowerDirectoryXattrs(int layer_fd, std::string_view path) {
+  std::string target(path);
+  UniqueFd dir(OpenInRoot(layer_fd, target.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW));
+  if (!dir) return Fail(EntryErrno(errno, "open lower-layer directory", path));
+  BERTH_ASSIGN_OR_RETURN(auto all, ReadXattrs(ProcPath(dir.get()), /*follow_symlinks=*/true));
+  XattrList xattrs;
+  for (auto& [name, value] : all) {
+    if (!IsOverlayXattr(name)) xattrs.emplace_back(name, std::move(value));
+  }
+  return xattrs;
+}
+
 }  // namespace
 
 Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
@@ -304,7 +350,13 @@ Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
       if (opaque_above) return false;
       continue;
     }
-    Metadata inherited{.mode = st.st_mode & 07777, .times = {{st.st_atim, st.st_mtim}}};
+    // The merged view must show the lower directory's xattrs (ACLs, file capabilities of a
+    // directory, user comments), as overlayfs copy-up does; not overlayfs's own.
+    BERTH_ASSIGN_OR_RETURN(XattrList xattrs, LowerDirectoryXattrs(lower, path));
+    Metadata inherited{.mode = st.st_mode & 07777,
+                       .xattrs = &xattrs,
+                       .other_xattrs = OtherXattrs::kRemove,
+                       .times = {{st.st_atim, st.st_mtim}}};
     if (preserve_ownership) inherited.owner = {st.st_uid, st.st_gid};
     BERTH_RETURN_IF_ERROR(
         SetMetadata(Node::Open(dir.get()), inherited, path, "implicit directory"));

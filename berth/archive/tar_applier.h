@@ -52,15 +52,18 @@
 //
 // Implicit directories: a member whose parent directories have no entry of their own in the
 // layer (e.g. only "usr/bin/x", or a whiteout "etc/.wh.foo") makes the applier create them,
-// 0755 and owned by the caller. On overlayfs such an upper directory's mode, owner and times
-// would hide the lower layer's, so the applier records them (implicit_dirs(); a later member
+// 0755 and owned by the caller. On overlayfs such an upper directory's mode, owner, times and
+// xattrs would hide the lower layer's, so the applier records them (implicit_dirs(); a later member
 // naming the same path removes it from the list) and in Finish():
 //   - gives each one the newest mtime of its children (whiteouts excluded), so the result does
 //     not depend on when the layer was unpacked; then
 //   - with lower_dirs (overlay): copies mode, owner and times from the nearest lower layer that
-//     shows the path as a directory (InheritLowerDirectory). xattrs are not copied (notably not
-//     trusted.overlay.opaque). Without lower_dirs, the caller (the unpacker, once the layer's
-//     parents are known) does the same with implicit_dirs().
+//     shows the path as a directory (InheritLowerDirectory), and its xattrs too (user.*,
+//     trusted.*, security.*, POSIX ACLs: the merged view shows exactly what the lower directory
+//     had, as after an overlayfs copy-up), except overlayfs's own (trusted.overlay.* and
+//     user.overlay.*, e.g. an opaque marker, which would hide the lower layers' contents).
+//     Without lower_dirs, the caller (the unpacker, once the layer's parents are known) does the
+//     same with implicit_dirs().
 //
 // Lower directories under kDelete (the native snapshotter applies a layer onto a copy of its
 // parent): a directory that exists before the layer and that the layer changes (an entry
@@ -204,11 +207,13 @@ class TarApplier final : public TarVisitor {
 // Makes the directory `path` (root-relative) beneath `root_fd` look like the one the merged
 // overlay view would show from `lower_root_fds` (layer directories, topmost first): the first
 // layer that has `path` decides. If it is a directory there, its mode, owner (when
-// `preserve_ownership`) and atime/mtime are copied onto `path` (contents and xattrs are not) and
-// the result is true. If the path is hidden instead (a whiteout or non-directory in that layer,
-// or an opaque or whited-out ancestor in the upper dir or a layer above the one holding it) or
-// no layer has it, nothing changes and the result is false. kNotFound if `path` is not a
-// directory beneath the root.
+// `preserve_ownership`), xattrs and atime/mtime are copied onto `path` and the result is true.
+// xattrs are made identical — ones `path` has and the lower directory lacks (a default ACL mkdir
+// inherited) are removed — except overlayfs's own (trusted.overlay.*, user.overlay.*), which are
+// neither copied nor removed. Contents are not copied. If the path is hidden instead (a whiteout or
+// non-directory in that layer, or an opaque or whited-out ancestor in the upper dir or a layer
+// above the one holding it) or no layer has it, nothing changes and the result is false. kNotFound
+// if `path` is not a directory beneath the root.
 Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
                                    const std::vector<int>& lower_root_fds, bool preserve_ownership);
 
