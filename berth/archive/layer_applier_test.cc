@@ -1,6 +1,7 @@
 #include "berth/archive/layer_applier.h"
 
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -23,6 +24,8 @@ namespace {
 namespace fs = std::filesystem;
 namespace mt = berth::media_types;
 using testing::Compress;
+using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::RawHeader;
 using testing::RawTar;
 using testing::ScratchDir;
@@ -365,7 +368,18 @@ TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
   auto refused = ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kOverlay});
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
-  EXPECT_NE(refused.error().ToString().find("lower_dirs"), std::string::npos);
+  // What is wrong with the layer, not an internal API to call differently.
+  EXPECT_THAT(refused.error().ToString(),
+              HasSubstr("hardlink \"usr/bin/tool-link\" links to \"usr/bin/tool\", which is not "
+                        "an earlier entry of this layer"));
+  EXPECT_THAT(refused.error().ToString(), Not(HasSubstr("lower_dirs")));
+  auto missing_everywhere = ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kDelete});
+  ASSERT_FALSE(missing_everywhere.has_value());
+  EXPECT_EQ(missing_everywhere.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_THAT(missing_everywhere.error().ToString(),
+              HasSubstr("which neither this layer (as an earlier entry) nor the layers below it "
+                        "contain"));
+  EXPECT_THAT(missing_everywhere.error().ToString(), Not(HasSubstr("lower_dirs")));
 
   auto copied =
       ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower_dir.path()}});
@@ -745,6 +759,51 @@ TEST_P(HostileTest, SymlinkedParentDirectoryIsResolvedInRoot) {
   EXPECT_EQ(Content(root_ / "sentinel/again"), "again");
   EXPECT_EQ(Content(root_ / "inside"), "ok");
   ExpectOutsideUntouched();
+}
+
+// A parent that is a symlink leading nowhere inside the root is refused, and the error says
+// which symlink and where it points, not "No such file or directory".
+TEST_P(HostileTest, SymlinkedParentLeadingNowhereIsRefusedNamingIt) {
+  struct Case {
+    RawHeader link;
+    std::string entry;
+    ErrorCode code;
+    std::string message;
+  };
+  const std::string outside = sentinel_.string();
+  const std::vector<Case> cases = {
+      {{.name = "esc", .type = '2', .linkname = outside},
+       "esc/file",
+       ErrorCode::kPermissionDenied,
+       fmt::format("parent \"esc\" is a symlink to {}, outside the layer", outside)},
+      {{.name = "esc", .type = '2', .linkname = outside},
+       "esc/deeper/file",
+       ErrorCode::kPermissionDenied,
+       fmt::format("parent \"esc\" is a symlink to {}, outside the layer", outside)},
+      {{.name = "dir/up", .type = '2', .linkname = "../../nowhere"},
+       "dir/up/file",
+       ErrorCode::kPermissionDenied,
+       "parent \"dir/up\" is a symlink to ../../nowhere, outside the layer"},
+      {{.name = "lib", .type = '2', .linkname = "usr/lib"},
+       "lib/libc.so",
+       ErrorCode::kInvalidArgument,
+       "parent \"lib\" is a symlink to usr/lib, which does not exist in the layer"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.entry);
+    RawTar tar;
+    tar.Add({.name = "dir/", .type = '5', .mode = 0755});
+    tar.Add(c.link);
+    tar.Add({.name = c.entry}, "pwned");
+    auto result = ApplyHostile(tar.Finish());
+    ASSERT_FALSE(result.has_value());
+    EXPECT_EQ(result.error().code(), c.code) << result.error().ToString();
+    EXPECT_THAT(result.error().ToString(), HasSubstr(c.message));
+    EXPECT_THAT(result.error().ToString(), Not(HasSubstr("No such file or directory")));
+    ExpectOutsideUntouched();
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
 }
 
 TEST_P(HostileTest, HardlinksCannotReachOutside) {

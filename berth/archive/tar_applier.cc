@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -63,6 +64,47 @@ unsigned ReadUmask() {
 
 Error EntryErrno(int errnum, std::string_view what, std::string_view path) {
   return ErrnoError(errnum, fmt::format("{} \"{}\"", what, path));
+}
+
+// Whether the symlink target `target`, met in the directory `dir_path` (root-relative), leads
+// out of the root when read as a path: absolute, or climbing above the root with "..".
+bool LeavesRoot(std::string_view dir_path, std::string_view target) {
+  if (target.starts_with('/')) return true;
+  long depth = dir_path.empty() ? 0 : std::count(dir_path.begin(), dir_path.end(), '/') + 1;
+  size_t pos = 0;
+  while (pos <= target.size()) {
+    size_t slash = target.find('/', pos);
+    if (slash == std::string_view::npos) slash = target.size();
+    std::string_view component = target.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (component.empty() || component == ".") continue;
+    depth += component == ".." ? -1 : 1;
+    if (depth < 0) return true;
+  }
+  return false;
+}
+
+// The error for the parent directory `path` of an entry, found as `name` in the directory
+// `dir_fd` (`dir_path`, root-relative), that exists but does not resolve to a directory inside
+// the root: a symlink whose target is missing there. Ok if it is no symlink (it changed meanwhile;
+// the caller's next open reports it).
+Result<void> RefuseDanglingParent(int dir_fd, std::string_view dir_path, const std::string& name,
+                                  std::string_view path) {
+  char buffer[PATH_MAX + 1];
+  ssize_t n = readlinkat(dir_fd, name.c_str(), buffer, sizeof(buffer));
+  if (n < 0) return Ok();
+  std::string_view target(buffer, static_cast<size_t>(n));
+  if (LeavesRoot(dir_path, target)) {
+    return Fail(ErrorCode::kPermissionDenied,
+                fmt::format("parent \"{}\" is a symlink to {}, outside the layer (symlinks are "
+                            "resolved inside the layer, where that path does not exist); the "
+                            "layer is refused",
+                            path, target));
+  }
+  return Fail(ErrorCode::kInvalidArgument,
+              fmt::format("parent \"{}\" is a symlink to {}, which does not exist in the layer; "
+                          "the layer is refused",
+                          path, target));
 }
 
 // Removes `name` in `dir_fd` and everything below it, never following symlinks.
@@ -462,7 +504,10 @@ Result<void> TarApplier::CreateParents() {
       if (mkdirat(up_fd.get(), name.c_str(), 0755) == 0) {
         created_parents_.push_back(scratch_);
         implicit_.insert(scratch_);
-      } else if (errno != EEXIST) {
+      } else if (errno == EEXIST) {
+        // It exists but does not resolve to a directory in the root: a symlink leading nowhere.
+        BERTH_RETURN_IF_ERROR(RefuseDanglingParent(up_fd.get(), up, name, scratch_));
+      } else {
         return Fail(EntryErrno(errno, "create parent directory", scratch_));
       }
       if (options_.whiteout_mode == WhiteoutMode::kDelete) added_.insert(scratch_);
@@ -725,13 +770,15 @@ Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
     if (options_.whiteout_mode == WhiteoutMode::kOverlay && !lower_roots_.empty()) {
       return CopyFromLower(entry, target, parent_fd);
     }
+    // kFailedPrecondition: under kOverlay the unpacker applies the layer again with its lower
+    // layers given, since the target may be a lower layer's file.
     return Fail(ErrorCode::kFailedPrecondition,
-                fmt::format("hardlink target \"{}\" does not exist in the layer or the target "
-                            "directory{}",
-                            entry.link_target,
+                fmt::format("hardlink \"{}\" links to \"{}\", which {}", path_, entry.link_target,
                             options_.whiteout_mode == WhiteoutMode::kOverlay
-                                ? "; for a link to a lower layer's file pass lower_dirs"
-                                : ""));
+                                ? "is not an earlier entry of this layer (it may be a file of a "
+                                  "layer below, which was not available)"
+                                : "neither this layer (as an earlier entry) nor the layers below "
+                                  "it contain; the layer is broken"));
   }
   return Fail(EntryErrno(link_errno, fmt::format("hardlink to \"{}\" as", target), path_));
 }
@@ -776,9 +823,10 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
                        fmt::format("copy the attributes of lower-layer \"{}\"", target));
   }
   return Fail(ErrorCode::kFailedPrecondition,
-              fmt::format("hardlink target \"{}\" exists neither in the layer nor in any lower "
-                          "dir",
-                          entry.link_target));
+              fmt::format("hardlink \"{}\" links to \"{}\", which neither this layer (as an "
+                          "earlier entry) nor the layers below it contain, or a layer above the "
+                          "one holding it deleted it; the layer is broken",
+                          path_, entry.link_target));
 }
 
 Result<void> TarApplier::ApplyNode(const TarEntry& entry, int parent_fd) {

@@ -14,6 +14,9 @@
 //     and can never lead out. Then every operation is relative to that parent dirfd on the
 //     final name only, never following a symlink in the final component (O_NOFOLLOW,
 //     AT_SYMLINK_NOFOLLOW, O_EXCL creation; mkdirat/symlinkat/mknodat/linkat never follow).
+//   - A parent that is a symlink whose target does not exist inside the root is refused, naming
+//     the symlink and its target: kPermissionDenied when the target leads out of the root
+//     (absolute, or above the root with ".."), kInvalidArgument otherwise.
 //   - Existing non-directory entries are never opened for writing: a member replaces them
 //     (unlink, then create with O_EXCL), so a symlink or a hardlink to a file elsewhere is never
 //     written through. Symlinks may point anywhere; nothing is written through them.
