@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -12,10 +13,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "berth/archive/test_util.h"
 #include "berth/base/file_util.h"
+#include "berth/base/log.h"
 #include "berth/image/media_types.h"
 
 namespace berth::archive {
@@ -599,6 +602,39 @@ TEST_F(LayerApplierTest, DeleteModeKeepsTheXattrsOfLowerDirectories) {
   ASSERT_TRUE(result.has_value()) << result.error().ToString();
   EXPECT_EQ(before.size(), 4u);
   EXPECT_EQ(Xattrs(root_ / "srv/data"), before);
+}
+
+// At trace level the applier logs each entry's decision: a whiteout, an opaque marker, a created
+// file and an implicit directory each show up. At info, nothing.
+TEST_F(LayerApplierTest, TraceLogShowsEachEntryDecision) {
+  imagegen::FileTree tree;
+  tree.AddDirectory("etc")
+      .AddFile("etc/hosts", "h")
+      .AddWhiteout("etc/motd")
+      .AddOpaqueWhiteout("var/cache")
+      .AddFile("usr/bin/x", "x");
+  std::ostringstream captured;
+  ASSERT_TRUE(log::Init({.level = log::Level::kTrace}).has_value());
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  auto traced = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
+  ASSERT_TRUE(log::Init({.level = log::Level::kInfo}).has_value());  // Drops the capture sink.
+  ASSERT_TRUE(traced.has_value()) << traced.error().ToString();
+  const std::string trace = captured.str();
+  EXPECT_THAT(trace, HasSubstr("archive.entry path=etc/.wh.motd type=regular action=whiteout "
+                               "detail=\"character device 0/0 hides \\\"etc/motd\\\"\""));
+  EXPECT_THAT(trace, HasSubstr("archive.entry path=var/cache/.wh..wh..opq type=regular "
+                               "action=opaque"));
+  EXPECT_THAT(trace, HasSubstr("archive.entry path=etc/hosts type=regular action=create"));
+  EXPECT_THAT(trace, HasSubstr("archive.implicit_dir path=usr/bin action=create"));
+
+  fs::remove_all(root_);
+  fs::create_directories(root_);
+  std::ostringstream quiet;
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(quiet));
+  auto untraced = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
+  ASSERT_TRUE(log::Init({.level = log::Level::kInfo}).has_value());
+  ASSERT_TRUE(untraced.has_value()) << untraced.error().ToString();
+  EXPECT_EQ(quiet.str(), "");
 }
 
 TEST_F(LayerApplierTest, SparseFileIsWrittenSparse) {

@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "berth/base/file_util.h"
+#include "berth/base/log.h"
 
 namespace berth::archive {
 namespace {
@@ -64,6 +65,26 @@ unsigned ReadUmask() {
 
 Error EntryErrno(int errnum, std::string_view what, std::string_view path) {
   return ErrnoError(errnum, fmt::format("{} \"{}\"", what, path));
+}
+
+std::string_view TypeName(TarEntryType type) {
+  switch (type) {
+    case TarEntryType::kRegular:
+      return "regular";
+    case TarEntryType::kDirectory:
+      return "directory";
+    case TarEntryType::kSymlink:
+      return "symlink";
+    case TarEntryType::kHardlink:
+      return "hardlink";
+    case TarEntryType::kCharDevice:
+      return "char-device";
+    case TarEntryType::kBlockDevice:
+      return "block-device";
+    case TarEntryType::kFifo:
+      return "fifo";
+  }
+  return "unknown";
 }
 
 // Whether the symlink target `target`, met in the directory `dir_path` (root-relative), leads
@@ -458,7 +479,8 @@ TarApplier::TarApplier(UniqueFd root, TarApplierOptions options)
       options_(std::move(options)),
       euid_(geteuid()),
       egid_(getegid()),
-      umask_(ReadUmask()) {}
+      umask_(ReadUmask()),
+      trace_(log::Enabled(log::Level::kTrace)) {}
 
 TarApplier::~TarApplier() = default;
 
@@ -502,6 +524,7 @@ Result<void> TarApplier::CreateParents() {
         BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(up, up_fd.get()));
       }
       if (mkdirat(up_fd.get(), name.c_str(), 0755) == 0) {
+        if (trace_) log::Trace("archive.implicit_dir", {{"path", scratch_}, {"action", "create"}});
         created_parents_.push_back(scratch_);
         implicit_.insert(scratch_);
       } else if (errno == EEXIST) {
@@ -573,6 +596,20 @@ Result<void> TarApplier::OnEntry(const TarEntry& entry) {
   return Ok();
 }
 
+void TarApplier::TraceEntry(const TarEntry& entry, std::string_view action,
+                            std::string_view detail) const {
+  if (!trace_) return;
+  if (detail.empty()) {
+    log::Trace("archive.entry",
+               {{"path", entry.path}, {"type", TypeName(entry.type)}, {"action", action}});
+  } else {
+    log::Trace("archive.entry", {{"path", entry.path},
+                                 {"type", TypeName(entry.type)},
+                                 {"action", action},
+                                 {"detail", detail}});
+  }
+}
+
 Result<void> TarApplier::Apply(const TarEntry& entry) {
   BERTH_RETURN_IF_ERROR(CleanArchivePath(entry.path, path_));
   size_t slash = path_.rfind('/');
@@ -586,8 +623,18 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
   if (base_.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(entry);
   if (!implicit_.empty()) implicit_.erase(path_);  // The layer defines it after all.
   if (path_.empty()) {
-    if (entry.type == TarEntryType::kDirectory) return Ok();  // The root belongs to the caller.
+    if (entry.type == TarEntryType::kDirectory) {
+      TraceEntry(entry, "skip", "the root directory belongs to the caller");
+      return Ok();
+    }
     return Fail(ErrorCode::kInvalidArgument, "a non-directory entry names the root itself");
+  }
+  if (trace_) {
+    for (const auto& xattr : entry.xattrs) {
+      if (xattr.first.starts_with("trusted.overlay.")) {
+        TraceEntry(entry, "drop-xattr", xattr.first);
+      }
+    }
   }
   BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
   if (options_.whiteout_mode == WhiteoutMode::kDelete) {
@@ -595,6 +642,7 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
     added_.insert(path_);
     lower_directory_times_.erase(path_);  // The layer gives it times of its own.
   }
+  if (entry.type != TarEntryType::kHardlink) TraceEntry(entry, "create");
   switch (entry.type) {
     case TarEntryType::kRegular:
       return ApplyRegular(entry, parent_fd);
@@ -741,7 +789,11 @@ Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
   if (target.empty()) {
     return Fail(ErrorCode::kInvalidArgument, "hardlink target is the root directory");
   }
-  if (target == path_) return Ok();  // A link to itself: nothing to do.
+  if (target == path_) {
+    TraceEntry(entry, "skip", "a hardlink to itself");
+    return Ok();
+  }
+  TraceEntry(entry, "link", target);
   size_t slash = target.rfind('/');
   std::string target_parent = slash == std::string::npos ? std::string() : target.substr(0, slash);
   std::string target_base = slash == std::string::npos ? target : target.substr(slash + 1);
@@ -768,6 +820,7 @@ Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
   }
   if (link_errno == ENOENT || link_errno == ENOTDIR) {
     if (options_.whiteout_mode == WhiteoutMode::kOverlay && !lower_roots_.empty()) {
+      TraceEntry(entry, "copy-from-lower", "the target is not in this layer");
       return CopyFromLower(entry, target, parent_fd);
     }
     // kFailedPrecondition: under kOverlay the unpacker applies the layer again with its lower
@@ -852,8 +905,12 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
   if (base_ == kOpaqueMarker) {
     // The directory is parent_path_ (possibly the root).
     BERTH_ASSIGN_OR_RETURN(int dir_fd, Parent(/*create=*/overlay));
-    if (dir_fd < 0) return Ok();  // kDelete and the directory does not exist: nothing to hide.
+    if (dir_fd < 0) {  // kDelete and the directory does not exist: nothing to hide.
+      TraceEntry(entry, "skip", "opaque marker in a directory that does not exist");
+      return Ok();
+    }
     if (overlay) {
+      TraceEntry(entry, "opaque", "trusted.overlay.opaque=y on the directory");
       std::string proc = ProcPath(dir_fd);
       // setxattr (not lsetxattr): follow the /proc magic link to the directory itself.
       if (setxattr(proc.c_str(), kOverlayOpaqueXattr, "y", 1, 0) != 0) {
@@ -861,10 +918,14 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
       }
       return Ok();
     }
+    TraceEntry(entry, "opaque", "delete the children lower layers gave the directory");
     BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, dir_fd));
     return ClearOpaque(dir_fd, parent_path_);
   }
-  if (base_.starts_with(kWhiteoutMetaPrefix)) return Ok();  // aufs metadata: ignored.
+  if (base_.starts_with(kWhiteoutMetaPrefix)) {
+    TraceEntry(entry, "skip", "aufs whiteout metadata");
+    return Ok();
+  }
   std::string_view name = std::string_view(base_).substr(kWhiteoutPrefix.size());
   if (name.empty() || name == "." || name == "..") {
     return Fail(ErrorCode::kPermissionDenied,
@@ -876,6 +937,7 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
       parent_path_.empty() ? std::string(name) : fmt::format("{}/{}", parent_path_, name);
   std::string hidden_name(name);
   if (overlay) {
+    TraceEntry(entry, "whiteout", fmt::format("character device 0/0 hides \"{}\"", hidden));
     BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
     if (mknodat(parent_fd, hidden_name.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
       if (errno != EEXIST) return Fail(EntryErrno(errno, "create whiteout for", hidden));
@@ -890,9 +952,17 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
     }
     return Ok();
   }
-  if (added_.contains(hidden)) return Ok();  // Whiteouts only hide lower layers' entries.
+  if (added_.contains(hidden)) {  // Whiteouts only hide lower layers' entries.
+    TraceEntry(entry, "skip", fmt::format("whiteout of \"{}\", which this layer added", hidden));
+    return Ok();
+  }
   BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/false));
-  if (parent_fd < 0) return Ok();
+  if (parent_fd < 0) {
+    TraceEntry(entry, "skip",
+               fmt::format("whiteout of \"{}\", whose directory does not exist", hidden));
+    return Ok();
+  }
+  TraceEntry(entry, "whiteout", fmt::format("delete \"{}\"", hidden));
   BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, parent_fd));
   parents_.Invalidate(hidden);
   return WithContext(RemoveAllAt(parent_fd, hidden_name.c_str()),
@@ -1011,8 +1081,14 @@ Result<void> TarApplier::FinishImplicitDirectories() {
       }
     }
     if (inherit) {
-      BERTH_RETURN_IF_ERROR(
-          InheritLowerDirectory(root_.get(), path, lower_fds, options_.preserve_ownership));
+      BERTH_ASSIGN_OR_RETURN(bool inherited, InheritLowerDirectory(root_.get(), path, lower_fds,
+                                                                   options_.preserve_ownership));
+      if (trace_) {
+        log::Trace(
+            "archive.implicit_dir",
+            {{"path", path},
+             {"action", inherited ? "inherit-lower" : "keep (no lower directory shows it)"}});
+      }
     }
   }
   return Ok();

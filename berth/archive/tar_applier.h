@@ -74,6 +74,11 @@
 // its times from before the layer: Finish() restores them, as umoci does, so the result does not
 // depend on when the layer was unpacked. The root is left to the caller.
 //
+// Logging: at trace level (berth/base/log.h, checked once when the applier is made) one line per
+// entry decision — "archive.entry path=… type=… action=create|link|copy-from-lower|whiteout|
+// opaque|skip|drop-xattr detail=…" — and one per implicit directory created or inherited
+// ("archive.implicit_dir"). Nothing is formatted at other levels.
+//
 // Thread safety: one thread at a time. Blocking: all methods do filesystem I/O.
 #pragma once
 
@@ -151,6 +156,10 @@ class TarApplier final : public TarVisitor {
   };
 
   Result<void> Apply(const TarEntry& entry);
+  // At trace level: one line for the decision `action` ("create", "skip", "whiteout", ...) about
+  // `entry`, with `detail` when not empty. Nothing is formatted when trace is off.
+  void TraceEntry(const TarEntry& entry, std::string_view action,
+                  std::string_view detail = {}) const;
   Result<int> Parent(bool create);
   Result<void> CreateParents();
   Result<void> RemoveExisting(int parent_fd, const std::string& base, std::string_view path);
@@ -179,6 +188,8 @@ class TarApplier final : public TarVisitor {
   uid_t euid_;
   gid_t egid_;
   unsigned umask_;
+  // Trace logging was on when the applier was made (checked once, not per entry).
+  bool trace_;
 
   // The member being applied: cleaned path and its split.
   std::string path_;
