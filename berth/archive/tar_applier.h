@@ -56,8 +56,8 @@
 // Implicit directories: a member whose parent directories have no entry of their own in the
 // layer (e.g. only "usr/bin/x", or a whiteout "etc/.wh.foo") makes the applier create them,
 // 0755 and owned by the caller. On overlayfs such an upper directory's mode, owner, times and
-// xattrs would hide the lower layer's, so the applier records them (implicit_dirs(); a later member
-// naming the same path removes it from the list) and in Finish():
+// xattrs would hide the lower layer's, so the applier records them (implicit_dirs(); a later
+// member naming the same path removes it from the list) and in Finish():
 //   - gives each one the newest mtime of its children (whiteouts excluded), so the result does
 //     not depend on when the layer was unpacked; then
 //   - with lower_dirs (overlay): copies mode, owner and times from the nearest lower layer that
