@@ -590,6 +590,38 @@ TEST_F(LayerApplierTest, ImplicitDirectoriesInheritLowerXattrsAndAcls) {
             (std::map<std::string, std::string>{{"system.posix_acl_default", upper_default}}));
 }
 
+// An entry created in a directory with a default ACL gets the mode and ACLs the archive gives
+// it, not ones inherited from the directory (the kernel applies the default ACL at creation),
+// as umoci's unpack does.
+TEST_F(LayerApplierTest, NewEntriesDoNotKeepAclsInheritedFromTheirDirectory) {
+  const std::string defaults =
+      AclXattr({{kUserObj, 7}, {kGroupObj, 5}, {kGroup, 7, 42}, {kMask, 7}, {kOther, 0}});
+  const std::string access =
+      AclXattr({{kUserObj, 6}, {kUser, 4, 1234}, {kGroupObj, 4}, {kMask, 4}, {kOther, 0}});
+  imagegen::FileTree tree;
+  tree.AddDirectory("srv", {.xattrs = {{"system.posix_acl_default", defaults}}})
+      .AddFile("srv/file", "f", {.mode = 0644})
+      .AddDirectory("srv/dir", {.mode = 0755})
+      .AddFile("srv/own-acl", "a", {.mode = 0640, .xattrs = {{"system.posix_acl_access", access}}})
+      .AddFifo("srv/fifo", {.mode = 0644});
+  for (WhiteoutMode mode : {WhiteoutMode::kOverlay, WhiteoutMode::kDelete}) {
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    auto result = ApplyTar(TarOf(tree), {.whiteout_mode = mode});
+    ASSERT_TRUE(result.has_value()) << result.error().ToString();
+    EXPECT_EQ(Xattrs(root_ / "srv"),
+              (std::map<std::string, std::string>{{"system.posix_acl_default", defaults}}));
+    for (const char* path : {"srv/file", "srv/dir", "srv/fifo"}) {
+      EXPECT_EQ(Xattrs(root_ / path), (std::map<std::string, std::string>{})) << path;
+    }
+    EXPECT_EQ(Lstat(root_ / "srv/file").st.st_mode & 07777, 0644u);
+    EXPECT_EQ(Lstat(root_ / "srv/dir").st.st_mode & 07777, 0755u);
+    EXPECT_EQ(Lstat(root_ / "srv/fifo").st.st_mode & 07777, 0644u);
+    EXPECT_EQ(Xattrs(root_ / "srv/own-acl"),
+              (std::map<std::string, std::string>{{"system.posix_acl_access", access}}));
+  }
+}
+
 // Native snapshots apply onto a copy of the parent: a lower directory the layer writes into
 // keeps its xattrs.
 TEST_F(LayerApplierTest, DeleteModeKeepsTheXattrsOfLowerDirectories) {

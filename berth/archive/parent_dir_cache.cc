@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include <cerrno>
 
@@ -19,6 +20,8 @@ Result<int> ParentDirCache::Insert(std::string path, UniqueFd fd) {
   }
   setgid_ = (st.st_mode & S_ISGID) != 0;
   gid_ = st.st_gid;
+  const std::string proc = fmt::format("/proc/self/fd/{}", fd_.get());
+  default_acl_ = getxattr(proc.c_str(), "system.posix_acl_default", nullptr, 0) >= 0;
   path_ = std::move(path);
   valid_ = true;
   return fd_.get();

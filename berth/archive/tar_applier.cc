@@ -163,6 +163,11 @@ Result<void> RemoveAllAt(int dir_fd, const char* name) {
 
 bool IsWhiteoutDevice(const struct stat& st) { return S_ISCHR(st.st_mode) && st.st_rdev == 0; }
 
+// Whether the directory `fd` (any open mode) has a default ACL, which new entries inherit.
+bool HasDefaultAcl(int fd) {
+  return getxattr(ProcPath(fd).c_str(), "system.posix_acl_default", nullptr, 0) >= 0;
+}
+
 // Whether the directory `fd` (any open mode) is marked opaque for overlayfs.
 bool IsOpaque(int fd) {
   const std::string proc = ProcPath(fd);
@@ -251,6 +256,11 @@ class Node {
     std::string path = fmt::format("{}/{}", ProcPath(parent_fd_), *base_);
     return lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0);
   }
+  int RemoveXattr(const std::string& name) const {
+    if (fd_ >= 0) return fremovexattr(fd_, name.c_str());
+    std::string path = fmt::format("{}/{}", ProcPath(parent_fd_), *base_);
+    return lremovexattr(path.c_str(), name.c_str());
+  }
   int SetTimes(const timespec times[2]) const {
     return fd_ >= 0 ? futimens(fd_, times)
                     : utimensat(parent_fd_, base_->c_str(), times, AT_SYMLINK_NOFOLLOW);
@@ -279,7 +289,16 @@ bool IsOverlayXattr(std::string_view name) {
 enum class OtherXattrs {
   kKeep,
   kRemove,  // Except overlayfs's own (REQUIRES: the node is an open fd).
+  // Only the POSIX ACLs a new node inherited from its parent's default ACL.
+  kRemoveInheritedAcls,
 };
+
+const std::string kAclXattrs[] = {"system.posix_acl_access", "system.posix_acl_default"};
+
+bool Lists(const XattrList* xattrs, std::string_view name) {
+  return xattrs != nullptr && std::any_of(xattrs->begin(), xattrs->end(),
+                                          [&](const auto& xattr) { return xattr.first == name; });
+}
 
 // What to set on a node; each step is skipped when its field is empty.
 struct Metadata {
@@ -300,10 +319,7 @@ Result<void> RemoveOtherXattrs(const Node& node, const XattrList* keep, std::str
   BERTH_ASSIGN_OR_RETURN(auto present, ReadXattrs(node.FdPath(), /*follow_symlinks=*/true));
   for (const auto& [name, value] : present) {
     if (IsOverlayXattr(name)) continue;
-    if (keep != nullptr && std::any_of(keep->begin(), keep->end(),
-                                       [&](const auto& kept) { return kept.first == name; })) {
-      continue;
-    }
+    if (Lists(keep, name)) continue;
     if (removexattr(node.FdPath().c_str(), name.c_str()) != 0 && errno != ENODATA) {
       return Fail(ErrnoError(errno, fmt::format("remove xattr {} from \"{}\"", name, path)));
     }
@@ -328,6 +344,13 @@ Result<void> SetMetadata(const Node& node, const Metadata& metadata, std::string
   }
   if (metadata.other_xattrs == OtherXattrs::kRemove) {
     BERTH_RETURN_IF_ERROR(RemoveOtherXattrs(node, metadata.xattrs, path));
+  }
+  if (metadata.other_xattrs == OtherXattrs::kRemoveInheritedAcls) {
+    for (const std::string& name : kAclXattrs) {
+      if (Lists(metadata.xattrs, name) || node.RemoveXattr(name) == 0) continue;
+      if (errno == ENODATA || errno == EOPNOTSUPP || errno == ENOTSUP) continue;
+      return Fail(ErrnoError(errno, fmt::format("remove inherited {} from \"{}\"", name, path)));
+    }
   }
   if (metadata.xattrs != nullptr) {
     for (const auto& [name, value] : *metadata.xattrs) {
@@ -356,12 +379,25 @@ struct EntrySteps {
   bool chown;
   bool chmod;
   Times times;
+  // kRemoveInheritedAcls for a node just created in a directory with a default ACL: the
+  // archive, not the parent, says what the entry's ACLs are.
+  OtherXattrs other_xattrs = OtherXattrs::kKeep;
 };
+
+// The steps for a node the applier just created (not a directory): owner and mode as needed,
+// times now; with `inherited_acls` (its directory has a default ACL) the mode always, and the
+// inherited ACLs removed.
+EntrySteps NewNodeSteps(bool chown, bool chmod, bool inherited_acls) {
+  return {.chown = chown,
+          .chmod = chmod || inherited_acls,
+          .times = Times::kNow,
+          .other_xattrs = inherited_acls ? OtherXattrs::kRemoveInheritedAcls : OtherXattrs::kKeep};
+}
 
 // Sets the attributes the archive gives `entry` (at the cleaned `path`) on `node`.
 Result<void> SetEntryMetadata(const TarEntry& entry, const Node& node, EntrySteps steps,
                               std::string_view path) {
-  Metadata metadata{.xattrs = &entry.xattrs};
+  Metadata metadata{.xattrs = &entry.xattrs, .other_xattrs = steps.other_xattrs};
   if (steps.chown) metadata.owner = {entry.uid, entry.gid};
   if (steps.chmod) metadata.mode = entry.mode;
   if (steps.times == Times::kNow) {
@@ -493,6 +529,7 @@ Result<std::unique_ptr<TarApplier>> TarApplier::Create(int root_fd, TarApplierOp
     return Fail(ErrorCode::kInvalidArgument, "layer root is not a directory");
   }
   std::unique_ptr<TarApplier> applier(new TarApplier(std::move(root), std::move(options)));
+  applier->root_default_acl_ = HasDefaultAcl(applier->root_.get());
   for (const auto& lower : applier->options_.lower_dirs) {
     int lower_fd = open(lower.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (lower_fd < 0) {
@@ -569,6 +606,10 @@ bool TarApplier::NeedsChown(const TarEntry& entry) const {
   if (!parent_path_.empty() && parents_.valid() && parents_.setgid()) new_gid = parents_.gid();
   if (parent_path_.empty()) return true;  // Root's setgid bit not tracked: be exact.
   return entry.uid != euid_ || entry.gid != new_gid;
+}
+
+bool TarApplier::ParentHasDefaultAcl() const {
+  return parent_path_.empty() ? root_default_acl_ : parents_.valid() && parents_.default_acl();
 }
 
 bool TarApplier::NeedsChmod(const TarEntry& entry, bool is_directory) const {
@@ -714,8 +755,7 @@ Result<void> TarApplier::OnEntryEnd() {
     }
     BERTH_RETURN_IF_ERROR(SetEntryMetadata(
         entry, Node::Open(fd),
-        {.chown = NeedsChown(entry), .chmod = NeedsChmod(entry, false), .times = Times::kNow},
-        path_));
+        NewNodeSteps(NeedsChown(entry), NeedsChmod(entry, false), ParentHasDefaultAcl()), path_));
     if (options_.sync == SyncPolicy::kFsyncEachFile && fsync(fd) != 0) {
       return Fail(EntryErrno(errno, "fsync", path_));
     }
@@ -755,15 +795,22 @@ Result<void> TarApplier::ApplyDirectory(const TarEntry& entry, int parent_fd) {
   bool chown_needed = fresh ? NeedsChown(entry)
                             : options_.preserve_ownership &&
                                   (existing.st_uid != entry.uid || existing.st_gid != entry.gid);
-  bool chmod_needed =
-      fresh ? NeedsChmod(entry, true) : chown_needed || (existing.st_mode & 07777) != entry.mode;
+  const bool inherited_acls = fresh && ParentHasDefaultAcl();
+  bool chmod_needed = fresh ? NeedsChmod(entry, true) || inherited_acls
+                            : chown_needed || (existing.st_mode & 07777) != entry.mode;
   if (chown_needed || chmod_needed || !entry.xattrs.empty()) {
     UniqueFd fd(openat(parent_fd, base_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) return Fail(EntryErrno(errno, "open directory", path_));
     BERTH_RETURN_IF_ERROR(SetEntryMetadata(
         entry, Node::Open(fd.get()),
-        {.chown = chown_needed, .chmod = chmod_needed, .times = Times::kLater}, path_));
+        {.chown = chown_needed,
+         .chmod = chmod_needed,
+         .times = Times::kLater,
+         .other_xattrs = inherited_acls ? OtherXattrs::kRemoveInheritedAcls : OtherXattrs::kKeep},
+        path_));
   }
+  // Its default ACL may have changed since it was cached as a parent.
+  parents_.Invalidate(path_);
   directory_times_.push_back({path_, entry.has_atime ? entry.atime : entry.mtime, entry.mtime});
   return Ok();
 }
@@ -869,6 +916,8 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
                     fmt::format("copy lower-layer \"{}\" as the hardlink \"{}\"", target, path_)));
     stats_.file_bytes_written += static_cast<uint64_t>(st.st_size);
     Metadata copy{.mode = st.st_mode & 07777,
+                  .other_xattrs = ParentHasDefaultAcl() ? OtherXattrs::kRemoveInheritedAcls
+                                                        : OtherXattrs::kKeep,
                   .copy_xattrs_from = in.get(),
                   .times = {{st.st_atim, st.st_mtim}}};
     if (options_.preserve_ownership) copy.owner = {st.st_uid, st.st_gid};
@@ -897,7 +946,7 @@ Result<void> TarApplier::ApplyNode(const TarEntry& entry, int parent_fd) {
   }
   return SetEntryMetadata(
       entry, Node::At(parent_fd, base_),
-      {.chown = NeedsChown(entry), .chmod = NeedsChmod(entry, false), .times = Times::kNow}, path_);
+      NewNodeSteps(NeedsChown(entry), NeedsChmod(entry, false), ParentHasDefaultAcl()), path_);
 }
 
 Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {

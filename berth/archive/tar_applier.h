@@ -49,6 +49,9 @@
 // xattrs: EOPNOTSUPP is ignored for user.* (filesystems may lack user xattrs; losing a user
 // comment is harmless) but is an error for every other namespace, notably security.capability,
 // whose loss would silently break binaries such as ping.
+// An entry created in a directory with a default ACL gets the mode and ACLs the archive gives
+// it: the ACLs the kernel copied from the directory are removed (unless the archive lists them)
+// and the mode is always set, as umoci does.
 //
 // The root directory's own entry ("./") is skipped: the root belongs to the caller. Any other
 // entry type naming the root is kInvalidArgument.
@@ -173,6 +176,8 @@ class TarApplier final : public TarVisitor {
   Result<void> ClearOpaque(int dir_fd, std::string_view dir_path);
   bool NeedsChown(const TarEntry& entry) const;
   bool NeedsChmod(const TarEntry& entry, bool is_directory) const;
+  // Whether the current entry's parent directory has a default ACL (new entries inherit it).
+  bool ParentHasDefaultAcl() const;
   Result<void> CloseFile(Result<void> status);
   Result<void> FinishImplicitDirectories();
   // kDelete: records the times of the lower directory `path` (open as `dir_fd`) before the layer
@@ -188,6 +193,7 @@ class TarApplier final : public TarVisitor {
   uid_t euid_;
   gid_t egid_;
   unsigned umask_;
+  bool root_default_acl_ = false;
   // Trace logging was on when the applier was made (checked once, not per entry).
   bool trace_;
 
