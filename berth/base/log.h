@@ -72,5 +72,12 @@ inline void Warn(std::string_view event, std::initializer_list<Field> fields = {
 inline void Error(std::string_view event, std::initializer_list<Field> fields = {}) {
   Write(Level::kError, event, fields);
 }
+inline void Trace(std::string_view event, std::initializer_list<Field> fields = {}) {
+  Write(Level::kTrace, event, fields);
+}
+
+// Whether a line at `level` would be written. Fields are formatted before Write() sees the
+// level, so a caller with many or costly lines (per-entry traces) checks this first.
+bool Enabled(Level level);
 
 }  // namespace berth::log

@@ -14,6 +14,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -544,6 +545,85 @@ TEST_F(UnpackIntegrationTest, RootfsEqualsUmociForOverlayAndNative) {
       // above) and that one name leaves the group. Links within a layer stay links.
       EXPECT_EQ(actual_groups, (std::set<std::set<std::string>>{{"bin/tool", "bin/tool-link"},
                                                                 {"srv/data", "srv/data-2"}}));
+    }
+  }
+}
+
+// A POSIX ACL as the value of system.posix_acl_access/_default: version 2, then little-endian
+// {tag, permissions, id} entries sorted by tag (user_obj 1, user 2, group_obj 4, group 8,
+// mask 0x10, other 0x20) and id.
+std::string AclXattr(std::initializer_list<std::array<uint32_t, 3>> entries) {
+  std::string value;
+  auto put = [&](auto number) {
+    value.append(reinterpret_cast<const char*>(&number), sizeof(number));
+  };
+  put(uint32_t{2});
+  for (const auto& [tag, permissions, id] : entries) {
+    put(static_cast<uint16_t>(tag));
+    put(static_cast<uint16_t>(permissions));
+    put(id);
+  }
+  return value;
+}
+
+// A layer writes a file under a directory of a lower layer without an entry for the directory
+// itself. In the merged view of both snapshotters, the directory shows exactly what the lower
+// layer gave it: mode, owner, mtime and every xattr (user.*, trusted.*, POSIX ACLs), as
+// overlayfs copy-up, containerd and umoci keep them. On overlay berth makes that directory in
+// the new layer's upper dir; on native it is the copy of the parent's tree.
+TEST_F(UnpackIntegrationTest, ImplicitParentDirectoriesKeepTheLowerXattrs) {
+  constexpr uint32_t kNoId = 0xffffffff;
+  const std::map<std::string, std::string> xattrs = {
+      {"user.comment", "lower"},
+      {"trusted.origin", "lower-layer"},
+      {"system.posix_acl_access",
+       AclXattr({{1, 7, kNoId}, {2, 5, 1234}, {4, 5, kNoId}, {0x10, 5, kNoId}, {0x20, 0, kNoId}})},
+      {"system.posix_acl_default",
+       AclXattr({{1, 7, kNoId}, {4, 5, kNoId}, {8, 7, 42}, {0x10, 7, kNoId}, {0x20, 0, kNoId}})},
+  };
+  imagegen::FileTree lower;
+  lower.AddDirectory("srv", At(100))
+      .AddDirectory("srv/data",
+                    {.mode = 0750, .uid = 7, .gid = 8, .mtime_seconds = 101, .xattrs = xattrs})
+      .AddFile("srv/data/old", "old", At(102));
+  imagegen::FileTree upper;
+  upper.AddFile("srv/data/new", "new", At(200));
+  std::vector<imagegen::Layer> layers;
+  for (const imagegen::FileTree* tree : {&lower, &upper}) {
+    Result<imagegen::Layer> layer = imagegen::BuildLayer(*tree);
+    ASSERT_TRUE(layer) << layer.error().ToString();
+    layers.push_back(std::move(*layer));
+  }
+  ASSERT_TRUE(Push(Assemble(std::move(layers)), "implicit", "xattrs"));
+  const std::string reference = registry_->host() + "/implicit:xattrs";
+
+  std::optional<Tree> umoci_tree;
+  if (HaveTool("skopeo") && HaveTool("umoci")) {
+    auto umoci = UmociRootfs("implicit", "xattrs");
+    ASSERT_TRUE(umoci) << umoci.error().ToString();
+    umoci_tree = Scan(*umoci);
+    EXPECT_EQ(umoci_tree->at("srv/data").xattrs, xattrs) << "umoci";
+  }
+  for (Snapshotters kind : {Snapshotters::kOverlay, Snapshotters::kNative}) {
+    SCOPED_TRACE(SnapshotterName(kind));
+    Result<Digest> chain_id = PullAndUnpack(reference, kind);
+    ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+    const fs::path view = MountView(kind, *chain_id);
+    EXPECT_EQ(ReadAll(view / "srv/data/new"), "new");
+    Tree actual = Scan(view);
+    ASSERT_TRUE(actual.contains("srv/data"));
+    EXPECT_EQ(actual.at("srv/data").xattrs, xattrs);
+    struct stat st;
+    ASSERT_EQ(::lstat((view / "srv/data").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    EXPECT_EQ(st.st_uid, 7u);
+    EXPECT_EQ(st.st_gid, 8u);
+    EXPECT_EQ(st.st_mtim.tv_sec, 101);
+    // The whole tree as umoci made it: the files created under the directory's default ACL
+    // too, which get the archive's mode and ACLs, not inherited ones.
+    if (umoci_tree) {
+      std::vector<std::string> differences = CompareTrees(actual, *umoci_tree);
+      EXPECT_TRUE(differences.empty()) << ::testing::PrintToString(differences);
     }
   }
 }
