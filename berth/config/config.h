@@ -55,6 +55,9 @@
 //                                           # are not all busy unpacking)
 //     max_layer_size = "64GiB"              # refuse bigger layers; integer bytes or "10GiB"
 //     discard_unpacked_layers = false       # drop compressed blobs once unpacked
+//     resume_window = "1h"                  # how long what a failed pull fetched is kept for
+//                                           # a retry to reuse, 0..720h; "0" frees it at the
+//                                           # next garbage collection
 //     pinned_images = ["registry.k8s.io/pause:3.9"]  # never garbage-collected
 //   [registry]                              # same keys as containerd's section, plus:
 //   [registry.configs."r.local"]

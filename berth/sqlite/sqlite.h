@@ -12,13 +12,15 @@
 //   BERTH_RETURN_IF_ERROR(insert.Run());
 //   BERTH_RETURN_IF_ERROR(txn.Commit());
 //
-// Errors carry SQLite's own message. Codes: SQLITE_FULL (and an I/O error whose errno is ENOSPC),
+// Errors carry SQLite's own message. Codes: SQLITE_FULL (and an I/O error whose errno is ENOSPC
+// or EDQUOT),
 // SQLITE_NOMEM, SQLITE_TOOBIG -> kResourceExhausted; SQLITE_BUSY, SQLITE_LOCKED -> kUnavailable
 // (another connection holds the write lock longer than busy_timeout; safe to retry); a UNIQUE or
 // PRIMARY KEY violation -> kAlreadyExists; other constraint violations (FOREIGN KEY, NOT NULL,
 // CHECK) -> kFailedPrecondition; SQLITE_CORRUPT, SQLITE_NOTADB -> kDataLoss; SQLITE_READONLY,
-// SQLITE_PERM, SQLITE_AUTH -> kPermissionDenied; SQLITE_CANTOPEN -> kNotFound when the
-// directory is missing, else kPermissionDenied/kInternal by errno; SQLITE_INTERRUPT ->
+// SQLITE_PERM, SQLITE_AUTH -> kPermissionDenied; SQLITE_CANTOPEN and other I/O errors ->
+// kNotFound when the errno is ENOENT (a missing directory), kPermissionDenied for EACCES, EPERM
+// and EROFS, else kInternal; SQLITE_INTERRUPT ->
 // kCancelled; everything else (syntax errors, misuse) -> kInternal.
 //
 // Thread safety: a Database and every Statement and Transaction made from it must be used by one
