@@ -18,14 +18,6 @@ namespace {
 
 constexpr size_t kHashChunk = 1 << 20;
 
-Result<void> FsyncDirectory(const std::filesystem::path& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || ::fsync(fd.get()) != 0) {
-    return Fail(ErrnoError(errno, fmt::format("fsync directory {}", dir.string())));
-  }
-  return Ok();
-}
-
 // Parses the `expected` file of an ingest: "<digest> <size>".
 std::optional<std::pair<Digest, int64_t>> ReadExpected(const std::filesystem::path& dir) {
   Result<std::string> text = ReadFile(dir / "expected", 4096);
@@ -347,7 +339,7 @@ Result<BlobInfo> Writer::Commit() {
     return Fail(ErrnoError(saved, fmt::format("commit blob {}", expected_)));
   }
   if (store_.options_.durability == Durability::kSync) {
-    BERTH_RETURN_IF_ERROR(FsyncDirectory(target.parent_path()));
+    BERTH_RETURN_IF_ERROR(SyncDirectory(target.parent_path()));
   }
   discard();
   return BlobInfo{expected_, offset_};
