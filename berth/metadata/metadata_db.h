@@ -4,8 +4,7 @@
 // one points to. It lives in one SQLite file (<root>/metadata.db) that it may share with other
 // components (the snapshotters keep their tables there too). It owns the tables `images`,
 // `leases` and `lease_resources`; the schema version of each of its components ("images",
-// "leases") is kept in the `berth_schema` table rather than in PRAGMA user_version, which the
-// snapshotters use for theirs.
+// "leases") is a row of the `berth_schema` table (sqlite::Migrate), beside the snapshotters'.
 //
 // An image record is one name → one image:
 //

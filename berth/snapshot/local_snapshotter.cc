@@ -153,7 +153,8 @@ Result<void> LocalSnapshotter::Initialize() {
       db_, sqlite::Database::Open(db_path, {.synchronous = options_.sync == SyncMode::kSyncFs
                                                                ? sqlite::Synchronous::kFull
                                                                : sqlite::Synchronous::kNormal}));
-  BERTH_RETURN_IF_ERROR(sqlite::Migrate(*db_, kMigrations));
+  BERTH_RETURN_IF_ERROR(
+      sqlite::Migrate(*db_, "snapshots", kMigrations, sqlite::LegacyVersion::kUserVersion));
   return Ok();
 }
 

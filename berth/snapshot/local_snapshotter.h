@@ -6,7 +6,8 @@
 // Users should include overlay_snapshotter.h or native_snapshotter.h and program against
 // Snapshotter; this header is for those two implementations.
 //
-// Metadata schema (PRAGMA user_version 1), shared by every snapshotter type through a
+// Metadata schema (component "snapshots", version 1, in berth_schema; older databases kept it in
+// PRAGMA user_version, which sqlite::Migrate adopts), shared by every snapshotter type through a
 // `snapshotter` column so that overlay and native snapshots may live in one database file:
 //   snapshots(id INTEGER PRIMARY KEY AUTOINCREMENT, snapshotter, key, kind, parent_id,
 //             created_ns, updated_ns, size, inodes, UNIQUE(snapshotter, key))
