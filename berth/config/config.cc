@@ -27,18 +27,6 @@ std::string_view FallbackName(Fallback fallback) {
   return "always";
 }
 
-std::string_view SyncModeName(SyncMode mode) {
-  switch (mode) {
-    case SyncMode::kNone:
-      return "none";
-    case SyncMode::kLayer:
-      return "layer";
-    case SyncMode::kFile:
-      return "file";
-  }
-  return "layer";
-}
-
 std::string_view SnapshotterName(SnapshotterKind kind) {
   switch (kind) {
     case SnapshotterKind::kOverlayfs:
@@ -532,9 +520,10 @@ constexpr PullKey kPullKeys[] = {
     {"sync",
      [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
        BERTH_ASSIGN_OR_RETURN(pull.sync,
-                              reader.Choice<SyncMode>(entry, {{"none", SyncMode::kNone},
-                                                              {"layer", SyncMode::kLayer},
-                                                              {"file", SyncMode::kFile}}));
+                              reader.Choice<Durability>(
+                                  entry, {{DurabilityName(Durability::kNone), Durability::kNone},
+                                          {DurabilityName(Durability::kLayer), Durability::kLayer},
+                                          {DurabilityName(Durability::kFile), Durability::kFile}}));
        return Ok();
      }},
     {"layer_threads",

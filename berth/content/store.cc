@@ -329,7 +329,7 @@ Result<BlobInfo> Writer::Commit() {
     return Fail(ErrorCode::kDataLoss,
                 fmt::format("blob digest mismatch: expected {}, got {}", expected_, actual));
   }
-  if (store_.options_.durability == Durability::kSync && ::fdatasync(data_.get()) != 0) {
+  if (store_.options_.durability != Durability::kNone && ::fdatasync(data_.get()) != 0) {
     return Fail(ErrnoError(errno, fmt::format("fsync blob {}", expected_)));
   }
   std::filesystem::path target = store_.BlobPath(expected_);
@@ -338,7 +338,7 @@ Result<BlobInfo> Writer::Commit() {
     discard();
     return Fail(ErrnoError(saved, fmt::format("commit blob {}", expected_)));
   }
-  if (store_.options_.durability == Durability::kSync) {
+  if (store_.options_.durability != Durability::kNone) {
     BERTH_RETURN_IF_ERROR(SyncDirectory(target.parent_path()));
   }
   discard();

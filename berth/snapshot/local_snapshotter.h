@@ -21,7 +21,7 @@
 //     leaves new-XXXXXX or an <id> unknown to the metadata: garbage for Cleanup(). A stale <id>
 //     directory found at rename time is such garbage (the write lock is held, so no one else can
 //     have created that row) and is replaced.
-//   Commit: measure usage, syncfs the snapshot (with SyncMode::kSyncFs) so its files are durable
+//   Commit: measure usage, syncfs the snapshot (unless Durability::kNone) so its files are durable
 //     before the row says committed, then update the row in one transaction.
 //   Remove: delete the row and rename <id> to rm-<id> in one transaction, then delete the tree.
 //     A crash after the commit leaves rm-<id> for Cleanup().
@@ -40,27 +40,23 @@
 #include <string_view>
 #include <vector>
 
+#include "berth/base/durability.h"
 #include "berth/base/unique_fd.h"
 #include "berth/snapshot/snapshotter.h"
 #include "berth/sqlite/sqlite.h"
 
 namespace berth::snapshot {
 
-// Whether a change is on stable storage before the metadata says it happened.
-enum class SyncMode {
-  // Nothing is synced (tests, throwaway roots). A power loss may report snapshots whose files
-  // are incomplete.
-  kNone,
-  // Prepare fsyncs the snapshots directory and Commit runs syncfs(2) on the snapshot before the
-  // metadata transaction commits; SQLite runs with synchronous=FULL.
-  kSyncFs,
-};
-
 struct LocalSnapshotterOptions {
   std::filesystem::path root;  // e.g. /var/lib/berth/snapshots/overlayfs
   // The SQLite metadata file; empty means <root>/metadata.db.
   std::filesystem::path metadata_path;
-  SyncMode sync = SyncMode::kSyncFs;
+  // Whether a change is on stable storage before the metadata says it happened. Unless kNone
+  // (kLayer and kFile alike), Prepare fsyncs the snapshots directory and Commit runs syncfs(2) on
+  // the snapshot before the metadata transaction commits, and SQLite runs with
+  // synchronous=FULL. With kNone nothing is synced (tests, throwaway roots): a power loss may
+  // report snapshots whose files are incomplete.
+  Durability sync = Durability::kLayer;
   // Test hook: called at named points inside operations ("prepare:before-commit",
   // "commit:before-commit", "remove:after-commit") so tests can simulate a crash there.
   std::function<void(std::string_view point)> crash_point_for_test;
