@@ -18,14 +18,6 @@ namespace {
 
 constexpr size_t kHashChunk = 1 << 20;
 
-Result<void> FsyncDirectory(const std::filesystem::path& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || ::fsync(fd.get()) != 0) {
-    return Fail(ErrnoError(errno, fmt::format("fsync directory {}", dir.string())));
-  }
-  return Ok();
-}
-
 // Parses the `expected` file of an ingest: "<digest> <size>".
 std::optional<std::pair<Digest, int64_t>> ReadExpected(const std::filesystem::path& dir) {
   Result<std::string> text = ReadFile(dir / "expected", 4096);
@@ -337,7 +329,7 @@ Result<BlobInfo> Writer::Commit() {
     return Fail(ErrorCode::kDataLoss,
                 fmt::format("blob digest mismatch: expected {}, got {}", expected_, actual));
   }
-  if (store_.options_.durability == Durability::kSync && ::fdatasync(data_.get()) != 0) {
+  if (store_.options_.durability != Durability::kNone && ::fdatasync(data_.get()) != 0) {
     return Fail(ErrnoError(errno, fmt::format("fsync blob {}", expected_)));
   }
   std::filesystem::path target = store_.BlobPath(expected_);
@@ -346,8 +338,8 @@ Result<BlobInfo> Writer::Commit() {
     discard();
     return Fail(ErrnoError(saved, fmt::format("commit blob {}", expected_)));
   }
-  if (store_.options_.durability == Durability::kSync) {
-    BERTH_RETURN_IF_ERROR(FsyncDirectory(target.parent_path()));
+  if (store_.options_.durability != Durability::kNone) {
+    BERTH_RETURN_IF_ERROR(SyncDirectory(target.parent_path()));
   }
   discard();
   return BlobInfo{expected_, offset_};

@@ -24,18 +24,18 @@
 #include <string_view>
 #include <vector>
 
+#include "berth/base/durability.h"
 #include "berth/base/result.h"
 #include "berth/base/unique_fd.h"
 #include "berth/digest/digest.h"
 
 namespace berth::content {
 
-// Whether blob bytes are fsync'ed before they become visible.
-enum class Durability { kSync, kNoSync };
-
 struct StoreOptions {
   std::filesystem::path root;  // e.g. /var/lib/berth/content
-  Durability durability = Durability::kSync;
+  // Unless kNone, a blob's bytes and its directory entry are fsync'ed before it becomes visible
+  // (kLayer and kFile alike: a blob is one file).
+  Durability durability = Durability::kLayer;
 };
 
 struct BlobInfo {

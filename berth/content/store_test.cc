@@ -229,7 +229,7 @@ TEST_F(StoreTest, RemoveIngestRemovesBrokenIngestsButNotBusyOnes) {
 // writes into a directory removed under it.
 TEST_F(StoreTest, WritersOpeningWhileIngestsAreRemovedCommitOrAreToldItIsBusy) {
   Result<std::unique_ptr<Store>> opened =
-      Store::Open({.root = root_ / "race", .durability = Durability::kNoSync});
+      Store::Open({.root = root_ / "race", .durability = Durability::kNone});
   ASSERT_TRUE(opened) << opened.error().ToString();
   std::unique_ptr<Store> store = std::move(*opened);
   std::jthread collector([&](std::stop_token stop) {

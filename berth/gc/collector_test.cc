@@ -46,14 +46,14 @@ class CollectorTest : public ::testing::Test {
     auto dir = berth::testing::TempDir::Create("gc");
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_.emplace(std::move(*dir));
-    auto store = content::Store::Open(
-        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    auto store =
+        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     auto snapshotter =
         snapshot::NativeSnapshotter::Open({{.root = dir_->path() / "snapshots",
                                             .metadata_path = dir_->path() / "metadata.db",
-                                            .sync = snapshot::SyncMode::kNone}});
+                                            .sync = Durability::kNone}});
     ASSERT_TRUE(snapshotter) << snapshotter.error().ToString();
     snapshotter_ = std::move(*snapshotter);
     auto db = metadata::MetadataDb::Open({.path = dir_->path() / "metadata.db"});

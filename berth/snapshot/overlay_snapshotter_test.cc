@@ -34,7 +34,7 @@ class OverlaySnapshotterTest : public ::testing::Test {
   }
 
   void Open(const fs::path& root) {
-    auto opened = OverlaySnapshotter::Open({{.root = root, .sync = SyncMode::kNone}});
+    auto opened = OverlaySnapshotter::Open({{.root = root, .sync = Durability::kNone}});
     ASSERT_TRUE(opened) << opened.error().ToString();
     snapshotter_ = std::move(*opened);
   }
@@ -169,10 +169,10 @@ TEST_F(OverlaySnapshotterTest, StaleDirectoryWithTheNextIdIsReplaced) {
 TEST_F(OverlaySnapshotterTest, OverlayAndNativeShareOneMetadataFile) {
   const fs::path db = dir_->path() / "shared.db";
   auto overlay = OverlaySnapshotter::Open(
-      {{.root = dir_->path() / "overlay", .metadata_path = db, .sync = SyncMode::kNone}});
+      {{.root = dir_->path() / "overlay", .metadata_path = db, .sync = Durability::kNone}});
   ASSERT_TRUE(overlay) << overlay.error().ToString();
   auto native = NativeSnapshotter::Open(
-      {{.root = dir_->path() / "native", .metadata_path = db, .sync = SyncMode::kNone}});
+      {{.root = dir_->path() / "native", .metadata_path = db, .sync = Durability::kNone}});
   ASSERT_TRUE(native) << native.error().ToString();
   // The same key in both namespaces.
   ASSERT_TRUE((*overlay)->Prepare("key", "", {{"who", "overlay"}}));
@@ -194,7 +194,7 @@ TEST_F(OverlaySnapshotterTest, RelativeRootIsRejected) {
 }
 
 TEST_F(OverlaySnapshotterTest, SyncModeSurvivesTheFullPath) {
-  // With SyncMode::kSyncFs every step also syncs; the result must be the same.
+  // With Durability::kLayer every step also syncs; the result must be the same.
   auto opened = OverlaySnapshotter::Open({{.root = dir_->path() / "root"}});
   ASSERT_TRUE(opened) << opened.error().ToString();
   snapshotter_ = std::move(*opened);

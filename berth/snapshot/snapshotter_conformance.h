@@ -66,7 +66,7 @@ class SnapshotterConformance : public ::testing::Test {
     for (const fs::path& target : targets_) (void)UnmountAll(target);
   }
 
-  LocalSnapshotterOptions Options() const { return {.root = root(), .sync = SyncMode::kNone}; }
+  LocalSnapshotterOptions Options() const { return {.root = root(), .sync = Durability::kNone}; }
 
   void Open(LocalSnapshotterOptions options) {
     auto opened = Factory::Open(options);

@@ -212,13 +212,6 @@ Result<void> RemoveTree(const fs::path& path) {
   return Fail(PathError(error.value(), "remove", path));
 }
 
-Result<void> SyncDirectory(const fs::path& directory) {
-  UniqueFd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return Fail(PathError(errno, "open", directory));
-  if (::fsync(fd.get()) != 0) return Fail(PathError(errno, "fsync", directory));
-  return Ok();
-}
-
 Result<void> SyncFilesystem(const fs::path& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) return Fail(PathError(errno, "open", path));

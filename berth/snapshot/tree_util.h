@@ -32,9 +32,6 @@ Result<Usage> DiskUsage(const std::filesystem::path& directory);
 // write permission are made writable first.
 Result<void> RemoveTree(const std::filesystem::path& path);
 
-// fsync(2) of a directory, making renames and creations in it durable.
-Result<void> SyncDirectory(const std::filesystem::path& directory);
-
 // syncfs(2) of the filesystem holding `path`, making every file written there durable.
 Result<void> SyncFilesystem(const std::filesystem::path& path);
 

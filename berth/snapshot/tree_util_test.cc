@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "berth/base/file_util.h"
 #include "berth/base/unique_fd.h"
 #include "berth/snapshot/snapshot_test_util.h"
 #include "testing/temp_dir.h"

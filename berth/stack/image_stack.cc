@@ -33,9 +33,7 @@ Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Con
   BERTH_RETURN_IF_ERROR(MakeDirectories(root));
   snapshot::LocalSnapshotterOptions options{.root = SnapshotRoot(root, kind),
                                             .metadata_path = root / "metadata.db",
-                                            .sync = config.pull.sync == config::SyncMode::kNone
-                                                        ? snapshot::SyncMode::kNone
-                                                        : snapshot::SyncMode::kSyncFs};
+                                            .sync = config.pull.sync};
   if (kind == config::SnapshotterKind::kNative) {
     snapshot::NativeSnapshotterOptions native;
     static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
@@ -54,11 +52,8 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   std::unique_ptr<ImageStack> stack(new ImageStack());
   stack->options_ = std::move(options);
   stack->snapshot_root_ = SnapshotRoot(root, config.pull.snapshotter);
-  BERTH_ASSIGN_OR_RETURN(
-      stack->store_, content::Store::Open({.root = root / "content",
-                                           .durability = config.pull.sync == config::SyncMode::kNone
-                                                             ? content::Durability::kNoSync
-                                                             : content::Durability::kSync}));
+  BERTH_ASSIGN_OR_RETURN(stack->store_, content::Store::Open({.root = root / "content",
+                                                              .durability = config.pull.sync}));
   BERTH_ASSIGN_OR_RETURN(stack->snapshotter_, OpenSnapshotter(config, config.pull.snapshotter));
   BERTH_ASSIGN_OR_RETURN(stack->db_, metadata::MetadataDb::Open({.path = root / "metadata.db"}));
   BERTH_ASSIGN_OR_RETURN(stack->transport_, registry::CurlTransport::Create());
@@ -70,7 +65,7 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                                                   stack->scheduler_.get());
   // Durability (pull.sync): "layer" lets the snapshotter syncfs each layer at commit, "file"
   // also fsyncs every file as it is written, "none" syncs nothing.
-  const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == config::SyncMode::kFile
+  const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == Durability::kFile
                                                          ? archive::SyncPolicy::kFsyncEachFile
                                                          : archive::SyncPolicy::kNone,
                                              .max_layer_size = config.pull.max_layer_size,

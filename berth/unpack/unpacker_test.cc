@@ -47,8 +47,8 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
     auto dir = berth::testing::TempDir::Create("unpack");
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_.emplace(std::move(*dir));
-    auto store = content::Store::Open(
-        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    auto store =
+        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     ASSERT_NO_FATAL_FAILURE(OpenSnapshotter());
@@ -61,7 +61,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
 
   void OpenSnapshotter() {
     snapshot::LocalSnapshotterOptions options{.root = dir_->path() / "snapshots",
-                                              .sync = snapshot::SyncMode::kNone};
+                                              .sync = Durability::kNone};
     if (GetParam() == Kind::kOverlay) {
       snapshot::OverlaySnapshotterOptions overlay;
       static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;

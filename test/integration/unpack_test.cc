@@ -352,8 +352,8 @@ class UnpackIntegrationTest : public ::testing::Test {
     auto registry = TestRegistry::Start({.log_level = "warn"});
     ASSERT_TRUE(registry) << registry.error().ToString();
     registry_ = std::move(*registry);
-    auto store = content::Store::Open(
-        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    auto store =
+        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     auto transport = registry::CurlTransport::Create();
@@ -372,7 +372,7 @@ class UnpackIntegrationTest : public ::testing::Test {
     snapshot::LocalSnapshotterOptions options{
         .root = dir_->path() / "snapshots" / SnapshotterName(kind),
         .metadata_path = dir_->path() / "metadata.db",
-        .sync = snapshot::SyncMode::kNone};
+        .sync = Durability::kNone};
     if (kind == Snapshotters::kOverlay) {
       if (!overlay_) {
         snapshot::OverlaySnapshotterOptions overlay;
