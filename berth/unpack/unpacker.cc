@@ -13,28 +13,6 @@
 namespace berth::unpack {
 namespace {
 
-namespace fs = std::filesystem;
-
-// The lower directories (topmost first) of an overlay mount, from its "lowerdir=" option.
-std::vector<fs::path> LowerDirsOf(const std::vector<snapshot::Mount>& mounts) {
-  std::vector<fs::path> dirs;
-  for (const snapshot::Mount& mount : mounts) {
-    if (mount.type != "overlay") continue;
-    for (const std::string& option : mount.options) {
-      constexpr std::string_view kPrefix = "lowerdir=";
-      if (!option.starts_with(kPrefix)) continue;
-      std::string_view rest = std::string_view(option).substr(kPrefix.size());
-      while (!rest.empty()) {
-        size_t colon = rest.find(':');
-        dirs.emplace_back(rest.substr(0, colon));
-        if (colon == std::string_view::npos) break;
-        rest.remove_prefix(colon + 1);
-      }
-    }
-  }
-  return dirs;
-}
-
 // Counts the layers being applied in this process, so that UnpackOptions::LayerThreads::kAuto
 // gives a layer a second thread only while the cores are not all taken.
 class ApplyingLayer {
@@ -365,25 +343,23 @@ Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
       index);
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
-  // The parent's layer directories, from the mounts of a short-lived view of it: an overlay
-  // lowerdir= list, or a bind mount of the single layer.
-  const std::string view = NewKey(index) + "-lower";
-  BERTH_RETURN_IF_ERROR(TrackKey(view));
-  Result<std::vector<snapshot::Mount>> mounts = snapshotter_.View(view, parent, {});
-  if (!mounts) {
-    ForgetKey(view);
-    return Fail(std::move(mounts).error().WithContext(what));
+  // The parent's layer directories, from the apply target of a short-lived active snapshot on
+  // it (the layer's own is still parentless until CommitRebased).
+  const std::string lower = NewKey(index) + "-lower";
+  BERTH_RETURN_IF_ERROR(TrackKey(lower));
+  if (Result<std::vector<snapshot::Mount>> prepared = snapshotter_.Prepare(lower, parent, {});
+      !prepared) {
+    ForgetKey(lower);
+    return Fail(std::move(prepared).error().WithContext(what));
   }
-  std::vector<fs::path> lower_dirs = LowerDirsOf(*mounts);
-  if (lower_dirs.empty()) {
-    for (const snapshot::Mount& mount : *mounts) {
-      if (mount.type == "bind") lower_dirs.emplace_back(mount.source);
-    }
-  }
-  Result<size_t> inherited = archive::InheritLowerDirectories(
-      target.directory, implicit_dirs, lower_dirs, options_.preserve_ownership);
-  Result<void> removed = snapshotter_.Remove(view);
-  if (removed) ForgetKey(view);
+  Result<snapshot::ApplyTarget> lower_target = snapshotter_.GetApplyTarget(lower);
+  Result<size_t> inherited =
+      lower_target
+          ? archive::InheritLowerDirectories(target.directory, implicit_dirs,
+                                             lower_target->lower_dirs, options_.preserve_ownership)
+          : Result<size_t>(Fail(lower_target.error()));
+  Result<void> removed = snapshotter_.Remove(lower);
+  if (removed) ForgetKey(lower);
   BERTH_RETURN_IF_ERROR(WithContext(std::move(inherited), what));
   return WithContext(std::move(removed), what);
 }
@@ -437,14 +413,13 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   }
   const std::string key = NewKey(index);
   BERTH_RETURN_IF_ERROR(TrackKey(key));
-  BERTH_ASSIGN_OR_RETURN(std::vector<snapshot::Mount> mounts,
-                         WithContext(snapshotter_.Prepare(key, parent, {}), what));
+  BERTH_RETURN_IF_ERROR(WithContext(snapshotter_.Prepare(key, parent, {}), what));
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
   ApplyingLayer applying(options_.layer_threads);
   archive::ApplyOptions apply =
       ApplyOptionsFor(applying.two_threads(), target, descriptor.media_type);
-  if (target.whiteouts == snapshot::WhiteoutStyle::kOverlay) apply.lower_dirs = LowerDirsOf(mounts);
+  apply.lower_dirs = target.lower_dirs;
   BERTH_ASSIGN_OR_RETURN(
       archive::ApplyResult applied,
       WithContext(archive::ApplyLayerFromFile(store_.BlobPath(descriptor.digest), apply), what));
