@@ -8,12 +8,12 @@
 #include <optional>
 
 #include "berth/image/manifest.h"
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/unpack/unpacker.h"
+#include "testing/temp_dir.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/image.h"
 #include "tools/imagegen/layer.h"
-#include "berth/snapshot/native_snapshotter.h"
-#include "testing/temp_dir.h"
-#include "berth/unpack/unpacker.h"
 
 namespace berth::gc {
 namespace {
@@ -126,7 +126,9 @@ TEST_F(CollectorTest, UnnamedImageIsFreedButSharedLayersStay) {
   int64_t a_blob_disk_bytes = 0;
   for (const Digest& digest : {a.manifest.digest, a.config.digest, a.layers[1].blob.digest}) {
     struct stat st {};
-    ASSERT_EQ(::stat(store_->BlobPath(digest).c_str(), &st), 0);
+    // The store's documented layout: <root>/blobs/<algorithm>/<hex>.
+    ASSERT_EQ(
+        ::stat((dir_->path() / "content" / "blobs" / "sha256" / digest.encoded()).c_str(), &st), 0);
     a_blob_disk_bytes += static_cast<int64_t>(st.st_blocks) * 512;
   }
   CollectReport report = Run();

@@ -420,9 +420,8 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   archive::ApplyOptions apply =
       ApplyOptionsFor(applying.two_threads(), target, descriptor.media_type);
   apply.lower_dirs = target.lower_dirs;
-  BERTH_ASSIGN_OR_RETURN(
-      archive::ApplyResult applied,
-      WithContext(archive::ApplyLayerFromFile(store_.BlobPath(descriptor.digest), apply), what));
+  BERTH_ASSIGN_OR_RETURN(archive::ApplyResult applied,
+                         WithContext(ApplyBlob(descriptor.digest, apply), what));
   BERTH_RETURN_IF_ERROR(WithContext(CheckDiffId(index, applied.diff_id), what));
   {
     std::lock_guard lock(mutex_);
@@ -448,6 +447,15 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   }
   Report(index, LayerEvent::kCommitted);
   return Ok();
+}
+
+Result<archive::ApplyResult> Unpacker::ApplyBlob(const Digest& digest,
+                                                 const archive::ApplyOptions& apply) const {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<archive::LayerApplier> applier,
+                         archive::LayerApplier::Create(apply));
+  BERTH_RETURN_IF_ERROR(
+      store_.StreamBlob(digest, [&](std::string_view chunk) { return applier->Write(chunk); }));
+  return applier->Finish();
 }
 
 void Unpacker::RemoveKeys() {

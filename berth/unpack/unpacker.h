@@ -175,6 +175,9 @@ class Unpacker final : public pull::LayerHandler {
   Result<void> InheritImplicitDirs(size_t index, const std::string& key, const std::string& parent,
                                    const std::vector<std::string>& implicit_dirs);
   Result<void> ApplyFromStore(size_t index);
+  // Applies the committed blob `digest`, read from the content store, with `apply`.
+  Result<archive::ApplyResult> ApplyBlob(const Digest& digest,
+                                         const archive::ApplyOptions& apply) const;
   Result<void> CheckDiffId(size_t index, const Digest& actual) const;
   void Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes = 0);
   void RemoveKeys();
