@@ -71,7 +71,7 @@ class CollectorTest : public ::testing::Test {
     auto manifest = image::ParseManifest(image.manifest_json);
     auto config = image::ParseImageConfig(image.config_json);
     EXPECT_TRUE(manifest && config);
-    auto top = unpack::UnpackImage(*store_, *snapshotter_, *manifest, *config,
+    auto top = unpack::UnpackImage(*store_, *snapshotter_, threads_, *manifest, *config,
                                    {.preserve_ownership = false});
     EXPECT_TRUE(top) << top.error().ToString();
     std::vector<metadata::ImageRecord> records = {
@@ -96,6 +96,7 @@ class CollectorTest : public ::testing::Test {
 
   std::optional<berth::testing::TempDir> dir_;
   std::unique_ptr<content::Store> store_;
+  unpack::LayerThreadBudget threads_;
   std::unique_ptr<snapshot::NativeSnapshotter> snapshotter_;
   std::unique_ptr<metadata::MetadataDb> db_;
 };

@@ -82,7 +82,8 @@ class ImageServiceTest : public ::testing::Test {
                                              [this](pull::PullLease& lease,
                                                     LayerUnpackFn on_layer) {
                                                return std::make_unique<unpack::Unpacker>(
-                                                   *snapshotter_, *store_, unpack::UnpackOptions{},
+                                                   *snapshotter_, *store_, threads_,
+                                                   unpack::UnpackOptions{},
                                                    ForwardTo(std::move(on_layer)), &lease);
                                              },
                                          .platform = {.os = "linux", .architecture = "amd64"}});
@@ -118,6 +119,7 @@ class ImageServiceTest : public ::testing::Test {
   std::optional<berth::testing::TempDir> dir_;
   std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<content::Store> store_;
+  unpack::LayerThreadBudget threads_;
   std::unique_ptr<snapshot::Snapshotter> snapshotter_;
   std::unique_ptr<metadata::MetadataDb> db_;
   std::unique_ptr<pull::Puller> puller_;

@@ -98,8 +98,8 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                        if (self->options_.layer_progress) self->options_.layer_progress(layer);
                      };
                  return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,
-                                                           unpack_options, std::move(progress),
-                                                           &lease);
+                                                           self->layer_threads_, unpack_options,
+                                                           std::move(progress), &lease);
                },
            .resume_window = config.pull.resume_window,
            .discard_unpacked_layers = config.pull.discard_unpacked_layers}));

@@ -11,30 +11,23 @@
 #include <utility>
 
 namespace berth::unpack {
-namespace {
+LayerThreadBudget::LayerThreadBudget(int cores)
+    : cores_(cores > 0 ? cores
+                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
 
-// Counts the layers being applied in this process, so that UnpackOptions::LayerThreads::kAuto
-// gives a layer a second thread only while the cores are not all taken.
-class ApplyingLayer {
- public:
-  explicit ApplyingLayer(UnpackOptions::LayerThreads mode) {
-    int already = applying_.fetch_add(1);
-    static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    two_threads_ = mode == UnpackOptions::LayerThreads::kTwo ||
-                   (mode == UnpackOptions::LayerThreads::kAuto && already + 2 <= cores);
-  }
-  ~ApplyingLayer() { applying_.fetch_sub(1); }
-  ApplyingLayer(const ApplyingLayer&) = delete;
-  ApplyingLayer& operator=(const ApplyingLayer&) = delete;
+LayerThreadBudget::Slot LayerThreadBudget::Begin(UnpackOptions::LayerThreads mode) {
+  const int already = applying_.fetch_add(1);
+  const bool two_threads = mode == UnpackOptions::LayerThreads::kTwo ||
+                           (mode == UnpackOptions::LayerThreads::kAuto && already + 2 <= cores_);
+  return Slot(this, two_threads);
+}
 
-  bool two_threads() const { return two_threads_; }
+LayerThreadBudget::Slot::Slot(Slot&& other) noexcept
+    : budget_(std::exchange(other.budget_, nullptr)), two_threads_(other.two_threads_) {}
 
- private:
-  static inline std::atomic<int> applying_{0};
-  bool two_threads_ = false;
-};
-
-}  // namespace
+LayerThreadBudget::Slot::~Slot() {
+  if (budget_ != nullptr) budget_->applying_.fetch_sub(1);
+}
 
 // Feeds a layer's bytes to a LayerApplier writing into the layer's own (parentless) snapshot.
 class Unpacker::StreamingObserver final : public pull::LayerObserver {
@@ -54,7 +47,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
                               "tree",
                               key_));
     }
-    applying_.emplace(unpacker_.options_.layer_threads);
+    applying_.emplace(unpacker_.threads_.Begin(unpacker_.options_.layer_threads));
     BERTH_ASSIGN_OR_RETURN(applier_,
                            archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
                                applying_->two_threads(), target, descriptor_.media_type)));
@@ -126,7 +119,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   const image::Descriptor descriptor_;
   std::string key_;
   // Held while applier_ exists; declared first, so it is freed after the applier's worker stops.
-  std::optional<ApplyingLayer> applying_;
+  std::optional<LayerThreadBudget::Slot> applying_;
   std::unique_ptr<archive::LayerApplier> applier_;
   bool needs_lower_layers_ = false;
 };
@@ -145,10 +138,12 @@ class Unpacker::BlobObserver final : public pull::LayerObserver {
   const size_t index_;
 };
 
-Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, UnpackOptions options,
-                   LayerProgressFn progress, pull::PullLease* lease)
+Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store,
+                   LayerThreadBudget& threads, UnpackOptions options, LayerProgressFn progress,
+                   pull::PullLease* lease)
     : snapshotter_(snapshotter),
       store_(store),
+      threads_(threads),
       options_(std::move(options)),
       progress_(std::move(progress)),
       lease_(lease),
@@ -416,7 +411,7 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   BERTH_RETURN_IF_ERROR(WithContext(snapshotter_.Prepare(key, parent, {}), what));
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
-  ApplyingLayer applying(options_.layer_threads);
+  LayerThreadBudget::Slot applying = threads_.Begin(options_.layer_threads);
   archive::ApplyOptions apply =
       ApplyOptionsFor(applying.two_threads(), target, descriptor.media_type);
   apply.lower_dirs = target.lower_dirs;
@@ -513,9 +508,10 @@ UnpackStats Unpacker::stats() const {
 }
 
 Result<Digest> UnpackImage(content::Store& store, snapshot::Snapshotter& snapshotter,
-                           const image::Manifest& manifest, const image::ImageConfig& config,
-                           const UnpackOptions& options, UnpackStats* stats) {
-  Unpacker unpacker(snapshotter, store, options);
+                           LayerThreadBudget& threads, const image::Manifest& manifest,
+                           const image::ImageConfig& config, const UnpackOptions& options,
+                           UnpackStats* stats) {
+  Unpacker unpacker(snapshotter, store, threads, options);
   BERTH_RETURN_IF_ERROR(unpacker.Begin(manifest, config));
   BERTH_RETURN_IF_ERROR(unpacker.PlanAllFromStore());
   BERTH_RETURN_IF_ERROR(unpacker.End(true));

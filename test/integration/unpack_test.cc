@@ -407,7 +407,7 @@ class UnpackIntegrationTest : public ::testing::Test {
     config::Config config = config::DefaultConfig();
     config.root = dir_->path();
     pull::Puller puller(*store_, *transport_, config);
-    Unpacker unpacker(Snapshotter(kind), *store_, {});
+    Unpacker unpacker(Snapshotter(kind), *store_, threads_, {});
     pull::PullOptions options;
     options.platform = {.os = "linux", .architecture = "amd64"};
     options.layer_handler = &unpacker;
@@ -466,6 +466,7 @@ class UnpackIntegrationTest : public ::testing::Test {
   std::optional<TempDir> dir_;
   std::unique_ptr<TestRegistry> registry_;
   std::unique_ptr<content::Store> store_;
+  LayerThreadBudget threads_;
   std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<snapshot::Snapshotter> overlay_;
   std::unique_ptr<snapshot::Snapshotter> native_;
