@@ -92,7 +92,8 @@ class Marker {
 }  // namespace
 
 Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snapshotter,
-                              metadata::MetadataDb& db, const CollectOptions& options) {
+                              snapshot::Cleaner& cleaner, metadata::MetadataDb& db,
+                              const CollectOptions& options) {
   CollectReport report;
   if (!options.dry_run) {
     BERTH_ASSIGN_OR_RETURN(report.expired_leases, db.DeleteExpiredLeases(options.now));
@@ -217,7 +218,7 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
 
   // Directories no snapshot owns.
   BERTH_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> orphans,
-                         options.dry_run ? snapshotter.FindOrphans() : snapshotter.Cleanup());
+                         options.dry_run ? cleaner.FindOrphans() : cleaner.Cleanup());
   for (const std::filesystem::path& orphan : orphans) {
     ++report.orphan_directories.count;
     report.removed.push_back(fmt::format("directory {}", orphan.string()));

@@ -89,7 +89,7 @@ class CollectorTest : public ::testing::Test {
   }
 
   CollectReport Run(CollectOptions options = {}) {
-    auto report = Collect(*store_, *snapshotter_, *db_, options);
+    auto report = Collect(*store_, *snapshotter_, *snapshotter_, *db_, options);
     EXPECT_TRUE(report) << report.error().ToString();
     return report ? std::move(*report) : CollectReport{};
   }

@@ -106,16 +106,14 @@ std::string VerboseInfo(const Image& image) {
   return info.dump();
 }
 
-Result<std::unique_ptr<ImageService>> ImageService::Create(pull::Puller& puller,
-                                                           content::Store& store,
-                                                           snapshot::Snapshotter& snapshotter,
-                                                           metadata::MetadataDb& db,
-                                                           ImageServiceOptions options) {
+Result<std::unique_ptr<ImageService>> ImageService::Create(
+    pull::Puller& puller, content::Store& store, snapshot::Snapshotter& snapshotter,
+    snapshot::Cleaner& snapshot_cleaner, metadata::MetadataDb& db, ImageServiceOptions options) {
   if (!options.unpacker) {
     return Fail(ErrorCode::kInvalidArgument, "image service needs an unpacker");
   }
   std::unique_ptr<ImageService> service(
-      new ImageService(puller, store, snapshotter, db, std::move(options)));
+      new ImageService(puller, store, snapshotter, snapshot_cleaner, db, std::move(options)));
   BERTH_RETURN_IF_ERROR(service->Rebuild());
   return service;
 }
@@ -483,7 +481,7 @@ Result<gc::CollectReport> ImageService::CollectGarbage(bool dry_run) {
 }
 
 Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run, bool exclusive) {
-  return gc::Collect(store_, snapshotter_, db_,
+  return gc::Collect(store_, snapshotter_, snapshot_cleaner_, db_,
                      {.dry_run = dry_run,
                       .discard_unpacked_layers = options_.discard_unpacked_layers,
                       .exclusive = exclusive});
@@ -518,7 +516,7 @@ Result<gc::CollectReport> ImageService::Recover() {
   if (released > 0) {
     log::Info("recover.leases", {{"released", std::to_string(released)}});
   }
-  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshotter_.FindMissing());
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshot_cleaner_.FindMissing());
   BERTH_RETURN_IF_ERROR(DropSnapshotsAndChildren(missing));
   return CollectLocked(/*dry_run=*/false, /*exclusive=*/true);
 }
@@ -549,7 +547,7 @@ Result<CheckReport> ImageService::Check(const CheckOptions& options) {
     }
   }
   // Snapshots whose directory is gone.
-  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshotter_.FindMissing());
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshot_cleaner_.FindMissing());
   for (const std::string& key : missing) {
     report.problems.push_back(fmt::format("snapshot {}: its directory is gone", key));
   }

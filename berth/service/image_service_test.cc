@@ -74,7 +74,7 @@ class ImageServiceTest : public ::testing::Test {
     ASSERT_TRUE(db);
     db_ = std::move(*db);
     puller_ = std::make_unique<pull::Puller>(*store_, *transport_, config::DefaultConfig());
-    auto service = ImageService::Create(*puller_, *store_, *snapshotter_, *db_,
+    auto service = ImageService::Create(*puller_, *store_, *snapshotter_, *snapshotter_, *db_,
                                         {.snapshotter_name = "native",
                                          .snapshot_root = dir_->path() / "snapshots",
                                          .pinned_images = std::move(pinned),
@@ -120,7 +120,7 @@ class ImageServiceTest : public ::testing::Test {
   std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<content::Store> store_;
   unpack::LayerThreadBudget threads_;
-  std::unique_ptr<snapshot::Snapshotter> snapshotter_;
+  std::unique_ptr<snapshot::NativeSnapshotter> snapshotter_;
   std::unique_ptr<metadata::MetadataDb> db_;
   std::unique_ptr<pull::Puller> puller_;
   std::unique_ptr<ImageService> service_;

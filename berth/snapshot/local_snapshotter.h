@@ -4,7 +4,7 @@
 // one directory per snapshot under <root>/snapshots/<id>/ plus metadata in SQLite. Subclasses
 // decide what a new snapshot directory holds, how it is mounted and where layers are written.
 // Users should include overlay_snapshotter.h or native_snapshotter.h and program against
-// Snapshotter; this header is for those two implementations.
+// Snapshotter (and Cleaner, for maintenance); this header is for those two implementations.
 //
 // Metadata schema (PRAGMA user_version 1), shared by every snapshotter type through a
 // `snapshotter` column so that overlay and native snapshots may live in one database file:
@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "berth/base/unique_fd.h"
+#include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
 #include "berth/sqlite/sqlite.h"
 
@@ -65,7 +66,7 @@ struct LocalSnapshotterOptions {
   std::function<void(std::string_view point)> crash_point_for_test;
 };
 
-class LocalSnapshotter : public Snapshotter {
+class LocalSnapshotter : public Snapshotter, public Cleaner {
  public:
   ~LocalSnapshotter() override;
 
@@ -83,6 +84,8 @@ class LocalSnapshotter : public Snapshotter {
   Result<Usage> GetUsage(std::string_view key) override;
   Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) override;
   Result<ApplyTarget> GetApplyTarget(std::string_view key) override;
+
+  // Cleaner.
   Result<std::vector<std::filesystem::path>> Cleanup() override;
   Result<std::vector<std::filesystem::path>> FindOrphans() override;
   Result<std::vector<std::string>> FindMissing() override;

@@ -44,7 +44,8 @@
 // # Crash safety
 //
 //   Every change is one metadata transaction; directories are created before it commits and
-//   removed after, so a crash leaves at worst unreferenced directories, which Cleanup() deletes.
+//   removed after, so a crash leaves at worst unreferenced directories, which an on-disk
+//   snapshotter's Cleaner::Cleanup() deletes (cleaner.h: the maintenance side, kept apart).
 //   A snapshot reported by Stat/Walk always has its directory.
 //
 // Thread safety: implementations are safe for concurrent use by multiple threads. One process
@@ -176,17 +177,6 @@ class Snapshotter {
   // whiteouts, and the parents' layer directories beneath it. kFailedPrecondition for views and
   // committed snapshots.
   virtual Result<ApplyTarget> GetApplyTarget(std::string_view key) = 0;
-
-  // Deletes directories under the root that no snapshot refers to (leftovers of crashes or of
-  // a failed Remove) and returns their paths. Safe at any time.
-  virtual Result<std::vector<std::filesystem::path>> Cleanup() = 0;
-
-  // The directories Cleanup() would delete, without deleting them (for `berth check`).
-  virtual Result<std::vector<std::filesystem::path>> FindOrphans() = 0;
-
-  // Keys of the snapshots whose directory is gone (removed behind the snapshotter's back): their
-  // records are stale, and whatever is built on them is broken.
-  virtual Result<std::vector<std::string>> FindMissing() = 0;
 };
 
 }  // namespace berth::snapshot

@@ -25,10 +25,9 @@ unpack::UnpackOptions::LayerThreads LayerThreadsFor(const config::PullConfig& pu
   return unpack::UnpackOptions::LayerThreads::kAuto;
 }
 
-}  // namespace
-
-Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
-                                                               config::SnapshotterKind kind) {
+// The snapshotter `kind` as its on-disk implementation: a Snapshotter and its Cleaner.
+Result<std::unique_ptr<snapshot::LocalSnapshotter>> OpenLocalSnapshotter(
+    const config::Config& config, config::SnapshotterKind kind) {
   const fs::path root = fs::absolute(config.root);
   BERTH_RETURN_IF_ERROR(MakeDirectories(root));
   snapshot::LocalSnapshotterOptions options{.root = SnapshotRoot(root, kind),
@@ -40,11 +39,20 @@ Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Con
     snapshot::NativeSnapshotterOptions native;
     static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
     BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::NativeSnapshotter::Open(native));
-    return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+    return std::unique_ptr<snapshot::LocalSnapshotter>(std::move(opened));
   }
   snapshot::OverlaySnapshotterOptions overlay;
   static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
   BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::OverlaySnapshotter::Open(overlay));
+  return std::unique_ptr<snapshot::LocalSnapshotter>(std::move(opened));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
+                                                               config::SnapshotterKind kind) {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<snapshot::LocalSnapshotter> opened,
+                         OpenLocalSnapshotter(config, kind));
   return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
 }
 
@@ -59,7 +67,8 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                                            .durability = config.pull.sync == config::SyncMode::kNone
                                                              ? content::Durability::kNoSync
                                                              : content::Durability::kSync}));
-  BERTH_ASSIGN_OR_RETURN(stack->snapshotter_, OpenSnapshotter(config, config.pull.snapshotter));
+  BERTH_ASSIGN_OR_RETURN(stack->snapshotter_,
+                         OpenLocalSnapshotter(config, config.pull.snapshotter));
   BERTH_ASSIGN_OR_RETURN(stack->db_, metadata::MetadataDb::Open({.path = root / "metadata.db"}));
   BERTH_ASSIGN_OR_RETURN(stack->transport_, registry::CurlTransport::Create());
   // One download scheduler for every pull of this node (its limits: pull.max_concurrent_*).
@@ -79,7 +88,7 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   BERTH_ASSIGN_OR_RETURN(
       stack->images_,
       service::ImageService::Create(
-          *stack->puller_, *stack->store_, *stack->snapshotter_, *stack->db_,
+          *stack->puller_, *stack->store_, *stack->snapshotter_, *stack->snapshotter_, *stack->db_,
           {.snapshotter_name = std::string(config::SnapshotterName(config.pull.snapshotter)),
            .snapshot_root = stack->snapshot_root_,
            .pinned_images = config.pull.pinned_images,

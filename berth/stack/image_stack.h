@@ -28,6 +28,7 @@
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
 #include "berth/service/image_service.h"
+#include "berth/snapshot/local_snapshotter.h"
 #include "berth/snapshot/snapshotter.h"
 #include "berth/unpack/unpacker.h"
 
@@ -70,7 +71,7 @@ class ImageStack {
   ImageStackOptions options_;
   std::filesystem::path snapshot_root_;
   std::unique_ptr<content::Store> store_;
-  std::unique_ptr<snapshot::Snapshotter> snapshotter_;
+  std::unique_ptr<snapshot::LocalSnapshotter> snapshotter_;  // a Snapshotter and its Cleaner
   std::unique_ptr<metadata::MetadataDb> db_;
   std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<pull::DownloadScheduler> scheduler_;

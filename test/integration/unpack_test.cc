@@ -392,6 +392,12 @@ class UnpackIntegrationTest : public ::testing::Test {
     return *native_;
   }
 
+  // The maintenance side of Snapshotter(kind).
+  snapshot::Cleaner& Cleaner(Snapshotters kind) {
+    Snapshotter(kind);  // opens it
+    return kind == Snapshotters::kOverlay ? *overlay_ : *native_;
+  }
+
   bool Push(const imagegen::Image& image, std::string_view repository, std::string_view tag) {
     auto client = imagegen::RegistryClient::Create({.base_url = registry_->url()});
     EXPECT_TRUE(client) << client.error().ToString();
@@ -468,8 +474,8 @@ class UnpackIntegrationTest : public ::testing::Test {
   std::unique_ptr<content::Store> store_;
   LayerThreadBudget threads_;
   std::unique_ptr<registry::CurlTransport> transport_;
-  std::unique_ptr<snapshot::Snapshotter> overlay_;
-  std::unique_ptr<snapshot::Snapshotter> native_;
+  std::unique_ptr<snapshot::LocalSnapshotter> overlay_;
+  std::unique_ptr<snapshot::LocalSnapshotter> native_;
   std::vector<snapshot::ScopedMount> mounts_;
   int views_ = 0;
 };
@@ -567,7 +573,7 @@ TEST_F(UnpackIntegrationTest, WrongDiffIdIsDataLossAndLeavesNoSnapshot) {
     EXPECT_EQ(chain_id.error().code(), ErrorCode::kDataLoss) << chain_id.error().ToString();
     EXPECT_THAT(chain_id.error().ToString(), HasSubstr("diff_ids[0]"));
     EXPECT_TRUE(Snapshots(kind).empty()) << "no committed and no active snapshot";
-    auto cleaned = Snapshotter(kind).Cleanup();
+    auto cleaned = Cleaner(kind).Cleanup();
     ASSERT_TRUE(cleaned);
     EXPECT_TRUE(cleaned->empty()) << "no stray directories either";
   }
