@@ -303,7 +303,8 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
                                                 const Reference& reference, PullLease& lease,
                                                 uint64_t progress_id, const CancelToken& cancel) {
   std::unique_ptr<pull::LayerHandler> unpacker = pull_progress_.Observe(
-      progress_id, options_.unpacker(lease, [this, progress_id](const LayerUnpackProgress& layer) {
+      progress_id,
+      options_.unpacker(lease, [this, progress_id](const unpack::LayerProgress& layer) {
         pull_progress_.Unpacked(progress_id, layer);
       }));
   pull::ProgressFn progress = [this, progress_id, &request](const pull::BlobProgress& blob) {

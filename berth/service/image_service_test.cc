@@ -84,7 +84,7 @@ class ImageServiceTest : public ::testing::Test {
                                                return std::make_unique<unpack::Unpacker>(
                                                    *snapshotter_, *store_, threads_,
                                                    unpack::UnpackOptions{},
-                                                   ForwardTo(std::move(on_layer)), &lease);
+                                                   std::move(on_layer), &lease);
                                              },
                                          .platform = {.os = "linux", .architecture = "amd64"}});
     ASSERT_TRUE(service) << service.error().ToString();
@@ -93,18 +93,6 @@ class ImageServiceTest : public ::testing::Test {
 
   std::string Ref(std::string_view tag) const {
     return registry_->host() + "/test/img:" + std::string(tag);
-  }
-
-  static unpack::LayerProgressFn ForwardTo(LayerUnpackFn on_layer) {
-    return [on_layer = std::move(on_layer)](const unpack::LayerProgress& layer) {
-      on_layer({.index = layer.index,
-                .event = layer.event == unpack::LayerEvent::kAlreadyPresent
-                             ? LayerUnpackEvent::kAlreadyPresent
-                         : layer.event == unpack::LayerEvent::kApplied
-                             ? LayerUnpackEvent::kApplied
-                             : LayerUnpackEvent::kCommitted,
-                .uncompressed_bytes = layer.uncompressed_bytes});
-    };
   }
 
   PullResult MustPull(std::string_view tag) {

@@ -97,13 +97,7 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                  // Each layer event goes to the pull's board entry and to the stack's callback.
                  unpack::LayerProgressFn progress =
                      [self, on_layer = std::move(on_layer)](const unpack::LayerProgress& layer) {
-                       on_layer({.index = layer.index,
-                                 .event = layer.event == unpack::LayerEvent::kAlreadyPresent
-                                              ? service::LayerUnpackEvent::kAlreadyPresent
-                                          : layer.event == unpack::LayerEvent::kApplied
-                                              ? service::LayerUnpackEvent::kApplied
-                                              : service::LayerUnpackEvent::kCommitted,
-                                 .uncompressed_bytes = layer.uncompressed_bytes});
+                       on_layer(layer);
                        if (self->options_.layer_progress) self->options_.layer_progress(layer);
                      };
                  return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,

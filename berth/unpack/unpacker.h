@@ -63,6 +63,7 @@
 #include "berth/image/manifest.h"
 #include "berth/pull/puller.h"
 #include "berth/snapshot/snapshotter.h"
+#include "berth/unpack/layer_progress.h"
 
 namespace berth::unpack {
 
@@ -124,21 +125,6 @@ class LayerThreadBudget {
   const int cores_;
   std::atomic<int> applying_{0};
 };
-
-// What happened to one layer; reported from the thread that did it.
-enum class LayerEvent {
-  kAlreadyPresent,  // its chain ID was committed before this unpack: nothing to do
-  kApplied,         // written and diffID verified (not yet committed)
-  kCommitted,       // committed as its chain ID
-};
-
-struct LayerProgress {
-  size_t index = 0;
-  Digest chain_id = Digest::Sha256Of("");
-  LayerEvent event = LayerEvent::kApplied;
-  uint64_t uncompressed_bytes = 0;  // for kApplied
-};
-using LayerProgressFn = std::function<void(const LayerProgress&)>;
 
 struct UnpackStats {
   size_t layers = 0;
