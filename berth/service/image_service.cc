@@ -14,6 +14,7 @@
 #include "berth/base/log.h"
 #include "berth/image/manifest.h"
 #include "berth/reference/reference.h"
+#include "berth/snapshot/tree_util.h"
 
 namespace berth::service {
 namespace {
@@ -51,30 +52,6 @@ Result<std::string> MountpointOf(const fs::path& path) {
     current = current.parent_path();
   }
   return current.string();
-}
-
-struct TreeUsage {
-  uint64_t bytes = 0;
-  uint64_t inodes = 0;
-};
-
-// du -s plus an inode count; each inode counted once however many links it has. Files that
-// vanish during the walk are skipped.
-void MeasureTree(const fs::path& root, std::set<std::pair<dev_t, ino_t>>& seen, TreeUsage& usage) {
-  auto count = [&](const fs::path& path) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) return;
-    if (!seen.insert({st.st_dev, st.st_ino}).second) return;
-    usage.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
-    usage.inodes += 1;
-  };
-  std::error_code error;
-  if (!fs::exists(root, error)) return;
-  count(root);
-  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, error);
-  for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
-    count(it->path());
-  }
 }
 
 // The digest of the blob's bytes as they are on disk, with the blob's own algorithm.
@@ -594,15 +571,13 @@ Result<std::vector<FilesystemUsage>> ImageService::FsInfo() {
     by_mountpoint[mountpoint].push_back(root);
   }
   std::vector<FilesystemUsage> filesystems;
-  std::set<std::pair<dev_t, ino_t>> seen;
   for (const auto& [mountpoint, roots] : by_mountpoint) {
-    TreeUsage usage;
-    for (const fs::path& root : roots) MeasureTree(root, seen, usage);
+    const snapshot::Usage usage = snapshot::DiskUsageBestEffort(roots);
     filesystems.push_back(
         {.timestamp = std::chrono::system_clock::now(),
          .mountpoint = mountpoint,
-         .used_bytes = usage.bytes,
-         .inodes_used = usage.inodes,
+         .used_bytes = static_cast<uint64_t>(usage.size),
+         .inodes_used = static_cast<uint64_t>(usage.inodes),
          .holds_writable_layers =
              std::find(roots.begin(), roots.end(), options_.snapshot_root) != roots.end()});
   }
