@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Configures and builds berth in ./build (or $BERTH_BUILD_DIR). Warnings are errors.
+# Arguments name the targets to build (e.g. `build.sh berth berthd`); none builds everything,
+# the tests included.
 # BERTH_SANITIZE=1 configures a clang ASan+UBSan build with the libFuzzer targets instead
 # (BERTH_SANITIZE and BERTH_FUZZ; use its own $BERTH_BUILD_DIR, e.g. build-asan).
 set -euo pipefail
@@ -14,4 +16,6 @@ fi
 if [ ! -f "$build_dir/CMakeCache.txt" ]; then
   cmake -S . -B "$build_dir" "${generator[@]}" "${options[@]}"
 fi
-cmake --build "$build_dir" --parallel "$(nproc)"
+targets=()
+for target in "$@"; do targets+=(--target "$target"); done
+cmake --build "$build_dir" --parallel "$(nproc)" "${targets[@]}"

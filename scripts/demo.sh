@@ -5,12 +5,13 @@
 # with berthd stopped, the CLI mounting the image's root filesystem from the root directly.
 # Nothing leaves this machine.
 #
+# It builds only what it runs: berth, berthd and berth-seed (the test command builds the rest).
 # Set BERTH_DEMO_SKIP_BUILD=1 to reuse an existing build (in $BERTH_BUILD_DIR, default build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${BERTH_DEMO_SKIP_BUILD:-}" ]; then
   bash scripts/setup.sh
-  bash scripts/build.sh
+  bash scripts/build.sh berth berthd berth-seed
 fi
 build=${BERTH_BUILD_DIR:-build}
 bin=$build/cmd

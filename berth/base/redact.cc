@@ -28,8 +28,23 @@ bool EndsValue(char c) {
 }
 
 constexpr std::array<std::string_view, 11> kSecretKeyWords = {
-    "password", "passwd", "token", "secret", "auth", "identitytoken", "credential",
-    "signature", "sig", "apikey", "api_key"};
+    "password",   "passwd",    "token", "secret", "auth",   "identitytoken",
+    "credential", "signature", "sig",   "apikey", "api_key"};
+
+// True when `text` at `pos` starts a WWW-Authenticate challenge parameter ("realm=…",
+// "service=…"): what follows "Basic " or "Bearer " in a challenge, which names where to log in
+// and is no credential. A credential (token68) never has a '=' but as trailing padding, so a
+// known parameter name followed by '=' and a value cannot be one.
+bool IsChallengeParameter(std::string_view text, size_t pos) {
+  for (std::string_view name : {"realm", "service", "scope", "error", "charset"}) {
+    if (!StartsWithNoCase(text, pos, name)) continue;
+    size_t after = pos + name.size();
+    if (after + 1 >= text.size() || text[after] != '=') continue;
+    char first = text[after + 1];
+    if (first == '"' || (first != '=' && !EndsValue(first))) return true;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -63,6 +78,7 @@ std::string RedactSecrets(std::string_view text) {
     for (std::string_view scheme : {std::string_view("basic "), std::string_view("bearer ")}) {
       if (StartsWithNoCase(text, i, scheme) && (i == 0 || !IsKeyChar(text[i - 1]))) {
         size_t value_start = i + scheme.size();
+        if (IsChallengeParameter(text, value_start)) break;  // a challenge, not a credential
         size_t j = value_start;
         while (j < n && !EndsValue(text[j])) ++j;
         if (j > value_start) {

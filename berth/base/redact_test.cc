@@ -18,6 +18,18 @@ TEST(RedactTest, AuthorizationHeaders) {
   ExpectHidden("got Bearer tok123 back", "tok123");
 }
 
+TEST(RedactTest, ChallengesAreNotCredentials) {
+  // A WWW-Authenticate challenge names where to log in; its realm stays readable.
+  EXPECT_EQ(RedactSecrets(R"(challenge Basic realm="berth-test-registry")"),
+            R"(challenge Basic realm="berth-test-registry")");
+  EXPECT_EQ(RedactSecrets("Bearer realm=https://auth.test/token,service=registry.test"),
+            "Bearer realm=https://auth.test/token,service=registry.test");
+  // Credentials that merely look alike are still hidden.
+  ExpectHidden("Authorization: Basic realm=", "realm=");
+  ExpectHidden("sent Basic cmVhbG09", "cmVhbG09");
+  ExpectHidden("sent Bearer realm==", "realm==");
+}
+
 TEST(RedactTest, UrlUserinfoAndQuery) {
   ExpectHidden("GET https://alice:hunter2@registry.local/v2/", "hunter2");
   ExpectHidden("redirected to http://127.0.0.1:9/blob?X-Amz-Signature=deadbeef&x=1", "deadbeef");

@@ -54,8 +54,8 @@ void DownloadScheduler::Leave(uint64_t member) {
 
 DownloadSchedulerStats DownloadScheduler::stats() const {
   std::lock_guard lock(mutex_);
-  DownloadSchedulerStats stats{.running = running_, .max_running = max_running_,
-                               .granted = granted_};
+  DownloadSchedulerStats stats{
+      .running = running_, .max_running = max_running_, .granted = granted_};
   for (const Waiter& waiter : waiters_) {
     if (!waiter.granted) ++stats.waiting;
   }
@@ -111,16 +111,9 @@ Result<DownloadScheduler::Permit> DownloadScheduler::Acquire(uint64_t member,
                                                        .layer_index = layer_index,
                                                        .arrival = next_arrival_++});
   DispatchLocked();
-  while (!waiter->granted) {
-    // Cancellation is polled: CancelToken has no way to wake a condition variable.
-    granted_signal_.wait_for(lock, std::chrono::milliseconds(50));
-    if (waiter->granted) break;
-    if (Result<void> checked = cancel.Check(); !checked) {
-      waiters_.erase(waiter);
-      return Fail(std::move(checked).error());
-    }
-  }
+  Result<void> granted = cancel.Wait(granted_signal_, lock, [&] { return waiter->granted; });
   waiters_.erase(waiter);
+  BERTH_RETURN_IF_ERROR(granted);
   return Permit(this, std::string(registry));
 }
 

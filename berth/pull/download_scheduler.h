@@ -50,10 +50,10 @@ struct DownloadLimits {
 
 // What the scheduler has seen, for tests and diagnostics.
 struct DownloadSchedulerStats {
-  int running = 0;              // permits held now
-  int waiting = 0;              // Acquire() calls blocked now
-  int max_running = 0;          // the most permits ever held at once
-  uint64_t granted = 0;         // permits given out so far
+  int running = 0;       // permits held now
+  int waiting = 0;       // Acquire() calls blocked now
+  int max_running = 0;   // the most permits ever held at once
+  uint64_t granted = 0;  // permits given out so far
 };
 
 class DownloadScheduler {
@@ -136,17 +136,17 @@ class DownloadScheduler {
 
   const DownloadLimits limits_;
   mutable std::mutex mutex_;
-  std::condition_variable granted_signal_;
-  uint64_t next_member_ = 1;                     // guarded by mutex_
-  uint64_t next_arrival_ = 1;                    // guarded by mutex_
-  uint64_t next_service_ = 1;                    // guarded by mutex_
+  std::condition_variable_any granted_signal_;  // CancelToken::Wait needs the _any kind
+  uint64_t next_member_ = 1;                    // guarded by mutex_
+  uint64_t next_arrival_ = 1;                   // guarded by mutex_
+  uint64_t next_service_ = 1;                   // guarded by mutex_
   // Member → when it was last granted a permit (0 = never): the round-robin order.
-  std::map<uint64_t, uint64_t> last_served_;     // guarded by mutex_
-  std::list<Waiter> waiters_;                    // guarded by mutex_
+  std::map<uint64_t, uint64_t> last_served_;         // guarded by mutex_
+  std::list<Waiter> waiters_;                        // guarded by mutex_
   std::map<std::string, int> running_per_registry_;  // guarded by mutex_
-  int running_ = 0;                              // guarded by mutex_
-  int max_running_ = 0;                          // guarded by mutex_
-  uint64_t granted_ = 0;                         // guarded by mutex_
+  int running_ = 0;                                  // guarded by mutex_
+  int max_running_ = 0;                              // guarded by mutex_
+  uint64_t granted_ = 0;                             // guarded by mutex_
 };
 
 }  // namespace berth::pull

@@ -1,13 +1,14 @@
 #include "berth/pull/puller.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <span>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "berth/base/base64.h"
 #include "berth/base/log.h"
@@ -48,6 +49,84 @@ bool HasAny(const registry::CriAuthConfig& auth) {
          !auth.identity_token.empty() || !auth.registry_token.empty();
 }
 
+// The reference as Pull() reads it; the parse error names the text (nothing else could).
+Result<Reference> ParseReference(std::string_view text) {
+  Result<Reference> reference = Reference::Parse(text);
+  if (!reference) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} in \"{}\"", reference.error().message(), text));
+  }
+  return reference;
+}
+
+// What can be refused before anything is fetched: malformed credentials, no registry host.
+Result<void> CheckRequest(const Reference& reference, const registry::CriAuthConfig& auth) {
+  if (HasAny(auth)) BERTH_RETURN_IF_ERROR(registry::CredentialsForHost(auth, ""));
+  if (reference.domain().empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "the reference names no registry host");
+  }
+  return Ok();
+}
+
+// Milliseconds since `start`, for the debug log's timings.
+int64_t MillisecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               start)
+      .count();
+}
+
+// Why `endpoint` is on the list ResolveEndpoints made, for the debug log: its role, its scheme,
+// what it may be used for.
+std::string WhyEndpoint(const registry::RegistryEndpoint& endpoint, bool last,
+                        config::Fallback fallback) {
+  std::string why;
+  if (endpoint.is_mirror) {
+    why = "a mirror, tried before the registry";
+  } else if (last && fallback == config::Fallback::kAlways) {
+    why = "the registry itself (fallback = always)";
+  } else {
+    why = "the registry itself, listed with the mirrors";
+  }
+  if (endpoint.scheme == "http") {
+    why += registry::DefaultSchemeFor(endpoint.host) == "http" ? "; plain http: a loopback host"
+                                                               : "; plain http: configured so";
+  }
+  if (!endpoint.Can(registry::kCapabilityResolve)) why += "; pull only: resolves no tags";
+  return why;
+}
+
+// Debug log: where this pull will go, in order, and what chose those endpoints.
+void LogEndpoints(const Reference& reference, const config::RegistryConfig& registry,
+                  const std::vector<registry::RegistryEndpoint>& endpoints) {
+  const std::string& domain = reference.domain();
+  std::string mirrors = "none";
+  if (registry.mirrors.contains(domain)) {
+    mirrors = domain;
+  } else if (registry.mirrors.contains("*")) {
+    mirrors = "*";
+  }
+  config::Fallback fallback = config::Fallback::kAlways;
+  if (auto it = registry.configs.find(domain); it != registry.configs.end()) {
+    fallback = it->second.fallback;
+  }
+  const std::string ref = reference.ToString();
+  log::Debug("pull.endpoints",
+             {{"ref", ref},
+              {"count", endpoints.size()},
+              {"mirrors_key", mirrors},
+              {"config_path", registry.config_path.empty() ? "none" : registry.config_path},
+              {"fallback", config::FallbackName(fallback)}});
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    const registry::RegistryEndpoint& endpoint = endpoints[i];
+    log::Debug("pull.endpoint",
+               {{"ref", ref},
+                {"order", i + 1},
+                {"url", endpoint.BaseUrl()},
+                {"role", endpoint.is_mirror ? "mirror" : "registry"},
+                {"why", WhyEndpoint(endpoint, i + 1 == endpoints.size(), fallback)}});
+  }
+}
+
 // A blob already in the store was verified against its digest when it was written; a manifest
 // that gives it another size is wrong, as a registry sending that many bytes would be. A
 // negative size is unknown (schema1 layers) and not checked.
@@ -62,9 +141,21 @@ Result<void> CheckStoredSize(const image::Descriptor& descriptor, int64_t stored
 }  // namespace
 
 struct Puller::PullContext {
-  explicit PullContext(DownloadScheduler::Member member) : scheduling(std::move(member)) {}
+  PullContext(DownloadScheduler::Member member, const Reference& pulled,
+              const PullOptions& pull_options, ProgressFn on_progress,
+              const CancelToken& pull_cancel)
+      : reference(pulled),
+        options(pull_options),
+        cancel(pull_cancel),
+        scheduling(std::move(member)),
+        registry(pulled.domain()),
+        progress(std::move(on_progress)) {}
 
+  const Reference& reference;
+  const PullOptions& options;
+  const CancelToken& cancel;
   registry::Session session;
+  std::unique_ptr<registry::Authorizer> authorizer;  // session.authorizer points at it
   DownloadScheduler::Member scheduling;
   std::string registry;  // the scheduler's per-registry key: the reference's domain
   std::atomic<size_t> schema1_layers{0};
@@ -77,6 +168,20 @@ struct Puller::PullContext {
     std::lock_guard lock(progress_mutex);
     progress(blob);
   }
+
+  // Tells the pull's lease (if any) about `digests` before they are checked for or fetched.
+  Result<void> Hold(std::span<const Digest> digests) const {
+    if (options.lease == nullptr) return Ok();
+    return options.lease->HoldBlobs(digests);
+  }
+};
+
+// What the reference resolved to: an index or a manifest, stored and held.
+struct Puller::Target {
+  registry::FetchedManifest fetched;
+  image::ManifestKind kind = image::ManifestKind::kDockerManifest;
+  // A schema1 manifest was converted: `fetched` is the generated schema2 manifest.
+  bool converted_schema1 = false;
 };
 
 namespace {
@@ -124,9 +229,8 @@ registry::Credentials Puller::CredentialsFor(const PullOptions& options,
   auto it = config_.registry.configs.find(std::string(host));
   if (it == config_.registry.configs.end()) return {};
   const config::AuthConfig& auth = it->second.auth;
-  registry::Credentials credentials{.username = auth.username,
-                                    .password = auth.password,
-                                    .identity_token = auth.identity_token};
+  registry::Credentials credentials{
+      .username = auth.username, .password = auth.password, .identity_token = auth.identity_token};
   if (credentials.username.empty() && !auth.auth.empty()) {
     registry::CriAuthConfig decoded{.auth = auth.auth};
     if (Result<registry::Credentials> from_auth = registry::CredentialsForHost(decoded, host)) {
@@ -144,159 +248,34 @@ Result<void> Puller::StoreSmallBlob(const image::Descriptor& descriptor, std::st
 
 Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOptions& options,
                                  const ProgressFn& progress, const CancelToken& cancel) {
-  Result<Reference> parsed_reference = Reference::Parse(reference_text);
-  if (!parsed_reference) {
-    return Fail(ErrorCode::kInvalidArgument, fmt::format("{} in \"{}\"",
-                                                         parsed_reference.error().message(),
-                                                         reference_text));
-  }
-  const Reference& reference = *parsed_reference;
-  const std::string what = fmt::format("pull {}", reference.ToString());
-  if (HasAny(options.auth)) {
-    BERTH_RETURN_IF_ERROR(WithContext(registry::CredentialsForHost(options.auth, ""), what));
-  }
-  if (reference.domain().empty()) {
-    return Fail(ErrorCode::kInvalidArgument,
-                fmt::format("{}: the reference names no registry host", what));
-  }
+  BERTH_ASSIGN_OR_RETURN(Reference reference, ParseReference(reference_text));
+  // Every step's error names the pull once, here.
+  return WithContext(PullReference(reference, options, progress, cancel),
+                     fmt::format("pull {}", reference.ToString()));
+}
 
-  PullContext context(scheduler_.Join());
-  context.registry = reference.domain();
-  context.progress = progress;
-  BERTH_ASSIGN_OR_RETURN(context.session.endpoints,
-                         WithContext(registry::ResolveEndpoints(config_.registry, reference.domain()),
-                                     what));
-  context.session.repository = reference.path();
-  std::string default_host = registry::DefaultHostFor(reference.domain());
-  std::string domain = reference.domain();
-  auto credentials_fn = [this, &options, default_host, domain](std::string_view host) {
-    registry::Credentials credentials = CredentialsFor(options, host);
-    if (credentials.anonymous() && host == default_host) credentials = CredentialsFor(options, domain);
-    return credentials;
-  };
-  auto tls_fn = [this](std::string_view host) {
-    return registry::TlsForHost(config_.registry, host);
-  };
-  registry::Authorizer authorizer(transport_, credentials_fn, tls_fn);
-  context.session.authorizer = &authorizer;
-  context.session.tls_for_host = tls_fn;
-
-  // 1. Resolve the reference to its target (an index or a manifest).
-  std::string pin = reference.digest() ? reference.digest()->ToString() : reference.tag();
-  BERTH_ASSIGN_OR_RETURN(registry::FetchedManifest target,
-                         WithContext(client_.Resolve(context.session, pin, cancel), what));
-  auto hold = [&](std::span<const Digest> digests) -> Result<void> {
-    if (options.lease == nullptr) return Ok();
-    return WithContext(options.lease->HoldBlobs(digests), what);
-  };
-  BERTH_RETURN_IF_ERROR(hold(std::array{target.descriptor.digest}));
-  BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
-                         WithContext(image::KindOfMediaType(target.descriptor.media_type), what));
-  const bool converted_schema1 = kind == image::ManifestKind::kDockerSchema1;
-  if (converted_schema1) {
-    // As containerd 1.x: fetch the layers, generate a schema2 manifest and config in the store,
-    // and go on with the generated manifest as the target (its layers are all in the store now).
-    auto fetch = [&](const image::Descriptor& layer,
-                     const CancelToken& layer_cancel) -> Result<void> {
-      BERTH_RETURN_IF_ERROR(hold(std::array{layer.digest}));
-      return FetchLayer(context, layer, context.schema1_layers++, nullptr, layer_cancel);
-    };
-    BERTH_ASSIGN_OR_RETURN(ConvertedSchema1 converted,
-                           WithContext(ConvertSchema1(store_, target.bytes, fetch,
-                                                      config_.pull.max_concurrent_downloads,
-                                                      cancel),
-                                       what));
-    // Held only once written: a collection in that instant would make this pull fail (the
-    // blob is missing below), never corrupt anything.
-    BERTH_RETURN_IF_ERROR(hold(std::array{converted.manifest.digest, converted.config.digest}));
-    target.descriptor = converted.manifest;
-    target.bytes = std::move(converted.manifest_bytes);
-    kind = image::ManifestKind::kDockerManifest;
-  } else {
-    BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(target.descriptor, target.bytes), what));
-  }
-  const image::ManifestKind target_kind = kind;
-
-  // 2. From an index, the manifest for the platform (indexes may nest, a little).
-  registry::FetchedManifest manifest = target;
-  for (int depth = 0; image::IsIndex(kind); ++depth) {
-    if (depth >= 4) {
-      return Fail(ErrorCode::kInvalidArgument, fmt::format("{}: indexes nested too deeply", what));
-    }
-    BERTH_ASSIGN_OR_RETURN(image::Index index, WithContext(image::ParseIndex(manifest.bytes), what));
-    BERTH_ASSIGN_OR_RETURN(image::Descriptor chosen,
-                           WithContext(image::SelectManifest(index, options.platform), what));
-    BERTH_RETURN_IF_ERROR(hold(std::array{chosen.digest}));
-    BERTH_ASSIGN_OR_RETURN(manifest,
-                           WithContext(client_.FetchManifest(context.session, chosen, cancel), what));
-    BERTH_ASSIGN_OR_RETURN(kind, WithContext(image::KindOfMediaType(manifest.descriptor.media_type),
-                                             what));
-    BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(manifest.descriptor, manifest.bytes), what));
-  }
-  BERTH_ASSIGN_OR_RETURN(image::Manifest parsed_manifest,
-                         WithContext(image::ParseManifest(manifest.bytes), what));
-
-  // 3. The config: the image ID and the diffIDs the unpacker checks layers against.
-  const image::Descriptor config_descriptor = parsed_manifest.config;
-  {
-    std::vector<Digest> needed = {config_descriptor.digest};
-    for (const image::Descriptor& layer : parsed_manifest.layers) needed.push_back(layer.digest);
-    BERTH_RETURN_IF_ERROR(hold(needed));
-  }
-  std::string config_bytes;
-  if (Result<std::string> cached = store_.ReadBlob(config_descriptor.digest,
-                                                  image::kMaxManifestBytes)) {
-    BERTH_RETURN_IF_ERROR(
-        WithContext(CheckStoredSize(config_descriptor, static_cast<int64_t>(cached->size())), what));
-    config_bytes = std::move(*cached);
-  } else {
-    // The config is a blob download too, and comes before every layer.
-    BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
-                           WithContext(context.scheduling.Acquire(context.registry, 0, cancel),
-                                       what));
-    BERTH_ASSIGN_OR_RETURN(config_bytes,
-                           WithContext(client_.FetchSmallBlob(context.session, config_descriptor,
-                                                              image::kMaxManifestBytes, cancel),
-                                       what));
-    permit.Release();
-    BERTH_RETURN_IF_ERROR(WithContext(StoreSmallBlob(config_descriptor, config_bytes), what));
-    context.bytes_fetched += static_cast<int64_t>(config_bytes.size());
-  }
+Result<PulledImage> Puller::PullReference(const Reference& reference, const PullOptions& options,
+                                          const ProgressFn& progress, const CancelToken& cancel) {
+  BERTH_RETURN_IF_ERROR(CheckRequest(reference, options.auth));
+  PullContext context(scheduler_.Join(), reference, options, progress, cancel);
+  BERTH_RETURN_IF_ERROR(OpenSession(context));
+  BERTH_ASSIGN_OR_RETURN(Target target, ResolveTarget(context));
+  BERTH_ASSIGN_OR_RETURN(registry::FetchedManifest manifest, SelectManifest(context, target));
+  BERTH_ASSIGN_OR_RETURN(image::Manifest parsed_manifest, image::ParseManifest(manifest.bytes));
   BERTH_ASSIGN_OR_RETURN(image::ImageConfig image_config,
-                         WithContext(image::ParseImageConfig(config_bytes), what));
-  // A single-platform image must still suit the platform asked for (as containerd checks).
-  if (!image::IsIndex(target_kind) && !image_config.os.empty() &&
-      !image_config.architecture.empty() &&
-      !image::MatchRank(options.platform, {.os = image_config.os,
-                                           .architecture = image_config.architecture,
-                                           .variant = image_config.variant})) {
-    return Fail(ErrorCode::kNotFound,
-                fmt::format("{}: the image is for {}/{}, not for {}", what, image_config.os,
-                            image_config.architecture, options.platform.ToString()));
-  }
-  if (image_config.diff_ids.size() != parsed_manifest.layers.size()) {
-    return Fail(ErrorCode::kInvalidArgument,
-                fmt::format("{}: the image config lists {} diff_ids but the manifest has {} "
-                            "layers",
-                            what, image_config.diff_ids.size(), parsed_manifest.layers.size()));
-  }
+                         FetchConfig(context, parsed_manifest, target.kind));
+  if (options.admit) BERTH_RETURN_IF_ERROR(options.admit(parsed_manifest, image_config));
+  BERTH_RETURN_IF_ERROR(FetchLayers(context, parsed_manifest, image_config));
 
-  if (options.admit) {
-    BERTH_RETURN_IF_ERROR(WithContext(options.admit(parsed_manifest, image_config), what));
-  }
-
-  // 4. The layers, a bounded number at a time, lowest first (they are committed first).
-  BERTH_RETURN_IF_ERROR(WithContext(
-      FetchLayers(context, parsed_manifest, image_config, options.layer_handler, cancel), what));
-
+  const Digest image_id = parsed_manifest.config.digest;
   PulledImage pulled{.reference = reference,
-                     .target = target.descriptor,
+                     .target = target.fetched.descriptor,
                      .manifest = manifest.descriptor,
                      .parsed_manifest = std::move(parsed_manifest),
                      .config = std::move(image_config),
-                     .image_id = config_descriptor.digest,
-                     .converted_schema1 = converted_schema1};
-  pulled.content_size = pulled.manifest.size + config_descriptor.size;
+                     .image_id = image_id,
+                     .converted_schema1 = target.converted_schema1};
+  pulled.content_size = pulled.manifest.size + pulled.parsed_manifest.config.size;
   for (const image::Descriptor& layer : pulled.parsed_manifest.layers) {
     pulled.content_size += layer.size;
   }
@@ -304,9 +283,140 @@ Result<PulledImage> Puller::Pull(std::string_view reference_text, const PullOpti
   return pulled;
 }
 
+Result<void> Puller::OpenSession(PullContext& context) {
+  const std::string& domain = context.reference.domain();
+  BERTH_ASSIGN_OR_RETURN(context.session.endpoints,
+                         registry::ResolveEndpoints(config_.registry, domain));
+  LogEndpoints(context.reference, config_.registry, context.session.endpoints);
+  context.session.repository = context.reference.path();
+  // Credentials configured for the registry's domain also serve its default host
+  // (docker.io → registry-1.docker.io).
+  auto credentials_fn = [this, &options = context.options,
+                         default_host = registry::DefaultHostFor(domain),
+                         domain](std::string_view host) {
+    registry::Credentials credentials = CredentialsFor(options, host);
+    if (credentials.anonymous() && host == default_host)
+      credentials = CredentialsFor(options, domain);
+    return credentials;
+  };
+  auto tls_fn = [this](std::string_view host) {
+    return registry::TlsForHost(config_.registry, host);
+  };
+  context.authorizer = std::make_unique<registry::Authorizer>(transport_, credentials_fn, tls_fn);
+  context.session.authorizer = context.authorizer.get();
+  context.session.tls_for_host = tls_fn;
+  return Ok();
+}
+
+Result<Puller::Target> Puller::ResolveTarget(PullContext& context) {
+  const Reference& reference = context.reference;
+  const std::string pin = reference.digest() ? reference.digest()->ToString() : reference.tag();
+  Target target;
+  BERTH_ASSIGN_OR_RETURN(target.fetched, client_.Resolve(context.session, pin, context.cancel));
+  log::Debug("pull.resolved", {{"ref", reference.ToString()},
+                               {"endpoint", target.fetched.endpoint},
+                               {"digest", target.fetched.descriptor.digest},
+                               {"media_type", target.fetched.descriptor.media_type}});
+  BERTH_RETURN_IF_ERROR(context.Hold(std::array{target.fetched.descriptor.digest}));
+  BERTH_ASSIGN_OR_RETURN(target.kind, image::KindOfMediaType(target.fetched.descriptor.media_type));
+  if (target.kind == image::ManifestKind::kDockerSchema1) {
+    return ConvertSchema1Target(context, std::move(target.fetched));
+  }
+  BERTH_RETURN_IF_ERROR(StoreSmallBlob(target.fetched.descriptor, target.fetched.bytes));
+  return target;
+}
+
+Result<Puller::Target> Puller::ConvertSchema1Target(PullContext& context,
+                                                    registry::FetchedManifest schema1) {
+  // As containerd 1.x: fetch the layers, generate a schema2 manifest and config in the store,
+  // and go on with the generated manifest as the target (its layers are all in the store now).
+  auto fetch = [&](const image::Descriptor& layer,
+                   const CancelToken& layer_cancel) -> Result<void> {
+    BERTH_RETURN_IF_ERROR(context.Hold(std::array{layer.digest}));
+    return FetchLayer(context, layer, context.schema1_layers++, nullptr, layer_cancel);
+  };
+  BERTH_ASSIGN_OR_RETURN(ConvertedSchema1 converted,
+                         ConvertSchema1(store_, schema1.bytes, fetch,
+                                        config_.pull.max_concurrent_downloads, context.cancel));
+  // Held only once written: a collection in that instant would make this pull fail (the blob is
+  // missing below), never corrupt anything.
+  BERTH_RETURN_IF_ERROR(
+      context.Hold(std::array{converted.manifest.digest, converted.config.digest}));
+  Target target{.kind = image::ManifestKind::kDockerManifest, .converted_schema1 = true};
+  target.fetched = std::move(schema1);
+  target.fetched.descriptor = converted.manifest;
+  target.fetched.bytes = std::move(converted.manifest_bytes);
+  return target;
+}
+
+Result<registry::FetchedManifest> Puller::SelectManifest(PullContext& context,
+                                                         const Target& target) {
+  // From an index, the manifest for the platform (indexes may nest, a little).
+  registry::FetchedManifest manifest = target.fetched;
+  image::ManifestKind kind = target.kind;
+  for (int depth = 0; image::IsIndex(kind); ++depth) {
+    if (depth >= 4) return Fail(ErrorCode::kInvalidArgument, "indexes nested too deeply");
+    BERTH_ASSIGN_OR_RETURN(image::Index index, image::ParseIndex(manifest.bytes));
+    BERTH_ASSIGN_OR_RETURN(image::Descriptor chosen,
+                           image::SelectManifest(index, context.options.platform));
+    BERTH_RETURN_IF_ERROR(context.Hold(std::array{chosen.digest}));
+    BERTH_ASSIGN_OR_RETURN(manifest,
+                           client_.FetchManifest(context.session, chosen, context.cancel));
+    BERTH_ASSIGN_OR_RETURN(kind, image::KindOfMediaType(manifest.descriptor.media_type));
+    BERTH_RETURN_IF_ERROR(StoreSmallBlob(manifest.descriptor, manifest.bytes));
+  }
+  return manifest;
+}
+
+Result<image::ImageConfig> Puller::FetchConfig(PullContext& context,
+                                               const image::Manifest& manifest,
+                                               image::ManifestKind target_kind) {
+  // The config gives the image ID and the diffIDs the unpacker checks layers against.
+  std::vector<Digest> needed = {manifest.config.digest};
+  for (const image::Descriptor& layer : manifest.layers) needed.push_back(layer.digest);
+  BERTH_RETURN_IF_ERROR(context.Hold(needed));
+  BERTH_ASSIGN_OR_RETURN(std::string config_bytes, ReadOrFetchConfig(context, manifest.config));
+  BERTH_ASSIGN_OR_RETURN(image::ImageConfig config, image::ParseImageConfig(config_bytes));
+  // A single-platform image must still suit the platform asked for (as containerd checks).
+  const image::Platform& platform = context.options.platform;
+  if (!image::IsIndex(target_kind) && !config.os.empty() && !config.architecture.empty() &&
+      !image::MatchRank(
+          platform,
+          {.os = config.os, .architecture = config.architecture, .variant = config.variant})) {
+    return Fail(ErrorCode::kNotFound, fmt::format("the image is for {}/{}, not for {}", config.os,
+                                                  config.architecture, platform.ToString()));
+  }
+  if (config.diff_ids.size() != manifest.layers.size()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("the image config lists {} diff_ids but the manifest has {} layers",
+                            config.diff_ids.size(), manifest.layers.size()));
+  }
+  return config;
+}
+
+Result<std::string> Puller::ReadOrFetchConfig(PullContext& context,
+                                              const image::Descriptor& descriptor) {
+  if (Result<std::string> cached = store_.ReadBlob(descriptor.digest, image::kMaxManifestBytes)) {
+    BERTH_RETURN_IF_ERROR(CheckStoredSize(descriptor, static_cast<int64_t>(cached->size())));
+    return cached;
+  }
+  // The config is a blob download too, and comes before every layer.
+  BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
+                         context.scheduling.Acquire(context.registry, 0, context.cancel));
+  BERTH_ASSIGN_OR_RETURN(std::string bytes,
+                         client_.FetchSmallBlob(context.session, descriptor,
+                                                image::kMaxManifestBytes, context.cancel));
+  permit.Release();
+  BERTH_RETURN_IF_ERROR(StoreSmallBlob(descriptor, bytes));
+  context.bytes_fetched += static_cast<int64_t>(bytes.size());
+  return bytes;
+}
+
 Result<void> Puller::FetchLayers(PullContext& context, const image::Manifest& manifest,
-                                 const image::ImageConfig& config, LayerHandler* handler,
-                                 const CancelToken& cancel) {
+                                 const image::ImageConfig& config) {
+  // The layers, a bounded number at a time, lowest first (they are committed first).
+  LayerHandler* handler = context.options.layer_handler;
+  const CancelToken& cancel = context.cancel;
   if (handler != nullptr) BERTH_RETURN_IF_ERROR(handler->Begin(manifest, config));
   const std::vector<image::Descriptor>& layers = manifest.layers;
   CancelToken pull_cancel(&cancel);
@@ -338,8 +448,8 @@ Result<void> Puller::FetchLayers(PullContext& context, const image::Manifest& ma
       }
     }
   };
-  size_t workers = std::min<size_t>(layers.size(),
-                                    static_cast<size_t>(config_.pull.max_concurrent_downloads));
+  size_t workers =
+      std::min<size_t>(layers.size(), static_cast<size_t>(config_.pull.max_concurrent_downloads));
   std::vector<std::thread> threads;
   for (size_t i = 1; i < workers; ++i) threads.emplace_back(worker);
   if (workers > 0) worker();
@@ -355,8 +465,8 @@ Result<void> Puller::FetchLayers(PullContext& context, const image::Manifest& ma
   return Ok();
 }
 
-Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor,
-                                       LayerObserver& observer, const CancelToken& cancel) {
+Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor, LayerObserver& observer,
+                                       const CancelToken& cancel) {
   BERTH_ASSIGN_OR_RETURN(UniqueFd fd, store_.OpenBlob(descriptor.digest));
   std::string buffer(1 << 20, '\0');
   while (true) {
@@ -374,53 +484,41 @@ Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor,
 Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& layer,
                                 size_t layer_index, LayerObserver* observer,
                                 const CancelToken& cancel) {
+  const auto started = std::chrono::steady_clock::now();
   for (int round = 0;; ++round) {
     if (Result<content::BlobInfo> stored = store_.Info(layer.digest)) {
       BERTH_RETURN_IF_ERROR(CheckStoredSize(layer, stored->size));
       if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(layer, *observer, cancel));
-      context.Report({.digest = layer.digest, .media_type = layer.media_type, .done = stored->size,
-                      .total = stored->size, .cached = true, .complete = true});
+      // Already stored, or fetched meanwhile by another pull this one waited for.
+      log::Debug("pull.layer.fetched", {{"ref", context.reference.ToString()},
+                                        {"layer", layer_index},
+                                        {"digest", layer.digest},
+                                        {"from", "store"},
+                                        {"bytes", stored->size},
+                                        {"ms", MillisecondsSince(started)}});
+      context.Report({.digest = layer.digest,
+                      .media_type = layer.media_type,
+                      .done = stored->size,
+                      .total = stored->size,
+                      .cached = true,
+                      .complete = true});
       return Ok();
     }
-    std::shared_ptr<InFlight> flight;
-    bool owner = false;
-    {
-      std::lock_guard lock(in_flight_mutex_);
-      auto& slot = in_flight_[layer.digest];
-      if (!slot) {
-        slot = std::make_shared<InFlight>();
-        owner = true;
-      }
-      flight = slot;
-    }
-    if (owner) {
+    // When another pull is fetching this blob, wait for it rather than fetching it twice.
+    auto download = [&]() -> Result<int64_t> {
       // Only a real download takes a connection, so only it waits for the scheduler.
-      Result<int64_t> downloaded = [&]() -> Result<int64_t> {
-        BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
-                               context.scheduling.Acquire(context.registry, layer_index, cancel));
-        return DownloadBlob(context, layer, observer, cancel);
-      }();
-      {
-        std::lock_guard lock(flight->mutex);
-        flight->done = true;
-        if (!downloaded) flight->error = downloaded.error();
-      }
-      {
-        std::lock_guard lock(in_flight_mutex_);
-        in_flight_.erase(layer.digest);
-      }
-      flight->done_signal.notify_all();
-      if (!downloaded) return Fail(std::move(downloaded).error());
+      BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
+                             context.scheduling.Acquire(context.registry, layer_index, cancel));
+      return DownloadBlob(context, layer, observer, cancel);
+    };
+    BERTH_ASSIGN_OR_RETURN(auto flight, downloads_.Do(layer.digest, download, cancel));
+    if (flight.role == FlightRole::kLed) {
+      if (!flight.result) return Fail(std::move(flight.result).error());
       return Ok();
     }
-    // Another pull is fetching this blob: wait for it rather than fetching it twice.
-    std::unique_lock lock(flight->mutex);
-    while (!flight->done) {
-      flight->done_signal.wait_for(lock, std::chrono::milliseconds(100));
-      BERTH_RETURN_IF_ERROR(cancel.Check());
-    }
-    // If that pull failed (perhaps cancelled by its caller), try once more ourselves.
-    if (flight->error && round > 0) return Fail(*flight->error);
+    // The other pull's blob is in the store now (the next round reads it). If that pull failed
+    // (perhaps cancelled by its caller), try once more ourselves.
+    if (!flight.result && round > 0) return Fail(std::move(flight.result).error());
   }
 }
 
@@ -467,17 +565,25 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
     }
     return tl::unexpected(std::move(error));
   };
+  const int64_t resumed_at = writer->offset();
+  const auto started = std::chrono::steady_clock::now();
   Result<std::string> endpoint = client_.FetchBlob(context.session, descriptor, sink, cancel);
   if (!endpoint) return discard_if_useless(std::move(endpoint).error().WithContext(what));
   Result<content::BlobInfo> committed = writer->Commit();
   if (!committed) {
-    return discard_if_useless(std::move(committed).error().WithContext(
-        fmt::format("{} from {}", what, *endpoint)));
+    return discard_if_useless(
+        std::move(committed).error().WithContext(fmt::format("{} from {}", what, *endpoint)));
   }
   status.done = committed->size;
   status.total = committed->size;
   status.complete = true;
   context.Report(status);
+  log::Debug("pull.layer.fetched", {{"ref", context.reference.ToString()},
+                                    {"digest", descriptor.digest},
+                                    {"from", *endpoint},
+                                    {"bytes", fetched},
+                                    {"resumed_at", resumed_at},
+                                    {"ms", MillisecondsSince(started)}});
   return fetched;
 }
 

@@ -12,7 +12,7 @@
 //   - Blobs already in the store are not fetched again; an interrupted download resumes from
 //     its ingest with a Range request.
 //   - Two pulls that need the same blob at once fetch it once: the second waits for the first
-//     (on a condition variable) and then uses the committed blob.
+//     (base/single_flight.h) and then uses the committed blob.
 //   - Errors name the reference, the blob and the endpoint, and never carry credentials.
 //   - Every layer download holds a permit of the node's DownloadScheduler while it runs (global
 //     and per-registry limits, fair between pulls, lower layers first); blobs already stored or
@@ -24,9 +24,7 @@
 // Thread safety: Pull() may be called concurrently from many threads.
 #pragma once
 
-#include <condition_variable>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -35,6 +33,7 @@
 
 #include "berth/base/cancel.h"
 #include "berth/base/result.h"
+#include "berth/base/single_flight.h"
 #include "berth/config/config.h"
 #include "berth/content/store.h"
 #include "berth/image/manifest.h"
@@ -112,14 +111,14 @@ struct BlobProgress {
 using ProgressFn = std::function<void(const BlobProgress&)>;
 
 struct PulledImage {
-  Reference reference;                // normalized, as asked
-  image::Descriptor target;           // what the reference resolved to (index or manifest)
-  image::Descriptor manifest;         // the platform's manifest
+  Reference reference;         // normalized, as asked
+  image::Descriptor target;    // what the reference resolved to (index or manifest)
+  image::Descriptor manifest;  // the platform's manifest
   image::Manifest parsed_manifest;
   image::ImageConfig config;
-  Digest image_id;                    // the config's digest
-  int64_t content_size = 0;           // manifest + config + layers, as containerd reports
-  int64_t bytes_fetched = 0;          // bytes downloaded by this pull
+  Digest image_id;            // the config's digest
+  int64_t content_size = 0;   // manifest + config + layers, as containerd reports
+  int64_t bytes_fetched = 0;  // bytes downloaded by this pull
   // The registry served a Docker schema1 manifest, which was converted (as containerd 1.x does,
   // see schema1_converter.h) into a Docker schema2 manifest and config generated here: `target`
   // and `manifest` are the generated manifest and `image_id` the generated config's digest.
@@ -144,19 +143,29 @@ class Puller {
                            const ProgressFn& progress, const CancelToken& cancel);
 
  private:
-  struct InFlight {
-    std::mutex mutex;
-    std::condition_variable done_signal;
-    bool done = false;
-    std::optional<Error> error;
-  };
   struct PullContext;
+  struct Target;
 
-  // Fetches every layer of `manifest` (max_concurrent_downloads at a time), letting `handler`
-  // (may be null) plan and observe each; the first failure cancels the rest.
+  // The steps of Pull(), in order. Their errors carry no "pull <reference>" context: Pull()
+  // adds it once.
+  Result<PulledImage> PullReference(const Reference& reference, const PullOptions& options,
+                                    const ProgressFn& progress, const CancelToken& cancel);
+  // The registry's endpoints (mirrors first), the repository and the authorizer.
+  Result<void> OpenSession(PullContext& context);
+  // Resolves the reference to its index or manifest and stores it; converts a schema1 one.
+  Result<Target> ResolveTarget(PullContext& context);
+  Result<Target> ConvertSchema1Target(PullContext& context, registry::FetchedManifest schema1);
+  // The manifest for the platform: the target itself, or chosen from the (nested) index.
+  Result<registry::FetchedManifest> SelectManifest(PullContext& context, const Target& target);
+  // Fetches (or reads) and parses the config, and checks it against the manifest and platform.
+  Result<image::ImageConfig> FetchConfig(PullContext& context, const image::Manifest& manifest,
+                                         image::ManifestKind target_kind);
+  Result<std::string> ReadOrFetchConfig(PullContext& context, const image::Descriptor& descriptor);
+  // Fetches every layer of `manifest` (max_concurrent_downloads at a time), letting the
+  // options' layer handler (may be null) plan and observe each; the first failure cancels the
+  // rest.
   Result<void> FetchLayers(PullContext& context, const image::Manifest& manifest,
-                           const image::ImageConfig& config, LayerHandler* handler,
-                           const CancelToken& cancel);
+                           const image::ImageConfig& config);
   // `layer_index` orders this pull's downloads in the scheduler (lower first).
   Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer, size_t layer_index,
                           LayerObserver* observer, const CancelToken& cancel);
@@ -174,8 +183,8 @@ class Puller {
   registry::HttpTransport& transport_;
   registry::Client client_;
 
-  std::mutex in_flight_mutex_;
-  std::map<Digest, std::shared_ptr<InFlight>> in_flight_;
+  // Blob downloads in flight, by digest, with the bytes each fetched.
+  SingleFlight<Digest, int64_t> downloads_;
 };
 
 }  // namespace berth::pull

@@ -1,11 +1,12 @@
 #include "berth/registry/auth.h"
 
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "berth/base/base64.h"
+#include "berth/base/log.h"
 #include "berth/registry/url.h"
 
 namespace berth::registry {
@@ -41,6 +42,27 @@ std::string BasicAuthorization(const Credentials& credentials) {
   return "Basic " + Base64Encode(credentials.username + ":" + credentials.password.reveal());
 }
 
+// The challenge of a 401 to answer: the first Bearer one, else the first Basic one. nullopt
+// when there is neither; kInvalidArgument for a malformed header.
+Result<std::optional<Challenge>> ChooseChallenge(const HttpResponse& response) {
+  std::optional<Challenge> chosen;
+  for (const std::string& header : response.Headers("www-authenticate")) {
+    BERTH_ASSIGN_OR_RETURN(std::vector<Challenge> challenges, ParseChallenges(header));
+    for (Challenge& challenge : challenges) {
+      if (challenge.scheme == "bearer") return std::optional<Challenge>(std::move(challenge));
+      if (challenge.scheme == "basic" && !chosen) chosen = std::move(challenge);
+    }
+  }
+  return chosen;
+}
+
+std::string NoCredentialsMessage(std::string_view host, const Challenge& challenge) {
+  return fmt::format(
+      "registry {} requires credentials ({}); pass them with the request or configure them for "
+      "this host",
+      host, challenge.Describe());
+}
+
 }  // namespace
 
 Result<Credentials> CredentialsForHost(const CriAuthConfig& auth, std::string_view host) {
@@ -48,7 +70,8 @@ Result<Credentials> CredentialsForHost(const CriAuthConfig& auth, std::string_vi
       CanonicalHost(HostOfServerAddress(auth.server_address)) != CanonicalHost(host)) {
     return Credentials{};
   }
-  if (!auth.username.empty()) return Credentials{.username = auth.username, .password = auth.password};
+  if (!auth.username.empty())
+    return Credentials{.username = auth.username, .password = auth.password};
   if (!auth.identity_token.empty()) return Credentials{.identity_token = auth.identity_token};
   if (!auth.auth.empty()) {
     Result<std::string> decoded = Base64Decode(auth.auth.reveal());
@@ -163,22 +186,12 @@ Result<std::optional<Secret>> Authorizer::Authorization(std::string_view host,
 
 Result<void> Authorizer::OnUnauthorized(std::string_view host, std::string_view scope,
                                         const HttpResponse& response, const CancelToken& cancel) {
-  std::optional<Challenge> chosen;
-  for (const std::string& header : response.Headers("www-authenticate")) {
-    Result<std::vector<Challenge>> challenges = ParseChallenges(header);
-    if (!challenges) {
-      return Fail(std::move(challenges).error().WithContext(
-          fmt::format("registry {} answered 401", host)));
-    }
-    for (Challenge& challenge : *challenges) {
-      if (challenge.scheme == "bearer") {
-        chosen = std::move(challenge);
-        break;
-      }
-      if (challenge.scheme == "basic" && !chosen) chosen = std::move(challenge);
-    }
-    if (chosen && chosen->scheme == "bearer") break;
+  Result<std::optional<Challenge>> parsed = ChooseChallenge(response);
+  if (!parsed) {
+    return Fail(
+        std::move(parsed).error().WithContext(fmt::format("registry {} answered 401", host)));
   }
+  std::optional<Challenge> chosen = std::move(*parsed);
   if (!chosen) {
     return Fail(ErrorCode::kUnauthenticated,
                 fmt::format("registry {} answered 401 without a Basic or Bearer challenge", host));
@@ -191,10 +204,7 @@ Result<void> Authorizer::OnUnauthorized(std::string_view host, std::string_view 
   }
   if (chosen->scheme == "basic") {
     if (credentials.username.empty()) {
-      return Fail(ErrorCode::kUnauthenticated,
-                  fmt::format("registry {} requires credentials (Basic auth); pass them with the "
-                              "request or configure them for this host",
-                              host));
+      return Fail(ErrorCode::kUnauthenticated, NoCredentialsMessage(host, *chosen));
     }
     return Ok();
   }
@@ -207,6 +217,40 @@ Result<void> Authorizer::OnUnauthorized(std::string_view host, std::string_view 
   }
   return Fail(ErrorCode::kUnauthenticated,
               fmt::format("registry {} sent a Bearer challenge without a realm", host));
+}
+
+Error Authorizer::Refused(std::string_view host, std::string_view scope,
+                          const HttpResponse& response) const {
+  std::optional<Challenge> challenge;
+  if (Result<std::optional<Challenge>> parsed = ChooseChallenge(response); parsed) {
+    challenge = std::move(*parsed);
+  }
+  if (!challenge) {
+    std::lock_guard lock(mutex_);
+    if (auto it = hosts_.find(std::string(host)); it != hosts_.end())
+      challenge = it->second.challenge;
+  }
+  if (!challenge) {
+    return Error(
+        ErrorCode::kUnauthenticated,
+        fmt::format("registry {} answered HTTP 401 without a Basic or Bearer challenge", host));
+  }
+  Credentials credentials = credentials_for_host_(host);
+  if (challenge->scheme == "basic") {
+    if (credentials.username.empty()) {
+      return Error(ErrorCode::kUnauthenticated, NoCredentialsMessage(host, *challenge));
+    }
+    return Error(ErrorCode::kUnauthenticated,
+                 fmt::format("registry {} refused the credentials of user \"{}\" (HTTP 401, {}); "
+                             "check the username and password",
+                             host, credentials.username, challenge->Describe()));
+  }
+  std::string whose = credentials.username.empty()
+                          ? "an anonymous token"
+                          : fmt::format("the token of user \"{}\"", credentials.username);
+  return Error(ErrorCode::kUnauthenticated,
+               fmt::format("registry {} refused {} for {} (HTTP 401, {})", host, whose, scope,
+                           challenge->Describe()));
 }
 
 Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& challenge,
@@ -246,7 +290,22 @@ Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& ch
       request.headers.emplace_back("Authorization", BasicAuthorization(credentials));
     }
   }
+  const auto started = Clock::now();
   Result<HttpResponse> response = transport_.RoundTrip(request, nullptr, cancel);
+  auto elapsed =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  std::string grant = !refresh_token.empty()          ? "refresh_token"
+                      : !credentials.username.empty() ? "user"
+                                                      : "anonymous";
+  if (!response || response->status != 200) {
+    log::Debug("registry.token_refused",
+               {{"host", host},
+                {"realm_host", realm_url.host},
+                {"scope", fmt::format("{}", fmt::join(scopes, " "))},
+                {"grant", grant},
+                {"status", response ? std::to_string(response->status) : "none"},
+                {"ms", elapsed}});
+  }
   if (!response) {
     return Fail(std::move(response).error().WithContext(
         fmt::format("fetch token for {} from {}", scope, realm_url.host)));
@@ -267,13 +326,18 @@ Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& ch
   }
   Result<Token> token = ParseTokenResponse(response->body);
   if (!token) {
-    return Fail(std::move(token).error().WithContext(
-        fmt::format("token from {}", realm_url.host)));
+    return Fail(std::move(token).error().WithContext(fmt::format("token from {}", realm_url.host)));
   }
+  log::Debug("registry.token_fetched", {{"host", host},
+                                        {"realm_host", realm_url.host},
+                                        {"scope", fmt::format("{}", fmt::join(scopes, " "))},
+                                        {"grant", grant},
+                                        {"expires_in_s", token->expires_in.count()},
+                                        {"ms", elapsed}});
   std::lock_guard lock(mutex_);
   ++tokens_fetched_;
-  tokens_[TokenKey(host, scope)] =
-      CachedToken{token->access_token, now_() + token->expires_in - RefreshMargin(token->expires_in)};
+  tokens_[TokenKey(host, scope)] = CachedToken{
+      token->access_token, now_() + token->expires_in - RefreshMargin(token->expires_in)};
   if (!token->refresh_token.empty()) refresh_tokens_[std::string(host)] = token->refresh_token;
   return token->access_token;
 }

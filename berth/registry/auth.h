@@ -14,6 +14,9 @@
 // else the config file's `configs.<host>.auth`). They are Secrets: they never reach a log line
 // or an error message.
 //
+// Token fetches are logged at debug level (registry.token_fetched: host, realm host, scope, grant,
+// expiry; registry.token_refused with the status), never with a token or password.
+//
 // Thread safety: Authorizer is safe for concurrent use; concurrent requests for the same
 // host+scope share one token fetch.
 #pragma once
@@ -41,8 +44,7 @@ struct Credentials {
   Secret registry_token;  // a bearer token used as is
 
   bool anonymous() const {
-    return username.empty() && password.empty() && identity_token.empty() &&
-           registry_token.empty();
+    return username.empty() && password.empty() && identity_token.empty() && registry_token.empty();
   }
 };
 
@@ -74,7 +76,9 @@ struct Token {
 inline constexpr size_t kMaxTokenResponseBytes = 1 << 20;
 
 // Decodes a token server's JSON: `token` or `access_token`, `expires_in` (default 60 s as the
-// spec says; shorter lifetimes are honoured), optional `refresh_token`. kInvalidArgument when malformed.
+// spec says; shorter lifetimes are honoured, longer ones capped at a day), optional
+// `refresh_token`. kInvalidArgument when malformed; kResourceExhausted over
+// kMaxTokenResponseBytes.
 Result<Token> ParseTokenResponse(std::string_view body);
 
 class Authorizer {
@@ -97,9 +101,16 @@ class Authorizer {
 
   // Learns from a 401 response of `host`: records its challenge and, for Bearer, fetches a token
   // for `scope` (dropping the cached one). kUnauthenticated when the registry wants credentials
-  // berth does not have, or the token server refuses them; kPermissionDenied when it forbids.
+  // berth does not have, or the token server refuses them; kPermissionDenied when it forbids;
+  // kInvalidArgument for a malformed challenge; the transport's errors reaching the token server.
   Result<void> OnUnauthorized(std::string_view host, std::string_view scope,
                               const HttpResponse& response, const CancelToken& cancel);
+
+  // The error for a 401 from `host` to a request that already carried what OnUnauthorized()
+  // arranged (the retry): kUnauthenticated, naming the challenge's scheme and realm and whose
+  // credentials were refused ("registry r.test refused the credentials of user \"u\" …"), or
+  // that the registry wants credentials when there are none. Never carries a secret.
+  Error Refused(std::string_view host, std::string_view scope, const HttpResponse& response) const;
 
   // Tokens fetched from token servers so far (for tests and metrics).
   int tokens_fetched() const;
@@ -124,7 +135,7 @@ class Authorizer {
 
   mutable std::mutex mutex_;
   std::map<std::string, HostState> hosts_;
-  std::map<std::string, CachedToken> tokens_;  // key: host + " " + scope
+  std::map<std::string, CachedToken> tokens_;     // key: host + " " + scope
   std::map<std::string, Secret> refresh_tokens_;  // key: host
   std::map<std::string, std::shared_ptr<std::mutex>> fetch_locks_;
   int tokens_fetched_ = 0;

@@ -16,7 +16,8 @@ TEST(CredentialsForHostTest, UsernamePasswordFirst) {
 }
 
 TEST(CredentialsForHostTest, ServerAddressRestrictsHost) {
-  CriAuthConfig auth{.username = "alice", .password = Secret("pw"),
+  CriAuthConfig auth{.username = "alice",
+                     .password = Secret("pw"),
                      .server_address = "https://r.example:5000/v2/"};
   EXPECT_EQ(CredentialsForHost(auth, "r.example:5000")->username, "alice");
   EXPECT_TRUE(CredentialsForHost(auth, "other.example")->anonymous());
@@ -28,13 +29,15 @@ TEST(CredentialsForHostTest, ServerAddressRestrictsHost) {
 }
 
 TEST(CredentialsForHostTest, IdentityTokenThenAuthThenRegistryToken) {
-  EXPECT_EQ(CredentialsForHost({.identity_token = Secret("rt")}, "h")->identity_token.reveal(), "rt");
+  EXPECT_EQ(CredentialsForHost({.identity_token = Secret("rt")}, "h")->identity_token.reveal(),
+            "rt");
   Credentials decoded =
       CredentialsForHost({.auth = Secret(Base64Encode(std::string("bob:pa:ss\0\0", 11)))}, "h")
           .value();
   EXPECT_EQ(decoded.username, "bob");
   EXPECT_EQ(decoded.password.reveal(), "pa:ss");  // split at the first ':', NULs trimmed
-  EXPECT_EQ(CredentialsForHost({.registry_token = Secret("bt")}, "h")->registry_token.reveal(), "bt");
+  EXPECT_EQ(CredentialsForHost({.registry_token = Secret("bt")}, "h")->registry_token.reveal(),
+            "bt");
   EXPECT_TRUE(CredentialsForHost({}, "h")->anonymous());
 }
 
@@ -127,6 +130,34 @@ TEST_F(AuthorizerTest, IdentityTokenUsesRefreshGrant) {
   EXPECT_NE(requests[0].body.find("refresh_token=r1"), std::string::npos);
 }
 
+TEST_F(AuthorizerTest, RefusedNamesTheChallengeAndTheUserButNoSecret) {
+  const std::string password = "p-9d1e-hunter2";
+  Authorizer authorizer = MakeAuthorizer({.username = "u", .password = Secret(password)});
+  HttpResponse basic = Unauthorized(R"(Basic realm="the-realm")");
+  Error refused = authorizer.Refused("r.test", "repository:a:pull", basic);
+  EXPECT_EQ(refused.code(), ErrorCode::kUnauthenticated);
+  std::string text = refused.ToString();
+  EXPECT_NE(text.find(R"(registry r.test refused the credentials of user "u")"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(Basic realm="the-realm")"), std::string::npos) << text;
+  EXPECT_EQ(text.find(password), std::string::npos) << text;
+  EXPECT_EQ(text.find(Base64Encode("u:" + password)), std::string::npos) << text;
+
+  Error anonymous = MakeAuthorizer({}).Refused("r.test", "repository:a:pull", basic);
+  EXPECT_NE(anonymous.ToString().find(R"(requires credentials (Basic realm="the-realm"))"),
+            std::string::npos)
+      << anonymous.ToString();
+
+  Error bearer =
+      authorizer.Refused("r.test", "repository:a:pull",
+                         Unauthorized(R"(Bearer realm="https://auth.test/token",service="svc")"));
+  EXPECT_NE(bearer.ToString().find(
+                R"(refused the token of user "u" for repository:a:pull (HTTP 401, Bearer )"
+                R"(realm="https://auth.test/token" service="svc"))"),
+            std::string::npos)
+      << bearer.ToString();
+}
+
 TEST_F(AuthorizerTest, BasicChallenge) {
   Authorizer authorizer = MakeAuthorizer({.username = "u", .password = Secret("p")});
   ASSERT_TRUE(authorizer.OnUnauthorized("r.test", "s", Unauthorized(R"(Basic realm="R")"),
@@ -143,9 +174,9 @@ TEST_F(AuthorizerTest, BasicChallenge) {
 TEST_F(AuthorizerTest, RefusedCredentialsAreUnauthenticatedWithoutSecrets) {
   transport_.Respond("GET", "http://auth.test/token", {.status = 401, .body = "denied"});
   Authorizer authorizer = MakeAuthorizer({.username = "mallory", .password = Secret("s3cr3t")});
-  auto result = authorizer.OnUnauthorized(
-      "r.test", "repository:x:pull", Unauthorized(R"(Bearer realm="http://auth.test/token")"),
-      CancelToken::Never());
+  auto result = authorizer.OnUnauthorized("r.test", "repository:x:pull",
+                                          Unauthorized(R"(Bearer realm="http://auth.test/token")"),
+                                          CancelToken::Never());
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kUnauthenticated);
   EXPECT_NE(result.error().message().find("mallory"), std::string::npos);

@@ -1,8 +1,8 @@
 #include "berth/registry/challenge.h"
 
-#include <cctype>
-
 #include <fmt/format.h>
+
+#include <cctype>
 
 namespace berth::registry {
 namespace {
@@ -11,8 +11,21 @@ namespace {
 bool IsTokenChar(char c) {
   if (std::isalnum(static_cast<unsigned char>(c))) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '.': case '^': case '_': case '`': case '|': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
       return true;
     default:
       return false;
@@ -70,6 +83,16 @@ class Scanner {
 
 }  // namespace
 
+std::string Challenge::Describe() const {
+  std::string text = scheme;
+  if (!text.empty()) text[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(text[0])));
+  for (const char* key : {"realm", "service"}) {
+    std::string value = Param(key);
+    if (!value.empty()) text += fmt::format(" {}=\"{}\"", key, value);
+  }
+  return text;
+}
+
 Result<std::vector<Challenge>> ParseChallenges(std::string_view header) {
   if (header.size() > kMaxChallengeHeaderBytes) {
     return Fail(ErrorCode::kInvalidArgument,
@@ -82,8 +105,9 @@ Result<std::vector<Challenge>> ParseChallenges(std::string_view header) {
   while (!scanner.done()) {
     std::string_view scheme = scanner.Token();
     if (scheme.empty()) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  fmt::format("malformed WWW-Authenticate header: unexpected '{}'", scanner.peek()));
+      return Fail(
+          ErrorCode::kInvalidArgument,
+          fmt::format("malformed WWW-Authenticate header: unexpected '{}'", scanner.peek()));
     }
     Challenge challenge{.scheme = Lower(scheme)};
     scanner.SkipSpace();

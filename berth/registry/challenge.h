@@ -1,8 +1,9 @@
 // File: berth/registry/challenge.h
 //
 // Parsing of WWW-Authenticate headers (RFC 9110 §11.6.1) as registries send them:
-//   Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"
-//   Basic realm="Registry Realm"
+//   Bearer
+//   realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull" Basic
+//   realm="Registry Realm"
 // One header may hold several challenges; a response may carry several headers.
 //
 // Thread safety: pure functions.
@@ -20,6 +21,11 @@ namespace berth::registry {
 struct Challenge {
   std::string scheme;                         // lowercased: "bearer", "basic"
   std::map<std::string, std::string> params;  // keys lowercased: realm, service, scope, error
+
+  // The scheme and realm (and service, for Bearer), for error messages:
+  // `Basic realm="Registry Realm"`, `Bearer realm="https://auth.example/token"
+  // service="registry.example"`. A realm names where to log in, not a credential.
+  std::string Describe() const;
 
   std::string Param(const std::string& key) const {
     auto it = params.find(key);

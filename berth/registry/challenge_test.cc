@@ -18,8 +18,18 @@ TEST(ChallengeTest, DockerHubBearer) {
   EXPECT_EQ(c.Param("error"), "");
 }
 
+TEST(ChallengeTest, DescribeNamesSchemeAndRealm) {
+  auto parsed = ParseChallenges(
+      R"(Basic realm="Registry Realm", Bearer realm="https://a.test/t",service="s",scope="x")");
+  ASSERT_TRUE(parsed) << parsed.error().ToString();
+  ASSERT_EQ(parsed->size(), 2u);
+  EXPECT_EQ((*parsed)[0].Describe(), R"(Basic realm="Registry Realm")");
+  EXPECT_EQ((*parsed)[1].Describe(), R"(Bearer realm="https://a.test/t" service="s")");
+}
+
 TEST(ChallengeTest, BasicAndMultipleChallenges) {
-  auto parsed = ParseChallenges(R"(Basic realm="Registry Realm", Bearer realm="http://a/t",error=invalid_token)");
+  auto parsed = ParseChallenges(
+      R"(Basic realm="Registry Realm", Bearer realm="http://a/t",error=invalid_token)");
   ASSERT_TRUE(parsed) << parsed.error().ToString();
   ASSERT_EQ(parsed->size(), 2u);
   EXPECT_EQ((*parsed)[0].scheme, "basic");

@@ -1,11 +1,11 @@
 #include "berth/registry/client.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "berth/base/log.h"
 #include "berth/image/media_types.h"
@@ -46,12 +46,23 @@ Error HttpStatusError(const HttpResponse& response, std::string_view what,
                                     detail.empty() ? "" : " (" + detail + ")");
   ErrorCode code = ErrorCode::kUnavailable;
   switch (response.status) {
-    case 400: code = ErrorCode::kInvalidArgument; break;
-    case 401: code = ErrorCode::kUnauthenticated; break;
-    case 403: code = ErrorCode::kPermissionDenied; break;
-    case 404: code = ErrorCode::kNotFound; break;
-    case 416: code = ErrorCode::kOutOfRange; break;
-    default: break;
+    case 400:
+      code = ErrorCode::kInvalidArgument;
+      break;
+    case 401:
+      code = ErrorCode::kUnauthenticated;
+      break;
+    case 403:
+      code = ErrorCode::kPermissionDenied;
+      break;
+    case 404:
+      code = ErrorCode::kNotFound;
+      break;
+    case 416:
+      code = ErrorCode::kOutOfRange;
+      break;
+    default:
+      break;
   }
   return Error(code, std::move(message));
 }
@@ -71,10 +82,14 @@ std::optional<std::chrono::seconds> RetryAfter(const HttpResponse& response) {
 int ReportPriority(ErrorCode code) {
   switch (code) {
     case ErrorCode::kUnauthenticated:
-    case ErrorCode::kPermissionDenied: return 3;
-    case ErrorCode::kDataLoss: return 2;
-    case ErrorCode::kNotFound: return 1;
-    default: return 0;
+    case ErrorCode::kPermissionDenied:
+      return 3;
+    case ErrorCode::kDataLoss:
+      return 2;
+    case ErrorCode::kNotFound:
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -95,6 +110,41 @@ Result<Digest> VerifyBytes(std::string_view bytes, const Digest& expected, std::
                             endpoint, expected, actual));
   }
   return actual;
+}
+
+// A URL as the debug log shows it: the query (where signed URLs carry their signatures) is
+// replaced by <redacted>.
+std::string UrlForLog(std::string_view url) {
+  size_t question = url.find('?');
+  if (question == std::string_view::npos) return std::string(url);
+  return fmt::format("{}?{}", url.substr(0, question), kRedacted);
+}
+
+// One line per HTTP exchange at debug level: method, URL, status (or the transport's error),
+// body bytes received and how long it took.
+void LogExchange(const HttpRequest& request, const Result<HttpResponse>& response, uint64_t bytes,
+                 std::chrono::steady_clock::time_point started) {
+  auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - started);
+  if (response) {
+    log::Debug("registry.request", {{"method", request.method},
+                                    {"url", UrlForLog(request.url)},
+                                    {"status", response->status},
+                                    {"bytes", bytes},
+                                    {"ms", elapsed.count()}});
+  } else {
+    log::Debug("registry.request", {{"method", request.method},
+                                    {"url", UrlForLog(request.url)},
+                                    {"code", ErrorCodeName(response.error().code())},
+                                    {"error", response.error().message()},
+                                    {"bytes", bytes},
+                                    {"ms", elapsed.count()}});
+  }
+}
+
+// The token scope every request of a pull needs.
+std::string PullScope(const Session& session) {
+  return "repository:" + session.repository + ":pull";
 }
 
 }  // namespace
@@ -121,8 +171,20 @@ bool Client::IsDead(const std::string& host) {
 }
 
 void Client::MarkDead(const std::string& host) {
+  log::Debug("registry.endpoint_dead",
+             {{"host", host}, {"skip_first_for_s", policy_.dead_endpoint_memory.count()}});
   std::lock_guard lock(mutex_);
   dead_until_[host] = std::chrono::steady_clock::now() + policy_.dead_endpoint_memory;
+}
+
+void Client::LogRetry(const Url& url, int next_attempt, const Error& reason,
+                      std::chrono::milliseconds wait, std::string_view why) const {
+  log::Debug("registry.retry", {{"url", UrlForLog(url.ToString())},
+                                {"attempt", next_attempt},
+                                {"max_attempts", policy_.max_attempts},
+                                {"wait_ms", wait.count()},
+                                {"wait", why},
+                                {"reason", reason.message()}});
 }
 
 Result<void> Client::SleepFor(std::chrono::milliseconds duration, const CancelToken& cancel) {
@@ -136,10 +198,113 @@ Result<void> Client::SleepFor(std::chrono::milliseconds duration, const CancelTo
   return cancel.Check();
 }
 
+HttpRequest Client::NewRequest(const Url& url, const HeaderList& headers, size_t max_body) const {
+  HttpRequest request;
+  request.url = url.ToString();
+  request.headers = headers;
+  request.connect_timeout = policy_.connect_timeout;
+  request.progress_timeout = policy_.progress_timeout;
+  request.min_bytes_per_second = policy_.min_bytes_per_second;
+  request.min_speed_window = policy_.min_speed_window;
+  request.max_buffered_body = max_body;
+  return request;
+}
+
+// Resumes a blob from the bytes its sink already holds: the request asks for the rest with a
+// Range header, and the first chunk of the answer shows whether the server honoured it (206 with
+// the Content-Range asked for), sent the whole blob (the sink starts over) or sent another range
+// (kDataLoss). One RangeResume serves one exchange.
+class Client::RangeResume {
+ public:
+  explicit RangeResume(BlobSink& blob) : blob_(blob), offset_(blob.offset()) {}
+
+  // Adds the Range header when bytes are already held.
+  void AddRangeHeader(HeaderList& headers) const {
+    if (offset_ > 0) headers.emplace_back("Range", fmt::format("bytes={}-", offset_));
+  }
+
+  // Body bytes written to the blob in this exchange.
+  uint64_t bytes_written() const { return bytes_written_; }
+
+  // The transport's sink for this exchange. REQUIRES: `this` outlives the exchange.
+  BodySink Sink() {
+    return [this](const HttpResponse& head, std::string_view chunk) { return Accept(head, chunk); };
+  }
+
+ private:
+  Result<void> Accept(const HttpResponse& head, std::string_view chunk) {
+    if (first_chunk_) {
+      first_chunk_ = false;
+      BERTH_RETURN_IF_ERROR(CheckRange(head));
+    }
+    bytes_written_ += chunk.size();
+    return blob_.Write(chunk);
+  }
+
+  Result<void> CheckRange(const HttpResponse& head) {
+    if (offset_ == 0) return Ok();
+    if (head.status != 206) return blob_.Truncate();  // the server ignored the Range
+    std::string expected = fmt::format("bytes {}-", offset_);
+    std::optional<std::string> range = head.Header("content-range");
+    if (!range || !range->starts_with(expected)) {
+      return Fail(ErrorCode::kDataLoss,
+                  fmt::format("server answered a Range request for offset {} with "
+                              "Content-Range \"{}\"",
+                              offset_, range.value_or("")));
+    }
+    return Ok();
+  }
+
+  BlobSink& blob_;
+  const int64_t offset_;
+  bool first_chunk_ = true;
+  uint64_t bytes_written_ = 0;
+};
+
+Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
+                                                      const RegistryEndpoint& endpoint, Url url,
+                                                      const ExchangeSpec& spec,
+                                                      const CancelToken& cancel) {
+  HeaderList headers = endpoint.headers;
+  headers.insert(headers.end(), spec.extra_headers.begin(), spec.extra_headers.end());
+  for (int redirects = 0;; ++redirects) {
+    HttpRequest request = NewRequest(url, headers, spec.max_body);
+    bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
+    request.tls = endpoint_host
+                      ? endpoint.tls
+                      : (session.tls_for_host ? session.tls_for_host(url.host) : TlsOptions{});
+    // Credentials go only to the endpoint they were issued for, never to a redirect target.
+    if (endpoint_host && session.authorizer != nullptr) {
+      BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
+                             session.authorizer->Authorization(endpoint.host, spec.scope, cancel));
+      if (authorization) request.headers.emplace_back("Authorization", authorization->reveal());
+    }
+    std::optional<RangeResume> resume;
+    BodySink sink;
+    if (spec.blob != nullptr) {
+      resume.emplace(*spec.blob);
+      resume->AddRangeHeader(request.headers);
+      sink = resume->Sink();
+    }
+    const auto started = std::chrono::steady_clock::now();
+    Result<HttpResponse> response =
+        transport_.RoundTrip(request, spec.blob != nullptr ? &sink : nullptr, cancel);
+    LogExchange(request, response,
+                resume ? resume->bytes_written() : (response ? response->body.size() : 0), started);
+    if (!response || !IsRedirect(response->status)) return Attempt{std::move(response)};
+    std::optional<std::string> location = response->Header("location");
+    if (!location) return Attempt{std::move(response)};
+    if (redirects >= kMaxRedirects) {
+      return Attempt{
+          Fail(ErrorCode::kUnavailable, fmt::format("GET {}{}: more than {} redirects",
+                                                    endpoint.BaseUrl(), spec.path, kMaxRedirects))};
+    }
+    BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
+  }
+}
+
 Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndpoint& endpoint,
-                                      const std::string& path, const HeaderList& extra_headers,
-                                      BlobSink* blob, size_t max_body, const CancelToken& cancel) {
-  const std::string scope = "repository:" + session.repository + ":pull";
+                                      const ExchangeSpec& spec, const CancelToken& cancel) {
   const std::string base_url = endpoint.BaseUrl();
   thread_local std::mt19937 random(std::random_device{}());
   std::chrono::milliseconds backoff = policy_.initial_backoff;
@@ -150,65 +315,11 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
 
   while (attempt <= policy_.max_attempts && loops_left-- > 0) {
     BERTH_RETURN_IF_ERROR(cancel.Check());
-    BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(base_url + path));
-    const int64_t offset_before = blob != nullptr ? blob->offset() : 0;
-    Result<HttpResponse> response = Fail(ErrorCode::kInternal, "no request made");
-    for (int redirects = 0;; ++redirects) {
-      HttpRequest request;
-      request.url = url.ToString();
-      request.headers = endpoint.headers;
-      request.headers.insert(request.headers.end(), extra_headers.begin(), extra_headers.end());
-      request.connect_timeout = policy_.connect_timeout;
-      request.progress_timeout = policy_.progress_timeout;
-      request.min_bytes_per_second = policy_.min_bytes_per_second;
-      request.min_speed_window = policy_.min_speed_window;
-      request.max_buffered_body = max_body;
-      bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
-      request.tls = endpoint_host ? endpoint.tls
-                                  : (session.tls_for_host ? session.tls_for_host(url.host)
-                                                          : TlsOptions{});
-      // Credentials go only to the endpoint they were issued for, never to a redirect target.
-      if (endpoint_host && session.authorizer != nullptr) {
-        BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
-                               session.authorizer->Authorization(endpoint.host, scope, cancel));
-        if (authorization) request.headers.emplace_back("Authorization", authorization->reveal());
-      }
-      BodySink sink;
-      bool first_chunk = true;
-      if (blob != nullptr) {
-        int64_t offset = blob->offset();
-        if (offset > 0) request.headers.emplace_back("Range", fmt::format("bytes={}-", offset));
-        sink = [&, offset](const HttpResponse& head, std::string_view chunk) -> Result<void> {
-          if (first_chunk) {
-            first_chunk = false;
-            if (offset > 0 && head.status != 206) {
-              BERTH_RETURN_IF_ERROR(blob->Truncate());  // the server ignored the Range
-            } else if (offset > 0) {
-              std::string expected = fmt::format("bytes {}-", offset);
-              std::optional<std::string> range = head.Header("content-range");
-              if (!range || !range->starts_with(expected)) {
-                return Fail(ErrorCode::kDataLoss,
-                            fmt::format("server answered a Range request for offset {} with "
-                                        "Content-Range \"{}\"",
-                                        offset, range.value_or("")));
-              }
-            }
-          }
-          return blob->Write(chunk);
-        };
-      }
-      response = transport_.RoundTrip(request, blob != nullptr ? &sink : nullptr, cancel);
-      if (!response || !IsRedirect(response->status)) break;
-      std::optional<std::string> location = response->Header("location");
-      if (!location) break;
-      if (redirects >= kMaxRedirects) {
-        response = Fail(ErrorCode::kUnavailable,
-                        fmt::format("GET {}{}: more than {} redirects", base_url, path,
-                                    kMaxRedirects));
-        break;
-      }
-      BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
-    }
+    BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(endpoint.UrlFor(spec.path)));
+    const int64_t offset_before = spec.blob != nullptr ? spec.blob->offset() : 0;
+    BERTH_ASSIGN_OR_RETURN(Attempt attempted,
+                           GetFollowingRedirects(session, endpoint, url, spec, cancel));
+    Result<HttpResponse>& response = attempted.response;
 
     if (!response) {
       Error error = std::move(response).error();
@@ -226,18 +337,24 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       last_error = std::move(error);
     } else {
       int status = response->status;
-      if (status == 401 && !auth_retried && session.authorizer != nullptr) {
+      if (status == 401 && auth_retried) {
+        // The retry carried what the challenge asked for: say whose credentials were refused.
+        return Fail(session.authorizer->Refused(endpoint.host, spec.scope, *response));
+      }
+      if (status == 401 && session.authorizer != nullptr) {
         BERTH_RETURN_IF_ERROR(
-            session.authorizer->OnUnauthorized(endpoint.host, scope, *response, cancel));
+            session.authorizer->OnUnauthorized(endpoint.host, spec.scope, *response, cancel));
         auth_retried = true;
         continue;
       }
       if (status != 429 && status < 500) return response;
-      last_error = HttpStatusError(*response, fmt::format("GET {}", path), base_url);
+      last_error = HttpStatusError(*response, fmt::format("GET {}", spec.path), base_url);
       if (status == 429 || status == 503) {
         if (std::optional<std::chrono::seconds> wait = RetryAfter(*response);
             wait && attempt < policy_.max_attempts) {
-          BERTH_RETURN_IF_ERROR(SleepFor(std::min(*wait, policy_.max_retry_after), cancel));
+          std::chrono::milliseconds capped = std::min(*wait, policy_.max_retry_after);
+          LogRetry(url, attempt + 1, *last_error, capped, "Retry-After");
+          BERTH_RETURN_IF_ERROR(SleepFor(capped, cancel));
           ++attempt;
           continue;
         }
@@ -245,11 +362,13 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
     }
     // A transfer that moved forward before breaking off does not use up an attempt: the next
     // one resumes where it stopped.
-    bool progressed = blob != nullptr && blob->offset() > offset_before;
+    bool progressed = spec.blob != nullptr && spec.blob->offset() > offset_before;
     if (!progressed) ++attempt;
     if (attempt > policy_.max_attempts) break;
     std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
-    BERTH_RETURN_IF_ERROR(SleepFor(std::chrono::milliseconds(jitter(random)), cancel));
+    std::chrono::milliseconds wait(jitter(random));
+    LogRetry(url, attempt, *last_error, wait, progressed ? "resume" : "backoff");
+    BERTH_RETURN_IF_ERROR(SleepFor(wait, cancel));
     backoff = std::min(backoff * 2, policy_.max_backoff);
   }
   MarkDead(endpoint.host);
@@ -259,14 +378,20 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
 }
 
 template <typename T>
-Result<T> Client::OnEndpoints(const Session& session, Capability capability,
-                              std::string_view what,
+Result<T> Client::OnEndpoints(const Session& session, Capability capability, std::string_view what,
                               const std::function<Result<T>(const RegistryEndpoint&)>& request) {
   std::vector<const RegistryEndpoint*> alive;
   std::vector<const RegistryEndpoint*> dead;
   for (const RegistryEndpoint& endpoint : session.endpoints) {
     if (!endpoint.Can(capability)) continue;
-    (IsDead(endpoint.host) ? dead : alive).push_back(&endpoint);
+    if (IsDead(endpoint.host)) {
+      log::Debug("registry.endpoint_deferred", {{"what", what},
+                                                {"endpoint", endpoint.BaseUrl()},
+                                                {"why", "failed recently; tried last"}});
+      dead.push_back(&endpoint);
+    } else {
+      alive.push_back(&endpoint);
+    }
   }
   alive.insert(alive.end(), dead.begin(), dead.end());
   if (alive.empty()) {
@@ -281,7 +406,8 @@ Result<T> Client::OnEndpoints(const Session& session, Capability capability,
     Result<T> result = request(*endpoint);
     if (result) return result;
     Error error = std::move(result).error();
-    if (StopsAllEndpoints(error.code())) return Fail(std::move(error).WithContext(std::string(what)));
+    if (StopsAllEndpoints(error.code()))
+      return Fail(std::move(error).WithContext(std::string(what)));
     if (i + 1 < alive.size()) {
       log::Warn("registry.endpoint_failed", {{"what", what},
                                              {"endpoint", endpoint->BaseUrl()},
@@ -309,20 +435,26 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
   }
   const std::string path = fmt::format("/{}/manifests/{}", session.repository, reference);
   const HeaderList accept = {{"Accept", ManifestAcceptHeader()}};
-  std::string what = fmt::format("resolve {}:{}", session.repository, reference);
+  // "repo@sha256:…" for a digest, "repo:tag" for a tag.
+  std::string what =
+      fmt::format("resolve {}{}{}", session.repository, pinned ? "@" : ":", reference);
   return OnEndpoints<FetchedManifest>(
       session, pinned ? kCapabilityPull : kCapabilityResolve, what,
       [&](const RegistryEndpoint& endpoint) -> Result<FetchedManifest> {
         BERTH_ASSIGN_OR_RETURN(HttpResponse response,
-                               Exchange(session, endpoint, path, accept, nullptr,
-                                        image::kMaxManifestBytes, cancel));
+                               Exchange(session, endpoint,
+                                        {.path = path,
+                                         .scope = PullScope(session),
+                                         .extra_headers = accept,
+                                         .max_body = image::kMaxManifestBytes},
+                                        cancel));
         if (response.status != 200) {
-          return Fail(HttpStatusError(response, "manifest " + std::string(reference),
-                                      endpoint.BaseUrl()));
+          return Fail(
+              HttpStatusError(response, "manifest " + std::string(reference), endpoint.BaseUrl()));
         }
-        BERTH_ASSIGN_OR_RETURN(image::ManifestKind kind,
-                               image::DetectKind(response.Header("content-type").value_or(""),
-                                                 response.body));
+        BERTH_ASSIGN_OR_RETURN(
+            image::ManifestKind kind,
+            image::DetectKind(response.Header("content-type").value_or(""), response.body));
         FetchedManifest fetched;
         fetched.endpoint = endpoint.BaseUrl();
         fetched.descriptor.media_type = std::string(image::MediaTypeOf(kind));
@@ -343,9 +475,9 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
               VerifyBytes(payload, *expected, "schema1 manifest payload", endpoint.BaseUrl()));
           fetched.descriptor.digest = *expected;
         } else if (expected) {
-          BERTH_ASSIGN_OR_RETURN(fetched.descriptor.digest,
-                                 VerifyBytes(response.body, *expected, "manifest",
-                                             endpoint.BaseUrl()));
+          BERTH_ASSIGN_OR_RETURN(
+              fetched.descriptor.digest,
+              VerifyBytes(response.body, *expected, "manifest", endpoint.BaseUrl()));
         } else {
           fetched.descriptor.digest = Digest::Sha256Of(response.body);
         }
@@ -365,10 +497,10 @@ Result<FetchedManifest> Client::FetchManifest(const Session& session,
   BERTH_ASSIGN_OR_RETURN(FetchedManifest fetched,
                          Resolve(session, descriptor.digest.ToString(), cancel));
   if (descriptor.size > 0 && fetched.descriptor.size != descriptor.size) {
-    return Fail(ErrorCode::kDataLoss,
-                fmt::format("manifest {} from {} is {} bytes, its descriptor says {}",
-                            descriptor.digest, fetched.endpoint, fetched.descriptor.size,
-                            descriptor.size));
+    return Fail(
+        ErrorCode::kDataLoss,
+        fmt::format("manifest {} from {} is {} bytes, its descriptor says {}", descriptor.digest,
+                    fetched.endpoint, fetched.descriptor.size, descriptor.size));
   }
   return fetched;
 }
@@ -385,16 +517,18 @@ Result<std::string> Client::FetchSmallBlob(const Session& session,
   return OnEndpoints<std::string>(
       session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
-        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
-                               Exchange(session, endpoint, path, {}, nullptr, max_bytes, cancel));
+        BERTH_ASSIGN_OR_RETURN(
+            HttpResponse response,
+            Exchange(session, endpoint,
+                     {.path = path, .scope = PullScope(session), .max_body = max_bytes}, cancel));
         if (response.status != 200) {
           return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
         }
         if (static_cast<int64_t>(response.body.size()) != descriptor.size) {
-          return Fail(ErrorCode::kDataLoss,
-                      fmt::format("blob {} from {} is {} bytes, its descriptor says {}",
-                                  descriptor.digest, endpoint.BaseUrl(), response.body.size(),
-                                  descriptor.size));
+          return Fail(
+              ErrorCode::kDataLoss,
+              fmt::format("blob {} from {} is {} bytes, its descriptor says {}", descriptor.digest,
+                          endpoint.BaseUrl(), response.body.size(), descriptor.size));
         }
         BERTH_RETURN_IF_ERROR(
             VerifyBytes(response.body, descriptor.digest, "blob", endpoint.BaseUrl()));
@@ -409,16 +543,20 @@ Result<std::string> Client::FetchBlob(const Session& session, const image::Descr
       session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
         if (sink.offset() >= descriptor.size && descriptor.size > 0) return endpoint.BaseUrl();
-        BERTH_ASSIGN_OR_RETURN(HttpResponse response,
-                               Exchange(session, endpoint, path, {}, &sink, 64 << 10, cancel));
+        BERTH_ASSIGN_OR_RETURN(
+            HttpResponse response,
+            Exchange(
+                session, endpoint,
+                {.path = path, .scope = PullScope(session), .blob = &sink, .max_body = 64 << 10},
+                cancel));
         if (response.status != 200 && response.status != 206) {
           return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
         }
         if (descriptor.size >= 0 && sink.offset() != descriptor.size) {
-          return Fail(ErrorCode::kDataLoss,
-                      fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
-                                  descriptor.digest, endpoint.BaseUrl(), sink.offset(),
-                                  descriptor.size));
+          return Fail(
+              ErrorCode::kDataLoss,
+              fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
+                          descriptor.digest, endpoint.BaseUrl(), sink.offset(), descriptor.size));
         }
         return endpoint.BaseUrl();
       });

@@ -18,9 +18,14 @@
 //     remembering it as dead for `dead_endpoint_memory` so each blob does not dial it again;
 //     a blob then continues on the next endpoint from the bytes already received (Range).
 // A 404 moves on to the next endpoint; only when every endpoint has failed does the request fail,
-// with the most telling error (auth > not found > unavailable) naming what was tried. An
+// with the most telling error (auth > data loss > not found > the rest) naming what was tried. An
 // endpoint that failed while another is left to try is logged (registry.endpoint_failed), since
 // the request may yet succeed and its error would otherwise be lost.
+//
+// At debug level it logs every HTTP exchange (registry.request: method, URL with its query
+// redacted, status or error, body bytes, milliseconds), every retry (registry.retry: reason and
+// wait), endpoints given up on (registry.endpoint_dead) and those tried last because they failed
+// recently (registry.endpoint_deferred). Credentials never reach these lines.
 //
 // Thread safety: Client is safe for concurrent use by many pulls.
 #pragma once
@@ -40,6 +45,7 @@
 #include "berth/registry/auth.h"
 #include "berth/registry/hosts.h"
 #include "berth/registry/http.h"
+#include "berth/registry/url.h"
 
 namespace berth::registry {
 
@@ -73,7 +79,7 @@ struct Session {
 struct FetchedManifest {
   image::Descriptor descriptor;  // media type, digest (verified), size
   std::string bytes;
-  std::string endpoint;          // base URL that served it
+  std::string endpoint;  // base URL that served it
 };
 
 // Where a blob's bytes go (content::Writer has this shape; the caller adapts it).
@@ -117,16 +123,49 @@ class Client {
                                 BlobSink& sink, const CancelToken& cancel);
 
  private:
-  // Runs one GET of `path` (relative to the endpoint's base URL) on `endpoint` with auth,
-  // redirects and retries. A 2xx body goes to `body` when given, else into the response.
+  // One GET as Exchange() runs it.
+  struct ExchangeSpec {
+    std::string path;   // relative to the endpoint's base URL: "/library/app/manifests/v1"
+    std::string scope;  // the token scope it needs: "repository:library/app:pull"
+    HeaderList extra_headers;
+    // When given, a 2xx body streams into it, resuming from blob->offset() with a Range
+    // request; else the body is buffered into the response, at most `max_body` bytes.
+    BlobSink* blob = nullptr;
+    size_t max_body = 4 << 20;
+  };
+  class RangeResume;
+
+  // Runs `spec` on `endpoint` under the retry policy: retries interrupted transfers, 5xx and
+  // 429 with backoff (honouring Retry-After), answers one 401 through the Authorizer, and
+  // remembers the endpoint as dead when it gives up on it (kUnavailable from the transport, or
+  // every attempt used). Returns the final response (any status but 429 and 5xx), or the error.
   Result<HttpResponse> Exchange(const Session& session, const RegistryEndpoint& endpoint,
-                                const std::string& path, const HeaderList& extra_headers,
-                                BlobSink* blob, size_t max_body, const CancelToken& cancel);
+                                const ExchangeSpec& spec, const CancelToken& cancel);
+
+  // What the transport made of one attempt: its final response or its error, for the retry
+  // policy to judge.
+  struct Attempt {
+    Result<HttpResponse> response;
+  };
+
+  // Sends one GET of `url` for `endpoint` and follows redirects (at most kMaxRedirects), with
+  // Authorization only for the endpoint's own scheme and host. An error stops the request at
+  // once (no credentials, a bad Location); an Attempt may still hold the transport's error.
+  Result<Attempt> GetFollowingRedirects(const Session& session, const RegistryEndpoint& endpoint,
+                                        Url url, const ExchangeSpec& spec,
+                                        const CancelToken& cancel);
+
+  // A request for `url` with the policy's timeouts and watchdogs.
+  HttpRequest NewRequest(const Url& url, const HeaderList& headers, size_t max_body) const;
 
   // Tries `request` on every suitable endpoint in turn.
   template <typename T>
   Result<T> OnEndpoints(const Session& session, Capability capability, std::string_view what,
                         const std::function<Result<T>(const RegistryEndpoint&)>& request);
+
+  // Logs (debug) a retry of `url`: the attempt about to start, why, and how long it waits.
+  void LogRetry(const Url& url, int next_attempt, const Error& reason,
+                std::chrono::milliseconds wait, std::string_view why) const;
 
   bool IsDead(const std::string& host);
   void MarkDead(const std::string& host);

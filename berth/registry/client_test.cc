@@ -1,11 +1,15 @@
 #include "berth/registry/client.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "berth/base/base64.h"
+#include "berth/base/log.h"
 #include "berth/image/media_types.h"
 #include "berth/registry/fake_transport.h"
 
@@ -55,11 +59,11 @@ class ClientTest : public ::testing::Test {
   }
 
   static HttpResponse ManifestResponse() {
-    return HttpResponse{.status = 200,
-                        .headers = {{"content-type", std::string(media_types::kOciManifest)},
-                                    {"docker-content-digest",
-                                     Digest::Sha256Of(kManifest).ToString()}},
-                        .body = kManifest};
+    return HttpResponse{
+        .status = 200,
+        .headers = {{"content-type", std::string(media_types::kOciManifest)},
+                    {"docker-content-digest", Digest::Sha256Of(kManifest).ToString()}},
+        .body = kManifest};
   }
 
   FakeTransport transport_;
@@ -111,9 +115,9 @@ TEST_F(ClientTest, DeadMirrorThenNotFoundMirrorThenUpstream) {
 }
 
 TEST_F(ClientTest, NotFoundEverywhereIsNotFound) {
-  transport_.Respond("GET", "http://a.test/v2/",
-                     {.status = 404,
-                      .body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]})"});
+  transport_.Respond(
+      "GET", "http://a.test/v2/",
+      {.status = 404, .body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]})"});
   auto fetched = client_.Resolve(MakeSession({"http://a.test"}), "v9", CancelToken::Never());
   ASSERT_FALSE(fetched);
   EXPECT_EQ(fetched.error().code(), ErrorCode::kNotFound);
@@ -137,10 +141,10 @@ TEST_F(ClientTest, PersistentServerErrorGivesUp) {
 }
 
 TEST_F(ClientTest, BearerChallengeThenSuccess) {
-  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1",
-                     {.status = 401,
-                      .headers = {{"www-authenticate",
-                                   R"(Bearer realm="http://auth.test/token",service="r")"}}});
+  transport_.Respond(
+      "GET", "http://r.test/v2/library/app/manifests/v1",
+      {.status = 401,
+       .headers = {{"www-authenticate", R"(Bearer realm="http://auth.test/token",service="r")"}}});
   transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1", ManifestResponse());
   transport_.Respond("GET", "http://auth.test/token", {.status = 200, .body = R"({"token":"T"})"});
   auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
@@ -153,6 +157,83 @@ TEST_F(ClientTest, BearerChallengeThenSuccess) {
   EXPECT_TRUE(bearer);
 }
 
+TEST_F(ClientTest, MirrorRequestsCarryNsAndTheEndpointsOwnQuery) {
+  Session session = MakeSession({"http://mirror.test", "http://up.test"});
+  session.endpoints[0].mirror_of = "up.test";
+  session.endpoints[0].query = "key=abc";
+  transport_.Respond("GET", "http://mirror.test/v2/", {.status = 404, .body = "{}"});
+  transport_.Respond("GET", "http://up.test/v2/library/app/manifests/v1", ManifestResponse());
+  ASSERT_TRUE(client_.Resolve(session, "v1", CancelToken::Never()));
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[0].url, "http://mirror.test/v2/library/app/manifests/v1?key=abc&ns=up.test");
+  EXPECT_EQ(requests[1].url, "http://up.test/v2/library/app/manifests/v1");
+}
+
+TEST_F(ClientTest, RefusedBasicLoginNamesTheUserAndTheRealm) {
+  credentials_ = {.username = "u", .password = Secret("pw-6b2a")};
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/v1",
+                     {.status = 401, .headers = {{"www-authenticate", R"(Basic realm="R1")"}}});
+  auto fetched = client_.Resolve(MakeSession({"http://r.test"}), "v1", CancelToken::Never());
+  ASSERT_FALSE(fetched);
+  EXPECT_EQ(fetched.error().code(), ErrorCode::kUnauthenticated);
+  std::string text = fetched.error().ToString();
+  EXPECT_NE(text.find(R"(registry r.test refused the credentials of user "u")"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find(R"(Basic realm="R1")"), std::string::npos) << text;
+  EXPECT_EQ(text.find("pw-6b2a"), std::string::npos) << text;
+  EXPECT_EQ(transport_.requests().size(), 2u);  // the first try, and one with the credentials
+}
+
+// Debug logs an operator can follow: one line per request and per retry, and the token fetch,
+// with no credential in any of them.
+TEST_F(ClientTest, DebugLogShowsRequestsRetriesAndTokensButNoSecret) {
+  static std::ostringstream* captured = new std::ostringstream();  // outlives the log sink
+  ASSERT_TRUE(log::Init({.level = log::Level::kDebug}));
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(*captured));
+  const std::string password = "pw-sentinel-51c7";
+  const std::string token = "tok-sentinel-0a93";
+  credentials_ = {.username = "u", .password = Secret(password)};
+  const std::string manifest_url = "http://r.test/v2/library/app/manifests/v1";
+  transport_.Respond(
+      "GET", manifest_url,
+      {.status = 401,
+       .headers = {{"www-authenticate", R"(Bearer realm="http://auth.test/token",service="r")"}}});
+  transport_.Respond("GET", manifest_url, {.status = 500});
+  transport_.Respond("GET", manifest_url, ManifestResponse());
+  transport_.Respond("GET", "http://auth.test/token",
+                     {.status = 200, .body = R"({"token":")" + token + R"(","expires_in":300})"});
+  Session session = MakeSession({"http://r.test"});
+  session.endpoints[0].query = "sig=q-sentinel-77";
+  auto fetched = client_.Resolve(session, "v1", CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  std::string text = captured->str();
+  ASSERT_TRUE(log::Init({}));  // back to info for the other tests
+
+  EXPECT_NE(text.find("registry.request method=GET "
+                      "url=http://r.test/v2/library/app/manifests/v1?<redacted> status=500"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("status=200 bytes=" + std::to_string(std::string(kManifest).size())),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("registry.retry url=http://r.test/v2/library/app/manifests/v1?<redacted> "
+                      "attempt=2 max_attempts=3 wait_ms="),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("reason=\"GET /library/app/manifests/v1 at http://r.test/v2: HTTP 500\""),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("registry.token_fetched host=r.test realm_host=auth.test "
+                      "scope=repository:library/app:pull grant=user expires_in_s=300"),
+            std::string::npos)
+      << text;
+  for (const std::string& secret :
+       {password, token, std::string("q-sentinel-77"), Base64Encode("u:" + password)}) {
+    EXPECT_EQ(text.find(secret), std::string::npos) << secret << " leaked into\n" << text;
+  }
+}
+
 TEST_F(ClientTest, RedirectGetsNoAuthorization) {
   credentials_ = {.registry_token = Secret("secret-token")};
   std::string blob = "blob-bytes";
@@ -162,8 +243,8 @@ TEST_F(ClientTest, RedirectGetsNoAuthorization) {
   StringSink sink;
   image::Descriptor descriptor{.digest = Digest::Sha256Of(blob),
                                .size = static_cast<int64_t>(blob.size())};
-  auto served = client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
-                                  CancelToken::Never());
+  auto served =
+      client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink, CancelToken::Never());
   ASSERT_TRUE(served) << served.error().ToString();
   EXPECT_EQ(sink.bytes, blob);
   auto requests = transport_.requests();
@@ -191,10 +272,11 @@ TEST_F(ClientTest, ResumeWithRangeAndServerIgnoringIt) {
   image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
   StringSink sink;
   sink.bytes = "01234";
-  transport_.Respond("GET", "http://r.test/v2/library/app/blobs/",
-                     {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
-  ASSERT_TRUE(client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
-                                CancelToken::Never()));
+  transport_.Respond(
+      "GET", "http://r.test/v2/library/app/blobs/",
+      {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
+  ASSERT_TRUE(
+      client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink, CancelToken::Never()));
   EXPECT_EQ(sink.bytes, blob);
   auto requests = transport_.requests();
   bool range = false;
@@ -218,8 +300,8 @@ TEST_F(ClientTest, ShortBlobIsDataLoss) {
   image::Descriptor descriptor{.digest = Digest::Sha256Of("abc"), .size = 3};
   transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = "ab"});
   StringSink sink;
-  auto served = client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink,
-                                  CancelToken::Never());
+  auto served =
+      client_.FetchBlob(MakeSession({"http://r.test"}), descriptor, sink, CancelToken::Never());
   ASSERT_FALSE(served);
   EXPECT_EQ(served.error().code(), ErrorCode::kDataLoss);
 }
@@ -232,8 +314,8 @@ TEST_F(ClientTest, PullOnlyMirrorDoesNotResolveTags) {
   auto fetched = client_.Resolve(session, "v1", CancelToken::Never());
   ASSERT_TRUE(fetched);
   EXPECT_EQ(fetched->endpoint, "http://r.test/v2");
-  auto by_digest = client_.Resolve(session, Digest::Sha256Of(kManifest).ToString(),
-                                   CancelToken::Never());
+  auto by_digest =
+      client_.Resolve(session, Digest::Sha256Of(kManifest).ToString(), CancelToken::Never());
   ASSERT_TRUE(by_digest);
   EXPECT_EQ(by_digest->endpoint, "http://pull-only.test/v2");
 }
@@ -251,7 +333,9 @@ TEST_F(ClientTest, CancelledBeforeStart) {
 class StallingMirrorTransport final : public HttpTransport {
  public:
   StallingMirrorTransport(HttpTransport& next, std::string mirror_prefix, std::string first_bytes)
-      : next_(next), mirror_prefix_(std::move(mirror_prefix)), first_bytes_(std::move(first_bytes)) {}
+      : next_(next),
+        mirror_prefix_(std::move(mirror_prefix)),
+        first_bytes_(std::move(first_bytes)) {}
 
   Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
                                  const CancelToken& cancel) override {
@@ -282,8 +366,9 @@ class StallingMirrorTransport final : public HttpTransport {
 TEST_F(ClientTest, WatchdogGivesUpOnTheEndpointAndTheNextResumesTheBlob) {
   std::string blob = "0123456789";
   image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
-  transport_.Respond("GET", "http://r.test/v2/library/app/blobs/",
-                     {.status = 206, .headers = {{"content-range", "bytes 4-9/10"}}, .body = "456789"});
+  transport_.Respond(
+      "GET", "http://r.test/v2/library/app/blobs/",
+      {.status = 206, .headers = {{"content-range", "bytes 4-9/10"}}, .body = "456789"});
   StallingMirrorTransport stalling(transport_, "http://mirror.test/", "0123");
   Client client(stalling, RetryPolicy{.max_attempts = 4,
                                       .initial_backoff = std::chrono::milliseconds(1),

@@ -1,6 +1,7 @@
 #include "berth/registry/curl_transport.h"
 
 #include <curl/curl.h>
+#include <fmt/format.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -8,13 +9,11 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
-#include <iterator>
 #include <cctype>
+#include <chrono>
 #include <cstdio>
+#include <iterator>
 #include <mutex>
-
-#include <fmt/format.h>
 
 #include "berth/base/c_handle.h"
 
@@ -33,8 +32,10 @@ std::string Lowercase(std::string_view text) {
 }
 
 std::string_view Trim(std::string_view text) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front())))
+    text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back())))
+    text.remove_suffix(1);
   return text;
 }
 
@@ -109,7 +110,8 @@ void CheckWatchdogs(Exchange& exchange) {
   const HttpRequest& request = *exchange.request;
   const SteadyClock::time_point now = SteadyClock::now();
   const std::string where = fmt::format("{} {}", request.method, request.url);
-  if (request.progress_timeout.count() > 0 && now - exchange.last_byte >= request.progress_timeout) {
+  if (request.progress_timeout.count() > 0 &&
+      now - exchange.last_byte >= request.progress_timeout) {
     exchange.watchdog_error = Error(
         ErrorCode::kUnavailable,
         fmt::format("{}: stalled: no data received for {} (image_pull_progress_timeout) after {} "
@@ -120,8 +122,7 @@ void CheckWatchdogs(Exchange& exchange) {
   }
   if (request.min_bytes_per_second > 0 && request.min_speed_window.count() > 0 &&
       now - exchange.window_start >= request.min_speed_window) {
-    const double seconds =
-        std::chrono::duration<double>(now - exchange.window_start).count();
+    const double seconds = std::chrono::duration<double>(now - exchange.window_start).count();
     const uint64_t got = exchange.received - exchange.window_start_bytes;
     const double needed = static_cast<double>(request.min_bytes_per_second) * seconds;
     if (static_cast<double>(got) < needed) {
@@ -237,7 +238,8 @@ Error TransportError(CURLcode code, const char* detail, const HttpRequest& reque
   std::string why = detail[0] != '\0' ? detail : curl_easy_strerror(code);
   switch (code) {
     case CURLE_ABORTED_BY_CALLBACK:
-      if (exchange.watchdog_error && !cancel.cancelled()) return std::move(*exchange.watchdog_error);
+      if (exchange.watchdog_error && !cancel.cancelled())
+        return std::move(*exchange.watchdog_error);
       if (auto checked = cancel.Check(); !checked) return checked.error().WithContext(where);
       return Error(ErrorCode::kCancelled, fmt::format("{}: cancelled", where));
     case CURLE_OUT_OF_MEMORY:
@@ -353,13 +355,15 @@ Result<std::unique_ptr<CurlTransport>> CurlTransport::Create() {
   auto shared = std::make_unique<Shared>();
   shared->share = curl_share_init();
   if (shared->share == nullptr) return Fail(ErrorCode::kInternal, "curl_share_init failed");
-  curl_share_setopt(shared->share, CURLSHOPT_LOCKFUNC,
-                    +[](CURL*, curl_lock_data data, curl_lock_access, void* user) {
-                      static_cast<Shared*>(user)->locks[data].lock();
-                    });
-  curl_share_setopt(shared->share, CURLSHOPT_UNLOCKFUNC, +[](CURL*, curl_lock_data data, void* user) {
-    static_cast<Shared*>(user)->locks[data].unlock();
-  });
+  curl_share_setopt(
+      shared->share, CURLSHOPT_LOCKFUNC,
+      +[](CURL*, curl_lock_data data, curl_lock_access, void* user) {
+        static_cast<Shared*>(user)->locks[data].lock();
+      });
+  curl_share_setopt(
+      shared->share, CURLSHOPT_UNLOCKFUNC, +[](CURL*, curl_lock_data data, void* user) {
+        static_cast<Shared*>(user)->locks[data].unlock();
+      });
   curl_share_setopt(shared->share, CURLSHOPT_USERDATA, shared.get());
   curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
@@ -421,7 +425,8 @@ Result<HttpResponse> CurlTransport::RoundTrip(const HttpRequest& request, const 
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &OnProgress);
   curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &exchange);
-  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout.count()));
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(request.connect_timeout.count()));
   // The stall and throughput watchdogs run in OnProgress (curl calls it at least once a second
   // while a transfer is idle), from the moment the connection is up.
   curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, &OnConnected);

@@ -1,11 +1,12 @@
 #include "berth/registry/hosts.h"
 
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "berth/config/hosts_dir.h"
 #include "berth/registry/url.h"
@@ -75,12 +76,34 @@ Result<TlsOptions> TlsFromConfig(const config::RegistryConfig& registry, const s
   return options;
 }
 
+bool HasTlsConfig(const config::RegistryConfig& registry, const std::string& host) {
+  auto it = registry.configs.find(host);
+  if (it == registry.configs.end()) return false;
+  const config::TlsConfig& tls = it->second.tls;
+  return !tls.ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty() ||
+         tls.insecure_skip_verify;
+}
+
+// The scheme for an endpoint written without one: DefaultSchemeFor(host), except that TLS
+// settings configured for a loopback host ask for https there.
+std::string SchemeFor(const config::RegistryConfig& registry, const std::string& host) {
+  if (!IsLoopbackHost(host)) return "https";
+  return HasTlsConfig(registry, host) ? "https" : "http";
+}
+
+// Splits "/path?query" into the endpoint's path and query.
+void SetPathAndQuery(const std::string& path_and_query, RegistryEndpoint& endpoint) {
+  size_t question = path_and_query.find('?');
+  endpoint.path = path_and_query.substr(0, question);
+  endpoint.query = question == std::string::npos ? "" : path_and_query.substr(question + 1);
+}
+
 Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
                                          std::string_view text, bool is_mirror) {
   std::string with_scheme(text);
   if (with_scheme.find("://") == std::string::npos) {
-    size_t slash = with_scheme.find('/');
-    with_scheme = DefaultSchemeFor(with_scheme.substr(0, slash)) + "://" + with_scheme;
+    size_t host_end = with_scheme.find_first_of("/?");
+    with_scheme = SchemeFor(registry, with_scheme.substr(0, host_end)) + "://" + with_scheme;
   }
   Result<Url> url = ParseUrl(with_scheme);
   if (!url) {
@@ -89,7 +112,8 @@ Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
   RegistryEndpoint endpoint;
   endpoint.scheme = url->scheme;
   endpoint.host = url->host;
-  endpoint.path = url->path == "/" ? "/v2" : url->path;
+  SetPathAndQuery(url->path, endpoint);
+  if (endpoint.path == "/") endpoint.path = "/v2";
   while (endpoint.path.size() > 1 && endpoint.path.back() == '/') endpoint.path.pop_back();
   endpoint.is_mirror = is_mirror;
   BERTH_ASSIGN_OR_RETURN(endpoint.tls, TlsFromConfig(registry, endpoint.host, endpoint.scheme));
@@ -101,9 +125,8 @@ Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
 
 // One endpoint of a hosts.toml (a mirror or the server).
 Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& registry,
-                                                const config::HostsFileEntry& entry,
-                                                bool is_mirror, bool server_explicit,
-                                                std::string_view domain) {
+                                                const config::HostsFileEntry& entry, bool is_mirror,
+                                                bool server_explicit, std::string_view domain) {
   std::string text = entry.url;
   // containerd reaches an unconfigured localhost server over http, like the plain rules do.
   if (!is_mirror && !server_explicit) text = DefaultHostFor(domain);
@@ -112,9 +135,12 @@ Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& re
     endpoint.path = endpoint.path == "/v2" ? "/v2" : endpoint.path + "/v2";
   }
   if (entry.override_path) {
-    Result<Url> url = ParseUrl(entry.url.find("://") == std::string::npos ? "https://" + entry.url
-                                                                            : entry.url);
-    if (url) endpoint.path = url->path == "/" ? "" : url->path;
+    Result<Url> url =
+        ParseUrl(entry.url.find("://") == std::string::npos ? "https://" + entry.url : entry.url);
+    if (url) {
+      SetPathAndQuery(url->path, endpoint);
+      if (endpoint.path == "/") endpoint.path = "";
+    }
   }
   endpoint.capabilities = 0;
   if (entry.Can(config::kHostPull)) endpoint.capabilities |= kCapabilityPull;
@@ -140,15 +166,16 @@ Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& re
   return endpoint;
 }
 
-Result<std::vector<RegistryEndpoint>> EndpointsFromHostsFile(
-    const config::RegistryConfig& registry, const config::HostsFile& hosts,
-    std::string_view domain, config::Fallback fallback) {
+Result<std::vector<RegistryEndpoint>> EndpointsFromHostsFile(const config::RegistryConfig& registry,
+                                                             const config::HostsFile& hosts,
+                                                             std::string_view domain,
+                                                             config::Fallback fallback) {
   std::vector<RegistryEndpoint> endpoints;
   std::string where = fmt::format("hosts file {}", hosts.source.string());
   for (const config::HostsFileEntry& mirror : hosts.mirrors) {
-    BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint,
-                           WithContext(EndpointFromHostsEntry(registry, mirror, true, true, domain),
-                                       where));
+    BERTH_ASSIGN_OR_RETURN(
+        RegistryEndpoint endpoint,
+        WithContext(EndpointFromHostsEntry(registry, mirror, true, true, domain), where));
     endpoints.push_back(std::move(endpoint));
   }
   if (fallback == config::Fallback::kAlways) {
@@ -168,10 +195,31 @@ std::string DefaultHostFor(std::string_view domain) {
   return std::string(domain);
 }
 
+bool IsLoopbackHost(std::string_view host) {
+  std::string bare(HostWithoutPort(host));
+  if (bare == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, bare.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, bare.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;  // ::ffff:127.x.y.z
+  }
+  return false;
+}
+
 std::string DefaultSchemeFor(std::string_view host) {
-  std::string_view bare = HostWithoutPort(host);
-  if (bare == "localhost" || bare == "127.0.0.1" || bare == "::1") return "http";
-  return "https";
+  return IsLoopbackHost(host) ? "http" : "https";
+}
+
+std::string RegistryEndpoint::UrlFor(std::string_view relative_path) const {
+  std::string url = BaseUrl() + std::string(relative_path);
+  std::string full_query = query;
+  if (!mirror_of.empty()) {
+    if (!full_query.empty()) full_query += '&';
+    full_query += "ns=" + QueryEscape(mirror_of);
+  }
+  return full_query.empty() ? url : url + "?" + full_query;
 }
 
 Result<std::vector<RegistryEndpoint>> ResolveEndpoints(const config::RegistryConfig& registry,
@@ -213,6 +261,12 @@ Result<std::vector<RegistryEndpoint>> ResolveEndpoints(const config::RegistryCon
     BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint,
                            EndpointFromUrl(registry, default_host, false));
     endpoints.push_back(std::move(endpoint));
+  }
+  // containerd's convention: a request to any host but the registry's own says which registry
+  // it is for, so that a pull-through cache knows the upstream.
+  for (RegistryEndpoint& endpoint : endpoints) {
+    bool upstream = endpoint.host == domain || endpoint.host == default_host;
+    endpoint.mirror_of = upstream ? "" : std::string(domain);
   }
   if (endpoints.empty()) {
     return Fail(ErrorCode::kFailedPrecondition,

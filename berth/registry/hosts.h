@@ -7,11 +7,15 @@
 //     host itself (its default endpoint) unless a mirror already names that host, or the host's
 //     `fallback` is "never".
 //   - docker.io is served at registry-1.docker.io.
-//   - An endpoint without a scheme is https, except http for localhost, 127.0.0.1 and ::1 (with
-//     or without a port). An endpoint without a path gets "/v2".
+//   - An endpoint without a scheme is https, except on a loopback host (localhost, 127.0.0.0/8,
+//     ::1; with or without a port), which is plain http unless TLS settings are configured for
+//     it: then https. An endpoint without a path gets "/v2"; a query in its URL is kept and sent
+//     with every request.
+//   - Every endpoint on another host than the registry's own carries `mirror_of`, so each of its
+//     requests says `ns=<registry domain>` (see RegistryEndpoint::UrlFor).
 //   - TLS comes from `configs.<endpoint host>.tls`: the CA file is added to the system pool, a
-//     client certificate needs its key. TLS settings on an http endpoint are an error, as in
-//     containerd.
+//     client certificate needs its key. TLS settings on an explicitly http endpoint are an
+//     error, as in containerd.
 //   - With `config_path` (containerd's certs.d layout), a hosts.toml found for the host decides
 //     instead: its [host."…"] mirrors in file order with their capabilities, CA files, client
 //     certificates, skip_verify, headers and override_path, then its `server` (dropped when
@@ -43,18 +47,31 @@ struct RegistryEndpoint {
   std::string path;    // "/v2" unless configured otherwise
   unsigned capabilities = kCapabilityPull | kCapabilityResolve;
   TlsOptions tls;
+  std::string query;  // the configured URL's query ("key=abc"), sent with every request
   HeaderList headers;
   bool is_mirror = false;
+  // For an endpoint on another host than the registry's own (a mirror): the registry's domain
+  // ("docker.io"), sent as `ns=<domain>` with every request, as containerd does, so that a
+  // pull-through cache knows which upstream a path belongs to. Empty for the registry itself.
+  std::string mirror_of;
 
-  // "https://mirror.local:5000/v2"
+  // "https://mirror.local:5000/v2" (without the query)
   std::string BaseUrl() const { return scheme + "://" + host + path; }
+  // The URL of `relative_path` ("/library/busybox/manifests/latest") on this endpoint, with the
+  // endpoint's query and then ns=<mirror_of> when set:
+  // "https://mirror.local:5000/v2/library/busybox/manifests/latest?key=abc&ns=docker.io".
+  std::string UrlFor(std::string_view relative_path) const;
   bool Can(Capability capability) const { return (capabilities & capability) != 0; }
 };
 
 // The host a registry domain is served at: "docker.io" → "registry-1.docker.io".
 std::string DefaultHostFor(std::string_view domain);
 
-// "http" for localhost, 127.0.0.1 and ::1 (with or without a port), else "https".
+// True for "localhost" and every loopback address (127.0.0.0/8, ::1, ::ffff:127.x.y.z), with
+// or without a port: containerd's localhost.
+bool IsLoopbackHost(std::string_view host);
+
+// "http" for a loopback host (IsLoopbackHost), else "https".
 std::string DefaultSchemeFor(std::string_view host);
 
 // The endpoints serving `domain` (a reference's domain, e.g. "docker.io", "127.0.0.1:5000"),

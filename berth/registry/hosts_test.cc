@@ -1,11 +1,10 @@
 #include "berth/registry/hosts.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 namespace berth::registry {
 namespace {
@@ -22,22 +21,77 @@ TEST(HostsTest, DefaultsWithoutConfig) {
             std::vector<std::string>{"https://registry-1.docker.io/v2"});
   EXPECT_EQ(Urls(ResolveEndpoints(registry, "quay.io").value()),
             std::vector<std::string>{"https://quay.io/v2"});
-  for (std::string local : {"localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000",
-                            "127.0.0.1"}) {
+  for (std::string local :
+       {"localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000", "127.0.0.1"}) {
     auto endpoints = ResolveEndpoints(registry, local).value();
     EXPECT_EQ(endpoints[0].scheme, "http") << local;
     EXPECT_EQ(endpoints[0].host, local);
   }
-  EXPECT_EQ(DefaultSchemeFor("127.0.0.2:5000"), "https");
+  EXPECT_EQ(DefaultSchemeFor("128.0.0.1:5000"), "https");
+}
+
+TEST(HostsTest, EveryLoopbackAddressIsLocalhost) {
+  for (std::string local : {"127.0.0.2:5000", "127.1.2.3", "127.255.255.254:443", "[::1]", "::1",
+                            "[::ffff:127.0.0.9]:5000", "localhost:80"}) {
+    EXPECT_TRUE(IsLoopbackHost(local)) << local;
+    EXPECT_EQ(DefaultSchemeFor(local), "http") << local;
+  }
+  for (std::string remote : {"128.0.0.1", "10.127.0.1:5000", "[::2]:5000", "localhost.example",
+                             "127.example", "[::ffff:10.0.0.1]"}) {
+    EXPECT_FALSE(IsLoopbackHost(remote)) << remote;
+    EXPECT_EQ(DefaultSchemeFor(remote), "https") << remote;
+  }
+  config::RegistryConfig registry;
+  auto endpoints = ResolveEndpoints(registry, "127.0.0.2:5000").value();
+  EXPECT_EQ(Urls(endpoints), std::vector<std::string>{"http://127.0.0.2:5000/v2"});
+}
+
+TEST(HostsTest, TlsSettingsForALoopbackHostMeanHttps) {
+  config::RegistryConfig registry;
+  registry.configs["127.0.0.2:5000"].tls.insecure_skip_verify = true;
+  auto endpoints = ResolveEndpoints(registry, "127.0.0.2:5000");
+  ASSERT_TRUE(endpoints) << endpoints.error().ToString();
+  EXPECT_EQ(Urls(*endpoints), std::vector<std::string>{"https://127.0.0.2:5000/v2"});
+  EXPECT_TRUE((*endpoints)[0].tls.insecure_skip_verify);
+  // Written out as http, the endpoint keeps its scheme, and the TLS settings do not fit it.
+  registry.mirrors["127.0.0.2:5000"].endpoints = {"http://127.0.0.2:5000"};
+  auto explicit_http = ResolveEndpoints(registry, "127.0.0.2:5000");
+  ASSERT_FALSE(explicit_http);
+  EXPECT_NE(explicit_http.error().message().find("not https"), std::string::npos);
+}
+
+TEST(HostsTest, MirrorsSayWhichRegistryTheyServe) {
+  config::RegistryConfig registry;
+  registry.mirrors["docker.io"].endpoints = {"https://m.test", "https://k.test/cache?key=abc",
+                                             "https://registry-1.docker.io"};
+  auto endpoints = ResolveEndpoints(registry, "docker.io").value();
+  ASSERT_EQ(endpoints.size(), 3u);
+  EXPECT_EQ(endpoints[0].mirror_of, "docker.io");
+  EXPECT_EQ(endpoints[0].UrlFor("/library/a/manifests/v1"),
+            "https://m.test/v2/library/a/manifests/v1?ns=docker.io");
+  EXPECT_EQ(endpoints[1].BaseUrl(), "https://k.test/cache");
+  EXPECT_EQ(endpoints[1].query, "key=abc");
+  EXPECT_EQ(endpoints[1].UrlFor("/library/a/blobs/sha256:1"),
+            "https://k.test/cache/library/a/blobs/sha256:1?key=abc&ns=docker.io");
+  EXPECT_EQ(endpoints[2].mirror_of, "");
+  EXPECT_EQ(endpoints[2].UrlFor("/x"), "https://registry-1.docker.io/v2/x");
+
+  config::RegistryConfig local;
+  local.mirrors["*"].endpoints = {"http://127.0.0.1:9?"};
+  auto for_local = ResolveEndpoints(local, "127.0.0.1:5000").value();
+  ASSERT_EQ(for_local.size(), 2u);
+  EXPECT_EQ(for_local[0].UrlFor("/a"), "http://127.0.0.1:9/v2/a?ns=127.0.0.1%3A5000");
+  EXPECT_EQ(for_local[1].UrlFor("/a"), "http://127.0.0.1:5000/v2/a");
 }
 
 TEST(HostsTest, MirrorsThenDefault) {
   config::RegistryConfig registry;
-  registry.mirrors["docker.io"].endpoints = {"https://mirror-a.test", "http://mirror-b.test:5000/custom"};
+  registry.mirrors["docker.io"].endpoints = {"https://mirror-a.test",
+                                             "http://mirror-b.test:5000/custom"};
   auto endpoints = ResolveEndpoints(registry, "docker.io").value();
-  EXPECT_EQ(Urls(endpoints),
-            (std::vector<std::string>{"https://mirror-a.test/v2", "http://mirror-b.test:5000/custom",
-                                      "https://registry-1.docker.io/v2"}));
+  EXPECT_EQ(Urls(endpoints), (std::vector<std::string>{"https://mirror-a.test/v2",
+                                                       "http://mirror-b.test:5000/custom",
+                                                       "https://registry-1.docker.io/v2"}));
   EXPECT_TRUE(endpoints[0].is_mirror);
   EXPECT_FALSE(endpoints[2].is_mirror);
 }
@@ -78,6 +132,7 @@ TEST(HostsTest, TlsSettings) {
   EXPECT_TRUE(endpoints[0].tls.insecure_skip_verify);
 
   registry.configs["127.0.0.1:5000"].tls.insecure_skip_verify = true;
+  registry.mirrors["127.0.0.1:5000"].endpoints = {"http://127.0.0.1:5000"};
   auto http_with_tls = ResolveEndpoints(registry, "127.0.0.1:5000");
   ASSERT_FALSE(http_with_tls);
   EXPECT_NE(http_with_tls.error().message().find("not https"), std::string::npos);
@@ -151,6 +206,8 @@ TEST_F(HostsDirTest, MirrorsInFileOrderWithCapabilities) {
   EXPECT_EQ((*endpoints)[2].BaseUrl(), "http://raw.test/api");
   EXPECT_EQ((*endpoints)[3].BaseUrl(), "https://registry-1.docker.io/v2");
   EXPECT_FALSE((*endpoints)[3].is_mirror);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ((*endpoints)[i].mirror_of, "docker.io") << i;
+  EXPECT_EQ((*endpoints)[3].mirror_of, "");
 }
 
 TEST_F(HostsDirTest, DefaultDirectoryAndFallbackNever) {

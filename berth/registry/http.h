@@ -83,6 +83,8 @@ class HttpTransport {
   //   kAborted           the exchange broke off mid-way (reset, truncated response);
   //   kDeadlineExceeded  connect timeout;
   //   kInvalidArgument   the request's TLS files are unusable;
+  //   kResourceExhausted a 2xx body over max_buffered_body (without a sink), or an oversized
+  //                      response head;
   //   kCancelled, or the sink's own error.
   virtual Result<HttpResponse> RoundTrip(const HttpRequest& request, const BodySink* sink,
                                          const CancelToken& cancel) = 0;

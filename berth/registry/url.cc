@@ -1,8 +1,8 @@
 #include "berth/registry/url.h"
 
-#include <cctype>
-
 #include <fmt/format.h>
+
+#include <cctype>
 
 namespace berth::registry {
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <set>
 
 namespace berth::service {
 
@@ -82,6 +83,27 @@ std::optional<ImageEntry> ImageIndex::FindByIdPrefix(std::string_view prefix) co
   }
   if (found == nullptr) return std::nullopt;
   return *found;
+}
+
+std::vector<ImageEntry> ImageIndex::FindByRepository(std::string_view repository) const {
+  if (repository.empty()) return {};
+  std::shared_lock lock(mutex_);
+  // Names are sorted, so those starting with `repository` are contiguous.
+  std::set<Digest> ids;
+  for (auto it = names_.lower_bound(repository);
+       it != names_.end() && std::string_view(it->first).starts_with(repository); ++it) {
+    std::string_view rest = std::string_view(it->first).substr(repository.size());
+    // "<repository>@<digest>" or "<repository>:<tag>" (a tag has no '/'; a longer repository
+    // such as "<repository>/sub" or "<repository>-extra" is another one).
+    const bool digest = rest.starts_with('@');
+    const bool tag = rest.starts_with(':') && rest.find('/') == std::string_view::npos;
+    if (digest || tag) ids.insert(it->second);
+  }
+  std::vector<ImageEntry> entries;
+  for (const Digest& id : ids) {
+    if (auto image = images_.find(id); image != images_.end()) entries.push_back(image->second);
+  }
+  return entries;
 }
 
 std::vector<ImageEntry> ImageIndex::List() const {

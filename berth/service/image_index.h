@@ -59,6 +59,11 @@ class ImageIndex {
   // or more than one match.
   std::optional<ImageEntry> FindByIdPrefix(std::string_view prefix) const;
 
+  // Every image with a repo tag or repo digest in `repository` (a normalized repository name,
+  // "docker.io/library/busybox", without tag or digest), ordered by ID. Names in other
+  // repositories that merely start with the same text ("…/busybox-extra") do not count.
+  std::vector<ImageEntry> FindByRepository(std::string_view repository) const;
+
   // Every image, ordered by ID.
   std::vector<ImageEntry> List() const;
 

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace berth::service {
 namespace {
 
@@ -40,6 +42,27 @@ TEST(ImageIndexTest, MovedTagLeavesOldImageWithItsOtherNames) {
   EXPECT_THAT(old->repo_tags, IsEmpty());
   EXPECT_THAT(old->repo_digests, ElementsAre("r/x@sha256:aa"));
   EXPECT_EQ(index.List().size(), 2u);
+}
+
+TEST(ImageIndexTest, FindByRepositoryGivesEveryImageTaggedOrDigestedInIt) {
+  ImageIndex index;
+  const std::string repository = "docker.io/library/debian";
+  index.Put(Entry("A"), {repository + ":12", repository + "@sha256:" + std::string(64, 'a')});
+  index.Put(Entry("B"), {repository + "@sha256:" + std::string(64, 'b')});  // no tag
+  index.Put(Entry("C"),
+            {repository + "-slim:12", repository + "/sub:1", "localhost:5000/debian:12"});
+  index.Put(Entry("D"), {});
+
+  std::vector<Digest> ids;
+  for (const ImageEntry& entry : index.FindByRepository(repository)) ids.push_back(entry.id);
+  std::vector<Digest> expected = {Digest::Sha256Of("A"), Digest::Sha256Of("B")};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(ids, expected);  // once each, ordered by ID
+
+  EXPECT_THAT(index.FindByRepository("docker.io/library/deb"), IsEmpty());
+  ASSERT_EQ(index.FindByRepository("localhost:5000/debian").size(), 1u);
+  EXPECT_EQ(index.FindByRepository("localhost:5000/debian")[0].id, Digest::Sha256Of("C"));
+  EXPECT_THAT(index.FindByRepository(""), IsEmpty());
 }
 
 TEST(ImageIndexTest, IdPrefixMustBeUnique) {

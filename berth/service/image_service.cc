@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -69,6 +72,98 @@ Result<Digest> HashBlob(const content::Store& store, const Digest& digest) {
     hasher.Update(std::string_view(buffer.data(), static_cast<size_t>(got)));
   }
   return hasher.Finish();
+}
+
+// Debug log of each layer's unpack and commit times in one pull. Unpacking runs from when the
+// pull takes the layer up (PlanLayer, just before its bytes are fetched: the unpacker applies
+// them as they arrive) to the unpacker's kApplied; committing from kApplied to kCommitted.
+// Thread-safe: layers are planned and unpacked on several threads.
+class LayerTimings {
+ public:
+  explicit LayerTimings(std::string reference) : reference_(std::move(reference)) {}
+
+  // Wraps `inner` so that Begin names each layer's digest and PlanLayer starts its clock.
+  std::unique_ptr<pull::LayerHandler> Observe(std::unique_ptr<pull::LayerHandler> inner);
+
+  // The unpacker's event for one layer: logs how long it took since the previous one.
+  void Record(const unpack::LayerProgress& layer) {
+    std::lock_guard lock(mutex_);
+    const Clock::time_point now = Clock::now();
+    const std::string digest = layer.index < digests_.size() ? digests_[layer.index] : "";
+    switch (layer.event) {
+      case unpack::LayerEvent::kAlreadyPresent:
+        log::Debug("pull.layer.present",
+                   {{"ref", reference_}, {"layer", layer.index}, {"digest", digest}});
+        return;
+      case unpack::LayerEvent::kApplied:
+        applied_[layer.index] = now;
+        log::Debug("pull.layer.unpacked", {{"ref", reference_},
+                                           {"layer", layer.index},
+                                           {"digest", digest},
+                                           {"bytes", layer.uncompressed_bytes},
+                                           {"ms", Since(started_, layer.index, now)}});
+        return;
+      case unpack::LayerEvent::kCommitted:
+        log::Debug("pull.layer.committed", {{"ref", reference_},
+                                            {"layer", layer.index},
+                                            {"digest", digest},
+                                            {"ms", Since(applied_, layer.index, now)}});
+        return;
+    }
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  friend class TimedLayerHandler;
+
+  void Begin(const image::Manifest& manifest) {
+    std::lock_guard lock(mutex_);
+    digests_.clear();
+    for (const image::Descriptor& layer : manifest.layers) {
+      digests_.push_back(layer.digest.ToString());
+    }
+  }
+  void Start(size_t index) {
+    std::lock_guard lock(mutex_);
+    started_[index] = Clock::now();
+  }
+  // Milliseconds from the time recorded for `index` in `from` (none: 0) to `now`.
+  static int64_t Since(const std::map<size_t, Clock::time_point>& from, size_t index,
+                       Clock::time_point now) {
+    auto it = from.find(index);
+    if (it == from.end()) return 0;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(now - it->second).count();
+  }
+
+  const std::string reference_;
+  std::mutex mutex_;
+  std::vector<std::string> digests_;             // by layer index
+  std::map<size_t, Clock::time_point> started_;  // PlanLayer
+  std::map<size_t, Clock::time_point> applied_;  // kApplied
+};
+
+class TimedLayerHandler final : public pull::LayerHandler {
+ public:
+  TimedLayerHandler(LayerTimings& timings, std::unique_ptr<pull::LayerHandler> inner)
+      : timings_(timings), inner_(std::move(inner)) {}
+  Result<void> Begin(const image::Manifest& manifest, const image::ImageConfig& config) override {
+    timings_.Begin(manifest);
+    return inner_->Begin(manifest, config);
+  }
+  Result<pull::LayerPlan> PlanLayer(size_t index) override {
+    timings_.Start(index);
+    return inner_->PlanLayer(index);
+  }
+  Result<void> End(bool success) override { return inner_->End(success); }
+
+ private:
+  LayerTimings& timings_;
+  std::unique_ptr<pull::LayerHandler> inner_;
+};
+
+std::unique_ptr<pull::LayerHandler> LayerTimings::Observe(
+    std::unique_ptr<pull::LayerHandler> inner) {
+  return std::make_unique<TimedLayerHandler>(*this, std::move(inner));
 }
 
 }  // namespace
@@ -178,43 +273,17 @@ Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelTo
                                    auth.auth.reveal(), auth.server_address,
                                    auth.identity_token.reveal(), auth.registry_token.reveal()))
           .encoded());
+  auto pull = [&] { return PullOnce(request, reference, cancel); };
   while (true) {
-    std::shared_ptr<PullFlight> flight;
-    bool leader = false;
-    {
-      std::lock_guard lock(flights_mutex_);
-      auto& slot = flights_[key];
-      if (!slot) {
-        slot = std::make_shared<PullFlight>();
-        leader = true;
-      }
-      flight = slot;
-    }
-    if (leader) {
-      Result<PullResult> result = PullOnce(request, reference, cancel);
-      {
-        std::lock_guard lock(flights_mutex_);
-        flights_.erase(key);
-      }
-      {
-        std::lock_guard lock(flight->mutex);
-        flight->result = result;
-      }
-      flight->done_signal.notify_all();
-      return result;
-    }
-    std::unique_lock lock(flight->mutex);
-    while (!flight->result) {
-      flight->done_signal.wait_for(lock, std::chrono::milliseconds(100));
-      BERTH_RETURN_IF_ERROR(cancel.Check());
-    }
-    Result<PullResult> shared = *flight->result;
+    BERTH_ASSIGN_OR_RETURN(auto flight, pulls_.Do(key, pull, cancel));
+    const Result<PullResult>& result = flight.result;
     // The leader's own caller may have gone away; that is no answer for this one: pull again.
-    if (!shared && (shared.error().code() == ErrorCode::kCancelled ||
-                    shared.error().code() == ErrorCode::kDeadlineExceeded)) {
+    if (flight.role == FlightRole::kJoined && !result &&
+        (result.error().code() == ErrorCode::kCancelled ||
+         result.error().code() == ErrorCode::kDeadlineExceeded)) {
       continue;
     }
-    return shared;
+    return std::move(flight.result);
   }
 }
 
@@ -279,11 +348,13 @@ Result<void> ImageService::Hold(const std::string& id,
 Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
                                                 const Reference& reference, PullLease& lease,
                                                 uint64_t progress_id, const CancelToken& cancel) {
-  std::unique_ptr<pull::LayerHandler> unpacker = pull_progress_.Observe(
+  LayerTimings timings(reference.ToString());
+  std::unique_ptr<pull::LayerHandler> unpacker = timings.Observe(pull_progress_.Observe(
       progress_id,
-      options_.unpacker(lease, [this, progress_id](const unpack::LayerProgress& layer) {
+      options_.unpacker(lease, [this, progress_id, &timings](const unpack::LayerProgress& layer) {
         pull_progress_.Unpacked(progress_id, layer);
-      }));
+        timings.Record(layer);
+      })));
   pull::ProgressFn progress = [this, progress_id, &request](const pull::BlobProgress& blob) {
     pull_progress_.Fetched(progress_id, blob);
     if (request.progress) request.progress(blob);
@@ -372,6 +443,18 @@ std::optional<ImageEntry> ImageService::Resolve(std::string_view ref_or_id) cons
   return std::nullopt;
 }
 
+std::vector<ImageEntry> ImageService::Match(std::string_view filter) const {
+  // A repository without tag or digest: Resolve would read it as ":latest".
+  Result<Reference> named = Reference::ParseNormalizedNamed(filter);
+  if (named && !named->has_tag() && !named->digest()) {
+    std::vector<ImageEntry> in_repository = index_.FindByRepository(named->Name());
+    if (!in_repository.empty()) return in_repository;
+  }
+  std::vector<ImageEntry> entries;
+  if (std::optional<ImageEntry> entry = Resolve(filter)) entries.push_back(std::move(*entry));
+  return entries;
+}
+
 bool ImageService::IsReported(const ImageEntry& entry) {
   if (entry.chain.empty()) return true;
   Result<snapshot::Info> info = snapshotter_.Stat(entry.chain.back());
@@ -409,12 +492,7 @@ Image ImageService::ToImage(const ImageEntry& entry) const {
 }
 
 Result<std::vector<Image>> ImageService::List(std::string_view filter) {
-  std::vector<ImageEntry> entries;
-  if (filter.empty()) {
-    entries = index_.List();
-  } else if (std::optional<ImageEntry> entry = Resolve(filter)) {
-    entries.push_back(std::move(*entry));
-  }
+  std::vector<ImageEntry> entries = filter.empty() ? index_.List() : Match(filter);
   std::vector<Image> images;
   for (const ImageEntry& entry : entries) {
     if (IsReported(entry)) images.push_back(ToImage(entry));
@@ -426,6 +504,12 @@ Result<std::optional<Image>> ImageService::Status(std::string_view ref_or_id) {
   std::optional<ImageEntry> entry = Resolve(ref_or_id);
   if (!entry || !IsReported(*entry)) return std::optional<Image>();
   return std::optional<Image>(ToImage(*entry));
+}
+
+std::optional<Image> ImageService::Find(std::string_view ref_or_id) const {
+  std::optional<ImageEntry> entry = Resolve(ref_or_id);
+  if (!entry) return std::nullopt;
+  return ToImage(*entry);
 }
 
 Result<void> ImageService::Remove(std::string_view ref_or_id, RemovePinned pinned) {

@@ -20,6 +20,11 @@
 // a unique prefix of an image ID's hex (optionally after "sha256:"). Text that is none of these
 // matches no image — not an error, as CRI expects.
 //
+// List's filter first reads a repository named without tag or digest ("debian",
+// "registry.local/team/app") as that repository: it lists every image with a repo tag or repo
+// digest in it (`crictl images debian`). When no image has one, the filter is looked up as
+// above. So a tag lists that tag, a digest that digest, an ID or unique ID prefix that image.
+//
 // Concurrent identical pulls (same reference, platform and credentials) share one pull: one set
 // of downloads and one unpack, and every caller gets its result.
 //
@@ -34,7 +39,6 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -49,6 +53,7 @@
 
 #include "berth/base/cancel.h"
 #include "berth/base/result.h"
+#include "berth/base/single_flight.h"
 #include "berth/content/store.h"
 #include "berth/gc/collector.h"
 #include "berth/image/platform.h"
@@ -177,12 +182,18 @@ class ImageService {
   // kResourceExhausted, kCancelled, kDeadlineExceeded), the unpacker's, and the database's.
   Result<PullResult> Pull(const PullRequest& request, const CancelToken& cancel);
 
-  // Every reported image, ordered by ID; with a non-empty `filter`, only the image it names
-  // (see the file comment), if any.
+  // Every reported image, ordered by ID; with a non-empty `filter`, only the images it names
+  // (see the file comment: every image of a repository, or the one image a name or ID names).
   Result<std::vector<Image>> List(std::string_view filter = {});
 
   // The image named by `ref_or_id`, or nullopt when there is none (not an error).
   Result<std::optional<Image>> Status(std::string_view ref_or_id);
+
+  // The image `ref_or_id` names (the rules of Status), whether or not it is reported: its top
+  // snapshot may be in another snapshotter of the same root (`berth pull --snapshotter`), or
+  // gone. nullopt when no image matches. For tools that work on the snapshots themselves
+  // (`berth mount`), so that they name images as every other command does.
+  std::optional<Image> Find(std::string_view ref_or_id) const;
 
   // Removes every name of the image `ref_or_id` names, then collects garbage: the snapshots and
   // blobs nothing else uses are freed. Success when no image matches. kFailedPrecondition for a
@@ -238,6 +249,8 @@ class ImageService {
   // Reads the image's blobs back from the content store into an entry (no names).
   Result<ImageEntry> LoadEntry(const metadata::ImageRecord& record);
   std::optional<ImageEntry> Resolve(std::string_view ref_or_id) const;
+  // The images List's `filter` names (see the file comment).
+  std::vector<ImageEntry> Match(std::string_view filter) const;
   bool IsReported(const ImageEntry& entry);
   bool IsPinned(const ImageEntry& entry) const;
   Image ToImage(const ImageEntry& entry) const;
@@ -268,13 +281,7 @@ class ImageService {
 
   // Identical pulls in flight (same reference, platform and credentials): the first runs, the
   // others wait for its result instead of fetching and unpacking the same image again.
-  struct PullFlight {
-    std::mutex mutex;
-    std::condition_variable done_signal;
-    std::optional<Result<PullResult>> result;
-  };
-  std::mutex flights_mutex_;
-  std::map<std::string, std::shared_ptr<PullFlight>> flights_;
+  SingleFlight<std::string, PullResult> pulls_;
 };
 
 }  // namespace berth::service

@@ -4,20 +4,24 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 
 #include <algorithm>
 #include <atomic>
 #include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
 #include <thread>
 
+#include "berth/base/log.h"
 #include "berth/config/config.h"
 #include "berth/registry/curl_transport.h"
-#include "testing/test_images.h"
 #include "berth/snapshot/native_snapshotter.h"
+#include "berth/unpack/unpacker.h"
 #include "testing/fault_proxy.h"
 #include "testing/temp_dir.h"
+#include "testing/test_images.h"
 #include "testing/test_registry.h"
-#include "berth/unpack/unpacker.h"
 
 namespace berth::service {
 namespace {
@@ -221,6 +225,82 @@ TEST_F(ImageServiceTest, LookupByIdPrefixAndDigestAndMissing) {
   EXPECT_THAT(*none, IsEmpty());
 }
 
+// List's filter: a repository without tag or digest is every image with a name in it (it used
+// to be read as ":latest"), a tag or digest that name's image, an ID or ID prefix that image.
+TEST_F(ImageServiceTest, ListFilterByRepositoryTagDigestOrId) {
+  PullResult a = MustPull("a");
+  PullResult b = MustPull("b");
+  auto ids = [&](const std::string& filter) {
+    auto listed = service_->List(filter);
+    EXPECT_TRUE(listed) << listed.error().ToString();
+    std::vector<std::string> found;  // ordered by ID
+    for (const Image& image : listed.value_or(std::vector<Image>{})) {
+      found.push_back(image.id.ToString());
+    }
+    return found;
+  };
+  const std::string id_a = a.image_id.ToString();
+  const std::string id_b = b.image_id.ToString();
+  const std::string repository = registry_->host() + "/test/img";
+  EXPECT_THAT(ids(repository), ElementsAre(std::min(id_a, id_b), std::max(id_a, id_b)));
+  EXPECT_THAT(ids(Ref("a")), ElementsAre(id_a));
+  EXPECT_THAT(ids(a.repo_digest), ElementsAre(id_a));
+  EXPECT_THAT(ids(id_b), ElementsAre(id_b));
+  EXPECT_THAT(ids(b.image_id.encoded().substr(0, 12)), ElementsAre(id_b));
+  EXPECT_THAT(ids(repository + "/sub"), IsEmpty());
+  EXPECT_THAT(ids(registry_->host() + "/test/im"), IsEmpty());
+  EXPECT_THAT(ids("docker.io/library/debian"), IsEmpty());
+}
+
+// Escapes `text` for use inside a std::regex.
+std::string RegexQuote(std::string_view text) {
+  std::string quoted;
+  for (char c : text) {
+    if (std::string_view("\\^$.|?*+()[]{}").find(c) != std::string_view::npos) quoted += '\\';
+    quoted += c;
+  }
+  return quoted;
+}
+
+// At debug level a pull logs, as key=value lines through the redacting sink, the endpoints it
+// chose and why, the endpoint that resolved the reference, and each layer's fetch, unpack and
+// commit times.
+TEST_F(ImageServiceTest, DebugLogShowsEndpointsAndLayerTimings) {
+  std::ostringstream captured;
+  ASSERT_TRUE(log::Init({.level = log::Level::kDebug, .file = "/dev/null"}));
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  MustPull("a");
+  ASSERT_TRUE(log::Init({}));  // info on stderr again; the capture is detached
+  const std::string text = captured.str();
+  auto logged = [&](const std::string& pattern) {
+    return std::regex_search(text, std::regex(pattern)) ? ::testing::AssertionSuccess()
+                                                        : ::testing::AssertionFailure()
+                                                              << pattern << " not in:\n"
+                                                              << text;
+  };
+  const std::string ref = RegexQuote(Ref("a"));
+  const std::string url = RegexQuote("http://" + registry_->host() + "/v2");
+  EXPECT_TRUE(logged(" debug pull\\.endpoints ref=" + ref +
+                     " count=1 mirrors_key=none config_path=none fallback=always\n"));
+  EXPECT_TRUE(logged(" debug pull\\.endpoint ref=" + ref + " order=1 url=" + url +
+                     " role=registry why=\"the registry itself \\(fallback = always\\); plain "
+                     "http: a loopback host\"\n"));
+  EXPECT_TRUE(logged(" debug pull\\.resolved ref=" + ref + " endpoint=" + url +
+                     " digest=" + image_a_->manifest.digest.ToString() + " "));
+  for (size_t i = 0; i < image_a_->layers.size(); ++i) {
+    const imagegen::Layer& layer = image_a_->layers[i];
+    const std::string digest = layer.blob.digest.ToString();
+    EXPECT_TRUE(logged(" debug pull\\.layer\\.fetched ref=" + ref + " digest=" + digest +
+                       " from=" + url + " bytes=" + std::to_string(layer.blob.size) +
+                       " resumed_at=0 ms=[0-9]+\n"));
+    EXPECT_TRUE(logged(" debug pull\\.layer\\.unpacked ref=" + ref + " layer=" + std::to_string(i) +
+                       " digest=" + digest + " bytes=" + std::to_string(layer.uncompressed_size) +
+                       " ms=[0-9]+\n"));
+    EXPECT_TRUE(logged(" debug pull\\.layer\\.committed ref=" + ref +
+                       " layer=" + std::to_string(i) + " digest=" + digest + " ms=[0-9]+\n"));
+  }
+}
+
 TEST_F(ImageServiceTest, RemoveKeepsSharedLayersOfTheOtherImage) {
   PullResult a = MustPull("a");
   PullResult b = MustPull("b");
@@ -330,11 +410,11 @@ TEST_F(ImageServiceTest, FailedPullKeepsWhatItFetchedForTheRetry) {
   auto proxy = berth::testing::FaultProxy::Start(registry_->host());
   ASSERT_TRUE(proxy) << proxy.error().ToString();
   const std::string own_layer = image_a_->layers[1].blob.digest.ToString();
-  auto rule = (*proxy)->AddRule({.method = "GET",
-                                 .target_contains = own_layer,
-                                 // Late, so the base layer is whole by then, not cancelled.
-                                 .action = {.delay = std::chrono::seconds(1),
-                                            .respond_status = 404}});
+  auto rule =
+      (*proxy)->AddRule({.method = "GET",
+                         .target_contains = own_layer,
+                         // Late, so the base layer is whole by then, not cancelled.
+                         .action = {.delay = std::chrono::seconds(1), .respond_status = 404}});
   ASSERT_TRUE(rule);
   const std::string reference = (*proxy)->host() + "/test/img:a";
   auto failed = service_->Pull({.image = reference}, CancelToken::Never());

@@ -1,9 +1,10 @@
 // berth mount REF DIR / berth unmount DIR: an image's root filesystem on a directory, as a new
 // active snapshot on top of the image's top chain ID (a read-only view with --read-only).
 //
-// The image is looked up in the image records (<root>/metadata.db) that `berth pull` and the
-// image service write: the text as recorded, then as a normalized reference, then as an image
-// ID. What `berth unmount` must undo is kept in a marker file, <root>/mounts/<sha256(DIR)>.json:
+// The image service looks the image up, with the rules `berth inspect` uses (see
+// service/image_service.h: the text as recorded, as an image ID, as a normalized reference, as a
+// unique image ID prefix), among every image of the root, whichever snapshotter it was pulled
+// into. What `berth unmount` must undo is kept in a marker file, <root>/mounts/<sha256(DIR)>.json:
 // {"directory", "key", "snapshotter", "image_id", "reference"}, written atomically after the
 // mount succeeded and removed after the snapshot was. Both take the root's lock for their
 // duration, so they refuse while a berthd runs on the root.
@@ -16,8 +17,7 @@
 #include <random>
 
 #include "berth/base/file_util.h"
-#include "berth/metadata/metadata_db.h"
-#include "berth/reference/reference.h"
+#include "berth/service/image_service.h"
 #include "berth/snapshot/mount.h"
 #include "berth/stack/image_stack.h"
 #include "berth/stack/root_lock.h"
@@ -32,26 +32,18 @@ namespace {
 
 using stack::OpenSnapshotter;
 
-Result<std::unique_ptr<metadata::MetadataDb>> OpenMetadata(const config::Config& config) {
-  const fs::path root = fs::absolute(config.root);
-  BERTH_RETURN_IF_ERROR(MakeDirectories(root));
-  return metadata::MetadataDb::Open({.path = root / "metadata.db"});
-}
-
 struct MountFlags {
   std::string reference;
   std::string directory;
   bool read_only = false;
 };
 
-Result<metadata::ImageRecord> FindImage(metadata::MetadataDb& db, const std::string& text) {
-  if (auto found = db.GetImage(text)) return found;
-  if (auto reference = Reference::Parse(text)) {
-    if (auto found = db.GetImage(reference->ToString())) return found;
-  }
-  if (auto digest = Digest::Parse(text.find(':') == std::string::npos ? "sha256:" + text : text)) {
-    if (auto found = db.GetImage(digest->ToString())) return found;
-  }
+// Asks the image service of the root for the image `text` names. REQUIRES: the root's lock is
+// held.
+Result<service::Image> FindImage(const config::Config& config, const std::string& text) {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<stack::ImageStack> stack,
+                         stack::ImageStack::Open(config, {.recover = false}));
+  if (std::optional<service::Image> image = stack->images().Find(text)) return *image;
   return Fail(ErrorCode::kNotFound,
               fmt::format("no image \"{}\" has been pulled into this root; run `berth pull {}` "
                           "first",
@@ -66,6 +58,13 @@ Result<config::SnapshotterKind> KindOf(std::string_view name) {
     return config::SnapshotterKind::kNative;
   }
   return Fail(ErrorCode::kInvalidArgument, fmt::format("unknown snapshotter \"{}\"", name));
+}
+
+// The name the marker records for the image: a repo tag, else a repo digest, else its ID.
+std::string DisplayName(const service::Image& image) {
+  if (!image.repo_tags.empty()) return image.repo_tags.front();
+  if (!image.repo_digests.empty()) return image.repo_digests.front();
+  return image.id.ToString();
 }
 
 fs::path MarkerPath(const config::Config& config, const fs::path& directory) {
@@ -94,8 +93,7 @@ Result<std::string> MountImage(const MountFlags& flags) {
   }
   // Not beside a berthd (or another berth command) working on the same root.
   BERTH_ASSIGN_OR_RETURN(stack::RootLock lock, stack::RootLock::Acquire(config.root, "berth"));
-  BERTH_ASSIGN_OR_RETURN(auto db, OpenMetadata(config));
-  BERTH_ASSIGN_OR_RETURN(metadata::ImageRecord image, FindImage(*db, flags.reference));
+  BERTH_ASSIGN_OR_RETURN(service::Image image, FindImage(config, flags.reference));
   BERTH_ASSIGN_OR_RETURN(config::SnapshotterKind kind, KindOf(image.snapshotter));
   BERTH_ASSIGN_OR_RETURN(auto snapshotter, OpenSnapshotter(config, kind));
 
@@ -111,8 +109,8 @@ Result<std::string> MountImage(const MountFlags& flags) {
   nlohmann::json record = {{"directory", directory.string()},
                            {"key", key},
                            {"snapshotter", image.snapshotter},
-                           {"image_id", image.image_id.ToString()},
-                           {"reference", image.name}};
+                           {"image_id", image.id.ToString()},
+                           {"reference", DisplayName(image)}};
   Result<void> written = MakeDirectories(marker.parent_path());
   if (written) written = WriteFileAtomically(marker, record.dump(2) + "\n");
   if (!written) {

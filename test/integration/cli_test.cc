@@ -21,12 +21,12 @@
 #include <thread>
 #include <vector>
 
-#include "testing/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
 #include "testing/temp_dir.h"
+#include "testing/test_images.h"
 #include "testing/test_registry.h"
 
 extern char** environ;
@@ -46,7 +46,6 @@ using ::testing::Not;
 
 using CliRun = berth::testing::CommandResult;
 namespace fs = std::filesystem;
-
 
 json ParseJson(const CliRun& run) {
   json parsed = json::parse(run.out, nullptr, /*allow_exceptions=*/false);
@@ -240,6 +239,26 @@ TEST_F(CliTest, BadReferenceFails) {
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_EQ(bad.out, "");
   EXPECT_THAT(bad.err, HasSubstr("error:"));
+}
+
+// `berth mount` names images as `berth inspect` does: a 12-hex image ID prefix works for both.
+TEST_F(CliTest, MountTakesAnImageIdPrefix) {
+  const std::string id = image_a_->config.digest.ToString();
+  const std::string prefix = image_a_->config.digest.encoded().substr(0, 12);
+  EXPECT_EQ(MustRun({"--address", address(), "pull", "-q", Ref("a")}).out, id + "\n");
+  EXPECT_EQ(ParseJson(MustRun({"--address", address(), "inspect", prefix}))["status"]["id"], id);
+
+  const fs::path target = dir_->Join("mnt");
+  fs::create_directories(target);
+  CliRun mounted = MustRun({"--address", address(), "mount", prefix, target.string()});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  std::ifstream own(target / "a.txt");
+  std::stringstream content;
+  content << own.rdbuf();
+  EXPECT_EQ(content.str(), "image a\n");
+  EXPECT_TRUE(fs::exists(target / "etc/os-release"));
+  MustRun({"--address", address(), "unmount", target.string()});
+  EXPECT_FALSE(fs::exists(target / "a.txt")) << "still mounted";
 }
 
 TEST_F(CliTest, DaemonModeGoesOverCri) {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -20,16 +21,16 @@
 #include <thread>
 
 #include "berth/base/base64.h"
-#include "testing/test_images.h"
 #include "berth/snapshot/overlay_snapshotter.h"
+#include "proto/runtime/v1/api.grpc.pb.h"
+#include "proto/runtime/v1alpha2/api.grpc.pb.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
 #include "testing/secret_sentinel.h"
 #include "testing/temp_dir.h"
+#include "testing/test_images.h"
 #include "testing/test_registry.h"
-#include "proto/runtime/v1/api.grpc.pb.h"
-#include "proto/runtime/v1alpha2/api.grpc.pb.h"
 
 namespace berth {
 namespace {
@@ -386,6 +387,28 @@ TEST_F(CriTest, PullListStatusRemoveV1) {
   EXPECT_THAT(log, HasSubstr("code=OK"));
 }
 
+// ListImages' filter over CRI: a repository without tag or digest (`crictl images <repo>`)
+// lists every image with a tag or digest in it, a tag that tag, a digest that digest, an image
+// ID prefix that image.
+TEST_F(CriTest, ListImagesFiltersByRepositoryTagDigestOrId) {
+  std::string id_a = MustPullV1(Ref("a"));
+  std::string id_b = MustPullV1(Ref("b"));
+  auto ids = [&](const std::string& filter) {
+    std::vector<std::string> found;
+    for (const v1::Image& image : ListV1(filter)) found.push_back(image.id());
+    std::sort(found.begin(), found.end());
+    return found;
+  };
+  std::vector<std::string> both = {id_a, id_b};
+  std::sort(both.begin(), both.end());
+  EXPECT_EQ(ids(registry_->host() + "/test/img"), both);
+  EXPECT_THAT(ids(Ref("b")), ElementsAre(id_b));
+  EXPECT_THAT(ids(registry_->host() + "/test/img@" + image_a_->manifest.digest.ToString()),
+              ElementsAre(id_a));
+  EXPECT_THAT(ids(id_b.substr(7, 12)), ElementsAre(id_b));
+  EXPECT_THAT(ids(registry_->host() + "/test/other"), IsEmpty());
+}
+
 TEST_F(CriTest, V1alpha2ServesTheSameImages) {
   v1alpha2::PullImageRequest pull;
   pull.mutable_image()->set_image(Ref("b"));
@@ -685,6 +708,13 @@ TEST_F(CriTest, ErrorMessagesNameTheReferenceAndEndpoint) {
   EXPECT_THAT(refused.error_message(), HasSubstr(reference));
   EXPECT_THAT(refused.error_message(), HasSubstr(token_registry_->host()));
   EXPECT_THAT(refused.error_message(), Not(HasSubstr(kWrongPassword)));
+
+  // A digest reference reads name@digest in every part of the message, never name:digest.
+  const std::string absent = "sha256:" + std::string(64, '0');
+  grpc::Status by_digest = PullV1(registry_->host() + "/test/img@" + absent, &response);
+  EXPECT_EQ(by_digest.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(by_digest.error_message(), HasSubstr("test/img@" + absent));
+  EXPECT_THAT(by_digest.error_message(), Not(HasSubstr("test/img:" + absent)));
 
   grpc::Status invalid = PullV1("Not A Reference", &response);
   EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);

@@ -5,10 +5,14 @@
 //
 // Each test starts the registries it needs (about 0.3 s each), so tests are independent and may
 // run in any order or in parallel (ctest -j).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -178,6 +182,114 @@ std::string ClosedLoopbackHost() {
   EXPECT_TRUE(port) << port.error().ToString();
   return "127.0.0.1:" + std::to_string(port ? *port : 1);
 }
+
+// Forwards TCP connections from another loopback address (127.0.0.2, ::1; the port is chosen
+// by the kernel) to 127.0.0.1:`target_port`, where the test registries listen, so that a pull can
+// name a registry by that address. Each connection gets a thread that copies bytes both ways
+// until either side closes.
+class LoopbackRelay {
+ public:
+  // Null when `address` cannot be bound (no IPv6, say).
+  static std::unique_ptr<LoopbackRelay> Start(const std::string& address, uint16_t target_port) {
+    const bool v6 = address.find(':') != std::string::npos;
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+    if (v6) {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&storage);
+      a->sin6_family = AF_INET6;
+      if (::inet_pton(AF_INET6, address.c_str(), &a->sin6_addr) != 1) return nullptr;
+      length = sizeof(sockaddr_in6);
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in*>(&storage);
+      a->sin_family = AF_INET;
+      if (::inet_pton(AF_INET, address.c_str(), &a->sin_addr) != 1) return nullptr;
+      length = sizeof(sockaddr_in);
+    }
+    int fd = ::socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return nullptr;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 || ::listen(fd, 64) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) {
+      ::close(fd);
+      return nullptr;
+    }
+    auto relay = std::unique_ptr<LoopbackRelay>(new LoopbackRelay(fd, target_port));
+    relay->port_ = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port
+                            : reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
+    relay->acceptor_ = std::thread([raw = relay.get()] { raw->Accept(); });
+    return relay;
+  }
+
+  ~LoopbackRelay() {
+    stopping_ = true;
+    ::shutdown(listener_, SHUT_RDWR);  // wakes accept()
+    acceptor_.join();
+    ::close(listener_);
+    std::lock_guard lock(mutex_);
+    for (std::thread& pump : pumps_) pump.join();
+  }
+
+  uint16_t port() const { return port_; }
+
+ private:
+  LoopbackRelay(int listener, uint16_t target_port)
+      : listener_(listener), target_port_(target_port) {}
+
+  void Accept() {
+    while (!stopping_) {
+      int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (client < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      std::lock_guard lock(mutex_);
+      pumps_.emplace_back([this, client] { Pump(client); });
+    }
+  }
+
+  void Pump(int client) {
+    int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in target{};
+    target.sin_family = AF_INET;
+    target.sin_port = htons(target_port_);
+    target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (upstream >= 0 &&
+        ::connect(upstream, reinterpret_cast<sockaddr*>(&target), sizeof(target)) == 0) {
+      pollfd fds[2] = {{.fd = client, .events = POLLIN, .revents = 0},
+                       {.fd = upstream, .events = POLLIN, .revents = 0}};
+      std::vector<char> buffer(64 << 10);
+      bool open = true;
+      while (open && !stopping_) {
+        if (::poll(fds, 2, 100) <= 0) continue;
+        for (int i = 0; i < 2 && open; ++i) {
+          if ((fds[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+          ssize_t got = ::read(fds[i].fd, buffer.data(), buffer.size());
+          open = got > 0 && WriteAll(fds[1 - i].fd, buffer.data(), static_cast<size_t>(got));
+        }
+      }
+    }
+    if (upstream >= 0) ::close(upstream);
+    ::close(client);
+  }
+
+  static bool WriteAll(int fd, const char* data, size_t size) {
+    while (size > 0) {
+      ssize_t sent = ::send(fd, data, size, MSG_NOSIGNAL);
+      if (sent < 0 && errno == EINTR) continue;
+      if (sent <= 0) return false;
+      data += sent;
+      size -= static_cast<size_t>(sent);
+    }
+    return true;
+  }
+
+  const int listener_;
+  const uint16_t target_port_;
+  uint16_t port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  std::mutex mutex_;
+  std::vector<std::thread> pumps_;
+};
 
 // Sum of response body bytes the proxy sent for requests whose target contains `needle`.
 PullOptions Amd64() {
@@ -366,6 +478,35 @@ TEST_F(PullTest, TlsWithConfiguredCaSucceedsAndFailsWithoutIt) {
   ExpectPulled(Pull(with_ca, reference), image);
 }
 
+// Every loopback address is localhost (as in containerd): a registry named by 127.0.0.2 or ::1
+// without a scheme is reached over plain http, not only one named by 127.0.0.1.
+TEST_F(PullTest, EveryLoopbackAddressIsReachedOverPlainHttp) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(32 << 10, 12)});
+  ASSERT_TRUE(Push(*registry, kRepository, "loop", image));
+
+  std::unique_ptr<LoopbackRelay> v4 = LoopbackRelay::Start("127.0.0.2", registry->port());
+  ASSERT_NE(v4, nullptr) << "cannot listen on 127.0.0.2";
+  ExpectPulled(Pull("127.0.0.2:" + std::to_string(v4->port()) + "/demo:loop"), image);
+
+  std::unique_ptr<LoopbackRelay> v6 = LoopbackRelay::Start("::1", registry->port());
+  if (v6 == nullptr) GTEST_SKIP() << "no IPv6 loopback here; 127.0.0.2 passed";
+  ExpectPulled(Pull("[::1]:" + std::to_string(v6->port()) + "/demo:loop"), image);
+}
+
+// TLS settings configured for a loopback host are accepted and mean https there (they used to be
+// refused as "TLS settings for an endpoint that is not https").
+TEST_F(PullTest, TlsConfiguredForALoopbackHostMeansHttps) {
+  auto registry = StartRegistry({.mode = TestRegistryMode::kTls});
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(1000, 13)});
+  ASSERT_TRUE(Push(*registry, kRepository, "tls", image));
+  config::Config config = config::DefaultConfig();
+  config.registry.configs[registry->host()].tls.ca_file = registry->ca_file().string();
+  ExpectPulled(Pull(config, registry->host() + "/demo:tls"), image);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Client certificates
 
@@ -486,6 +627,31 @@ TEST_F(BasicAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
   ExpectNoSecret(pulled.error(), wrong);
   ExpectNoSecret(pulled.error(), Base64Encode(registry_->username() + ":" + wrong));
   EXPECT_TRUE(StoredBlobs().empty());
+}
+
+// The errors name the challenge (scheme and realm: where to log in, no secret) and, for a
+// refused login, whose credentials were refused.
+TEST_F(BasicAuthPullTest, RefusedLoginNamesUserAndRealmButNotThePassword) {
+  const std::string wrong = berth::testing::SentinelSecret("wrong-password-77e0");
+  PullOptions options = Amd64();
+  options.auth.username = registry_->username();
+  options.auth.password = Secret(wrong);
+  Result<PulledImage> refused = Pull(reference_, options);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated) << refused.error().ToString();
+  const std::string text = refused.error().ToString();
+  EXPECT_THAT(text,
+              HasSubstr("registry " + registry_->host() + " refused the credentials of user \"" +
+                        registry_->username() + "\""));
+  EXPECT_THAT(text, HasSubstr("Basic realm=\"berth-test-registry\""));
+  ExpectNoSecret(refused.error(), wrong);
+  ExpectNoSecret(refused.error(), Base64Encode(registry_->username() + ":" + wrong));
+
+  Result<PulledImage> anonymous = Pull(reference_);
+  ASSERT_FALSE(anonymous);
+  EXPECT_THAT(anonymous.error().ToString(),
+              HasSubstr("registry " + registry_->host() +
+                        " requires credentials (Basic realm=\"berth-test-registry\")"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -786,6 +952,67 @@ TEST_F(PullTest, FallbackNeverWithDeadMirrorFailsWithoutContactingUpstream) {
   config.registry.configs[upstream_proxy->host()].fallback = config::Fallback::kAlways;
   ExpectPulled(Pull(config, upstream_proxy->host() + "/demo:never"), image);
   EXPECT_GT(upstream_proxy->RequestCount(), 0u);
+}
+
+// Every request to a mirror says which registry it is for (?ns=<registry>, after the query the
+// endpoint URL has of its own), as containerd's do, so a pull-through cache knows the upstream;
+// requests to the registry itself carry none.
+TEST_F(PullTest, MirrorRequestsSayWhichRegistryTheyAreFor) {
+  auto upstream = StartRegistry();
+  ASSERT_NE(upstream, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(32 << 10, 52), MakeLayer(1000, 53)});
+  ASSERT_TRUE(Push(*upstream, kRepository, "ns", image));
+  auto upstream_proxy = StartProxy(upstream->host());
+  ASSERT_NE(upstream_proxy, nullptr);
+  std::mutex mutex;
+  std::vector<std::string> mirror_targets;
+  auto empty_mirror = StartServer([&](const HttpServerRequest& request) {
+    std::lock_guard lock(mutex);
+    mirror_targets.push_back(request.target);
+    return HttpServerResponse{
+        .status = 404,
+        .headers = {{"Content-Type", "application/json"}},
+        .body = R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]})"};
+  });
+  ASSERT_NE(empty_mirror, nullptr);
+
+  config::Config config = config::DefaultConfig();
+  config.registry.mirrors[upstream_proxy->host()].endpoints = {empty_mirror->url() + "/v2?key=abc"};
+  ExpectPulled(Pull(config, upstream_proxy->host() + "/demo:ns"), image);
+
+  std::string ns = "ns=" + upstream_proxy->host();
+  ns.replace(ns.find(':'), 1, "%3A");
+  {
+    std::lock_guard lock(mutex);
+    EXPECT_GE(mirror_targets.size(), 4u);  // the tag, and the config and layers by digest
+    for (const std::string& target : mirror_targets) {
+      EXPECT_THAT(target, HasSubstr("?key=abc&" + ns)) << target;
+    }
+  }
+  EXPECT_GT(upstream_proxy->RequestCount(), 0u);
+  for (const ProxiedRequest& request : upstream_proxy->requests()) {
+    EXPECT_THAT(request.target, Not(HasSubstr("ns="))) << request.target;
+  }
+}
+
+// A real registry as the mirror serves the whole pull with ns= on every request.
+TEST_F(PullTest, RegistryMirrorServesRequestsCarryingNs) {
+  auto mirror = StartRegistry();
+  ASSERT_NE(mirror, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(32 << 10, 54)});
+  ASSERT_TRUE(Push(*mirror, kRepository, "ns", image));
+  auto mirror_proxy = StartProxy(mirror->host());
+  ASSERT_NE(mirror_proxy, nullptr);
+  const std::string upstream = "registry.invalid";
+
+  config::Config config = config::DefaultConfig();
+  config.registry.mirrors[upstream].endpoints = {mirror_proxy->url()};
+  config.registry.configs[upstream].fallback = config::Fallback::kNever;
+  ExpectPulled(Pull(config, upstream + "/demo:ns"), image);
+  ASSERT_GT(mirror_proxy->RequestCount(), 0u);
+  for (const ProxiedRequest& request : mirror_proxy->requests()) {
+    EXPECT_THAT(request.target, HasSubstr("?ns=registry.invalid")) << request.target;
+  }
 }
 
 // 7. A pull-only mirror (hosts.toml capabilities) is never asked to resolve a tag.

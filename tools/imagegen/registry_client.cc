@@ -18,8 +18,7 @@
 #include "berth/base/c_handle.h"
 #include "berth/base/unique_fd.h"
 #include "berth/image/media_types.h"
-#include "berth/registry/challenge.h"
-#include "berth/registry/url.h"
+#include "tools/imagegen/http_parse.h"
 
 namespace berth::imagegen {
 namespace {
@@ -137,15 +136,15 @@ std::once_flag curl_init_once;
 }  // namespace
 
 std::string ResolveLocation(std::string_view request_url, std::string_view location) {
-  Result<registry::Url> base = registry::ParseUrl(request_url);
+  std::optional<ParsedUrl> base = ParseHttpUrl(request_url);
   if (!base) return std::string(location);
-  Result<registry::Url> resolved = registry::ResolveLocation(*base, location);
+  std::optional<ParsedUrl> resolved = ResolveReference(*base, location);
   return resolved ? resolved->ToString() : std::string(location);
 }
 
 std::string AppendQuery(std::string_view url, std::string_view key, std::string_view value) {
   char separator = url.find('?') == std::string_view::npos ? '?' : '&';
-  return fmt::format("{}{}{}={}", url, separator, key, registry::QueryEscape(value));
+  return fmt::format("{}{}{}={}", url, separator, key, PercentEncode(value));
 }
 
 struct RegistryClient::Request {
@@ -424,11 +423,14 @@ Result<void> RegistryClient::Authorize(const Request& request, const Response& r
     return Fail(ErrorCode::kUnauthenticated,
                 fmt::format("{}: 401 without a WWW-Authenticate challenge", what));
   }
-  BERTH_ASSIGN_OR_RETURN(std::vector<registry::Challenge> challenges,
-                         WithContext(registry::ParseChallenges(header), what));
-  const registry::Challenge* bearer = nullptr;
-  const registry::Challenge* basic = nullptr;
-  for (const registry::Challenge& challenge : challenges) {
+  std::optional<std::vector<AuthChallenge>> challenges = ParseAuthChallenges(header);
+  if (!challenges) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: malformed WWW-Authenticate challenge", what));
+  }
+  const AuthChallenge* bearer = nullptr;
+  const AuthChallenge* basic = nullptr;
+  for (const AuthChallenge& challenge : *challenges) {
     if (challenge.scheme == "bearer" && bearer == nullptr) bearer = &challenge;
     if (challenge.scheme == "basic" && basic == nullptr) basic = &challenge;
   }
