@@ -194,8 +194,11 @@ struct RegistryConfig {
 
 inline constexpr uint64_t kDefaultMaxLayerSize = uint64_t{64} << 30;  // 64 GiB
 
-// Threads per layer being unpacked (unpack::UnpackOptions::LayerThreads).
-enum class LayerThreads { kAuto, kOne, kTwo };
+// pull.layer_threads: the config file's spelling of unpack::UnpackOptions::LayerThreads (threads
+// per layer being unpacked), with the same values in the same order. config sits below unpack
+// in the module layering (unpack depends on pull, which depends on config), so it cannot name the
+// unpacker's type; berth/stack maps one to the other.
+enum class LayerThreads { kOne, kTwo, kAuto };
 
 struct PullConfig {
   int max_concurrent_downloads = 3;

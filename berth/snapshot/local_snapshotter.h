@@ -4,7 +4,7 @@
 // one directory per snapshot under <root>/snapshots/<id>/ plus metadata in SQLite. Subclasses
 // decide what a new snapshot directory holds, how it is mounted and where layers are written.
 // Users should include overlay_snapshotter.h or native_snapshotter.h and program against
-// Snapshotter; this header is for those two implementations.
+// Snapshotter (and Cleaner, for maintenance); this header is for those two implementations.
 //
 // Metadata schema (component "snapshots", version 1, in berth_schema; older databases kept it in
 // PRAGMA user_version, which sqlite::Migrate adopts), shared by every snapshotter type through a
@@ -42,6 +42,7 @@
 
 #include "berth/base/durability.h"
 #include "berth/base/unique_fd.h"
+#include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
 #include "berth/sqlite/sqlite.h"
 
@@ -62,7 +63,7 @@ struct LocalSnapshotterOptions {
   std::function<void(std::string_view point)> crash_point_for_test;
 };
 
-class LocalSnapshotter : public Snapshotter {
+class LocalSnapshotter : public Snapshotter, public Cleaner {
  public:
   ~LocalSnapshotter() override;
 
@@ -80,6 +81,8 @@ class LocalSnapshotter : public Snapshotter {
   Result<Usage> GetUsage(std::string_view key) override;
   Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) override;
   Result<ApplyTarget> GetApplyTarget(std::string_view key) override;
+
+  // Cleaner.
   Result<std::vector<std::filesystem::path>> Cleanup() override;
   Result<std::vector<std::filesystem::path>> FindOrphans() override;
   Result<std::vector<std::string>> FindMissing() override;

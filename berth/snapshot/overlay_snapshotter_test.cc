@@ -102,6 +102,20 @@ TEST_F(OverlaySnapshotterTest, ApplyTargetIsTheUpperDirWithOverlayWhiteouts) {
   EXPECT_EQ(target->opaque_xattr, "trusted.overlay.opaque");  // we run as root
 }
 
+TEST_F(OverlaySnapshotterTest, ApplyTargetListsTheParentLayersNearestFirst) {
+  ASSERT_NO_FATAL_FAILURE(Open(dir_->path() / "root"));
+  ASSERT_NO_FATAL_FAILURE(Commit("l1", ""));
+  ASSERT_NO_FATAL_FAILURE(Commit("l2", "l1"));
+  ASSERT_TRUE(snapshotter_->Prepare("extract", "l2", {}));
+  auto target = snapshotter_->GetApplyTarget("extract");
+  ASSERT_TRUE(target) << target.error().ToString();
+  EXPECT_THAT(target->lower_dirs, ElementsAre(fs::path(LayerDir("l2")), fs::path(LayerDir("l1"))));
+  ASSERT_TRUE(snapshotter_->Prepare("parentless", "", {}));
+  auto parentless = snapshotter_->GetApplyTarget("parentless");
+  ASSERT_TRUE(parentless) << parentless.error().ToString();
+  EXPECT_TRUE(parentless->lower_dirs.empty());
+}
+
 TEST_F(OverlaySnapshotterTest, ChildLayerStartsWithTheParentRootOwnerAndMode) {
   ASSERT_NO_FATAL_FAILURE(Open(dir_->path() / "root"));
   ASSERT_TRUE(snapshotter_->Prepare("base-active", "", {}));

@@ -393,6 +393,12 @@ class UnpackIntegrationTest : public ::testing::Test {
     return *native_;
   }
 
+  // The maintenance side of Snapshotter(kind).
+  snapshot::Cleaner& Cleaner(Snapshotters kind) {
+    Snapshotter(kind);  // opens it
+    return kind == Snapshotters::kOverlay ? *overlay_ : *native_;
+  }
+
   bool Push(const imagegen::Image& image, std::string_view repository, std::string_view tag) {
     auto client = imagegen::RegistryClient::Create({.base_url = registry_->url()});
     EXPECT_TRUE(client) << client.error().ToString();
@@ -408,7 +414,7 @@ class UnpackIntegrationTest : public ::testing::Test {
     config::Config config = config::DefaultConfig();
     config.root = dir_->path();
     pull::Puller puller(*store_, *transport_, config);
-    Unpacker unpacker(Snapshotter(kind), *store_, {});
+    Unpacker unpacker(Snapshotter(kind), *store_, threads_, {});
     pull::PullOptions options;
     options.platform = {.os = "linux", .architecture = "amd64"};
     options.layer_handler = &unpacker;
@@ -467,9 +473,10 @@ class UnpackIntegrationTest : public ::testing::Test {
   std::optional<TempDir> dir_;
   std::unique_ptr<TestRegistry> registry_;
   std::unique_ptr<content::Store> store_;
+  LayerThreadBudget threads_;
   std::unique_ptr<registry::CurlTransport> transport_;
-  std::unique_ptr<snapshot::Snapshotter> overlay_;
-  std::unique_ptr<snapshot::Snapshotter> native_;
+  std::unique_ptr<snapshot::LocalSnapshotter> overlay_;
+  std::unique_ptr<snapshot::LocalSnapshotter> native_;
   std::vector<snapshot::ScopedMount> mounts_;
   int views_ = 0;
 };
@@ -646,7 +653,7 @@ TEST_F(UnpackIntegrationTest, WrongDiffIdIsDataLossAndLeavesNoSnapshot) {
     EXPECT_EQ(chain_id.error().code(), ErrorCode::kDataLoss) << chain_id.error().ToString();
     EXPECT_THAT(chain_id.error().ToString(), HasSubstr("diff_ids[0]"));
     EXPECT_TRUE(Snapshots(kind).empty()) << "no committed and no active snapshot";
-    auto cleaned = Snapshotter(kind).Cleanup();
+    auto cleaned = Cleaner(kind).Cleanup();
     ASSERT_TRUE(cleaned);
     EXPECT_TRUE(cleaned->empty()) << "no stray directories either";
   }
