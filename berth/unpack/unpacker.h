@@ -21,10 +21,10 @@
 //     predecessor commits it too, so no download thread ever waits for another layer.
 //   - Directories a streamed layer needs but does not contain (only "etc/newfile", no "etc/")
 //     are created by the applier with default attributes, which on overlayfs would hide the
-//     lower layers' mode, owner and mtime of that directory. The applier lists them
-//     (ApplyResult::implicit_dirs); just before CommitRebased, once c_{i-1} is committed, each
-//     one takes the attributes of the nearest lower layer that shows it as a directory (as
-//     containerd's mkparent does). One that no lower layer has keeps 0755, root, and the newest
+//     lower layers' mode, owner, mtime and xattrs (ACLs included) of that directory. The
+//     applier lists them (ApplyResult::implicit_dirs); just before CommitRebased, once c_{i-1}
+//     is committed, each one takes the attributes of the nearest lower layer that shows it as a
+//     directory (as containerd's mkparent and overlayfs copy-up do). One that no lower layer has keeps 0755, root, and the newest
 //     mtime of its children. The layer applied from the store gets the same through lower_dirs.
 //   - A streamed layer that needs its lower layers (a hardlink to a lower layer's file fails the
 //     streaming apply with kFailedPrecondition) is applied again from the committed blob once its
@@ -68,8 +68,9 @@
 namespace berth::unpack {
 
 struct UnpackOptions {
-  // Durability of the written files. With SyncPolicy::kNone the snapshotter's own sync mode
-  // (syncfs at Commit) still applies; see cmd/berth for the mapping from the config's sync.
+  // Durability of the written files. With SyncPolicy::kNone the snapshotter's own durability
+  // (syncfs at Commit) still applies; berth/stack/image_stack.cc maps the config's pull.sync
+  // ("file" → kFsyncEachFile) to this.
   archive::SyncPolicy sync = archive::SyncPolicy::kNone;
   // Largest uncompressed size of one layer (decompression bombs); 0 for no limit.
   uint64_t max_layer_size = uint64_t{256} << 30;
