@@ -164,7 +164,7 @@ class ImageService {
  public:
   // Builds the service and its index from the database. Every reference must outlive the
   // service. Records whose config blob is missing or unreadable are skipped (a re-pull repairs
-  // them). Errors: the database's.
+  // them). Errors: kInvalidArgument when options.unpacker is empty; the database's.
   static Result<std::unique_ptr<ImageService>> Create(pull::Puller& puller, content::Store& store,
                                                       snapshot::Snapshotter& snapshotter,
                                                       snapshot::Cleaner& snapshot_cleaner,
