@@ -82,8 +82,9 @@ struct ImageServiceOptions {
   std::string snapshotter_name = "overlayfs";
   // The snapshotter's root directory, measured by FsInfo.
   std::filesystem::path snapshot_root;
-  // config.pull.pinned_images: references (normalized before matching) or globs (fnmatch, '*',
-  // '?', '[…]', matched against repo tags and repo digests as recorded).
+  // config.pull.pinned_images: references (normalized before matching), globs (fnmatch, '*',
+  // '?', '[…]', matched against repo tags and repo digests as recorded) or image IDs
+  // ("sha256:<hex>").
   std::vector<std::string> pinned_images;
   // Required: every pulled image must end up unpacked.
   UnpackerFactory unpacker;
