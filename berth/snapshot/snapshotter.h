@@ -158,7 +158,8 @@ class Snapshotter {
   // committed snapshot `parent`. This lets an unpacker write every layer of an image into its
   // own directory at once and chain them as the lower layers get committed. Errors: as Commit;
   // kFailedPrecondition when !SupportsRebase(), when `key` already has a parent, or when
-  // `parent` is not committed; kNotFound for a missing `parent`.
+  // `parent` is not committed; kNotFound for a missing `parent`. An empty `parent` commits as
+  // Commit() does.
   virtual Result<void> CommitRebased(std::string_view name, std::string_view key,
                                      std::string_view parent, const Labels& labels = {}) = 0;
 
