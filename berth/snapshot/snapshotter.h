@@ -15,7 +15,7 @@
 //   The unpacker applies a layer diff on top of the snapshot of the layers below it (named by
 //   their chain ID) and commits the result under the new chain ID:
 //
-//     Prepare("extract-<random> <chainID(L1..n)>", chainID(L1..n-1))   // parent "" for L1
+//     Prepare("extract-<random>-<chainID(L1..n)>", chainID(L1..n-1))   // parent "" for L1
 //     GetApplyTarget(key) -> write the layer's files there (or mount Mounts(key) and write there)
 //     Commit(chainID(L1..n), key)                                      // key is gone now
 //
