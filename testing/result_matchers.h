@@ -8,9 +8,10 @@
 //   auto store = Store::Open(options);
 //   ASSERT_OK(store);                                      // prints the error on failure
 //   ASSERT_OK_AND_ASSIGN(Manifest manifest, ParseManifest(bytes));
-//   EXPECT_OK(db->DeleteImage(name));
-//   EXPECT_THAT(Parse("UPPER/x"), FailsWith(ErrorCode::kInvalidArgument, "lowercase"));
-//   EXPECT_THAT(store->Read(digest), FailsWith(ErrorCode::kNotFound));
+//   EXPECT_OK(db->DeleteImages(names));
+//   EXPECT_THAT(Reference::Parse("library/UPPER"),
+//               FailsWith(ErrorCode::kInvalidArgument, "lowercase"));
+//   EXPECT_THAT(store->ReadBlob(digest, 1 << 20), FailsWith(ErrorCode::kNotFound));
 #pragma once
 
 #include <gmock/gmock.h>

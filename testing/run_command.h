@@ -20,8 +20,10 @@ struct CommandResult {
   std::string err;
 };
 
-// Runs argv[0] (a path; PATH is not searched) with `argv`. kInvalidArgument for an empty argv,
-// kNotFound/kInternal when the program cannot be started.
+// Runs argv[0] (a path; PATH is not searched) with `argv`. kInvalidArgument for an empty argv;
+// posix_spawn's or waitpid's errno error when the program cannot be started or waited for
+// (kNotFound for a missing program, kPermissionDenied for one that is not executable). The
+// output is also noted for the credential hygiene check (secret_sentinel.h).
 Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
                                  const std::filesystem::path& scratch_dir);
 

@@ -1,8 +1,8 @@
 // File: testing/test_images.h
 //
 // Test-only: two small images that share their base layer, built with imagegen, and a helper
-// that pushes them to a TestRegistry. Used by the service's unit tests and the CRI end-to-end
-// test. (Header-only; link berth::imagegen.)
+// that pushes them to a TestRegistry. Used by the service's unit tests and the CRI and CLI
+// end-to-end tests. (Header-only; link berth::imagegen.)
 //
 //   image A: base layer (/etc/os-release, /bin/tool) + layer /a.txt,  User "1000:1000"
 //   image B: base layer                              + layer /b.txt,  User "nobody"

@@ -57,7 +57,8 @@ class Writer;
 
 class Store {
  public:
-  // Creates <root>/blobs and <root>/ingest if needed.
+  // Creates <root>/blobs/<algorithm> (sha256, sha384, sha512) and <root>/ingest if needed.
+  // kInvalidArgument for an empty root.
   static Result<std::unique_ptr<Store>> Open(const StoreOptions& options);
 
   const std::filesystem::path& root() const { return options_.root; }
@@ -138,8 +139,9 @@ class Writer {
   Result<void> ReadExisting(const std::function<Result<void>(std::string_view)>& consume) const;
 
   // Checks size and digest, makes the blob durable (per the store's Durability), renames it into
-  // place and removes the ingest. On a mismatch returns kDataLoss naming both digests and removes
-  // the ingest, whose bytes are useless. The Writer is closed afterwards, whatever the result.
+  // place and removes the ingest. On a size or digest mismatch returns kDataLoss (naming both
+  // sizes or both digests) and removes the ingest, whose bytes are useless. kFailedPrecondition
+  // for a closed Writer. The Writer is closed afterwards, whatever the result.
   Result<BlobInfo> Commit();
 
  private:

@@ -12,7 +12,8 @@
 //   CollectGarbage → ImageService::CollectGarbage(dry_run)
 //   Check          → ImageService::Check({repair, verify})
 //
-// Errors go through ToGrpcStatus(). Every call is logged once as `admin.request`.
+// Errors go through ToGrpcStatus(), but for PullProgress's CANCELLED when the client cancels or
+// goes away. Every call is logged once as `admin.request`.
 //
 // Thread safety: handlers run on gRPC's threads at once; they only call ImageService, which is
 // thread-safe. `images` must outlive the service.

@@ -11,7 +11,8 @@
 //   FsInfo   → ImageFsInfo.image_filesystems (holds_writable_layers: also in
 //              container_filesystems)
 //
-// Failed calls come back as Errors through FromGrpcStatus (same code, the server's message).
+// Failed calls come back as Errors through FromGrpcStatus (same code, the server's message), with
+// the context "<method> via <address>".
 //
 // Thread safety: one client may be used from many threads (gRPC stubs are thread-safe).
 #pragma once

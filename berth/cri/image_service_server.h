@@ -16,13 +16,16 @@
 //   ImageFsInfo  → ImageService::FsInfo → image_filesystems (one per filesystem holding the
 //                  snapshot root or the content store: mountpoint, bytes allocated and inodes
 //                  under those trees, as `du -B1` and a unique-inode count find them), and
-//                  container_filesystems = the entry holding the snapshot root, where the
-//                  writable layers (active snapshots) live
+//                  (runtime.v1 only: v1alpha2 has no such field) container_filesystems = the
+//                  entry holding the snapshot root, where the writable layers (active
+//                  snapshots) live
 //
-// A pull stops when the client cancels the call or its deadline passes: the handler polls
-// ServerContext::IsCancelled() into the CancelToken the pull honours.
+// A pull stops when the client cancels the call or its deadline passes: the CancelToken the pull
+// honours carries the call's deadline, and a watcher thread polls ServerContext::IsCancelled()
+// into it.
 //
-// Every request is logged once, as `cri.request method=… ref=… ms=… code=…`.
+// Every request is logged once, as `cri.request method=… ref=… ms=… code=…` (at warning level
+// with `error=…` added when it failed).
 //
 // Thread safety: gRPC calls the handlers from many threads at once; both services only forward
 // to ImageService, which is thread-safe. `images` must outlive both.

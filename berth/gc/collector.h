@@ -38,7 +38,8 @@
 namespace berth::gc {
 
 struct CollectOptions {
-  // Report what would be removed, remove nothing.
+  // Report what would be removed, remove nothing (expired leases are not deleted, so
+  // CollectReport::expired_leases stays 0; they still keep nothing).
   bool dry_run = false;
   std::chrono::system_clock::time_point now = std::chrono::system_clock::now();
   // A named image's layer blob is not kept once the layer is a committed snapshot (config
@@ -74,9 +75,10 @@ struct CollectReport {
 };
 
 // `cleaner` is the maintenance side of `snapshotter` (the same object for the on-disk
-// snapshotters): it finds and deletes the directories no snapshot owns. Errors: the database's
-// and the store's; a single removal that fails is logged and counted in warnings, not returned
-// (the next collection retries it).
+// snapshotters): it finds and deletes the directories no snapshot owns. Errors: the database's,
+// the store's, the snapshotter's Walk and the cleaner's (a directory Cleanup cannot delete fails
+// the collection, after the other sweeps have run); a snapshot, blob or ingest whose removal
+// fails is logged and listed in warnings, not returned (the next collection retries it).
 Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snapshotter,
                               snapshot::Cleaner& cleaner, metadata::MetadataDb& db,
                               const CollectOptions& options = {});

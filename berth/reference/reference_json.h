@@ -1,6 +1,6 @@
 // File: berth/reference/reference_json.h
 //
-// The JSON view of a Reference that the CLI prints (`berth ref parse --json`) and tests
+// The JSON view of a Reference that the CLI prints (`berth ref normalize --json`) and tests
 // compare against. Kept apart from reference.h so that only users who want JSON see it.
 //
 // Thread safety: a pure function of its argument.

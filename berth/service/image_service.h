@@ -82,8 +82,9 @@ struct ImageServiceOptions {
   std::string snapshotter_name = "overlayfs";
   // The snapshotter's root directory, measured by FsInfo.
   std::filesystem::path snapshot_root;
-  // config.pull.pinned_images: references (normalized before matching) or globs (fnmatch, '*',
-  // '?', '[…]', matched against repo tags and repo digests as recorded).
+  // config.pull.pinned_images: references (normalized before matching), globs (fnmatch, '*',
+  // '?', '[…]', matched against repo tags and repo digests as recorded) or image IDs
+  // ("sha256:<hex>").
   std::vector<std::string> pinned_images;
   // Required: every pulled image must end up unpacked.
   UnpackerFactory unpacker;
@@ -164,7 +165,7 @@ class ImageService {
  public:
   // Builds the service and its index from the database. Every reference must outlive the
   // service. Records whose config blob is missing or unreadable are skipped (a re-pull repairs
-  // them). Errors: the database's.
+  // them). Errors: kInvalidArgument when options.unpacker is empty; the database's.
   static Result<std::unique_ptr<ImageService>> Create(pull::Puller& puller, content::Store& store,
                                                       snapshot::Snapshotter& snapshotter,
                                                       snapshot::Cleaner& snapshot_cleaner,

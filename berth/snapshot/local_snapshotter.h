@@ -16,8 +16,9 @@
 // a child even if this code had a bug.
 //
 // How changes stay crash safe:
-//   Prepare/View: build the directory as <root>/snapshots/new-XXXXXX, insert the row in a write
-//     transaction, rename the directory to <id>, (sync) and commit. A crash before the commit
+//   Prepare/View: insert the row in a write transaction, build the directory as
+//     <root>/snapshots/new-XXXXXX, rename it to <id>, (syncfs it and fsync snapshots/) and
+//     commit. A crash before the commit
 //     leaves new-XXXXXX or an <id> unknown to the metadata: garbage for Cleanup(). A stale <id>
 //     directory found at rename time is such garbage (the write lock is held, so no one else can
 //     have created that row) and is replaced.
@@ -53,8 +54,9 @@ struct LocalSnapshotterOptions {
   // The SQLite metadata file; empty means <root>/metadata.db.
   std::filesystem::path metadata_path;
   // Whether a change is on stable storage before the metadata says it happened. Unless kNone
-  // (kLayer and kFile alike), Prepare fsyncs the snapshots directory and Commit runs syncfs(2) on
-  // the snapshot before the metadata transaction commits, and SQLite runs with
+  // (kLayer and kFile alike), Prepare runs syncfs(2) on the new snapshot and fsyncs the
+  // snapshots directory, and Commit runs syncfs(2) on the snapshot, before the metadata
+  // transaction commits, and SQLite runs with
   // synchronous=FULL. With kNone nothing is synced (tests, throwaway roots): a power loss may
   // report snapshots whose files are incomplete.
   Durability sync = Durability::kLayer;

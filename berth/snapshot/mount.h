@@ -2,7 +2,7 @@
 //
 // Mount describes one mount(2) call the way containerd does: a filesystem type, a source and a
 // list of options mixing flags ("ro", "rbind", "nosuid") with filesystem data ("lowerdir=…").
-// Snapshotters return Mounts; the caller (a runtime, the unpacker, a test) performs them with
+// Snapshotters return Mounts; the caller (a runtime, `berth mount`, a test) performs them with
 // MountAll() and undoes them with UnmountAll() or a ScopedMount.
 //
 //   BERTH_ASSIGN_OR_RETURN(std::vector<Mount> mounts, snapshotter.Mounts(key));

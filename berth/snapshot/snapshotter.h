@@ -15,7 +15,7 @@
 //   The unpacker applies a layer diff on top of the snapshot of the layers below it (named by
 //   their chain ID) and commits the result under the new chain ID:
 //
-//     Prepare("extract-<random> <chainID(L1..n)>", chainID(L1..n-1))   // parent "" for L1
+//     Prepare("extract-<random>-<chainID(L1..n)>", chainID(L1..n-1))   // parent "" for L1
 //     GetApplyTarget(key) -> write the layer's files there (or mount Mounts(key) and write there)
 //     Commit(chainID(L1..n), key)                                      // key is gone now
 //
@@ -158,7 +158,8 @@ class Snapshotter {
   // committed snapshot `parent`. This lets an unpacker write every layer of an image into its
   // own directory at once and chain them as the lower layers get committed. Errors: as Commit;
   // kFailedPrecondition when !SupportsRebase(), when `key` already has a parent, or when
-  // `parent` is not committed; kNotFound for a missing `parent`.
+  // `parent` is not committed; kNotFound for a missing `parent`. An empty `parent` commits as
+  // Commit() does.
   virtual Result<void> CommitRebased(std::string_view name, std::string_view key,
                                      std::string_view parent, const Labels& labels = {}) = 0;
 

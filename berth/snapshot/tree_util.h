@@ -36,8 +36,8 @@ Result<Usage> DiskUsage(const std::filesystem::path& directory);
 // read are left out, and so is a missing directory.
 Usage DiskUsageBestEffort(const std::vector<std::filesystem::path>& directories);
 
-// Removes `path` and everything under it; succeeds when it does not exist. Directories without
-// write permission are made writable first.
+// Removes `path` and everything under it; succeeds when it does not exist. When that fails with
+// EACCES or EPERM, the tree's directories are made writable and the removal is tried once more.
 Result<void> RemoveTree(const std::filesystem::path& path);
 
 // syncfs(2) of the filesystem holding `path`, making every file written there durable.

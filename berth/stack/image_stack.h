@@ -46,8 +46,9 @@ struct ImageStackOptions {
 class ImageStack {
  public:
   // Opens (creating what is missing) everything under `config.root` (made absolute) and builds
-  // the image service, whose index is loaded from the database. Blocks on disk I/O. Errors: those
-  // of each component's Open/Create.
+  // the image service, whose index is loaded from the database, then runs ImageService::Recover
+  // when options.recover. Blocks on disk I/O. Errors: those of each component's Open/Create, and
+  // Recover's.
   static Result<std::unique_ptr<ImageStack>> Open(const config::Config& config,
                                                   ImageStackOptions options = {});
 

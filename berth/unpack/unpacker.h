@@ -24,8 +24,9 @@
 //     lower layers' mode, owner, mtime and xattrs (ACLs included) of that directory. The
 //     applier lists them (ApplyResult::implicit_dirs); just before CommitRebased, once c_{i-1}
 //     is committed, each one takes the attributes of the nearest lower layer that shows it as a
-//     directory (as containerd's mkparent and overlayfs copy-up do). One that no lower layer has keeps 0755, root, and the newest
-//     mtime of its children. The layer applied from the store gets the same through lower_dirs.
+//     directory (as containerd's mkparent and overlayfs copy-up do). One that no lower layer
+//     has keeps 0755, root, and the newest mtime of its children. The layer applied from the
+//     store gets the same through lower_dirs.
 //   - A streamed layer that needs its lower layers (a hardlink to a lower layer's file fails the
 //     streaming apply with kFailedPrecondition) is applied again from the committed blob once its
 //     parent is committed, prepared on the parent with the lower layers' directories given.
@@ -149,13 +150,15 @@ class Unpacker final : public pull::LayerHandler {
   Unpacker(const Unpacker&) = delete;
   Unpacker& operator=(const Unpacker&) = delete;
 
-  // pull::LayerHandler. kInvalidArgument when the config's diffIDs do not match the layers.
+  // pull::LayerHandler. kInvalidArgument when the config lists a different number of diffIDs
+  // than the manifest has layers, or there are no layers.
   Result<void> Begin(const image::Manifest& manifest, const image::ImageConfig& config) override;
   // Checks the snapshotter (blocks on its metadata) and, for streaming, prepares the layer's
-  // active snapshot.
+  // active snapshot. kFailedPrecondition when the chain ID exists but is not committed.
   Result<pull::LayerPlan> PlanLayer(size_t index) override;
   // With `success`: commits whatever is left (applying from the store where needed) and returns
-  // the first error any layer hit. Without: removes this unpacker's active snapshots.
+  // the first error any layer hit (kInternal for a layer never delivered), removing this
+  // unpacker's active snapshots on an error. Without: removes this unpacker's active snapshots.
   Result<void> End(bool success) override;
 
   // The non-streaming path (UnpackImage): after Begin(), marks every layer that is not
@@ -188,7 +191,7 @@ class Unpacker final : public pull::LayerHandler {
   };
 
   std::string NewKey(size_t index) const;
-  // `two_threads`: what the ApplyingLayer slot of the layer decided.
+  // `two_threads`: what the layer's LayerThreadBudget::Slot decided.
   archive::ApplyOptions ApplyOptionsFor(bool two_threads, const snapshot::ApplyTarget& target,
                                         const std::string& media_type) const;
   // REQUIRES: mutex_ not held. Records the new state of `index` and runs commits.

@@ -1,4 +1,6 @@
-// Where the image commands (pull, images, inspect, rmi, fsinfo) send their work. Two
+// File: cmd/berth/backend.h
+//
+// Where the image commands (pull, images, inspect, rmi, fsinfo, gc, check) send their work. Two
 // implementations of one seam:
 //
 //  - daemon mode: berthd over CRI runtime.v1 on its unix socket (cri::ImageServiceClient), and
@@ -70,8 +72,10 @@ struct BackendOptions {
 };
 
 // Loads the config (global options applied) and opens the backend the rules above choose.
-// Errors: the config's; kInvalidArgument for a bad address; kFailedPrecondition when a berthd
-// holds the root but is not the one answering at the address; the image stack's.
+// Errors: the config's; kInvalidArgument for a bad address, or for options.snapshotter in daemon
+// mode; the probe's connect error (e.g. kPermissionDenied) unless --root was given;
+// kFailedPrecondition when a berthd holds the root but is not the one answering at the address;
+// the root lock's and the image stack's.
 Result<std::unique_ptr<ImageBackend>> OpenBackend(BackendOptions options = {});
 
 }  // namespace berth::cli

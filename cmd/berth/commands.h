@@ -1,3 +1,5 @@
+// File: cmd/berth/commands.h
+//
 // The berth CLI's subcommands. Each Add*Command registers its options and callback on `app`;
 // the callback stores the process exit status in `*status`. Commands only translate between
 // the command line and library calls; they print results to stdout and errors to stderr as

@@ -1,3 +1,5 @@
+// File: cmd/berth/common.h
+//
 // Shared pieces of the berth CLI: the global options and the objects built from them.
 #pragma once
 
