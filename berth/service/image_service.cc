@@ -204,6 +204,18 @@ bool HoldsOnlyPiecesOf(const metadata::LeaseRecord& lease, const ImageEntry& ent
                      [&](const metadata::LeaseResource& held) { return pieces.contains(held); });
 }
 
+// Debug: what a collection removed (or, in a dry run, would remove) and why.
+void LogCollected(const gc::CollectReport& report, bool dry_run) {
+  if (report.expired_leases > 0) {
+    log::Debug("gc.leases",
+               {{"expired", report.expired_leases}, {"reason", "their resume window passed"}});
+  }
+  for (const std::string& what : report.removed) {
+    log::Debug(dry_run ? "gc.removable" : "gc.removed",
+               {{"what", what}, {"reason", "no image, unexpired lease or mount holds it"}});
+  }
+}
+
 std::unique_ptr<pull::LayerHandler> LayerTimings::Observe(
     std::unique_ptr<pull::LayerHandler> inner) {
   return std::make_unique<TimedLayerHandler>(*this, std::move(inner));
@@ -617,10 +629,13 @@ Result<gc::CollectReport> ImageService::CollectGarbage(bool dry_run) {
 }
 
 Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run, bool exclusive) {
-  return gc::Collect(store_, snapshotter_, db_,
-                     {.dry_run = dry_run,
-                      .discard_unpacked_layers = options_.discard_unpacked_layers,
-                      .exclusive = exclusive});
+  BERTH_ASSIGN_OR_RETURN(gc::CollectReport report,
+                         gc::Collect(store_, snapshotter_, db_,
+                                     {.dry_run = dry_run,
+                                      .discard_unpacked_layers = options_.discard_unpacked_layers,
+                                      .exclusive = exclusive}));
+  LogCollected(report, dry_run);
+  return report;
 }
 
 Result<void> ImageService::DropSnapshotsAndChildren(const std::vector<std::string>& missing) {

@@ -569,5 +569,28 @@ TEST_F(ImageServiceTest, RemoveDropsDeadLeasesHoldingOnlyItsPieces) {
   EXPECT_FALSE(store_->Contains(a_layer));
 }
 
+// The debug log says which dead lease a removal dropped, and what the collection then removed,
+// each with its reason.
+TEST_F(ImageServiceTest, DebugLogShowsDroppedLeasesAndWhatGarbageCollectionRemoved) {
+  PullResult a = MustPull("a");
+  MakeLease(*db_, "pull-dead-a", "pull example.com/mirror/img:a", {a.image_id},
+            LeaseState::kReleased);
+  std::ostringstream captured;
+  ASSERT_TRUE(log::Init({.level = log::Level::kDebug, .file = "/dev/null"}));
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  ASSERT_TRUE(service_->Remove(Ref("a")));
+  ASSERT_TRUE(log::Init({}));  // info on stderr again; the capture is detached
+  const std::string text = captured.str();
+  EXPECT_THAT(
+      text, ::testing::HasSubstr(" debug lease.dropped lease=pull-dead-a description=\"pull "
+                                 "example.com/mirror/img:a\" image=" +
+                                 a.image_id.ToString() +
+                                 " reason=\"the image was removed\" match=\"holds only the image's "
+                                 "pieces\"\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(" debug gc.removed what=\"blob " + a.image_id.ToString() +
+                                         "\" reason=\"no image, unexpired lease or mount holds "
+                                         "it\"\n"));
+}
+
 }  // namespace
 }  // namespace berth::service
