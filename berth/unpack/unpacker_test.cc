@@ -13,11 +13,11 @@
 #include <set>
 #include <thread>
 
-#include "tools/imagegen/layer.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/snapshot/snapshot_test_util.h"
 #include "testing/temp_dir.h"
+#include "tools/imagegen/layer.h"
 
 namespace berth::unpack {
 namespace {
@@ -47,8 +47,8 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
     auto dir = berth::testing::TempDir::Create("unpack");
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_.emplace(std::move(*dir));
-    auto store = content::Store::Open(
-        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    auto store =
+        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     ASSERT_NO_FATAL_FAILURE(OpenSnapshotter());
@@ -61,7 +61,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
 
   void OpenSnapshotter() {
     snapshot::LocalSnapshotterOptions options{.root = dir_->path() / "snapshots",
-                                              .sync = snapshot::SyncMode::kNone};
+                                              .sync = Durability::kNone};
     if (GetParam() == Kind::kOverlay) {
       snapshot::OverlaySnapshotterOptions overlay;
       static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
@@ -132,7 +132,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
     return ended;
   }
 
-  Unpacker NewUnpacker() { return Unpacker(*snapshotter_, *store_, {}); }
+  Unpacker NewUnpacker() { return Unpacker(*snapshotter_, *store_, threads_, {}); }
 
   // Mounts a view of `chain_id` and returns where.
   fs::path MountView(const Digest& chain_id) {
@@ -199,6 +199,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
 
   std::optional<berth::testing::TempDir> dir_;
   std::unique_ptr<content::Store> store_;
+  LayerThreadBudget threads_;
   std::unique_ptr<snapshot::Snapshotter> snapshotter_;
   std::vector<snapshot::ScopedMount> mounts_;
   int views_ = 0;
@@ -403,7 +404,7 @@ TEST_P(UnpackerTest, DirectoriesWithoutEntriesKeepTheLowerLayersAttributes) {
 
 TEST_P(UnpackerTest, DirectoriesWithoutEntriesFromTheStoreKeepTheLowerLayersAttributes) {
   TestImage image = MakeImage(ImplicitDirectoryLayers());
-  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config);
+  auto chain_id = UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config);
   ASSERT_TRUE(chain_id) << chain_id.error().ToString();
   const bool overlay = GetParam() == Kind::kOverlay;
   fs::path root = MountView(*chain_id);
@@ -459,12 +460,14 @@ TEST_P(UnpackerTest, EndWithoutSuccessRemovesActiveSnapshots) {
 TEST_P(UnpackerTest, UnpackImageAppliesFromTheStore) {
   TestImage image = MakeImage(ThreeLayers(), true, imagegen::Compression::kZstd);
   UnpackStats stats;
-  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config, {}, &stats);
+  auto chain_id =
+      UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config, {}, &stats);
   ASSERT_TRUE(chain_id) << chain_id.error().ToString();
   EXPECT_EQ(stats.applied_from_store, 3u);
   ExpectThreeLayerRootfs(*chain_id);
   // Again: nothing to do.
-  auto again = UnpackImage(*store_, *snapshotter_, image.manifest, image.config, {}, &stats);
+  auto again =
+      UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config, {}, &stats);
   ASSERT_TRUE(again);
   EXPECT_EQ(stats.already_present, 3u);
   EXPECT_EQ(stats.committed, 0u);
@@ -472,7 +475,7 @@ TEST_P(UnpackerTest, UnpackImageAppliesFromTheStore) {
 
 TEST_P(UnpackerTest, UnpackImageNeedsTheBlobs) {
   TestImage image = MakeImage(ThreeLayers(), /*store=*/false);
-  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config);
+  auto chain_id = UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config);
   ASSERT_FALSE(chain_id);
   EXPECT_EQ(chain_id.error().code(), ErrorCode::kNotFound) << chain_id.error().ToString();
   EXPECT_TRUE(Snapshots().empty());
