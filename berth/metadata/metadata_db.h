@@ -29,7 +29,8 @@
 // runs (no expiry); when the pull ends without naming an image, or when berth starts and finds
 // leases held by a process that died, the lease is *released*: it keeps its blobs and committed
 // snapshots until an expiry (so a retried pull resumes instead of starting over) and drops its
-// active snapshots, which a new pull cannot reuse.
+// active snapshots, which a new pull cannot reuse. Its owner may delete it sooner, once nothing
+// is left to resume (the image service does when the image is pulled or removed).
 //
 // Thread safety: safe for concurrent use; calls are serialised on one connection. Every call
 // blocks on disk I/O.

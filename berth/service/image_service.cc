@@ -161,6 +161,38 @@ class TimedLayerHandler final : public pull::LayerHandler {
   std::unique_ptr<pull::LayerHandler> inner_;
 };
 
+// The description of a pull's lease: "pull " and the normalized reference. Leases recorded
+// before the image was named carry it too, so a later pull of the same reference finds them.
+std::string PullLeaseDescription(const Reference& reference) {
+  return "pull " + reference.ToString();
+}
+
+// Whether every blob and committed snapshot `lease` holds is one of `entry`'s, and it holds no
+// active snapshot (a lease with nothing at all qualifies).
+bool HoldsOnlyPiecesOf(const metadata::LeaseRecord& lease, const ImageEntry& entry) {
+  std::set<metadata::LeaseResource> pieces;
+  for (const Digest& blob : entry.blobs) {
+    pieces.insert({metadata::LeaseResourceKind::kBlob, blob.ToString()});
+  }
+  for (const std::string& chain_id : entry.chain) {
+    pieces.insert({metadata::LeaseResourceKind::kSnapshot, chain_id});
+  }
+  return std::all_of(lease.resources.begin(), lease.resources.end(),
+                     [&](const metadata::LeaseResource& held) { return pieces.contains(held); });
+}
+
+// Debug: what a collection removed (or, in a dry run, would remove) and why.
+void LogCollected(const gc::CollectReport& report, bool dry_run) {
+  if (report.expired_leases > 0) {
+    log::Debug("gc.leases",
+               {{"expired", report.expired_leases}, {"reason", "their resume window passed"}});
+  }
+  for (const std::string& what : report.removed) {
+    log::Debug(dry_run ? "gc.removable" : "gc.removed",
+               {{"what", what}, {"reason", "no image, unexpired lease or mount holds it"}});
+  }
+}
+
 std::unique_ptr<pull::LayerHandler> LayerTimings::Observe(
     std::unique_ptr<pull::LayerHandler> inner) {
   return std::make_unique<TimedLayerHandler>(*this, std::move(inner));
@@ -322,7 +354,7 @@ class ImageService::PullLease final : public pull::PullLease {
 Result<PullResult> ImageService::PullOnce(const PullRequest& request, const Reference& reference,
                                           const CancelToken& cancel) {
   PullLease lease(*this);
-  BERTH_RETURN_IF_ERROR(WithContext(db_.CreateLease(lease.id(), "pull " + reference.ToString()),
+  BERTH_RETURN_IF_ERROR(WithContext(db_.CreateLease(lease.id(), PullLeaseDescription(reference)),
                                     fmt::format("pull {}", reference.ToString())));
   const uint64_t progress_id = pull_progress_.Start(reference.ToString());
   Result<PullResult> result = PullUnderLease(request, reference, lease, progress_id, cancel);
@@ -337,6 +369,30 @@ Result<PullResult> ImageService::PullOnce(const PullRequest& request, const Refe
     log::Warn("pull.lease", {{"lease", lease.id()}, {"error", ended.error().ToString()}});
   }
   return result;
+}
+
+void ImageService::DropDeadLeasesOf(const ImageEntry& entry, std::string_view pull_description,
+                                    std::string_view reason) {
+  Result<std::vector<metadata::LeaseRecord>> leases = db_.ListLeases();
+  if (!leases) {
+    log::Warn("lease.drop", {{"image", entry.id.ToString()}, {"error", leases.error().ToString()}});
+    return;
+  }
+  for (const metadata::LeaseRecord& lease : *leases) {
+    if (!lease.expires) continue;  // held: its pull is running
+    const bool same_pull = !pull_description.empty() && lease.description == pull_description;
+    if (!same_pull && !HoldsOnlyPiecesOf(lease, entry)) continue;
+    if (Result<void> deleted = db_.DeleteLease(lease.id); !deleted) {
+      log::Warn("lease.drop", {{"lease", lease.id}, {"error", deleted.error().ToString()}});
+      continue;
+    }
+    log::Debug("lease.dropped",
+               {{"lease", lease.id},
+                {"description", lease.description},
+                {"image", entry.id.ToString()},
+                {"reason", reason},
+                {"match", same_pull ? "same reference" : "holds only the image's pieces"}});
+  }
 }
 
 Result<void> ImageService::Hold(const std::string& id,
@@ -423,6 +479,9 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
         WithContext(db_.PutImages(records), fmt::format("record image {}", reference.ToString())));
     index_.Put(entry, names);
   }
+  // The image's names hold its pieces now; what earlier dead pulls of it held beyond them is
+  // garbage, and no pull will resume it.
+  DropDeadLeasesOf(entry, PullLeaseDescription(reference), "the image was pulled");
   return PullResult{
       .image_id = pulled->image_id, .reference = reference.ToString(), .repo_digest = repo_digest};
 }
@@ -513,10 +572,11 @@ std::optional<Image> ImageService::Find(std::string_view ref_or_id) const {
 }
 
 Result<void> ImageService::Remove(std::string_view ref_or_id, RemovePinned pinned) {
+  std::optional<ImageEntry> entry;
   {
     std::lock_guard lock(names_mutex_);
     // Resolved under the names lock, so a concurrent pull cannot add a name we then miss.
-    std::optional<ImageEntry> entry = Resolve(ref_or_id);
+    entry = Resolve(ref_or_id);
     if (!entry) return Ok();
     if (pinned == RemovePinned::kRefuse && IsPinned(*entry)) {
       return Fail(ErrorCode::kFailedPrecondition,
@@ -530,6 +590,7 @@ Result<void> ImageService::Remove(std::string_view ref_or_id, RemovePinned pinne
         WithContext(db_.DeleteImages(names), fmt::format("remove image {}", entry->id.ToString())));
     index_.Remove(entry->id);
   }
+  DropDeadLeasesOf(*entry, /*pull_description=*/{}, "the image was removed");
   if (Result<gc::CollectReport> collected = CollectGarbage(); !collected) {
     log::Warn("image.remove",
               {{"image", std::string(ref_or_id)}, {"gc_error", collected.error().ToString()}});
@@ -543,10 +604,13 @@ Result<gc::CollectReport> ImageService::CollectGarbage(bool dry_run) {
 }
 
 Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run, bool exclusive) {
-  return gc::Collect(store_, snapshotter_, snapshot_cleaner_, db_,
-                     {.dry_run = dry_run,
-                      .discard_unpacked_layers = options_.discard_unpacked_layers,
-                      .exclusive = exclusive});
+  BERTH_ASSIGN_OR_RETURN(gc::CollectReport report,
+                         gc::Collect(store_, snapshotter_, snapshot_cleaner_, db_,
+                                     {.dry_run = dry_run,
+                                      .discard_unpacked_layers = options_.discard_unpacked_layers,
+                                      .exclusive = exclusive}));
+  LogCollected(report, dry_run);
+  return report;
 }
 
 Result<void> ImageService::DropSnapshotsAndChildren(const std::vector<std::string>& missing) {

@@ -32,8 +32,14 @@
 // (metadata_db.h) that holds each blob and snapshot before the pull checks for or creates it.
 // The lease is deleted once the names are written; a pull that fails releases it with an expiry
 // of `resume_window`, so a retry resumes from what was fetched; at start (Recover) the leases of
-// pulls that died with the process are released the same way. Garbage collection (gc/) runs
-// after Remove, at start and on demand, and may run while pulls do: the lease protects them.
+// pulls that died with the process are released the same way. Such a released lease belongs to
+// a dead pull, and it is deleted before its expiry once nothing is left to resume: when a pull
+// completes, for the dead leases of the same reference (a pull lease's description is "pull "
+// and the normalized reference) and those holding only pieces of the image pulled; when an image
+// is removed, for the dead leases holding only its pieces. So a removal's collection frees every
+// byte no image needs, while a pull that never completed still resumes within the window. Garbage
+// collection (gc/) runs after Remove, at start and on demand, and may run while pulls do: the lease
+// protects them.
 //
 // Thread safety: every operation may run concurrently with every other.
 #pragma once
@@ -196,8 +202,9 @@ class ImageService {
   // (`berth mount`), so that they name images as every other command does.
   std::optional<Image> Find(std::string_view ref_or_id) const;
 
-  // Removes every name of the image `ref_or_id` names, then collects garbage: the snapshots and
-  // blobs nothing else uses are freed. Success when no image matches. kFailedPrecondition for a
+  // Removes every name of the image `ref_or_id` names, deletes the leases of dead pulls that
+  // hold only its pieces (see the file comment), then collects garbage: the snapshots and blobs
+  // nothing else uses are freed. Success when no image matches. kFailedPrecondition for a
   // pinned image unless `pinned` is kAllow. Errors: the database's; a failed collection is
   // logged, not returned (the names are gone, and the next collection retries).
   Result<void> Remove(std::string_view ref_or_id, RemovePinned pinned = RemovePinned::kRefuse);
@@ -255,6 +262,13 @@ class ImageService {
   bool IsReported(const ImageEntry& entry);
   bool IsPinned(const ImageEntry& entry) const;
   Image ToImage(const ImageEntry& entry) const;
+  // Deletes the leases of dead pulls (released, with an expiry: their pull is not running any
+  // more) that were for `entry`: those whose description is `pull_description` (when not empty:
+  // an earlier pull of the reference just pulled) and those holding nothing but `entry`'s blobs
+  // and committed snapshots. Held leases (running pulls) are never touched. Errors are logged:
+  // a lease left behind only delays freeing until its expiry.
+  void DropDeadLeasesOf(const ImageEntry& entry, std::string_view pull_description,
+                        std::string_view reason);
   // Adds resources to the lease `id` under gc_mutex_ (shared).
   Result<void> Hold(const std::string& id, std::vector<metadata::LeaseResource> resources);
   // Removes the snapshots `missing` and every snapshot built on them. REQUIRES: gc_mutex_ held.

@@ -439,8 +439,9 @@ TEST_F(ImageServiceTest, FailedPullKeepsWhatItFetchedForTheRetry) {
   ASSERT_TRUE(pulled) << pulled.error().ToString();
   EXPECT_EQ((*proxy)->RequestCount("GET", image_a_->layers[0].blob.digest.ToString()), base_gets)
       << "the base layer was fetched again";
-  // The retry's own lease is gone; the failed pull's stays until it expires.
-  EXPECT_EQ(db_->ListLeases()->size(), 1u);
+  // The retry completed the image: its own lease is gone, and so is the failed pull's (nothing
+  // is left to resume; the image's names hold what it fetched).
+  EXPECT_THAT(*db_->ListLeases(), IsEmpty());
 }
 
 // Collections while a pull runs free garbage but never what the pull holds.
@@ -487,6 +488,98 @@ TEST_F(ImageServiceTest, RecoverReleasesLeasesOfDeadPulls) {
   ASSERT_EQ(leases->size(), 1u);
   EXPECT_TRUE(leases->front().expires.has_value());
   EXPECT_THAT(leases->front().resources, IsEmpty());  // its active snapshot is not resumable
+}
+
+// A lease as an earlier pull left it: `released` (a dead pull's, with an expiry an hour away)
+// or held (a running pull's).
+enum class LeaseState { kHeld, kReleased };
+
+void MakeLease(metadata::MetadataDb& db, const std::string& id, const std::string& description,
+               const std::vector<Digest>& blobs, LeaseState state) {
+  ASSERT_TRUE(db.CreateLease(id, description));
+  std::vector<metadata::LeaseResource> resources;
+  for (const Digest& blob : blobs) {
+    resources.push_back({metadata::LeaseResourceKind::kBlob, blob.ToString()});
+  }
+  ASSERT_TRUE(db.AddLeaseResources(id, resources));
+  if (state == LeaseState::kReleased) {
+    ASSERT_TRUE(db.ReleaseLeases(id, std::chrono::system_clock::now() + std::chrono::hours(1)));
+  }
+}
+
+std::vector<std::string> LeaseIds(metadata::MetadataDb& db) {
+  std::vector<std::string> ids;
+  auto leases = db.ListLeases();
+  EXPECT_TRUE(leases) << leases.error().ToString();
+  if (leases) {
+    for (const metadata::LeaseRecord& lease : *leases) ids.push_back(lease.id);
+  }
+  return ids;
+}
+
+// Issue 12: a completed pull drops the leases dead pulls of the same image left behind (their
+// bytes are the image's now, or garbage), but not another image's, nor a running pull's.
+TEST_F(ImageServiceTest, CompletedPullDropsDeadLeasesOfItsImageOnly) {
+  const Digest a_layer = image_a_->layers.back().blob.digest;
+  const Digest b_layer = image_b_->layers.back().blob.digest;
+  MakeLease(*db_, "pull-dead-a", "pull " + Ref("a"), {a_layer}, LeaseState::kReleased);
+  // Same image under another name: it holds nothing but the image's pieces.
+  MakeLease(*db_, "pull-dead-a-elsewhere", "pull example.com/mirror/img:a",
+            {image_a_->config.digest, a_layer}, LeaseState::kReleased);
+  MakeLease(*db_, "pull-dead-b", "pull " + Ref("b"), {b_layer}, LeaseState::kReleased);
+  MakeLease(*db_, "pull-running-a", "pull " + Ref("a"), {a_layer}, LeaseState::kHeld);
+
+  MustPull("a");
+
+  EXPECT_THAT(LeaseIds(*db_), ElementsAre("pull-dead-b", "pull-running-a"));
+}
+
+// Issue 12: removing an image drops the dead leases that hold only its pieces, so the removal's
+// collection frees them at once; a dead lease that holds more, and a running pull's lease, keep
+// what they hold.
+TEST_F(ImageServiceTest, RemoveDropsDeadLeasesHoldingOnlyItsPieces) {
+  PullResult a = MustPull("a");
+  const Digest base_layer = image_a_->layers[0].blob.digest;
+  const Digest a_layer = image_a_->layers.back().blob.digest;
+  const Digest b_layer = image_b_->layers.back().blob.digest;
+  MakeLease(*db_, "pull-dead-a", "pull example.com/mirror/img:a", {a.image_id, a_layer},
+            LeaseState::kReleased);
+  MakeLease(*db_, "pull-dead-other", "pull example.com/other:1", {base_layer, b_layer},
+            LeaseState::kReleased);
+  MakeLease(*db_, "pull-running-a", "pull example.com/mirror/img:a", {a_layer}, LeaseState::kHeld);
+
+  ASSERT_TRUE(service_->Remove(Ref("a")));
+
+  EXPECT_THAT(LeaseIds(*db_), ElementsAre("pull-dead-other", "pull-running-a"));
+  EXPECT_FALSE(store_->Contains(a.image_id));
+  EXPECT_TRUE(store_->Contains(base_layer));
+  EXPECT_TRUE(store_->Contains(a_layer));
+  ASSERT_TRUE(db_->DeleteLease("pull-running-a"));  // the running pull ends
+  ASSERT_TRUE(service_->CollectGarbage());
+  EXPECT_FALSE(store_->Contains(a_layer));
+}
+
+// The debug log says which dead lease a removal dropped, and what the collection then removed,
+// each with its reason.
+TEST_F(ImageServiceTest, DebugLogShowsDroppedLeasesAndWhatGarbageCollectionRemoved) {
+  PullResult a = MustPull("a");
+  MakeLease(*db_, "pull-dead-a", "pull example.com/mirror/img:a", {a.image_id},
+            LeaseState::kReleased);
+  std::ostringstream captured;
+  ASSERT_TRUE(log::Init({.level = log::Level::kDebug, .file = "/dev/null"}));
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
+  ASSERT_TRUE(service_->Remove(Ref("a")));
+  ASSERT_TRUE(log::Init({}));  // info on stderr again; the capture is detached
+  const std::string text = captured.str();
+  EXPECT_THAT(
+      text, ::testing::HasSubstr(" debug lease.dropped lease=pull-dead-a description=\"pull "
+                                 "example.com/mirror/img:a\" image=" +
+                                 a.image_id.ToString() +
+                                 " reason=\"the image was removed\" match=\"holds only the image's "
+                                 "pieces\"\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr(" debug gc.removed what=\"blob " + a.image_id.ToString() +
+                                         "\" reason=\"no image, unexpired lease or mount holds "
+                                         "it\"\n"));
 }
 
 }  // namespace
