@@ -23,8 +23,23 @@ function(berth_library)
   berth_precompile_headers(${target} ${ARG_SRCS} DEPS ${ARG_DEPS})
 endfunction()
 
-# berth_test(NAME x_test SRCS x_test.cc DEPS berth::x [LABELS integration])
+# berth_test(NAME x_test SRCS x_test.cc DEPS berth::x [LABELS need...])
 #   -> gtest executable berth_x_test, each TEST registered with ctest through gtest_discover_tests.
+#   LABELS say what the executable's tests need from the machine; every test of it gets them all:
+#     (none)    -> label `unit`: needs nothing. No root, no other process, no network, not even
+#                  loopback. scripts/test.sh runs `ctest -L unit` as an unprivileged user in a
+#                  network namespace without loopback, so a unit test that needs more fails there.
+#                  A test that needs root may stay unit only if it GTEST_SKIPs with a reason.
+#     loopback  -> servers on 127.0.0.1 in the test process (HttpServer, FaultProxy, TokenServer).
+#     registry  -> starts Debian's docker-registry (testing/test_registry.h); list process and
+#                  loopback too.
+#     root      -> mounts, chown, device nodes, xattrs outside user.*.
+#     process   -> spawns programs: berthd, berth, docker-registry, umoci, crun or others.
+#     integration -> also on the end-to-end suites (test/integration, test/hostile,
+#                  imagegen_registry_test), for `ctest -L integration`.
+#   Find a new executable's needs by running it as test.sh runs unit tests (as nobody, in
+#   `unshare -n`), and with the network to see what needs root. Labels are written into the
+#   test list when the executable links: after changing them, relink it.
 function(berth_test)
   cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT BERTH_BUILD_TESTS)
@@ -44,6 +59,12 @@ function(berth_test)
   set(labels unit)
   if(ARG_LABELS)
     set(labels ${ARG_LABELS})
+    foreach(label ${labels})
+      if(NOT label MATCHES "^(loopback|registry|root|process|integration)$")
+        message(FATAL_ERROR "berth_test(${ARG_NAME}): unknown label '${label}' (a test without "
+          "labels is unit; others are loopback, registry, root, process, integration)")
+      endif()
+    endforeach()
   endif()
   gtest_discover_tests(${target}
     TEST_PREFIX "${ARG_NAME}."

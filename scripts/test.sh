@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Command (b): installs the dependencies, builds, and runs the whole test suite through ctest.
-# Unit and integration tests alike; integration tests start real registries on loopback.
+# Unit and integration tests alike; integration tests start real registries on loopback. Then
+# (as root) the unit-labelled tests once more, as nobody in a network namespace without loopback.
 #
 # Then, unless BERTH_TEST_QUICK=1 (for local iteration), the hardening checks CI runs:
 #   1. the sanitizer build (clang, ASan + UBSan, BERTH_SANITIZE + BERTH_FUZZ, in build-asan or
@@ -33,6 +34,38 @@ fi
 start=$(date +%s)
 (cd "$build_dir" && ctest --output-on-failure --parallel "$(nproc)" --timeout 600 "$@")
 echo "test.sh: ctest took $(( $(date +%s) - start )) s"
+
+# The `unit` label promises that a test needs nothing: no root, no other process, no network
+# (cmake/BerthHelpers.cmake, berth_test). Run those tests again as nobody in a network namespace
+# without even loopback, so a unit test that starts to need more fails here until its berth_test
+# lists what it needs.
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: not root: skipped the check that unit tests run unprivileged without a network"
+else
+  unit_tmp=$(mktemp -d /tmp/berth-unit.XXXXXX)
+  chmod 1777 "$unit_tmp"
+  nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all)
+  if ! "${nobody[@]}" test -r "$build_dir/CTestTestfile.cmake"; then
+    echo "test.sh: user nobody cannot read $repo/$build_dir; make it and its parents" \
+      "world-readable (chmod o+rx) to check the unit label"
+    exit 1
+  fi
+  # ctest writes its logs to Testing/Temporary: lend that directory to nobody for the run.
+  mkdir -p "$build_dir/Testing/Temporary"
+  chown -R 65534:65534 "$build_dir/Testing/Temporary"
+  start=$(date +%s)
+  unit_status=0
+  (cd "$build_dir" && TMPDIR=$unit_tmp unshare --net "${nobody[@]}" \
+    ctest -L unit --output-on-failure --parallel "$(nproc)" --timeout 600 "$@") || unit_status=$?
+  chown -R 0:0 "$build_dir/Testing/Temporary"
+  rm -rf "$unit_tmp"
+  echo "test.sh: ctest -L unit as nobody without a network took $(( $(date +%s) - start )) s"
+  if [ "$unit_status" != 0 ]; then
+    echo "test.sh: a unit-labelled test failed without root or network: list what it needs in" \
+      "its berth_test LABELS (cmake/BerthHelpers.cmake)"
+    exit 1
+  fi
+fi
 
 if [ -z "$asan_pid" ]; then
   echo "test.sh: BERTH_TEST_QUICK=1: skipped the sanitizer build, its ctest and the fuzz smoke"

@@ -7,6 +7,9 @@
 //   BERTH_ASSIGN_OR_RETURN(TempDir dir, TempDir::Create("registry"));
 //   std::filesystem::path config = dir.path() / "config.yml";
 //
+// A test fixture holds one as a member, empty until SetUp assigns it:
+//   TempDir dir_;  ...  ASSERT_OK_AND_ASSIGN(dir_, TempDir::Create("store"));
+//
 // Thread safety: a TempDir is a move-only value; use one object from one thread at a time.
 #pragma once
 
@@ -22,6 +25,9 @@ class TempDir {
   // Creates "<tmp>/berth-<prefix>-XXXXXX" with mode 0700. `prefix` may be empty and must not
   // contain '/'. Returns kInvalidArgument for a bad prefix and an errno error if mkdtemp fails.
   static Result<TempDir> Create(std::string_view prefix = "test");
+
+  // An empty TempDir: owns no directory and path() is empty, like one that was moved from.
+  TempDir() = default;
 
   TempDir(TempDir&& other) noexcept;
   TempDir& operator=(TempDir&& other) noexcept;

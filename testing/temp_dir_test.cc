@@ -42,6 +42,20 @@ TEST(TempDirTest, MoveTransfersOwnership) {
   EXPECT_FALSE(std::filesystem::exists(path));
 }
 
+TEST(TempDirTest, DefaultConstructedOwnsNothingUntilAssigned) {
+  TempDir dir;
+  EXPECT_TRUE(dir.path().empty());
+  Result<TempDir> created = TempDir::Create("assigned");
+  ASSERT_TRUE(created);
+  std::filesystem::path path = created->path();
+  dir = std::move(*created);
+  EXPECT_EQ(dir.path(), path);
+  EXPECT_TRUE(std::filesystem::is_directory(path));
+  dir = TempDir();
+  EXPECT_TRUE(dir.path().empty());
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
 TEST(TempDirTest, RejectsSlashInPrefix) {
   Result<TempDir> created = TempDir::Create("a/b");
   ASSERT_FALSE(created);

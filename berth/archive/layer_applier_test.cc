@@ -20,18 +20,20 @@
 #include "berth/base/file_util.h"
 #include "berth/base/log.h"
 #include "berth/image/media_types.h"
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 
 namespace berth::archive {
 namespace {
 
 namespace fs = std::filesystem;
 namespace mt = berth::media_types;
+using ::berth::testing::TempDir;
 using testing::Compress;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using testing::RawHeader;
 using testing::RawTar;
-using testing::ScratchDir;
 using testing::TarOf;
 
 struct StatResult {
@@ -79,8 +81,9 @@ std::map<std::string, std::string> Describe(const fs::path& dir) {
 class LayerApplierTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = scratch_ / "root";
-    sentinel_ = scratch_ / "sentinel";
+    ASSERT_OK_AND_ASSIGN(scratch_, TempDir::Create("archive"));
+    root_ = scratch_.Join("root");
+    sentinel_ = scratch_.Join("sentinel");
     fs::create_directories(root_);
     WriteText(sentinel_ / "secret", "do not touch");
     WriteText(sentinel_ / "sub" / "file", "nested");
@@ -114,7 +117,7 @@ class LayerApplierTest : public ::testing::Test {
     return Apply(tar, mt::kOciLayer, std::move(options));
   }
 
-  ScratchDir scratch_;
+  TempDir scratch_;
   fs::path root_;
   fs::path sentinel_;
   std::map<std::string, std::string> sentinel_before_;
@@ -361,9 +364,9 @@ TEST_F(LayerApplierTest, HardlinkToLowerLayerFile) {
 }
 
 TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
-  ScratchDir lower_dir;
-  WriteText(lower_dir / "usr/bin/tool", "lower tool");
-  chmod((lower_dir / "usr/bin/tool").c_str(), 0751);
+  ASSERT_OK_AND_ASSIGN(TempDir lower_dir, TempDir::Create("archive"));
+  WriteText(lower_dir.Join("usr/bin/tool"), "lower tool");
+  chmod((lower_dir.Join("usr/bin/tool")).c_str(), 0751);
   imagegen::FileTree tree;
   tree.AddHardlink("usr/bin/tool-link", "usr/bin/tool");
   std::string tar = TarOf(tree);
@@ -389,14 +392,14 @@ TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
   ASSERT_TRUE(copied.has_value()) << copied.error().ToString();
   EXPECT_EQ(Content(root_ / "usr/bin/tool-link"), "lower tool");
   EXPECT_EQ(Lstat(root_ / "usr/bin/tool-link").st.st_mode & 07777, 0751u);
-  EXPECT_EQ(Lstat(lower_dir / "usr/bin/tool").st.st_nlink, 1u);
+  EXPECT_EQ(Lstat(lower_dir.Join("usr/bin/tool")).st.st_nlink, 1u);
 }
 
 // The copy is the lower file in all but the inode: its file capabilities and other xattrs (a
 // copy without security.capability would break ping), and its holes.
 TEST_F(LayerApplierTest, OverlayHardlinkCopyKeepsXattrsAndHoles) {
-  ScratchDir lower_dir;
-  const fs::path ping = lower_dir / "bin/ping";
+  ASSERT_OK_AND_ASSIGN(TempDir lower_dir, TempDir::Create("archive"));
+  const fs::path ping = lower_dir.Join("bin/ping");
   WriteText(ping, "ping");
   const std::string capability(
       "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00"
@@ -405,7 +408,7 @@ TEST_F(LayerApplierTest, OverlayHardlinkCopyKeepsXattrsAndHoles) {
   ASSERT_EQ(lsetxattr(ping.c_str(), "security.capability", capability.data(), capability.size(), 0),
             0);
   ASSERT_EQ(lsetxattr(ping.c_str(), "user.origin", "lower", 5, 0), 0);
-  const fs::path sparse = lower_dir / "var/lib/sparse";
+  const fs::path sparse = lower_dir.Join("var/lib/sparse");
   WriteText(sparse, "head");
   fs::resize_file(sparse, 16 << 20);
   imagegen::FileTree tree;
@@ -456,8 +459,8 @@ TEST_F(LayerApplierTest, ImplicitDirectoriesReplacedLaterAreNotReported) {
 TEST_F(LayerApplierTest, ImplicitDirectoriesInheritFromLowerDirs) {
   // Two lower layers, topmost first: "etc" from the top one, "var/lib" only in the bottom one,
   // "usr" whited out by the top one, "srv/x" hidden by an opaque "srv" in the top one.
-  ScratchDir top;
-  ScratchDir bottom;
+  ASSERT_OK_AND_ASSIGN(TempDir top, TempDir::Create("archive"));
+  ASSERT_OK_AND_ASSIGN(TempDir bottom, TempDir::Create("archive"));
   fs::create_directories(top.path() / "etc");
   fs::create_directories(top.path() / "srv");
   ASSERT_EQ(setxattr((top.path() / "srv").c_str(), "trusted.overlay.opaque", "y", 1, 0), 0);
@@ -570,9 +573,9 @@ void MakeDirectoryWithXattrs(const fs::path& dir) {
 // from the upper parent) is removed.
 TEST_F(LayerApplierTest, ImplicitDirectoriesInheritLowerXattrsAndAcls) {
   if (geteuid() != 0) GTEST_SKIP() << "trusted.* xattrs need root";
-  ScratchDir lower;
-  MakeDirectoryWithXattrs(lower / "srv/data");
-  fs::create_directories(lower / "srv/plain");
+  ASSERT_OK_AND_ASSIGN(TempDir lower, TempDir::Create("archive"));
+  MakeDirectoryWithXattrs(lower.Join("srv/data"));
+  fs::create_directories(lower.Join("srv/plain"));
   const std::string upper_default = AclXattr({{kUserObj, 7}, {kGroupObj, 7}, {kOther, 7}});
   imagegen::FileTree tree;
   tree.AddDirectory("srv", {.xattrs = {{"system.posix_acl_default", upper_default}}})
@@ -582,10 +585,10 @@ TEST_F(LayerApplierTest, ImplicitDirectoriesInheritLowerXattrsAndAcls) {
                          {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower.path()}});
   ASSERT_TRUE(result.has_value()) << result.error().ToString();
   EXPECT_EQ(result->implicit_dirs, (std::vector<std::string>{"srv/data", "srv/plain"}));
-  EXPECT_EQ(Xattrs(root_ / "srv/data"), Xattrs(lower / "srv/data"));
+  EXPECT_EQ(Xattrs(root_ / "srv/data"), Xattrs(lower.Join("srv/data")));
   EXPECT_EQ(Xattrs(root_ / "srv/data").size(), 4u);
-  EXPECT_EQ(Lstat(root_ / "srv/data").st.st_mode, Lstat(lower / "srv/data").st.st_mode);
-  EXPECT_EQ(Xattrs(root_ / "srv/plain"), Xattrs(lower / "srv/plain"));
+  EXPECT_EQ(Lstat(root_ / "srv/data").st.st_mode, Lstat(lower.Join("srv/data")).st.st_mode);
+  EXPECT_EQ(Xattrs(root_ / "srv/plain"), Xattrs(lower.Join("srv/plain")));
   EXPECT_EQ(Xattrs(root_ / "srv"),
             (std::map<std::string, std::string>{{"system.posix_acl_default", upper_default}}));
 }
@@ -727,10 +730,11 @@ TEST_F(LayerApplierTest, ErrorsMapToClearCodes) {
 
 TEST_F(LayerApplierTest, ApplyLayerFromFileReadsABlob) {
   std::string tar = TarOf(EveryKind());
-  ScratchDir blobs;
-  ASSERT_TRUE(WriteFileAtomically(blobs / "layer.gz", Compress(tar, imagegen::Compression::kGzip))
-                  .has_value());
-  auto result = ApplyLayerFromFile(blobs / "layer.gz",
+  ASSERT_OK_AND_ASSIGN(TempDir blobs, TempDir::Create("archive"));
+  ASSERT_TRUE(
+      WriteFileAtomically(blobs.Join("layer.gz"), Compress(tar, imagegen::Compression::kGzip))
+          .has_value());
+  auto result = ApplyLayerFromFile(blobs.Join("layer.gz"),
                                    {.root = root_, .media_type = std::string(mt::kOciLayerGzip)});
   ASSERT_TRUE(result.has_value()) << result.error().ToString();
   EXPECT_EQ(result->diff_id, Digest::Sha256Of(tar));

@@ -3,13 +3,11 @@
 // Test helpers for berth/archive (test-only, header-only):
 //   - RawTar: emits ustar/GNU headers with arbitrary names, link names, types and numeric
 //     fields, for hostile or unusual archives that imagegen's TarWriter will not produce;
-//   - ScratchDir: a temporary directory removed at the end of the test;
 //   - TarOf / Compress: imagegen FileTree → tar bytes → gzip/zstd blob.
 #pragma once
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <array>
 #include <cstring>
@@ -113,25 +111,6 @@ class RawTar {
 
  private:
   std::string bytes_;
-};
-
-class ScratchDir {
- public:
-  ScratchDir() {
-    char pattern[] = "/tmp/berth-archive-XXXXXX";
-    char* made = mkdtemp(pattern);
-    EXPECT_NE(made, nullptr);
-    path_ = made ? made : "";
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  std::filesystem::path path_;
 };
 
 inline std::string TarOf(const imagegen::LayerSource& source) {

@@ -1,24 +1,25 @@
 #include "berth/base/file_util.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <filesystem>
 
-#include <gtest/gtest.h>
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 
 namespace berth {
 namespace {
 
+using ::berth::testing::TempDir;
+
 class FileUtilTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("berth-file-util-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    ASSERT_TRUE(MakeDirectories(dir_));
+    ASSERT_OK_AND_ASSIGN(temp_, TempDir::Create("file-util"));
+    dir_ = temp_.path();
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  TempDir temp_;
   std::filesystem::path dir_;
 };
 

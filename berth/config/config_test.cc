@@ -3,16 +3,19 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
+
 namespace berth::config {
 namespace {
 
+using ::berth::testing::TempDir;
 using std::chrono::minutes;
 using std::chrono::seconds;
 using ::testing::AllOf;
@@ -43,25 +46,6 @@ Config Load(const std::string& name) {
   EXPECT_TRUE(config) << config.error().ToString();
   return config.value_or(Config{});
 }
-
-// A scratch directory removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            fmt::format("berth_config_test_{}_{}", ::getpid(), counter_++);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
 
 // ----------------------------------------------------------------------------------------------
 // Defaults.
@@ -718,7 +702,7 @@ TEST(ConfigErrorTest, SecretsFormatAsRedacted) {
 // Files.
 
 TEST(LoadConfigFileTest, MissingFileIsNotFoundAndNamesThePath) {
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("config"));
   std::filesystem::path missing = dir.path() / "nope.toml";
   Result<Config> config = LoadConfigFile(missing);
   ASSERT_FALSE(config);
@@ -727,7 +711,7 @@ TEST(LoadConfigFileTest, MissingFileIsNotFoundAndNamesThePath) {
 }
 
 TEST(LoadConfigFileTest, ErrorsStartWithTheFilePath) {
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("config"));
   std::filesystem::path path = dir.path() / "config.toml";
   std::ofstream(path) << "# berth\n\n[registry.configs.\"r.local\".tls]\nca_file = 5\n";
   Result<Config> config = LoadConfigFile(path);
@@ -739,7 +723,7 @@ TEST(LoadConfigFileTest, ErrorsStartWithTheFilePath) {
 }
 
 TEST(LoadConfigFileTest, DirectoryIsAnError) {
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("config"));
   Result<Config> config = LoadConfigFile(dir.path());
   ASSERT_FALSE(config);
   EXPECT_THAT(config.error().ToString(), HasSubstr(dir.path().string()));

@@ -3,12 +3,14 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
+
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 
 namespace berth::config {
 namespace {
@@ -20,6 +22,7 @@ using ::testing::Not;
 using ::testing::Pair;
 using ::testing::StartsWith;
 
+using ::berth::testing::TempDir;
 namespace fs = std::filesystem;
 
 const fs::path kTestdata = BERTH_CONFIG_TESTDATA;
@@ -46,32 +49,13 @@ std::vector<std::string> MirrorUrls(const HostsFile& file) {
   return urls;
 }
 
-// A scratch config_path removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() /
-            fmt::format("berth_hosts_dir_test_{}_{}", ::getpid(), counter_++);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
-  // Writes <path>/<relative> (creating its directories) and returns its full path.
-  fs::path Write(const fs::path& relative, std::string_view text) const {
-    fs::path file = path_ / relative;
-    fs::create_directories(file.parent_path());
-    std::ofstream(file) << text;
-    return file;
-  }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
+// Writes <dir>/<relative> (creating its directories) and returns its full path.
+fs::path Write(const TempDir& dir, const fs::path& relative, std::string_view text) {
+  fs::path file = dir.path() / relative;
+  fs::create_directories(file.parent_path());
+  std::ofstream(file) << text;
+  return file;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Parsing.
@@ -409,9 +393,9 @@ TEST(HostsDirectoryTest, CandidatesFollowContainerd) {
 }
 
 TEST(HostsDirectoryTest, HostDirectoryWinsOverDefault) {
-  TempDir root;
-  root.Write("r.local/hosts.toml", "[host.\"https://own-mirror\"]\n");
-  root.Write("_default/hosts.toml", "[host.\"https://default-mirror\"]\n");
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
+  Write(root, "r.local/hosts.toml", "[host.\"https://own-mirror\"]\n");
+  Write(root, "_default/hosts.toml", "[host.\"https://default-mirror\"]\n");
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), "r.local");
   ASSERT_TRUE(loaded) << loaded.error().ToString();
   ASSERT_TRUE(loaded->has_value());
@@ -420,8 +404,8 @@ TEST(HostsDirectoryTest, HostDirectoryWinsOverDefault) {
 }
 
 TEST(HostsDirectoryTest, FallsBackToDefaultWithTheRequestedHostAsServer) {
-  TempDir root;
-  root.Write("_default/hosts.toml", "[host.\"https://default-mirror\"]\nca = \"ca.pem\"\n");
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
+  Write(root, "_default/hosts.toml", "[host.\"https://default-mirror\"]\nca = \"ca.pem\"\n");
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), "other.local:5000");
   ASSERT_TRUE(loaded) << loaded.error().ToString();
   ASSERT_TRUE(loaded->has_value());
@@ -442,15 +426,15 @@ TEST(HostsDirectoryTest, FallsBackToDefaultWithTheRequestedHostAsServer) {
 }
 
 TEST(HostsDirectoryTest, PortDirectorySpellings) {
-  TempDir root;
-  root.Write("127.0.0.1:5000/hosts.toml", "server = \"http://127.0.0.1:5000\"\n");
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
+  Write(root, "127.0.0.1:5000/hosts.toml", "server = \"http://127.0.0.1:5000\"\n");
   Result<std::optional<HostsFile>> colon = LoadHostsFile(root.path(), "127.0.0.1:5000");
   ASSERT_TRUE(colon) << colon.error().ToString();
   ASSERT_TRUE(colon->has_value());
   EXPECT_EQ((*colon)->source, root.path() / "127.0.0.1:5000" / "hosts.toml");
 
   // The "_port_" spelling is tried first.
-  root.Write("127.0.0.1_5000_/hosts.toml", "server = \"https://127.0.0.1:5000\"\n");
+  Write(root, "127.0.0.1_5000_/hosts.toml", "server = \"https://127.0.0.1:5000\"\n");
   Result<std::optional<HostsFile>> underscore = LoadHostsFile(root.path(), "127.0.0.1:5000");
   ASSERT_TRUE(underscore) << underscore.error().ToString();
   ASSERT_TRUE(underscore->has_value());
@@ -459,24 +443,24 @@ TEST(HostsDirectoryTest, PortDirectorySpellings) {
 }
 
 TEST(HostsDirectoryTest, NothingConfiguredIsNullopt) {
-  TempDir root;
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
   // config_path missing altogether.
   Result<std::optional<HostsFile>> missing = LoadHostsFile(root.path() / "absent", "r.local");
   ASSERT_TRUE(missing) << missing.error().ToString();
   EXPECT_FALSE(missing->has_value());
 
   // config_path exists, but has neither the host's directory nor _default.
-  root.Write("elsewhere.local/hosts.toml", "[host.\"https://m\"]\n");
+  Write(root, "elsewhere.local/hosts.toml", "[host.\"https://m\"]\n");
   Result<std::optional<HostsFile>> none = LoadHostsFile(root.path(), "r.local");
   ASSERT_TRUE(none) << none.error().ToString();
   EXPECT_FALSE(none->has_value());
 }
 
 TEST(HostsDirectoryTest, HostDirectoryWithoutHostsTomlIsNulloptLikeContainerd) {
-  TempDir root;
-  root.Write("r.local/ca.crt", "not parsed here");
-  root.Write("_default/hosts.toml", "[host.\"https://default-mirror\"]\n");
-  root.Write("empty.local/hosts.toml", "");
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
+  Write(root, "r.local/ca.crt", "not parsed here");
+  Write(root, "_default/hosts.toml", "[host.\"https://default-mirror\"]\n");
+  Write(root, "empty.local/hosts.toml", "");
 
   // The host's directory exists, so _default is not consulted.
   Result<std::optional<fs::path>> directory = FindHostDirectory(root.path(), "r.local");
@@ -492,8 +476,8 @@ TEST(HostsDirectoryTest, HostDirectoryWithoutHostsTomlIsNulloptLikeContainerd) {
 }
 
 TEST(HostsDirectoryTest, HostNamesThatCouldEscapeAreRejected) {
-  TempDir root;
-  root.Write("_default/hosts.toml", "");
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
+  Write(root, "_default/hosts.toml", "");
   for (std::string_view host : {"", ".", "..", "../etc", "a/b", "r.local "}) {
     Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), host);
     ASSERT_FALSE(loaded) << "accepted host \"" << host << "\"";
@@ -502,23 +486,23 @@ TEST(HostsDirectoryTest, HostNamesThatCouldEscapeAreRejected) {
 }
 
 TEST(HostsDirectoryTest, NonDirectoriesAreErrors) {
-  TempDir root;
-  root.Write("r.local", "a file where a directory belongs");
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
+  Write(root, "r.local", "a file where a directory belongs");
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), "r.local");
   ASSERT_FALSE(loaded);
   EXPECT_EQ(loaded.error().code(), ErrorCode::kInvalidArgument);
   EXPECT_THAT(loaded.error().ToString(), HasSubstr("is not a directory"));
 
-  fs::path file = root.Write("config_path_file", "");
+  fs::path file = Write(root, "config_path_file", "");
   Result<std::optional<HostsFile>> file_root = LoadHostsFile(file, "r.local");
   ASSERT_FALSE(file_root);
   EXPECT_THAT(file_root.error().ToString(), HasSubstr("config_path"));
 }
 
 TEST(HostsDirectoryTest, ParseErrorsNameTheFile) {
-  TempDir root;
+  ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
   fs::path file =
-      root.Write("r.local/hosts.toml", "\n[host.\"https://m\"]\n  capabilities = [\"pul\"]\n");
+      Write(root, "r.local/hosts.toml", "\n[host.\"https://m\"]\n  capabilities = [\"pul\"]\n");
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), "r.local");
   ASSERT_FALSE(loaded);
   EXPECT_EQ(loaded.error().code(), ErrorCode::kInvalidArgument);
@@ -528,11 +512,11 @@ TEST(HostsDirectoryTest, ParseErrorsNameTheFile) {
 }
 
 TEST(HostsDirectoryTest, ConfigPathListUsesFirstRootWithADirectory) {
-  TempDir first;
-  TempDir second;
-  first.Write("_default/hosts.toml", "[host.\"https://first-default\"]\n");
-  second.Write("r.local/hosts.toml", "[host.\"https://second-exact\"]\n");
-  second.Write("only.second/hosts.toml", "[host.\"https://only-second\"]\n");
+  ASSERT_OK_AND_ASSIGN(TempDir first, TempDir::Create("hosts-dir"));
+  ASSERT_OK_AND_ASSIGN(TempDir second, TempDir::Create("hosts-dir"));
+  Write(first, "_default/hosts.toml", "[host.\"https://first-default\"]\n");
+  Write(second, "r.local/hosts.toml", "[host.\"https://second-exact\"]\n");
+  Write(second, "only.second/hosts.toml", "[host.\"https://only-second\"]\n");
 
   std::string list = fmt::format("{}::{}", first.path().string(), second.path().string());
   // The first root's _default wins over the second root's exact directory, as in containerd.

@@ -2,29 +2,29 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <thread>
 
 #include "berth/base/file_util.h"
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 
 namespace berth::content {
 namespace {
 
+using ::berth::testing::TempDir;
+
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = std::filesystem::temp_directory_path() /
-            fmt::format("berth-content-{}-{}", ::getpid(),
-                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(root_);
+    ASSERT_OK_AND_ASSIGN(dir_, TempDir::Create("content"));
+    root_ = dir_.Join("store");  // Store::Open creates it
     Result<std::unique_ptr<Store>> opened = Store::Open({.root = root_});
     ASSERT_TRUE(opened) << opened.error().ToString();
     store_ = std::move(*opened);
   }
-  void TearDown() override { std::filesystem::remove_all(root_); }
-
+  TempDir dir_;
   std::filesystem::path root_;
   std::unique_ptr<Store> store_;
 };

@@ -1,13 +1,17 @@
 #include "berth/registry/hosts.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
+
 namespace berth::registry {
 namespace {
+
+using ::berth::testing::TempDir;
 
 std::vector<std::string> Urls(const std::vector<RegistryEndpoint>& endpoints) {
   std::vector<std::string> out;
@@ -164,17 +168,14 @@ namespace {
 class HostsDirTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("berth-hosts-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
+    ASSERT_OK_AND_ASSIGN(temp_, TempDir::Create("hosts"));
+    dir_ = temp_.path();
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
   void Write(const std::string& relative, const std::string& text) {
     std::filesystem::create_directories((dir_ / relative).parent_path());
     std::ofstream(dir_ / relative) << text;
   }
+  TempDir temp_;
   std::filesystem::path dir_;
 };
 

@@ -17,10 +17,12 @@
 #include "berth/archive/layer_applier.h"
 #include "berth/archive/test_util.h"
 #include "berth/image/media_types.h"
+#include "test/hostile/hostile_util.h"
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 #include "tools/imagegen/byte_sink.h"
 #include "tools/imagegen/compress.h"
 #include "tools/imagegen/file_tree.h"
-#include "test/hostile/hostile_util.h"
 
 namespace berth::hostile {
 namespace {
@@ -34,15 +36,16 @@ using archive::WhiteoutMode;
 using archive::testing::Compress;
 using archive::testing::RawHeader;
 using archive::testing::RawTar;
-using archive::testing::ScratchDir;
+using ::berth::testing::TempDir;
 
 constexpr uint64_t kTenGigabytes = uint64_t{10} << 30;
 
 class ArchiveHostileTest : public ::testing::TestWithParam<WhiteoutMode> {
  protected:
   void SetUp() override {
-    root_ = scratch_ / "root";
-    sentinel_ = scratch_ / "sentinel";
+    ASSERT_OK_AND_ASSIGN(scratch_, TempDir::Create("archive"));
+    root_ = scratch_.Join("root");
+    sentinel_ = scratch_.Join("sentinel");
     fs::create_directories(root_);
     fs::create_directories(sentinel_ / "sub");
     std::ofstream(sentinel_ / "secret") << "do not touch";
@@ -89,7 +92,7 @@ class ArchiveHostileTest : public ::testing::TestWithParam<WhiteoutMode> {
     fs::create_directories(root_);
   }
 
-  ScratchDir scratch_;
+  TempDir scratch_;
   fs::path root_;
   fs::path sentinel_;
   std::map<std::string, std::string> before_;
@@ -140,8 +143,7 @@ TEST_P(ArchiveHostileTest, WritesThroughASymlinkStayInTheRoot) {
   const std::vector<std::pair<RawHeader, RawHeader>> attacks = {
       {{.name = "abs", .type = '2', .linkname = sentinel_.string()}, {.name = "abs/secret"}},
       {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()}, {.name = "rel/secret"}},
-      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},
-       {.name = "rel/sub/file"}},
+      {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()}, {.name = "rel/sub/file"}},
       {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()},
        {.name = "rel/newdir", .type = '5', .mode = 0777}},
       {{.name = "dotdot", .type = '2', .linkname = "../sentinel"}, {.name = "dotdot/secret"}},
@@ -189,8 +191,8 @@ TEST_P(ArchiveHostileTest, HardlinksCannotReachOutside) {
   {
     RawTar tar;
     tar.Add({.name = "h", .type = '1', .linkname = "../sentinel/secret"});
-    EXPECT_TRUE(FailsWith(ApplyTar(tar.Finish()), ErrorCode::kPermissionDenied,
-                          "could escape the root"));
+    EXPECT_TRUE(
+        FailsWith(ApplyTar(tar.Finish()), ErrorCode::kPermissionDenied, "could escape the root"));
   }
   ResetRoot();
   {
@@ -234,8 +236,8 @@ TEST_P(ArchiveHostileTest, WhiteoutsNamingDotDotOrTheRootAreRefused) {
   {
     RawTar tar;
     tar.Add({.name = "../.wh.sentinel"});
-    EXPECT_TRUE(FailsWith(ApplyTar(tar.Finish()), ErrorCode::kPermissionDenied,
-                          "could escape the root"));
+    EXPECT_TRUE(
+        FailsWith(ApplyTar(tar.Finish()), ErrorCode::kPermissionDenied, "could escape the root"));
   }
   ResetRoot();
   {
@@ -268,8 +270,8 @@ std::string SparseTar(uint64_t real_size) {
 TEST_P(ArchiveHostileTest, TenGigabyteSparseDeclarationOverTheLimitIsRefused) {
   ApplyOptions options;
   options.limits.max_entry_bytes = uint64_t{1} << 30;
-  EXPECT_TRUE(FailsWith(ApplyTar(SparseTar(kTenGigabytes), options),
-                        ErrorCode::kInvalidArgument, "max_entry_bytes"));
+  EXPECT_TRUE(FailsWith(ApplyTar(SparseTar(kTenGigabytes), options), ErrorCode::kInvalidArgument,
+                        "max_entry_bytes"));
   EXPECT_FALSE(fs::exists(root_ / "huge.img"));
   ExpectOutsideUntouched();
 }

@@ -37,23 +37,24 @@
 #include "berth/config/config.h"
 #include "berth/content/store.h"
 #include "berth/image/platform.h"
+#include "berth/pull/puller.h"
+#include "berth/registry/curl_transport.h"
+#include "test/integration/pull_fixture.h"
+#include "testing/fault_proxy.h"
+#include "testing/http_fetch.h"
+#include "testing/http_server.h"
+#include "testing/http_wire.h"
+#include "testing/net_util.h"
+#include "testing/run_command.h"
+#include "testing/secret_sentinel.h"
+#include "testing/temp_dir.h"
+#include "testing/test_registry.h"
+#include "testing/token_server.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/image.h"
 #include "tools/imagegen/layer.h"
 #include "tools/imagegen/push.h"
 #include "tools/imagegen/registry_client.h"
-#include "berth/pull/puller.h"
-#include "berth/registry/curl_transport.h"
-#include "testing/fault_proxy.h"
-#include "testing/run_command.h"
-#include "testing/secret_sentinel.h"
-#include "testing/http_fetch.h"
-#include "testing/http_server.h"
-#include "testing/http_wire.h"
-#include "testing/net_util.h"
-#include "testing/temp_dir.h"
-#include "testing/test_registry.h"
-#include "testing/token_server.h"
 
 extern char** environ;
 
@@ -291,50 +292,11 @@ class LoopbackRelay {
   std::vector<std::thread> pumps_;
 };
 
-// Sum of response body bytes the proxy sent for requests whose target contains `needle`.
-PullOptions Amd64() {
-  PullOptions options;
-  Result<image::Platform> platform = image::ParsePlatform("linux/amd64");
-  EXPECT_TRUE(platform);
-  if (platform) options.platform = *platform;
-  return options;
-}
-
 // ---------------------------------------------------------------------------------------------
-// Fixture: a content store on a temp dir and a curl transport.
+// Fixture: PullFixture's store, transport and Pull, and checks of what the store holds.
 
-class PullTest : public ::testing::Test {
+class PullTest : public PullFixture {
  protected:
-  void SetUp() override {
-    Result<TempDir> dir = TempDir::Create("pull-test");
-    ASSERT_TRUE(dir) << dir.error().ToString();
-    dir_ = std::make_unique<TempDir>(std::move(*dir));
-    Result<std::unique_ptr<content::Store>> store =
-        content::Store::Open({.root = dir_->Join("content"), .durability = Durability::kNone});
-    ASSERT_TRUE(store) << store.error().ToString();
-    store_ = std::move(*store);
-    Result<std::unique_ptr<registry::CurlTransport>> transport = registry::CurlTransport::Create();
-    ASSERT_TRUE(transport) << transport.error().ToString();
-    transport_ = std::move(*transport);
-  }
-
-  std::unique_ptr<Puller> MakePuller(config::Config config = config::DefaultConfig()) {
-    config.root = dir_->path();
-    return std::make_unique<Puller>(*store_, *transport_, std::move(config));
-  }
-
-  Result<PulledImage> Pull(const config::Config& config, const std::string& reference,
-                           const PullOptions& options = Amd64()) {
-    Result<PulledImage> pulled =
-        MakePuller(config)->Pull(reference, options, {}, CancelToken::Never());
-    // Checked for sentinel credentials at the end of the test (test/hygiene).
-    if (!pulled) berth::testing::NoteProductOutput("pull error", pulled.error().ToString());
-    return pulled;
-  }
-  Result<PulledImage> Pull(const std::string& reference, const PullOptions& options = Amd64()) {
-    return Pull(config::DefaultConfig(), reference, options);
-  }
-
   // Asserts that `pulled` is `image` and that every blob of it is in the store with its size.
   void ExpectPulled(const Result<PulledImage>& pulled, const imagegen::Image& image) {
     ASSERT_TRUE(pulled) << pulled.error().ToString();
@@ -363,10 +325,6 @@ class PullTest : public ::testing::Test {
     EXPECT_TRUE(ingests) << ingests.error().ToString();
     return ingests ? ingests->size() : 0;
   }
-
-  std::unique_ptr<TempDir> dir_;
-  std::unique_ptr<content::Store> store_;
-  std::unique_ptr<registry::CurlTransport> transport_;
 };
 
 // Text of an error must not carry a credential.
@@ -1033,7 +991,7 @@ TEST_F(PullTest, PullOnlyMirrorFromHostsTomlIsNotUsedForTags) {
   auto mirror_proxy = StartProxy(mirror->host());
   ASSERT_NE(mirror_proxy, nullptr);
 
-  const std::filesystem::path certs_d = dir_->Join("certs.d");
+  const std::filesystem::path certs_d = dir_.Join("certs.d");
   const std::filesystem::path host_dir = certs_d / upstream_proxy->host();
   std::filesystem::create_directories(host_dir);
   std::ofstream(host_dir / "hosts.toml") << "server = \"" << upstream_proxy->url() << "\"\n"
@@ -1395,19 +1353,20 @@ TEST_F(PullTest, CliPrintsImageIdAndFailsOnBadReference) {
   ASSERT_TRUE(demo) << demo.error().ToString();
   ASSERT_TRUE(Push(*registry, kRepository, "cli", *demo));
   // An empty config file keeps a host's /etc/berth/config.toml out of the test.
-  const std::filesystem::path config_file = dir_->Join("config.toml");
+  const std::filesystem::path config_file = dir_.Join("config.toml");
   std::ofstream(config_file) << "";
-  const std::string root = dir_->Join("cli-root").string();
+  const std::string root = dir_.Join("cli-root").string();
 
-  testing::CommandResult pulled = RunCli(*dir_, {"--config", config_file.string(), "--root", root, "pull",
-                                 "--platform", "linux/amd64", registry->host() + "/demo:cli"});
+  testing::CommandResult pulled =
+      RunCli(dir_, {"--config", config_file.string(), "--root", root, "pull", "--platform",
+                    "linux/amd64", registry->host() + "/demo:cli"});
   EXPECT_EQ(pulled.exit_code, 0) << pulled.err;
   EXPECT_EQ(pulled.out, demo->config.digest.ToString() + "\n") << pulled.err;
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(root) / "content" / "blobs" / "sha256" /
                                       demo->config.digest.encoded()));
 
   testing::CommandResult bad = RunCli(
-      *dir_, {"--config", config_file.string(), "--root", root, "pull", "Not A//Valid:Reference"});
+      dir_, {"--config", config_file.string(), "--root", root, "pull", "Not A//Valid:Reference"});
   EXPECT_EQ(bad.exit_code, 1) << bad.err;
   EXPECT_EQ(bad.out, "");
   EXPECT_THAT(bad.err, HasSubstr("error:"));

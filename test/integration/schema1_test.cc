@@ -15,21 +15,19 @@
 #include <string>
 #include <vector>
 
-#include "berth/base/cancel.h"
 #include "berth/config/config.h"
 #include "berth/content/store.h"
 #include "berth/image/manifest.h"
 #include "berth/image/media_types.h"
-#include "berth/image/platform.h"
+#include "berth/pull/puller.h"
+#include "berth/registry/curl_transport.h"
+#include "test/integration/pull_fixture.h"
+#include "testing/http_fetch.h"
+#include "testing/http_server.h"
+#include "testing/test_registry.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/layer.h"
 #include "tools/imagegen/registry_client.h"
-#include "berth/pull/puller.h"
-#include "berth/registry/curl_transport.h"
-#include "testing/http_fetch.h"
-#include "testing/http_server.h"
-#include "testing/temp_dir.h"
-#include "testing/test_registry.h"
 
 namespace berth::pull {
 namespace {
@@ -37,7 +35,6 @@ namespace {
 using berth::testing::HttpServer;
 using berth::testing::HttpServerRequest;
 using berth::testing::HttpServerResponse;
-using berth::testing::TempDir;
 using berth::testing::TestRegistry;
 using nlohmann::json;
 using ::testing::ElementsAre;
@@ -58,14 +55,6 @@ imagegen::Layer EmptyLayer() {
   Result<imagegen::Layer> layer = imagegen::BuildLayer(imagegen::FileTree{});
   EXPECT_TRUE(layer) << layer.error().ToString();
   return layer ? std::move(*layer) : imagegen::Layer{};
-}
-
-PullOptions Amd64() {
-  PullOptions options;
-  Result<image::Platform> platform = image::ParsePlatform("linux/amd64");
-  EXPECT_TRUE(platform);
-  if (platform) options.platform = *platform;
-  return options;
 }
 
 // Sees every layer the pull hands to the unpacker and hashes what it observed.
@@ -121,20 +110,9 @@ class RecordingHandler final : public LayerHandler {
   bool ended_ok_ = false;
 };
 
-class Schema1PullTest : public ::testing::Test {
+class Schema1PullTest : public PullFixture {
  protected:
-  void SetUp() override {
-    Result<TempDir> dir = TempDir::Create("schema1-test");
-    ASSERT_TRUE(dir) << dir.error().ToString();
-    dir_ = std::make_unique<TempDir>(std::move(*dir));
-    Result<std::unique_ptr<content::Store>> store =
-        content::Store::Open({.root = dir_->Join("content"), .durability = Durability::kNone});
-    ASSERT_TRUE(store) << store.error().ToString();
-    store_ = std::move(*store);
-    Result<std::unique_ptr<registry::CurlTransport>> transport = registry::CurlTransport::Create();
-    ASSERT_TRUE(transport) << transport.error().ToString();
-    transport_ = std::move(*transport);
-  }
+  Schema1PullTest() : PullFixture("schema1-test") {}
 
   void StartRegistry() {
     Result<std::unique_ptr<TestRegistry>> registry =
@@ -182,13 +160,6 @@ class Schema1PullTest : public ::testing::Test {
     return berth::testing::HttpFetch(request);
   }
 
-  Result<PulledImage> Pull(const std::string& reference, const PullOptions& options = Amd64()) {
-    config::Config config = config::DefaultConfig();
-    config.root = dir_->path();
-    Puller puller(*store_, *transport_, std::move(config));
-    return puller.Pull(reference, options, {}, CancelToken::Never());
-  }
-
   std::string Stored(const Digest& digest) {
     Result<std::string> bytes = store_->ReadBlob(digest, image::kMaxManifestBytes);
     EXPECT_TRUE(bytes) << digest.ToString() << ": " << bytes.error().ToString();
@@ -202,9 +173,6 @@ class Schema1PullTest : public ::testing::Test {
     EXPECT_EQ(info->size, layer.blob.size);
   }
 
-  std::unique_ptr<TempDir> dir_;
-  std::unique_ptr<content::Store> store_;
-  std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<TestRegistry> registry_;
   std::unique_ptr<imagegen::RegistryClient> client_;
 };

@@ -28,23 +28,23 @@
 #include "berth/base/cancel.h"
 #include "berth/config/config.h"
 #include "berth/content/store.h"
-#include "tools/imagegen/file_tree.h"
-#include "tools/imagegen/image.h"
-#include "tools/imagegen/layer.h"
-#include "tools/imagegen/push.h"
-#include "tools/imagegen/registry_client.h"
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
 #include "berth/snapshot/mount.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/snapshot/snapshot_test_util.h"
+#include "berth/unpack/unpacker.h"
+#include "test/integration/pull_fixture.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
-#include "testing/temp_dir.h"
 #include "testing/run_command.h"
 #include "testing/test_registry.h"
-#include "berth/unpack/unpacker.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/image.h"
+#include "tools/imagegen/layer.h"
+#include "tools/imagegen/push.h"
+#include "tools/imagegen/registry_client.h"
 
 extern char** environ;
 
@@ -54,7 +54,6 @@ namespace {
 namespace fs = std::filesystem;
 using berth::testing::ChildProcess;
 using berth::testing::FaultProxy;
-using berth::testing::TempDir;
 using berth::testing::TestRegistry;
 using ::testing::HasSubstr;
 
@@ -341,37 +340,30 @@ imagegen::Image Assemble(std::vector<imagegen::Layer> layers,
 
 // ---------------------------------------------------------------------------------------------
 
-class UnpackIntegrationTest : public ::testing::Test {
+class UnpackIntegrationTest : public pull::PullFixture {
  protected:
+  UnpackIntegrationTest() : PullFixture("unpack-it") {}
+
   void SetUp() override {
     std::string reason = snapshot::testing::OverlaySkipReason();
     if (!reason.empty()) GTEST_SKIP() << reason;
-    auto dir = TempDir::Create("unpack-it");
-    ASSERT_TRUE(dir) << dir.error().ToString();
-    dir_.emplace(std::move(*dir));
+    ASSERT_NO_FATAL_FAILURE(PullFixture::SetUp());
     auto registry = TestRegistry::Start({.log_level = "warn"});
     ASSERT_TRUE(registry) << registry.error().ToString();
     registry_ = std::move(*registry);
-    auto store =
-        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
-    ASSERT_TRUE(store) << store.error().ToString();
-    store_ = std::move(*store);
-    auto transport = registry::CurlTransport::Create();
-    ASSERT_TRUE(transport) << transport.error().ToString();
-    transport_ = std::move(*transport);
   }
 
   void TearDown() override {
     mounts_.clear();
     overlay_.reset();
     native_.reset();
-    if (dir_) (void)snapshot::UnmountAll(dir_->path() / "mnt");
+    if (!dir_.path().empty()) (void)snapshot::UnmountAll(dir_.Join("mnt"));
   }
 
   snapshot::Snapshotter& Snapshotter(Snapshotters kind) {
     snapshot::LocalSnapshotterOptions options{
-        .root = dir_->path() / "snapshots" / SnapshotterName(kind),
-        .metadata_path = dir_->path() / "metadata.db",
+        .root = dir_.path() / "snapshots" / SnapshotterName(kind),
+        .metadata_path = dir_.path() / "metadata.db",
         .sync = Durability::kNone};
     if (kind == Snapshotters::kOverlay) {
       if (!overlay_) {
@@ -412,13 +404,12 @@ class UnpackIntegrationTest : public ::testing::Test {
   Result<Digest> PullAndUnpack(const std::string& reference, Snapshotters kind,
                                UnpackStats* stats = nullptr) {
     config::Config config = config::DefaultConfig();
-    config.root = dir_->path();
-    pull::Puller puller(*store_, *transport_, config);
+    std::unique_ptr<pull::Puller> puller = MakePuller(config);
     Unpacker unpacker(Snapshotter(kind), *store_, threads_, {});
     pull::PullOptions options;
     options.platform = {.os = "linux", .architecture = "amd64"};
     options.layer_handler = &unpacker;
-    Result<pull::PulledImage> pulled = puller.Pull(reference, options, {}, CancelToken::Never());
+    Result<pull::PulledImage> pulled = puller->Pull(reference, options, {}, CancelToken::Never());
     if (stats != nullptr) *stats = unpacker.stats();
     if (!pulled) return Fail(std::move(pulled).error());
     return unpacker.chain_id();
@@ -429,7 +420,7 @@ class UnpackIntegrationTest : public ::testing::Test {
     const std::string key = "view-" + std::to_string(views_++);
     auto mounts = Snapshotter(kind).View(key, chain_id.ToString());
     EXPECT_TRUE(mounts) << mounts.error().ToString();
-    fs::path target = dir_->path() / "mnt" / key;
+    fs::path target = dir_.path() / "mnt" / key;
     fs::create_directories(target);
     if (!mounts) return target;
     auto mounted = snapshot::ScopedMount::Create(*mounts, target);
@@ -450,9 +441,9 @@ class UnpackIntegrationTest : public ::testing::Test {
 
   // umoci's rootfs of `repository:tag`, copied out of the registry with skopeo.
   Result<fs::path> UmociRootfs(const std::string& repository, const std::string& tag) {
-    const fs::path layout = dir_->path() / "oci-layout";
-    const fs::path rootfs = dir_->path() / ("umoci-" + tag);
-    const fs::path log = dir_->path() / "tools.log";
+    const fs::path layout = dir_.path() / "oci-layout";
+    const fs::path rootfs = dir_.path() / ("umoci-" + tag);
+    const fs::path log = dir_.path() / "tools.log";
     BERTH_ASSIGN_OR_RETURN(auto copied,
                            RunTool({"skopeo", "copy", "--quiet", "--src-tls-verify=false",
                                     "docker://" + registry_->host() + "/" + repository + ":" + tag,
@@ -470,11 +461,8 @@ class UnpackIntegrationTest : public ::testing::Test {
     return rootfs;
   }
 
-  std::optional<TempDir> dir_;
   std::unique_ptr<TestRegistry> registry_;
-  std::unique_ptr<content::Store> store_;
   LayerThreadBudget threads_;
-  std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<snapshot::LocalSnapshotter> overlay_;
   std::unique_ptr<snapshot::LocalSnapshotter> native_;
   std::vector<snapshot::ScopedMount> mounts_;
@@ -706,7 +694,7 @@ TEST_F(UnpackIntegrationTest, SharedLayersAreNeitherFetchedNorUnpackedAgain) {
 // 4. Hostile layers.
 
 TEST_F(UnpackIntegrationTest, HostileLayersAreRefusedAndChangeNothingOutside) {
-  const fs::path outside = dir_->path() / "outside";
+  const fs::path outside = dir_.path() / "outside";
   fs::create_directories(outside);
   struct Case {
     std::string name;
@@ -748,13 +736,13 @@ TEST_F(UnpackIntegrationTest, HostileLayersAreRefusedAndChangeNothingOutside) {
     }
   }
   EXPECT_TRUE(fs::is_empty(outside)) << "something was written outside the snapshot root";
-  EXPECT_FALSE(fs::exists(dir_->path() / "escape"));
-  EXPECT_FALSE(fs::exists(dir_->path() / "snapshots" / "escape"));
+  EXPECT_FALSE(fs::exists(dir_.path() / "escape"));
+  EXPECT_FALSE(fs::exists(dir_.path() / "snapshots" / "escape"));
 }
 
 // A symlink pointing out of the root, then a file written through it: contained in the root.
 TEST_F(UnpackIntegrationTest, SymlinkEscapeIsContained) {
-  const fs::path outside = dir_->path() / "outside";
+  const fs::path outside = dir_.path() / "outside";
   fs::create_directories(outside);
   imagegen::FileTree tree;
   tree.AddSymlink("evil", outside.string());
@@ -844,33 +832,35 @@ TEST_F(UnpackIntegrationTest, BusyboxRunsInTheMountedRootfs) {
   }
   ASSERT_TRUE(Push(Assemble(std::move(layers), {"/bin/sh"}), "busybox", "static"));
   const std::string reference = registry_->host() + "/busybox:static";
-  const fs::path config_file = dir_->path() / "config.toml";
+  const fs::path config_file = dir_.path() / "config.toml";
   std::ofstream(config_file) << "";
-  const std::string root = (dir_->path() / "cli-root").string();
+  const std::string root = (dir_.path() / "cli-root").string();
 
-  berth::testing::CommandResult pulled = RunCli(dir_->path(), {"--config", config_file.string(), "--root", root, "pull",
-                                        "--platform", "linux/amd64", reference});
+  berth::testing::CommandResult pulled =
+      RunCli(dir_.path(), {"--config", config_file.string(), "--root", root, "pull", "--platform",
+                           "linux/amd64", reference});
   ASSERT_EQ(pulled.exit_code, 0) << pulled.err;
-  const fs::path rootfs = dir_->path() / "mnt" / "busybox";
+  const fs::path rootfs = dir_.path() / "mnt" / "busybox";
   fs::create_directories(rootfs);
-  berth::testing::CommandResult mounted = RunCli(dir_->path(), {"--config", config_file.string(), "--root", root, "mount",
-                                         reference, rootfs.string()});
+  berth::testing::CommandResult mounted = RunCli(
+      dir_.path(),
+      {"--config", config_file.string(), "--root", root, "mount", reference, rootfs.string()});
   ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
   EXPECT_EQ(ReadAll(rootfs / "etc/hostname"), "berth\n");
 
   std::string how;
-  Result<std::string> output = RunBusybox(dir_->path(), rootfs, how);
+  Result<std::string> output = RunBusybox(dir_.path(), rootfs, how);
   std::fprintf(stderr, "busybox ran with: %s\n", how.c_str());
   RecordProperty("runtime", how);
   ASSERT_TRUE(output) << output.error().ToString();
   EXPECT_EQ(*output, "ok\n");
 
   berth::testing::CommandResult unmounted = RunCli(
-      dir_->path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
+      dir_.path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
   EXPECT_EQ(unmounted.exit_code, 0) << unmounted.err;
   EXPECT_FALSE(fs::exists(rootfs / "etc/hostname")) << "still mounted";
   berth::testing::CommandResult again = RunCli(
-      dir_->path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
+      dir_.path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_THAT(again.err, HasSubstr("not mounted by `berth mount`"));
 }

@@ -27,18 +27,17 @@
 #include "berth/base/log.h"
 #include "berth/config/config.h"
 #include "berth/content/store.h"
-#include "berth/image/platform.h"
+#include "berth/pull/download_scheduler.h"
+#include "berth/pull/puller.h"
+#include "berth/registry/curl_transport.h"
+#include "test/integration/pull_fixture.h"
+#include "testing/fault_proxy.h"
+#include "testing/test_registry.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/image.h"
 #include "tools/imagegen/layer.h"
 #include "tools/imagegen/push.h"
 #include "tools/imagegen/registry_client.h"
-#include "berth/pull/download_scheduler.h"
-#include "berth/pull/puller.h"
-#include "berth/registry/curl_transport.h"
-#include "testing/fault_proxy.h"
-#include "testing/temp_dir.h"
-#include "testing/test_registry.h"
 
 namespace berth::pull {
 namespace {
@@ -46,7 +45,6 @@ namespace {
 using berth::testing::FaultAction;
 using berth::testing::FaultProxy;
 using berth::testing::ProxiedRequest;
-using berth::testing::TempDir;
 using berth::testing::TestRegistry;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
@@ -100,7 +98,6 @@ bool Push(const TestRegistry& registry, std::string_view tag, const imagegen::Im
   return pushed.has_value();
 }
 
-// Body bytes the proxy sent for requests whose target contains `needle`.
 // Log lines written by the process, captured once for the whole test binary.
 class CapturedLog {
  public:
@@ -119,34 +116,13 @@ class CapturedLog {
   std::ostringstream stream_;
 };
 
-class WatchdogTest : public ::testing::Test {
+class WatchdogTest : public PullFixture {
  protected:
+  WatchdogTest() : PullFixture("watchdog-test") {}
+
   void SetUp() override {
     CapturedLog::Get();
-    Result<TempDir> dir = TempDir::Create("watchdog-test");
-    ASSERT_TRUE(dir) << dir.error().ToString();
-    dir_ = std::make_unique<TempDir>(std::move(*dir));
-    Result<std::unique_ptr<content::Store>> store =
-        content::Store::Open({.root = dir_->Join("content"), .durability = Durability::kNone});
-    ASSERT_TRUE(store) << store.error().ToString();
-    store_ = std::move(*store);
-    Result<std::unique_ptr<registry::CurlTransport>> transport = registry::CurlTransport::Create();
-    ASSERT_TRUE(transport) << transport.error().ToString();
-    transport_ = std::move(*transport);
-  }
-
-  static PullOptions Amd64() {
-    PullOptions options;
-    Result<image::Platform> platform = image::ParsePlatform("linux/amd64");
-    EXPECT_TRUE(platform);
-    if (platform) options.platform = *platform;
-    return options;
-  }
-
-  Result<PulledImage> Pull(const config::Config& config, const std::string& reference,
-                           DownloadScheduler* scheduler = nullptr) {
-    Puller puller(*store_, *transport_, config, scheduler);
-    return puller.Pull(reference, Amd64(), {}, CancelToken::Never());
+    PullFixture::SetUp();
   }
 
   // A config whose only mirror for `host` is `mirror_url`, with a 1 s progress timeout.
@@ -171,10 +147,6 @@ class WatchdogTest : public ::testing::Test {
           << upstream.DescribeRequests();
     }
   }
-
-  std::unique_ptr<TempDir> dir_;
-  std::unique_ptr<content::Store> store_;
-  std::unique_ptr<registry::CurlTransport> transport_;
 };
 
 // (a) The mirror answers blob requests with their headers and the first bytes, then nothing.
@@ -329,13 +301,13 @@ TEST_F(WatchdogTest, TwoPullsNeverExceedTheGlobalDownloadLimit) {
   Result<PulledImage> pulled_first = Fail(ErrorCode::kInternal, "not run");
   Result<PulledImage> pulled_second = Fail(ErrorCode::kInternal, "not run");
   {
-    Puller puller(*store_, *transport_, config, &scheduler);
+    std::unique_ptr<Puller> puller = MakePuller(config, &scheduler);
     std::thread one([&] {
-      pulled_first = puller.Pull(proxy->host() + "/demo:first", Amd64(), {}, CancelToken::Never());
+      pulled_first = puller->Pull(proxy->host() + "/demo:first", Amd64(), {}, CancelToken::Never());
     });
     std::thread two([&] {
       pulled_second =
-          puller.Pull(proxy->host() + "/demo:second", Amd64(), {}, CancelToken::Never());
+          puller->Pull(proxy->host() + "/demo:second", Amd64(), {}, CancelToken::Never());
     });
     one.join();
     two.join();

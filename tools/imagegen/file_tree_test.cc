@@ -15,6 +15,8 @@
 #include <fstream>
 
 #include "berth/base/file_util.h"
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 #include "tools/imagegen/layer.h"
 #include "tools/imagegen/tar_reader_for_test.h"
 
@@ -22,25 +24,7 @@ namespace berth::imagegen {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A fresh directory under $TMPDIR, removed with everything in it at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "berth-imagegen-XXXXXX").string();
-    char* made = ::mkdtemp(pattern.data());
-    EXPECT_NE(made, nullptr) << std::strerror(errno);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using ::berth::testing::TempDir;
 
 void WriteText(const fs::path& path, std::string_view text, fs::perms perms = fs::perms(0644)) {
   ASSERT_TRUE(WriteFileAtomically(path, text).has_value());
@@ -76,7 +60,7 @@ TEST(FileTreeTest, AddHelpersApplyTypeDefaults) {
 }
 
 TEST(DirectoryTreeTest, WalksDepthFirstInByteOrderWithEveryType) {
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("imagegen"));
   const fs::path& root = dir.path();
   fs::create_directories(root / "b/sub");
   fs::create_directories(root / "a");
@@ -121,7 +105,7 @@ TEST(DirectoryTreeTest, WalksDepthFirstInByteOrderWithEveryType) {
 }
 
 TEST(DirectoryTreeTest, KeepsOwnershipAndMtimeWithoutOverrides) {
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("imagegen"));
   WriteText(dir.path() / "f", "x");
   struct stat info;
   ASSERT_EQ(::lstat((dir.path() / "f").c_str(), &info), 0);
@@ -134,7 +118,7 @@ TEST(DirectoryTreeTest, KeepsOwnershipAndMtimeWithoutOverrides) {
 }
 
 TEST(DirectoryTreeTest, SameDirectoryGivesSameDigests) {
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("imagegen"));
   fs::create_directories(dir.path() / "x/y");
   WriteText(dir.path() / "x/y/file", "content");
   DirectoryTree tree(dir.path(), {.uid = 0, .gid = 0, .mtime_seconds = 0});
@@ -153,7 +137,7 @@ TEST(DirectoryTreeTest, MissingRootIsNotFound) {
 
 TEST(DirectoryTreeTest, UnreadableFilesFailOrAreSkipped) {
   if (::geteuid() == 0) GTEST_SKIP() << "root reads files whatever their mode";
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("imagegen"));
   WriteText(dir.path() / "secret", "s", fs::perms::none);
   WriteText(dir.path() / "public", "p");
   Result<Layer> strict = BuildLayer(DirectoryTree(dir.path()));
@@ -193,7 +177,7 @@ long PeakRssKilobytes() {
 }
 
 TEST(DirectoryTreeTest, StreamsALargeTreeToAFile) {
-  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("imagegen"));
   fs::path source = dir.path() / "src";
   fs::create_directories(source / "big");
   std::map<std::string, Digest> expected;

@@ -1,15 +1,18 @@
 #include "tools/imagegen/layer.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 
 #include "berth/base/file_util.h"
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 #include "tools/imagegen/tar_reader_for_test.h"
 
 namespace berth::imagegen {
 namespace {
+
+using ::berth::testing::TempDir;
 
 FileTree SampleTree() {
   FileTree tree;
@@ -69,8 +72,8 @@ TEST_P(LayerCompressionTest, SameTreeGivesSameDigests) {
 }
 
 TEST_P(LayerCompressionTest, FileLayerMatchesMemoryLayer) {
-  std::filesystem::path path = std::filesystem::temp_directory_path() /
-                               ("berth-imagegen-layer-" + std::to_string(::getpid()));
+  ASSERT_OK_AND_ASSIGN(TempDir dir, TempDir::Create("imagegen-layer"));
+  std::filesystem::path path = dir.Join("layer");
   Result<Layer> on_disk = BuildLayerFile(SampleTree(), path, {.compression = GetParam()});
   ASSERT_TRUE(on_disk.has_value()) << on_disk.error().ToString();
   Result<Layer> in_memory = BuildLayer(SampleTree(), {.compression = GetParam()});
@@ -81,7 +84,6 @@ TEST_P(LayerCompressionTest, FileLayerMatchesMemoryLayer) {
   Result<std::string> bytes = ReadFile(path);
   ASSERT_TRUE(bytes.has_value());
   EXPECT_EQ(*bytes, in_memory->bytes);
-  std::filesystem::remove(path);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCompressions, LayerCompressionTest,

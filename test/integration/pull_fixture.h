@@ -1,0 +1,66 @@
+// File: test/integration/pull_fixture.h
+//
+// PullFixture is the GoogleTest fixture the pull end-to-end tests share (pull_test,
+// schema1_test, watchdog_test, unpack_test): a content store on a fresh temp dir and a real curl
+// transport, and Pullers over them. Tests bring their own registries and servers.
+//
+//   class MyPullTest : public PullFixture {};
+//   TEST_F(MyPullTest, Pulls) {
+//     Result<PulledImage> pulled = Pull(registry->host() + "/demo:v1");
+//     ...store_->Info(digest)...
+//   }
+//
+// A test that overrides SetUp calls PullFixture::SetUp() (and may GTEST_SKIP before it). Errors
+// of Pull() are noted with testing/secret_sentinel.h's NoteProductOutput, which the credential
+// hygiene listener (test/hygiene, linked into every integration test) checks.
+//
+// Thread safety: like any fixture, used from the test's thread; a Puller from MakePuller() may
+// pull from several threads (see berth/pull/puller.h).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+
+#include "berth/config/config.h"
+#include "berth/content/store.h"
+#include "berth/pull/download_scheduler.h"
+#include "berth/pull/puller.h"
+#include "berth/registry/curl_transport.h"
+#include "testing/temp_dir.h"
+
+namespace berth::pull {
+
+// Pull options that select the linux/amd64 image of an index.
+PullOptions Amd64();
+
+class PullFixture : public ::testing::Test {
+ protected:
+  // `dir_prefix` names the temp dir ("berth-<dir_prefix>-XXXXXX"), to tell tests' dirs apart.
+  explicit PullFixture(std::string dir_prefix = "pull-test");
+
+  // Creates dir_, store_ (at dir_/content, Durability::kNone: a test need not survive a crash)
+  // and transport_. Fails the test if any of them cannot be made.
+  void SetUp() override;
+
+  // A Puller on store_ and transport_ with `config`, whose root is set to dir_; `scheduler`
+  // (may be null) is passed on as Puller's node-wide download scheduler.
+  std::unique_ptr<Puller> MakePuller(config::Config config = config::DefaultConfig(),
+                                     DownloadScheduler* scheduler = nullptr);
+
+  // Pulls `reference` with a fresh MakePuller(config), never cancelled. A failure's text is
+  // noted for the credential hygiene check at the end of the test.
+  Result<PulledImage> Pull(const config::Config& config, const std::string& reference,
+                           const PullOptions& options = Amd64());
+  Result<PulledImage> Pull(const std::string& reference, const PullOptions& options = Amd64());
+
+  berth::testing::TempDir dir_;
+  std::unique_ptr<content::Store> store_;
+  std::unique_ptr<registry::CurlTransport> transport_;
+
+ private:
+  std::string dir_prefix_;
+};
+
+}  // namespace berth::pull
