@@ -58,8 +58,10 @@ class SingleFlight {
       return Outcome{std::move(result), FlightRole::kLed};
     }
     std::unique_lock lock(flight->mutex);
-    BERTH_RETURN_IF_ERROR(
-        cancel.Wait(flight->done, lock, [&] { return flight->result.has_value(); }));
+    // Captures the pointer, not the binding: clang 14 (the sanitizer build) cannot capture
+    // structured bindings in lambdas yet.
+    BERTH_RETURN_IF_ERROR(cancel.Wait(flight->done, lock,
+                                      [entry = flight.get()] { return entry->result.has_value(); }));
     return Outcome{*flight->result, FlightRole::kJoined};
   }
 

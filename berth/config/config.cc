@@ -580,9 +580,10 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
   BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(pull_entry));
   for (auto&& [key, node] : *table) {
     Entry entry{key, node, ChildPath(pull_entry.path, key.str())};
+    const std::string_view name = key.str();  // a structured binding cannot be captured (clang 14)
     const auto* known =
         std::find_if(std::begin(kPullKeys), std::end(kPullKeys),
-                     [&](const PullKey& pull_key) { return pull_key.name == key.str(); });
+                     [&](const PullKey& pull_key) { return pull_key.name == name; });
     if (known == std::end(kPullKeys)) return Fail(reader.UnknownKey(entry, "[pull]", kNames));
     BERTH_RETURN_IF_ERROR(known->read(reader, entry, pull));
   }
