@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
+#include <cstdlib>
 #include <initializer_list>
 #include <optional>
 #include <utility>
 
+#include "berth/base/byte_size.h"
 #include "berth/base/file_util.h"
 #include "berth/config/toml_reader.h"
 #include "berth/config/units.h"
@@ -59,6 +62,17 @@ std::string_view ConfigFormatName(ConfigFormat format) {
 }
 
 Config DefaultConfig() { return Config{}; }
+
+uint64_t MinFreeSpace::ReserveFor(uint64_t filesystem_size) const {
+  const auto share = static_cast<uint64_t>(static_cast<double>(filesystem_size) * percent / 100.0);
+  return std::max(bytes, share);
+}
+
+std::string MinFreeSpace::ToString() const {
+  if (percent == 0) return FormatByteSize(bytes);
+  if (bytes == 0) return fmt::format("{:g}%", percent);
+  return fmt::format("the larger of {:g}% and {}", percent, FormatByteSize(bytes));
+}
 
 namespace {
 
@@ -390,6 +404,60 @@ Result<void> CheckConfigPathConflicts(const RegistrySection& merged) {
 // ---------------------------------------------------------------------------------------------
 // Top level and [pull].
 
+// pull.min_free_space: integer bytes, a size string ("2GiB") or a percentage ("5%").
+Result<MinFreeSpace> ReadMinFreeSpace(const Reader& reader, const Entry& entry) {
+  constexpr std::string_view kExpected =
+      "a size like \"2GiB\", a percentage of the filesystem like \"5%\", or integer bytes";
+  if (const toml::value<int64_t>* integer = entry.node.as_integer()) {
+    if (integer->get() < 0) {
+      return Fail(reader.Problem(
+          entry, fmt::format("must not be negative (0 keeps no reserve); got {}", integer->get())));
+    }
+    return MinFreeSpace{.bytes = static_cast<uint64_t>(integer->get()), .percent = 0};
+  }
+  const toml::value<std::string>* text = entry.node.as_string();
+  if (text == nullptr) return Fail(reader.WrongType(entry, kExpected));
+  std::string_view value = text->get();
+  if (!value.empty() && value.back() == '%') {
+    std::string number(value.substr(0, value.size() - 1));
+    char* end = nullptr;
+    double percent = number.empty() || !std::isdigit(static_cast<unsigned char>(number[0]))
+                         ? -1
+                         : std::strtod(number.c_str(), &end);
+    if (percent < 0 || end != number.c_str() + number.size() || percent > 90) {
+      return Fail(reader.Problem(
+          entry, fmt::format("must be a percentage between 0% and 90%; got \"{}\"", value)));
+    }
+    return MinFreeSpace{.bytes = 0, .percent = percent};
+  }
+  Result<uint64_t> bytes = ParseByteSize(value);
+  if (!bytes) {
+    return Fail(
+        reader.Problem(entry, fmt::format("must be {}: {}", kExpected, bytes.error().message())));
+  }
+  return MinFreeSpace{.bytes = *bytes, .percent = 0};
+}
+
+// pull.max_inflate_ratio: 0 (off) or a number from kMinInflateRatio to kMaxInflateRatio.
+Result<double> ReadInflateRatio(const Reader& reader, const Entry& entry) {
+  constexpr double kMinInflateRatio = 2;
+  constexpr double kMaxInflateRatio = 1'000'000;
+  std::optional<double> ratio;
+  if (const toml::value<int64_t>* integer = entry.node.as_integer()) {
+    ratio = static_cast<double>(integer->get());
+  } else if (const toml::value<double>* floating = entry.node.as_floating_point()) {
+    ratio = floating->get();
+  } else {
+    return Fail(reader.WrongType(entry, "a number (0 disables the check)"));
+  }
+  if (*ratio != 0 && !(*ratio >= kMinInflateRatio && *ratio <= kMaxInflateRatio)) {
+    return Fail(
+        reader.Problem(entry, fmt::format("must be 0 (off) or between {:.0f} and {:.0f}; got {:g}",
+                                          kMinInflateRatio, kMaxInflateRatio, *ratio)));
+  }
+  return *ratio;
+}
+
 Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig& pull) {
   BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(pull_entry));
   for (auto&& [key, node] : *table) {
@@ -486,6 +554,10 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
         return Fail(reader.WrongType(entry, "an integer (bytes) or a size string like \"10GiB\""));
       }
       pull.max_layer_size = bytes;
+    } else if (name == "min_free_space") {
+      BERTH_ASSIGN_OR_RETURN(pull.min_free_space, ReadMinFreeSpace(reader, entry));
+    } else if (name == "max_inflate_ratio") {
+      BERTH_ASSIGN_OR_RETURN(pull.max_inflate_ratio, ReadInflateRatio(reader, entry));
     } else if (name == "resume_window") {
       if (!node.is_string()) {
         return Fail(reader.WrongType(entry, "a duration string like \"1h\" (\"0\" disables)"));
@@ -508,7 +580,8 @@ Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig&
           {"max_concurrent_downloads", "snapshotter", "image_pull_progress_timeout",
            "max_concurrent_downloads_total", "max_concurrent_downloads_per_registry",
            "min_download_speed", "min_download_speed_window", "sync", "layer_threads",
-           "max_layer_size", "discard_unpacked_layers", "resume_window", "pinned_images"}));
+           "max_layer_size", "min_free_space", "max_inflate_ratio", "discard_unpacked_layers",
+           "resume_window", "pinned_images"}));
     }
   }
   return Ok();
