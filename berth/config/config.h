@@ -62,7 +62,8 @@
 //                                           # while layers are written (see MinFreeSpace)
 //     max_inflate_ratio = 0                 # refuse a layer that inflates to more than this
 //                                           # many times its compressed size (a decompression
-//                                           # bomb); 0 = off, else 2..1000000
+//                                           # bomb; layers under 1MiB inflated never
+//                                           # are); 0 = off, else 2..1000000
 //     discard_unpacked_layers = false       # drop compressed blobs once unpacked
 //     pinned_images = ["registry.k8s.io/pause:3.9"]  # never garbage-collected
 //   [registry]                              # same keys as containerd's section, plus:
@@ -242,8 +243,9 @@ struct PullConfig {
   LayerThreads layer_threads = LayerThreads::kAuto;
   uint64_t max_layer_size = kDefaultMaxLayerSize;
   MinFreeSpace min_free_space;
-  // A layer inflating to more than this many times its compressed size is refused as a
-  // decompression bomb (kInvalidArgument); zero disables the check.
+  // A layer inflating to more than this many times its compressed size (and past 1 MiB) is
+  // refused as a decompression bomb: kInvalidArgument, since the layer is at fault whatever
+  // the node's state and freeing space would not help. Zero disables the check.
   double max_inflate_ratio = 0;
   bool discard_unpacked_layers = false;
   // How long what a failed or interrupted pull fetched (blobs, partial downloads, unpacked

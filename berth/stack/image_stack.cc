@@ -74,6 +74,9 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                                                          ? archive::SyncPolicy::kFsyncEachFile
                                                          : archive::SyncPolicy::kNone,
                                              .max_layer_size = config.pull.max_layer_size,
+                                             .min_free_bytes = config.pull.min_free_space.bytes,
+                                             .min_free_percent = config.pull.min_free_space.percent,
+                                             .max_inflate_ratio = config.pull.max_inflate_ratio,
                                              .layer_threads = LayerThreadsFor(config.pull)};
   ImageStack* self = stack.get();
   BERTH_ASSIGN_OR_RETURN(
