@@ -64,17 +64,22 @@ Result<void> CheckReserve(const UnpackOptions& options, const image::Descriptor&
       static_cast<uint64_t>(static_cast<double>(size) * options.min_free_percent / 100.0);
   const uint64_t reserve = std::max(options.min_free_bytes, share);
   if (available >= reserve) return Ok();
+  // The reserve as the config spells it.
+  const std::string setting =
+      options.min_free_percent == 0 ? FormatByteSize(options.min_free_bytes)
+      : options.min_free_bytes == 0
+          ? fmt::format("{:g}% of the filesystem", options.min_free_percent)
+          : fmt::format("the larger of {:g}% and {}", options.min_free_percent,
+                        FormatByteSize(options.min_free_bytes));
   return Fail(ErrorCode::kResourceExhausted,
               fmt::format("layer {} had inflated to {} ({} bytes) when the filesystem at {} was "
-                          "left with {} free of {}, below the reserve of {} "
-                          "(pull.min_free_space: {:g}% or {}, whichever is larger); the pull "
-                          "stopped and the partial layer was discarded. Free space there (berth "
-                          "rmi, berth gc) or move berth's root to a larger filesystem, then pull "
-                          "again",
+                          "left with {} free of {}, below the reserve of {} (pull.min_free_space: "
+                          "{}); the pull stopped and the partial layer was discarded. Free space "
+                          "there (berth rmi, berth gc) or move berth's root to a larger "
+                          "filesystem, then pull again",
                           layer.digest, FormatByteSize(inflated), inflated,
                           MountPointOf(directory).string(), FormatByteSize(available),
-                          FormatByteSize(size), FormatByteSize(reserve), options.min_free_percent,
-                          FormatByteSize(options.min_free_bytes)));
+                          FormatByteSize(size), FormatByteSize(reserve), setting));
 }
 
 // kInvalidArgument when `layer` inflated to more than max_inflate_ratio times its size.
