@@ -105,7 +105,9 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                                                            &lease);
                },
            .resume_window = config.pull.resume_window,
-           .discard_unpacked_layers = config.pull.discard_unpacked_layers}));
+           .discard_unpacked_layers = config.pull.discard_unpacked_layers,
+           .min_free_space = {.bytes = config.pull.min_free_space.bytes,
+                              .fraction = config.pull.min_free_space.percent / 100.0}}));
   if (stack->options_.recover) {
     BERTH_ASSIGN_OR_RETURN(gc::CollectReport recovered, stack->images_->Recover());
     stack->recovered_ = std::move(recovered);
