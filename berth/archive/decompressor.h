@@ -16,7 +16,9 @@
 //
 // Errors (all sticky: after a failure every later call returns the same error):
 //   kInvalidArgument   magic/media-type mismatch, corrupt compressed data, trailing garbage
-//   kDataLoss          Finish() before the end of the compressed data ("truncated"), bad CRC
+//   kDataLoss          Finish() before the end of the compressed data ("truncated"), a gzip
+//                      member whose CRC-32 or length does not match (zstd checksum errors are
+//                      kInvalidArgument, like other corrupt zstd data)
 //   kResourceExhausted more than max_uncompressed_bytes of output (decompression bomb)
 //   kUnimplemented     an unknown layer media type
 //   anything the downstream sink returns, unchanged
@@ -62,7 +64,8 @@ struct DecompressorOptions {
   // Output beyond this many bytes fails with kResourceExhausted. 0 means no limit.
   uint64_t max_uncompressed_bytes = 0;
   GzipBackend gzip_backend = GzipBackend::kIsal;
-  // Size of the output buffer, i.e. the largest chunk handed to the sink.
+  // Size of the output buffer, i.e. the largest chunk handed to the sink (at least 4096; smaller
+  // values are raised to it).
   size_t output_chunk_bytes = 256 * 1024;
 };
 
@@ -73,7 +76,8 @@ class Decompressor {
   // Consumes `compressed` (any size, including empty) and writes whatever it decodes to the sink.
   Result<void> Write(std::string_view compressed);
   // Declares the end of the compressed stream. kDataLoss "truncated" if the data ended inside
-  // a gzip member / zstd frame or before any data at all for gzip/zstd. Call exactly once.
+  // a gzip member / zstd frame or before any data at all for gzip/zstd. Call once, after the
+  // last Write().
   Result<void> Finish();
 
   // Decompressed bytes emitted so far.

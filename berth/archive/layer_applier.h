@@ -25,12 +25,9 @@
 // Threading: with ApplyThreading::kTwoThreads, decompression + hashing run on the caller's thread
 // and tar parsing + filesystem writes on a worker thread, connected by a bounded ring of
 // decompressed bytes (ring_bytes). Write() then blocks only while the ring is full. Errors from
-// the worker surface from the next Write() or from Finish().
-// Measured with apply_bench (171 MB tar, 16.9k entries, onto tmpfs, on the shared 2-vCPU VM
-// while other builds kept the load average at 5-6): isa-l 1 thread 284 MB/s median vs 2 threads
-// 179 MB/s; zstd 209 vs 196. With both cores busy the hand-off and the extra copy cost more
-// than the overlap gains, so kSingle is the default; re-measure on idle hardware before
-// switching.
+// the worker surface from the next Write() or from Finish(). kSingle is the default: on a busy
+// two-core machine the hand-off and the extra copy cost more than the overlap gains
+// (bench/results.md, "apply_bench: one thread or two").
 //
 // Thread safety: one thread at a time calls Write()/Finish(). Destroying an unfinished applier
 // stops its worker (the tree is left partial).
@@ -76,7 +73,9 @@ struct ApplyOptions {
   // The layer's media type (OCI or Docker; plain, gzip or zstd).
   std::string media_type;
   WhiteoutMode whiteout_mode = WhiteoutMode::kOverlay;
-  // Overlay only: lower layer dirs, topmost first, for hardlinks to lower-layer files.
+  // Overlay only: lower layer dirs, topmost first: hardlinks to lower-layer files are copied
+  // from them, and directories the layer needs but lacks take their attributes from them
+  // (tar_applier.h).
   std::vector<std::filesystem::path> lower_dirs;
   ApplyLimits limits;
   SyncPolicy sync = SyncPolicy::kNone;
@@ -111,16 +110,18 @@ struct ApplyResult {
 class LayerApplier {
  public:
   // Opens the root and sets up the pipeline. kUnimplemented for an unknown media type,
-  // kNotFound/kInvalidArgument for a missing or non-directory root.
+  // kNotFound for a missing root or lower dir, kInvalidArgument for a `root_fd` that is not a
+  // directory (a `root` path that is not one fails with an error naming it).
   static Result<std::unique_ptr<LayerApplier>> Create(const ApplyOptions& options);
   ~LayerApplier();
   LayerApplier(const LayerApplier&) = delete;
   LayerApplier& operator=(const LayerApplier&) = delete;
 
-  // Consumes the next chunk of the blob. Errors are sticky.
+  // Consumes the next chunk of the blob. Errors are sticky. kFailedPrecondition after Finish().
   Result<void> Write(std::string_view compressed);
   // Ends the stream, finishes the tree (directory times, sync policy) and returns what was
-  // applied. kDataLoss if the compressed stream or the tar was truncated.
+  // applied. kDataLoss if the compressed stream or the tar was truncated. Call once
+  // (kFailedPrecondition the second time).
   Result<ApplyResult> Finish();
 
  private:

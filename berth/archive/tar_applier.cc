@@ -12,9 +12,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <optional>
+#include <utility>
 
 #include "berth/base/file_util.h"
+#include "berth/base/log.h"
 
 namespace berth::archive {
 namespace {
@@ -63,6 +67,67 @@ Error EntryErrno(int errnum, std::string_view what, std::string_view path) {
   return ErrnoError(errnum, fmt::format("{} \"{}\"", what, path));
 }
 
+std::string_view TypeName(TarEntryType type) {
+  switch (type) {
+    case TarEntryType::kRegular:
+      return "regular";
+    case TarEntryType::kDirectory:
+      return "directory";
+    case TarEntryType::kSymlink:
+      return "symlink";
+    case TarEntryType::kHardlink:
+      return "hardlink";
+    case TarEntryType::kCharDevice:
+      return "char-device";
+    case TarEntryType::kBlockDevice:
+      return "block-device";
+    case TarEntryType::kFifo:
+      return "fifo";
+  }
+  return "unknown";
+}
+
+// Whether the symlink target `target`, met in the directory `dir_path` (root-relative), leads
+// out of the root when read as a path: absolute, or climbing above the root with "..".
+bool LeavesRoot(std::string_view dir_path, std::string_view target) {
+  if (target.starts_with('/')) return true;
+  long depth = dir_path.empty() ? 0 : std::count(dir_path.begin(), dir_path.end(), '/') + 1;
+  size_t pos = 0;
+  while (pos <= target.size()) {
+    size_t slash = target.find('/', pos);
+    if (slash == std::string_view::npos) slash = target.size();
+    std::string_view component = target.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (component.empty() || component == ".") continue;
+    depth += component == ".." ? -1 : 1;
+    if (depth < 0) return true;
+  }
+  return false;
+}
+
+// The error for the parent directory `path` of an entry, found as `name` in the directory
+// `dir_fd` (`dir_path`, root-relative), that exists but does not resolve to a directory inside
+// the root: a symlink whose target is missing there. Ok if it is no symlink (it changed meanwhile;
+// the caller's next open reports it).
+Result<void> RefuseDanglingParent(int dir_fd, std::string_view dir_path, const std::string& name,
+                                  std::string_view path) {
+  char buffer[PATH_MAX + 1];
+  ssize_t n = readlinkat(dir_fd, name.c_str(), buffer, sizeof(buffer));
+  if (n < 0) return Ok();
+  std::string_view target(buffer, static_cast<size_t>(n));
+  if (LeavesRoot(dir_path, target)) {
+    return Fail(ErrorCode::kPermissionDenied,
+                fmt::format("parent \"{}\" is a symlink to {}, outside the layer (symlinks are "
+                            "resolved inside the layer, where that path does not exist); the "
+                            "layer is refused",
+                            path, target));
+  }
+  return Fail(ErrorCode::kInvalidArgument,
+              fmt::format("parent \"{}\" is a symlink to {}, which does not exist in the layer; "
+                          "the layer is refused",
+                          path, target));
+}
+
 // Removes `name` in `dir_fd` and everything below it, never following symlinks.
 Result<void> RemoveAllAt(int dir_fd, const char* name) {
   if (unlinkat(dir_fd, name, 0) == 0 || errno == ENOENT) return Ok();
@@ -97,6 +162,11 @@ Result<void> RemoveAllAt(int dir_fd, const char* name) {
 }
 
 bool IsWhiteoutDevice(const struct stat& st) { return S_ISCHR(st.st_mode) && st.st_rdev == 0; }
+
+// Whether the directory `fd` (any open mode) has a default ACL, which new entries inherit.
+bool HasDefaultAcl(int fd) {
+  return getxattr(ProcPath(fd).c_str(), "system.posix_acl_default", nullptr, 0) >= 0;
+}
 
 // Whether the directory `fd` (any open mode) is marked opaque for overlayfs.
 bool IsOpaque(int fd) {
@@ -166,6 +236,190 @@ Result<bool> NewestChildMtime(int dir_fd, std::string_view path, timespec* newes
   return found;
 }
 
+// A filesystem node to set metadata on: an open fd (regular files, directories), or a name in a
+// parent directory that is never followed (symlinks, device nodes and fifos).
+class Node {
+ public:
+  static Node Open(int fd) { return Node(fd, -1, nullptr); }
+  static Node At(int parent_fd, const std::string& base) { return Node(-1, parent_fd, &base); }
+
+  int Chown(uid_t uid, gid_t gid) const {
+    return fd_ >= 0 ? fchown(fd_, uid, gid)
+                    : fchownat(parent_fd_, base_->c_str(), uid, gid, AT_SYMLINK_NOFOLLOW);
+  }
+  // By name only for nodes the applier just created with mknodat, so no symlink is met.
+  int Chmod(mode_t mode) const {
+    return fd_ >= 0 ? fchmod(fd_, mode) : fchmodat(parent_fd_, base_->c_str(), mode, 0);
+  }
+  int SetXattr(const std::string& name, const std::string& value) const {
+    if (fd_ >= 0) return fsetxattr(fd_, name.c_str(), value.data(), value.size(), 0);
+    std::string path = fmt::format("{}/{}", ProcPath(parent_fd_), *base_);
+    return lsetxattr(path.c_str(), name.c_str(), value.data(), value.size(), 0);
+  }
+  int RemoveXattr(const std::string& name) const {
+    if (fd_ >= 0) return fremovexattr(fd_, name.c_str());
+    std::string path = fmt::format("{}/{}", ProcPath(parent_fd_), *base_);
+    return lremovexattr(path.c_str(), name.c_str());
+  }
+  int SetTimes(const timespec times[2]) const {
+    return fd_ >= 0 ? futimens(fd_, times)
+                    : utimensat(parent_fd_, base_->c_str(), times, AT_SYMLINK_NOFOLLOW);
+  }
+  // A path for the follow-symlinks xattr calls. REQUIRES: an open fd.
+  std::string FdPath() const { return ProcPath(fd_); }
+
+ private:
+  Node(int fd, int parent_fd, const std::string* base)
+      : fd_(fd), parent_fd_(parent_fd), base_(base) {}
+
+  int fd_;
+  int parent_fd_;
+  const std::string* base_;
+};
+
+using XattrList = std::vector<std::pair<std::string, std::string>>;
+
+// overlayfs's own metadata (opaque, redirect, origin, ...), in either of its namespaces: never
+// taken from an archive or a lower layer, never removed by inheritance.
+bool IsOverlayXattr(std::string_view name) {
+  return name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.");
+}
+
+// What to do with xattrs a node has but Metadata::xattrs does not list.
+enum class OtherXattrs {
+  kKeep,
+  kRemove,  // Except overlayfs's own (REQUIRES: the node is an open fd).
+  // Only the POSIX ACLs a new node inherited from its parent's default ACL.
+  kRemoveInheritedAcls,
+};
+
+const std::string kAclXattrs[] = {"system.posix_acl_access", "system.posix_acl_default"};
+
+bool Lists(const XattrList* xattrs, std::string_view name) {
+  return xattrs != nullptr && std::any_of(xattrs->begin(), xattrs->end(),
+                                          [&](const auto& xattr) { return xattr.first == name; });
+}
+
+// What to set on a node; each step is skipped when its field is empty.
+struct Metadata {
+  std::optional<std::pair<uid_t, gid_t>> owner;
+  std::optional<mode_t> mode;
+  // xattrs to set: trusted.overlay.* is dropped (only the applier writes overlayfs metadata)
+  // and EOPNOTSUPP is ignored for user.* (see tar_applier.h).
+  const XattrList* xattrs = nullptr;
+  OtherXattrs other_xattrs = OtherXattrs::kKeep;
+  // Or every xattr of this open file (a copy of a lower layer's file).
+  int copy_xattrs_from = -1;
+  std::optional<std::array<timespec, 2>> times;
+};
+
+// Removes the xattrs of `node` (an open fd) that `keep` does not list, except overlayfs's own:
+// a directory made by mkdir may have inherited a default ACL its lower twin does not have.
+Result<void> RemoveOtherXattrs(const Node& node, const XattrList* keep, std::string_view path) {
+  BERTH_ASSIGN_OR_RETURN(auto present, ReadXattrs(node.FdPath(), /*follow_symlinks=*/true));
+  for (const auto& [name, value] : present) {
+    if (IsOverlayXattr(name)) continue;
+    if (Lists(keep, name)) continue;
+    if (removexattr(node.FdPath().c_str(), name.c_str()) != 0 && errno != ENODATA) {
+      return Fail(ErrnoError(errno, fmt::format("remove xattr {} from \"{}\"", name, path)));
+    }
+  }
+  return Ok();
+}
+
+// Sets `metadata` on `node` (the entry `path`, described as `kind` in errors when not empty) in
+// the one order that loses nothing: owner first, since chown clears setuid/setgid and
+// security.capability; then mode; then xattrs; then times, since every other change touches
+// ctime and some filesystems mtime.
+Result<void> SetMetadata(const Node& node, const Metadata& metadata, std::string_view path,
+                         std::string_view kind = {}) {
+  auto what = [&](std::string_view action) {
+    return kind.empty() ? std::string(action) : fmt::format("{} {}", action, kind);
+  };
+  if (metadata.owner && node.Chown(metadata.owner->first, metadata.owner->second) != 0) {
+    return Fail(EntryErrno(errno, what("chown"), path));
+  }
+  if (metadata.mode && node.Chmod(*metadata.mode) != 0) {
+    return Fail(EntryErrno(errno, what("chmod"), path));
+  }
+  if (metadata.other_xattrs == OtherXattrs::kRemove) {
+    BERTH_RETURN_IF_ERROR(RemoveOtherXattrs(node, metadata.xattrs, path));
+  }
+  if (metadata.other_xattrs == OtherXattrs::kRemoveInheritedAcls) {
+    for (const std::string& name : kAclXattrs) {
+      if (Lists(metadata.xattrs, name) || node.RemoveXattr(name) == 0) continue;
+      if (errno == ENODATA || errno == EOPNOTSUPP || errno == ENOTSUP) continue;
+      return Fail(ErrnoError(errno, fmt::format("remove inherited {} from \"{}\"", name, path)));
+    }
+  }
+  if (metadata.xattrs != nullptr) {
+    for (const auto& [name, value] : *metadata.xattrs) {
+      if (name.starts_with("trusted.overlay.")) continue;
+      if (node.SetXattr(name, value) == 0) continue;
+      int saved = errno;
+      if ((saved == EOPNOTSUPP || saved == ENOTSUP) && name.starts_with("user.")) continue;
+      return Fail(ErrnoError(saved, fmt::format("set xattr {} on \"{}\"", name, path)));
+    }
+  }
+  if (metadata.copy_xattrs_from >= 0) {
+    BERTH_RETURN_IF_ERROR(WithContext(
+        CopyXattrs(ProcPath(metadata.copy_xattrs_from), node.FdPath(), /*follow_symlinks=*/true),
+        fmt::format("copy xattrs onto \"{}\"", path)));
+  }
+  if (metadata.times && node.SetTimes(metadata.times->data()) != 0) {
+    return Fail(EntryErrno(errno, what("set times on"), path));
+  }
+  return Ok();
+}
+
+// Which of an entry's attributes to set: owner and mode only where they differ from what the
+// node got at creation; times now, or for directories in TarApplier::Finish().
+enum class Times { kNow, kLater };
+struct EntrySteps {
+  bool chown;
+  bool chmod;
+  Times times;
+  // kRemoveInheritedAcls for a node just created in a directory with a default ACL: the
+  // archive, not the parent, says what the entry's ACLs are.
+  OtherXattrs other_xattrs = OtherXattrs::kKeep;
+};
+
+// The steps for a node the applier just created (not a directory): owner and mode as needed,
+// times now; with `inherited_acls` (its directory has a default ACL) the mode always, and the
+// inherited ACLs removed.
+EntrySteps NewNodeSteps(bool chown, bool chmod, bool inherited_acls) {
+  return {.chown = chown,
+          .chmod = chmod || inherited_acls,
+          .times = Times::kNow,
+          .other_xattrs = inherited_acls ? OtherXattrs::kRemoveInheritedAcls : OtherXattrs::kKeep};
+}
+
+// Sets the attributes the archive gives `entry` (at the cleaned `path`) on `node`.
+Result<void> SetEntryMetadata(const TarEntry& entry, const Node& node, EntrySteps steps,
+                              std::string_view path) {
+  Metadata metadata{.xattrs = &entry.xattrs, .other_xattrs = steps.other_xattrs};
+  if (steps.chown) metadata.owner = {entry.uid, entry.gid};
+  if (steps.chmod) metadata.mode = entry.mode;
+  if (steps.times == Times::kNow) {
+    metadata.times = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
+                      ToTimespec(entry.mtime)};
+  }
+  return SetMetadata(node, metadata, path);
+}
+
+// The xattrs of the directory `path` in the layer `layer_fd`, overlayfs's own left out.
+Result<XattrList> LowerDirectoryXattrs(int layer_fd, std::string_view path) {
+  std::string target(path);
+  UniqueFd dir(OpenInRoot(layer_fd, target.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW));
+  if (!dir) return Fail(EntryErrno(errno, "open lower-layer directory", path));
+  BERTH_ASSIGN_OR_RETURN(auto all, ReadXattrs(ProcPath(dir.get()), /*follow_symlinks=*/true));
+  XattrList xattrs;
+  for (auto& [name, value] : all) {
+    if (!IsOverlayXattr(name)) xattrs.emplace_back(name, std::move(value));
+  }
+  return xattrs;
+}
+
 }  // namespace
 
 Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
@@ -195,16 +449,16 @@ Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
       if (opaque_above) return false;
       continue;
     }
-    if (preserve_ownership && fchown(dir.get(), st.st_uid, st.st_gid) != 0) {
-      return Fail(EntryErrno(errno, "chown implicit directory", path));
-    }
-    if (fchmod(dir.get(), st.st_mode & 07777) != 0) {
-      return Fail(EntryErrno(errno, "chmod implicit directory", path));
-    }
-    timespec times[2] = {st.st_atim, st.st_mtim};
-    if (futimens(dir.get(), times) != 0) {
-      return Fail(EntryErrno(errno, "set times on implicit directory", path));
-    }
+    // The merged view must show the lower directory's xattrs (ACLs, file capabilities of a
+    // directory, user comments), as overlayfs copy-up does; not overlayfs's own.
+    BERTH_ASSIGN_OR_RETURN(XattrList xattrs, LowerDirectoryXattrs(lower, path));
+    Metadata inherited{.mode = st.st_mode & 07777,
+                       .xattrs = &xattrs,
+                       .other_xattrs = OtherXattrs::kRemove,
+                       .times = {{st.st_atim, st.st_mtim}}};
+    if (preserve_ownership) inherited.owner = {st.st_uid, st.st_gid};
+    BERTH_RETURN_IF_ERROR(
+        SetMetadata(Node::Open(dir.get()), inherited, path, "implicit directory"));
     return true;
   }
   return false;
@@ -261,7 +515,8 @@ TarApplier::TarApplier(UniqueFd root, TarApplierOptions options)
       options_(std::move(options)),
       euid_(geteuid()),
       egid_(getegid()),
-      umask_(ReadUmask()) {}
+      umask_(ReadUmask()),
+      trace_(log::Enabled(log::Level::kTrace)) {}
 
 TarApplier::~TarApplier() = default;
 
@@ -274,6 +529,7 @@ Result<std::unique_ptr<TarApplier>> TarApplier::Create(int root_fd, TarApplierOp
     return Fail(ErrorCode::kInvalidArgument, "layer root is not a directory");
   }
   std::unique_ptr<TarApplier> applier(new TarApplier(std::move(root), std::move(options)));
+  applier->root_default_acl_ = HasDefaultAcl(applier->root_.get());
   for (const auto& lower : applier->options_.lower_dirs) {
     int lower_fd = open(lower.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (lower_fd < 0) {
@@ -282,16 +538,6 @@ Result<std::unique_ptr<TarApplier>> TarApplier::Create(int root_fd, TarApplierOp
     applier->lower_roots_.emplace_back(lower_fd);
   }
   return applier;
-}
-
-void TarApplier::Invalidate(std::string_view removed_path) {
-  if (!cache_valid_) return;
-  if (removed_path.empty() || cached_path_ == removed_path ||
-      (cached_path_.size() > removed_path.size() && cached_path_.starts_with(removed_path) &&
-       cached_path_[removed_path.size()] == '/')) {
-    cache_valid_ = false;
-    cached_fd_.reset();
-  }
 }
 
 Result<void> TarApplier::CreateParents() {
@@ -315,9 +561,13 @@ Result<void> TarApplier::CreateParents() {
         BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(up, up_fd.get()));
       }
       if (mkdirat(up_fd.get(), name.c_str(), 0755) == 0) {
+        if (trace_) log::Trace("archive.implicit_dir", {{"path", scratch_}, {"action", "create"}});
         created_parents_.push_back(scratch_);
         implicit_.insert(scratch_);
-      } else if (errno != EEXIST) {
+      } else if (errno == EEXIST) {
+        // It exists but does not resolve to a directory in the root: a symlink leading nowhere.
+        BERTH_RETURN_IF_ERROR(RefuseDanglingParent(up_fd.get(), up, name, scratch_));
+      } else {
         return Fail(EntryErrno(errno, "create parent directory", scratch_));
       }
       if (options_.whiteout_mode == WhiteoutMode::kDelete) added_.insert(scratch_);
@@ -331,8 +581,8 @@ Result<void> TarApplier::CreateParents() {
 
 Result<int> TarApplier::Parent(bool create) {
   if (parent_path_.empty()) return root_.get();
-  if (cache_valid_ && cached_path_ == parent_path_) return cached_fd_.get();
-  cache_valid_ = false;
+  if (int cached = parents_.Find(parent_path_); cached >= 0) return cached;
+  parents_.Forget();
   int fd = OpenInRoot(root_.get(), parent_path_.c_str(), O_PATH | O_DIRECTORY);
   if (fd < 0 && errno == ENOENT && create) {
     BERTH_RETURN_IF_ERROR(CreateParents());
@@ -347,35 +597,32 @@ Result<int> TarApplier::Parent(bool create) {
     }
     return Fail(EntryErrno(saved, "open parent directory", parent_path_));
   }
-  cached_fd_.reset(fd);
-  struct stat st;
-  if (fstat(fd, &st) != 0) return Fail(EntryErrno(errno, "stat", parent_path_));
-  cached_setgid_ = (st.st_mode & S_ISGID) != 0;
-  cached_gid_ = st.st_gid;
-  cached_path_ = parent_path_;
-  cache_valid_ = true;
-  return fd;
+  return parents_.Insert(parent_path_, UniqueFd(fd));
 }
 
 bool TarApplier::NeedsChown(const TarEntry& entry) const {
   if (!options_.preserve_ownership) return false;
   gid_t new_gid = egid_;
-  if (!parent_path_.empty() && cache_valid_ && cached_setgid_) new_gid = cached_gid_;
+  if (!parent_path_.empty() && parents_.valid() && parents_.setgid()) new_gid = parents_.gid();
   if (parent_path_.empty()) return true;  // Root's setgid bit not tracked: be exact.
   return entry.uid != euid_ || entry.gid != new_gid;
+}
+
+bool TarApplier::ParentHasDefaultAcl() const {
+  return parent_path_.empty() ? root_default_acl_ : parents_.valid() && parents_.default_acl();
 }
 
 bool TarApplier::NeedsChmod(const TarEntry& entry, bool is_directory) const {
   if ((entry.mode & 07000) != 0) return true;
   if ((entry.mode & 0777 & umask_) != 0) return true;
   // mkdir in a setgid directory inherits setgid.
-  if (is_directory && (parent_path_.empty() || cached_setgid_)) return true;
+  if (is_directory && (parent_path_.empty() || parents_.setgid())) return true;
   return false;
 }
 
 Result<void> TarApplier::RemoveExisting(int parent_fd, const std::string& base,
                                         std::string_view path) {
-  Invalidate(path);
+  parents_.Invalidate(path);
   return WithContext(RemoveAllAt(parent_fd, base.c_str()),
                      fmt::format("replace existing \"{}\"", path));
 }
@@ -388,6 +635,20 @@ Result<void> TarApplier::OnEntry(const TarEntry& entry) {
     return WithContext(std::move(result), fmt::format("apply layer entry \"{}\"", entry.path));
   }
   return Ok();
+}
+
+void TarApplier::TraceEntry(const TarEntry& entry, std::string_view action,
+                            std::string_view detail) const {
+  if (!trace_) return;
+  if (detail.empty()) {
+    log::Trace("archive.entry",
+               {{"path", entry.path}, {"type", TypeName(entry.type)}, {"action", action}});
+  } else {
+    log::Trace("archive.entry", {{"path", entry.path},
+                                 {"type", TypeName(entry.type)},
+                                 {"action", action},
+                                 {"detail", detail}});
+  }
 }
 
 Result<void> TarApplier::Apply(const TarEntry& entry) {
@@ -403,8 +664,18 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
   if (base_.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(entry);
   if (!implicit_.empty()) implicit_.erase(path_);  // The layer defines it after all.
   if (path_.empty()) {
-    if (entry.type == TarEntryType::kDirectory) return Ok();  // The root belongs to the caller.
+    if (entry.type == TarEntryType::kDirectory) {
+      TraceEntry(entry, "skip", "the root directory belongs to the caller");
+      return Ok();
+    }
     return Fail(ErrorCode::kInvalidArgument, "a non-directory entry names the root itself");
+  }
+  if (trace_) {
+    for (const auto& xattr : entry.xattrs) {
+      if (xattr.first.starts_with("trusted.overlay.")) {
+        TraceEntry(entry, "drop-xattr", xattr.first);
+      }
+    }
   }
   BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
   if (options_.whiteout_mode == WhiteoutMode::kDelete) {
@@ -412,6 +683,7 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
     added_.insert(path_);
     lower_directory_times_.erase(path_);  // The layer gives it times of its own.
   }
+  if (entry.type != TarEntryType::kHardlink) TraceEntry(entry, "create");
   switch (entry.type) {
     case TarEntryType::kRegular:
       return ApplyRegular(entry, parent_fd);
@@ -425,24 +697,6 @@ Result<void> TarApplier::Apply(const TarEntry& entry) {
     case TarEntryType::kBlockDevice:
     case TarEntryType::kFifo:
       return ApplyNode(entry, parent_fd);
-  }
-  return Ok();
-}
-
-Result<void> TarApplier::SetXattrs(const TarEntry& entry, int fd, int parent_fd,
-                                   const std::string& base) {
-  if (entry.xattrs.empty()) return Ok();
-  std::string proc_path;
-  if (fd < 0) proc_path = fmt::format("{}/{}", ProcPath(parent_fd), base);
-  for (const auto& [name, value] : entry.xattrs) {
-    if (name.starts_with("trusted.overlay.")) continue;  // Only the applier writes these.
-    int rc = fd >= 0 ? fsetxattr(fd, name.c_str(), value.data(), value.size(), 0)
-                     : lsetxattr(proc_path.c_str(), name.c_str(), value.data(), value.size(), 0);
-    if (rc != 0) {
-      int saved = errno;
-      if ((saved == EOPNOTSUPP || saved == ENOTSUP) && name.starts_with("user.")) continue;
-      return Fail(ErrnoError(saved, fmt::format("set xattr {} on \"{}\"", name, path_)));
-    }
   }
   return Ok();
 }
@@ -499,16 +753,9 @@ Result<void> TarApplier::OnEntryEnd() {
     if (entry.sparse && ftruncate(fd, static_cast<off_t>(entry.size)) != 0) {
       return Fail(EntryErrno(errno, "extend sparse file", path_));
     }
-    if (NeedsChown(entry) && fchown(fd, entry.uid, entry.gid) != 0) {
-      return Fail(EntryErrno(errno, "chown", path_));
-    }
-    if (NeedsChmod(entry, false) && fchmod(fd, entry.mode) != 0) {
-      return Fail(EntryErrno(errno, "chmod", path_));
-    }
-    BERTH_RETURN_IF_ERROR(SetXattrs(entry, fd, -1, base_));
-    timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
-                         ToTimespec(entry.mtime)};
-    if (futimens(fd, times) != 0) return Fail(EntryErrno(errno, "set times on", path_));
+    BERTH_RETURN_IF_ERROR(SetEntryMetadata(
+        entry, Node::Open(fd),
+        NewNodeSteps(NeedsChown(entry), NeedsChmod(entry, false), ParentHasDefaultAcl()), path_));
     if (options_.sync == SyncPolicy::kFsyncEachFile && fsync(fd) != 0) {
       return Fail(EntryErrno(errno, "fsync", path_));
     }
@@ -548,19 +795,22 @@ Result<void> TarApplier::ApplyDirectory(const TarEntry& entry, int parent_fd) {
   bool chown_needed = fresh ? NeedsChown(entry)
                             : options_.preserve_ownership &&
                                   (existing.st_uid != entry.uid || existing.st_gid != entry.gid);
-  bool chmod_needed =
-      fresh ? NeedsChmod(entry, true) : chown_needed || (existing.st_mode & 07777) != entry.mode;
+  const bool inherited_acls = fresh && ParentHasDefaultAcl();
+  bool chmod_needed = fresh ? NeedsChmod(entry, true) || inherited_acls
+                            : chown_needed || (existing.st_mode & 07777) != entry.mode;
   if (chown_needed || chmod_needed || !entry.xattrs.empty()) {
     UniqueFd fd(openat(parent_fd, base_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) return Fail(EntryErrno(errno, "open directory", path_));
-    if (chown_needed && fchown(fd.get(), entry.uid, entry.gid) != 0) {
-      return Fail(EntryErrno(errno, "chown", path_));
-    }
-    if (chmod_needed && fchmod(fd.get(), entry.mode) != 0) {
-      return Fail(EntryErrno(errno, "chmod", path_));
-    }
-    BERTH_RETURN_IF_ERROR(SetXattrs(entry, fd.get(), -1, base_));
+    BERTH_RETURN_IF_ERROR(SetEntryMetadata(
+        entry, Node::Open(fd.get()),
+        {.chown = chown_needed,
+         .chmod = chmod_needed,
+         .times = Times::kLater,
+         .other_xattrs = inherited_acls ? OtherXattrs::kRemoveInheritedAcls : OtherXattrs::kKeep},
+        path_));
   }
+  // Its default ACL may have changed since it was cached as a parent.
+  parents_.Invalidate(path_);
   directory_times_.push_back({path_, entry.has_atime ? entry.atime : entry.mtime, entry.mtime});
   return Ok();
 }
@@ -573,17 +823,10 @@ Result<void> TarApplier::ApplySymlink(const TarEntry& entry, int parent_fd) {
       return Fail(EntryErrno(errno, "create symlink", path_));
     }
   }
-  if (NeedsChown(entry) &&
-      fchownat(parent_fd, base_.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "chown", path_));
-  }
-  BERTH_RETURN_IF_ERROR(SetXattrs(entry, -1, parent_fd, base_));
-  timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
-                       ToTimespec(entry.mtime)};
-  if (utimensat(parent_fd, base_.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "set times on", path_));
-  }
-  return Ok();
+  // A symlink has no mode of its own.
+  return SetEntryMetadata(entry, Node::At(parent_fd, base_),
+                          {.chown = NeedsChown(entry), .chmod = false, .times = Times::kNow},
+                          path_);
 }
 
 Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
@@ -593,7 +836,11 @@ Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
   if (target.empty()) {
     return Fail(ErrorCode::kInvalidArgument, "hardlink target is the root directory");
   }
-  if (target == path_) return Ok();  // A link to itself: nothing to do.
+  if (target == path_) {
+    TraceEntry(entry, "skip", "a hardlink to itself");
+    return Ok();
+  }
+  TraceEntry(entry, "link", target);
   size_t slash = target.rfind('/');
   std::string target_parent = slash == std::string::npos ? std::string() : target.substr(0, slash);
   std::string target_base = slash == std::string::npos ? target : target.substr(slash + 1);
@@ -620,15 +867,18 @@ Result<void> TarApplier::ApplyHardlink(const TarEntry& entry, int parent_fd) {
   }
   if (link_errno == ENOENT || link_errno == ENOTDIR) {
     if (options_.whiteout_mode == WhiteoutMode::kOverlay && !lower_roots_.empty()) {
+      TraceEntry(entry, "copy-from-lower", "the target is not in this layer");
       return CopyFromLower(entry, target, parent_fd);
     }
+    // kFailedPrecondition: under kOverlay the unpacker applies the layer again with its lower
+    // layers given, since the target may be a lower layer's file.
     return Fail(ErrorCode::kFailedPrecondition,
-                fmt::format("hardlink target \"{}\" does not exist in the layer or the target "
-                            "directory{}",
-                            entry.link_target,
+                fmt::format("hardlink \"{}\" links to \"{}\", which {}", path_, entry.link_target,
                             options_.whiteout_mode == WhiteoutMode::kOverlay
-                                ? "; for a link to a lower layer's file pass lower_dirs"
-                                : ""));
+                                ? "is not an earlier entry of this layer (it may be a file of a "
+                                  "layer below, which was not available)"
+                                : "neither this layer (as an earlier entry) nor the layers below "
+                                  "it contain; the layer is broken"));
   }
   return Fail(EntryErrno(link_errno, fmt::format("hardlink to \"{}\" as", target), path_));
 }
@@ -665,22 +915,20 @@ Result<void> TarApplier::CopyFromLower(const TarEntry& entry, std::string_view t
         WithContext(CopyFileData(in.get(), out.get(), target_string, path_),
                     fmt::format("copy lower-layer \"{}\" as the hardlink \"{}\"", target, path_)));
     stats_.file_bytes_written += static_cast<uint64_t>(st.st_size);
-    if (options_.preserve_ownership && fchown(out.get(), st.st_uid, st.st_gid) != 0) {
-      return Fail(EntryErrno(errno, "chown", path_));
-    }
-    if (fchmod(out.get(), st.st_mode & 07777) != 0) return Fail(EntryErrno(errno, "chmod", path_));
-    // After the chown, which clears security.capability.
-    BERTH_RETURN_IF_ERROR(
-        WithContext(CopyXattrs(ProcPath(in.get()), ProcPath(out.get()), /*follow_symlinks=*/true),
-                    fmt::format("copy the xattrs of lower-layer \"{}\"", target)));
-    timespec times[2] = {st.st_atim, st.st_mtim};
-    if (futimens(out.get(), times) != 0) return Fail(EntryErrno(errno, "set times on", path_));
-    return Ok();
+    Metadata copy{.mode = st.st_mode & 07777,
+                  .other_xattrs = ParentHasDefaultAcl() ? OtherXattrs::kRemoveInheritedAcls
+                                                        : OtherXattrs::kKeep,
+                  .copy_xattrs_from = in.get(),
+                  .times = {{st.st_atim, st.st_mtim}}};
+    if (options_.preserve_ownership) copy.owner = {st.st_uid, st.st_gid};
+    return WithContext(SetMetadata(Node::Open(out.get()), copy, path_),
+                       fmt::format("copy the attributes of lower-layer \"{}\"", target));
   }
   return Fail(ErrorCode::kFailedPrecondition,
-              fmt::format("hardlink target \"{}\" exists neither in the layer nor in any lower "
-                          "dir",
-                          entry.link_target));
+              fmt::format("hardlink \"{}\" links to \"{}\", which neither this layer (as an "
+                          "earlier entry) nor the layers below it contain, or a layer above the "
+                          "one holding it deleted it; the layer is broken",
+                          path_, entry.link_target));
 }
 
 Result<void> TarApplier::ApplyNode(const TarEntry& entry, int parent_fd) {
@@ -696,21 +944,9 @@ Result<void> TarApplier::ApplyNode(const TarEntry& entry, int parent_fd) {
       return Fail(EntryErrno(errno, "create device node or fifo", path_));
     }
   }
-  if (NeedsChown(entry) &&
-      fchownat(parent_fd, base_.c_str(), entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "chown", path_));
-  }
-  // The node was just created by us with mknodat, so fchmodat cannot meet a symlink here.
-  if (NeedsChmod(entry, false) && fchmodat(parent_fd, base_.c_str(), entry.mode, 0) != 0) {
-    return Fail(EntryErrno(errno, "chmod", path_));
-  }
-  BERTH_RETURN_IF_ERROR(SetXattrs(entry, -1, parent_fd, base_));
-  timespec times[2] = {ToTimespec(entry.has_atime ? entry.atime : entry.mtime),
-                       ToTimespec(entry.mtime)};
-  if (utimensat(parent_fd, base_.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-    return Fail(EntryErrno(errno, "set times on", path_));
-  }
-  return Ok();
+  return SetEntryMetadata(
+      entry, Node::At(parent_fd, base_),
+      NewNodeSteps(NeedsChown(entry), NeedsChmod(entry, false), ParentHasDefaultAcl()), path_);
 }
 
 Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
@@ -718,8 +954,12 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
   if (base_ == kOpaqueMarker) {
     // The directory is parent_path_ (possibly the root).
     BERTH_ASSIGN_OR_RETURN(int dir_fd, Parent(/*create=*/overlay));
-    if (dir_fd < 0) return Ok();  // kDelete and the directory does not exist: nothing to hide.
+    if (dir_fd < 0) {  // kDelete and the directory does not exist: nothing to hide.
+      TraceEntry(entry, "skip", "opaque marker in a directory that does not exist");
+      return Ok();
+    }
     if (overlay) {
+      TraceEntry(entry, "opaque", "trusted.overlay.opaque=y on the directory");
       std::string proc = ProcPath(dir_fd);
       // setxattr (not lsetxattr): follow the /proc magic link to the directory itself.
       if (setxattr(proc.c_str(), kOverlayOpaqueXattr, "y", 1, 0) != 0) {
@@ -727,10 +967,14 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
       }
       return Ok();
     }
+    TraceEntry(entry, "opaque", "delete the children lower layers gave the directory");
     BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, dir_fd));
     return ClearOpaque(dir_fd, parent_path_);
   }
-  if (base_.starts_with(kWhiteoutMetaPrefix)) return Ok();  // aufs metadata: ignored.
+  if (base_.starts_with(kWhiteoutMetaPrefix)) {
+    TraceEntry(entry, "skip", "aufs whiteout metadata");
+    return Ok();
+  }
   std::string_view name = std::string_view(base_).substr(kWhiteoutPrefix.size());
   if (name.empty() || name == "." || name == "..") {
     return Fail(ErrorCode::kPermissionDenied,
@@ -742,6 +986,7 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
       parent_path_.empty() ? std::string(name) : fmt::format("{}/{}", parent_path_, name);
   std::string hidden_name(name);
   if (overlay) {
+    TraceEntry(entry, "whiteout", fmt::format("character device 0/0 hides \"{}\"", hidden));
     BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/true));
     if (mknodat(parent_fd, hidden_name.c_str(), S_IFCHR | 0, makedev(0, 0)) != 0) {
       if (errno != EEXIST) return Fail(EntryErrno(errno, "create whiteout for", hidden));
@@ -756,11 +1001,19 @@ Result<void> TarApplier::ApplyWhiteout(const TarEntry& entry) {
     }
     return Ok();
   }
-  if (added_.contains(hidden)) return Ok();  // Whiteouts only hide lower layers' entries.
+  if (added_.contains(hidden)) {  // Whiteouts only hide lower layers' entries.
+    TraceEntry(entry, "skip", fmt::format("whiteout of \"{}\", which this layer added", hidden));
+    return Ok();
+  }
   BERTH_ASSIGN_OR_RETURN(int parent_fd, Parent(/*create=*/false));
-  if (parent_fd < 0) return Ok();
+  if (parent_fd < 0) {
+    TraceEntry(entry, "skip",
+               fmt::format("whiteout of \"{}\", whose directory does not exist", hidden));
+    return Ok();
+  }
+  TraceEntry(entry, "whiteout", fmt::format("delete \"{}\"", hidden));
   BERTH_RETURN_IF_ERROR(RememberLowerDirectoryTimes(parent_path_, parent_fd));
-  Invalidate(hidden);
+  parents_.Invalidate(hidden);
   return WithContext(RemoveAllAt(parent_fd, hidden_name.c_str()),
                      fmt::format("delete whited-out \"{}\"", hidden));
 }
@@ -786,7 +1039,7 @@ Result<void> TarApplier::ClearOpaque(int dir_fd, std::string_view dir_path) {
     child_path.assign(dir_path);
     if (!child_path.empty()) child_path.push_back('/');
     child_path.append(name);
-    Invalidate(child_path);
+    parents_.Invalidate(child_path);
     result = RemoveAllAt(dirfd(dir), name.c_str());
     if (!result) break;
   }
@@ -798,8 +1051,7 @@ Result<void> TarApplier::Finish() {
   if (finished_) return Ok();
   finished_ = true;
   file_.reset();
-  cache_valid_ = false;
-  cached_fd_.reset();
+  parents_.Clear();
   // Directory times last: creating their children changed them.
   for (auto it = directory_times_.rbegin(); it != directory_times_.rend(); ++it) {
     timespec times[2] = {ToTimespec(it->atime), ToTimespec(it->mtime)};
@@ -878,8 +1130,14 @@ Result<void> TarApplier::FinishImplicitDirectories() {
       }
     }
     if (inherit) {
-      BERTH_RETURN_IF_ERROR(
-          InheritLowerDirectory(root_.get(), path, lower_fds, options_.preserve_ownership));
+      BERTH_ASSIGN_OR_RETURN(bool inherited, InheritLowerDirectory(root_.get(), path, lower_fds,
+                                                                   options_.preserve_ownership));
+      if (trace_) {
+        log::Trace(
+            "archive.implicit_dir",
+            {{"path", path},
+             {"action", inherited ? "inherit-lower" : "keep (no lower directory shows it)"}});
+      }
     }
   }
   return Ok();

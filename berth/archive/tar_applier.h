@@ -14,6 +14,9 @@
 //     and can never lead out. Then every operation is relative to that parent dirfd on the
 //     final name only, never following a symlink in the final component (O_NOFOLLOW,
 //     AT_SYMLINK_NOFOLLOW, O_EXCL creation; mkdirat/symlinkat/mknodat/linkat never follow).
+//   - A parent that is a symlink whose target does not exist inside the root is refused, naming
+//     the symlink and its target: kPermissionDenied when the target leads out of the root
+//     (absolute, or above the root with ".."), kInvalidArgument otherwise.
 //   - Existing non-directory entries are never opened for writing: a member replaces them
 //     (unlink, then create with O_EXCL), so a symlink or a hardlink to a file elsewhere is never
 //     written through. Symlinks may point anywhere; nothing is written through them.
@@ -24,14 +27,19 @@
 //     write overlayfs metadata (an archive must not forge an opaque directory or a redirect).
 //
 // Whiteouts (OCI image spec, layer.md):
-//   kOverlay: ".wh.<name>" becomes a 0/0 character device <name>; ".wh..wh..opq" sets
-//             trusted.overlay.opaque=y on its directory and deletes nothing. Hardlinks to files
-//             of lower layers (absent from the upper dir) are satisfied by COPYING the file from
-//             the first of ApplyOptions::lower_dirs (topmost first) that has it: content, mode,
-//             owner and mtime are copied, xattrs are not, and the link relation is not preserved.
-//             Without lower_dirs such a hardlink fails with kFailedPrecondition.
-//   kDelete:  ".wh.<name>" deletes <name> recursively; ".wh..wh..opq" deletes every child of the
-//             directory that existed before this layer (children this layer added are kept).
+//   kOverlay: ".wh.<name>" becomes a 0/0 character device <name> (owned like the whiteout
+//             entry); ".wh..wh..opq" sets trusted.overlay.opaque=y on its directory (creating it
+//             if needed) and deletes nothing. Hardlinks to files of lower layers (absent from the
+//             upper dir) are satisfied by COPYING the file from the first of
+//             TarApplierOptions::lower_dirs (topmost first) that has it: the copy is the lower
+//             file in all but the inode — content with its holes (extents shared where the
+//             filesystem can), mode, owner, every xattr (security.capability included) and
+//             atime/mtime — but the link relation is not preserved. kFailedPrecondition when no
+//             lower dir was given, or none has the target (or a layer above it whites it out);
+//             kUnimplemented when the target there is not a regular file.
+//   kDelete:  ".wh.<name>" deletes <name> recursively unless this layer created it (whiteouts
+//             only hide lower layers); ".wh..wh..opq" deletes every child of the directory that
+//             existed before this layer (children this layer added are kept).
 //   Other ".wh..wh.*" names (aufs metadata) are ignored.
 //
 // Metadata: uid/gid (lchown family; skipped when a new entry already has them), then mode
@@ -41,26 +49,38 @@
 // xattrs: EOPNOTSUPP is ignored for user.* (filesystems may lack user xattrs; losing a user
 // comment is harmless) but is an error for every other namespace, notably security.capability,
 // whose loss would silently break binaries such as ping.
+// An entry created in a directory with a default ACL gets the mode and ACLs the archive gives
+// it: the ACLs the kernel copied from the directory are removed (unless the archive lists them)
+// and the mode is always set, as umoci does.
 //
-// The root directory's own entry ("./") is skipped: the root belongs to the caller.
+// The root directory's own entry ("./") is skipped: the root belongs to the caller. Any other
+// entry type naming the root is kInvalidArgument.
 //
 // Implicit directories: a member whose parent directories have no entry of their own in the
 // layer (e.g. only "usr/bin/x", or a whiteout "etc/.wh.foo") makes the applier create them,
-// 0755 and owned by the caller. On overlayfs such an upper directory's mode, owner and times
-// would hide the lower layer's, so the applier records them (implicit_dirs(); a later member
-// naming the same path removes it from the list) and in Finish():
+// 0755 and owned by the caller. On overlayfs such an upper directory's mode, owner, times and
+// xattrs would hide the lower layer's, so the applier records them (implicit_dirs(); a later
+// member naming the same path removes it from the list) and in Finish():
 //   - gives each one the newest mtime of its children (whiteouts excluded), so the result does
 //     not depend on when the layer was unpacked; then
 //   - with lower_dirs (overlay): copies mode, owner and times from the nearest lower layer that
-//     shows the path as a directory (InheritLowerDirectory). xattrs are not copied (notably not
-//     trusted.overlay.opaque). Without lower_dirs, the caller (the unpacker, once the layer's
-//     parents are known) does the same with implicit_dirs().
+//     shows the path as a directory (InheritLowerDirectory), and its xattrs too (user.*,
+//     trusted.*, security.*, POSIX ACLs: the merged view shows exactly what the lower directory
+//     had, as after an overlayfs copy-up), except overlayfs's own (trusted.overlay.* and
+//     user.overlay.*, e.g. an opaque marker, which would hide the lower layers' contents).
+//     Without lower_dirs, the caller (the unpacker, once the layer's parents are known) does the
+//     same with implicit_dirs().
 //
 // Lower directories under kDelete (the native snapshotter applies a layer onto a copy of its
 // parent): a directory that exists before the layer and that the layer changes (an entry
 // created in it, a whiteout or opaque marker deleting from it) without an entry of its own keeps
 // its times from before the layer: Finish() restores them, as umoci does, so the result does not
 // depend on when the layer was unpacked. The root is left to the caller.
+//
+// Logging: at trace level (berth/base/log.h, checked once when the applier is made) one line per
+// entry decision — "archive.entry path=… type=… action=create|link|copy-from-lower|whiteout|
+// opaque|skip|drop-xattr detail=…" — and one per implicit directory created or inherited
+// ("archive.implicit_dir"). Nothing is formatted at other levels.
 //
 // Thread safety: one thread at a time. Blocking: all methods do filesystem I/O.
 #pragma once
@@ -75,6 +95,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "berth/archive/parent_dir_cache.h"
 #include "berth/archive/tar_reader.h"
 #include "berth/base/result.h"
 #include "berth/base/unique_fd.h"
@@ -89,7 +110,8 @@ enum class WhiteoutMode {
 enum class SyncPolicy {
   kNone,           // No sync; the caller decides (e.g. a syncfs of its own).
   kSyncfsAtEnd,    // syncfs(root) in Finish().
-  kFsyncEachFile,  // fsync every regular file before closing it.
+  kFsyncEachFile,  // fsync every regular file written from the archive before closing it
+                   // (not lower-layer hardlink copies, not directories).
 };
 
 struct TarApplierOptions {
@@ -123,8 +145,8 @@ class TarApplier final : public TarVisitor {
   const TarApplierStats& stats() const { return stats_; }
 
   // The directories this layer created only as parents of other members, root-relative,
-  // parents before children. Complete after Finish(); already inherited from lower_dirs when
-  // those were given.
+  // parents before children. Complete after Finish(); under kOverlay with lower_dirs they
+  // already carry the lower layers' attributes.
   const std::vector<std::string>& implicit_dirs() const { return implicit_dirs_; }
 
  private:
@@ -137,9 +159,12 @@ class TarApplier final : public TarVisitor {
   };
 
   Result<void> Apply(const TarEntry& entry);
+  // At trace level: one line for the decision `action` ("create", "skip", "whiteout", ...) about
+  // `entry`, with `detail` when not empty. Nothing is formatted when trace is off.
+  void TraceEntry(const TarEntry& entry, std::string_view action,
+                  std::string_view detail = {}) const;
   Result<int> Parent(bool create);
   Result<void> CreateParents();
-  void Invalidate(std::string_view removed_path);
   Result<void> RemoveExisting(int parent_fd, const std::string& base, std::string_view path);
   Result<void> ApplyRegular(const TarEntry& entry, int parent_fd);
   Result<void> ApplyDirectory(const TarEntry& entry, int parent_fd);
@@ -149,9 +174,10 @@ class TarApplier final : public TarVisitor {
   Result<void> ApplyWhiteout(const TarEntry& entry);
   Result<void> CopyFromLower(const TarEntry& entry, std::string_view target, int parent_fd);
   Result<void> ClearOpaque(int dir_fd, std::string_view dir_path);
-  Result<void> SetXattrs(const TarEntry& entry, int fd, int parent_fd, const std::string& base);
   bool NeedsChown(const TarEntry& entry) const;
   bool NeedsChmod(const TarEntry& entry, bool is_directory) const;
+  // Whether the current entry's parent directory has a default ACL (new entries inherit it).
+  bool ParentHasDefaultAcl() const;
   Result<void> CloseFile(Result<void> status);
   Result<void> FinishImplicitDirectories();
   // kDelete: records the times of the lower directory `path` (open as `dir_fd`) before the layer
@@ -167,6 +193,9 @@ class TarApplier final : public TarVisitor {
   uid_t euid_;
   gid_t egid_;
   unsigned umask_;
+  bool root_default_acl_ = false;
+  // Trace logging was on when the applier was made (checked once, not per entry).
+  bool trace_;
 
   // The member being applied: cleaned path and its split.
   std::string path_;
@@ -174,12 +203,8 @@ class TarApplier final : public TarVisitor {
   std::string base_;
   std::string scratch_;
 
-  // A one-entry cache of the last parent directory (tar groups members by directory).
-  bool cache_valid_ = false;
-  std::string cached_path_;
-  UniqueFd cached_fd_;
-  bool cached_setgid_ = false;
-  gid_t cached_gid_ = 0;
+  // The last parent directory opened (tar groups members by directory).
+  ParentDirCache parents_;
 
   // The regular file being written.
   UniqueFd file_;
@@ -202,11 +227,13 @@ class TarApplier final : public TarVisitor {
 // Makes the directory `path` (root-relative) beneath `root_fd` look like the one the merged
 // overlay view would show from `lower_root_fds` (layer directories, topmost first): the first
 // layer that has `path` decides. If it is a directory there, its mode, owner (when
-// `preserve_ownership`) and atime/mtime are copied onto `path` (contents and xattrs are not) and
-// the result is true. If the path is hidden instead (a whiteout or non-directory in that layer,
-// or an opaque or whited-out ancestor in the upper dir or a layer above the one holding it) or
-// no layer has it, nothing changes and the result is false. kNotFound if `path` is not a
-// directory beneath the root.
+// `preserve_ownership`), xattrs and atime/mtime are copied onto `path` and the result is true.
+// xattrs are made identical — ones `path` has and the lower directory lacks (a default ACL mkdir
+// inherited) are removed — except overlayfs's own (trusted.overlay.*, user.overlay.*), which are
+// neither copied nor removed. Contents are not copied. If the path is hidden instead (a whiteout or
+// non-directory in that layer, or an opaque or whited-out ancestor in the upper dir or a layer
+// above the one holding it) or no layer has it, nothing changes and the result is false. kNotFound
+// if `path` is not a directory beneath the root.
 Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
                                    const std::vector<int>& lower_root_fds, bool preserve_ownership);
 

@@ -7,6 +7,8 @@
 #include <charconv>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <utility>
 
 namespace berth::archive {
 namespace {
@@ -14,6 +16,49 @@ namespace {
 constexpr size_t kBlock = 512;
 
 uint64_t PaddingFor(uint64_t size) { return (kBlock - size % kBlock) % kBlock; }
+
+// A field of a header block: its byte offset and width.
+struct Field {
+  size_t offset;
+  size_t width;
+};
+
+// The ustar header layout (POSIX.1-1988), with the old GNU fields that share the block.
+namespace ustar {
+constexpr Field kName{0, 100};
+constexpr Field kMode{100, 8};
+constexpr Field kUid{108, 8};
+constexpr Field kGid{116, 8};
+constexpr Field kSize{124, 12};
+constexpr Field kMtime{136, 12};
+constexpr Field kChecksum{148, 8};
+constexpr size_t kTypeflag = 156;
+constexpr Field kLinkname{157, 100};
+constexpr Field kMagic{257, 8};  // Magic and version together.
+constexpr Field kDevMajor{329, 8};
+constexpr Field kDevMinor{337, 8};
+constexpr Field kPrefix{345, 155};  // POSIX only; old GNU headers use the space otherwise.
+constexpr std::string_view kPosixMagic("ustar\0", 6);  // Any version follows.
+constexpr std::string_view kGnuMagic("ustar  \0", 8);
+}  // namespace ustar
+
+// Old GNU sparse headers ('S'): a map of (offset, numbytes) slots in the header, continued in
+// extension blocks while the "is extended" byte is set.
+namespace gnu_sparse {
+constexpr Field kSlotOffset{0, 12};  // Within a slot.
+constexpr Field kSlotLength{12, 12};
+constexpr size_t kSlotBytes = 24;
+constexpr size_t kHeaderSlots = 386;  // Four slots in the header.
+constexpr size_t kHeaderSlotCount = 4;
+constexpr size_t kHeaderIsExtended = 482;
+constexpr Field kRealSize{483, 12};
+constexpr size_t kExtensionSlotCount = 21;  // From offset 0 of an extension block.
+constexpr size_t kExtensionIsExtended = 504;
+}  // namespace gnu_sparse
+
+// pax record keys with a prefix.
+constexpr std::string_view kPaxXattrPrefix = "SCHILY.xattr.";
+constexpr std::string_view kPaxSparsePrefix = "GNU.sparse.";
 
 // A NUL-terminated string field of a header.
 std::string_view CString(const char* field, size_t width) {
@@ -119,7 +164,41 @@ bool AllZero(const char* block) {
   return true;
 }
 
+// Reads one (offset, numbytes) slot of an old GNU sparse map; nullopt for an empty slot.
+Result<std::optional<std::pair<int64_t, int64_t>>> ReadSparseSlot(const char* slot) {
+  if (slot[0] == '\0') return std::nullopt;
+  BERTH_ASSIGN_OR_RETURN(int64_t offset,
+                         ParseNumeric(slot + gnu_sparse::kSlotOffset.offset,
+                                      gnu_sparse::kSlotOffset.width, "sparse offset"));
+  BERTH_ASSIGN_OR_RETURN(int64_t length,
+                         ParseNumeric(slot + gnu_sparse::kSlotLength.offset,
+                                      gnu_sparse::kSlotLength.width, "sparse numbytes"));
+  return std::pair{offset, length};
+}
+
 }  // namespace
+
+// A view of the 512-byte header block being parsed, read field by field.
+class TarReader::Header {
+ public:
+  explicit Header(const char* block) : block_(block) {}
+
+  std::string_view String(Field field) const { return CString(block_ + field.offset, field.width); }
+  Result<int64_t> Number(Field field, std::string_view name) const {
+    return ParseNumeric(block_ + field.offset, field.width, name);
+  }
+  char typeflag() const { return block_[ustar::kTypeflag]; }
+  bool posix() const { return Magic().substr(0, ustar::kPosixMagic.size()) == ustar::kPosixMagic; }
+  bool gnu() const { return Magic() == ustar::kGnuMagic; }
+  const char* at(size_t offset) const { return block_ + offset; }
+
+ private:
+  std::string_view Magic() const {
+    return std::string_view(block_ + ustar::kMagic.offset, ustar::kMagic.width);
+  }
+
+  const char* block_;
+};
 
 TarReader::TarReader(TarVisitor& visitor, TarLimits limits) : visitor_(visitor), limits_(limits) {}
 TarReader::~TarReader() = default;
@@ -229,12 +308,14 @@ Result<void> TarReader::OnHeaderBlock() {
   if (saw_zero_block_) {
     return Fail(Invalid("a zero block (end-of-archive marker) is followed by a header"));
   }
+  const Header header(block_);
   // Checksum: the field itself counts as eight spaces. Historic tars summed signed chars.
-  BERTH_ASSIGN_OR_RETURN(int64_t stored, ParseNumeric(block_ + 148, 8, "chksum"));
+  BERTH_ASSIGN_OR_RETURN(int64_t stored, header.Number(ustar::kChecksum, "chksum"));
   int64_t unsigned_sum = 0;
   int64_t signed_sum = 0;
   for (size_t i = 0; i < kBlock; ++i) {
-    bool in_field = i >= 148 && i < 156;
+    bool in_field =
+        i >= ustar::kChecksum.offset && i < ustar::kChecksum.offset + ustar::kChecksum.width;
     unsigned_sum += in_field ? ' ' : static_cast<unsigned char>(block_[i]);
     signed_sum += in_field ? ' ' : static_cast<signed char>(block_[i]);
   }
@@ -243,29 +324,14 @@ Result<void> TarReader::OnHeaderBlock() {
         fmt::format("header checksum mismatch (stored {}, computed {}); the archive is corrupt",
                     stored, unsigned_sum)));
   }
-  BERTH_ASSIGN_OR_RETURN(int64_t size, ParseNumeric(block_ + 124, 12, "size"));
+  BERTH_ASSIGN_OR_RETURN(int64_t size, header.Number(ustar::kSize, "size"));
   if (size < 0) return Fail(Invalid("negative size"));
-  char typeflag = block_[156];
-  switch (typeflag) {
+  switch (header.typeflag()) {
     case 'x':
     case 'g':
     case 'L':
     case 'K':
-      if (static_cast<uint64_t>(size) > limits_.max_extended_header_bytes) {
-        return Fail(Invalid(fmt::format(
-            "extended header of {} bytes exceeds the limit of {} (max_extended_header_bytes)", size,
-            limits_.max_extended_header_bytes)));
-      }
-      extended_type_ = typeflag;
-      extended_.clear();
-      remaining_ = static_cast<uint64_t>(size);
-      padding_ = PaddingFor(remaining_);
-      if (remaining_ == 0) {
-        state_ = State::kHeader;
-        return OnExtendedComplete();
-      }
-      state_ = State::kExtended;
-      return Ok();
+      return StartExtendedHeader(header.typeflag(), static_cast<uint64_t>(size));
     case 'V':  // Volume label: metadata only.
       remaining_ = static_cast<uint64_t>(size) + PaddingFor(static_cast<uint64_t>(size));
       padding_ = 0;
@@ -274,6 +340,24 @@ Result<void> TarReader::OnHeaderBlock() {
     default:
       return StartEntry();
   }
+}
+
+Result<void> TarReader::StartExtendedHeader(char typeflag, uint64_t size) {
+  if (size > limits_.max_extended_header_bytes) {
+    return Fail(Invalid(fmt::format(
+        "extended header of {} bytes exceeds the limit of {} (max_extended_header_bytes)", size,
+        limits_.max_extended_header_bytes)));
+  }
+  extended_type_ = typeflag;
+  extended_.clear();
+  remaining_ = size;
+  padding_ = PaddingFor(remaining_);
+  if (remaining_ == 0) {
+    state_ = State::kHeader;
+    return OnExtendedComplete();
+  }
+  state_ = State::kExtended;
+  return Ok();
 }
 
 Result<void> TarReader::OnExtendedComplete() {
@@ -289,13 +373,7 @@ Result<void> TarReader::OnExtendedComplete() {
       if (name.find('\0') != std::string_view::npos) {
         return Fail(Invalid("GNU long name contains a NUL byte"));
       }
-      if (extended_type_ == 'L') {
-        pending_path_set_ = true;
-        pending_path_.assign(name);
-      } else {
-        pending_link_set_ = true;
-        pending_link_.assign(name);
-      }
+      (extended_type_ == 'L' ? overrides_.path : overrides_.link_target) = std::string(name);
       return Ok();
     }
   }
@@ -320,161 +398,167 @@ Result<void> TarReader::ParsePax(std::string_view payload, bool global) {
     if (equals == std::string_view::npos || equals == 0) {
       return Fail(Invalid("pax record without a key"));
     }
-    std::string_view key = record.substr(0, equals);
-    std::string_view value = record.substr(equals + 1);
     if (global) continue;  // Global headers are ignored, as containerd and Docker do.
-
-    if (key == "path") {
-      pending_path_set_ = true;
-      pending_path_.assign(value);
-    } else if (key == "linkpath") {
-      pending_link_set_ = true;
-      pending_link_.assign(value);
-    } else if (key == "size") {
-      BERTH_ASSIGN_OR_RETURN(pending_size_, ParseDecimal(value, key));
-      pending_size_set_ = true;
-    } else if (key == "mtime") {
-      BERTH_ASSIGN_OR_RETURN(pending_mtime_, ParsePaxTime(value, key));
-      pending_mtime_set_ = true;
-    } else if (key == "atime") {
-      BERTH_ASSIGN_OR_RETURN(pending_atime_, ParsePaxTime(value, key));
-      pending_atime_set_ = true;
-    } else if (key == "uid" || key == "gid") {
-      BERTH_ASSIGN_OR_RETURN(uint64_t id, ParseDecimal(value, key));
-      if (id > std::numeric_limits<uint32_t>::max()) {
-        return Fail(Invalid(fmt::format("pax {} {} is out of range", key, id)));
-      }
-      (key == "uid" ? pending_uid_set_ : pending_gid_set_) = true;
-      (key == "uid" ? pending_uid_ : pending_gid_) = static_cast<uint32_t>(id);
-    } else if (key.starts_with("SCHILY.xattr.")) {
-      std::string_view name = key.substr(13);
-      if (name.empty()) return Fail(Invalid("pax xattr record without a name"));
-      pending_xattrs_.emplace_back(std::string(name), std::string(value));
-    } else if (key.starts_with("GNU.sparse.")) {
-      std::string_view field = key.substr(11);
-      if (field == "major" || field == "minor") {
-        BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(value, key));
-        (field == "major" ? sparse_major_ : sparse_minor_) =
-            static_cast<int>(std::min<uint64_t>(number, 1000));
-      } else if (field == "name") {
-        sparse_name_set_ = true;
-        sparse_name_.assign(value);
-      } else if (field == "realsize" || field == "size") {
-        BERTH_ASSIGN_OR_RETURN(sparse_realsize_, ParseDecimal(value, key));
-        sparse_realsize_set_ = true;
-      } else if (field == "map") {
-        // Format 0.1: "offset,length,offset,length,...".
-        sparse_map_set_ = true;
-        segments_.clear();
-        std::vector<uint64_t> numbers;
-        size_t start = 0;
-        while (start <= value.size() && !value.empty()) {
-          size_t comma = value.find(',', start);
-          std::string_view item =
-              value.substr(start, comma == std::string_view::npos ? value.npos : comma - start);
-          BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(item, key));
-          numbers.push_back(number);
-          if (numbers.size() > 2 * limits_.max_sparse_segments) {
-            return Fail(Invalid("sparse map has too many segments (max_sparse_segments)"));
-          }
-          if (comma == std::string_view::npos) break;
-          start = comma + 1;
-        }
-        if (numbers.size() % 2 != 0) return Fail(Invalid("sparse map has an odd count"));
-        for (size_t i = 0; i < numbers.size(); i += 2) {
-          segments_.push_back({numbers[i], numbers[i + 1]});
-        }
-      } else if (field == "offset") {
-        // Format 0.0: repeated offset/numbytes pairs.
-        BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(value, key));
-        if (segments_.size() >= limits_.max_sparse_segments) {
-          return Fail(Invalid("sparse map has too many segments (max_sparse_segments)"));
-        }
-        sparse_map_set_ = true;
-        segments_.push_back({number, 0});
-      } else if (field == "numbytes") {
-        BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(value, key));
-        if (segments_.empty()) return Fail(Invalid("GNU.sparse.numbytes without an offset"));
-        segments_.back().length = number;
-      }
-    }
-    // Anything else (uname, gname, charset, comment, ctime, LIBARCHIVE.*) is ignored.
+    BERTH_RETURN_IF_ERROR(ApplyPaxRecord(record.substr(0, equals), record.substr(equals + 1)));
   }
   return Ok();
 }
 
-void TarReader::ResetPending() {
-  pending_path_set_ = pending_link_set_ = pending_size_set_ = false;
-  pending_mtime_set_ = pending_atime_set_ = pending_uid_set_ = pending_gid_set_ = false;
-  pending_xattrs_.clear();
-  sparse_major_ = sparse_minor_ = -1;
-  sparse_realsize_set_ = sparse_name_set_ = sparse_map_set_ = false;
+Result<void> TarReader::ApplyPaxRecord(std::string_view key, std::string_view value) {
+  if (key == "path") {
+    overrides_.path = std::string(value);
+  } else if (key == "linkpath") {
+    overrides_.link_target = std::string(value);
+  } else if (key == "size") {
+    BERTH_ASSIGN_OR_RETURN(overrides_.size, ParseDecimal(value, key));
+  } else if (key == "mtime") {
+    BERTH_ASSIGN_OR_RETURN(overrides_.mtime, ParsePaxTime(value, key));
+  } else if (key == "atime") {
+    BERTH_ASSIGN_OR_RETURN(overrides_.atime, ParsePaxTime(value, key));
+  } else if (key == "uid" || key == "gid") {
+    BERTH_ASSIGN_OR_RETURN(uint64_t id, ParseDecimal(value, key));
+    if (id > std::numeric_limits<uint32_t>::max()) {
+      return Fail(Invalid(fmt::format("pax {} {} is out of range", key, id)));
+    }
+    (key == "uid" ? overrides_.uid : overrides_.gid) = static_cast<uint32_t>(id);
+  } else if (key.starts_with(kPaxXattrPrefix)) {
+    std::string_view name = key.substr(kPaxXattrPrefix.size());
+    if (name.empty()) return Fail(Invalid("pax xattr record without a name"));
+    overrides_.xattrs.emplace_back(std::string(name), std::string(value));
+  } else if (key.starts_with(kPaxSparsePrefix)) {
+    return ApplySparseRecord(key, key.substr(kPaxSparsePrefix.size()), value);
+  }
+  // Anything else (uname, gname, charset, comment, ctime, LIBARCHIVE.*) is ignored.
+  return Ok();
 }
 
-Result<void> TarReader::StartEntry() {
-  const char* h = block_;
-  bool posix = std::memcmp(h + 257, "ustar\0", 6) == 0;
-  bool gnu = std::memcmp(h + 257, "ustar  \0", 8) == 0;
-  char typeflag = h[156];
+Result<void> TarReader::ApplySparseRecord(std::string_view key, std::string_view field,
+                                          std::string_view value) {
+  if (field == "major" || field == "minor") {
+    BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(value, key));
+    (field == "major" ? overrides_.sparse_major : overrides_.sparse_minor) =
+        static_cast<int>(std::min<uint64_t>(number, 1000));
+  } else if (field == "name") {
+    overrides_.sparse_name = std::string(value);
+  } else if (field == "realsize" || field == "size") {
+    BERTH_ASSIGN_OR_RETURN(overrides_.sparse_realsize, ParseDecimal(value, key));
+  } else if (field == "map") {
+    // Format 0.1: "offset,length,offset,length,...".
+    overrides_.sparse_map = true;
+    segments_.clear();
+    std::vector<uint64_t> numbers;
+    size_t start = 0;
+    while (start <= value.size() && !value.empty()) {
+      size_t comma = value.find(',', start);
+      std::string_view item =
+          value.substr(start, comma == std::string_view::npos ? value.npos : comma - start);
+      BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(item, key));
+      numbers.push_back(number);
+      if (numbers.size() > 2 * limits_.max_sparse_segments) {
+        return Fail(Invalid("sparse map has too many segments (max_sparse_segments)"));
+      }
+      if (comma == std::string_view::npos) break;
+      start = comma + 1;
+    }
+    if (numbers.size() % 2 != 0) return Fail(Invalid("sparse map has an odd count"));
+    for (size_t i = 0; i < numbers.size(); i += 2) {
+      segments_.push_back({numbers[i], numbers[i + 1]});
+    }
+  } else if (field == "offset") {
+    // Format 0.0: repeated offset/numbytes pairs.
+    BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(value, key));
+    if (segments_.size() >= limits_.max_sparse_segments) {
+      return Fail(Invalid("sparse map has too many segments (max_sparse_segments)"));
+    }
+    overrides_.sparse_map = true;
+    segments_.push_back({number, 0});
+  } else if (field == "numbytes") {
+    BERTH_ASSIGN_OR_RETURN(uint64_t number, ParseDecimal(value, key));
+    if (segments_.empty()) return Fail(Invalid("GNU.sparse.numbytes without an offset"));
+    segments_.back().length = number;
+  }
+  return Ok();
+}
 
+// A member's header block, merged with the extended headers before it, becomes entry_; then the
+// reader moves on to the member's sparse map or content.
+Result<void> TarReader::StartEntry() {
+  const Header header(block_);
+  BERTH_RETURN_IF_ERROR(ReadType(header));
+  BERTH_RETURN_IF_ERROR(ReadNames(header));
+  BERTH_RETURN_IF_ERROR(ReadAttributes(header));
+  BERTH_ASSIGN_OR_RETURN(int64_t header_size, header.Number(ustar::kSize, "size"));
+  uint64_t stored = overrides_.size.value_or(static_cast<uint64_t>(header_size));
+  bool header_only = entry_.type != TarEntryType::kRegular;
+  data_size_ = header_only ? 0 : stored;
+  entry_.size = data_size_;
+  BERTH_ASSIGN_OR_RETURN(SparseMap map, ReadSparseLayout(header));
+  BERTH_RETURN_IF_ERROR(CheckEntryLimits());
+  overrides_ = {};
+  return EnterContent(header_only ? 0 : stored, map);
+}
+
+Result<void> TarReader::ReadType(const Header& header) {
   TarEntry& e = entry_;
   e.sparse = false;
-  switch (typeflag) {
+  switch (header.typeflag()) {
     case '0':
     case '\0':
     case '7':
       e.type = TarEntryType::kRegular;
-      break;
+      return Ok();
     case '1':
       e.type = TarEntryType::kHardlink;
-      break;
+      return Ok();
     case '2':
       e.type = TarEntryType::kSymlink;
-      break;
+      return Ok();
     case '3':
       e.type = TarEntryType::kCharDevice;
-      break;
+      return Ok();
     case '4':
       e.type = TarEntryType::kBlockDevice;
-      break;
+      return Ok();
     case '5':
       e.type = TarEntryType::kDirectory;
-      break;
+      return Ok();
     case '6':
       e.type = TarEntryType::kFifo;
-      break;
-    case 'S':
+      return Ok();
+    case 'S':  // Old GNU sparse file.
       e.type = TarEntryType::kRegular;
       e.sparse = true;
-      break;
-    default:
-      return Fail(ErrorCode::kUnimplemented,
-                  fmt::format("tar entry \"{}\" has type '{}' (0x{:02x}), which berth cannot "
-                              "apply (header at byte offset {})",
-                              CString(h, 100),
-                              std::isprint(static_cast<unsigned char>(typeflag)) ? typeflag : '?',
-                              static_cast<unsigned char>(typeflag), header_offset_));
+      return Ok();
   }
+  auto typeflag = static_cast<unsigned char>(header.typeflag());
+  return Fail(
+      ErrorCode::kUnimplemented,
+      fmt::format("tar entry \"{}\" has type '{}' (0x{:02x}), which berth cannot "
+                  "apply (header at byte offset {})",
+                  header.String(ustar::kName), std::isprint(typeflag) ? header.typeflag() : '?',
+                  typeflag, header_offset_));
+}
 
-  // Name: pax/GNU long name, else ustar prefix + name.
-  if (sparse_name_set_) {
-    e.path = sparse_name_;
-  } else if (pending_path_set_) {
-    e.path = pending_path_;
+// Name: GNU sparse real name, else a pax/GNU long name, else the ustar prefix + name.
+Result<void> TarReader::ReadNames(const Header& header) {
+  TarEntry& e = entry_;
+  if (overrides_.sparse_name) {
+    e.path = *overrides_.sparse_name;
+  } else if (overrides_.path) {
+    e.path = *overrides_.path;
   } else {
-    std::string_view name = CString(h, 100);
-    std::string_view prefix = posix ? CString(h + 345, 155) : std::string_view();
+    std::string_view prefix = header.posix() ? header.String(ustar::kPrefix) : std::string_view();
     e.path.clear();
     if (!prefix.empty()) {
       e.path.append(prefix);
       e.path.push_back('/');
     }
-    e.path.append(name);
+    e.path.append(header.String(ustar::kName));
   }
-  if (pending_link_set_) {
-    e.link_target = pending_link_;
+  if (overrides_.link_target) {
+    e.link_target = *overrides_.link_target;
   } else {
-    e.link_target.assign(CString(h + 157, 100));
+    e.link_target.assign(header.String(ustar::kLinkname));
   }
   if (e.path.empty()) return Fail(Invalid("entry with an empty name"));
   if (e.path.find('\0') != std::string::npos || e.link_target.find('\0') != std::string::npos) {
@@ -490,119 +574,132 @@ Result<void> TarReader::StartEntry() {
   if (e.type == TarEntryType::kRegular && !e.sparse && e.path.back() == '/') {
     e.type = TarEntryType::kDirectory;
   }
+  return Ok();
+}
 
-  BERTH_ASSIGN_OR_RETURN(int64_t mode, ParseNumeric(h + 100, 8, "mode"));
+// Mode, owner, times, device numbers and xattrs.
+Result<void> TarReader::ReadAttributes(const Header& header) {
+  TarEntry& e = entry_;
+  BERTH_ASSIGN_OR_RETURN(int64_t mode, header.Number(ustar::kMode, "mode"));
   if (mode < 0) return Fail(Invalid("negative mode"));
   e.mode = static_cast<uint32_t>(mode) & 07777;
-  auto id = [&](bool set, uint32_t value, size_t at, std::string_view name) -> Result<uint32_t> {
-    if (set) return value;
-    BERTH_ASSIGN_OR_RETURN(int64_t parsed, ParseNumeric(h + at, 8, name));
+  auto id = [&](const std::optional<uint32_t>& pax, Field field,
+                std::string_view name) -> Result<uint32_t> {
+    if (pax) return *pax;
+    BERTH_ASSIGN_OR_RETURN(int64_t parsed, header.Number(field, name));
     if (parsed < 0 || parsed > std::numeric_limits<uint32_t>::max()) {
       return Fail(Invalid(fmt::format("{} {} is out of range", name, parsed)));
     }
     return static_cast<uint32_t>(parsed);
   };
-  BERTH_ASSIGN_OR_RETURN(e.uid, id(pending_uid_set_, pending_uid_, 108, "uid"));
-  BERTH_ASSIGN_OR_RETURN(e.gid, id(pending_gid_set_, pending_gid_, 116, "gid"));
-  if (pending_mtime_set_) {
-    e.mtime = pending_mtime_;
+  BERTH_ASSIGN_OR_RETURN(e.uid, id(overrides_.uid, ustar::kUid, "uid"));
+  BERTH_ASSIGN_OR_RETURN(e.gid, id(overrides_.gid, ustar::kGid, "gid"));
+  if (overrides_.mtime) {
+    e.mtime = *overrides_.mtime;
   } else {
-    BERTH_ASSIGN_OR_RETURN(int64_t mtime, ParseNumeric(h + 136, 12, "mtime"));
+    BERTH_ASSIGN_OR_RETURN(int64_t mtime, header.Number(ustar::kMtime, "mtime"));
     e.mtime = TarTime{mtime, 0};
   }
-  e.has_atime = pending_atime_set_;
-  e.atime = pending_atime_;
+  e.has_atime = overrides_.atime.has_value();
+  e.atime = overrides_.atime.value_or(TarTime{});
   e.device_major = e.device_minor = 0;
-  if ((posix || gnu) &&
+  if ((header.posix() || header.gnu()) &&
       (e.type == TarEntryType::kCharDevice || e.type == TarEntryType::kBlockDevice)) {
-    BERTH_ASSIGN_OR_RETURN(int64_t major, ParseNumeric(h + 329, 8, "devmajor"));
-    BERTH_ASSIGN_OR_RETURN(int64_t minor, ParseNumeric(h + 337, 8, "devminor"));
+    BERTH_ASSIGN_OR_RETURN(int64_t major, header.Number(ustar::kDevMajor, "devmajor"));
+    BERTH_ASSIGN_OR_RETURN(int64_t minor, header.Number(ustar::kDevMinor, "devminor"));
     if (major < 0 || minor < 0 || major > 0xfffff || minor > 0xfffff) {
       return Fail(Invalid("device number out of range"));
     }
     e.device_major = static_cast<uint32_t>(major);
     e.device_minor = static_cast<uint32_t>(minor);
   }
-  e.xattrs.swap(pending_xattrs_);
-  pending_xattrs_.clear();
+  e.xattrs.swap(overrides_.xattrs);
+  overrides_.xattrs.clear();
+  return Ok();
+}
 
-  BERTH_ASSIGN_OR_RETURN(int64_t header_size, ParseNumeric(h + 124, 12, "size"));
-  uint64_t stored = pending_size_set_ ? pending_size_ : static_cast<uint64_t>(header_size);
-  bool header_only = e.type != TarEntryType::kRegular;
-  data_size_ = header_only ? 0 : stored;
-  e.size = data_size_;
-
-  // Sparse variants.
-  bool gnu_1_0 = sparse_major_ == 1 && sparse_minor_ == 0;
-  bool gnu_0_x = !gnu_1_0 && sparse_map_set_;
-  bool old_gnu_extended = false;
-  if (e.type == TarEntryType::kRegular && (gnu_1_0 || gnu_0_x || e.sparse)) {
-    if (!e.sparse) {
-      if (!sparse_realsize_set_) return Fail(Invalid("sparse file without GNU.sparse.realsize"));
-      e.size = sparse_realsize_;
-    } else {
-      // Old GNU 'S': up to four segments in the header, more in extension blocks.
-      BERTH_ASSIGN_OR_RETURN(int64_t realsize, ParseNumeric(h + 483, 12, "realsize"));
-      if (realsize < 0) return Fail(Invalid("negative sparse size"));
-      e.size = static_cast<uint64_t>(realsize);
-      segments_.clear();
-      for (size_t i = 0; i < 4; ++i) {
-        const char* slot = h + 386 + i * 24;
-        if (slot[0] == '\0') break;
-        BERTH_ASSIGN_OR_RETURN(int64_t offset, ParseNumeric(slot, 12, "sparse offset"));
-        BERTH_ASSIGN_OR_RETURN(int64_t length, ParseNumeric(slot + 12, 12, "sparse numbytes"));
-        if (offset < 0 || length < 0) return Fail(Invalid("negative sparse segment"));
-        segments_.push_back({static_cast<uint64_t>(offset), static_cast<uint64_t>(length)});
-      }
-      old_gnu_extended = h[482] != '\0';
-    }
-    e.sparse = true;
+// Decides whether a regular member is sparse (pax GNU.sparse 1.0 or 0.x records, or an old GNU
+// 'S' header) and sets its logical size; reads the old GNU header's map slots.
+Result<TarReader::SparseMap> TarReader::ReadSparseLayout(const Header& header) {
+  TarEntry& e = entry_;
+  bool gnu_1_0 = overrides_.sparse_major == 1 && overrides_.sparse_minor == 0;
+  bool gnu_0_x = !gnu_1_0 && overrides_.sparse_map;
+  if (e.type != TarEntryType::kRegular || !(gnu_1_0 || gnu_0_x || e.sparse)) {
+    return SparseMap::kNone;
   }
-  if (e.size > limits_.max_entry_bytes) {
+  if (!e.sparse) {
+    if (!overrides_.sparse_realsize)
+      return Fail(Invalid("sparse file without GNU.sparse.realsize"));
+    e.size = *overrides_.sparse_realsize;
+    e.sparse = true;
+    return gnu_1_0 ? SparseMap::kInData : SparseMap::kNone;
+  }
+  // Old GNU 'S': up to four segments in the header, more in extension blocks.
+  BERTH_ASSIGN_OR_RETURN(int64_t realsize, header.Number(gnu_sparse::kRealSize, "realsize"));
+  if (realsize < 0) return Fail(Invalid("negative sparse size"));
+  e.size = static_cast<uint64_t>(realsize);
+  segments_.clear();
+  for (size_t i = 0; i < gnu_sparse::kHeaderSlotCount; ++i) {
+    BERTH_ASSIGN_OR_RETURN(auto slot, ReadSparseSlot(header.at(gnu_sparse::kHeaderSlots +
+                                                               i * gnu_sparse::kSlotBytes)));
+    if (!slot) break;
+    if (slot->first < 0 || slot->second < 0) return Fail(Invalid("negative sparse segment"));
+    segments_.push_back({static_cast<uint64_t>(slot->first), static_cast<uint64_t>(slot->second)});
+  }
+  // GNU 1.0 records win over an 'S' header; otherwise extension blocks may follow.
+  if (gnu_1_0) return SparseMap::kInData;
+  return *header.at(gnu_sparse::kHeaderIsExtended) != '\0' ? SparseMap::kExtensions
+                                                           : SparseMap::kNone;
+}
+
+Result<void> TarReader::CheckEntryLimits() const {
+  if (entry_.size > limits_.max_entry_bytes) {
     return Fail(Invalid(
         fmt::format("entry \"{}\" declares {} bytes, more than the limit of {} (max_entry_bytes)",
-                    e.path, e.size, limits_.max_entry_bytes)));
+                    entry_.path, entry_.size, limits_.max_entry_bytes)));
   }
   if (limits_.max_entries != 0 && entries_ >= limits_.max_entries) {
     return Fail(ErrorCode::kResourceExhausted,
                 fmt::format("layer has more than {} entries (max_entries); refusing it",
                             limits_.max_entries));
   }
-  ResetPending();
+  return Ok();
+}
 
+// `stored` content bytes follow the header (0 for header-only types).
+Result<void> TarReader::EnterContent(uint64_t stored, SparseMap map) {
   remaining_ = stored;
-  padding_ = header_only ? 0 : PaddingFor(stored);
-  if (header_only) remaining_ = 0;
-  if (e.sparse && gnu_1_0) {
-    // The map occupies whole blocks at the start of the stored data.
-    map_text_.clear();
-    map_numbers_.clear();
-    map_bytes_ = 0;
-    segments_.clear();
-    state_ = State::kSparseMap;
-    if (remaining_ < kBlock) return Fail(Invalid("sparse file too short for its map"));
-    return Ok();
-  }
-  if (old_gnu_extended) {
-    state_ = State::kSparseExt;
-    return Ok();
+  padding_ = PaddingFor(stored);
+  switch (map) {
+    case SparseMap::kInData:
+      // The map occupies whole blocks at the start of the stored data.
+      map_text_.clear();
+      map_numbers_.clear();
+      map_bytes_ = 0;
+      segments_.clear();
+      state_ = State::kSparseMap;
+      if (remaining_ < kBlock) return Fail(Invalid("sparse file too short for its map"));
+      return Ok();
+    case SparseMap::kExtensions:
+      state_ = State::kSparseExt;
+      return Ok();
+    case SparseMap::kNone:
+      return BeginContent();
   }
   return BeginContent();
 }
 
 Result<void> TarReader::OnSparseExtBlock() {
-  for (size_t i = 0; i < 21; ++i) {
-    const char* slot = block_ + i * 24;
-    if (slot[0] == '\0') break;
-    BERTH_ASSIGN_OR_RETURN(int64_t offset, ParseNumeric(slot, 12, "sparse offset"));
-    BERTH_ASSIGN_OR_RETURN(int64_t length, ParseNumeric(slot + 12, 12, "sparse numbytes"));
-    if (offset < 0 || length < 0) return Fail(Invalid("negative sparse segment"));
+  for (size_t i = 0; i < gnu_sparse::kExtensionSlotCount; ++i) {
+    BERTH_ASSIGN_OR_RETURN(auto slot, ReadSparseSlot(block_ + i * gnu_sparse::kSlotBytes));
+    if (!slot) break;
+    if (slot->first < 0 || slot->second < 0) return Fail(Invalid("negative sparse segment"));
     if (segments_.size() >= limits_.max_sparse_segments) {
       return Fail(Invalid("sparse map has too many segments (max_sparse_segments)"));
     }
-    segments_.push_back({static_cast<uint64_t>(offset), static_cast<uint64_t>(length)});
+    segments_.push_back({static_cast<uint64_t>(slot->first), static_cast<uint64_t>(slot->second)});
   }
-  if (block_[504] != '\0') return Ok();  // Another extension block follows.
+  if (block_[gnu_sparse::kExtensionIsExtended] != '\0') return Ok();  // Another block follows.
   return BeginContent();
 }
 

@@ -24,7 +24,8 @@
 // Validation: header checksums (unsigned or signed sum, as historic tars vary), numeric fields
 // (octal or base-256; negative sizes/ids and non-octal garbage refused), pax record syntax, sparse
 // maps (sorted, non-overlapping, inside the file, adding up to the stored data), and TarLimits.
-// Header-only types (links, directories, devices, fifos) carry no data even if `size` says so.
+// Header-only types (links, directories, devices, fifos) carry no data even if `size` says so:
+// the next header follows at once, as Go's archive/tar reads them.
 //
 // Errors: kInvalidArgument for malformed or absurd headers (including a size above
 // TarLimits::max_entry_bytes), kResourceExhausted for too many entries, kUnimplemented for an
@@ -37,6 +38,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -75,7 +77,7 @@ struct TarEntry {
   uint32_t uid = 0;
   uint32_t gid = 0;
   TarTime mtime;
-  // Set when a pax "atime" record was present.
+  // Set when a pax "atime" record was present; `atime` is zero otherwise.
   bool has_atime = false;
   TarTime atime;
   // Logical size of a regular file (for sparse files, the size including holes).
@@ -105,7 +107,7 @@ struct TarLimits {
   uint64_t max_entry_bytes = uint64_t{64} << 30;
   // Longest member name or link target, in bytes.
   size_t max_path_bytes = 4096;
-  // Largest pax extended header or GNU long name payload.
+  // Largest pax extended header or GNU long name payload, and largest GNU 1.0 sparse map.
   size_t max_extended_header_bytes = 1 << 20;
   // Most members (extended headers not counted). 0 means no limit.
   uint64_t max_entries = 0;
@@ -144,17 +146,56 @@ class TarReader final : public ChunkSink {
     uint64_t length;
   };
 
+  // A 512-byte header block with its ustar fields by name (defined in tar_reader.cc).
+  class Header;
+
+  // What the extended headers before a member ('x' pax records, 'L'/'K' GNU long names) say
+  // about it; each set field overrides the member's own header. Cleared once the member starts.
+  struct Overrides {
+    std::optional<std::string> path;
+    std::optional<std::string> link_target;
+    std::optional<uint64_t> size;
+    std::optional<TarTime> mtime;
+    std::optional<TarTime> atime;
+    std::optional<uint32_t> uid;
+    std::optional<uint32_t> gid;
+    std::vector<std::pair<std::string, std::string>> xattrs;
+    // GNU.sparse.* records: the format version (-1 when absent), the real name and size of a
+    // sparse member, and whether a 0.0/0.1 map was given (its segments are in segments_).
+    int sparse_major = -1;
+    int sparse_minor = -1;
+    std::optional<std::string> sparse_name;
+    std::optional<uint64_t> sparse_realsize;
+    bool sparse_map = false;
+  };
+
+  // How a member's sparse map arrives, decided from its header and overrides.
+  enum class SparseMap {
+    kNone,        // Not sparse, or the map is complete (pax 0.0/0.1, old GNU in the header).
+    kInData,      // GNU 1.0: a decimal map in whole blocks at the start of the stored data.
+    kExtensions,  // Old GNU 'S': more segments in extension blocks after the header.
+  };
+
   Result<void> Step(std::string_view& data);
   Result<void> OnHeaderBlock();
+  Result<void> StartExtendedHeader(char typeflag, uint64_t size);
   Result<void> OnExtendedComplete();
+  Result<void> ParsePax(std::string_view payload, bool global);
+  Result<void> ApplyPaxRecord(std::string_view key, std::string_view value);
+  Result<void> ApplySparseRecord(std::string_view key, std::string_view field,
+                                 std::string_view value);
+  Result<void> StartEntry();
+  Result<void> ReadType(const Header& header);
+  Result<void> ReadNames(const Header& header);
+  Result<void> ReadAttributes(const Header& header);
+  Result<SparseMap> ReadSparseLayout(const Header& header);
+  Result<void> CheckEntryLimits() const;
+  Result<void> EnterContent(uint64_t stored, SparseMap map);
   Result<void> OnSparseExtBlock();
   Result<void> ParseSparseMapBlock();
-  Result<void> StartEntry();
   Result<void> BeginContent();
   Result<void> FinishEntry();
-  Result<void> ParsePax(std::string_view payload, bool global);
   Result<void> EmitData(std::string_view data);
-  void ResetPending();
   Error Invalid(std::string_view what) const;
 
   TarVisitor& visitor_;
@@ -171,30 +212,8 @@ class TarReader final : public ChunkSink {
   char extended_type_ = 0;
   std::string extended_;
 
-  // Overrides collected from extended headers for the next member.
-  bool pending_path_set_ = false;
-  std::string pending_path_;
-  bool pending_link_set_ = false;
-  std::string pending_link_;
-  bool pending_size_set_ = false;
-  uint64_t pending_size_ = 0;
-  bool pending_mtime_set_ = false;
-  TarTime pending_mtime_;
-  bool pending_atime_set_ = false;
-  TarTime pending_atime_;
-  bool pending_uid_set_ = false;
-  uint32_t pending_uid_ = 0;
-  bool pending_gid_set_ = false;
-  uint32_t pending_gid_ = 0;
-  std::vector<std::pair<std::string, std::string>> pending_xattrs_;
-  // GNU.sparse.* state.
-  int sparse_major_ = -1;
-  int sparse_minor_ = -1;
-  bool sparse_realsize_set_ = false;
-  uint64_t sparse_realsize_ = 0;
-  bool sparse_name_set_ = false;
-  std::string sparse_name_;
-  bool sparse_map_set_ = false;
+  Overrides overrides_;
+  // The sparse map of the next or current member.
   std::vector<Segment> segments_;
 
   // The member being delivered.

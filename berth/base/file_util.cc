@@ -69,9 +69,13 @@ Result<void> WriteFileAtomically(const std::filesystem::path& path, std::string_
   if (::rename(temp.c_str(), path.c_str()) != 0) {
     return cleanup_on_error(ErrnoError(errno, "rename"));
   }
-  UniqueFd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dir_fd || ::fsync(dir_fd.get()) != 0) {
-    return Fail(ErrnoError(errno, fmt::format("fsync directory {}", dir.string())));
+  return SyncDirectory(dir);
+}
+
+Result<void> SyncDirectory(const std::filesystem::path& directory) {
+  UniqueFd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd || ::fsync(fd.get()) != 0) {
+    return Fail(ErrnoError(errno, fmt::format("fsync directory {}", directory.string())));
   }
   return Ok();
 }

@@ -22,6 +22,11 @@ Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes
 Result<void> WriteFileAtomically(const std::filesystem::path& path, std::string_view data,
                                  unsigned mode = 0644);
 
+// fsync(2) of the directory `directory`, making the entries created, renamed or removed in it
+// durable. Returns the errno-based error of open or fsync (kNotFound when it does not exist),
+// reading "fsync directory <directory>: <reason>".
+Result<void> SyncDirectory(const std::filesystem::path& directory);
+
 // Writes all of `data` to `fd`, retrying short writes and EINTR.
 Result<void> WriteAll(int fd, std::string_view data);
 

@@ -35,6 +35,16 @@ TEST_F(FileUtilTest, AtomicWriteReplacesAndLeavesNoTemp) {
   EXPECT_EQ(entries, 1);
 }
 
+TEST_F(FileUtilTest, SyncDirectorySyncsAnExistingDirectoryOnly) {
+  EXPECT_TRUE(SyncDirectory(dir_));
+  Result<void> missing = SyncDirectory(dir_ / "missing");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  EXPECT_NE(missing.error().message().find("fsync directory"), std::string::npos);
+  ASSERT_TRUE(WriteFileAtomically(dir_ / "file", "x"));
+  EXPECT_FALSE(SyncDirectory(dir_ / "file"));  // not a directory
+}
+
 TEST_F(FileUtilTest, ReadMissingIsNotFound) {
   auto result = ReadFile(dir_ / "missing");
   ASSERT_FALSE(result);

@@ -162,4 +162,6 @@ void Write(Level level, std::string_view event, std::initializer_list<Field> fie
   logger->log(spd_level, "{}", FormatLine(event, fields));
 }
 
+bool Enabled(Level level) { return Logger()->should_log(ToSpd(level)); }
+
 }  // namespace berth::log

@@ -12,16 +12,17 @@
 //  2. every formatted line passes through RedactSecrets() in the sink, which also catches
 //     Authorization values, URL userinfo and signed-URL query strings inside free text.
 //
-// Thread safety: all functions may be called from any thread after Init().
+// Thread safety: all functions may be called from any thread. Before the first Init(), lines go
+// to stderr at level info.
 #pragma once
+
+#include <fmt/format.h>
+#include <spdlog/sinks/sink.h>
 
 #include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
-#include <spdlog/sinks/sink.h>
 
 #include "berth/base/redact.h"
 #include "berth/base/result.h"
@@ -30,7 +31,8 @@ namespace berth::log {
 
 enum class Level { kTrace, kDebug, kInfo, kWarn, kError, kOff };
 
-// Parses "trace", "debug", "info", "warn", "error", "off". kInvalidArgument otherwise.
+// Parses "trace", "debug", "info", "warn" (also "warning"), "error", "off". kInvalidArgument
+// otherwise.
 Result<Level> ParseLevel(std::string_view name);
 
 struct LogOptions {
@@ -39,7 +41,8 @@ struct LogOptions {
   std::string file;
 };
 
-// Installs the process-wide logger. Safe to call again (replaces the previous one).
+// Installs the process-wide logger. Safe to call again: it replaces the previous logger, and
+// with it any sink AddSinkForTest() added. kInvalidArgument when options.file cannot be opened.
 Result<void> Init(const LogOptions& options);
 
 // Adds a sink (tests use this to capture lines). The sink receives already-redacted lines.
@@ -54,8 +57,9 @@ struct Field {
   std::string value;
 };
 
-// Formats one line: event, then fields as key=value (quoted when the value has spaces or quotes),
-// with secret-named keys redacted. Exposed for tests.
+// Formats one line: event, then fields as key=value, with secret-named keys (IsSecretKey)
+// redacted. A value is cut to at most 4 KiB (AbbreviateMiddle) and quoted when it is empty or
+// has a space, tab, newline, '"' or '='. Exposed for tests.
 std::string FormatLine(std::string_view event, std::initializer_list<Field> fields);
 
 void Write(Level level, std::string_view event, std::initializer_list<Field> fields);
@@ -72,5 +76,12 @@ inline void Warn(std::string_view event, std::initializer_list<Field> fields = {
 inline void Error(std::string_view event, std::initializer_list<Field> fields = {}) {
   Write(Level::kError, event, fields);
 }
+inline void Trace(std::string_view event, std::initializer_list<Field> fields = {}) {
+  Write(Level::kTrace, event, fields);
+}
+
+// Whether a line at `level` would be written. Fields are formatted before Write() sees the
+// level, so a caller with many or costly lines (per-entry traces) checks this first.
+bool Enabled(Level level);
 
 }  // namespace berth::log

@@ -11,10 +11,10 @@
 // Thread safety: both are value types / pure functions.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 namespace berth {
 
@@ -40,11 +40,13 @@ inline constexpr std::string_view kRedacted = "<redacted>";
 //  - values of Authorization / Proxy-Authorization headers, and any "Basic xxx" / "Bearer xxx";
 //  - userinfo in URLs ("https://user:pass@host" → "https://<redacted>@host");
 //  - URL query strings (signed object-storage URLs carry signatures there) → "?<redacted>";
-//  - key=value / "key": "value" pairs whose key names a secret (password, token, secret,
-//    auth, identitytoken, refresh_token, access_token, registrytoken, signature, credential).
+//  - key=value, key: value and "key": "value" pairs whose key IsSecretKey() accepts.
 std::string RedactSecrets(std::string_view text);
 
-// True if a field named `key` holds a secret by its name (case-insensitive).
+// True if a field named `key` holds a secret by its name: case-insensitively, the key (or, for a
+// dotted key, its last component) contains password, passwd, token, secret, auth (but not as
+// part of "author", unless in "authorization"), identitytoken, credential, signature, apikey or
+// api_key, or is exactly "sig".
 bool IsSecretKey(std::string_view key);
 
 }  // namespace berth

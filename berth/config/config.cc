@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <initializer_list>
+#include <iterator>
 #include <optional>
 #include <utility>
 
@@ -27,18 +28,6 @@ std::string_view FallbackName(Fallback fallback) {
       return "never";
   }
   return "always";
-}
-
-std::string_view SyncModeName(SyncMode mode) {
-  switch (mode) {
-    case SyncMode::kNone:
-      return "none";
-    case SyncMode::kLayer:
-      return "layer";
-    case SyncMode::kFile:
-      return "file";
-  }
-  return "layer";
 }
 
 std::string_view SnapshotterName(SnapshotterKind kind) {
@@ -404,38 +393,102 @@ Result<void> CheckConfigPathConflicts(const RegistrySection& merged) {
 // ---------------------------------------------------------------------------------------------
 // Top level and [pull].
 
-// pull.min_free_space: integer bytes, a size string ("2GiB") or a percentage ("5%").
-Result<MinFreeSpace> ReadMinFreeSpace(const Reader& reader, const Entry& entry) {
-  constexpr std::string_view kExpected =
-      "a size like \"2GiB\", a percentage of the filesystem like \"5%\", or integer bytes";
-  if (const toml::value<int64_t>* integer = entry.node.as_integer()) {
-    if (integer->get() < 0) {
-      return Fail(reader.Problem(
-          entry, fmt::format("must not be negative (0 keeps no reserve); got {}", integer->get())));
-    }
-    return MinFreeSpace{.bytes = static_cast<uint64_t>(integer->get()), .percent = 0};
+// A count of downloads in [min, kMaxConcurrentDownloads]; `min_text` is how an error names the
+// lower bound ("1", "0 (no limit)").
+Result<int> ReadDownloadCount(const Reader& reader, const Entry& entry, int64_t min,
+                              std::string_view min_text) {
+  BERTH_ASSIGN_OR_RETURN(int64_t value, reader.Integer(entry));
+  if (value < min || value > kMaxConcurrentDownloads) {
+    return Fail(reader.Problem(entry, fmt::format("must be between {} and {}; got {}", min_text,
+                                                  kMaxConcurrentDownloads, value)));
   }
+  return static_cast<int>(value);
+}
+
+// A duration string in Go syntax ("5m"); `expected` completes "must be …" when the value is not
+// a string. The range is the caller's to check.
+Result<std::chrono::nanoseconds> ReadDuration(const Reader& reader, const Entry& entry,
+                                              std::string_view expected) {
+  if (!entry.node.is_string()) return Fail(reader.WrongType(entry, expected));
+  Result<std::chrono::nanoseconds> duration = ParseDuration(entry.node.as_string()->get());
+  if (!duration) {
+    return Fail(reader.Problem(entry, "has an invalid value: " + duration.error().message()));
+  }
+  return *duration;
+}
+
+// Checks a duration from ReadDuration against [min, max]; `range` names them ("1s and 1h").
+Result<void> CheckDurationBetween(const Reader& reader, const Entry& entry,
+                                  std::chrono::nanoseconds duration, std::chrono::nanoseconds min,
+                                  std::chrono::nanoseconds max, std::string_view range) {
+  if (duration < min || duration > max) {
+    return Fail(reader.Problem(entry, fmt::format("must be between {}; got \"{}\"", range,
+                                                  entry.node.as_string()->get())));
+  }
+  return Ok();
+}
+
+// How a byte count key is written and what it may be.
+struct ByteCountRule {
+  // Reads the string form: ParseByteSize ("10GiB") or ParseByteRate ("100KiB/s").
+  Result<uint64_t> (*parse)(std::string_view text);
+  // Completes "must be …" when the value is neither an integer nor a string.
+  std::string_view expected;
+  // Whether zero is a valid value (it usually means "off").
+  bool zero_allowed;
+  // The problem of an integer below the allowed minimum; " got <n>" follows it.
+  std::string_view integer_too_small;
+};
+
+// A byte count written as an integer (bytes) or as a string `rule.parse` reads.
+Result<uint64_t> ReadByteCount(const Reader& reader, const Entry& entry,
+                               const ByteCountRule& rule) {
+  if (const toml::value<int64_t>* integer = entry.node.as_integer()) {
+    const int64_t min = rule.zero_allowed ? 0 : 1;
+    if (integer->get() < min) {
+      return Fail(
+          reader.Problem(entry, fmt::format("{}; got {}", rule.integer_too_small, integer->get())));
+    }
+    return static_cast<uint64_t>(integer->get());
+  }
+  if (const toml::value<std::string>* text = entry.node.as_string()) {
+    Result<uint64_t> parsed = rule.parse(text->get());
+    if (!parsed) {
+      return Fail(reader.Problem(entry, "has an invalid value: " + parsed.error().message()));
+    }
+    if (*parsed == 0 && !rule.zero_allowed) {
+      return Fail(reader.Problem(entry, "must be more than zero bytes"));
+    }
+    return *parsed;
+  }
+  return Fail(reader.WrongType(entry, rule.expected));
+}
+
+// pull.min_free_space: a percentage of the filesystem ("5%"), or a byte count as ReadByteCount
+// reads it ("2GiB", integer bytes).
+Result<MinFreeSpace> ReadMinFreeSpace(const Reader& reader, const Entry& entry) {
   const toml::value<std::string>* text = entry.node.as_string();
-  if (text == nullptr) return Fail(reader.WrongType(entry, kExpected));
-  std::string_view value = text->get();
-  if (!value.empty() && value.back() == '%') {
-    std::string number(value.substr(0, value.size() - 1));
+  if (text != nullptr && text->get().ends_with('%')) {
+    const std::string number = text->get().substr(0, text->get().size() - 1);
     char* end = nullptr;
-    double percent = number.empty() || !std::isdigit(static_cast<unsigned char>(number[0]))
-                         ? -1
-                         : std::strtod(number.c_str(), &end);
+    const double percent = number.empty() || !std::isdigit(static_cast<unsigned char>(number[0]))
+                               ? -1
+                               : std::strtod(number.c_str(), &end);
     if (percent < 0 || end != number.c_str() + number.size() || percent > 90) {
       return Fail(reader.Problem(
-          entry, fmt::format("must be a percentage between 0% and 90%; got \"{}\"", value)));
+          entry, fmt::format("must be a percentage between 0% and 90%; got \"{}\"", text->get())));
     }
     return MinFreeSpace{.bytes = 0, .percent = percent};
   }
-  Result<uint64_t> bytes = ParseByteSize(value);
-  if (!bytes) {
-    return Fail(
-        reader.Problem(entry, fmt::format("must be {}: {}", kExpected, bytes.error().message())));
-  }
-  return MinFreeSpace{.bytes = *bytes, .percent = 0};
+  BERTH_ASSIGN_OR_RETURN(
+      uint64_t bytes,
+      ReadByteCount(reader, entry,
+                    {.parse = ParseByteSize,
+                     .expected = "a size like \"2GiB\", a percentage of the filesystem like "
+                                 "\"5%\", or integer bytes",
+                     .zero_allowed = true,
+                     .integer_too_small = "must not be negative (0 keeps no reserve)"}));
+  return MinFreeSpace{.bytes = bytes, .percent = 0};
 }
 
 // pull.max_inflate_ratio: 0 (off) or a number from kMinInflateRatio to kMaxInflateRatio.
@@ -458,131 +511,151 @@ Result<double> ReadInflateRatio(const Reader& reader, const Entry& entry) {
   return *ratio;
 }
 
+// One key of [pull] and how its value is read into PullConfig.
+struct PullKey {
+  std::string_view name;
+  Result<void> (*read)(const Reader& reader, const Entry& entry, PullConfig& pull);
+};
+
+// Every key of [pull], in the order an unknown-key error lists them. This table is the only
+// list of the keys: ReadPull dispatches on it and names it in its errors.
+constexpr PullKey kPullKeys[] = {
+    {"max_concurrent_downloads",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.max_concurrent_downloads,
+                              ReadDownloadCount(reader, entry, 1, "1"));
+       return Ok();
+     }},
+    {"snapshotter",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(
+           pull.snapshotter,
+           reader.Choice<SnapshotterKind>(entry, {{"overlayfs", SnapshotterKind::kOverlayfs},
+                                                  {"native", SnapshotterKind::kNative}}));
+       return Ok();
+     }},
+    {"image_pull_progress_timeout",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(
+           std::chrono::nanoseconds timeout,
+           ReadDuration(reader, entry, "a duration string like \"5m\" or \"30s\""));
+       if (timeout.count() < 0) {
+         return Fail(reader.Problem(entry, "must not be negative (\"0\" disables the timeout)"));
+       }
+       pull.image_pull_progress_timeout = timeout;
+       return Ok();
+     }},
+    {"max_concurrent_downloads_total",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.max_concurrent_downloads_total,
+                              ReadDownloadCount(reader, entry, 0, "0 (no limit)"));
+       return Ok();
+     }},
+    {"max_concurrent_downloads_per_registry",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.max_concurrent_downloads_per_registry,
+                              ReadDownloadCount(reader, entry, 0, "0 (no limit)"));
+       return Ok();
+     }},
+    {"min_download_speed",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(
+           pull.min_download_speed,
+           ReadByteCount(reader, entry,
+                         {.parse = ParseByteRate,
+                          .expected = "a rate string like \"100KiB/s\" or an integer (bytes per "
+                                      "second)",
+                          .zero_allowed = true,
+                          .integer_too_small = "must not be negative (0 disables the floor)"}));
+       return Ok();
+     }},
+    {"min_download_speed_window",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(std::chrono::nanoseconds window,
+                              ReadDuration(reader, entry, "a duration string like \"30s\""));
+       BERTH_RETURN_IF_ERROR(CheckDurationBetween(reader, entry, window, std::chrono::seconds(1),
+                                                  std::chrono::hours(1), "1s and 1h"));
+       pull.min_download_speed_window = window;
+       return Ok();
+     }},
+    {"sync",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.sync,
+                              reader.Choice<Durability>(
+                                  entry, {{DurabilityName(Durability::kNone), Durability::kNone},
+                                          {DurabilityName(Durability::kLayer), Durability::kLayer},
+                                          {DurabilityName(Durability::kFile), Durability::kFile}}));
+       return Ok();
+     }},
+    {"layer_threads",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.layer_threads,
+                              reader.Choice<LayerThreads>(entry, {{"auto", LayerThreads::kAuto},
+                                                                  {"1", LayerThreads::kOne},
+                                                                  {"2", LayerThreads::kTwo}}));
+       return Ok();
+     }},
+    {"max_layer_size",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(
+           pull.max_layer_size,
+           ReadByteCount(reader, entry,
+                         {.parse = ParseByteSize,
+                          .expected = "an integer (bytes) or a size string like \"10GiB\"",
+                          .zero_allowed = false,
+                          .integer_too_small = "must be a positive number of bytes"}));
+       return Ok();
+     }},
+    {"min_free_space",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.min_free_space, ReadMinFreeSpace(reader, entry));
+       return Ok();
+     }},
+    {"max_inflate_ratio",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.max_inflate_ratio, ReadInflateRatio(reader, entry));
+       return Ok();
+     }},
+    {"discard_unpacked_layers",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.discard_unpacked_layers, reader.Bool(entry));
+       return Ok();
+     }},
+    {"resume_window",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(
+           std::chrono::nanoseconds window,
+           ReadDuration(reader, entry, "a duration string like \"1h\" (\"0\" disables)"));
+       BERTH_RETURN_IF_ERROR(CheckDurationBetween(reader, entry, window,
+                                                  std::chrono::nanoseconds(0),
+                                                  std::chrono::hours(24 * 30), "0 and 720h"));
+       pull.resume_window = std::chrono::duration_cast<std::chrono::seconds>(window);
+       return Ok();
+     }},
+    {"pinned_images",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.pinned_images, reader.StringArray(entry));
+       return Ok();
+     }},
+};
+
+// The names in kPullKeys, in its order, for the unknown-key error.
+constexpr std::array<std::string_view, std::size(kPullKeys)> PullKeyNames() {
+  std::array<std::string_view, std::size(kPullKeys)> names;
+  for (size_t i = 0; i < names.size(); ++i) names[i] = kPullKeys[i].name;
+  return names;
+}
+
 Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig& pull) {
+  static constexpr std::array kNames = PullKeyNames();
   BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(pull_entry));
   for (auto&& [key, node] : *table) {
     Entry entry{key, node, ChildPath(pull_entry.path, key.str())};
-    std::string_view name = key.str();
-    if (name == "max_concurrent_downloads") {
-      BERTH_ASSIGN_OR_RETURN(int64_t value, reader.Integer(entry));
-      if (value < 1 || value > kMaxConcurrentDownloads) {
-        return Fail(reader.Problem(entry, fmt::format("must be between 1 and {}; got {}",
-                                                      kMaxConcurrentDownloads, value)));
-      }
-      pull.max_concurrent_downloads = static_cast<int>(value);
-    } else if (name == "snapshotter") {
-      BERTH_ASSIGN_OR_RETURN(
-          pull.snapshotter,
-          reader.Choice<SnapshotterKind>(entry, {{"overlayfs", SnapshotterKind::kOverlayfs},
-                                                 {"native", SnapshotterKind::kNative}}));
-    } else if (name == "image_pull_progress_timeout") {
-      if (!node.is_string()) {
-        return Fail(reader.WrongType(entry, "a duration string like \"5m\" or \"30s\""));
-      }
-      Result<std::chrono::nanoseconds> timeout = ParseDuration(node.as_string()->get());
-      if (!timeout)
-        return Fail(reader.Problem(entry, "has an invalid value: " + timeout.error().message()));
-      if (timeout->count() < 0) {
-        return Fail(reader.Problem(entry, "must not be negative (\"0\" disables the timeout)"));
-      }
-      pull.image_pull_progress_timeout = *timeout;
-    } else if (name == "max_concurrent_downloads_total" ||
-               name == "max_concurrent_downloads_per_registry") {
-      BERTH_ASSIGN_OR_RETURN(int64_t value, reader.Integer(entry));
-      if (value < 0 || value > kMaxConcurrentDownloads) {
-        return Fail(reader.Problem(entry, fmt::format("must be between 0 (no limit) and {}; got {}",
-                                                      kMaxConcurrentDownloads, value)));
-      }
-      (name == "max_concurrent_downloads_total" ? pull.max_concurrent_downloads_total
-                                                : pull.max_concurrent_downloads_per_registry) =
-          static_cast<int>(value);
-    } else if (name == "min_download_speed") {
-      if (const toml::value<int64_t>* integer = node.as_integer()) {
-        if (integer->get() < 0) {
-          return Fail(reader.Problem(
-              entry,
-              fmt::format("must not be negative (0 disables the floor); got {}", integer->get())));
-        }
-        pull.min_download_speed = static_cast<uint64_t>(integer->get());
-      } else if (const toml::value<std::string>* text = node.as_string()) {
-        Result<uint64_t> parsed = ParseByteRate(text->get());
-        if (!parsed)
-          return Fail(reader.Problem(entry, "has an invalid value: " + parsed.error().message()));
-        pull.min_download_speed = *parsed;
-      } else {
-        return Fail(reader.WrongType(entry,
-                                     "a rate string like \"100KiB/s\" or an integer "
-                                     "(bytes per second)"));
-      }
-    } else if (name == "min_download_speed_window") {
-      if (!node.is_string()) {
-        return Fail(reader.WrongType(entry, "a duration string like \"30s\""));
-      }
-      Result<std::chrono::nanoseconds> window = ParseDuration(node.as_string()->get());
-      if (!window)
-        return Fail(reader.Problem(entry, "has an invalid value: " + window.error().message()));
-      if (*window < std::chrono::seconds(1) || *window > std::chrono::hours(1)) {
-        return Fail(reader.Problem(
-            entry, fmt::format("must be between 1s and 1h; got \"{}\"", node.as_string()->get())));
-      }
-      pull.min_download_speed_window = *window;
-    } else if (name == "sync") {
-      BERTH_ASSIGN_OR_RETURN(pull.sync,
-                             reader.Choice<SyncMode>(entry, {{"none", SyncMode::kNone},
-                                                             {"layer", SyncMode::kLayer},
-                                                             {"file", SyncMode::kFile}}));
-    } else if (name == "layer_threads") {
-      BERTH_ASSIGN_OR_RETURN(pull.layer_threads,
-                             reader.Choice<LayerThreads>(entry, {{"auto", LayerThreads::kAuto},
-                                                                 {"1", LayerThreads::kOne},
-                                                                 {"2", LayerThreads::kTwo}}));
-    } else if (name == "max_layer_size") {
-      uint64_t bytes = 0;
-      if (const toml::value<int64_t>* integer = node.as_integer()) {
-        if (integer->get() <= 0) {
-          return Fail(reader.Problem(
-              entry, fmt::format("must be a positive number of bytes; got {}", integer->get())));
-        }
-        bytes = static_cast<uint64_t>(integer->get());
-      } else if (const toml::value<std::string>* text = node.as_string()) {
-        Result<uint64_t> parsed = ParseByteSize(text->get());
-        if (!parsed)
-          return Fail(reader.Problem(entry, "has an invalid value: " + parsed.error().message()));
-        if (*parsed == 0) return Fail(reader.Problem(entry, "must be more than zero bytes"));
-        bytes = *parsed;
-      } else {
-        return Fail(reader.WrongType(entry, "an integer (bytes) or a size string like \"10GiB\""));
-      }
-      pull.max_layer_size = bytes;
-    } else if (name == "min_free_space") {
-      BERTH_ASSIGN_OR_RETURN(pull.min_free_space, ReadMinFreeSpace(reader, entry));
-    } else if (name == "max_inflate_ratio") {
-      BERTH_ASSIGN_OR_RETURN(pull.max_inflate_ratio, ReadInflateRatio(reader, entry));
-    } else if (name == "resume_window") {
-      if (!node.is_string()) {
-        return Fail(reader.WrongType(entry, "a duration string like \"1h\" (\"0\" disables)"));
-      }
-      Result<std::chrono::nanoseconds> window = ParseDuration(node.as_string()->get());
-      if (!window)
-        return Fail(reader.Problem(entry, "has an invalid value: " + window.error().message()));
-      if (window->count() < 0 || *window > std::chrono::hours(24 * 30)) {
-        return Fail(reader.Problem(
-            entry, fmt::format("must be between 0 and 720h; got \"{}\"", node.as_string()->get())));
-      }
-      pull.resume_window = std::chrono::duration_cast<std::chrono::seconds>(*window);
-    } else if (name == "discard_unpacked_layers") {
-      BERTH_ASSIGN_OR_RETURN(pull.discard_unpacked_layers, reader.Bool(entry));
-    } else if (name == "pinned_images") {
-      BERTH_ASSIGN_OR_RETURN(pull.pinned_images, reader.StringArray(entry));
-    } else {
-      return Fail(reader.UnknownKey(
-          entry, "[pull]",
-          {"max_concurrent_downloads", "snapshotter", "image_pull_progress_timeout",
-           "max_concurrent_downloads_total", "max_concurrent_downloads_per_registry",
-           "min_download_speed", "min_download_speed_window", "sync", "layer_threads",
-           "max_layer_size", "min_free_space", "max_inflate_ratio", "discard_unpacked_layers",
-           "resume_window", "pinned_images"}));
-    }
+    const auto* known =
+        std::find_if(std::begin(kPullKeys), std::end(kPullKeys),
+                     [&](const PullKey& pull_key) { return pull_key.name == key.str(); });
+    if (known == std::end(kPullKeys)) return Fail(reader.UnknownKey(entry, "[pull]", kNames));
+    BERTH_RETURN_IF_ERROR(known->read(reader, entry, pull));
   }
   return Ok();
 }

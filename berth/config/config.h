@@ -65,6 +65,9 @@
 //                                           # bomb; layers under 1MiB inflated never
 //                                           # are); 0 = off, else 2..1000000
 //     discard_unpacked_layers = false       # drop compressed blobs once unpacked
+//     resume_window = "1h"                  # how long what a failed pull fetched is kept for
+//                                           # a retry to reuse, 0..720h; "0" frees it at the
+//                                           # next garbage collection
 //     pinned_images = ["registry.k8s.io/pause:3.9"]  # never garbage-collected
 //   [registry]                              # same keys as containerd's section, plus:
 //   [registry.configs."r.local"]
@@ -119,6 +122,7 @@
 #include <string_view>
 #include <vector>
 
+#include "berth/base/durability.h"
 #include "berth/base/log.h"
 #include "berth/base/redact.h"
 #include "berth/base/result.h"
@@ -131,22 +135,14 @@ enum class Fallback {
   kNever,   // fail the pull: the mirrors are the only allowed source
 };
 
-// How hard unpacking pushes data to disk before a layer counts as committed.
-enum class SyncMode {
-  kNone,   // no fsync; a crash may lose recently unpacked layers (they are re-pulled)
-  kLayer,  // one syncfs/fsync pass per layer before it is committed (the default)
-  kFile,   // fsync every file as it is written (slowest, for filesystems without syncfs)
-};
-
 enum class SnapshotterKind { kOverlayfs, kNative };
 
 // Which spelling the file used; see "File format" above.
 enum class ConfigFormat { kBerth, kContainerd };
 
-// The config spellings: "always"/"never", "none"/"layer"/"file", "overlayfs"/"native",
-// "berth"/"containerd".
+// The config spellings: "always"/"never", "overlayfs"/"native", "berth"/"containerd". (Those of
+// pull.sync are DurabilityName()'s, base/durability.h.)
 std::string_view FallbackName(Fallback fallback);
-std::string_view SyncModeName(SyncMode mode);
 std::string_view SnapshotterName(SnapshotterKind kind);
 std::string_view ConfigFormatName(ConfigFormat format);
 
@@ -225,8 +221,11 @@ struct MinFreeSpace {
   friend bool operator==(const MinFreeSpace&, const MinFreeSpace&) = default;
 };
 
-// Threads per layer being unpacked (unpack::UnpackOptions::LayerThreads).
-enum class LayerThreads { kAuto, kOne, kTwo };
+// pull.layer_threads: the config file's spelling of unpack::UnpackOptions::LayerThreads (threads
+// per layer being unpacked), with the same values in the same order. config sits below unpack
+// in the module layering (unpack depends on pull, which depends on config), so it cannot name the
+// unpacker's type; berth/stack maps one to the other.
+enum class LayerThreads { kOne, kTwo, kAuto };
 
 struct PullConfig {
   int max_concurrent_downloads = 3;
@@ -239,7 +238,8 @@ struct PullConfig {
   // Node-wide download scheduler (pull/download_scheduler.h); zero means no limit.
   int max_concurrent_downloads_total = 16;
   int max_concurrent_downloads_per_registry = 8;
-  SyncMode sync = SyncMode::kLayer;
+  // pull.sync: how durable a pull's writes are before each step counts as done.
+  Durability sync = Durability::kLayer;
   LayerThreads layer_threads = LayerThreads::kAuto;
   uint64_t max_layer_size = kDefaultMaxLayerSize;
   MinFreeSpace min_free_space;

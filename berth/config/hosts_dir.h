@@ -158,9 +158,9 @@ std::vector<std::filesystem::path> HostDirectoryCandidates(const std::filesystem
 // The first of HostDirectoryCandidates() that exists, or nullopt when none does (including when
 // `config_path` itself does not exist). Like containerd, the first existing directory wins even
 // if it holds no hosts.toml. Returns kInvalidArgument when `host` is empty or could escape
-// `config_path` (contains '/', NUL or whitespace, or is "." or ".."), or when a candidate exists
-// but is not a directory; the errors of stat (kPermissionDenied, kInternal) otherwise. Blocks on
-// disk I/O.
+// `config_path` (contains '/', NUL or whitespace, or is "." or ".."), or when `config_path` or a
+// candidate exists but is not a directory; the errors of stat (kPermissionDenied, kInternal)
+// otherwise. Blocks on disk I/O.
 Result<std::optional<std::filesystem::path>> FindHostDirectory(
     const std::filesystem::path& config_path, std::string_view host);
 

@@ -109,7 +109,7 @@ Error Reader::WrongType(const Entry& entry, std::string_view expected) const {
 }
 
 Error Reader::UnknownKey(const Entry& entry, std::string_view table_name,
-                         std::initializer_list<std::string_view> known) const {
+                         std::span<const std::string_view> known) const {
   std::string_view name = entry.key.str();
   std::string_view closest;
   size_t best = 3;  // suggest only near misses: up to two edits

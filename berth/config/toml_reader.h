@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -69,7 +70,11 @@ class Reader {
   Error WrongType(const Entry& entry, std::string_view expected) const;
   // "<site>: unknown key <path> (did you mean <key>?)", or listing `known` when nothing is close.
   Error UnknownKey(const Entry& entry, std::string_view table_name,
-                   std::initializer_list<std::string_view> known) const;
+                   std::span<const std::string_view> known) const;
+  Error UnknownKey(const Entry& entry, std::string_view table_name,
+                   std::initializer_list<std::string_view> known) const {
+    return UnknownKey(entry, table_name, std::span(known.begin(), known.size()));
+  }
 
   Result<const toml::table*> Table(const Entry& entry) const;
   Result<std::string> String(const Entry& entry) const;

@@ -4,8 +4,9 @@
 // the Go time.ParseDuration syntax containerd uses), byte sizes ("64GiB", "500MB") and byte
 // rates ("100KiB/s").
 //
-// Both are pure functions over their argument; they return kInvalidArgument with a message that
-// says what was wrong (it quotes the input, so never pass a secret to them) and what is accepted.
+// All three are pure functions over their argument; they return kInvalidArgument with a message
+// that says what was wrong (it quotes the input, so never pass a secret to them) and what is
+// accepted.
 //
 // Thread safety: pure functions, safe from any thread.
 #pragma once

@@ -1,6 +1,7 @@
 #include "berth/content/store.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <cerrno>
 #include <random>
 
-#include <fmt/format.h>
-
 #include "berth/base/file_util.h"
 
 namespace berth::content {
@@ -18,10 +17,26 @@ namespace {
 
 constexpr size_t kHashChunk = 1 << 20;
 
-Result<void> FsyncDirectory(const std::filesystem::path& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd || ::fsync(fd.get()) != 0) {
-    return Fail(ErrnoError(errno, fmt::format("fsync directory {}", dir.string())));
+// Feeds [0, length) of `fd` (to its end when `length` < 0) to `consume` in chunks of up to
+// kHashChunk bytes, reading with pread so the file offset is left alone. `what` names the file
+// in errors.
+Result<void> ReadChunks(int fd, int64_t length,
+                        const std::function<Result<void>(std::string_view)>& consume,
+                        std::string_view what) {
+  std::string buffer(kHashChunk, '\0');
+  int64_t position = 0;
+  while (length < 0 || position < length) {
+    size_t want = length < 0
+                      ? kHashChunk
+                      : static_cast<size_t>(std::min<int64_t>(length - position, kHashChunk));
+    ssize_t n = ::pread(fd, buffer.data(), want, position);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Fail(ErrnoError(errno, fmt::format("read {}", what)));
+    }
+    if (n == 0) break;
+    BERTH_RETURN_IF_ERROR(consume(std::string_view(buffer.data(), static_cast<size_t>(n))));
+    position += n;
   }
   return Ok();
 }
@@ -63,19 +78,24 @@ Result<BlobInfo> Store::Info(const Digest& digest) const {
   struct stat st {};
   if (::stat(BlobPath(digest).c_str(), &st) != 0) {
     if (errno == ENOENT) {
-      return Fail(ErrorCode::kNotFound, fmt::format("blob {} not found in the content store", digest));
+      return Fail(ErrorCode::kNotFound,
+                  fmt::format("blob {} not found in the content store", digest));
     }
     return Fail(ErrnoError(errno, fmt::format("stat blob {}", digest)));
   }
-  return BlobInfo{digest, static_cast<int64_t>(st.st_size)};
+  return BlobInfo{digest, static_cast<int64_t>(st.st_size),
+                  static_cast<int64_t>(st.st_blocks) * 512};
 }
 
-bool Store::Contains(const Digest& digest) const { return ::access(BlobPath(digest).c_str(), F_OK) == 0; }
+bool Store::Contains(const Digest& digest) const {
+  return ::access(BlobPath(digest).c_str(), F_OK) == 0;
+}
 
 Result<std::string> Store::ReadBlob(const Digest& digest, size_t max_bytes) const {
   Result<std::string> bytes = ReadFile(BlobPath(digest), max_bytes);
   if (!bytes && bytes.error().code() == ErrorCode::kNotFound) {
-    return Fail(ErrorCode::kNotFound, fmt::format("blob {} not found in the content store", digest));
+    return Fail(ErrorCode::kNotFound,
+                fmt::format("blob {} not found in the content store", digest));
   }
   return bytes;
 }
@@ -84,11 +104,19 @@ Result<UniqueFd> Store::OpenBlob(const Digest& digest) const {
   UniqueFd fd(::open(BlobPath(digest).c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     if (errno == ENOENT) {
-      return Fail(ErrorCode::kNotFound, fmt::format("blob {} not found in the content store", digest));
+      return Fail(ErrorCode::kNotFound,
+                  fmt::format("blob {} not found in the content store", digest));
     }
     return Fail(ErrnoError(errno, fmt::format("open blob {}", digest)));
   }
   return fd;
+}
+
+Result<void> Store::StreamBlob(const Digest& digest,
+                               const std::function<Result<void>(std::string_view)>& consume) const {
+  BERTH_ASSIGN_OR_RETURN(UniqueFd fd, OpenBlob(digest));
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+  return ReadChunks(fd.get(), -1, consume, fmt::format("blob {}", digest));
 }
 
 Result<void> Store::WriteBlob(const Digest& expected, std::string_view bytes) {
@@ -96,10 +124,10 @@ Result<void> Store::WriteBlob(const Digest& expected, std::string_view bytes) {
   // A private ingest per call: concurrent writers of the same small blob do not wait for each
   // other; each verifies its bytes and the renames into place are atomic.
   std::random_device random;
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<Writer> writer,
-                         OpenWriter(fmt::format("write-blob-{}-{:08x}{:08x}", expected, random(),
-                                                random()),
-                                    expected, static_cast<int64_t>(bytes.size())));
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<Writer> writer,
+      OpenWriter(fmt::format("write-blob-{}-{:08x}{:08x}", expected, random(), random()), expected,
+                 static_cast<int64_t>(bytes.size())));
   if (writer->offset() != 0) BERTH_RETURN_IF_ERROR(writer->Truncate());
   BERTH_RETURN_IF_ERROR(writer->Write(bytes));
   BERTH_RETURN_IF_ERROR(writer->Commit());
@@ -109,7 +137,8 @@ Result<void> Store::WriteBlob(const Digest& expected, std::string_view bytes) {
 Result<void> Store::Delete(const Digest& digest) {
   if (::unlink(BlobPath(digest).c_str()) != 0) {
     if (errno == ENOENT) {
-      return Fail(ErrorCode::kNotFound, fmt::format("blob {} not found in the content store", digest));
+      return Fail(ErrorCode::kNotFound,
+                  fmt::format("blob {} not found in the content store", digest));
     }
     return Fail(ErrnoError(errno, fmt::format("delete blob {}", digest)));
   }
@@ -118,15 +147,16 @@ Result<void> Store::Delete(const Digest& digest) {
 
 Result<void> Store::Walk(const std::function<void(const BlobInfo&)>& visit) const {
   std::error_code ec;
-  for (const auto& algorithm_dir : std::filesystem::directory_iterator(options_.root / "blobs", ec)) {
+  for (const auto& algorithm_dir :
+       std::filesystem::directory_iterator(options_.root / "blobs", ec)) {
     std::string algorithm = algorithm_dir.path().filename().string();
     for (const auto& entry : std::filesystem::directory_iterator(algorithm_dir.path(), ec)) {
       Result<Digest> digest = Digest::Parse(algorithm + ":" + entry.path().filename().string());
       if (!digest) continue;  // not a blob (e.g. a stray temp file)
-      std::error_code size_ec;
-      auto size = entry.file_size(size_ec);
-      if (size_ec) continue;
-      visit(BlobInfo{*digest, static_cast<int64_t>(size)});
+      struct stat st {};
+      if (::stat(entry.path().c_str(), &st) != 0) continue;  // deleted meanwhile
+      visit(BlobInfo{*digest, static_cast<int64_t>(st.st_size),
+                     static_cast<int64_t>(st.st_blocks) * 512});
     }
   }
   if (ec) return Fail(ErrnoError(ec.value(), "walk content store"));
@@ -169,8 +199,8 @@ Result<std::unique_ptr<Writer>> Store::OpenWriter(std::string_view ref, const Di
     struct stat st {};
     if (::fstat(data.get(), &st) == 0 && (size < 0 || st.st_size <= size)) reset = false;
   }
-  std::unique_ptr<Writer> writer(new Writer(*this, std::string(ref), dir, std::move(data),
-                                            expected, size));
+  std::unique_ptr<Writer> writer(
+      new Writer(*this, std::string(ref), dir, std::move(data), expected, size));
   if (reset) {
     BERTH_RETURN_IF_ERROR(writer->Truncate());
     BERTH_RETURN_IF_ERROR(WriteFileAtomically(dir / "ref", ref));
@@ -252,9 +282,9 @@ Result<void> Store::RemoveIngest(std::string_view id, bool no_writer_starting) {
     }
   } else if (errno != ENOENT) {
     return Fail(ErrnoError(errno, fmt::format("open ingest {}", dir.string())));
-  } else if (!no_writer_starting &&
-             std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(st.st_mtime) <
-                 std::chrono::minutes(1)) {
+  } else if (!no_writer_starting && std::chrono::system_clock::now() -
+                                            std::chrono::system_clock::from_time_t(st.st_mtime) <
+                                        std::chrono::minutes(1)) {
     return Fail(ErrorCode::kUnavailable, fmt::format("ingest {} is being created", id));
   }
   std::error_code ec;
@@ -278,9 +308,9 @@ Writer::~Writer() = default;  // closing the fd releases the flock; the ingest s
 Result<void> Writer::Write(std::string_view bytes) {
   if (closed_) return Fail(ErrorCode::kFailedPrecondition, "write to a closed content writer");
   if (expected_size_ >= 0 && offset_ + static_cast<int64_t>(bytes.size()) > expected_size_) {
-    return Fail(ErrorCode::kDataLoss,
-                fmt::format("blob {} is longer than its descriptor's {} bytes", expected_,
-                            expected_size_));
+    return Fail(
+        ErrorCode::kDataLoss,
+        fmt::format("blob {} is longer than its descriptor's {} bytes", expected_, expected_size_));
   }
   if (auto written = WriteAll(data_.get(), bytes); !written) {
     return Fail(std::move(written).error().WithContext(fmt::format("write blob {}", expected_)));
@@ -301,20 +331,7 @@ Result<void> Writer::Truncate() {
 
 Result<void> Writer::ReadExisting(
     const std::function<Result<void>(std::string_view)>& consume) const {
-  std::string buffer(kHashChunk, '\0');
-  int64_t position = 0;
-  while (position < offset_) {
-    size_t want = static_cast<size_t>(std::min<int64_t>(offset_ - position, kHashChunk));
-    ssize_t n = ::pread(data_.get(), buffer.data(), want, position);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(ErrnoError(errno, fmt::format("read ingest of {}", expected_)));
-    }
-    if (n == 0) break;
-    BERTH_RETURN_IF_ERROR(consume(std::string_view(buffer.data(), static_cast<size_t>(n))));
-    position += n;
-  }
-  return Ok();
+  return ReadChunks(data_.get(), offset_, consume, fmt::format("ingest of {}", expected_));
 }
 
 Result<BlobInfo> Writer::Commit() {
@@ -327,9 +344,8 @@ Result<BlobInfo> Writer::Commit() {
   };
   if (expected_size_ >= 0 && offset_ != expected_size_) {
     discard();
-    return Fail(ErrorCode::kDataLoss,
-                fmt::format("blob {} is {} bytes, its descriptor says {}", expected_, offset_,
-                            expected_size_));
+    return Fail(ErrorCode::kDataLoss, fmt::format("blob {} is {} bytes, its descriptor says {}",
+                                                  expected_, offset_, expected_size_));
   }
   Digest actual = hasher_.Finish();
   if (actual != expected_) {
@@ -337,7 +353,7 @@ Result<BlobInfo> Writer::Commit() {
     return Fail(ErrorCode::kDataLoss,
                 fmt::format("blob digest mismatch: expected {}, got {}", expected_, actual));
   }
-  if (store_.options_.durability == Durability::kSync && ::fdatasync(data_.get()) != 0) {
+  if (store_.options_.durability != Durability::kNone && ::fdatasync(data_.get()) != 0) {
     return Fail(ErrnoError(errno, fmt::format("fsync blob {}", expected_)));
   }
   std::filesystem::path target = store_.BlobPath(expected_);
@@ -346,11 +362,14 @@ Result<BlobInfo> Writer::Commit() {
     discard();
     return Fail(ErrnoError(saved, fmt::format("commit blob {}", expected_)));
   }
-  if (store_.options_.durability == Durability::kSync) {
-    BERTH_RETURN_IF_ERROR(FsyncDirectory(target.parent_path()));
+  if (store_.options_.durability != Durability::kNone) {
+    BERTH_RETURN_IF_ERROR(SyncDirectory(target.parent_path()));
   }
+  struct stat st {};
+  const int64_t allocated =
+      ::fstat(data_.get(), &st) == 0 ? static_cast<int64_t>(st.st_blocks) * 512 : 0;
   discard();
-  return BlobInfo{expected_, offset_};
+  return BlobInfo{expected_, offset_, allocated};
 }
 
 }  // namespace berth::content

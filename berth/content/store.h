@@ -24,29 +24,31 @@
 #include <string_view>
 #include <vector>
 
+#include "berth/base/durability.h"
 #include "berth/base/result.h"
 #include "berth/base/unique_fd.h"
 #include "berth/digest/digest.h"
 
 namespace berth::content {
 
-// Whether blob bytes are fsync'ed before they become visible.
-enum class Durability { kSync, kNoSync };
-
 struct StoreOptions {
   std::filesystem::path root;  // e.g. /var/lib/berth/content
-  Durability durability = Durability::kSync;
+  // Unless kNone, a blob's bytes and its directory entry are fsync'ed before it becomes visible
+  // (kLayer and kFile alike: a blob is one file).
+  Durability durability = Durability::kLayer;
 };
 
 struct BlobInfo {
   Digest digest;
   int64_t size = 0;
+  // Disk space the blob takes: allocated blocks (st_blocks * 512), as du counts them.
+  int64_t allocated_bytes = 0;
 };
 
 struct IngestInfo {
-  std::string id;   // the directory name under <root>/ingest (for RemoveIngest)
-  std::string ref;  // empty when the ingest is broken (its `ref` file was never written)
-  int64_t offset = 0;          // bytes on disk
+  std::string id;      // the directory name under <root>/ingest (for RemoveIngest)
+  std::string ref;     // empty when the ingest is broken (its `ref` file was never written)
+  int64_t offset = 0;  // bytes on disk
   std::optional<Digest> expected;
   int64_t expected_size = -1;  // -1 when unknown
 };
@@ -60,10 +62,7 @@ class Store {
 
   const std::filesystem::path& root() const { return options_.root; }
 
-  // The path a committed blob lives at (whether or not it exists).
-  std::filesystem::path BlobPath(const Digest& digest) const;
-
-  // Size of a committed blob, or kNotFound.
+  // Size and disk space of a committed blob, or kNotFound.
   Result<BlobInfo> Info(const Digest& digest) const;
   bool Contains(const Digest& digest) const;
 
@@ -73,6 +72,12 @@ class Store {
 
   // Opens a committed blob for reading.
   Result<UniqueFd> OpenBlob(const Digest& digest) const;
+
+  // Feeds a committed blob's bytes to `consume` in order, in chunks of up to 1 MiB, from one
+  // open descriptor (a Delete meanwhile does not cut the stream short). kNotFound when absent;
+  // an error of `consume` stops the stream and is returned. Blocks on disk I/O.
+  Result<void> StreamBlob(const Digest& digest,
+                          const std::function<Result<void>(std::string_view)>& consume) const;
 
   // Writes `bytes` as a blob after checking them against `expected`; returns kDataLoss on a
   // mismatch. Succeeds without writing when the blob already exists.
@@ -101,6 +106,9 @@ class Store {
 
  private:
   explicit Store(StoreOptions options) : options_(std::move(options)) {}
+  // The path a committed blob lives at (whether or not it exists). The layout is the store's
+  // own: callers read blobs through OpenBlob/StreamBlob/ReadBlob and measure them with Info.
+  std::filesystem::path BlobPath(const Digest& digest) const;
   std::filesystem::path IngestDir(std::string_view ref) const;
   friend class Writer;
 

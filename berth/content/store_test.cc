@@ -1,6 +1,7 @@
 #include "berth/content/store.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -140,6 +141,39 @@ TEST_F(StoreTest, OneWriterPerRef) {
   EXPECT_TRUE(store_->OpenWriter("busy", digest, 1));
 }
 
+TEST_F(StoreTest, InfoAndWalkReportAllocatedBytes) {
+  const std::string bytes(100000, 'x');
+  const Digest digest = Digest::Sha256Of(bytes);
+  ASSERT_TRUE(store_->WriteBlob(digest, bytes));
+  struct stat st {};
+  ASSERT_EQ(::stat((root_ / "blobs" / "sha256" / digest.encoded()).c_str(), &st), 0);
+  const int64_t allocated = static_cast<int64_t>(st.st_blocks) * 512;
+  EXPECT_EQ(store_->Info(digest)->allocated_bytes, allocated);
+  int64_t walked = -1;
+  ASSERT_TRUE(store_->Walk([&](const BlobInfo& info) { walked = info.allocated_bytes; }));
+  EXPECT_EQ(walked, allocated);
+}
+
+TEST_F(StoreTest, StreamBlobFeedsEveryByteInOrder) {
+  std::string bytes(3 * (1 << 20) + 17, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7);
+  const Digest digest = Digest::Sha256Of(bytes);
+  ASSERT_TRUE(store_->WriteBlob(digest, bytes));
+  std::string streamed;
+  ASSERT_TRUE(store_->StreamBlob(digest, [&](std::string_view chunk) -> Result<void> {
+    EXPECT_LE(chunk.size(), size_t{1} << 20);
+    streamed.append(chunk);
+    return Ok();
+  }));
+  EXPECT_EQ(streamed, bytes);
+  auto stopped = store_->StreamBlob(
+      digest, [](std::string_view) -> Result<void> { return Fail(ErrorCode::kCancelled, "stop"); });
+  EXPECT_EQ(stopped.error().code(), ErrorCode::kCancelled);
+  auto missing = store_->StreamBlob(Digest::Sha256Of("absent"),
+                                    [](std::string_view) -> Result<void> { return Ok(); });
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(StoreTest, WriteBlobWalkDelete) {
   ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("one"), "one"));
   ASSERT_TRUE(store_->WriteBlob(Digest::Sha256Of("three"), "three"));
@@ -229,7 +263,7 @@ TEST_F(StoreTest, RemoveIngestRemovesBrokenIngestsButNotBusyOnes) {
 // writes into a directory removed under it.
 TEST_F(StoreTest, WritersOpeningWhileIngestsAreRemovedCommitOrAreToldItIsBusy) {
   Result<std::unique_ptr<Store>> opened =
-      Store::Open({.root = root_ / "race", .durability = Durability::kNoSync});
+      Store::Open({.root = root_ / "race", .durability = Durability::kNone});
   ASSERT_TRUE(opened) << opened.error().ToString();
   std::unique_ptr<Store> store = std::move(*opened);
   std::jthread collector([&](std::stop_token stop) {

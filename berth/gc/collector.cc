@@ -1,11 +1,9 @@
 #include "berth/gc/collector.h"
 
 #include <fmt/format.h>
-#include <sys/stat.h>
 
 #include <map>
 #include <set>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "berth/base/log.h"
@@ -94,7 +92,8 @@ class Marker {
 }  // namespace
 
 Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snapshotter,
-                              metadata::MetadataDb& db, const CollectOptions& options) {
+                              snapshot::Cleaner& cleaner, metadata::MetadataDb& db,
+                              const CollectOptions& options) {
   CollectReport report;
   if (!options.dry_run) {
     BERTH_ASSIGN_OR_RETURN(report.expired_leases, db.DeleteExpiredLeases(options.now));
@@ -185,14 +184,6 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
   BERTH_RETURN_IF_ERROR(store.Walk([&](const content::BlobInfo& blob) {
     if (!marks.blobs.contains(blob.digest)) unmarked_blobs.push_back(blob);
   }));
-  // Freed bytes are disk bytes (allocated blocks, as du counts them), measured before removal.
-  std::unordered_map<Digest, int64_t> allocated;
-  for (const content::BlobInfo& blob : unmarked_blobs) {
-    struct stat st {};
-    if (::lstat(store.BlobPath(blob.digest).c_str(), &st) == 0) {
-      allocated[blob.digest] = static_cast<int64_t>(st.st_blocks) * 512;
-    }
-  }
   for (const content::BlobInfo& blob : unmarked_blobs) {
     if (!options.dry_run) {
       if (Result<void> deleted = store.Delete(blob.digest);
@@ -202,7 +193,8 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
       }
     }
     ++report.blobs.count;
-    report.blobs.bytes += allocated.count(blob.digest) ? allocated[blob.digest] : blob.size;
+    // Disk bytes (allocated blocks, as du counts them), measured by Walk before removal.
+    report.blobs.bytes += blob.allocated_bytes;
     report.removed.push_back(fmt::format("blob {}", blob.digest.ToString()));
   }
 
@@ -220,14 +212,13 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
     }
     ++report.ingests.count;
     report.ingests.bytes += ingest.offset;
-    report.removed.push_back(
-        ingest.ref.empty() ? fmt::format("ingest {} (broken)", ingest.id)
-                           : fmt::format("ingest {}", ingest.ref));
+    report.removed.push_back(ingest.ref.empty() ? fmt::format("ingest {} (broken)", ingest.id)
+                                                : fmt::format("ingest {}", ingest.ref));
   }
 
   // Directories no snapshot owns.
   BERTH_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> orphans,
-                         options.dry_run ? snapshotter.FindOrphans() : snapshotter.Cleanup());
+                         options.dry_run ? cleaner.FindOrphans() : cleaner.Cleanup());
   for (const std::filesystem::path& orphan : orphans) {
     ++report.orphan_directories.count;
     report.removed.push_back(fmt::format("directory {}", orphan.string()));

@@ -17,7 +17,7 @@
 // Sweeping, in this order: leases whose expiry has passed; snapshots nothing marked (children
 // before parents); blobs nothing marked; ingests whose expected digest nothing marked (an ingest
 // a writer holds is skipped: it is in use); directories under the snapshotter's root that no
-// snapshot owns (Snapshotter::Cleanup).
+// snapshot owns (snapshot::Cleaner::Cleanup).
 //
 // Concurrency: Collect itself takes no lock. Whoever lets pulls run meanwhile must make sure a
 // pull's lease records what it holds before Collect reads the leases, or after Collect ends
@@ -32,6 +32,7 @@
 #include "berth/base/result.h"
 #include "berth/content/store.h"
 #include "berth/metadata/metadata_db.h"
+#include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
 
 namespace berth::gc {
@@ -72,9 +73,12 @@ struct CollectReport {
   }
 };
 
-// Errors: the database's and the store's; a single removal that fails is logged and counted in
-// warnings, not returned (the next collection retries it).
+// `cleaner` is the maintenance side of `snapshotter` (the same object for the on-disk
+// snapshotters): it finds and deletes the directories no snapshot owns. Errors: the database's
+// and the store's; a single removal that fails is logged and counted in warnings, not returned
+// (the next collection retries it).
 Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snapshotter,
-                              metadata::MetadataDb& db, const CollectOptions& options = {});
+                              snapshot::Cleaner& cleaner, metadata::MetadataDb& db,
+                              const CollectOptions& options = {});
 
 }  // namespace berth::gc

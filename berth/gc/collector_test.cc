@@ -8,12 +8,12 @@
 #include <optional>
 
 #include "berth/image/manifest.h"
+#include "berth/snapshot/native_snapshotter.h"
+#include "berth/unpack/unpacker.h"
+#include "testing/temp_dir.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/image.h"
 #include "tools/imagegen/layer.h"
-#include "berth/snapshot/native_snapshotter.h"
-#include "testing/temp_dir.h"
-#include "berth/unpack/unpacker.h"
 
 namespace berth::gc {
 namespace {
@@ -46,14 +46,14 @@ class CollectorTest : public ::testing::Test {
     auto dir = berth::testing::TempDir::Create("gc");
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_.emplace(std::move(*dir));
-    auto store = content::Store::Open(
-        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    auto store =
+        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     auto snapshotter =
         snapshot::NativeSnapshotter::Open({{.root = dir_->path() / "snapshots",
                                             .metadata_path = dir_->path() / "metadata.db",
-                                            .sync = snapshot::SyncMode::kNone}});
+                                            .sync = Durability::kNone}});
     ASSERT_TRUE(snapshotter) << snapshotter.error().ToString();
     snapshotter_ = std::move(*snapshotter);
     auto db = metadata::MetadataDb::Open({.path = dir_->path() / "metadata.db"});
@@ -71,7 +71,7 @@ class CollectorTest : public ::testing::Test {
     auto manifest = image::ParseManifest(image.manifest_json);
     auto config = image::ParseImageConfig(image.config_json);
     EXPECT_TRUE(manifest && config);
-    auto top = unpack::UnpackImage(*store_, *snapshotter_, *manifest, *config,
+    auto top = unpack::UnpackImage(*store_, *snapshotter_, threads_, *manifest, *config,
                                    {.preserve_ownership = false});
     EXPECT_TRUE(top) << top.error().ToString();
     std::vector<metadata::ImageRecord> records = {
@@ -89,13 +89,14 @@ class CollectorTest : public ::testing::Test {
   }
 
   CollectReport Run(CollectOptions options = {}) {
-    auto report = Collect(*store_, *snapshotter_, *db_, options);
+    auto report = Collect(*store_, *snapshotter_, *snapshotter_, *db_, options);
     EXPECT_TRUE(report) << report.error().ToString();
     return report ? std::move(*report) : CollectReport{};
   }
 
   std::optional<berth::testing::TempDir> dir_;
   std::unique_ptr<content::Store> store_;
+  unpack::LayerThreadBudget threads_;
   std::unique_ptr<snapshot::NativeSnapshotter> snapshotter_;
   std::unique_ptr<metadata::MetadataDb> db_;
 };
@@ -126,7 +127,9 @@ TEST_F(CollectorTest, UnnamedImageIsFreedButSharedLayersStay) {
   int64_t a_blob_disk_bytes = 0;
   for (const Digest& digest : {a.manifest.digest, a.config.digest, a.layers[1].blob.digest}) {
     struct stat st {};
-    ASSERT_EQ(::stat(store_->BlobPath(digest).c_str(), &st), 0);
+    // The store's documented layout: <root>/blobs/<algorithm>/<hex>.
+    ASSERT_EQ(
+        ::stat((dir_->path() / "content" / "blobs" / "sha256" / digest.encoded()).c_str(), &st), 0);
     a_blob_disk_bytes += static_cast<int64_t>(st.st_blocks) * 512;
   }
   CollectReport report = Run();

@@ -16,7 +16,9 @@
 
 namespace berth::image {
 
-// Parses "os[/arch[/variant]]" (also "arch" alone, which means linux/arch) and normalizes it.
+// Parses "os/arch[/variant]" and normalizes it. A single part is an OS when it is linux,
+// windows, darwin or freebsd (that OS on HostPlatform()'s architecture), else an architecture
+// on linux.
 // kInvalidArgument for empty parts or more than three parts.
 Result<Platform> ParsePlatform(std::string_view text);
 

@@ -86,42 +86,6 @@ Result<Labels> LabelsFromJson(std::string_view text, std::string_view name) {
   return labels;
 }
 
-// Like sqlite::Migrate, but the version lives in berth_schema under `component`, so several
-// components can keep independent schemas in one database file.
-Result<void> MigrateComponent(sqlite::Database& db, std::string_view component,
-                              std::span<const sqlite::Migration> migrations) {
-  const auto target = static_cast<int64_t>(migrations.size());
-  for (;;) {
-    BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(db));
-    BERTH_RETURN_IF_ERROR(
-        db.Execute("CREATE TABLE IF NOT EXISTS berth_schema (component TEXT PRIMARY KEY NOT NULL, "
-                   "version INTEGER NOT NULL)"));
-    BERTH_ASSIGN_OR_RETURN(sqlite::Statement select,
-                           db.Prepare("SELECT version FROM berth_schema WHERE component = ?1"));
-    select.Bind(1, component);
-    BERTH_ASSIGN_OR_RETURN(bool has_row, select.Step());
-    int64_t version = has_row ? select.ColumnInt64(0) : 0;
-    if (version > target) {
-      return Fail(ErrorCode::kFailedPrecondition,
-                  fmt::format("database {}: the {} schema has version {}, newer than the {} this "
-                              "berth knows; run a newer berth or restore an older database",
-                              db.path().string(), component, version, target));
-    }
-    if (version == target) return txn.Commit();
-    const sqlite::Migration& migration = migrations[static_cast<size_t>(version)];
-    std::string context = fmt::format("migrate {} schema of {} to version {} ({})", component,
-                                      db.path().string(), version + 1, migration.description);
-    BERTH_RETURN_IF_ERROR(WithContext(db.Execute(migration.sql), context));
-    BERTH_ASSIGN_OR_RETURN(
-        sqlite::Statement bump,
-        db.Prepare("INSERT INTO berth_schema(component, version) VALUES (?1, ?2) "
-                   "ON CONFLICT(component) DO UPDATE SET version = excluded.version"));
-    bump.Bind(1, component).Bind(2, version + 1);
-    BERTH_RETURN_IF_ERROR(WithContext(bump.Run(), context));
-    BERTH_RETURN_IF_ERROR(WithContext(txn.Commit(), context));
-  }
-}
-
 constexpr std::string_view kSelectColumns =
     "SELECT name, target_media_type, target_digest, target_size, image_id, chain_id, snapshotter, "
     "labels, created_ns, updated_ns FROM images";
@@ -151,8 +115,8 @@ Result<std::unique_ptr<MetadataDb>> MetadataDb::Open(const MetadataOptions& opti
   BERTH_ASSIGN_OR_RETURN(
       std::unique_ptr<sqlite::Database> db,
       sqlite::Database::Open(options.path, {.synchronous = options.synchronous}));
-  BERTH_RETURN_IF_ERROR(MigrateComponent(*db, kComponent, kMigrations));
-  BERTH_RETURN_IF_ERROR(MigrateComponent(*db, kLeaseComponent, kLeaseMigrations));
+  BERTH_RETURN_IF_ERROR(sqlite::Migrate(*db, kComponent, kMigrations));
+  BERTH_RETURN_IF_ERROR(sqlite::Migrate(*db, kLeaseComponent, kLeaseMigrations));
   return std::unique_ptr<MetadataDb>(new MetadataDb(std::move(db)));
 }
 

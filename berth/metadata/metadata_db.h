@@ -2,9 +2,9 @@
 //
 // MetadataDb is the source of truth for berth's image records: which names exist and what each
 // one points to. It lives in one SQLite file (<root>/metadata.db) that it may share with other
-// components (the snapshotters keep their tables there too); every table it owns is prefixed
-// "image", and its schema version is kept per component in the `berth_schema` table rather than
-// in PRAGMA user_version, which the snapshotters use for theirs.
+// components (the snapshotters keep their tables there too). It owns the tables `images`,
+// `leases` and `lease_resources`; the schema version of each of its components ("images",
+// "leases") is a row of the `berth_schema` table (sqlite::Migrate), beside the snapshotters'.
 //
 // An image record is one name → one image:
 //

@@ -134,8 +134,8 @@ TEST_F(MetadataDbTest, ReopenKeepsRecords) {
 }
 
 TEST_F(MetadataDbTest, SharesFileWithSnapshotter) {
-  // The snapshotter keeps its schema version in PRAGMA user_version; the image schema must not
-  // be confused by it, whichever opens the file first.
+  // The snapshotter and the image tables keep their schema versions side by side in
+  // berth_schema; neither may be confused by the other, whichever opens the file first.
   db_.reset();
   auto snapshots = snapshot::NativeSnapshotter::Open(
       {{.root = dir_->path() / "snapshots", .metadata_path = dir_->path() / "metadata.db"}});
@@ -147,6 +147,54 @@ TEST_F(MetadataDbTest, SharesFileWithSnapshotter) {
   ASSERT_TRUE(prepared) << prepared.error().ToString();
   EXPECT_TRUE((*snapshots)->Stat("key"));
   EXPECT_TRUE(db_->GetImage("a"));
+}
+
+// A metadata.db as berth wrote it before every component's version moved to berth_schema: the
+// image tables versioned there, the snapshotter's tables versioned in PRAGMA user_version. Both
+// must open as they are, keeping their rows.
+TEST_F(MetadataDbTest, OpensDatabaseWithSnapshotterVersionInUserVersion) {
+  ASSERT_TRUE(db_->PutImages(std::vector{Record("a", "A")}));
+  db_.reset();
+  const std::filesystem::path path = dir_->path() / "metadata.db";
+  {
+    auto raw = sqlite::Database::Open(path);
+    ASSERT_TRUE(raw) << raw.error().ToString();
+    // The snapshotter's schema version 1, written the old way.
+    ASSERT_TRUE((*raw)->Execute(R"sql(
+CREATE TABLE snapshots (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  snapshotter TEXT NOT NULL,
+  key TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+  parent_id INTEGER REFERENCES snapshots(id) ON DELETE RESTRICT,
+  created_ns INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL,
+  size INTEGER,
+  inodes INTEGER,
+  UNIQUE (snapshotter, key)
+);
+CREATE INDEX snapshots_by_parent ON snapshots(parent_id);
+CREATE TABLE snapshot_labels (
+  snapshot_id INTEGER NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY (snapshot_id, name)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+)sql"));
+  }
+  auto snapshots = snapshot::NativeSnapshotter::Open(
+      {{.root = dir_->path() / "snapshots", .metadata_path = path}});
+  ASSERT_TRUE(snapshots) << snapshots.error().ToString();
+  auto prepared = (*snapshots)->Prepare("key", "", {});
+  ASSERT_TRUE(prepared) << prepared.error().ToString();
+  db_ = Open();
+  ASSERT_NE(db_, nullptr);
+  EXPECT_TRUE(db_->GetImage("a"));
+  auto raw = sqlite::Database::Open(path);
+  ASSERT_TRUE(raw);
+  EXPECT_EQ(*sqlite::SchemaVersion(**raw, "snapshots"), 1);
+  EXPECT_EQ(*sqlite::SchemaVersion(**raw, "images"), 1);
 }
 
 TEST_F(MetadataDbTest, NewerSchemaIsRefused) {

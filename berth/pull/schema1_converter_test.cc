@@ -39,8 +39,8 @@ class Schema1ConverterTest : public ::testing::Test {
     Result<testing::TempDir> dir = testing::TempDir::Create("schema1-converter");
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_ = std::make_unique<testing::TempDir>(std::move(*dir));
-    Result<std::unique_ptr<content::Store>> store = content::Store::Open(
-        {.root = dir_->Join("content"), .durability = content::Durability::kNoSync});
+    Result<std::unique_ptr<content::Store>> store =
+        content::Store::Open({.root = dir_->Join("content"), .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
   }

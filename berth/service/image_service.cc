@@ -17,6 +17,7 @@
 #include "berth/base/log.h"
 #include "berth/image/manifest.h"
 #include "berth/reference/reference.h"
+#include "berth/snapshot/tree_util.h"
 
 namespace berth::service {
 namespace {
@@ -56,30 +57,6 @@ Result<std::string> MountpointOf(const fs::path& path) {
   return current.string();
 }
 
-struct TreeUsage {
-  uint64_t bytes = 0;
-  uint64_t inodes = 0;
-};
-
-// du -s plus an inode count; each inode counted once however many links it has. Files that
-// vanish during the walk are skipped.
-void MeasureTree(const fs::path& root, std::set<std::pair<dev_t, ino_t>>& seen, TreeUsage& usage) {
-  auto count = [&](const fs::path& path) {
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) return;
-    if (!seen.insert({st.st_dev, st.st_ino}).second) return;
-    usage.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
-    usage.inodes += 1;
-  };
-  std::error_code error;
-  if (!fs::exists(root, error)) return;
-  count(root);
-  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, error);
-  for (; !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
-    count(it->path());
-  }
-}
-
 // The digest of the blob's bytes as they are on disk, with the blob's own algorithm.
 Result<Digest> HashBlob(const content::Store& store, const Digest& digest) {
   BERTH_ASSIGN_OR_RETURN(UniqueFd fd, store.OpenBlob(digest));
@@ -109,16 +86,16 @@ class LayerTimings {
   std::unique_ptr<pull::LayerHandler> Observe(std::unique_ptr<pull::LayerHandler> inner);
 
   // The unpacker's event for one layer: logs how long it took since the previous one.
-  void Record(const LayerUnpackProgress& layer) {
+  void Record(const unpack::LayerProgress& layer) {
     std::lock_guard lock(mutex_);
     const Clock::time_point now = Clock::now();
     const std::string digest = layer.index < digests_.size() ? digests_[layer.index] : "";
     switch (layer.event) {
-      case LayerUnpackEvent::kAlreadyPresent:
+      case unpack::LayerEvent::kAlreadyPresent:
         log::Debug("pull.layer.present",
                    {{"ref", reference_}, {"layer", layer.index}, {"digest", digest}});
         return;
-      case LayerUnpackEvent::kApplied:
+      case unpack::LayerEvent::kApplied:
         applied_[layer.index] = now;
         log::Debug("pull.layer.unpacked", {{"ref", reference_},
                                            {"layer", layer.index},
@@ -126,7 +103,7 @@ class LayerTimings {
                                            {"bytes", layer.uncompressed_bytes},
                                            {"ms", Since(started_, layer.index, now)}});
         return;
-      case LayerUnpackEvent::kCommitted:
+      case unpack::LayerEvent::kCommitted:
         log::Debug("pull.layer.committed", {{"ref", reference_},
                                             {"layer", layer.index},
                                             {"digest", digest},
@@ -201,16 +178,14 @@ std::string VerboseInfo(const Image& image) {
   return info.dump();
 }
 
-Result<std::unique_ptr<ImageService>> ImageService::Create(pull::Puller& puller,
-                                                           content::Store& store,
-                                                           snapshot::Snapshotter& snapshotter,
-                                                           metadata::MetadataDb& db,
-                                                           ImageServiceOptions options) {
+Result<std::unique_ptr<ImageService>> ImageService::Create(
+    pull::Puller& puller, content::Store& store, snapshot::Snapshotter& snapshotter,
+    snapshot::Cleaner& snapshot_cleaner, metadata::MetadataDb& db, ImageServiceOptions options) {
   if (!options.unpacker) {
     return Fail(ErrorCode::kInvalidArgument, "image service needs an unpacker");
   }
   std::unique_ptr<ImageService> service(
-      new ImageService(puller, store, snapshotter, db, std::move(options)));
+      new ImageService(puller, store, snapshotter, snapshot_cleaner, db, std::move(options)));
   BERTH_RETURN_IF_ERROR(service->Rebuild());
   return service;
 }
@@ -376,7 +351,7 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
   LayerTimings timings(reference.ToString());
   std::unique_ptr<pull::LayerHandler> unpacker = timings.Observe(pull_progress_.Observe(
       progress_id,
-      options_.unpacker(lease, [this, progress_id, &timings](const LayerUnpackProgress& layer) {
+      options_.unpacker(lease, [this, progress_id, &timings](const unpack::LayerProgress& layer) {
         pull_progress_.Unpacked(progress_id, layer);
         timings.Record(layer);
       })));
@@ -568,7 +543,7 @@ Result<gc::CollectReport> ImageService::CollectGarbage(bool dry_run) {
 }
 
 Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run, bool exclusive) {
-  return gc::Collect(store_, snapshotter_, db_,
+  return gc::Collect(store_, snapshotter_, snapshot_cleaner_, db_,
                      {.dry_run = dry_run,
                       .discard_unpacked_layers = options_.discard_unpacked_layers,
                       .exclusive = exclusive});
@@ -603,7 +578,7 @@ Result<gc::CollectReport> ImageService::Recover() {
   if (released > 0) {
     log::Info("recover.leases", {{"released", std::to_string(released)}});
   }
-  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshotter_.FindMissing());
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshot_cleaner_.FindMissing());
   BERTH_RETURN_IF_ERROR(DropSnapshotsAndChildren(missing));
   return CollectLocked(/*dry_run=*/false, /*exclusive=*/true);
 }
@@ -634,7 +609,7 @@ Result<CheckReport> ImageService::Check(const CheckOptions& options) {
     }
   }
   // Snapshots whose directory is gone.
-  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshotter_.FindMissing());
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshot_cleaner_.FindMissing());
   for (const std::string& key : missing) {
     report.problems.push_back(fmt::format("snapshot {}: its directory is gone", key));
   }
@@ -680,15 +655,13 @@ Result<std::vector<FilesystemUsage>> ImageService::FsInfo() {
     by_mountpoint[mountpoint].push_back(root);
   }
   std::vector<FilesystemUsage> filesystems;
-  std::set<std::pair<dev_t, ino_t>> seen;
   for (const auto& [mountpoint, roots] : by_mountpoint) {
-    TreeUsage usage;
-    for (const fs::path& root : roots) MeasureTree(root, seen, usage);
+    const snapshot::Usage usage = snapshot::DiskUsageBestEffort(roots);
     filesystems.push_back(
         {.timestamp = std::chrono::system_clock::now(),
          .mountpoint = mountpoint,
-         .used_bytes = usage.bytes,
-         .inodes_used = usage.inodes,
+         .used_bytes = static_cast<uint64_t>(usage.size),
+         .inodes_used = static_cast<uint64_t>(usage.inodes),
          .holds_writable_layers =
              std::find(roots.begin(), roots.end(), options_.snapshot_root) != roots.end()});
   }

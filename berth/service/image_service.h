@@ -64,6 +64,7 @@
 #include "berth/service/image_index.h"
 #include "berth/service/image_user.h"
 #include "berth/service/pull_progress.h"
+#include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
 
 namespace berth::service {
@@ -169,6 +170,7 @@ class ImageService {
   // them). Errors: the database's.
   static Result<std::unique_ptr<ImageService>> Create(pull::Puller& puller, content::Store& store,
                                                       snapshot::Snapshotter& snapshotter,
+                                                      snapshot::Cleaner& snapshot_cleaner,
                                                       metadata::MetadataDb& db,
                                                       ImageServiceOptions options);
 
@@ -229,10 +231,12 @@ class ImageService {
 
  private:
   ImageService(pull::Puller& puller, content::Store& store, snapshot::Snapshotter& snapshotter,
-               metadata::MetadataDb& db, ImageServiceOptions options)
+               snapshot::Cleaner& snapshot_cleaner, metadata::MetadataDb& db,
+               ImageServiceOptions options)
       : puller_(puller),
         store_(store),
         snapshotter_(snapshotter),
+        snapshot_cleaner_(snapshot_cleaner),
         db_(db),
         options_(std::move(options)),
         admission_(store_, snapshotter_, options_.snapshot_root, options_.min_free_space) {}
@@ -263,6 +267,7 @@ class ImageService {
   pull::Puller& puller_;
   content::Store& store_;
   snapshot::Snapshotter& snapshotter_;
+  snapshot::Cleaner& snapshot_cleaner_;  // the snapshotter's maintenance side (check, gc)
   metadata::MetadataDb& db_;
   const ImageServiceOptions options_;
   // Refuses pulls the disk cannot hold before their layers are fetched (disk_admission.h).

@@ -78,36 +78,25 @@ class ImageServiceTest : public ::testing::Test {
     ASSERT_TRUE(db);
     db_ = std::move(*db);
     puller_ = std::make_unique<pull::Puller>(*store_, *transport_, config::DefaultConfig());
-    auto service =
-        ImageService::Create(*puller_, *store_, *snapshotter_, *db_,
-                             {.snapshotter_name = "native",
-                              .snapshot_root = dir_->path() / "snapshots",
-                              .pinned_images = std::move(pinned),
-                              .unpacker =
-                                  [this](pull::PullLease& lease, LayerUnpackFn on_layer) {
-                                    return std::make_unique<unpack::Unpacker>(
-                                        *snapshotter_, *store_, unpack::UnpackOptions{},
-                                        ForwardTo(std::move(on_layer)), &lease);
-                                  },
-                              .platform = {.os = "linux", .architecture = "amd64"}});
+    auto service = ImageService::Create(*puller_, *store_, *snapshotter_, *snapshotter_, *db_,
+                                        {.snapshotter_name = "native",
+                                         .snapshot_root = dir_->path() / "snapshots",
+                                         .pinned_images = std::move(pinned),
+                                         .unpacker =
+                                             [this](pull::PullLease& lease,
+                                                    LayerUnpackFn on_layer) {
+                                               return std::make_unique<unpack::Unpacker>(
+                                                   *snapshotter_, *store_, threads_,
+                                                   unpack::UnpackOptions{},
+                                                   std::move(on_layer), &lease);
+                                             },
+                                         .platform = {.os = "linux", .architecture = "amd64"}});
     ASSERT_TRUE(service) << service.error().ToString();
     service_ = std::move(*service);
   }
 
   std::string Ref(std::string_view tag) const {
     return registry_->host() + "/test/img:" + std::string(tag);
-  }
-
-  static unpack::LayerProgressFn ForwardTo(LayerUnpackFn on_layer) {
-    return [on_layer = std::move(on_layer)](const unpack::LayerProgress& layer) {
-      on_layer({.index = layer.index,
-                .event = layer.event == unpack::LayerEvent::kAlreadyPresent
-                             ? LayerUnpackEvent::kAlreadyPresent
-                         : layer.event == unpack::LayerEvent::kApplied
-                             ? LayerUnpackEvent::kApplied
-                             : LayerUnpackEvent::kCommitted,
-                .uncompressed_bytes = layer.uncompressed_bytes});
-    };
   }
 
   PullResult MustPull(std::string_view tag) {
@@ -122,7 +111,8 @@ class ImageServiceTest : public ::testing::Test {
   std::optional<berth::testing::TempDir> dir_;
   std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<content::Store> store_;
-  std::unique_ptr<snapshot::Snapshotter> snapshotter_;
+  unpack::LayerThreadBudget threads_;
+  std::unique_ptr<snapshot::NativeSnapshotter> snapshotter_;
   std::unique_ptr<metadata::MetadataDb> db_;
   std::unique_ptr<pull::Puller> puller_;
   std::unique_ptr<ImageService> service_;

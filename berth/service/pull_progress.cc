@@ -86,20 +86,20 @@ void PullProgressBoard::Fetched(uint64_t pull, const pull::BlobProgress& progres
   Changed();
 }
 
-void PullProgressBoard::Unpacked(uint64_t pull, const LayerUnpackProgress& layer) {
+void PullProgressBoard::Unpacked(uint64_t pull, const unpack::LayerProgress& layer) {
   std::lock_guard lock(mutex_);
   Entry* entry = FindRunning(pull);
   if (entry == nullptr || layer.index >= entry->layer_slots.size()) return;
   BlobStatus& blob = entry->status.blobs[entry->layer_slots[layer.index]];
   switch (layer.event) {
-    case LayerUnpackEvent::kAlreadyPresent:
+    case unpack::LayerEvent::kAlreadyPresent:
       blob.state = BlobState::kCached;
       break;
-    case LayerUnpackEvent::kApplied:
+    case unpack::LayerEvent::kApplied:
       blob.unpacked_bytes = layer.uncompressed_bytes;
       if (blob.state != BlobState::kCached) blob.state = BlobState::kUnpacking;
       break;
-    case LayerUnpackEvent::kCommitted:
+    case unpack::LayerEvent::kCommitted:
       blob.state = BlobState::kCommitted;
       break;
   }

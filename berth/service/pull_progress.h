@@ -27,24 +27,12 @@
 #include "berth/base/error.h"
 #include "berth/image/descriptor.h"
 #include "berth/pull/puller.h"
+#include "berth/unpack/layer_progress.h"
 
 namespace berth::service {
 
-// What the unpacker did with one layer of a pull (unpack::LayerEvent, without depending on
-// berth/unpack).
-enum class LayerUnpackEvent {
-  kAlreadyPresent,  // the layer's chain ID was committed before: nothing to do
-  kApplied,         // written, diffID verified
-  kCommitted,       // committed as its chain ID
-};
-
-struct LayerUnpackProgress {
-  size_t index = 0;  // in the manifest's layer list
-  LayerUnpackEvent event = LayerUnpackEvent::kApplied;
-  uint64_t uncompressed_bytes = 0;  // for kApplied
-};
-// Called from the pull's threads for each layer event.
-using LayerUnpackFn = std::function<void(const LayerUnpackProgress&)>;
+// Called from the pull's threads with what the unpacker did with each layer of a pull.
+using LayerUnpackFn = unpack::LayerProgressFn;
 
 enum class BlobState { kWaiting, kDownloading, kUnpacking, kCommitted, kCached };
 enum class PullState { kRunning, kDone, kFailed };
@@ -92,7 +80,7 @@ class PullProgressBoard {
   // pull::ProgressFn's report for one blob of `pull`.
   void Fetched(uint64_t pull, const pull::BlobProgress& blob);
   // The unpacker's report for one layer of `pull`.
-  void Unpacked(uint64_t pull, const LayerUnpackProgress& layer);
+  void Unpacked(uint64_t pull, const unpack::LayerProgress& layer);
   // The pull ended: with `error` nullptr it succeeded. Calls for an unknown or finished id are
   // ignored.
   void Finish(uint64_t pull, const Error* error);

@@ -61,11 +61,12 @@ TEST(PullProgressBoardTest, LayersMoveFromWaitingThroughDownloadingAndUnpackingT
   EXPECT_EQ(Blob(pull, first).state, BlobState::kUnpacking);
   EXPECT_EQ(Blob(pull, first).fetched_bytes, 1000);
 
-  board.Unpacked(id, {.index = 0, .event = LayerUnpackEvent::kApplied, .uncompressed_bytes = 5000});
-  board.Unpacked(id, {.index = 0, .event = LayerUnpackEvent::kCommitted});
+  board.Unpacked(id,
+                 {.index = 0, .event = unpack::LayerEvent::kApplied, .uncompressed_bytes = 5000});
+  board.Unpacked(id, {.index = 0, .event = unpack::LayerEvent::kCommitted});
   // The second layer's snapshot existed already; its blob was in the store.
   board.Fetched(id, Progress(second, 2000, /*complete=*/true, /*cached=*/true));
-  board.Unpacked(id, {.index = 1, .event = LayerUnpackEvent::kAlreadyPresent});
+  board.Unpacked(id, {.index = 1, .event = unpack::LayerEvent::kAlreadyPresent});
   pull = board.View().pulls.at(0);
   EXPECT_EQ(Blob(pull, first).state, BlobState::kCommitted);
   EXPECT_EQ(Blob(pull, first).unpacked_bytes, 5000u);
@@ -83,8 +84,9 @@ TEST(PullProgressBoardTest, ALateFetchReportDoesNotMoveACommittedLayerBack) {
   uint64_t id = board.Start("registry.test/app:1");
   board.SetLayers(id, {layer});
   board.Fetched(id, Progress(layer, 50));
-  board.Unpacked(id, {.index = 0, .event = LayerUnpackEvent::kApplied, .uncompressed_bytes = 300});
-  board.Unpacked(id, {.index = 0, .event = LayerUnpackEvent::kCommitted});
+  board.Unpacked(id,
+                 {.index = 0, .event = unpack::LayerEvent::kApplied, .uncompressed_bytes = 300});
+  board.Unpacked(id, {.index = 0, .event = unpack::LayerEvent::kCommitted});
   board.Fetched(id, Progress(layer, 100, /*complete=*/true));
   const BlobStatus& blob = Blob(board.View().pulls.at(0), layer);
   EXPECT_EQ(blob.state, BlobState::kCommitted);

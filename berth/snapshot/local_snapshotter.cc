@@ -150,10 +150,11 @@ Result<void> LocalSnapshotter::Initialize() {
   fs::path db_path =
       options_.metadata_path.empty() ? options_.root / "metadata.db" : options_.metadata_path;
   BERTH_ASSIGN_OR_RETURN(
-      db_, sqlite::Database::Open(db_path, {.synchronous = options_.sync == SyncMode::kSyncFs
+      db_, sqlite::Database::Open(db_path, {.synchronous = options_.sync != Durability::kNone
                                                                ? sqlite::Synchronous::kFull
                                                                : sqlite::Synchronous::kNormal}));
-  BERTH_RETURN_IF_ERROR(sqlite::Migrate(*db_, kMigrations));
+  BERTH_RETURN_IF_ERROR(
+      sqlite::Migrate(*db_, "snapshots", kMigrations, sqlite::LegacyVersion::kUserVersion));
   return Ok();
 }
 
@@ -332,7 +333,7 @@ Result<std::vector<Mount>> LocalSnapshotter::Create(Kind kind, std::string_view 
         ErrnoError(errno, fmt::format("rename {} to {}", temp.string(), final_dir.string())));
   }
   guard.Reset(final_dir);
-  if (options_.sync == SyncMode::kSyncFs) {
+  if (options_.sync != Durability::kNone) {
     // The copied tree (native) and the rename must be durable before the row is.
     BERTH_RETURN_IF_ERROR(SyncFilesystem(final_dir));
     BERTH_RETURN_IF_ERROR(SyncDirectory(options_.root / "snapshots"));
@@ -423,7 +424,7 @@ Result<void> LocalSnapshotter::CommitImpl(std::string_view name, std::string_vie
       BERTH_RETURN_IF_ERROR(Rebase(snapshot));
     }
     BERTH_ASSIGN_OR_RETURN(Usage usage, DiskUsage(LayerDir(row.id)));
-    if (options_.sync == SyncMode::kSyncFs) {
+    if (options_.sync != Durability::kNone) {
       BERTH_RETURN_IF_ERROR(SyncFilesystem(SnapshotDir(row.id)));
     }
     BERTH_ASSIGN_OR_RETURN(

@@ -4,9 +4,10 @@
 // one directory per snapshot under <root>/snapshots/<id>/ plus metadata in SQLite. Subclasses
 // decide what a new snapshot directory holds, how it is mounted and where layers are written.
 // Users should include overlay_snapshotter.h or native_snapshotter.h and program against
-// Snapshotter; this header is for those two implementations.
+// Snapshotter (and Cleaner, for maintenance); this header is for those two implementations.
 //
-// Metadata schema (PRAGMA user_version 1), shared by every snapshotter type through a
+// Metadata schema (component "snapshots", version 1, in berth_schema; older databases kept it in
+// PRAGMA user_version, which sqlite::Migrate adopts), shared by every snapshotter type through a
 // `snapshotter` column so that overlay and native snapshots may live in one database file:
 //   snapshots(id INTEGER PRIMARY KEY AUTOINCREMENT, snapshotter, key, kind, parent_id,
 //             created_ns, updated_ns, size, inodes, UNIQUE(snapshotter, key))
@@ -20,7 +21,7 @@
 //     leaves new-XXXXXX or an <id> unknown to the metadata: garbage for Cleanup(). A stale <id>
 //     directory found at rename time is such garbage (the write lock is held, so no one else can
 //     have created that row) and is replaced.
-//   Commit: measure usage, syncfs the snapshot (with SyncMode::kSyncFs) so its files are durable
+//   Commit: measure usage, syncfs the snapshot (unless Durability::kNone) so its files are durable
 //     before the row says committed, then update the row in one transaction.
 //   Remove: delete the row and rename <id> to rm-<id> in one transaction, then delete the tree.
 //     A crash after the commit leaves rm-<id> for Cleanup().
@@ -39,33 +40,30 @@
 #include <string_view>
 #include <vector>
 
+#include "berth/base/durability.h"
 #include "berth/base/unique_fd.h"
+#include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
 #include "berth/sqlite/sqlite.h"
 
 namespace berth::snapshot {
 
-// Whether a change is on stable storage before the metadata says it happened.
-enum class SyncMode {
-  // Nothing is synced (tests, throwaway roots). A power loss may report snapshots whose files
-  // are incomplete.
-  kNone,
-  // Prepare fsyncs the snapshots directory and Commit runs syncfs(2) on the snapshot before the
-  // metadata transaction commits; SQLite runs with synchronous=FULL.
-  kSyncFs,
-};
-
 struct LocalSnapshotterOptions {
   std::filesystem::path root;  // e.g. /var/lib/berth/snapshots/overlayfs
   // The SQLite metadata file; empty means <root>/metadata.db.
   std::filesystem::path metadata_path;
-  SyncMode sync = SyncMode::kSyncFs;
+  // Whether a change is on stable storage before the metadata says it happened. Unless kNone
+  // (kLayer and kFile alike), Prepare fsyncs the snapshots directory and Commit runs syncfs(2) on
+  // the snapshot before the metadata transaction commits, and SQLite runs with
+  // synchronous=FULL. With kNone nothing is synced (tests, throwaway roots): a power loss may
+  // report snapshots whose files are incomplete.
+  Durability sync = Durability::kLayer;
   // Test hook: called at named points inside operations ("prepare:before-commit",
   // "commit:before-commit", "remove:after-commit") so tests can simulate a crash there.
   std::function<void(std::string_view point)> crash_point_for_test;
 };
 
-class LocalSnapshotter : public Snapshotter {
+class LocalSnapshotter : public Snapshotter, public Cleaner {
  public:
   ~LocalSnapshotter() override;
 
@@ -83,6 +81,8 @@ class LocalSnapshotter : public Snapshotter {
   Result<Usage> GetUsage(std::string_view key) override;
   Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) override;
   Result<ApplyTarget> GetApplyTarget(std::string_view key) override;
+
+  // Cleaner.
   Result<std::vector<std::filesystem::path>> Cleanup() override;
   Result<std::vector<std::filesystem::path>> FindOrphans() override;
   Result<std::vector<std::string>> FindMissing() override;

@@ -121,11 +121,13 @@ Result<std::vector<Mount>> OverlaySnapshotter::MountsFor(const Snapshot& snapsho
 }
 
 ApplyTarget OverlaySnapshotter::ApplyTargetFor(const Snapshot& snapshot) const {
-  return ApplyTarget{
+  ApplyTarget target{
       .directory = LayerDir(snapshot.id),
       .whiteouts = WhiteoutStyle::kOverlay,
       .opaque_xattr = userxattr_ ? "user.overlay.opaque" : "trusted.overlay.opaque",
   };
+  for (int64_t parent_id : snapshot.parent_ids) target.lower_dirs.push_back(LayerDir(parent_id));
+  return target;
 }
 
 }  // namespace berth::snapshot

@@ -17,7 +17,8 @@
 // one upper directory), and userxattr when not running as root.
 //
 // Layers need no mount to be applied: GetApplyTarget() returns <id>/fs with overlay whiteouts
-// (character device 0/0, opaque xattr), exactly what overlayfs reads back. Because a layer
+// (character device 0/0, opaque xattr), exactly what overlayfs reads back, and the parents'
+// <p1>/fs, <p2>/fs, … as the lower directories. Because a layer
 // directory never holds its parent's files, a snapshot prepared without a parent can be given
 // one at commit time (CommitRebased), so layers of one image can be applied in parallel.
 //

@@ -34,7 +34,7 @@ class OverlaySnapshotterTest : public ::testing::Test {
   }
 
   void Open(const fs::path& root) {
-    auto opened = OverlaySnapshotter::Open({{.root = root, .sync = SyncMode::kNone}});
+    auto opened = OverlaySnapshotter::Open({{.root = root, .sync = Durability::kNone}});
     ASSERT_TRUE(opened) << opened.error().ToString();
     snapshotter_ = std::move(*opened);
   }
@@ -100,6 +100,20 @@ TEST_F(OverlaySnapshotterTest, ApplyTargetIsTheUpperDirWithOverlayWhiteouts) {
   EXPECT_EQ(target->directory.string(), LayerDir("extract"));
   EXPECT_EQ(target->whiteouts, WhiteoutStyle::kOverlay);
   EXPECT_EQ(target->opaque_xattr, "trusted.overlay.opaque");  // we run as root
+}
+
+TEST_F(OverlaySnapshotterTest, ApplyTargetListsTheParentLayersNearestFirst) {
+  ASSERT_NO_FATAL_FAILURE(Open(dir_->path() / "root"));
+  ASSERT_NO_FATAL_FAILURE(Commit("l1", ""));
+  ASSERT_NO_FATAL_FAILURE(Commit("l2", "l1"));
+  ASSERT_TRUE(snapshotter_->Prepare("extract", "l2", {}));
+  auto target = snapshotter_->GetApplyTarget("extract");
+  ASSERT_TRUE(target) << target.error().ToString();
+  EXPECT_THAT(target->lower_dirs, ElementsAre(fs::path(LayerDir("l2")), fs::path(LayerDir("l1"))));
+  ASSERT_TRUE(snapshotter_->Prepare("parentless", "", {}));
+  auto parentless = snapshotter_->GetApplyTarget("parentless");
+  ASSERT_TRUE(parentless) << parentless.error().ToString();
+  EXPECT_TRUE(parentless->lower_dirs.empty());
 }
 
 TEST_F(OverlaySnapshotterTest, ChildLayerStartsWithTheParentRootOwnerAndMode) {
@@ -169,10 +183,10 @@ TEST_F(OverlaySnapshotterTest, StaleDirectoryWithTheNextIdIsReplaced) {
 TEST_F(OverlaySnapshotterTest, OverlayAndNativeShareOneMetadataFile) {
   const fs::path db = dir_->path() / "shared.db";
   auto overlay = OverlaySnapshotter::Open(
-      {{.root = dir_->path() / "overlay", .metadata_path = db, .sync = SyncMode::kNone}});
+      {{.root = dir_->path() / "overlay", .metadata_path = db, .sync = Durability::kNone}});
   ASSERT_TRUE(overlay) << overlay.error().ToString();
   auto native = NativeSnapshotter::Open(
-      {{.root = dir_->path() / "native", .metadata_path = db, .sync = SyncMode::kNone}});
+      {{.root = dir_->path() / "native", .metadata_path = db, .sync = Durability::kNone}});
   ASSERT_TRUE(native) << native.error().ToString();
   // The same key in both namespaces.
   ASSERT_TRUE((*overlay)->Prepare("key", "", {{"who", "overlay"}}));
@@ -194,7 +208,7 @@ TEST_F(OverlaySnapshotterTest, RelativeRootIsRejected) {
 }
 
 TEST_F(OverlaySnapshotterTest, SyncModeSurvivesTheFullPath) {
-  // With SyncMode::kSyncFs every step also syncs; the result must be the same.
+  // With Durability::kLayer every step also syncs; the result must be the same.
   auto opened = OverlaySnapshotter::Open({{.root = dir_->path() / "root"}});
   ASSERT_TRUE(opened) << opened.error().ToString();
   snapshotter_ = std::move(*opened);

@@ -16,7 +16,7 @@
 //   their chain ID) and commits the result under the new chain ID:
 //
 //     Prepare("extract-<random> <chainID(L1..n)>", chainID(L1..n-1))   // parent "" for L1
-//     ApplyTarget(key) -> write the layer's files there (or mount Mounts(key) and write there)
+//     GetApplyTarget(key) -> write the layer's files there (or mount Mounts(key) and write there)
 //     Commit(chainID(L1..n), key)                                      // key is gone now
 //
 //   If the apply fails, Remove(key) drops the active snapshot. Because chain IDs are names,
@@ -44,7 +44,8 @@
 // # Crash safety
 //
 //   Every change is one metadata transaction; directories are created before it commits and
-//   removed after, so a crash leaves at worst unreferenced directories, which Cleanup() deletes.
+//   removed after, so a crash leaves at worst unreferenced directories, which an on-disk
+//   snapshotter's Cleaner::Cleanup() deletes (cleaner.h: the maintenance side, kept apart).
 //   A snapshot reported by Stat/Walk always has its directory.
 //
 // Thread safety: implementations are safe for concurrent use by multiple threads. One process
@@ -117,6 +118,11 @@ struct ApplyTarget {
   // For kOverlay: "trusted.overlay.opaque", or "user.overlay.opaque" when mounted with
   // userxattr. Empty for kDelete.
   std::string opaque_xattr;
+  // For kOverlay: the layer directories of the snapshot's parents, nearest parent first (the
+  // order of overlayfs's lowerdir=), which a layer's hard links and implicit directories may
+  // need to read. Empty without a parent, and for kDelete (`directory` already holds the
+  // parents' files).
+  std::vector<std::filesystem::path> lower_dirs;
 };
 
 class Snapshotter {
@@ -167,20 +173,10 @@ class Snapshotter {
   // is returned. `visit` runs without internal locks held, so it may call the snapshotter.
   virtual Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) = 0;
 
-  // Where the unpacker writes a layer for the active snapshot `key`, and how it must record
-  // whiteouts. kFailedPrecondition for views and committed snapshots.
+  // Where the unpacker writes a layer for the active snapshot `key`, how it must record
+  // whiteouts, and the parents' layer directories beneath it. kFailedPrecondition for views and
+  // committed snapshots.
   virtual Result<ApplyTarget> GetApplyTarget(std::string_view key) = 0;
-
-  // Deletes directories under the root that no snapshot refers to (leftovers of crashes or of
-  // a failed Remove) and returns their paths. Safe at any time.
-  virtual Result<std::vector<std::filesystem::path>> Cleanup() = 0;
-
-  // The directories Cleanup() would delete, without deleting them (for `berth check`).
-  virtual Result<std::vector<std::filesystem::path>> FindOrphans() = 0;
-
-  // Keys of the snapshots whose directory is gone (removed behind the snapshotter's back): their
-  // records are stale, and whatever is built on them is broken.
-  virtual Result<std::vector<std::string>> FindMissing() = 0;
 };
 
 }  // namespace berth::snapshot

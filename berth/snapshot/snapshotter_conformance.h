@@ -6,7 +6,8 @@
 //
 //   struct MyFactory {
 //     static std::string SkipReason();   // "" when the implementation can run here
-//     static Result<std::unique_ptr<Snapshotter>> Open(const LocalSnapshotterOptions& options);
+//     static Result<std::unique_ptr<LocalSnapshotter>> Open(
+//         const LocalSnapshotterOptions& options);
 //   };
 //   INSTANTIATE_TYPED_TEST_SUITE_P(Mine, SnapshotterConformance, MyFactory);
 //
@@ -66,7 +67,7 @@ class SnapshotterConformance : public ::testing::Test {
     for (const fs::path& target : targets_) (void)UnmountAll(target);
   }
 
-  LocalSnapshotterOptions Options() const { return {.root = root(), .sync = SyncMode::kNone}; }
+  LocalSnapshotterOptions Options() const { return {.root = root(), .sync = Durability::kNone}; }
 
   void Open(LocalSnapshotterOptions options) {
     auto opened = Factory::Open(options);
@@ -81,6 +82,7 @@ class SnapshotterConformance : public ::testing::Test {
   }
 
   Snapshotter& sn() { return *snapshotter_; }
+  Cleaner& cleaner() { return *snapshotter_; }
   fs::path root() const { return dir_->path() / "root"; }
 
   fs::path NewTarget() {
@@ -134,7 +136,7 @@ class SnapshotterConformance : public ::testing::Test {
   }
 
   std::optional<berth::testing::TempDir> dir_;
-  std::unique_ptr<Snapshotter> snapshotter_;
+  std::unique_ptr<LocalSnapshotter> snapshotter_;
   std::vector<fs::path> targets_;
 };
 
@@ -414,7 +416,7 @@ TYPED_TEST_P(SnapshotterConformance, MisuseReturnsPreciseErrorCodes) {
   BERTH_EXPECT_CODE(this->sn().Commit("", "active"), ErrorCode::kInvalidArgument);
 
   // None of the failures left anything behind.
-  auto leftovers = this->sn().Cleanup();
+  auto leftovers = this->cleaner().Cleanup();
   ASSERT_TRUE(leftovers);
   EXPECT_THAT(*leftovers, ::testing::IsEmpty());
 }
@@ -470,7 +472,7 @@ TYPED_TEST_P(SnapshotterConformance, ReopeningKeepsSnapshots) {
   EXPECT_EQ(*base_after, *base_before);
   EXPECT_EQ(this->sn().Stat("app")->parent, "base");
   EXPECT_EQ(this->sn().Stat("active")->labels, (Labels{{"k", "v"}}));
-  auto cleaned = this->sn().Cleanup();
+  auto cleaned = this->cleaner().Cleanup();
   ASSERT_TRUE(cleaned);
   EXPECT_THAT(*cleaned, ::testing::IsEmpty());
 
@@ -501,7 +503,7 @@ TYPED_TEST_P(SnapshotterConformance, CleanupRemovesOnlyUnreferencedDirectories) 
       ASSERT_EQ(::chmod((path / "fs").c_str(), 0555), 0);  // even read-only trees go
     }
   }
-  auto removed = this->sn().Cleanup();
+  auto removed = this->cleaner().Cleanup();
   ASSERT_TRUE(removed) << removed.error().ToString();
   EXPECT_EQ(std::set<fs::path>(removed->begin(), removed->end()), garbage);
   for (const fs::path& path : garbage) EXPECT_FALSE(Exists(path)) << path;
@@ -510,7 +512,7 @@ TYPED_TEST_P(SnapshotterConformance, CleanupRemovesOnlyUnreferencedDirectories) 
   ASSERT_TRUE(this->sn().View("view", "base"));
   EXPECT_EQ(this->ListKey("view"), (std::set<std::string>{"a"}));
   EXPECT_EQ(this->ListKey("active"), (std::set<std::string>{"a"}));
-  auto again = this->sn().Cleanup();
+  auto again = this->cleaner().Cleanup();
   ASSERT_TRUE(again);
   EXPECT_THAT(*again, ::testing::IsEmpty());
 }
@@ -528,7 +530,7 @@ TYPED_TEST_P(SnapshotterConformance, CrashBeforePrepareCommitsLeavesOnlyGarbage)
       {
         auto crashing = TypeParam::Open(options);
         if (!crashing) ::_exit(2);
-        (void)(*crashing)->Prepare("doomed", "");
+        (void)(*crashing)->Prepare("doomed", "", {});
         ::_exit(3);
       },
       ::testing::ExitedWithCode(0), "");
@@ -536,7 +538,7 @@ TYPED_TEST_P(SnapshotterConformance, CrashBeforePrepareCommitsLeavesOnlyGarbage)
   ASSERT_NO_FATAL_FAILURE(this->Open());
   BERTH_EXPECT_CODE(this->sn().Stat("doomed"), ErrorCode::kNotFound);
   EXPECT_FALSE(fs::is_empty(this->root() / "snapshots"));  // the half-made directory
-  auto removed = this->sn().Cleanup();
+  auto removed = this->cleaner().Cleanup();
   ASSERT_TRUE(removed);
   EXPECT_EQ(removed->size(), 1u);
   EXPECT_TRUE(fs::is_empty(this->root() / "snapshots"));
@@ -555,7 +557,7 @@ TYPED_TEST_P(SnapshotterConformance, CrashBeforeCommitKeepsTheActiveSnapshot) {
       {
         auto crashing = TypeParam::Open(options);
         if (!crashing) ::_exit(2);
-        (void)(*crashing)->Commit("layer", "active");
+        (void)(*crashing)->Commit("layer", "active", {});
         ::_exit(3);
       },
       ::testing::ExitedWithCode(0), "");
@@ -585,7 +587,7 @@ TYPED_TEST_P(SnapshotterConformance, CrashAfterRemoveCommitsLeavesGarbageForClea
 
   ASSERT_NO_FATAL_FAILURE(this->Open());
   BERTH_EXPECT_CODE(this->sn().Stat("base"), ErrorCode::kNotFound);
-  auto removed = this->sn().Cleanup();
+  auto removed = this->cleaner().Cleanup();
   ASSERT_TRUE(removed);
   ASSERT_EQ(removed->size(), 1u);
   EXPECT_EQ(removed->front().filename().string().substr(0, 3), "rm-");

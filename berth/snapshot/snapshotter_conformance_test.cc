@@ -9,21 +9,21 @@ namespace {
 
 struct OverlayFactory {
   static std::string SkipReason() { return OverlaySkipReason(); }
-  static Result<std::unique_ptr<Snapshotter>> Open(const LocalSnapshotterOptions& options) {
+  static Result<std::unique_ptr<LocalSnapshotter>> Open(const LocalSnapshotterOptions& options) {
     OverlaySnapshotterOptions overlay_options;
     static_cast<LocalSnapshotterOptions&>(overlay_options) = options;
     BERTH_ASSIGN_OR_RETURN(auto snapshotter, OverlaySnapshotter::Open(overlay_options));
-    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
+    return std::unique_ptr<LocalSnapshotter>(std::move(snapshotter));
   }
 };
 
 struct NativeFactory {
   static std::string SkipReason() { return MountSkipReason(); }
-  static Result<std::unique_ptr<Snapshotter>> Open(const LocalSnapshotterOptions& options) {
+  static Result<std::unique_ptr<LocalSnapshotter>> Open(const LocalSnapshotterOptions& options) {
     NativeSnapshotterOptions native_options;
     static_cast<LocalSnapshotterOptions&>(native_options) = options;
     BERTH_ASSIGN_OR_RETURN(auto snapshotter, NativeSnapshotter::Open(native_options));
-    return std::unique_ptr<Snapshotter>(std::move(snapshotter));
+    return std::unique_ptr<LocalSnapshotter>(std::move(snapshotter));
   }
 };
 

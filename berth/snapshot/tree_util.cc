@@ -139,19 +139,30 @@ void Count(const struct stat& st, Usage& usage, std::set<std::pair<dev_t, ino_t>
   usage.inodes += 1;
 }
 
+// What a usage walk does with an entry it cannot stat or a directory it cannot read.
+enum class Unreadable { kFail, kSkip };
+
 // Adds what the directory `path` holds, below it. Entries are stat'ed relative to their
 // directory (one path lookup per directory, not per file), and a directory is closed before its
 // subdirectories are visited, so any depth needs one descriptor.
-Result<void> AddContentsUsage(const fs::path& path, Usage& usage,
+Result<void> AddContentsUsage(const fs::path& path, Unreadable unreadable, Usage& usage,
                               std::set<std::pair<dev_t, ino_t>>& linked) {
   std::vector<std::string> subdirectories;
   {
     UniqueFd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dir) return Fail(PathError(errno, "open directory", path));
-    BERTH_ASSIGN_OR_RETURN(std::vector<std::string> names, ListDirectory(path));
-    for (std::string& name : names) {
+    if (!dir) {
+      if (unreadable == Unreadable::kSkip) return Ok();
+      return Fail(PathError(errno, "open directory", path));
+    }
+    Result<std::vector<std::string>> names = ListDirectory(path);
+    if (!names) {
+      if (unreadable == Unreadable::kSkip) return Ok();
+      return Fail(std::move(names).error());
+    }
+    for (std::string& name : *names) {
       struct stat st;
       if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (unreadable == Unreadable::kSkip) continue;
         return Fail(PathError(errno, "stat", path / name));
       }
       Count(st, usage, linked);
@@ -159,9 +170,22 @@ Result<void> AddContentsUsage(const fs::path& path, Usage& usage,
     }
   }
   for (const std::string& name : subdirectories) {
-    BERTH_RETURN_IF_ERROR(AddContentsUsage(path / name, usage, linked));
+    BERTH_RETURN_IF_ERROR(AddContentsUsage(path / name, unreadable, usage, linked));
   }
   return Ok();
+}
+
+// Adds the tree at `directory`, itself included.
+Result<void> AddTreeUsage(const fs::path& directory, Unreadable unreadable, Usage& usage,
+                          std::set<std::pair<dev_t, ino_t>>& linked) {
+  struct stat st;
+  if (::lstat(directory.c_str(), &st) != 0) {
+    if (unreadable == Unreadable::kSkip) return Ok();
+    return Fail(PathError(errno, "stat", directory));
+  }
+  Count(st, usage, linked);
+  if (!S_ISDIR(st.st_mode)) return Ok();
+  return AddContentsUsage(directory, unreadable, usage, linked);
 }
 
 // Gives every directory under `path` owner write and search permission, so a tree whose
@@ -192,10 +216,17 @@ Result<void> CopyTree(const fs::path& source, const fs::path& destination) {
 Result<Usage> DiskUsage(const fs::path& directory) {
   Usage usage;
   std::set<std::pair<dev_t, ino_t>> linked;
-  struct stat st;
-  if (::lstat(directory.c_str(), &st) != 0) return Fail(PathError(errno, "stat", directory));
-  Count(st, usage, linked);
-  if (S_ISDIR(st.st_mode)) BERTH_RETURN_IF_ERROR(AddContentsUsage(directory, usage, linked));
+  BERTH_RETURN_IF_ERROR(AddTreeUsage(directory, Unreadable::kFail, usage, linked));
+  return usage;
+}
+
+Usage DiskUsageBestEffort(const std::vector<fs::path>& directories) {
+  Usage usage;
+  std::set<std::pair<dev_t, ino_t>> linked;
+  // With kSkip nothing fails: what cannot be read is left out.
+  for (const fs::path& directory : directories) {
+    (void)AddTreeUsage(directory, Unreadable::kSkip, usage, linked);
+  }
   return usage;
 }
 
@@ -210,13 +241,6 @@ Result<void> RemoveTree(const fs::path& path) {
     if (!error) return Ok();
   }
   return Fail(PathError(error.value(), "remove", path));
-}
-
-Result<void> SyncDirectory(const fs::path& directory) {
-  UniqueFd fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return Fail(PathError(errno, "open", directory));
-  if (::fsync(fd.get()) != 0) return Fail(PathError(errno, "fsync", directory));
-  return Ok();
 }
 
 Result<void> SyncFilesystem(const fs::path& path) {

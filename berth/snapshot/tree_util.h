@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <vector>
 
 #include "berth/base/result.h"
 #include "berth/snapshot/snapshotter.h"
@@ -25,15 +26,19 @@ Result<void> CopyTree(const std::filesystem::path& source,
                       const std::filesystem::path& destination);
 
 // Allocated bytes (st_blocks * 512) and inodes of everything under `directory`, including
-// itself, each inode counted once.
+// itself, each inode counted once however many hard links it has. Fails on the first entry that
+// cannot be read (kNotFound for a missing `directory`).
 Result<Usage> DiskUsage(const std::filesystem::path& directory);
+
+// The same count over several trees together (an inode linked from two of them counts once, as
+// `du -s a b` does), best effort, for trees that change while they are walked (CRI's
+// ImageFsInfo over the content store and the snapshot root): entries that vanish or cannot be
+// read are left out, and so is a missing directory.
+Usage DiskUsageBestEffort(const std::vector<std::filesystem::path>& directories);
 
 // Removes `path` and everything under it; succeeds when it does not exist. Directories without
 // write permission are made writable first.
 Result<void> RemoveTree(const std::filesystem::path& path);
-
-// fsync(2) of a directory, making renames and creations in it durable.
-Result<void> SyncDirectory(const std::filesystem::path& directory);
 
 // syncfs(2) of the filesystem holding `path`, making every file written there durable.
 Result<void> SyncFilesystem(const std::filesystem::path& path);

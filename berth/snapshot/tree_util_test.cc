@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "berth/base/file_util.h"
 #include "berth/base/unique_fd.h"
 #include "berth/snapshot/snapshot_test_util.h"
 #include "testing/temp_dir.h"
@@ -171,6 +172,20 @@ TEST_F(TreeUtilTest, DiskUsageCountsEachInodeOnce) {
   EXPECT_GE(usage->size, 1 << 20);
   EXPECT_LT(usage->size, (1 << 20) + (64 << 10));
   EXPECT_EQ(DiskUsage(source_ / "missing").error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(TreeUtilTest, DiskUsageBestEffortCountsAnInodeOnceAcrossTreesAndSkipsMissing) {
+  fs::create_directories(destination_);
+  ASSERT_NO_FATAL_FAILURE(WriteTestFile(source_ / "big", std::string(1 << 20, 'x')));
+  ASSERT_EQ(::link((source_ / "big").c_str(), (destination_ / "big").c_str()), 0);
+  auto source = DiskUsage(source_);
+  auto destination = DiskUsage(destination_);
+  ASSERT_TRUE(source && destination);
+  const Usage together = DiskUsageBestEffort({source_, destination_, dir_->path() / "missing"});
+  EXPECT_EQ(together.inodes, 3);  // two top directories and one file
+  EXPECT_LT(together.size, source->size + destination->size);
+  EXPECT_GE(together.size, 1 << 20);
+  EXPECT_EQ(DiskUsageBestEffort({dir_->path() / "missing"}), Usage{});
 }
 
 TEST_F(TreeUtilTest, RemoveTreeHandlesReadOnlyDirectoriesAndMissingPaths) {

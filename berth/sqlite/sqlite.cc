@@ -264,30 +264,73 @@ Result<void> Transaction::Rollback() {
   return WithContext(db->Execute("ROLLBACK"), "rollback transaction");
 }
 
-Result<void> Migrate(Database& db, std::span<const Migration> migrations) {
+namespace {
+
+constexpr std::string_view kCreateSchemaTable =
+    "CREATE TABLE IF NOT EXISTS berth_schema (component TEXT PRIMARY KEY NOT NULL, "
+    "version INTEGER NOT NULL)";
+
+// The version of `component` in berth_schema, or nullopt when it has no row.
+// REQUIRES: berth_schema exists.
+Result<std::optional<int64_t>> RecordedVersion(Database& db, std::string_view component) {
+  BERTH_ASSIGN_OR_RETURN(Statement select,
+                         db.Prepare("SELECT version FROM berth_schema WHERE component = ?1"));
+  select.Bind(1, component);
+  BERTH_ASSIGN_OR_RETURN(bool has_row, select.Step());
+  if (!has_row) return std::optional<int64_t>();
+  return std::optional<int64_t>(select.ColumnInt64(0));
+}
+
+Result<void> RecordVersion(Database& db, std::string_view component, int64_t version) {
+  BERTH_ASSIGN_OR_RETURN(
+      Statement upsert,
+      db.Prepare("INSERT INTO berth_schema(component, version) VALUES (?1, ?2) "
+                 "ON CONFLICT(component) DO UPDATE SET version = excluded.version"));
+  upsert.Bind(1, component).Bind(2, version);
+  return upsert.Run();
+}
+
+}  // namespace
+
+Result<int64_t> SchemaVersion(Database& db, std::string_view component) {
+  BERTH_ASSIGN_OR_RETURN(Statement table,
+                         db.Prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                    "name = 'berth_schema'"));
+  BERTH_ASSIGN_OR_RETURN(bool exists, table.Step());
+  if (!exists) return int64_t{0};
+  BERTH_ASSIGN_OR_RETURN(std::optional<int64_t> version, RecordedVersion(db, component));
+  return version.value_or(0);
+}
+
+Result<void> Migrate(Database& db, std::string_view component,
+                     std::span<const Migration> migrations, LegacyVersion legacy) {
   const auto target = static_cast<int64_t>(migrations.size());
-  BERTH_ASSIGN_OR_RETURN(int64_t version, db.UserVersion());
-  if (version > target) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                fmt::format("database {} has schema version {}, newer than the {} this berth "
-                            "knows; run a newer berth or restore an older database",
-                            db.path().string(), version, target));
-  }
-  while (version < target) {
+  while (true) {
     BERTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(db));
-    // Another connection may have migrated while we waited for the write lock.
-    BERTH_ASSIGN_OR_RETURN(version, db.UserVersion());
-    if (version >= target) break;
+    BERTH_RETURN_IF_ERROR(db.Execute(kCreateSchemaTable));
+    BERTH_ASSIGN_OR_RETURN(std::optional<int64_t> recorded, RecordedVersion(db, component));
+    int64_t version = recorded.value_or(0);
+    if (!recorded && legacy == LegacyVersion::kUserVersion) {
+      BERTH_ASSIGN_OR_RETURN(version, db.UserVersion());
+    }
+    if (version > target) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  fmt::format("database {}: {} schema version {} is newer than the {} this berth "
+                              "knows; run a newer berth or restore an older database",
+                              db.path().string(), component, version, target));
+    }
+    if (version == target) {
+      // Adopting a legacy version records it, so user_version is never consulted again.
+      if (!recorded) BERTH_RETURN_IF_ERROR(RecordVersion(db, component, version));
+      return txn.Commit();
+    }
     const Migration& migration = migrations[static_cast<size_t>(version)];
-    std::string context = fmt::format("migrate database {} to version {} ({})", db.path().string(),
-                                      version + 1, migration.description);
+    std::string context = fmt::format("migrate {} schema of {} to version {} ({})", component,
+                                      db.path().string(), version + 1, migration.description);
     BERTH_RETURN_IF_ERROR(WithContext(db.Execute(migration.sql), context));
-    BERTH_RETURN_IF_ERROR(
-        WithContext(db.Execute(fmt::format("PRAGMA user_version = {}", version + 1)), context));
+    BERTH_RETURN_IF_ERROR(WithContext(RecordVersion(db, component, version + 1), context));
     BERTH_RETURN_IF_ERROR(WithContext(txn.Commit(), context));
-    ++version;
   }
-  return Ok();
 }
 
 }  // namespace berth::sqlite

@@ -2,23 +2,25 @@
 //
 // A small RAII layer over SQLite for berth's metadata: Database (one connection), Statement (one
 // prepared statement), Transaction (BEGIN IMMEDIATE … COMMIT, rolled back unless committed) and
-// Migrate() (schema versions kept in PRAGMA user_version).
+// Migrate() (schema versions kept per component in the table berth_schema).
 //
 //   BERTH_ASSIGN_OR_RETURN(auto db, Database::Open(path, {.synchronous = Synchronous::kFull}));
-//   BERTH_RETURN_IF_ERROR(Migrate(*db, kMigrations));
+//   BERTH_RETURN_IF_ERROR(Migrate(*db, "items", kMigrations));
 //   BERTH_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(*db));
 //   BERTH_ASSIGN_OR_RETURN(Statement insert, db->Prepare("INSERT INTO t(k, v) VALUES (?1, ?2)"));
 //   insert.Bind(1, key).Bind(2, value);
 //   BERTH_RETURN_IF_ERROR(insert.Run());
 //   BERTH_RETURN_IF_ERROR(txn.Commit());
 //
-// Errors carry SQLite's own message. Codes: SQLITE_FULL (and an I/O error whose errno is ENOSPC),
+// Errors carry SQLite's own message. Codes: SQLITE_FULL (and an I/O error whose errno is ENOSPC
+// or EDQUOT),
 // SQLITE_NOMEM, SQLITE_TOOBIG -> kResourceExhausted; SQLITE_BUSY, SQLITE_LOCKED -> kUnavailable
 // (another connection holds the write lock longer than busy_timeout; safe to retry); a UNIQUE or
 // PRIMARY KEY violation -> kAlreadyExists; other constraint violations (FOREIGN KEY, NOT NULL,
 // CHECK) -> kFailedPrecondition; SQLITE_CORRUPT, SQLITE_NOTADB -> kDataLoss; SQLITE_READONLY,
-// SQLITE_PERM, SQLITE_AUTH -> kPermissionDenied; SQLITE_CANTOPEN -> kNotFound when the
-// directory is missing, else kPermissionDenied/kInternal by errno; SQLITE_INTERRUPT ->
+// SQLITE_PERM, SQLITE_AUTH -> kPermissionDenied; SQLITE_CANTOPEN and other I/O errors ->
+// kNotFound when the errno is ENOENT (a missing directory), kPermissionDenied for EACCES, EPERM
+// and EROFS, else kInternal; SQLITE_INTERRUPT ->
 // kCancelled; everything else (syntax errors, misuse) -> kInternal.
 //
 // Thread safety: a Database and every Statement and Transaction made from it must be used by one
@@ -88,7 +90,8 @@ class Database {
   // Rows changed by the last INSERT/UPDATE/DELETE on this connection.
   int64_t Changes() const;
 
-  // PRAGMA user_version: the schema version Migrate() maintains.
+  // PRAGMA user_version. berth kept the snapshotters' schema version there before berth_schema;
+  // Migrate() reads it only for LegacyVersion::kUserVersion.
   Result<int64_t> UserVersion();
 
   // The raw handle, for what this wrapper does not cover. Owned by the Database.
@@ -184,17 +187,36 @@ class Transaction {
   Database* db_;  // null once finished
 };
 
-// One step of a schema. Migration i (0-based) of a list moves the schema from user_version i to
+// One step of a schema. Migration i (0-based) of a list moves the schema from version i to
 // i + 1. Never edit or reorder a migration that has shipped; append a new one.
 struct Migration {
   std::string_view description;
   std::string_view sql;  // one or more statements
 };
 
-// Brings `db` to version migrations.size(): runs each pending migration and its user_version
-// bump in its own transaction, so a failure (or crash) leaves the schema at the last complete
-// version. kFailedPrecondition when the database is newer than `migrations` (written by a newer
+// Where a component kept its schema version before berth_schema existed.
+enum class LegacyVersion {
+  kNone,         // nowhere: a component without a berth_schema row is at version 0
+  kUserVersion,  // PRAGMA user_version (the snapshotters' schema, up to berth's berth_schema)
+};
+
+// Brings the schema of `component` ("images", "snapshots") in `db` to version
+// migrations.size(). The version of each component is a row of the table
+// berth_schema(component, version), created on first use, so several components keep
+// independent schemas in one database file. Each pending migration runs with its version bump in
+// one transaction, so a failure (or crash) leaves the schema at the last complete version; the
+// version is read inside that transaction, so connections migrating at once do not collide.
+// With LegacyVersion::kUserVersion, a component that has no berth_schema row yet starts from
+// PRAGMA user_version, so a database written before berth_schema opens without re-running the
+// migrations it already has.
+// Errors: kFailedPrecondition when the schema is newer than `migrations` (written by a newer
 // berth); a failing migration returns its SQLite error with the migration named.
-Result<void> Migrate(Database& db, std::span<const Migration> migrations);
+Result<void> Migrate(Database& db, std::string_view component,
+                     std::span<const Migration> migrations,
+                     LegacyVersion legacy = LegacyVersion::kNone);
+
+// The schema version of `component` recorded in berth_schema; 0 when it has none (or the table
+// does not exist yet).
+Result<int64_t> SchemaVersion(Database& db, std::string_view component);
 
 }  // namespace berth::sqlite

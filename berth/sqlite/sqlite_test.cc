@@ -255,18 +255,29 @@ constexpr std::array<Migration, 2> kMigrations = {{
 
 TEST_F(SqliteTest, MigrateAppliesPendingStepsOnce) {
   auto db = OpenDb();
-  ASSERT_TRUE(Migrate(*db, std::span(kMigrations).first(1)));
-  EXPECT_EQ(*db->UserVersion(), 1);
+  ASSERT_TRUE(Migrate(*db, "items", std::span(kMigrations).first(1)));
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 1);
   ASSERT_TRUE(db->Execute("INSERT INTO items(name) VALUES ('kept')"));
 
-  ASSERT_TRUE(Migrate(*db, kMigrations));
-  EXPECT_EQ(*db->UserVersion(), 2);
+  ASSERT_TRUE(Migrate(*db, "items", kMigrations));
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 2);
   EXPECT_EQ(QueryText(*db, "SELECT name || ':' || size FROM items"), "kept:0");
 
   // Running again (a restart) changes nothing.
-  ASSERT_TRUE(Migrate(*db, kMigrations));
-  EXPECT_EQ(*db->UserVersion(), 2);
+  ASSERT_TRUE(Migrate(*db, "items", kMigrations));
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 2);
   EXPECT_EQ(Count(*db, "items"), 1);
+}
+
+TEST_F(SqliteTest, ComponentsKeepIndependentVersions) {
+  auto db = OpenDb();
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 0);  // no berth_schema table yet
+  ASSERT_TRUE(Migrate(*db, "items", kMigrations));
+  const std::array<Migration, 1> other = {{{"create other", "CREATE TABLE other(i INTEGER);"}}};
+  ASSERT_TRUE(Migrate(*db, "other", other));
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 2);
+  EXPECT_EQ(*SchemaVersion(*db, "other"), 1);
+  EXPECT_EQ(*db->UserVersion(), 0);
 }
 
 TEST_F(SqliteTest, FailedMigrationLeavesLastCompleteVersion) {
@@ -276,11 +287,11 @@ TEST_F(SqliteTest, FailedMigrationLeavesLastCompleteVersion) {
       {"half broken", "CREATE TABLE extra(i INTEGER); INSERT INTO nowhere VALUES (1);"},
       kMigrations[1],
   }};
-  auto migrated = Migrate(*db, broken);
+  auto migrated = Migrate(*db, "items", broken);
   ASSERT_FALSE(migrated);
   EXPECT_THAT(migrated.error().ToString(), HasSubstr("half broken"));
   EXPECT_THAT(migrated.error().ToString(), HasSubstr("nowhere"));
-  EXPECT_EQ(*db->UserVersion(), 1);
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 1);
   // The failed step's first statement was rolled back with it.
   auto extra = db->Prepare("SELECT * FROM extra");
   EXPECT_FALSE(extra);
@@ -288,8 +299,45 @@ TEST_F(SqliteTest, FailedMigrationLeavesLastCompleteVersion) {
 
 TEST_F(SqliteTest, NewerSchemaIsRefused) {
   auto db = OpenDb();
+  ASSERT_TRUE(Migrate(*db, "items", kMigrations));
+  ASSERT_TRUE(db->Execute("UPDATE berth_schema SET version = 5 WHERE component = 'items'"));
+  auto migrated = Migrate(*db, "items", kMigrations);
+  ASSERT_FALSE(migrated);
+  EXPECT_EQ(migrated.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_THAT(migrated.error().message(), HasSubstr("schema version 5"));
+}
+
+// A database written before berth_schema, when Migrate kept the version in PRAGMA user_version:
+// its version is adopted, not re-run from zero.
+TEST_F(SqliteTest, LegacyUserVersionIsAdopted) {
+  auto db = OpenDb();
+  ASSERT_TRUE(
+      db->Execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL);"
+                  "INSERT INTO items(name) VALUES ('old');"
+                  "PRAGMA user_version = 1;"));
+  ASSERT_TRUE(Migrate(*db, "items", kMigrations, LegacyVersion::kUserVersion));
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 2);
+  EXPECT_EQ(QueryText(*db, "SELECT name || ':' || size FROM items"), "old:0");
+
+  // Once recorded in berth_schema, user_version no longer matters.
+  ASSERT_TRUE(db->Execute("PRAGMA user_version = 0"));
+  ASSERT_TRUE(Migrate(*db, "items", kMigrations, LegacyVersion::kUserVersion));
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 2);
+}
+
+TEST_F(SqliteTest, LegacyUserVersionAtTargetIsRecorded) {
+  auto db = OpenDb();
+  ASSERT_TRUE(
+      db->Execute("CREATE TABLE items(id INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                  "size INTEGER NOT NULL DEFAULT 0); PRAGMA user_version = 2;"));
+  ASSERT_TRUE(Migrate(*db, "items", kMigrations, LegacyVersion::kUserVersion));
+  EXPECT_EQ(*SchemaVersion(*db, "items"), 2);
+}
+
+TEST_F(SqliteTest, NewerLegacySchemaIsRefused) {
+  auto db = OpenDb();
   ASSERT_TRUE(db->Execute("PRAGMA user_version = 5"));
-  auto migrated = Migrate(*db, kMigrations);
+  auto migrated = Migrate(*db, "items", kMigrations, LegacyVersion::kUserVersion);
   ASSERT_FALSE(migrated);
   EXPECT_EQ(migrated.error().code(), ErrorCode::kFailedPrecondition);
   EXPECT_THAT(migrated.error().message(), HasSubstr("schema version 5"));

@@ -25,26 +25,32 @@ unpack::UnpackOptions::LayerThreads LayerThreadsFor(const config::PullConfig& pu
   return unpack::UnpackOptions::LayerThreads::kAuto;
 }
 
-}  // namespace
-
-Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
-                                                               config::SnapshotterKind kind) {
+// The snapshotter `kind` as its on-disk implementation: a Snapshotter and its Cleaner.
+Result<std::unique_ptr<snapshot::LocalSnapshotter>> OpenLocalSnapshotter(
+    const config::Config& config, config::SnapshotterKind kind) {
   const fs::path root = fs::absolute(config.root);
   BERTH_RETURN_IF_ERROR(MakeDirectories(root));
   snapshot::LocalSnapshotterOptions options{.root = SnapshotRoot(root, kind),
                                             .metadata_path = root / "metadata.db",
-                                            .sync = config.pull.sync == config::SyncMode::kNone
-                                                        ? snapshot::SyncMode::kNone
-                                                        : snapshot::SyncMode::kSyncFs};
+                                            .sync = config.pull.sync};
   if (kind == config::SnapshotterKind::kNative) {
     snapshot::NativeSnapshotterOptions native;
     static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
     BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::NativeSnapshotter::Open(native));
-    return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
+    return std::unique_ptr<snapshot::LocalSnapshotter>(std::move(opened));
   }
   snapshot::OverlaySnapshotterOptions overlay;
   static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
   BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::OverlaySnapshotter::Open(overlay));
+  return std::unique_ptr<snapshot::LocalSnapshotter>(std::move(opened));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<snapshot::Snapshotter>> OpenSnapshotter(const config::Config& config,
+                                                               config::SnapshotterKind kind) {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<snapshot::LocalSnapshotter> opened,
+                         OpenLocalSnapshotter(config, kind));
   return std::unique_ptr<snapshot::Snapshotter>(std::move(opened));
 }
 
@@ -54,12 +60,10 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   std::unique_ptr<ImageStack> stack(new ImageStack());
   stack->options_ = std::move(options);
   stack->snapshot_root_ = SnapshotRoot(root, config.pull.snapshotter);
-  BERTH_ASSIGN_OR_RETURN(
-      stack->store_, content::Store::Open({.root = root / "content",
-                                           .durability = config.pull.sync == config::SyncMode::kNone
-                                                             ? content::Durability::kNoSync
-                                                             : content::Durability::kSync}));
-  BERTH_ASSIGN_OR_RETURN(stack->snapshotter_, OpenSnapshotter(config, config.pull.snapshotter));
+  BERTH_ASSIGN_OR_RETURN(stack->store_, content::Store::Open({.root = root / "content",
+                                                              .durability = config.pull.sync}));
+  BERTH_ASSIGN_OR_RETURN(stack->snapshotter_,
+                         OpenLocalSnapshotter(config, config.pull.snapshotter));
   BERTH_ASSIGN_OR_RETURN(stack->db_, metadata::MetadataDb::Open({.path = root / "metadata.db"}));
   BERTH_ASSIGN_OR_RETURN(stack->transport_, registry::CurlTransport::Create());
   // One download scheduler for every pull of this node (its limits: pull.max_concurrent_*).
@@ -70,7 +74,7 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                                                   stack->scheduler_.get());
   // Durability (pull.sync): "layer" lets the snapshotter syncfs each layer at commit, "file"
   // also fsyncs every file as it is written, "none" syncs nothing.
-  const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == config::SyncMode::kFile
+  const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == Durability::kFile
                                                          ? archive::SyncPolicy::kFsyncEachFile
                                                          : archive::SyncPolicy::kNone,
                                              .max_layer_size = config.pull.max_layer_size,
@@ -82,7 +86,7 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   BERTH_ASSIGN_OR_RETURN(
       stack->images_,
       service::ImageService::Create(
-          *stack->puller_, *stack->store_, *stack->snapshotter_, *stack->db_,
+          *stack->puller_, *stack->store_, *stack->snapshotter_, *stack->snapshotter_, *stack->db_,
           {.snapshotter_name = std::string(config::SnapshotterName(config.pull.snapshotter)),
            .snapshot_root = stack->snapshot_root_,
            .pinned_images = config.pull.pinned_images,
@@ -91,18 +95,12 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                  // Each layer event goes to the pull's board entry and to the stack's callback.
                  unpack::LayerProgressFn progress =
                      [self, on_layer = std::move(on_layer)](const unpack::LayerProgress& layer) {
-                       on_layer({.index = layer.index,
-                                 .event = layer.event == unpack::LayerEvent::kAlreadyPresent
-                                              ? service::LayerUnpackEvent::kAlreadyPresent
-                                          : layer.event == unpack::LayerEvent::kApplied
-                                              ? service::LayerUnpackEvent::kApplied
-                                              : service::LayerUnpackEvent::kCommitted,
-                                 .uncompressed_bytes = layer.uncompressed_bytes});
+                       on_layer(layer);
                        if (self->options_.layer_progress) self->options_.layer_progress(layer);
                      };
                  return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,
-                                                           unpack_options, std::move(progress),
-                                                           &lease);
+                                                           self->layer_threads_, unpack_options,
+                                                           std::move(progress), &lease);
                },
            .resume_window = config.pull.resume_window,
            .discard_unpacked_layers = config.pull.discard_unpacked_layers,

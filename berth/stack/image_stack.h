@@ -8,6 +8,8 @@
 //   metadata::MetadataDb     <root>/metadata.db
 //   registry::CurlTransport → pull::Puller, with the node's one pull::DownloadScheduler
 //   service::ImageService    unpacking with berth/unpack's Unpacker; pinned per pull.pinned_images
+//                            (every pull's Unpacker shares the stack's unpack::LayerThreadBudget,
+//                            the process's one count of layers being applied)
 //
 // The stack owns these and destroys them in reverse order. It does not take the root's lock:
 // callers take a RootLock (root_lock.h) first, since two processes must not work on one root.
@@ -26,6 +28,7 @@
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
 #include "berth/service/image_service.h"
+#include "berth/snapshot/local_snapshotter.h"
 #include "berth/snapshot/snapshotter.h"
 #include "berth/unpack/unpacker.h"
 
@@ -68,11 +71,12 @@ class ImageStack {
   ImageStackOptions options_;
   std::filesystem::path snapshot_root_;
   std::unique_ptr<content::Store> store_;
-  std::unique_ptr<snapshot::Snapshotter> snapshotter_;
+  std::unique_ptr<snapshot::LocalSnapshotter> snapshotter_;  // a Snapshotter and its Cleaner
   std::unique_ptr<metadata::MetadataDb> db_;
   std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<pull::DownloadScheduler> scheduler_;
   std::unique_ptr<pull::Puller> puller_;
+  unpack::LayerThreadBudget layer_threads_;
   std::unique_ptr<service::ImageService> images_;
   gc::CollectReport recovered_;
 };

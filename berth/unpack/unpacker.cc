@@ -15,29 +15,20 @@
 #include "berth/base/byte_size.h"
 
 namespace berth::unpack {
+LayerThreadBudget::LayerThreadBudget(int cores)
+    : cores_(cores > 0 ? cores
+                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
+
+LayerThreadBudget::Slot LayerThreadBudget::Begin(UnpackOptions::LayerThreads mode) {
+  const int already = applying_.fetch_add(1);
+  const bool two_threads = mode == UnpackOptions::LayerThreads::kTwo ||
+                           (mode == UnpackOptions::LayerThreads::kAuto && already + 2 <= cores_);
+  return Slot(this, two_threads);
+}
+
 namespace {
 
 namespace fs = std::filesystem;
-
-// The lower directories (topmost first) of an overlay mount, from its "lowerdir=" option.
-std::vector<fs::path> LowerDirsOf(const std::vector<snapshot::Mount>& mounts) {
-  std::vector<fs::path> dirs;
-  for (const snapshot::Mount& mount : mounts) {
-    if (mount.type != "overlay") continue;
-    for (const std::string& option : mount.options) {
-      constexpr std::string_view kPrefix = "lowerdir=";
-      if (!option.starts_with(kPrefix)) continue;
-      std::string_view rest = std::string_view(option).substr(kPrefix.size());
-      while (!rest.empty()) {
-        size_t colon = rest.find(':');
-        dirs.emplace_back(rest.substr(0, colon));
-        if (colon == std::string_view::npos) break;
-        rest.remove_prefix(colon + 1);
-      }
-    }
-  }
-  return dirs;
-}
 
 // The mount point of the filesystem holding `path`: its highest ancestor on the same device.
 fs::path MountPointOf(const fs::path& path) {
@@ -98,28 +89,14 @@ Result<void> CheckInflateRatio(const UnpackOptions& options, const image::Descri
                   FormatByteSize(inflated), inflated, options.max_inflate_ratio));
 }
 
-// Counts the layers being applied in this process, so that UnpackOptions::LayerThreads::kAuto
-// gives a layer a second thread only while the cores are not all taken.
-class ApplyingLayer {
- public:
-  explicit ApplyingLayer(UnpackOptions::LayerThreads mode) {
-    int already = applying_.fetch_add(1);
-    static const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    two_threads_ = mode == UnpackOptions::LayerThreads::kTwo ||
-                   (mode == UnpackOptions::LayerThreads::kAuto && already + 2 <= cores);
-  }
-  ~ApplyingLayer() { applying_.fetch_sub(1); }
-  ApplyingLayer(const ApplyingLayer&) = delete;
-  ApplyingLayer& operator=(const ApplyingLayer&) = delete;
-
-  bool two_threads() const { return two_threads_; }
-
- private:
-  static inline std::atomic<int> applying_{0};
-  bool two_threads_ = false;
-};
-
 }  // namespace
+
+LayerThreadBudget::Slot::Slot(Slot&& other) noexcept
+    : budget_(std::exchange(other.budget_, nullptr)), two_threads_(other.two_threads_) {}
+
+LayerThreadBudget::Slot::~Slot() {
+  if (budget_ != nullptr) budget_->applying_.fetch_sub(1);
+}
 
 // Feeds a layer's bytes to a LayerApplier writing into the layer's own (parentless) snapshot.
 class Unpacker::StreamingObserver final : public pull::LayerObserver {
@@ -139,7 +116,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
                               "tree",
                               key_));
     }
-    applying_.emplace(unpacker_.options_.layer_threads);
+    applying_.emplace(unpacker_.threads_.Begin(unpacker_.options_.layer_threads));
     BERTH_ASSIGN_OR_RETURN(applier_, archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
                                          applying_->two_threads(), target, descriptor_)));
     needs_lower_layers_ = false;
@@ -210,7 +187,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   const image::Descriptor descriptor_;
   std::string key_;
   // Held while applier_ exists; declared first, so it is freed after the applier's worker stops.
-  std::optional<ApplyingLayer> applying_;
+  std::optional<LayerThreadBudget::Slot> applying_;
   std::unique_ptr<archive::LayerApplier> applier_;
   bool needs_lower_layers_ = false;
 };
@@ -229,10 +206,12 @@ class Unpacker::BlobObserver final : public pull::LayerObserver {
   const size_t index_;
 };
 
-Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, UnpackOptions options,
-                   LayerProgressFn progress, pull::PullLease* lease)
+Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store,
+                   LayerThreadBudget& threads, UnpackOptions options, LayerProgressFn progress,
+                   pull::PullLease* lease)
     : snapshotter_(snapshotter),
       store_(store),
+      threads_(threads),
       options_(std::move(options)),
       progress_(std::move(progress)),
       lease_(lease),
@@ -444,25 +423,23 @@ Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
       index);
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
-  // The parent's layer directories, from the mounts of a short-lived view of it: an overlay
-  // lowerdir= list, or a bind mount of the single layer.
-  const std::string view = NewKey(index) + "-lower";
-  BERTH_RETURN_IF_ERROR(TrackKey(view));
-  Result<std::vector<snapshot::Mount>> mounts = snapshotter_.View(view, parent, {});
-  if (!mounts) {
-    ForgetKey(view);
-    return Fail(std::move(mounts).error().WithContext(what));
+  // The parent's layer directories, from the apply target of a short-lived active snapshot on
+  // it (the layer's own is still parentless until CommitRebased).
+  const std::string lower = NewKey(index) + "-lower";
+  BERTH_RETURN_IF_ERROR(TrackKey(lower));
+  if (Result<std::vector<snapshot::Mount>> prepared = snapshotter_.Prepare(lower, parent, {});
+      !prepared) {
+    ForgetKey(lower);
+    return Fail(std::move(prepared).error().WithContext(what));
   }
-  std::vector<fs::path> lower_dirs = LowerDirsOf(*mounts);
-  if (lower_dirs.empty()) {
-    for (const snapshot::Mount& mount : *mounts) {
-      if (mount.type == "bind") lower_dirs.emplace_back(mount.source);
-    }
-  }
-  Result<size_t> inherited = archive::InheritLowerDirectories(
-      target.directory, implicit_dirs, lower_dirs, options_.preserve_ownership);
-  Result<void> removed = snapshotter_.Remove(view);
-  if (removed) ForgetKey(view);
+  Result<snapshot::ApplyTarget> lower_target = snapshotter_.GetApplyTarget(lower);
+  Result<size_t> inherited =
+      lower_target
+          ? archive::InheritLowerDirectories(target.directory, implicit_dirs,
+                                             lower_target->lower_dirs, options_.preserve_ownership)
+          : Result<size_t>(Fail(lower_target.error()));
+  Result<void> removed = snapshotter_.Remove(lower);
+  if (removed) ForgetKey(lower);
   BERTH_RETURN_IF_ERROR(WithContext(std::move(inherited), what));
   return WithContext(std::move(removed), what);
 }
@@ -516,16 +493,14 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   }
   const std::string key = NewKey(index);
   BERTH_RETURN_IF_ERROR(TrackKey(key));
-  BERTH_ASSIGN_OR_RETURN(std::vector<snapshot::Mount> mounts,
-                         WithContext(snapshotter_.Prepare(key, parent, {}), what));
+  BERTH_RETURN_IF_ERROR(WithContext(snapshotter_.Prepare(key, parent, {}), what));
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
-  ApplyingLayer applying(options_.layer_threads);
+  LayerThreadBudget::Slot applying = threads_.Begin(options_.layer_threads);
   archive::ApplyOptions apply = ApplyOptionsFor(applying.two_threads(), target, descriptor);
-  if (target.whiteouts == snapshot::WhiteoutStyle::kOverlay) apply.lower_dirs = LowerDirsOf(mounts);
-  BERTH_ASSIGN_OR_RETURN(
-      archive::ApplyResult applied,
-      WithContext(archive::ApplyLayerFromFile(store_.BlobPath(descriptor.digest), apply), what));
+  apply.lower_dirs = target.lower_dirs;
+  BERTH_ASSIGN_OR_RETURN(archive::ApplyResult applied,
+                         WithContext(ApplyBlob(descriptor.digest, apply), what));
   BERTH_RETURN_IF_ERROR(WithContext(CheckDiffId(index, applied.diff_id), what));
   {
     std::lock_guard lock(mutex_);
@@ -551,6 +526,15 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   }
   Report(index, LayerEvent::kCommitted);
   return Ok();
+}
+
+Result<archive::ApplyResult> Unpacker::ApplyBlob(const Digest& digest,
+                                                 const archive::ApplyOptions& apply) const {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<archive::LayerApplier> applier,
+                         archive::LayerApplier::Create(apply));
+  BERTH_RETURN_IF_ERROR(
+      store_.StreamBlob(digest, [&](std::string_view chunk) { return applier->Write(chunk); }));
+  return applier->Finish();
 }
 
 void Unpacker::RemoveKeys() {
@@ -608,9 +592,10 @@ UnpackStats Unpacker::stats() const {
 }
 
 Result<Digest> UnpackImage(content::Store& store, snapshot::Snapshotter& snapshotter,
-                           const image::Manifest& manifest, const image::ImageConfig& config,
-                           const UnpackOptions& options, UnpackStats* stats) {
-  Unpacker unpacker(snapshotter, store, options);
+                           LayerThreadBudget& threads, const image::Manifest& manifest,
+                           const image::ImageConfig& config, const UnpackOptions& options,
+                           UnpackStats* stats) {
+  Unpacker unpacker(snapshotter, store, threads, options);
   BERTH_RETURN_IF_ERROR(unpacker.Begin(manifest, config));
   BERTH_RETURN_IF_ERROR(unpacker.PlanAllFromStore());
   BERTH_RETURN_IF_ERROR(unpacker.End(true));

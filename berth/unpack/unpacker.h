@@ -21,10 +21,10 @@
 //     predecessor commits it too, so no download thread ever waits for another layer.
 //   - Directories a streamed layer needs but does not contain (only "etc/newfile", no "etc/")
 //     are created by the applier with default attributes, which on overlayfs would hide the
-//     lower layers' mode, owner and mtime of that directory. The applier lists them
-//     (ApplyResult::implicit_dirs); just before CommitRebased, once c_{i-1} is committed, each
-//     one takes the attributes of the nearest lower layer that shows it as a directory (as
-//     containerd's mkparent does). One that no lower layer has keeps 0755, root, and the newest
+//     lower layers' mode, owner, mtime and xattrs (ACLs included) of that directory. The
+//     applier lists them (ApplyResult::implicit_dirs); just before CommitRebased, once c_{i-1}
+//     is committed, each one takes the attributes of the nearest lower layer that shows it as a
+//     directory (as containerd's mkparent and overlayfs copy-up do). One that no lower layer has keeps 0755, root, and the newest
 //     mtime of its children. The layer applied from the store gets the same through lower_dirs.
 //   - A streamed layer that needs its lower layers (a hardlink to a lower layer's file fails the
 //     streaming apply with kFailedPrecondition) is applied again from the committed blob once its
@@ -49,6 +49,7 @@
 // concurrently, as the puller documents. chain_id() and stats() are for after End().
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -64,6 +65,7 @@
 #include "berth/image/manifest.h"
 #include "berth/pull/puller.h"
 #include "berth/snapshot/snapshotter.h"
+#include "berth/unpack/layer_progress.h"
 
 namespace berth::unpack {
 
@@ -73,8 +75,9 @@ inline constexpr uint64_t kSpaceCheckInterval = uint64_t{8} << 20;
 inline constexpr uint64_t kMinInflateLimit = uint64_t{1} << 20;
 
 struct UnpackOptions {
-  // Durability of the written files. With SyncPolicy::kNone the snapshotter's own sync mode
-  // (syncfs at Commit) still applies; see cmd/berth for the mapping from the config's sync.
+  // Durability of the written files. With SyncPolicy::kNone the snapshotter's own durability
+  // (syncfs at Commit) still applies; berth/stack/image_stack.cc maps the config's pull.sync
+  // ("file" → kFsyncEachFile) to this.
   archive::SyncPolicy sync = archive::SyncPolicy::kNone;
   // Largest uncompressed size of one layer (decompression bombs); 0 for no limit.
   uint64_t max_layer_size = uint64_t{256} << 30;
@@ -93,29 +96,55 @@ struct UnpackOptions {
   archive::GzipBackend gzip_backend = archive::GzipBackend::kIsal;
   // Threads per layer: kOne (decompress, hash and untar on the download thread), kTwo (untar on
   // a worker of its own, see archive::ApplyThreading), or kAuto: kTwo for a layer that starts
-  // while its two threads and one per layer already applying in this process (any pull) fit the
-  // cores, else kOne. Measured on the idle 2-core VM (apply_bench, 171 MB tar, tmpfs): ISA-L
-  // 294 → 403 MB/s, zstd 291 → 475 MB/s with two threads; under load one thread wins.
+  // while its two threads and one per layer already applying in this process (any pull sharing
+  // the LayerThreadBudget) fit the cores, else kOne. Measured on the idle 2-core VM (apply_bench,
+  // 171 MB tar, tmpfs): ISA-L 294 → 403 MB/s, zstd 291 → 475 MB/s with two threads; under load one
+  // thread wins.
   enum class LayerThreads { kOne, kTwo, kAuto };
   LayerThreads layer_threads = LayerThreads::kAuto;
   // Apply archived owners (needs root). Without it files belong to the caller.
   bool preserve_ownership = true;
 };
 
-// What happened to one layer; reported from the thread that did it.
-enum class LayerEvent {
-  kAlreadyPresent,  // its chain ID was committed before this unpack: nothing to do
-  kApplied,         // written and diffID verified (not yet committed)
-  kCommitted,       // committed as its chain ID
-};
+// LayerThreadBudget decides how many threads a layer gets as it starts applying: two for
+// LayerThreads::kTwo, and for kAuto while the layers already applying (by every Unpacker that
+// shares the budget) and this one's two threads fit the cores; otherwise one. It counts a layer
+// from Begin() until its Slot is destroyed. A process has one budget, owned by its composition
+// root (berth/stack's ImageStack, for berthd and the CLI's embedded mode) and given to every
+// Unpacker, so that concurrent pulls see each other's layers.
+//
+// Thread safety: Begin() may be called from any thread; a Slot belongs to one layer.
+class LayerThreadBudget {
+ public:
+  // The layer counted as applying; releases its place when destroyed.
+  class Slot {
+   public:
+    Slot(Slot&& other) noexcept;
+    Slot& operator=(Slot&&) = delete;
+    ~Slot();
+    bool two_threads() const { return two_threads_; }
 
-struct LayerProgress {
-  size_t index = 0;
-  Digest chain_id = Digest::Sha256Of("");
-  LayerEvent event = LayerEvent::kApplied;
-  uint64_t uncompressed_bytes = 0;  // for kApplied
+   private:
+    friend class LayerThreadBudget;
+    Slot(LayerThreadBudget* budget, bool two_threads)
+        : budget_(budget), two_threads_(two_threads) {}
+    LayerThreadBudget* budget_;
+    bool two_threads_;
+  };
+
+  // `cores`: how many cores the layers share; 0 for std::thread::hardware_concurrency().
+  explicit LayerThreadBudget(int cores = 0);
+  LayerThreadBudget(const LayerThreadBudget&) = delete;
+  LayerThreadBudget& operator=(const LayerThreadBudget&) = delete;
+
+  // Counts one more layer as applying, with `mode` deciding its threads (see above). The budget
+  // must outlive the returned Slot.
+  Slot Begin(UnpackOptions::LayerThreads mode);
+
+ private:
+  const int cores_;
+  std::atomic<int> applying_{0};
 };
-using LayerProgressFn = std::function<void(const LayerProgress&)>;
 
 struct UnpackStats {
   size_t layers = 0;
@@ -129,11 +158,11 @@ struct UnpackStats {
 
 class Unpacker final : public pull::LayerHandler {
  public:
-  // `snapshotter` and `store` must outlive the Unpacker. `progress` may be empty. `lease`, if
-  // given, must outlive the Unpacker: it is told the chain IDs (at Begin) and each active
-  // snapshot (before it is prepared), so garbage collection keeps them.
-  Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, UnpackOptions options,
-           LayerProgressFn progress = {}, pull::PullLease* lease = nullptr);
+  // `snapshotter`, `store` and `threads` must outlive the Unpacker. `progress` may be empty.
+  // `lease`, if given, must outlive the Unpacker: it is told the chain IDs (at Begin) and each
+  // active snapshot (before it is prepared), so garbage collection keeps them.
+  Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store, LayerThreadBudget& threads,
+           UnpackOptions options, LayerProgressFn progress = {}, pull::PullLease* lease = nullptr);
   // Removes any active snapshot left behind (when End() was never called).
   ~Unpacker() override;
   Unpacker(const Unpacker&) = delete;
@@ -194,6 +223,9 @@ class Unpacker final : public pull::LayerHandler {
   Result<void> InheritImplicitDirs(size_t index, const std::string& key, const std::string& parent,
                                    const std::vector<std::string>& implicit_dirs);
   Result<void> ApplyFromStore(size_t index);
+  // Applies the committed blob `digest`, read from the content store, with `apply`.
+  Result<archive::ApplyResult> ApplyBlob(const Digest& digest,
+                                         const archive::ApplyOptions& apply) const;
   Result<void> CheckDiffId(size_t index, const Digest& actual) const;
   void Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes = 0);
   void RemoveKeys();
@@ -204,6 +236,7 @@ class Unpacker final : public pull::LayerHandler {
 
   snapshot::Snapshotter& snapshotter_;
   content::Store& store_;
+  LayerThreadBudget& threads_;
   const UnpackOptions options_;
   const LayerProgressFn progress_;
   pull::PullLease* const lease_;
@@ -229,7 +262,8 @@ class Unpacker final : public pull::LayerHandler {
 // fills `stats` if given. kNotFound when a needed blob is not in the store; otherwise the
 // errors of Unpacker.
 Result<Digest> UnpackImage(content::Store& store, snapshot::Snapshotter& snapshotter,
-                           const image::Manifest& manifest, const image::ImageConfig& config,
-                           const UnpackOptions& options = {}, UnpackStats* stats = nullptr);
+                           LayerThreadBudget& threads, const image::Manifest& manifest,
+                           const image::ImageConfig& config, const UnpackOptions& options = {},
+                           UnpackStats* stats = nullptr);
 
 }  // namespace berth::unpack

@@ -48,8 +48,8 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
     auto dir = berth::testing::TempDir::Create("unpack");
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_.emplace(std::move(*dir));
-    auto store = content::Store::Open(
-        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    auto store =
+        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     ASSERT_NO_FATAL_FAILURE(OpenSnapshotter());
@@ -62,7 +62,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
 
   void OpenSnapshotter() {
     snapshot::LocalSnapshotterOptions options{.root = dir_->path() / "snapshots",
-                                              .sync = snapshot::SyncMode::kNone};
+                                              .sync = Durability::kNone};
     if (GetParam() == Kind::kOverlay) {
       snapshot::OverlaySnapshotterOptions overlay;
       static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
@@ -133,7 +133,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
     return ended;
   }
 
-  Unpacker NewUnpacker() { return Unpacker(*snapshotter_, *store_, {}); }
+  Unpacker NewUnpacker() { return Unpacker(*snapshotter_, *store_, threads_, {}); }
 
   // Mounts a view of `chain_id` and returns where.
   fs::path MountView(const Digest& chain_id) {
@@ -200,6 +200,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
 
   std::optional<berth::testing::TempDir> dir_;
   std::unique_ptr<content::Store> store_;
+  LayerThreadBudget threads_;
   std::unique_ptr<snapshot::Snapshotter> snapshotter_;
   std::vector<snapshot::ScopedMount> mounts_;
   int views_ = 0;
@@ -307,7 +308,7 @@ TEST_P(UnpackerTest, HostileLayerIsRefusedAndLeavesNothing) {
 // with an error naming the layer, how far it inflated, the filesystem and the reserve.
 TEST_P(UnpackerTest, LayerThatWouldCrossTheFreeSpaceReserveIsRefusedAndLeavesNothing) {
   TestImage image = MakeImage(ThreeLayers());
-  Unpacker unpacker(*snapshotter_, *store_, {.min_free_bytes = uint64_t{1} << 60});
+  Unpacker unpacker(*snapshotter_, *store_, threads_, {.min_free_bytes = uint64_t{1} << 60});
   Result<void> unpacked = Unpack(unpacker, image);
   ASSERT_FALSE(unpacked);
   EXPECT_EQ(unpacked.error().code(), ErrorCode::kResourceExhausted) << unpacked.error().ToString();
@@ -320,7 +321,7 @@ TEST_P(UnpackerTest, LayerThatWouldCrossTheFreeSpaceReserveIsRefusedAndLeavesNot
   EXPECT_TRUE(Snapshots().empty()) << "neither committed nor active snapshots remain";
 
   // A reserve the filesystem keeps does not get in the way.
-  Unpacker kept(*snapshotter_, *store_, {.min_free_bytes = 1, .min_free_percent = 0.001});
+  Unpacker kept(*snapshotter_, *store_, threads_, {.min_free_bytes = 1, .min_free_percent = 0.001});
   EXPECT_TRUE(Unpack(kept, image).has_value());
 }
 
@@ -330,7 +331,7 @@ TEST_P(UnpackerTest, LayerInflatingPastTheRatioIsRefusedAsABomb) {
   TestImage image = MakeImage({bomb});
   const int64_t compressed = image.manifest.layers[0].size;
   ASSERT_LT(compressed, 64 << 10);
-  Unpacker unpacker(*snapshotter_, *store_, {.max_inflate_ratio = 100});
+  Unpacker unpacker(*snapshotter_, *store_, threads_, {.max_inflate_ratio = 100});
   Result<void> unpacked = Unpack(unpacker, image);
   ASSERT_FALSE(unpacked);
   EXPECT_EQ(unpacked.error().code(), ErrorCode::kInvalidArgument) << unpacked.error().ToString();
@@ -341,7 +342,7 @@ TEST_P(UnpackerTest, LayerInflatingPastTheRatioIsRefusedAsABomb) {
   EXPECT_TRUE(Snapshots().empty()) << "neither committed nor active snapshots remain";
 
   // An ordinary layer is well within the ratio.
-  Unpacker ordinary(*snapshotter_, *store_, {.max_inflate_ratio = 100});
+  Unpacker ordinary(*snapshotter_, *store_, threads_, {.max_inflate_ratio = 100});
   EXPECT_TRUE(Unpack(ordinary, MakeImage(ThreeLayers())).has_value());
 }
 
@@ -446,7 +447,7 @@ TEST_P(UnpackerTest, DirectoriesWithoutEntriesKeepTheLowerLayersAttributes) {
 
 TEST_P(UnpackerTest, DirectoriesWithoutEntriesFromTheStoreKeepTheLowerLayersAttributes) {
   TestImage image = MakeImage(ImplicitDirectoryLayers());
-  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config);
+  auto chain_id = UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config);
   ASSERT_TRUE(chain_id) << chain_id.error().ToString();
   const bool overlay = GetParam() == Kind::kOverlay;
   fs::path root = MountView(*chain_id);
@@ -502,12 +503,14 @@ TEST_P(UnpackerTest, EndWithoutSuccessRemovesActiveSnapshots) {
 TEST_P(UnpackerTest, UnpackImageAppliesFromTheStore) {
   TestImage image = MakeImage(ThreeLayers(), true, imagegen::Compression::kZstd);
   UnpackStats stats;
-  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config, {}, &stats);
+  auto chain_id =
+      UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config, {}, &stats);
   ASSERT_TRUE(chain_id) << chain_id.error().ToString();
   EXPECT_EQ(stats.applied_from_store, 3u);
   ExpectThreeLayerRootfs(*chain_id);
   // Again: nothing to do.
-  auto again = UnpackImage(*store_, *snapshotter_, image.manifest, image.config, {}, &stats);
+  auto again =
+      UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config, {}, &stats);
   ASSERT_TRUE(again);
   EXPECT_EQ(stats.already_present, 3u);
   EXPECT_EQ(stats.committed, 0u);
@@ -515,7 +518,7 @@ TEST_P(UnpackerTest, UnpackImageAppliesFromTheStore) {
 
 TEST_P(UnpackerTest, UnpackImageNeedsTheBlobs) {
   TestImage image = MakeImage(ThreeLayers(), /*store=*/false);
-  auto chain_id = UnpackImage(*store_, *snapshotter_, image.manifest, image.config);
+  auto chain_id = UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config);
   ASSERT_FALSE(chain_id);
   EXPECT_EQ(chain_id.error().code(), ErrorCode::kNotFound) << chain_id.error().ToString();
   EXPECT_TRUE(Snapshots().empty());

@@ -14,6 +14,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -351,8 +352,8 @@ class UnpackIntegrationTest : public ::testing::Test {
     auto registry = TestRegistry::Start({.log_level = "warn"});
     ASSERT_TRUE(registry) << registry.error().ToString();
     registry_ = std::move(*registry);
-    auto store = content::Store::Open(
-        {.root = dir_->path() / "content", .durability = content::Durability::kNoSync});
+    auto store =
+        content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     auto transport = registry::CurlTransport::Create();
@@ -371,7 +372,7 @@ class UnpackIntegrationTest : public ::testing::Test {
     snapshot::LocalSnapshotterOptions options{
         .root = dir_->path() / "snapshots" / SnapshotterName(kind),
         .metadata_path = dir_->path() / "metadata.db",
-        .sync = snapshot::SyncMode::kNone};
+        .sync = Durability::kNone};
     if (kind == Snapshotters::kOverlay) {
       if (!overlay_) {
         snapshot::OverlaySnapshotterOptions overlay;
@@ -392,6 +393,12 @@ class UnpackIntegrationTest : public ::testing::Test {
     return *native_;
   }
 
+  // The maintenance side of Snapshotter(kind).
+  snapshot::Cleaner& Cleaner(Snapshotters kind) {
+    Snapshotter(kind);  // opens it
+    return kind == Snapshotters::kOverlay ? *overlay_ : *native_;
+  }
+
   bool Push(const imagegen::Image& image, std::string_view repository, std::string_view tag) {
     auto client = imagegen::RegistryClient::Create({.base_url = registry_->url()});
     EXPECT_TRUE(client) << client.error().ToString();
@@ -407,7 +414,7 @@ class UnpackIntegrationTest : public ::testing::Test {
     config::Config config = config::DefaultConfig();
     config.root = dir_->path();
     pull::Puller puller(*store_, *transport_, config);
-    Unpacker unpacker(Snapshotter(kind), *store_, {});
+    Unpacker unpacker(Snapshotter(kind), *store_, threads_, {});
     pull::PullOptions options;
     options.platform = {.os = "linux", .architecture = "amd64"};
     options.layer_handler = &unpacker;
@@ -466,9 +473,10 @@ class UnpackIntegrationTest : public ::testing::Test {
   std::optional<TempDir> dir_;
   std::unique_ptr<TestRegistry> registry_;
   std::unique_ptr<content::Store> store_;
+  LayerThreadBudget threads_;
   std::unique_ptr<registry::CurlTransport> transport_;
-  std::unique_ptr<snapshot::Snapshotter> overlay_;
-  std::unique_ptr<snapshot::Snapshotter> native_;
+  std::unique_ptr<snapshot::LocalSnapshotter> overlay_;
+  std::unique_ptr<snapshot::LocalSnapshotter> native_;
   std::vector<snapshot::ScopedMount> mounts_;
   int views_ = 0;
 };
@@ -548,6 +556,85 @@ TEST_F(UnpackIntegrationTest, RootfsEqualsUmociForOverlayAndNative) {
   }
 }
 
+// A POSIX ACL as the value of system.posix_acl_access/_default: version 2, then little-endian
+// {tag, permissions, id} entries sorted by tag (user_obj 1, user 2, group_obj 4, group 8,
+// mask 0x10, other 0x20) and id.
+std::string AclXattr(std::initializer_list<std::array<uint32_t, 3>> entries) {
+  std::string value;
+  auto put = [&](auto number) {
+    value.append(reinterpret_cast<const char*>(&number), sizeof(number));
+  };
+  put(uint32_t{2});
+  for (const auto& [tag, permissions, id] : entries) {
+    put(static_cast<uint16_t>(tag));
+    put(static_cast<uint16_t>(permissions));
+    put(id);
+  }
+  return value;
+}
+
+// A layer writes a file under a directory of a lower layer without an entry for the directory
+// itself. In the merged view of both snapshotters, the directory shows exactly what the lower
+// layer gave it: mode, owner, mtime and every xattr (user.*, trusted.*, POSIX ACLs), as
+// overlayfs copy-up, containerd and umoci keep them. On overlay berth makes that directory in
+// the new layer's upper dir; on native it is the copy of the parent's tree.
+TEST_F(UnpackIntegrationTest, ImplicitParentDirectoriesKeepTheLowerXattrs) {
+  constexpr uint32_t kNoId = 0xffffffff;
+  const std::map<std::string, std::string> xattrs = {
+      {"user.comment", "lower"},
+      {"trusted.origin", "lower-layer"},
+      {"system.posix_acl_access",
+       AclXattr({{1, 7, kNoId}, {2, 5, 1234}, {4, 5, kNoId}, {0x10, 5, kNoId}, {0x20, 0, kNoId}})},
+      {"system.posix_acl_default",
+       AclXattr({{1, 7, kNoId}, {4, 5, kNoId}, {8, 7, 42}, {0x10, 7, kNoId}, {0x20, 0, kNoId}})},
+  };
+  imagegen::FileTree lower;
+  lower.AddDirectory("srv", At(100))
+      .AddDirectory("srv/data",
+                    {.mode = 0750, .uid = 7, .gid = 8, .mtime_seconds = 101, .xattrs = xattrs})
+      .AddFile("srv/data/old", "old", At(102));
+  imagegen::FileTree upper;
+  upper.AddFile("srv/data/new", "new", At(200));
+  std::vector<imagegen::Layer> layers;
+  for (const imagegen::FileTree* tree : {&lower, &upper}) {
+    Result<imagegen::Layer> layer = imagegen::BuildLayer(*tree);
+    ASSERT_TRUE(layer) << layer.error().ToString();
+    layers.push_back(std::move(*layer));
+  }
+  ASSERT_TRUE(Push(Assemble(std::move(layers)), "implicit", "xattrs"));
+  const std::string reference = registry_->host() + "/implicit:xattrs";
+
+  std::optional<Tree> umoci_tree;
+  if (HaveTool("skopeo") && HaveTool("umoci")) {
+    auto umoci = UmociRootfs("implicit", "xattrs");
+    ASSERT_TRUE(umoci) << umoci.error().ToString();
+    umoci_tree = Scan(*umoci);
+    EXPECT_EQ(umoci_tree->at("srv/data").xattrs, xattrs) << "umoci";
+  }
+  for (Snapshotters kind : {Snapshotters::kOverlay, Snapshotters::kNative}) {
+    SCOPED_TRACE(SnapshotterName(kind));
+    Result<Digest> chain_id = PullAndUnpack(reference, kind);
+    ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+    const fs::path view = MountView(kind, *chain_id);
+    EXPECT_EQ(ReadAll(view / "srv/data/new"), "new");
+    Tree actual = Scan(view);
+    ASSERT_TRUE(actual.contains("srv/data"));
+    EXPECT_EQ(actual.at("srv/data").xattrs, xattrs);
+    struct stat st;
+    ASSERT_EQ(::lstat((view / "srv/data").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    EXPECT_EQ(st.st_uid, 7u);
+    EXPECT_EQ(st.st_gid, 8u);
+    EXPECT_EQ(st.st_mtim.tv_sec, 101);
+    // The whole tree as umoci made it: the files created under the directory's default ACL
+    // too, which get the archive's mode and ACLs, not inherited ones.
+    if (umoci_tree) {
+      std::vector<std::string> differences = CompareTrees(actual, *umoci_tree);
+      EXPECT_TRUE(differences.empty()) << ::testing::PrintToString(differences);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Wrong diffID.
 
@@ -566,7 +653,7 @@ TEST_F(UnpackIntegrationTest, WrongDiffIdIsDataLossAndLeavesNoSnapshot) {
     EXPECT_EQ(chain_id.error().code(), ErrorCode::kDataLoss) << chain_id.error().ToString();
     EXPECT_THAT(chain_id.error().ToString(), HasSubstr("diff_ids[0]"));
     EXPECT_TRUE(Snapshots(kind).empty()) << "no committed and no active snapshot";
-    auto cleaned = Snapshotter(kind).Cleanup();
+    auto cleaned = Cleaner(kind).Cleanup();
     ASSERT_TRUE(cleaned);
     EXPECT_TRUE(cleaned->empty()) << "no stray directories either";
   }

@@ -126,8 +126,8 @@ class WatchdogTest : public ::testing::Test {
     Result<TempDir> dir = TempDir::Create("watchdog-test");
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_ = std::make_unique<TempDir>(std::move(*dir));
-    Result<std::unique_ptr<content::Store>> store = content::Store::Open(
-        {.root = dir_->Join("content"), .durability = content::Durability::kNoSync});
+    Result<std::unique_ptr<content::Store>> store =
+        content::Store::Open({.root = dir_->Join("content"), .durability = Durability::kNone});
     ASSERT_TRUE(store) << store.error().ToString();
     store_ = std::move(*store);
     Result<std::unique_ptr<registry::CurlTransport>> transport = registry::CurlTransport::Create();
