@@ -148,6 +148,8 @@ class LayerApplier::Pipeline final : public ChunkSink {
     tar_limits.max_path_bytes = options.limits.max_path_bytes;
     tar_limits.max_entry_bytes = options.limits.max_entry_bytes;
     tar_ = std::make_unique<TarReader>(*applier_, tar_limits);
+    inflate_check_ = options.inflate_check;
+    inflate_check_interval_ = options.inflate_check_interval;
     DecompressorOptions decompressor_options;
     decompressor_options.max_uncompressed_bytes = options.limits.max_uncompressed_bytes;
     decompressor_options.gzip_backend = options.gzip_backend;
@@ -167,6 +169,7 @@ class LayerApplier::Pipeline final : public ChunkSink {
 
   // Decompressed bytes: hash, then untar here or hand to the worker.
   Result<void> Write(std::string_view data) override {
+    BERTH_RETURN_IF_ERROR(CheckInflated(data.size()));
     hasher_.Update(data);
     if (!ring_) return tar_->Write(data);
     if (ring_->Append(data)) return Ok();
@@ -212,6 +215,14 @@ class LayerApplier::Pipeline final : public ChunkSink {
     }
   }
 
+  // ApplyOptions::inflate_check, every inflate_check_interval_ bytes from the first chunk on.
+  Result<void> CheckInflated(size_t more) {
+    inflated_ += more;
+    if (!inflate_check_ || inflated_ < next_check_) return Ok();
+    next_check_ = inflated_ + inflate_check_interval_;
+    return inflate_check_(inflated_);
+  }
+
   void StopWorker(bool abort) {
     if (!worker_.joinable()) return;
     if (abort) ring_->Abort();
@@ -227,6 +238,10 @@ class LayerApplier::Pipeline final : public ChunkSink {
   // Written by the worker before it fails the ring; read by the producer after join().
   std::unique_ptr<Error> worker_error_;
   bool finished_ = false;
+  std::function<Result<void>(uint64_t)> inflate_check_;
+  uint64_t inflate_check_interval_ = 0;
+  uint64_t inflated_ = 0;
+  uint64_t next_check_ = 0;  // the next check when inflated_ reaches it
 };
 
 LayerApplier::LayerApplier(std::unique_ptr<Pipeline> pipeline) : pipeline_(std::move(pipeline)) {}

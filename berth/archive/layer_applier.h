@@ -35,6 +35,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -83,6 +84,13 @@ struct ApplyOptions {
   ApplyThreading threading = ApplyThreading::kSingle;
   // Size of the ring between the two threads.
   size_t ring_bytes = 8 << 20;
+  // Called on the caller's thread with the bytes the layer has inflated to so far, before the
+  // chunk that brings it there is untarred: with the first chunk, then whenever another
+  // `inflate_check_interval` bytes have inflated (so a check, e.g. a statvfs, costs nothing per
+  // write). An error it returns stops the apply and is returned unchanged by Write() or
+  // Finish() (sticky). Empty: never called.
+  std::function<Result<void>(uint64_t inflated_bytes)> inflate_check;
+  uint64_t inflate_check_interval = 8 << 20;
 };
 
 struct ApplyResult {

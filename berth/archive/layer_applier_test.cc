@@ -728,6 +728,40 @@ TEST_F(LayerApplierTest, ErrorsMapToClearCodes) {
   EXPECT_NE(bad_checksum.error().message().find("checksum"), std::string::npos);
 }
 
+// The inflate check runs with the first chunk and then once per interval, not per write, and
+// its error stops the apply before the bytes that crossed the line are untarred.
+TEST_F(LayerApplierTest, InflateCheckRunsPerIntervalAndItsErrorStopsTheApply) {
+  imagegen::FileTree tree;
+  tree.AddFile("zeros", std::string(20 << 20, '\0'));
+  const std::string blob = Compress(TarOf(tree), imagegen::Compression::kGzip);
+  for (ApplyThreading threading : {ApplyThreading::kSingle, ApplyThreading::kTwoThreads}) {
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+    std::vector<uint64_t> seen;
+    ApplyOptions options{.threading = threading, .inflate_check_interval = 4 << 20};
+    options.inflate_check = [&](uint64_t inflated) -> Result<void> {
+      seen.push_back(inflated);
+      return Ok();
+    };
+    auto applied = Apply(blob, mt::kOciLayerGzip, options);
+    ASSERT_TRUE(applied.has_value()) << applied.error().ToString();
+    ASSERT_GE(seen.size(), 5u);
+    EXPECT_LE(seen.size(), 6u);  // 20 MiB + the tar's headers, checked every 4 MiB
+    EXPECT_LE(seen.front(), 1u << 20);
+    for (size_t i = 1; i < seen.size(); ++i) EXPECT_GE(seen[i] - seen[i - 1], 4u << 20);
+
+    options.inflate_check = [](uint64_t inflated) -> Result<void> {
+      if (inflated < (8 << 20)) return Ok();
+      return Fail(ErrorCode::kResourceExhausted, "reserve crossed");
+    };
+    auto stopped = Apply(blob, mt::kOciLayerGzip, options);
+    ASSERT_FALSE(stopped.has_value());
+    EXPECT_EQ(stopped.error().code(), ErrorCode::kResourceExhausted);
+    EXPECT_EQ(stopped.error().message(), "reserve crossed");
+    EXPECT_LE(Lstat(root_ / "zeros").st.st_size, 9 << 20);
+  }
+}
+
 TEST_F(LayerApplierTest, ApplyLayerFromFileReadsABlob) {
   std::string tar = TarOf(EveryKind());
   ASSERT_OK_AND_ASSIGN(TempDir blobs, TempDir::Create("archive"));

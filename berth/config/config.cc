@@ -6,11 +6,14 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
+#include <cstdlib>
 #include <initializer_list>
 #include <iterator>
 #include <optional>
 #include <utility>
 
+#include "berth/base/byte_size.h"
 #include "berth/base/file_util.h"
 #include "berth/config/toml_reader.h"
 #include "berth/config/units.h"
@@ -48,6 +51,17 @@ std::string_view ConfigFormatName(ConfigFormat format) {
 }
 
 Config DefaultConfig() { return Config{}; }
+
+uint64_t MinFreeSpace::ReserveFor(uint64_t filesystem_size) const {
+  const auto share = static_cast<uint64_t>(static_cast<double>(filesystem_size) * percent / 100.0);
+  return std::max(bytes, share);
+}
+
+std::string MinFreeSpace::ToString() const {
+  if (percent == 0) return FormatByteSize(bytes);
+  if (bytes == 0) return fmt::format("{:g}%", percent);
+  return fmt::format("the larger of {:g}% and {}", percent, FormatByteSize(bytes));
+}
 
 namespace {
 
@@ -450,6 +464,53 @@ Result<uint64_t> ReadByteCount(const Reader& reader, const Entry& entry,
   return Fail(reader.WrongType(entry, rule.expected));
 }
 
+// pull.min_free_space: a percentage of the filesystem ("5%"), or a byte count as ReadByteCount
+// reads it ("2GiB", integer bytes).
+Result<MinFreeSpace> ReadMinFreeSpace(const Reader& reader, const Entry& entry) {
+  const toml::value<std::string>* text = entry.node.as_string();
+  if (text != nullptr && text->get().ends_with('%')) {
+    const std::string number = text->get().substr(0, text->get().size() - 1);
+    char* end = nullptr;
+    const double percent = number.empty() || !std::isdigit(static_cast<unsigned char>(number[0]))
+                               ? -1
+                               : std::strtod(number.c_str(), &end);
+    if (percent < 0 || end != number.c_str() + number.size() || percent > 90) {
+      return Fail(reader.Problem(
+          entry, fmt::format("must be a percentage between 0% and 90%; got \"{}\"", text->get())));
+    }
+    return MinFreeSpace{.bytes = 0, .percent = percent};
+  }
+  BERTH_ASSIGN_OR_RETURN(
+      uint64_t bytes,
+      ReadByteCount(reader, entry,
+                    {.parse = ParseByteSize,
+                     .expected = "a size like \"2GiB\", a percentage of the filesystem like "
+                                 "\"5%\", or integer bytes",
+                     .zero_allowed = true,
+                     .integer_too_small = "must not be negative (0 keeps no reserve)"}));
+  return MinFreeSpace{.bytes = bytes, .percent = 0};
+}
+
+// pull.max_inflate_ratio: 0 (off) or a number from kMinInflateRatio to kMaxInflateRatio.
+Result<double> ReadInflateRatio(const Reader& reader, const Entry& entry) {
+  constexpr double kMinInflateRatio = 2;
+  constexpr double kMaxInflateRatio = 1'000'000;
+  std::optional<double> ratio;
+  if (const toml::value<int64_t>* integer = entry.node.as_integer()) {
+    ratio = static_cast<double>(integer->get());
+  } else if (const toml::value<double>* floating = entry.node.as_floating_point()) {
+    ratio = floating->get();
+  } else {
+    return Fail(reader.WrongType(entry, "a number (0 disables the check)"));
+  }
+  if (*ratio != 0 && !(*ratio >= kMinInflateRatio && *ratio <= kMaxInflateRatio)) {
+    return Fail(
+        reader.Problem(entry, fmt::format("must be 0 (off) or between {:.0f} and {:.0f}; got {:g}",
+                                          kMinInflateRatio, kMaxInflateRatio, *ratio)));
+  }
+  return *ratio;
+}
+
 // One key of [pull] and how its value is read into PullConfig.
 struct PullKey {
   std::string_view name;
@@ -543,6 +604,16 @@ constexpr PullKey kPullKeys[] = {
                           .expected = "an integer (bytes) or a size string like \"10GiB\"",
                           .zero_allowed = false,
                           .integer_too_small = "must be a positive number of bytes"}));
+       return Ok();
+     }},
+    {"min_free_space",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.min_free_space, ReadMinFreeSpace(reader, entry));
+       return Ok();
+     }},
+    {"max_inflate_ratio",
+     [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(pull.max_inflate_ratio, ReadInflateRatio(reader, entry));
        return Ok();
      }},
     {"discard_unpacked_layers",

@@ -54,6 +54,16 @@
 //                                           # a thread of its own), "auto" (2 while the cores
 //                                           # are not all busy unpacking)
 //     max_layer_size = "64GiB"              # refuse bigger layers; integer bytes or "10GiB"
+//     min_free_space = "1GiB"               # free space a pull leaves on the filesystems of
+//                                           # the content store and the snapshots: a size
+//                                           # ("2GiB", or integer bytes) or a percentage of
+//                                           # the filesystem ("5%"); "0" = none. Unset: the
+//                                           # larger of 5% and 1GiB. Checked at admission and
+//                                           # while layers are written (see MinFreeSpace)
+//     max_inflate_ratio = 0                 # refuse a layer that inflates to more than this
+//                                           # many times its compressed size (a decompression
+//                                           # bomb; layers under 1MiB inflated never
+//                                           # are); 0 = off, else 2..1000000
 //     discard_unpacked_layers = false       # drop compressed blobs once unpacked
 //     resume_window = "1h"                  # how long what a failed pull fetched is kept for
 //                                           # a retry to reuse, 0..720h; "0" frees it at the
@@ -194,6 +204,23 @@ struct RegistryConfig {
 
 inline constexpr uint64_t kDefaultMaxLayerSize = uint64_t{64} << 30;  // 64 GiB
 
+// The free space a pull must leave on a filesystem holding berth's store (pull.min_free_space):
+// the larger of `bytes` and `percent` % of the filesystem's size. The default, the larger of 5%
+// and 1 GiB, keeps a pull from being the reason a node crosses kubelet's eviction threshold
+// (15% free by default) by itself. The file sets one of the two ("2GiB" or "5%"); the other is
+// then zero, and "0" asks for no reserve at all (only a full disk stops a pull).
+struct MinFreeSpace {
+  uint64_t bytes = uint64_t{1} << 30;
+  double percent = 5.0;  // 0..90
+
+  // The reserve on a filesystem of `filesystem_size` bytes.
+  uint64_t ReserveFor(uint64_t filesystem_size) const;
+  // As the file spells it: "5%", "2GiB", or both ("the larger of 5% and 1GiB").
+  std::string ToString() const;
+
+  friend bool operator==(const MinFreeSpace&, const MinFreeSpace&) = default;
+};
+
 // pull.layer_threads: the config file's spelling of unpack::UnpackOptions::LayerThreads (threads
 // per layer being unpacked), with the same values in the same order. config sits below unpack
 // in the module layering (unpack depends on pull, which depends on config), so it cannot name the
@@ -215,6 +242,11 @@ struct PullConfig {
   Durability sync = Durability::kLayer;
   LayerThreads layer_threads = LayerThreads::kAuto;
   uint64_t max_layer_size = kDefaultMaxLayerSize;
+  MinFreeSpace min_free_space;
+  // A layer inflating to more than this many times its compressed size (and past 1 MiB) is
+  // refused as a decompression bomb: kInvalidArgument, since the layer is at fault whatever
+  // the node's state and freeing space would not help. Zero disables the check.
+  double max_inflate_ratio = 0;
   bool discard_unpacked_layers = false;
   // How long what a failed or interrupted pull fetched (blobs, partial downloads, unpacked
   // layers) is kept for a retry to reuse; zero frees it at the next garbage collection.

@@ -508,6 +508,57 @@ TEST(PullConfigTest, SchedulerLimitsAreCountsWhereZeroMeansNoLimit) {
               HasSubstr("must be an integer, got a string"));
 }
 
+TEST(PullConfigTest, MinFreeSpaceDefaultsToTheLargerOfFivePercentAndOneGiB) {
+  const MinFreeSpace reserve = DefaultConfig().pull.min_free_space;
+  EXPECT_EQ(reserve.bytes, 1ull << 30);
+  EXPECT_EQ(reserve.percent, 5.0);
+  EXPECT_EQ(reserve.ReserveFor(10ull << 30), 1ull << 30);   // 5% of 10 GiB is less
+  EXPECT_EQ(reserve.ReserveFor(100ull << 30), 5ull << 30);  // 5% of 100 GiB is more
+  EXPECT_EQ(reserve.ToString(), "the larger of 5% and 1.0 GiB");
+}
+
+TEST(PullConfigTest, MinFreeSpaceTakesASizeOrAPercentage) {
+  const MinFreeSpace size = Parse("[pull]\nmin_free_space = \"2GiB\"").pull.min_free_space;
+  EXPECT_EQ(size, (MinFreeSpace{.bytes = 2ull << 30, .percent = 0}));
+  EXPECT_EQ(size.ReserveFor(1ull << 40), 2ull << 30);
+  EXPECT_EQ(size.ToString(), "2.0 GiB");
+  const MinFreeSpace share = Parse("[pull]\nmin_free_space = \"12.5%\"").pull.min_free_space;
+  EXPECT_EQ(share, (MinFreeSpace{.bytes = 0, .percent = 12.5}));
+  EXPECT_EQ(share.ReserveFor(800), 100u);
+  EXPECT_EQ(share.ToString(), "12.5%");
+  EXPECT_EQ(Parse("[pull]\nmin_free_space = 4096").pull.min_free_space,
+            (MinFreeSpace{.bytes = 4096, .percent = 0}));
+  const MinFreeSpace none = Parse("[pull]\nmin_free_space = \"0\"").pull.min_free_space;
+  EXPECT_EQ(none.ReserveFor(1ull << 40), 0u);
+}
+
+TEST(PullConfigTest, MinFreeSpaceRejectsBadValuesWithALocatedError) {
+  EXPECT_EQ(ParseError("[pull]\nmin_free_space = \"95%\""),
+            "cfg.toml:2:1: pull.min_free_space must be a percentage between 0% and 90%; got "
+            "\"95%\"");
+  EXPECT_THAT(ParseError("[pull]\nmin_free_space = \"-5%\""), HasSubstr("between 0% and 90%"));
+  EXPECT_THAT(ParseError("[pull]\nmin_free_space = \"five%\""), HasSubstr("between 0% and 90%"));
+  EXPECT_THAT(ParseError("[pull]\nmin_free_space = \"5 %x\""),
+              HasSubstr("cfg.toml:2:1: pull.min_free_space has an invalid value: "));
+  EXPECT_EQ(ParseError("[pull]\nmin_free_space = -1"),
+            "cfg.toml:2:1: pull.min_free_space must not be negative (0 keeps no reserve); got -1");
+  EXPECT_THAT(ParseError("[pull]\nmin_free_space = true"),
+              HasSubstr("cfg.toml:2:1: pull.min_free_space must be a size like \"2GiB\""));
+}
+
+TEST(PullConfigTest, MaxInflateRatioIsOffByDefaultAndTakesANumber) {
+  EXPECT_EQ(DefaultConfig().pull.max_inflate_ratio, 0.0);
+  EXPECT_EQ(Parse("[pull]\nmax_inflate_ratio = 100").pull.max_inflate_ratio, 100.0);
+  EXPECT_EQ(Parse("[pull]\nmax_inflate_ratio = 12.5").pull.max_inflate_ratio, 12.5);
+  EXPECT_EQ(Parse("[pull]\nmax_inflate_ratio = 0").pull.max_inflate_ratio, 0.0);
+  EXPECT_EQ(ParseError("[pull]\nmax_inflate_ratio = 1"),
+            "cfg.toml:2:1: pull.max_inflate_ratio must be 0 (off) or between 2 and 1000000; got 1");
+  EXPECT_THAT(ParseError("[pull]\nmax_inflate_ratio = -10"), HasSubstr("got -10"));
+  EXPECT_THAT(ParseError("[pull]\nmax_inflate_ratio = \"100x\""),
+              HasSubstr("cfg.toml:2:1: pull.max_inflate_ratio must be a number (0 disables the "
+                        "check)"));
+}
+
 TEST(PullConfigTest, MaxLayerSizeTakesBytesOrUnits) {
   EXPECT_EQ(Parse("[pull]\nmax_layer_size = 1048576").pull.max_layer_size, 1048576u);
   EXPECT_EQ(Parse("[pull]\nmax_layer_size = \"512MiB\"").pull.max_layer_size, 512ull << 20);

@@ -2,7 +2,8 @@
 //
 // A full disk shows up deep inside a pull as "write blob …: No space left on device". Told to a
 // kubelet or a person, that should also say which filesystem filled up and what to do about it:
-// ExplainFullDisk adds that, at the boundary where the error leaves berthd.
+// ExplainFullDisk adds that, at the boundary where the error leaves berthd (and where the CLI,
+// working on the root itself, prints it: one explanation for both).
 //
 // Thread safety: a free function; calls statvfs(2).
 #pragma once

@@ -15,18 +15,14 @@
 namespace berth::service {
 namespace {
 
-uint64_t Reserve(const FilesystemSpace& filesystem) {
-  return static_cast<uint64_t>(std::ceil(static_cast<double>(filesystem.size) * kReserveFraction));
-}
-
 // The check for one filesystem that must hold `blob_bytes` and `unpacked_bytes` of `estimate`
 // (either part may be 0 when it goes to another filesystem). `holds` names berth's directories
 // on it.
 Result<void> CheckFilesystem(const SpaceEstimate& estimate, uint64_t blob_bytes,
                              uint64_t unpacked_bytes, const FilesystemSpace& filesystem,
-                             std::string_view holds) {
+                             std::string_view holds, const FreeSpaceReserve& reserve_setting) {
   const uint64_t needed = blob_bytes + unpacked_bytes;
-  const uint64_t reserve = Reserve(filesystem);
+  const uint64_t reserve = reserve_setting.For(filesystem.size);
   const uint64_t usable = filesystem.available > reserve ? filesystem.available - reserve : 0;
   if (needed <= usable) return Ok();
   return Fail(ErrorCode::kResourceExhausted,
@@ -42,6 +38,11 @@ Result<void> CheckFilesystem(const SpaceEstimate& estimate, uint64_t blob_bytes,
 }
 
 }  // namespace
+
+uint64_t FreeSpaceReserve::For(uint64_t filesystem_size) const {
+  return std::max(
+      bytes, static_cast<uint64_t>(std::ceil(static_cast<double>(filesystem_size) * fraction)));
+}
 
 double UnpackRatio(int64_t compressed, int64_t unpacked) {
   const double prior = static_cast<double>(kRatioPriorBytes);
@@ -82,21 +83,23 @@ Result<FilesystemSpace> MeasureFilesystem(const std::filesystem::path& directory
 
 Result<void> CheckSpace(const SpaceEstimate& estimate,
                         const std::optional<FilesystemSpace>& content,
-                        const std::optional<FilesystemSpace>& snapshots) {
+                        const std::optional<FilesystemSpace>& snapshots,
+                        const FreeSpaceReserve& reserve) {
   if (content && snapshots && content->device == snapshots->device) {
     const std::string holds =
         content->path == snapshots->path
             ? content->path.string()
             : fmt::format("{} and {}", content->path.string(), snapshots->path.string());
-    return CheckFilesystem(estimate, estimate.blob_bytes, estimate.unpacked_bytes, *content, holds);
+    return CheckFilesystem(estimate, estimate.blob_bytes, estimate.unpacked_bytes, *content, holds,
+                           reserve);
   }
   if (content) {
-    BERTH_RETURN_IF_ERROR(
-        CheckFilesystem(estimate, estimate.blob_bytes, 0, *content, content->path.string()));
+    BERTH_RETURN_IF_ERROR(CheckFilesystem(estimate, estimate.blob_bytes, 0, *content,
+                                          content->path.string(), reserve));
   }
   if (snapshots) {
     BERTH_RETURN_IF_ERROR(CheckFilesystem(estimate, 0, estimate.unpacked_bytes, *snapshots,
-                                          snapshots->path.string()));
+                                          snapshots->path.string(), reserve));
   }
   return Ok();
 }
@@ -146,7 +149,7 @@ Result<void> DiskAdmission::Admit(const image::Manifest& manifest, const image::
   if (snapshot_root_.empty() && content) {
     snapshots = content;  // the same filesystem: one check of the sum
   }
-  return CheckSpace(estimate, content, snapshots);
+  return CheckSpace(estimate, content, snapshots, reserve_);
 }
 
 void DiskAdmission::Learn(const Admitted& admitted) {

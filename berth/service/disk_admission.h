@@ -22,10 +22,12 @@
 // ratio reflects that.
 //
 // The space available is statvfs's f_bavail × f_frsize of the filesystem holding the content
-// store and of the one holding the snapshot root, less a reserve of kReserveFraction of each
-// filesystem's size. On one filesystem the blob and unpacked estimates are compared with it
-// together; on two, each with its own. A directory that cannot be measured is not checked.
-// Concurrent pulls are each admitted against the free space of the moment.
+// store and of the one holding the snapshot root, less a reserve on each: a FreeSpaceReserve,
+// by default kReserveFraction of the filesystem's size (berthd and the CLI pass the config's
+// pull.min_free_space, which the unpacker also keeps while it writes layers). On one filesystem the
+// blob and unpacked estimates are compared with it together; on two, each with its own. A directory
+// that cannot be measured is not checked. Concurrent pulls are each admitted against the free space
+// of the moment.
 //
 // Thread safety: DiskAdmission may be used from many threads at once; the free functions are
 // pure.
@@ -54,6 +56,15 @@ inline constexpr double kDefaultUnpackRatio = 2.0;
 inline constexpr int64_t kRatioPriorBytes = int64_t{64} << 20;
 // Part of each filesystem's size a pull may not take.
 inline constexpr double kReserveFraction = 0.01;
+
+// The free space a pull must leave on a filesystem: the larger of `bytes` and `fraction` of
+// the filesystem's size.
+struct FreeSpaceReserve {
+  uint64_t bytes = 0;
+  double fraction = kReserveFraction;
+
+  uint64_t For(uint64_t filesystem_size) const;
+};
 
 // What is known about one layer before the pull fetches it.
 struct LayerState {
@@ -88,12 +99,13 @@ struct FilesystemSpace {
 Result<FilesystemSpace> MeasureFilesystem(const std::filesystem::path& directory);
 
 // The decision. `content` holds the content store and `snapshots` the snapshot root (either
-// may be absent: not checked). Success when the estimate fits on each filesystem with its
-// reserve kept; otherwise kResourceExhausted saying what the pull needs, how much is free
+// may be absent: not checked). Success when the estimate fits on each filesystem with
+// `reserve` kept; otherwise kResourceExhausted saying what the pull needs, how much is free
 // where, and what to do about it.
 Result<void> CheckSpace(const SpaceEstimate& estimate,
                         const std::optional<FilesystemSpace>& content,
-                        const std::optional<FilesystemSpace>& snapshots);
+                        const std::optional<FilesystemSpace>& snapshots,
+                        const FreeSpaceReserve& reserve = {});
 
 // Admits pulls for one ImageService and learns the unpack ratio from the pulls it admitted.
 class DiskAdmission {
@@ -107,8 +119,11 @@ class DiskAdmission {
   // `store` and `snapshotter` must outlive this. `snapshot_root` empty: the snapshots are
   // taken to live on the content store's filesystem.
   DiskAdmission(content::Store& store, snapshot::Snapshotter& snapshotter,
-                std::filesystem::path snapshot_root)
-      : store_(store), snapshotter_(snapshotter), snapshot_root_(std::move(snapshot_root)) {}
+                std::filesystem::path snapshot_root, FreeSpaceReserve reserve = {})
+      : store_(store),
+        snapshotter_(snapshotter),
+        snapshot_root_(std::move(snapshot_root)),
+        reserve_(reserve) {}
 
   // Estimates the pull of `manifest` (with `config`'s diffIDs; REQUIRES: one per layer) and
   // checks it against the free space (CheckSpace's errors). Fills `admitted`. Reads the content
@@ -126,6 +141,7 @@ class DiskAdmission {
   content::Store& store_;
   snapshot::Snapshotter& snapshotter_;
   const std::filesystem::path snapshot_root_;
+  const FreeSpaceReserve reserve_;
   mutable std::mutex mutex_;
   int64_t observed_compressed_ = 0;  // guarded by mutex_
   int64_t observed_unpacked_ = 0;    // guarded by mutex_

@@ -107,6 +107,23 @@ TEST(CheckSpaceTest, TheReserveIsOnePercentOfTheFilesystem) {
       CheckSpace({.blob_bytes = 1, .ratio = 2}, Filesystem("/c", 1, kMiB / 2, size), std::nullopt));
 }
 
+TEST(CheckSpaceTest, TheReserveIsTheLargerOfItsBytesAndItsFraction) {
+  const int64_t size = 100 * kMiB;
+  const SpaceEstimate estimate{.blob_bytes = 4 * kMiB, .unpacked_bytes = 0, .ratio = 2};
+  const FreeSpaceReserve bytes{.bytes = 10 * kMiB, .fraction = 0.05};  // 10 MiB > 5 MiB
+  EXPECT_TRUE(CheckSpace(estimate, Filesystem("/c", 1, 14 * kMiB, size), std::nullopt, bytes));
+  Result<void> refused =
+      CheckSpace(estimate, Filesystem("/c", 1, 14 * kMiB - 1, size), std::nullopt, bytes);
+  ASSERT_FALSE(refused);
+  EXPECT_THAT(refused.error().ToString(), HasSubstr("10.0 MiB of it kept in reserve"));
+  const FreeSpaceReserve fraction{.bytes = kMiB, .fraction = 0.2};  // 20 MiB > 1 MiB
+  EXPECT_TRUE(CheckSpace(estimate, Filesystem("/c", 1, 24 * kMiB, size), std::nullopt, fraction));
+  EXPECT_FALSE(
+      CheckSpace(estimate, Filesystem("/c", 1, 24 * kMiB - 1, size), std::nullopt, fraction));
+  const FreeSpaceReserve none{.bytes = 0, .fraction = 0};
+  EXPECT_TRUE(CheckSpace(estimate, Filesystem("/c", 1, 4 * kMiB, size), std::nullopt, none));
+}
+
 TEST(CheckSpaceTest, UnmeasuredFilesystemsAreNotChecked) {
   EXPECT_TRUE(CheckSpace({.blob_bytes = uint64_t{1} << 60, .unpacked_bytes = uint64_t{1} << 60},
                          std::nullopt, std::nullopt));

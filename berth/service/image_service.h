@@ -101,6 +101,9 @@ struct ImageServiceOptions {
   std::chrono::seconds resume_window{3600};
   // Delete a layer's blob once the layer is unpacked (config pull.discard_unpacked_layers).
   bool discard_unpacked_layers = false;
+  // Free space disk admission keeps on the content store's and the snapshot root's filesystems
+  // (config pull.min_free_space; disk_admission.h).
+  FreeSpaceReserve min_free_space;
 };
 
 // What Check found. Problems are what makes an image not present or the store inconsistent;
@@ -244,7 +247,7 @@ class ImageService {
         snapshot_cleaner_(snapshot_cleaner),
         db_(db),
         options_(std::move(options)),
-        admission_(store_, snapshotter_, options_.snapshot_root) {}
+        admission_(store_, snapshotter_, options_.snapshot_root, options_.min_free_space) {}
 
   class PullLease;
   // The pull itself; Pull() shares one run of it among identical concurrent requests.

@@ -78,6 +78,9 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                                                          ? archive::SyncPolicy::kFsyncEachFile
                                                          : archive::SyncPolicy::kNone,
                                              .max_layer_size = config.pull.max_layer_size,
+                                             .min_free_bytes = config.pull.min_free_space.bytes,
+                                             .min_free_percent = config.pull.min_free_space.percent,
+                                             .max_inflate_ratio = config.pull.max_inflate_ratio,
                                              .layer_threads = LayerThreadsFor(config.pull)};
   ImageStack* self = stack.get();
   BERTH_ASSIGN_OR_RETURN(
@@ -100,7 +103,9 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                                                            std::move(progress), &lease);
                },
            .resume_window = config.pull.resume_window,
-           .discard_unpacked_layers = config.pull.discard_unpacked_layers}));
+           .discard_unpacked_layers = config.pull.discard_unpacked_layers,
+           .min_free_space = {.bytes = config.pull.min_free_space.bytes,
+                              .fraction = config.pull.min_free_space.percent / 100.0}}));
   if (stack->options_.recover) {
     BERTH_ASSIGN_OR_RETURN(gc::CollectReport recovered, stack->images_->Recover());
     stack->recovered_ = std::move(recovered);

@@ -1,6 +1,8 @@
 #include "berth/unpack/unpacker.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <atomic>
@@ -9,6 +11,8 @@
 #include <string_view>
 #include <thread>
 #include <utility>
+
+#include "berth/base/byte_size.h"
 
 namespace berth::unpack {
 LayerThreadBudget::LayerThreadBudget(int cores)
@@ -21,6 +25,71 @@ LayerThreadBudget::Slot LayerThreadBudget::Begin(UnpackOptions::LayerThreads mod
                            (mode == UnpackOptions::LayerThreads::kAuto && already + 2 <= cores_);
   return Slot(this, two_threads);
 }
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The mount point of the filesystem holding `path`: its highest ancestor on the same device.
+fs::path MountPointOf(const fs::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return path;
+  fs::path mount = path;
+  while (mount.has_parent_path() && mount.parent_path() != mount) {
+    struct stat parent {};
+    if (::stat(mount.parent_path().c_str(), &parent) != 0 || parent.st_dev != st.st_dev) break;
+    mount = mount.parent_path();
+  }
+  return mount;
+}
+
+// kResourceExhausted when the filesystem holding `directory` has less free space than the
+// reserve `options` ask for, after `layer` inflated to `inflated` bytes.
+Result<void> CheckReserve(const UnpackOptions& options, const image::Descriptor& layer,
+                          const fs::path& directory, uint64_t inflated) {
+  struct statvfs st {};
+  if (::statvfs(directory.c_str(), &st) != 0) return Ok();  // cannot be measured: not checked
+  const uint64_t available = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  const uint64_t size = static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+  const auto share =
+      static_cast<uint64_t>(static_cast<double>(size) * options.min_free_percent / 100.0);
+  const uint64_t reserve = std::max(options.min_free_bytes, share);
+  if (available >= reserve) return Ok();
+  // The reserve as the config spells it.
+  const std::string setting =
+      options.min_free_percent == 0 ? FormatByteSize(options.min_free_bytes)
+      : options.min_free_bytes == 0
+          ? fmt::format("{:g}% of the filesystem", options.min_free_percent)
+          : fmt::format("the larger of {:g}% and {}", options.min_free_percent,
+                        FormatByteSize(options.min_free_bytes));
+  return Fail(ErrorCode::kResourceExhausted,
+              fmt::format("layer {} had inflated to {} ({} bytes) when the filesystem at {} was "
+                          "left with {} free of {}, below the reserve of {} (pull.min_free_space: "
+                          "{}); the pull stopped and the partial layer was discarded. Free space "
+                          "there (berth rmi, berth gc) or move berth's root to a larger "
+                          "filesystem, then pull again",
+                          layer.digest, FormatByteSize(inflated), inflated,
+                          MountPointOf(directory).string(), FormatByteSize(available),
+                          FormatByteSize(size), FormatByteSize(reserve), setting));
+}
+
+// kInvalidArgument when `layer` inflated to more than max_inflate_ratio times its size.
+Result<void> CheckInflateRatio(const UnpackOptions& options, const image::Descriptor& layer,
+                               uint64_t inflated) {
+  const double limit = std::max(options.max_inflate_ratio * static_cast<double>(layer.size),
+                                static_cast<double>(kMinInflateLimit));
+  if (options.max_inflate_ratio <= 0 || static_cast<double>(inflated) <= limit) return Ok();
+  return Fail(
+      ErrorCode::kInvalidArgument,
+      fmt::format("layer {} is {} ({} bytes) compressed and inflated to more than {} ({} "
+                  "bytes), over {:g} times its size (pull.max_inflate_ratio): refused as "
+                  "a decompression bomb and the partial layer discarded; if the image is "
+                  "trusted, raise pull.max_inflate_ratio",
+                  layer.digest, FormatByteSize(static_cast<uint64_t>(layer.size)), layer.size,
+                  FormatByteSize(inflated), inflated, options.max_inflate_ratio));
+}
+
+}  // namespace
 
 LayerThreadBudget::Slot::Slot(Slot&& other) noexcept
     : budget_(std::exchange(other.budget_, nullptr)), two_threads_(other.two_threads_) {}
@@ -48,9 +117,8 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
                               key_));
     }
     applying_.emplace(unpacker_.threads_.Begin(unpacker_.options_.layer_threads));
-    BERTH_ASSIGN_OR_RETURN(applier_,
-                           archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
-                               applying_->two_threads(), target, descriptor_.media_type)));
+    BERTH_ASSIGN_OR_RETURN(applier_, archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
+                                         applying_->two_threads(), target, descriptor_)));
     needs_lower_layers_ = false;
     return Ok();
   }
@@ -187,10 +255,10 @@ std::string Unpacker::NewKey(size_t index) const {
 
 archive::ApplyOptions Unpacker::ApplyOptionsFor(bool two_threads,
                                                 const snapshot::ApplyTarget& target,
-                                                const std::string& media_type) const {
+                                                const image::Descriptor& layer) const {
   archive::ApplyOptions apply;
   apply.root = target.directory;
-  apply.media_type = media_type;
+  apply.media_type = layer.media_type;
   apply.whiteout_mode = target.whiteouts == snapshot::WhiteoutStyle::kOverlay
                             ? archive::WhiteoutMode::kOverlay
                             : archive::WhiteoutMode::kDelete;
@@ -200,6 +268,23 @@ archive::ApplyOptions Unpacker::ApplyOptionsFor(bool two_threads,
   apply.gzip_backend = options_.gzip_backend;
   apply.threading =
       two_threads ? archive::ApplyThreading::kTwoThreads : archive::ApplyThreading::kSingle;
+  const bool reserve = options_.min_free_bytes > 0 || options_.min_free_percent > 0;
+  if (reserve || options_.max_inflate_ratio > 0) {
+    apply.inflate_check = [options = options_, layer, directory = target.directory,
+                           reserve](uint64_t inflated) -> Result<void> {
+      BERTH_RETURN_IF_ERROR(CheckInflateRatio(options, layer, inflated));
+      if (!reserve) return Ok();
+      return CheckReserve(options, layer, directory, inflated);
+    };
+    // A ratio limit on a small layer is checked more often, so that a bomb is stopped near it.
+    const double ratio_limit =
+        std::max(options_.max_inflate_ratio * static_cast<double>(layer.size),
+                 static_cast<double>(kMinInflateLimit));
+    apply.inflate_check_interval = options_.max_inflate_ratio > 0
+                                       ? std::clamp(static_cast<uint64_t>(ratio_limit / 8),
+                                                    uint64_t{64} << 10, kSpaceCheckInterval)
+                                       : kSpaceCheckInterval;
+  }
   return apply;
 }
 
@@ -412,8 +497,7 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
   LayerThreadBudget::Slot applying = threads_.Begin(options_.layer_threads);
-  archive::ApplyOptions apply =
-      ApplyOptionsFor(applying.two_threads(), target, descriptor.media_type);
+  archive::ApplyOptions apply = ApplyOptionsFor(applying.two_threads(), target, descriptor);
   apply.lower_dirs = target.lower_dirs;
   BERTH_ASSIGN_OR_RETURN(archive::ApplyResult applied,
                          WithContext(ApplyBlob(descriptor.digest, apply), what));

@@ -40,7 +40,9 @@
 //   - End(false), or any failure: every active snapshot this unpacker made is removed. Layers
 //     below a failure that were committed stay (they are correct and reusable).
 //
-// Errors: a diffID mismatch is kDataLoss and leaves no snapshot for that chain ID; apply errors
+// Errors: a diffID mismatch is kDataLoss and leaves no snapshot for that chain ID; a layer that
+// would take its filesystem below UnpackOptions' reserve is kResourceExhausted, and one that
+// inflates past max_inflate_ratio is kInvalidArgument (both leave no snapshot); apply errors
 // (hostile archives: kPermissionDenied, kInvalidArgument, kResourceExhausted, kDataLoss for
 // truncation) come from berth/archive; snapshotter errors as documented there.
 //
@@ -68,6 +70,11 @@
 
 namespace berth::unpack {
 
+// How many inflated bytes of a layer pass between two checks of the free space (statvfs).
+inline constexpr uint64_t kSpaceCheckInterval = uint64_t{8} << 20;
+// Below this many inflated bytes no layer is refused for its inflate ratio.
+inline constexpr uint64_t kMinInflateLimit = uint64_t{1} << 20;
+
 struct UnpackOptions {
   // Durability of the written files. With SyncPolicy::kNone the snapshotter's own durability
   // (syncfs at Commit) still applies; berth/stack/image_stack.cc maps the config's pull.sync
@@ -75,6 +82,18 @@ struct UnpackOptions {
   archive::SyncPolicy sync = archive::SyncPolicy::kNone;
   // Largest uncompressed size of one layer (decompression bombs); 0 for no limit.
   uint64_t max_layer_size = uint64_t{256} << 30;
+  // Free space a layer being written must leave on the filesystem of its snapshot directory:
+  // the larger of min_free_bytes and min_free_percent % of the filesystem's size (config's
+  // pull.min_free_space; both 0: no reserve). Measured with statvfs when the layer starts and
+  // every kSpaceCheckInterval bytes it inflates; below it, the layer fails with
+  // kResourceExhausted naming the layer, how far it inflated, the filesystem's mount point and
+  // the reserve. A filesystem that cannot be measured is not checked.
+  uint64_t min_free_bytes = 0;
+  double min_free_percent = 0;
+  // A layer inflating to more than this many times its compressed size, and to more than
+  // kMinInflateLimit, fails with kInvalidArgument as a decompression bomb (config's
+  // pull.max_inflate_ratio); 0: off. (A tiny layer's tar padding alone inflates it 50×.)
+  double max_inflate_ratio = 0;
   archive::GzipBackend gzip_backend = archive::GzipBackend::kIsal;
   // Threads per layer: kOne (decompress, hash and untar on the download thread), kTwo (untar on
   // a worker of its own, see archive::ApplyThreading), or kAuto: kTwo for a layer that starts
@@ -193,7 +212,7 @@ class Unpacker final : public pull::LayerHandler {
   std::string NewKey(size_t index) const;
   // `two_threads`: what the layer's LayerThreadBudget::Slot decided.
   archive::ApplyOptions ApplyOptionsFor(bool two_threads, const snapshot::ApplyTarget& target,
-                                        const std::string& media_type) const;
+                                        const image::Descriptor& layer) const;
   // REQUIRES: mutex_ not held. Records the new state of `index` and runs commits.
   Result<void> MarkReady(size_t index, State state, std::string key, uint64_t uncompressed_bytes,
                          std::vector<std::string> implicit_dirs = {});

@@ -3,6 +3,7 @@
 // registry: layer blobs are generated with imagegen and put in a real content store.
 #include "berth/unpack/unpacker.h"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -301,6 +302,48 @@ TEST_P(UnpackerTest, HostileLayerIsRefusedAndLeavesNothing) {
   for (const auto& [name, kind] : Snapshots()) {
     EXPECT_EQ(kind, snapshot::Kind::kCommitted) << name << " is left behind";
   }
+}
+
+// A reserve no filesystem can keep (an exbibyte): the first layer stops as it starts writing,
+// with an error naming the layer, how far it inflated, the filesystem and the reserve.
+TEST_P(UnpackerTest, LayerThatWouldCrossTheFreeSpaceReserveIsRefusedAndLeavesNothing) {
+  TestImage image = MakeImage(ThreeLayers());
+  Unpacker unpacker(*snapshotter_, *store_, threads_, {.min_free_bytes = uint64_t{1} << 60});
+  Result<void> unpacked = Unpack(unpacker, image);
+  ASSERT_FALSE(unpacked);
+  EXPECT_EQ(unpacked.error().code(), ErrorCode::kResourceExhausted) << unpacked.error().ToString();
+  const std::string message = unpacked.error().ToString();
+  EXPECT_THAT(message, HasSubstr(image.manifest.layers[0].digest.ToString()));
+  EXPECT_THAT(message, HasSubstr("had inflated to"));
+  EXPECT_THAT(message, HasSubstr("the filesystem at /"));
+  EXPECT_THAT(message, HasSubstr("below the reserve of "));
+  EXPECT_THAT(message, HasSubstr("pull.min_free_space"));
+  EXPECT_TRUE(Snapshots().empty()) << "neither committed nor active snapshots remain";
+
+  // A reserve the filesystem keeps does not get in the way.
+  Unpacker kept(*snapshotter_, *store_, threads_, {.min_free_bytes = 1, .min_free_percent = 0.001});
+  EXPECT_TRUE(Unpack(kept, image).has_value());
+}
+
+TEST_P(UnpackerTest, LayerInflatingPastTheRatioIsRefusedAsABomb) {
+  imagegen::FileTree bomb;
+  bomb.AddFile("zeros", std::string(16 << 20, '\0'));
+  TestImage image = MakeImage({bomb});
+  const int64_t compressed = image.manifest.layers[0].size;
+  ASSERT_LT(compressed, 64 << 10);
+  Unpacker unpacker(*snapshotter_, *store_, threads_, {.max_inflate_ratio = 100});
+  Result<void> unpacked = Unpack(unpacker, image);
+  ASSERT_FALSE(unpacked);
+  EXPECT_EQ(unpacked.error().code(), ErrorCode::kInvalidArgument) << unpacked.error().ToString();
+  const std::string message = unpacked.error().ToString();
+  EXPECT_THAT(message, HasSubstr(image.manifest.layers[0].digest.ToString()));
+  EXPECT_THAT(message, HasSubstr(fmt::format("({} bytes) compressed", compressed)));
+  EXPECT_THAT(message, HasSubstr("decompression bomb"));
+  EXPECT_TRUE(Snapshots().empty()) << "neither committed nor active snapshots remain";
+
+  // An ordinary layer is well within the ratio.
+  Unpacker ordinary(*snapshotter_, *store_, threads_, {.max_inflate_ratio = 100});
+  EXPECT_TRUE(Unpack(ordinary, MakeImage(ThreeLayers())).has_value());
 }
 
 TEST_P(UnpackerTest, ResetStartsTheLayerAgain) {

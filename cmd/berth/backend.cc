@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "berth/cri/admin_client.h"
+#include "berth/cri/full_disk.h"
 #include "berth/cri/image_service_client.h"
 #include "berth/stack/image_stack.h"
 #include "berth/stack/root_lock.h"
@@ -111,7 +112,11 @@ class EmbeddedBackend final : public ImageBackend {
   bool embedded() const override { return true; }
 
   Result<service::PullResult> Pull(const service::PullRequest& request) override {
-    return stack_->images().Pull(request, CancelToken::Never());
+    Result<service::PullResult> pulled = stack_->images().Pull(request, CancelToken::Never());
+    if (pulled) return pulled;
+    // A full disk is explained as berthd explains it to its CRI clients.
+    const std::filesystem::path directories[] = {root_, stack_->snapshot_root()};
+    return Fail(cri::ExplainFullDisk(pulled.error(), directories));
   }
   Result<std::vector<service::Image>> List(std::string_view filter) override {
     return stack_->images().List(filter);

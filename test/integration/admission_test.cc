@@ -8,11 +8,19 @@
 //   - An image whose compressed size passes admission but whose unpacked size does not fit (a
 //     layer of zeros, a few KiB gzipped) fails mid-pull on ENOSPC, cleanly: nothing reported, a
 //     small image still pulls, `berth check` finds the store clean.
+//   - Decompression bombs (issue 12), on a 64 MiB tmpfs: a layer of 128 MiB of zeros (a few
+//     hundred KiB gzipped) with pull.min_free_space set is stopped as it crosses the reserve
+//     (kResourceExhausted naming the layer, how far it inflated, the filesystem and the
+//     reserve), its partial layer discarded; with pull.max_inflate_ratio it is refused as a bomb
+//     (kInvalidArgument) while an ordinary image pulls.
+//   - `berth pull` without berthd explains a full disk with berthd's words (ExplainFullDisk).
 //
 // Mounting needs root; without it the tests are skipped, saying so.
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -26,17 +34,18 @@
 
 #include "berth/base/cancel.h"
 #include "berth/config/config.h"
-#include "tools/imagegen/file_tree.h"
-#include "tools/imagegen/image.h"
-#include "tools/imagegen/layer.h"
-#include "tools/imagegen/push.h"
-#include "tools/imagegen/registry_client.h"
+#include "berth/cri/full_disk.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/stack/image_stack.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
 #include "testing/temp_dir.h"
 #include "testing/test_registry.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/image.h"
+#include "tools/imagegen/layer.h"
+#include "tools/imagegen/push.h"
+#include "tools/imagegen/registry_client.h"
 
 namespace berth {
 namespace {
@@ -49,9 +58,6 @@ using berth::testing::TestRegistry;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
-
-// The filesystem under the root: 8 MiB.
-constexpr const char* kTmpfsOptions = "size=8m,mode=0700";
 
 // Incompressible bytes, the same for a seed.
 std::string RandomBytes(size_t bytes, uint64_t seed) {
@@ -96,11 +102,14 @@ class AdmissionTest : public ::testing::Test {
          {{"big0.bin", RandomBytes(6 << 20, 1)}, {"big1.bin", RandomBytes(6 << 20, 2)}});
     // 20 MiB of zeros: a few KiB gzipped, 20 MiB unpacked.
     push("test/zeros", zeros_, {{"zeros.bin", std::string(20 << 20, '\0')}});
+    // 128 MiB of zeros: a decompression bomb for a 64 MiB filesystem.
+    push("test/bomb", bomb_, {{"zeros", std::string(128 << 20, '\0')}});
     push("test/small", small_, {{"small.txt", "small image\n"}});
   }
   static void TearDownTestSuite() {
     delete big_;
     delete zeros_;
+    delete bomb_;
     delete small_;
     delete registry_;
   }
@@ -114,22 +123,54 @@ class AdmissionTest : public ::testing::Test {
     ASSERT_TRUE(dir) << dir.error().ToString();
     dir_.emplace(std::move(*dir));
     fs::create_directories(root());
-    ASSERT_EQ(::mount("tmpfs", root().c_str(), "tmpfs", 0, kTmpfsOptions), 0)
+    ASSERT_EQ(::mount("tmpfs", root().c_str(), "tmpfs", 0, TmpfsOptions()), 0)
         << std::strerror(errno);
     mounted_ = true;
     auto proxy = FaultProxy::Start(registry_->host());
     ASSERT_TRUE(proxy) << proxy.error().ToString();
     proxy_ = std::move(*proxy);
+    ASSERT_NO_FATAL_FAILURE(OpenStack());
+  }
+
+  // The filesystem under the root: 8 MiB.
+  virtual const char* TmpfsOptions() const { return "size=8m,mode=0700"; }
+
+  // (Re)opens the stack on the root with a config of `pull_settings` (lines of [pull]). No
+  // free-space reserve unless they set one: the default (1 GiB at least) exceeds these
+  // filesystems.
+  void OpenStack(const std::string& pull_settings = "min_free_space = \"0\"\n") {
+    stack_.reset();
     const std::string snapshotter =
         snapshot::OverlaySnapshotter::KernelSupportsOverlay() ? "overlayfs" : "native";
     std::ofstream(config_file()) << "[pull]\nsnapshotter = \"" << snapshotter
-                                 << "\"\nsync = \"none\"\n";
+                                 << "\"\nsync = \"none\"\n"
+                                 << pull_settings;
     auto config = config::LoadConfigFile(config_file());
     ASSERT_TRUE(config) << config.error().ToString();
     config->root = root();
     auto stack = stack::ImageStack::Open(*config);
     ASSERT_TRUE(stack) << stack.error().ToString();
     stack_ = std::move(*stack);
+  }
+
+  // statvfs's available bytes of the root's filesystem.
+  uint64_t AvailableBytes() const {
+    struct statvfs st {};
+    EXPECT_EQ(::statvfs(root().c_str(), &st), 0) << std::strerror(errno);
+    return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  }
+
+  // `berth` run on the root itself (no berthd answers at the address).
+  Result<CommandResult> RunCli(std::vector<std::string> args) const {
+    std::vector<std::string> argv = {BERTH_CLI_PATH,
+                                     "--config",
+                                     config_file().string(),
+                                     "--root",
+                                     root().string(),
+                                     "--address",
+                                     "unix://" + (dir_->path() / "nobody.sock").string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return berth::testing::RunCommand(argv, dir_->path());
   }
 
   void TearDown() override {
@@ -168,10 +209,7 @@ class AdmissionTest : public ::testing::Test {
     EXPECT_EQ((*listed)[0].id.ToString(), small_->config.digest.ToString());
     stack_.reset();
 
-    auto check = berth::testing::RunCommand(
-        {BERTH_CLI_PATH, "--config", config_file().string(), "--root", root().string(), "--address",
-         "unix://" + (dir_->path() / "nobody.sock").string(), "check", "--verify", "--json"},
-        dir_->path());
+    auto check = RunCli({"check", "--verify", "--json"});
     ASSERT_TRUE(check) << check.error().ToString();
     EXPECT_EQ(check->exit_code, 0) << check->out << check->err;
     json report = json::parse(check->out, nullptr, false);
@@ -181,6 +219,7 @@ class AdmissionTest : public ::testing::Test {
   static inline TestRegistry* registry_ = nullptr;
   static inline imagegen::Image* big_ = nullptr;
   static inline imagegen::Image* zeros_ = nullptr;
+  static inline imagegen::Image* bomb_ = nullptr;
   static inline imagegen::Image* small_ = nullptr;
   std::optional<berth::testing::TempDir> dir_;
   bool mounted_ = false;
@@ -231,6 +270,78 @@ TEST_F(AdmissionTest, DiskFullMidPullStillFailsCleanly) {
   ASSERT_TRUE(status) << status.error().ToString();
   EXPECT_FALSE(status->has_value());
 
+  ExpectSmallPullsAndCheckIsClean();
+}
+
+// berth pull on the root itself, onto a disk that fills up: the error carries the explanation
+// berthd's CRI server adds (cri::ExplainFullDisk), word for word.
+TEST_F(AdmissionTest, EmbeddedPullExplainsAFullDiskAsBerthdDoes) {
+  stack_.reset();  // the CLI takes the root's lock
+  auto pulled = RunCli({"pull", Ref("zeros")});
+  ASSERT_TRUE(pulled) << pulled.error().ToString();
+  EXPECT_NE(pulled->exit_code, 0) << pulled->out << pulled->err;
+  std::printf("berth pull: %s\n", pulled->err.c_str());
+  EXPECT_THAT(pulled->err, HasSubstr(std::strerror(ENOSPC)));
+  // What berthd appends, less the byte counts of the moment.
+  const fs::path directories[] = {root()};
+  const std::string explained =
+      cri::ExplainFullDisk(Error(ErrorCode::kResourceExhausted, std::strerror(ENOSPC)), directories)
+          .ToString();
+  const size_t counts = explained.find(" (");
+  const size_t full = explained.find(") is full: ");
+  ASSERT_NE(counts, std::string::npos) << explained;
+  ASSERT_NE(full, std::string::npos) << explained;
+  EXPECT_THAT(
+      pulled->err,
+      HasSubstr(explained.substr(0, counts).substr(explained.find("; the filesystem holding "))));
+  EXPECT_THAT(pulled->err, HasSubstr(explained.substr(full)));
+}
+
+class BombTest : public AdmissionTest {
+ protected:
+  const char* TmpfsOptions() const override { return "size=64m,mode=0700"; }
+};
+
+TEST_F(BombTest, BombCrossingTheFreeSpaceReserveFailsAndIsDiscarded) {
+  ASSERT_NO_FATAL_FAILURE(OpenStack("min_free_space = \"40MiB\"\n"));
+  auto failed = Pull("bomb");
+  ASSERT_FALSE(failed) << "128 MiB of zeros unpacked onto 64 MiB with a 40 MiB reserve";
+  EXPECT_EQ(failed.error().code(), ErrorCode::kResourceExhausted) << failed.error().ToString();
+  const std::string message = failed.error().ToString();
+  std::printf("failed: %s\n", message.c_str());
+  EXPECT_THAT(message,
+              HasSubstr("layer " + bomb_->layers[0].blob.digest.ToString() + " had inflated to "));
+  EXPECT_THAT(message, HasSubstr("the filesystem at " + root().string() + " was left with "));
+  EXPECT_THAT(message, HasSubstr("below the reserve of 40.0 MiB (pull.min_free_space: 40.0 MiB)"));
+  EXPECT_THAT(message, HasSubstr("the partial layer was discarded"));
+  EXPECT_THAT(message, Not(HasSubstr(std::strerror(ENOSPC))));
+  // The partial layer's space is back: the filesystem holds little more than the blob.
+  EXPECT_GT(AvailableBytes(), uint64_t{56} << 20);
+
+  auto listed = stack_->images().List();
+  ASSERT_TRUE(listed) << listed.error().ToString();
+  EXPECT_THAT(*listed, IsEmpty());
+  ExpectSmallPullsAndCheckIsClean();
+}
+
+TEST_F(BombTest, InflateRatioRefusesABombAndAcceptsAnOrdinaryImage) {
+  ASSERT_NO_FATAL_FAILURE(OpenStack("min_free_space = \"0\"\nmax_inflate_ratio = 100\n"));
+  auto refused = Pull("bomb");
+  ASSERT_FALSE(refused) << "a layer inflating ~1000x was accepted with max_inflate_ratio = 100";
+  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument) << refused.error().ToString();
+  const std::string message = refused.error().ToString();
+  std::printf("refused: %s\n", message.c_str());
+  const imagegen::Descriptor& layer = bomb_->layers[0].blob;
+  EXPECT_THAT(message, HasSubstr(fmt::format("layer {} is ", layer.digest.ToString())));
+  EXPECT_THAT(message, HasSubstr(fmt::format("({} bytes) compressed and inflated to more than ",
+                                             layer.size)));
+  EXPECT_THAT(message, HasSubstr("decompression bomb"));
+  EXPECT_GT(AvailableBytes(), uint64_t{56} << 20);
+
+  // Random bytes inflate about 1x: pulled, then removed again for the check below.
+  auto big = Pull("big");
+  ASSERT_TRUE(big) << big.error().ToString();
+  ASSERT_TRUE(stack_->images().Remove(Ref("big"), service::RemovePinned::kRefuse).has_value());
   ExpectSmallPullsAndCheckIsClean();
 }
 
