@@ -8,6 +8,8 @@ packages=(
   cmake g++ make pkg-config ninja-build git
   # the sanitizer and fuzz build (scripts/test.sh): clang 14 with its ASan/UBSan/libFuzzer runtimes
   clang libclang-rt-14-dev
+  # the code gates (scripts/lint.sh): clang-format and clang-tidy 14
+  clang-format clang-tidy
   # libraries
   libcurl4-openssl-dev libssl-dev nlohmann-json3-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libcli11-dev libexpected-dev libsqlite3-dev libarchive-dev zlib1g-dev libdeflate-dev libisal-dev

@@ -16,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 bash scripts/setup.sh
+# The formatting gate first: it takes a second and needs no build.
+bash scripts/lint.sh format
 bash scripts/build.sh
 build_dir=${BERTH_BUILD_DIR:-build}
 asan_dir=${BERTH_ASAN_BUILD_DIR:-build-asan}

@@ -7,9 +7,12 @@
 
 #include "berth/archive/test_util.h"
 #include "berth/image/media_types.h"
+#include "testing/result_matchers.h"
 
 namespace berth::archive {
 namespace {
+
+using ::berth::testing::FailsWith;
 
 using testing::Compress;
 
@@ -87,13 +90,13 @@ TEST_P(RoundTripTest, DecodesWhateverTheChunking) {
       std::string small = payload.substr(0, 100'000);
       auto decoded = DecodeAll(GetParam().compression, Compress(small, GetParam().generator), step,
                                {.gzip_backend = GetParam().backend});
-      ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+      ASSERT_OK(decoded);
       EXPECT_EQ(*decoded, small);
       continue;
     }
     auto decoded =
         DecodeAll(GetParam().compression, blob, step, {.gzip_backend = GetParam().backend});
-    ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+    ASSERT_OK(decoded);
     EXPECT_EQ(decoded->size(), payload.size());
     EXPECT_TRUE(*decoded == payload) << "step " << step;
   }
@@ -106,7 +109,7 @@ TEST_P(RoundTripTest, TruncatedStreamIsDataLoss) {
     auto decoded = DecodeAll(GetParam().compression, std::string_view(blob).substr(0, keep), 65536,
                              {.gzip_backend = GetParam().backend});
     ASSERT_FALSE(decoded.has_value()) << "kept " << keep;
-    EXPECT_EQ(decoded.error().code(), ErrorCode::kDataLoss) << decoded.error().ToString();
+    EXPECT_THAT(decoded, FailsWith(ErrorCode::kDataLoss));
     EXPECT_NE(decoded.error().message().find("truncated"), std::string::npos);
   }
 }
@@ -146,7 +149,7 @@ TEST_P(GzipBackendTest, DecodesMultiMemberStreams) {
                      Compress("", imagegen::Compression::kGzip);
   for (size_t step : {size_t{1} << 20, size_t{7}}) {
     auto decoded = DecodeAll(Compression::kGzip, blob, step, {.gzip_backend = GetParam()});
-    ASSERT_TRUE(decoded.has_value()) << decoded.error().ToString();
+    ASSERT_OK(decoded);
     EXPECT_TRUE(*decoded == a + b);
   }
 }
@@ -156,14 +159,14 @@ TEST_P(GzipBackendTest, CorruptCrcIsDataLoss) {
   blob[blob.size() - 6] ^= 0x55;  // Inside the CRC-32 of the trailer.
   auto decoded = DecodeAll(Compression::kGzip, blob, 4096, {.gzip_backend = GetParam()});
   ASSERT_FALSE(decoded.has_value());
-  EXPECT_EQ(decoded.error().code(), ErrorCode::kDataLoss) << decoded.error().ToString();
+  EXPECT_THAT(decoded, FailsWith(ErrorCode::kDataLoss));
 }
 
 TEST_P(GzipBackendTest, TrailingGarbageIsInvalid) {
   std::string blob = Compress("data", imagegen::Compression::kGzip) + "garbage!";
   auto decoded = DecodeAll(Compression::kGzip, blob, 4096, {.gzip_backend = GetParam()});
   ASSERT_FALSE(decoded.has_value());
-  EXPECT_EQ(decoded.error().code(), ErrorCode::kInvalidArgument) << decoded.error().ToString();
+  EXPECT_THAT(decoded, FailsWith(ErrorCode::kInvalidArgument));
 }
 
 TEST_P(GzipBackendTest, CorruptDeflateDataIsInvalid) {

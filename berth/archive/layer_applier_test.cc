@@ -23,6 +23,8 @@
 #include "testing/result_matchers.h"
 #include "testing/temp_dir.h"
 
+using ::berth::testing::FailsWith;
+
 namespace berth::archive {
 namespace {
 
@@ -176,7 +178,7 @@ TEST_P(ApplyEveryKindTest, AppliesEveryEntryKindWithMetadata) {
   auto result = Apply(blob, GetParam().media_type,
                       {.gzip_backend = GetParam().backend, .threading = GetParam().threading},
                       /*step=*/4093);
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(result->diff_id, Digest::Sha256Of(tar));
   EXPECT_EQ(result->uncompressed_bytes, tar.size());
   EXPECT_EQ(result->compressed_bytes, blob.size());
@@ -253,7 +255,7 @@ TEST_F(LayerApplierTest, OverlayWhiteoutsBecomeDevicesAndOpaqueXattr) {
       .AddDirectory("var/cache")
       .AddOpaqueWhiteout("var/cache");
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   auto motd = Lstat(root_ / "etc/motd");
   ASSERT_TRUE(motd.exists);
   EXPECT_TRUE(S_ISCHR(motd.st.st_mode));
@@ -268,7 +270,7 @@ TEST_F(LayerApplierTest, ArchiveCannotForgeOverlayXattrs) {
   imagegen::FileTree tree;
   tree.AddDirectory("d", {.xattrs = {{"trusted.overlay.opaque", "y"}}});
   auto result = ApplyTar(TarOf(tree));
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(Xattr(root_ / "d", "trusted.overlay.opaque"), "<none>");
 }
 
@@ -286,7 +288,7 @@ TEST_F(LayerApplierTest, DeleteModeRemovesLowerEntriesOnly) {
       .AddFile("added", "x")
       .AddWhiteout("added");  // Same-layer whiteout: only lower layers are hidden.
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_FALSE(Lstat(root_ / "etc/motd").exists);
   EXPECT_TRUE(Lstat(root_ / "etc/keep").exists);
   EXPECT_FALSE(Lstat(root_ / "var/cache/a").exists);
@@ -319,7 +321,7 @@ TEST_F(LayerApplierTest, DeleteModeKeepsTheTimesOfLowerDirectoriesItChanges) {
       .AddFile("has-entry/new", "x", {.mtime_seconds = 5000})
       .AddDirectory("has-entry", {.mtime_seconds = 7000});
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_TRUE(Lstat(root_ / "gets-dir/sub/deeper/new").exists);
   EXPECT_FALSE(Lstat(root_ / "loses-file/old").exists);
   EXPECT_FALSE(Lstat(root_ / "goes-opaque/old").exists);
@@ -343,7 +345,7 @@ TEST_F(LayerApplierTest, ReplacesFilesByDirectoriesAndBack) {
       .AddFile("was-link", "now a file")
       .AddDirectory("existing", {.mode = 0755, .uid = 3, .gid = 4});
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(Content(root_ / "was-file/inside"), "now a dir");
   EXPECT_EQ(Content(root_ / "was-dir"), "now a file");
   EXPECT_TRUE(S_ISREG(Lstat(root_ / "was-link").st.st_mode));
@@ -389,7 +391,7 @@ TEST_F(LayerApplierTest, OverlayHardlinkToLowerLayerIsCopiedOrRefused) {
 
   auto copied =
       ApplyTar(tar, {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower_dir.path()}});
-  ASSERT_TRUE(copied.has_value()) << copied.error().ToString();
+  ASSERT_OK(copied);
   EXPECT_EQ(Content(root_ / "usr/bin/tool-link"), "lower tool");
   EXPECT_EQ(Lstat(root_ / "usr/bin/tool-link").st.st_mode & 07777, 0751u);
   EXPECT_EQ(Lstat(lower_dir.Join("usr/bin/tool")).st.st_nlink, 1u);
@@ -416,7 +418,7 @@ TEST_F(LayerApplierTest, OverlayHardlinkCopyKeepsXattrsAndHoles) {
       .AddHardlink("var/lib/sparse-link", "var/lib/sparse");
   auto copied = ApplyTar(
       TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower_dir.path()}});
-  ASSERT_TRUE(copied.has_value()) << copied.error().ToString();
+  ASSERT_OK(copied);
   EXPECT_EQ(Xattr(root_ / "bin/ping-link", "security.capability"), capability);
   EXPECT_EQ(Xattr(root_ / "bin/ping-link", "user.origin"), "lower");
   auto link = Lstat(root_ / "var/lib/sparse-link");
@@ -432,7 +434,7 @@ TEST_F(LayerApplierTest, ImplicitParentDirectoriesAreReported) {
       .AddFile("opt/a/f", "f", {.mtime_seconds = 1'100'000'000})
       .AddDirectory("opt", {.mode = 0750, .mtime_seconds = 900'000'000});  // Defined later.
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(result->implicit_dirs, (std::vector<std::string>{"usr", "etc", "usr/bin", "opt/a"}));
   // Created 0755, with the newest mtime of their children (not the unpack time); a whiteout
   // is not a child that counts, so "etc" keeps the time it was created.
@@ -452,7 +454,7 @@ TEST_F(LayerApplierTest, ImplicitDirectoriesReplacedLaterAreNotReported) {
   imagegen::FileTree tree;
   tree.AddFile("a/b/f", "f").AddFile("a/b", "now a file");
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(result->implicit_dirs, (std::vector<std::string>{"a"}));
 }
 
@@ -489,7 +491,7 @@ TEST_F(LayerApplierTest, ImplicitDirectoriesInheritFromLowerDirs) {
       .AddFile("srv/x/f", "f");
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay,
                                        .lower_dirs = {top.path(), bottom.path()}});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(result->implicit_dirs,
             (std::vector<std::string>{"etc", "var", "usr", "srv", "var/lib", "srv/x"}));
   auto etc = Lstat(root_ / "etc");
@@ -545,7 +547,7 @@ std::string AclXattr(std::initializer_list<AclEntry> entries) {
 
 std::map<std::string, std::string> Xattrs(const fs::path& path) {
   auto xattrs = ReadXattrs(path, /*follow_symlinks=*/false);
-  EXPECT_TRUE(xattrs.has_value()) << xattrs.error().ToString();
+  EXPECT_OK(xattrs);
   return xattrs ? *xattrs : std::map<std::string, std::string>{};
 }
 
@@ -583,7 +585,7 @@ TEST_F(LayerApplierTest, ImplicitDirectoriesInheritLowerXattrsAndAcls) {
       .AddFile("srv/plain/new", "n");
   auto result = ApplyTar(TarOf(tree),
                          {.whiteout_mode = WhiteoutMode::kOverlay, .lower_dirs = {lower.path()}});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(result->implicit_dirs, (std::vector<std::string>{"srv/data", "srv/plain"}));
   EXPECT_EQ(Xattrs(root_ / "srv/data"), Xattrs(lower.Join("srv/data")));
   EXPECT_EQ(Xattrs(root_ / "srv/data").size(), 4u);
@@ -611,7 +613,7 @@ TEST_F(LayerApplierTest, NewEntriesDoNotKeepAclsInheritedFromTheirDirectory) {
     fs::remove_all(root_);
     fs::create_directories(root_);
     auto result = ApplyTar(TarOf(tree), {.whiteout_mode = mode});
-    ASSERT_TRUE(result.has_value()) << result.error().ToString();
+    ASSERT_OK(result);
     EXPECT_EQ(Xattrs(root_ / "srv"),
               (std::map<std::string, std::string>{{"system.posix_acl_default", defaults}}));
     for (const char* path : {"srv/file", "srv/dir", "srv/fifo"}) {
@@ -634,7 +636,7 @@ TEST_F(LayerApplierTest, DeleteModeKeepsTheXattrsOfLowerDirectories) {
   imagegen::FileTree tree;
   tree.AddFile("srv/data/new", "n").AddWhiteout("srv/data/gone");
   auto result = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kDelete});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(before.size(), 4u);
   EXPECT_EQ(Xattrs(root_ / "srv/data"), before);
 }
@@ -653,7 +655,7 @@ TEST_F(LayerApplierTest, TraceLogShowsEachEntryDecision) {
   log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
   auto traced = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
   ASSERT_TRUE(log::Init({.level = log::Level::kInfo}).has_value());  // Drops the capture sink.
-  ASSERT_TRUE(traced.has_value()) << traced.error().ToString();
+  ASSERT_OK(traced);
   const std::string trace = captured.str();
   EXPECT_THAT(trace, HasSubstr("archive.entry path=etc/.wh.motd type=regular action=whiteout "
                                "detail=\"character device 0/0 hides \\\"etc/motd\\\"\""));
@@ -668,7 +670,7 @@ TEST_F(LayerApplierTest, TraceLogShowsEachEntryDecision) {
   log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(quiet));
   auto untraced = ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay});
   ASSERT_TRUE(log::Init({.level = log::Level::kInfo}).has_value());
-  ASSERT_TRUE(untraced.has_value()) << untraced.error().ToString();
+  ASSERT_OK(untraced);
   EXPECT_EQ(quiet.str(), "");
 }
 
@@ -682,7 +684,7 @@ TEST_F(LayerApplierTest, SparseFileIsWrittenSparse) {
               {"GNU.sparse.realsize", "10737418240"}});
   tar.Add({.name = "GNUSparseFile.0/disk.img", .size = stored.size()}, stored);
   auto result = ApplyTar(tar.Finish());
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   auto disk = Lstat(root_ / "disk.img");
   EXPECT_EQ(disk.st.st_size, 10737418240);
   EXPECT_LT(disk.st.st_blocks * 512, 1 << 20);  // Not 10 GB on disk.
@@ -744,7 +746,7 @@ TEST_F(LayerApplierTest, InflateCheckRunsPerIntervalAndItsErrorStopsTheApply) {
       return Ok();
     };
     auto applied = Apply(blob, mt::kOciLayerGzip, options);
-    ASSERT_TRUE(applied.has_value()) << applied.error().ToString();
+    ASSERT_OK(applied);
     ASSERT_GE(seen.size(), 5u);
     EXPECT_LE(seen.size(), 6u);  // 20 MiB + the tar's headers, checked every 4 MiB
     EXPECT_LE(seen.front(), 1u << 20);
@@ -770,7 +772,7 @@ TEST_F(LayerApplierTest, ApplyLayerFromFileReadsABlob) {
           .has_value());
   auto result = ApplyLayerFromFile(blobs.Join("layer.gz"),
                                    {.root = root_, .media_type = std::string(mt::kOciLayerGzip)});
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(result->diff_id, Digest::Sha256Of(tar));
   EXPECT_EQ(Content(root_ / "etc/passwd"), "root:x:0:0\n");
 }
@@ -803,7 +805,7 @@ TEST_P(HostileTest, AbsolutePathsStayInsideTheRoot) {
   RawTar tar;
   tar.Add({.name = absolute}, "pwned");
   auto result = ApplyHostile(tar.Finish());
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(Content(root_ / absolute.substr(1)), "pwned");
   ExpectOutsideUntouched();
 }
@@ -843,7 +845,7 @@ TEST_P(HostileTest, NothingIsWrittenThroughSymlinks) {
   tar.Add({.name = "file-link", .type = '2', .linkname = (sentinel_ / "secret").string()});
   tar.Add({.name = "file-link"}, "pwned");
   auto result = ApplyHostile(tar.Finish());
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_TRUE(S_ISREG(Lstat(root_ / "file-link").st.st_mode));
   EXPECT_EQ(Content(root_ / "file-link"), "pwned");
   ExpectOutsideUntouched();
@@ -859,7 +861,7 @@ TEST_P(HostileTest, SymlinkedParentDirectoryIsResolvedInRoot) {
   tar.Add({.name = "rootlink/inside"}, "ok");
   tar.Add({.name = "rootlink/rootlink/dir/escape/again"}, "again");
   auto result = ApplyHostile(tar.Finish());
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   // "../../sentinel" from root/dir clamps at the root: root/sentinel.
   EXPECT_EQ(Content(root_ / "sentinel/secret"), "pwned");
   EXPECT_EQ(Content(root_ / "sentinel/again"), "again");
@@ -942,7 +944,7 @@ TEST_P(HostileTest, FileReplacingAHardlinkDoesNotWriteThroughIt) {
   tar.Add({.name = "alias", .type = '1', .linkname = "etc/passwd"});
   tar.Add({.name = "alias"}, "evil:x:0:0\n");
   auto result = ApplyHostile(tar.Finish());
-  ASSERT_TRUE(result.has_value()) << result.error().ToString();
+  ASSERT_OK(result);
   EXPECT_EQ(Content(root_ / "etc/passwd"), "root:x:0:0\n");
   EXPECT_EQ(Content(root_ / "alias"), "evil:x:0:0\n");
 }
@@ -954,7 +956,7 @@ TEST_P(HostileTest, WhiteoutsOfDotDotOrRootAreRefused) {
     tar.Add({.name = name});
     auto result = ApplyHostile(tar.Finish());
     ASSERT_FALSE(result.has_value()) << name;
-    EXPECT_EQ(result.error().code(), ErrorCode::kPermissionDenied) << result.error().ToString();
+    EXPECT_THAT(result, FailsWith(ErrorCode::kPermissionDenied));
   }
   {
     RawTar tar;

@@ -6,9 +6,12 @@
 #include <vector>
 
 #include "berth/archive/test_util.h"
+#include "testing/result_matchers.h"
 
 namespace berth::archive {
 namespace {
+
+using ::berth::testing::FailsWith;
 
 using testing::RawHeader;
 using testing::RawTar;
@@ -83,7 +86,7 @@ TEST(TarReaderTest, ParsesEveryEntryTypeAndPaxField) {
   std::string tar = TarOf(RichTree());
   for (size_t step : {size_t{1} << 20, size_t{511}, size_t{1}}) {
     auto seen = Parse(tar, step);
-    ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+    ASSERT_OK(seen);
     ASSERT_EQ(seen->size(), 10u);
     const auto& s = *seen;
     EXPECT_EQ(s[0].entry.type, TarEntryType::kDirectory);
@@ -122,7 +125,7 @@ TEST(TarReaderTest, GnuLongNamesAndLinks) {
   tar.Add({.name = "././@LongLink", .type = 'K', .gnu = true}, link + '\0');
   tar.Add({.name = "short", .type = '2', .linkname = "short-target", .gnu = true});
   auto seen = Parse(tar.Finish());
-  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  ASSERT_OK(seen);
   ASSERT_EQ(seen->size(), 1u);
   EXPECT_EQ((*seen)[0].entry.path, name);
   EXPECT_EQ((*seen)[0].entry.link_target, link);
@@ -140,7 +143,7 @@ TEST(TarReaderTest, PaxOverridesSizeTimesAndIdsAndNegativeFractions) {
   tar.Add({.name = "from-ustar", .size = 3}, "abc");
   tar.Add({.name = "next", .size = 1}, "z");  // Overrides must not leak to the next entry.
   auto seen = Parse(tar.Finish());
-  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  ASSERT_OK(seen);
   ASSERT_EQ(seen->size(), 2u);
   const TarEntry& e = (*seen)[0].entry;
   EXPECT_EQ(e.path, "from/pax");
@@ -161,7 +164,7 @@ TEST(TarReaderTest, GlobalPaxHeadersAreIgnored) {
   tar.Add({.name = "global", .type = 'g'}, imagegen::PaxRecord("path", "evil"));
   tar.Add({.name = "a", .size = 1}, "1");
   auto seen = Parse(tar.Finish());
-  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  ASSERT_OK(seen);
   ASSERT_EQ(seen->size(), 1u);
   EXPECT_EQ((*seen)[0].entry.path, "a");
 }
@@ -173,7 +176,7 @@ TEST(TarReaderTest, HeaderOnlyTypesCarryNoData) {
   tar.Add({.name = "link", .type = '2', .size = 1000, .linkname = "t"});
   tar.Add({.name = "file", .size = 2}, "ok");
   auto seen = Parse(tar.Finish());
-  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  ASSERT_OK(seen);
   ASSERT_EQ(seen->size(), 2u);
   EXPECT_EQ((*seen)[1].content, "ok");
 }
@@ -212,7 +215,7 @@ TEST(TarReaderTest, SparsePax01AndOldGnu) {
   RawTar::Checksum(block);
   tar.AddBlock(block).AppendPadded("xyz");
   auto seen = Parse(tar.Finish(), 100);
-  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  ASSERT_OK(seen);
   ASSERT_EQ(seen->size(), 2u);
   EXPECT_EQ((*seen)[0].entry.path, "s01");
   EXPECT_EQ((*seen)[0].content, std::string("\0\0abc\0\0\0\0\0de\0\0\0\0\0\0\0\0", 20));
@@ -246,7 +249,7 @@ TEST(TarReaderTest, AbsurdNumericFieldsAreRefused) {
     tar.Add({.name = "f", .raw_size = raw});
     auto seen = Parse(tar.Finish());
     ASSERT_FALSE(seen.has_value());
-    EXPECT_EQ(seen.error().code(), ErrorCode::kInvalidArgument) << seen.error().ToString();
+    EXPECT_THAT(seen, FailsWith(ErrorCode::kInvalidArgument));
   }
   RawTar big;
   big.Add({.name = "f", .size = uint64_t{1} << 33});
@@ -262,7 +265,7 @@ TEST(TarReaderTest, TruncatedArchiveIsDataLoss) {
   for (size_t keep : {size_t{1024 + 100}, size_t{1024 + 512 + 20}, tar.size() - 1024}) {
     auto seen = Parse(std::string_view(tar).substr(0, keep));
     ASSERT_FALSE(seen.has_value()) << keep;
-    EXPECT_EQ(seen.error().code(), ErrorCode::kDataLoss) << seen.error().ToString();
+    EXPECT_THAT(seen, FailsWith(ErrorCode::kDataLoss));
     EXPECT_NE(seen.error().message().find("truncated"), std::string::npos);
   }
   // A lone zero block at the end is accepted, as GNU tar does.
@@ -291,7 +294,7 @@ TEST(TarReaderTest, TrailingBytesAfterEndMarkerAreIgnored) {
   tar.Add({.name = "a", .size = 1}, "1");
   std::string bytes = tar.Finish() + std::string(9216, '\0');
   auto seen = Parse(bytes, 700);
-  ASSERT_TRUE(seen.has_value()) << seen.error().ToString();
+  ASSERT_OK(seen);
   EXPECT_EQ(seen->size(), 1u);
 }
 

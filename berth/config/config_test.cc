@@ -12,6 +12,8 @@
 #include "testing/result_matchers.h"
 #include "testing/temp_dir.h"
 
+using ::berth::testing::FailsWith;
+
 namespace berth::config {
 namespace {
 
@@ -28,7 +30,7 @@ const std::filesystem::path kTestdata = BERTH_CONFIG_TESTDATA;
 
 Config Parse(std::string_view text) {
   Result<Config> config = ParseConfig(text, "cfg.toml");
-  EXPECT_TRUE(config) << config.error().ToString();
+  EXPECT_OK(config);
   return config.value_or(Config{});
 }
 
@@ -37,13 +39,13 @@ std::string ParseError(std::string_view text) {
   Result<Config> config = ParseConfig(text, "cfg.toml");
   EXPECT_FALSE(config) << "parsed without error:\n" << text;
   if (config) return "";
-  EXPECT_EQ(config.error().code(), ErrorCode::kInvalidArgument) << config.error().ToString();
+  EXPECT_THAT(config, FailsWith(ErrorCode::kInvalidArgument));
   return config.error().ToString();
 }
 
 Config Load(const std::string& name) {
   Result<Config> config = LoadConfigFile(kTestdata / name);
-  EXPECT_TRUE(config) << config.error().ToString();
+  EXPECT_OK(config);
   return config.value_or(Config{});
 }
 
@@ -84,7 +86,7 @@ TEST(ConfigDefaultsTest, EmptyAndCommentOnlyFilesGiveDefaults) {
 // The example shipped for operators loads, and says what the defaults are where it repeats them.
 TEST(ConfigDefaultsTest, ContribExampleLoadsWithTheDefaultsItShows) {
   Result<Config> example = LoadConfigFile(BERTH_EXAMPLE_CONFIG);
-  ASSERT_TRUE(example) << example.error().ToString();
+  ASSERT_OK(example);
   const PullConfig defaults = DefaultConfig().pull;
   EXPECT_EQ(example->pull.sync, defaults.sync);
   EXPECT_EQ(example->pull.layer_threads, defaults.layer_threads);

@@ -12,6 +12,8 @@
 #include "testing/result_matchers.h"
 #include "testing/temp_dir.h"
 
+using ::berth::testing::FailsWith;
+
 namespace berth::config {
 namespace {
 
@@ -30,7 +32,7 @@ const fs::path kTestdata = BERTH_CONFIG_TESTDATA;
 HostsFile Parse(std::string_view text, std::string_view host = "r.local",
                 std::string_view source = "/etc/certs.d/r.local/hosts.toml") {
   Result<HostsFile> parsed = ParseHostsFile(text, source, host);
-  EXPECT_TRUE(parsed) << parsed.error().ToString();
+  EXPECT_OK(parsed);
   return parsed.value_or(HostsFile{});
 }
 
@@ -39,7 +41,7 @@ std::string ParseError(std::string_view text) {
   Result<HostsFile> parsed = ParseHostsFile(text, "hosts.toml", "r.local");
   EXPECT_FALSE(parsed) << "parsed without error:\n" << text;
   if (parsed) return "";
-  EXPECT_EQ(parsed.error().code(), ErrorCode::kInvalidArgument) << parsed.error().ToString();
+  EXPECT_THAT(parsed, FailsWith(ErrorCode::kInvalidArgument));
   return parsed.error().ToString();
 }
 
@@ -62,7 +64,7 @@ fs::path Write(const TempDir& dir, const fs::path& relative, std::string_view te
 
 TEST(HostsFileTest, RealisticDockerHubFile) {
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(kTestdata / "certs.d", "docker.io");
-  ASSERT_TRUE(loaded) << loaded.error().ToString();
+  ASSERT_OK(loaded);
   ASSERT_TRUE(loaded->has_value());
   const HostsFile& file = **loaded;
   const fs::path directory = kTestdata / "certs.d" / "docker.io";
@@ -397,7 +399,7 @@ TEST(HostsDirectoryTest, HostDirectoryWinsOverDefault) {
   Write(root, "r.local/hosts.toml", "[host.\"https://own-mirror\"]\n");
   Write(root, "_default/hosts.toml", "[host.\"https://default-mirror\"]\n");
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), "r.local");
-  ASSERT_TRUE(loaded) << loaded.error().ToString();
+  ASSERT_OK(loaded);
   ASSERT_TRUE(loaded->has_value());
   EXPECT_THAT(MirrorUrls(**loaded), ElementsAre("https://own-mirror"));
   EXPECT_EQ((*loaded)->source, root.path() / "r.local" / "hosts.toml");
@@ -407,7 +409,7 @@ TEST(HostsDirectoryTest, FallsBackToDefaultWithTheRequestedHostAsServer) {
   ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
   Write(root, "_default/hosts.toml", "[host.\"https://default-mirror\"]\nca = \"ca.pem\"\n");
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), "other.local:5000");
-  ASSERT_TRUE(loaded) << loaded.error().ToString();
+  ASSERT_OK(loaded);
   ASSERT_TRUE(loaded->has_value());
   const HostsFile& file = **loaded;
   EXPECT_EQ(file.source, root.path() / "_default" / "hosts.toml");
@@ -418,7 +420,7 @@ TEST(HostsDirectoryTest, FallsBackToDefaultWithTheRequestedHostAsServer) {
 
   // The realistic tree in testdata too: no directory for quay.io, so _default applies.
   Result<std::optional<HostsFile>> quay = LoadHostsFile(kTestdata / "certs.d", "quay.io");
-  ASSERT_TRUE(quay) << quay.error().ToString();
+  ASSERT_OK(quay);
   ASSERT_TRUE(quay->has_value());
   EXPECT_THAT(MirrorUrls(**quay), ElementsAre("http://127.0.0.1:5001"));
   EXPECT_EQ((*quay)->mirrors[0].skip_verify, true);
@@ -429,14 +431,14 @@ TEST(HostsDirectoryTest, PortDirectorySpellings) {
   ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
   Write(root, "127.0.0.1:5000/hosts.toml", "server = \"http://127.0.0.1:5000\"\n");
   Result<std::optional<HostsFile>> colon = LoadHostsFile(root.path(), "127.0.0.1:5000");
-  ASSERT_TRUE(colon) << colon.error().ToString();
+  ASSERT_OK(colon);
   ASSERT_TRUE(colon->has_value());
   EXPECT_EQ((*colon)->source, root.path() / "127.0.0.1:5000" / "hosts.toml");
 
   // The "_port_" spelling is tried first.
   Write(root, "127.0.0.1_5000_/hosts.toml", "server = \"https://127.0.0.1:5000\"\n");
   Result<std::optional<HostsFile>> underscore = LoadHostsFile(root.path(), "127.0.0.1:5000");
-  ASSERT_TRUE(underscore) << underscore.error().ToString();
+  ASSERT_OK(underscore);
   ASSERT_TRUE(underscore->has_value());
   EXPECT_EQ((*underscore)->source, root.path() / "127.0.0.1_5000_" / "hosts.toml");
   EXPECT_EQ((*underscore)->server.url, "https://127.0.0.1:5000");
@@ -446,13 +448,13 @@ TEST(HostsDirectoryTest, NothingConfiguredIsNullopt) {
   ASSERT_OK_AND_ASSIGN(TempDir root, TempDir::Create("hosts-dir"));
   // config_path missing altogether.
   Result<std::optional<HostsFile>> missing = LoadHostsFile(root.path() / "absent", "r.local");
-  ASSERT_TRUE(missing) << missing.error().ToString();
+  ASSERT_OK(missing);
   EXPECT_FALSE(missing->has_value());
 
   // config_path exists, but has neither the host's directory nor _default.
   Write(root, "elsewhere.local/hosts.toml", "[host.\"https://m\"]\n");
   Result<std::optional<HostsFile>> none = LoadHostsFile(root.path(), "r.local");
-  ASSERT_TRUE(none) << none.error().ToString();
+  ASSERT_OK(none);
   EXPECT_FALSE(none->has_value());
 }
 
@@ -464,14 +466,14 @@ TEST(HostsDirectoryTest, HostDirectoryWithoutHostsTomlIsNulloptLikeContainerd) {
 
   // The host's directory exists, so _default is not consulted.
   Result<std::optional<fs::path>> directory = FindHostDirectory(root.path(), "r.local");
-  ASSERT_TRUE(directory) << directory.error().ToString();
+  ASSERT_OK(directory);
   EXPECT_EQ(*directory, root.path() / "r.local");
   Result<std::optional<HostsFile>> loaded = LoadHostsFile(root.path(), "r.local");
-  ASSERT_TRUE(loaded) << loaded.error().ToString();
+  ASSERT_OK(loaded);
   EXPECT_FALSE(loaded->has_value());
 
   Result<std::optional<HostsFile>> empty = LoadHostsFile(root.path(), "empty.local");
-  ASSERT_TRUE(empty) << empty.error().ToString();
+  ASSERT_OK(empty);
   EXPECT_FALSE(empty->has_value());
 }
 
@@ -521,7 +523,7 @@ TEST(HostsDirectoryTest, ConfigPathListUsesFirstRootWithADirectory) {
   std::string list = fmt::format("{}::{}", first.path().string(), second.path().string());
   // The first root's _default wins over the second root's exact directory, as in containerd.
   Result<std::optional<HostsFile>> loaded = LoadHostsFileFromConfigPath(list, "r.local");
-  ASSERT_TRUE(loaded) << loaded.error().ToString();
+  ASSERT_OK(loaded);
   ASSERT_TRUE(loaded->has_value());
   EXPECT_THAT(MirrorUrls(**loaded), ElementsAre("https://first-default"));
 
@@ -530,12 +532,12 @@ TEST(HostsDirectoryTest, ConfigPathListUsesFirstRootWithADirectory) {
       fmt::format("{}:{}", (first.path() / "absent").string(), second.path().string());
   Result<std::optional<HostsFile>> second_only =
       LoadHostsFileFromConfigPath(with_missing, "only.second");
-  ASSERT_TRUE(second_only) << second_only.error().ToString();
+  ASSERT_OK(second_only);
   ASSERT_TRUE(second_only->has_value());
   EXPECT_THAT(MirrorUrls(**second_only), ElementsAre("https://only-second"));
 
   Result<std::optional<HostsFile>> empty = LoadHostsFileFromConfigPath("", "r.local");
-  ASSERT_TRUE(empty) << empty.error().ToString();
+  ASSERT_OK(empty);
   EXPECT_FALSE(empty->has_value());
 }
 

@@ -12,13 +12,16 @@
 
 #include "berth/image/manifest.h"
 #include "berth/image/media_types.h"
+#include "testing/result_matchers.h"
+#include "testing/temp_dir.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/layer.h"
 #include "tools/imagegen/schema1.h"
-#include "testing/temp_dir.h"
 
 namespace berth::pull {
 namespace {
+
+using ::berth::testing::FailsWith;
 
 using nlohmann::json;
 using ::testing::ElementsAre;
@@ -29,7 +32,7 @@ imagegen::Layer MakeLayer(const std::string& name,
   imagegen::FileTree tree;
   tree.AddFile(name, "contents of " + name + "\n");
   Result<imagegen::Layer> layer = imagegen::BuildLayer(tree, {.compression = compression});
-  EXPECT_TRUE(layer) << layer.error().ToString();
+  EXPECT_OK(layer);
   return layer ? std::move(*layer) : imagegen::Layer{};
 }
 
@@ -37,11 +40,11 @@ class Schema1ConverterTest : public ::testing::Test {
  protected:
   void SetUp() override {
     Result<testing::TempDir> dir = testing::TempDir::Create("schema1-converter");
-    ASSERT_TRUE(dir) << dir.error().ToString();
+    ASSERT_OK(dir);
     dir_ = std::make_unique<testing::TempDir>(std::move(*dir));
     Result<std::unique_ptr<content::Store>> store =
         content::Store::Open({.root = dir_->Join("content"), .durability = Durability::kNone});
-    ASSERT_TRUE(store) << store.error().ToString();
+    ASSERT_OK(store);
     store_ = std::move(*store);
   }
 
@@ -69,7 +72,7 @@ class Schema1ConverterTest : public ::testing::Test {
 
   std::string Stored(const Digest& digest) {
     Result<std::string> bytes = store_->ReadBlob(digest, image::kMaxManifestBytes);
-    EXPECT_TRUE(bytes) << bytes.error().ToString();
+    EXPECT_OK(bytes);
     return bytes.value_or("");
   }
 
@@ -82,7 +85,7 @@ class Schema1ConverterTest : public ::testing::Test {
 
 std::string Unsigned(const imagegen::Schema1Spec& spec) {
   Result<std::string> manifest = imagegen::BuildSchema1Manifest(spec);
-  EXPECT_TRUE(manifest) << manifest.error().ToString();
+  EXPECT_OK(manifest);
   return manifest.value_or("");
 }
 
@@ -98,7 +101,7 @@ TEST_F(Schema1ConverterTest, ConvertsIntoASchema2ImageInTheStore) {
                 {.blob_sum = app.blob.digest, .created_by = "COPY app /"}};
 
   Result<ConvertedSchema1> converted = Convert(Unsigned(spec));
-  ASSERT_TRUE(converted) << converted.error().ToString();
+  ASSERT_OK(converted);
 
   // The throwaway step's blob is never fetched; the others once each.
   EXPECT_EQ(fetches_, (std::map<Digest, int>{{base.blob.digest, 1}, {app.blob.digest, 1}}));
@@ -109,7 +112,7 @@ TEST_F(Schema1ConverterTest, ConvertsIntoASchema2ImageInTheStore) {
   EXPECT_EQ(converted->config.digest, Digest::Sha256Of(config));
   EXPECT_EQ(converted->config.size, static_cast<int64_t>(config.size()));
   Result<image::ImageConfig> parsed_config = image::ParseImageConfig(config);
-  ASSERT_TRUE(parsed_config) << parsed_config.error().ToString();
+  ASSERT_OK(parsed_config);
   EXPECT_THAT(parsed_config->diff_ids, ElementsAre(base.diff_id, app.diff_id));
   EXPECT_THAT(parsed_config->cmd, ElementsAre("/app"));
   EXPECT_EQ(parsed_config->os, "linux");
@@ -125,7 +128,7 @@ TEST_F(Schema1ConverterTest, ConvertsIntoASchema2ImageInTheStore) {
   EXPECT_EQ(converted->manifest.media_type, media_types::kDockerManifest);
   EXPECT_EQ(Stored(converted->manifest.digest), converted->manifest_bytes);
   Result<image::Manifest> manifest = image::ParseManifest(converted->manifest_bytes);
-  ASSERT_TRUE(manifest) << manifest.error().ToString();
+  ASSERT_OK(manifest);
   EXPECT_EQ(manifest->config, converted->config);
   ASSERT_EQ(manifest->layers.size(), 2u);
   EXPECT_EQ(manifest->layers[0].digest, base.blob.digest);
@@ -152,7 +155,7 @@ TEST_F(Schema1ConverterTest, SignedManifestsConvertLikeUnsignedOnes) {
   ASSERT_TRUE(signed_manifest);
 
   Result<ConvertedSchema1> from_signed = Convert(*signed_manifest);
-  ASSERT_TRUE(from_signed) << from_signed.error().ToString();
+  ASSERT_OK(from_signed);
   Result<ConvertedSchema1> from_unsigned = Convert(Unsigned(spec));
   ASSERT_TRUE(from_unsigned);
   EXPECT_EQ(from_signed->config.digest, from_unsigned->config.digest);
@@ -164,7 +167,7 @@ TEST_F(Schema1ConverterTest, ABlobUsedByTwoStepsIsFetchedOnceAndListedTwice) {
   imagegen::Schema1Spec spec;
   spec.steps = {{.blob_sum = layer.blob.digest}, {.blob_sum = layer.blob.digest}};
   Result<ConvertedSchema1> converted = Convert(Unsigned(spec));
-  ASSERT_TRUE(converted) << converted.error().ToString();
+  ASSERT_OK(converted);
   EXPECT_EQ(fetches_[layer.blob.digest], 1);
   Result<image::Manifest> manifest = image::ParseManifest(converted->manifest_bytes);
   ASSERT_TRUE(manifest);
@@ -180,7 +183,7 @@ TEST_F(Schema1ConverterTest, AnUncompressedLayerIsListedAsSuch) {
   imagegen::Schema1Spec spec;
   spec.steps = {{.blob_sum = plain.blob.digest}};
   Result<ConvertedSchema1> converted = Convert(Unsigned(spec));
-  ASSERT_TRUE(converted) << converted.error().ToString();
+  ASSERT_OK(converted);
   Result<image::Manifest> manifest = image::ParseManifest(converted->manifest_bytes);
   ASSERT_TRUE(manifest);
   EXPECT_EQ(manifest->layers[0].media_type, "application/vnd.docker.image.rootfs.diff.tar");
@@ -210,7 +213,7 @@ TEST_F(Schema1ConverterTest, ACorruptGzipLayerFails) {
   spec.steps = {{.blob_sum = layer.blob.digest}};
   Result<ConvertedSchema1> converted = Convert(Unsigned(spec));
   ASSERT_FALSE(converted);
-  EXPECT_EQ(converted.error().code(), ErrorCode::kDataLoss) << converted.error().ToString();
+  EXPECT_THAT(converted, FailsWith(ErrorCode::kDataLoss));
   EXPECT_THAT(converted.error().ToString(), HasSubstr(layer.blob.digest.ToString()));
 }
 

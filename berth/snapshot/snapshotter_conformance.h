@@ -40,9 +40,12 @@
 #include "berth/snapshot/mount.h"
 #include "berth/snapshot/snapshot_test_util.h"
 #include "berth/snapshot/snapshotter.h"
+#include "testing/result_matchers.h"
 #include "testing/temp_dir.h"
 
 namespace berth::snapshot::testing {
+
+using ::berth::testing::FailsWith;
 
 namespace fs = std::filesystem;
 
@@ -55,7 +58,7 @@ class SnapshotterConformance : public ::testing::Test {
     std::string reason = Factory::SkipReason();
     if (!reason.empty()) GTEST_SKIP() << reason;
     auto dir = berth::testing::TempDir::Create("snapshot");
-    ASSERT_TRUE(dir) << dir.error().ToString();
+    ASSERT_OK(dir);
     dir_.emplace(std::move(*dir));
     ASSERT_NO_FATAL_FAILURE(Open());
   }
@@ -71,7 +74,7 @@ class SnapshotterConformance : public ::testing::Test {
 
   void Open(LocalSnapshotterOptions options) {
     auto opened = Factory::Open(options);
-    ASSERT_TRUE(opened) << opened.error().ToString();
+    ASSERT_OK(opened);
     snapshotter_ = std::move(*opened);
   }
   void Open() { Open(Options()); }
@@ -95,10 +98,10 @@ class SnapshotterConformance : public ::testing::Test {
   // Mounts `key` on a fresh directory; the mount lives as long as the returned ScopedMount.
   std::optional<ScopedMount> MountKey(std::string_view key) {
     auto mounts = sn().Mounts(key);
-    EXPECT_TRUE(mounts) << mounts.error().ToString();
+    EXPECT_OK(mounts);
     if (!mounts) return std::nullopt;
     auto mounted = ScopedMount::Create(*mounts, NewTarget());
-    EXPECT_TRUE(mounted) << mounted.error().ToString();
+    EXPECT_OK(mounted);
     if (!mounted) return std::nullopt;
     return std::move(*mounted);
   }
@@ -108,7 +111,7 @@ class SnapshotterConformance : public ::testing::Test {
   void CommitLayer(const std::string& name, const std::string& parent, const Files& files) {
     const std::string key = name + "-active";
     auto prepared = sn().Prepare(key, parent);
-    ASSERT_TRUE(prepared) << prepared.error().ToString();
+    ASSERT_OK(prepared);
     {
       std::optional<ScopedMount> mounted = MountKey(key);
       ASSERT_TRUE(mounted);
@@ -116,10 +119,10 @@ class SnapshotterConformance : public ::testing::Test {
         ASSERT_NO_FATAL_FAILURE(WriteTestFile(mounted->target() / path, content));
       }
       auto released = mounted->Release();
-      ASSERT_TRUE(released) << released.error().ToString();
+      ASSERT_OK(released);
     }
     auto committed = sn().Commit(name, key);
-    ASSERT_TRUE(committed) << committed.error().ToString();
+    ASSERT_OK(committed);
   }
 
   // Files and directories visible under `key`'s mounts (relative paths), symlinks not followed.
@@ -204,12 +207,12 @@ TYPED_TEST_P(SnapshotterConformance, PrepareReturnsTheSameMountsAsMounts) {
   ASSERT_NO_FATAL_FAILURE(this->CommitLayer("second", "base", {{"b", "b"}}));
   for (std::string parent : {"", "base", "second"}) {
     auto prepared = this->sn().Prepare("active-" + parent, parent);
-    ASSERT_TRUE(prepared) << prepared.error().ToString();
+    ASSERT_OK(prepared);
     auto mounts = this->sn().Mounts("active-" + parent);
     ASSERT_TRUE(mounts);
     EXPECT_EQ(*prepared, *mounts);
     auto viewed = this->sn().View("view-" + parent, parent);
-    ASSERT_TRUE(viewed) << viewed.error().ToString();
+    ASSERT_OK(viewed);
     auto view_mounts = this->sn().Mounts("view-" + parent);
     ASSERT_TRUE(view_mounts);
     EXPECT_EQ(*viewed, *view_mounts);
@@ -220,7 +223,7 @@ TYPED_TEST_P(SnapshotterConformance, ApplyTargetTakesALayerWithoutMounting) {
   ASSERT_NO_FATAL_FAILURE(this->CommitLayer("base", "", {{"etc/hosts", "base"}}));
   ASSERT_TRUE(this->sn().Prepare("extract", "base"));
   auto target = this->sn().GetApplyTarget("extract");
-  ASSERT_TRUE(target) << target.error().ToString();
+  ASSERT_OK(target);
   ASSERT_NO_FATAL_FAILURE(WriteTestFile(target->directory / "usr/bin/tool", "tool", 0755));
   ASSERT_NO_FATAL_FAILURE(WriteTestFile(target->directory / "etc/hosts", "layer"));
   ASSERT_TRUE(this->sn().Commit("layer", "extract"));
@@ -241,7 +244,7 @@ TYPED_TEST_P(SnapshotterConformance, WhiteoutsHideParentFiles) {
       {{"etc/passwd", "root"}, {"etc/group", "wheel"}, {"opt/dir/x", "x"}, {"opt/dir/y", "y"}}));
   ASSERT_TRUE(this->sn().Prepare("extract", "base"));
   auto target = this->sn().GetApplyTarget("extract");
-  ASSERT_TRUE(target) << target.error().ToString();
+  ASSERT_OK(target);
   const fs::path& dir = target->directory;
   if (target->whiteouts == WhiteoutStyle::kOverlay) {
     // A character device 0/0 deletes a lower file; the opaque xattr hides a lower directory's
@@ -280,7 +283,7 @@ TYPED_TEST_P(SnapshotterConformance, StatReportsKindsParentsAndLabels) {
   const auto before = std::chrono::system_clock::now();
   ASSERT_TRUE(this->sn().Prepare("active", "", {{"berth.io/source", "layer1"}}));
   auto active = this->sn().Stat("active");
-  ASSERT_TRUE(active) << active.error().ToString();
+  ASSERT_OK(active);
   EXPECT_EQ(active->kind, Kind::kActive);
   EXPECT_EQ(active->name, "active");
   EXPECT_EQ(active->parent, "");
@@ -321,7 +324,7 @@ TYPED_TEST_P(SnapshotterConformance, WalkVisitsEverySnapshot) {
     seen.emplace(info.name, info);
     return Ok();
   });
-  ASSERT_TRUE(walked) << walked.error().ToString();
+  ASSERT_OK(walked);
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen.at("base").kind, Kind::kCommitted);
   EXPECT_EQ(seen.at("active").kind, Kind::kActive);
@@ -345,7 +348,7 @@ TYPED_TEST_P(SnapshotterConformance, WalkVisitsEverySnapshot) {
 TYPED_TEST_P(SnapshotterConformance, UsageCountsBytesAndInodes) {
   ASSERT_TRUE(this->sn().Prepare("active", ""));
   auto empty = this->sn().GetUsage("active");
-  ASSERT_TRUE(empty) << empty.error().ToString();
+  ASSERT_OK(empty);
   EXPECT_EQ(empty->inodes, 1);  // the top directory
 
   auto target = this->sn().GetApplyTarget("active");
@@ -366,7 +369,7 @@ TYPED_TEST_P(SnapshotterConformance, UsageCountsBytesAndInodes) {
 
   ASSERT_TRUE(this->sn().Commit("layer", "active"));
   auto committed = this->sn().GetUsage("layer");
-  ASSERT_TRUE(committed) << committed.error().ToString();
+  ASSERT_OK(committed);
   EXPECT_EQ(committed->inodes, kInodes);
   EXPECT_GE(committed->size, kBig);
   // The hard link is counted once: well under two copies of the big file.
@@ -468,7 +471,7 @@ TYPED_TEST_P(SnapshotterConformance, ReopeningKeepsSnapshots) {
 
   ASSERT_NO_FATAL_FAILURE(this->Reopen());
   auto base_after = this->sn().Stat("base");
-  ASSERT_TRUE(base_after) << base_after.error().ToString();
+  ASSERT_OK(base_after);
   EXPECT_EQ(*base_after, *base_before);
   EXPECT_EQ(this->sn().Stat("app")->parent, "base");
   EXPECT_EQ(this->sn().Stat("active")->labels, (Labels{{"k", "v"}}));
@@ -486,7 +489,7 @@ TYPED_TEST_P(SnapshotterConformance, ReopeningKeepsSnapshots) {
 TYPED_TEST_P(SnapshotterConformance, SecondOpenOfARootIsRefused) {
   auto second = TypeParam::Open(this->Options());
   ASSERT_FALSE(second);
-  EXPECT_EQ(second.error().code(), ErrorCode::kUnavailable) << second.error().ToString();
+  EXPECT_THAT(second, FailsWith(ErrorCode::kUnavailable));
 }
 
 TYPED_TEST_P(SnapshotterConformance, CleanupRemovesOnlyUnreferencedDirectories) {
@@ -504,7 +507,7 @@ TYPED_TEST_P(SnapshotterConformance, CleanupRemovesOnlyUnreferencedDirectories) 
     }
   }
   auto removed = this->cleaner().Cleanup();
-  ASSERT_TRUE(removed) << removed.error().ToString();
+  ASSERT_OK(removed);
   EXPECT_EQ(std::set<fs::path>(removed->begin(), removed->end()), garbage);
   for (const fs::path& path : garbage) EXPECT_FALSE(Exists(path)) << path;
 
@@ -661,14 +664,16 @@ TYPED_TEST_P(SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutPar
                     ErrorCode::kFailedPrecondition);
 }
 
-REGISTER_TYPED_TEST_SUITE_P(
-    SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutParents,
-    PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
-    ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
-    StatReportsKindsParentsAndLabels, WalkVisitsEverySnapshot, UsageCountsBytesAndInodes,
-    MisuseReturnsPreciseErrorCodes, RemoveRefusesParentsWithChildren, ReopeningKeepsSnapshots,
-    SecondOpenOfARootIsRefused, CleanupRemovesOnlyUnreferencedDirectories,
-    CrashBeforePrepareCommitsLeavesOnlyGarbage, CrashBeforeCommitKeepsTheActiveSnapshot,
-    CrashAfterRemoveCommitsLeavesGarbageForCleanup, ConcurrentCallersAreSerialised);
+REGISTER_TYPED_TEST_SUITE_P(SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutParents,
+                            PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
+                            ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
+                            StatReportsKindsParentsAndLabels, WalkVisitsEverySnapshot,
+                            UsageCountsBytesAndInodes, MisuseReturnsPreciseErrorCodes,
+                            RemoveRefusesParentsWithChildren, ReopeningKeepsSnapshots,
+                            SecondOpenOfARootIsRefused, CleanupRemovesOnlyUnreferencedDirectories,
+                            CrashBeforePrepareCommitsLeavesOnlyGarbage,
+                            CrashBeforeCommitKeepsTheActiveSnapshot,
+                            CrashAfterRemoveCommitsLeavesGarbageForCleanup,
+                            ConcurrentCallersAreSerialised);
 
 }  // namespace berth::snapshot::testing

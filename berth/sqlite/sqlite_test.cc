@@ -6,10 +6,13 @@
 #include <array>
 #include <string>
 
+#include "testing/result_matchers.h"
 #include "testing/temp_dir.h"
 
 namespace berth::sqlite {
 namespace {
+
+using ::berth::testing::FailsWith;
 
 using ::testing::HasSubstr;
 
@@ -17,19 +20,19 @@ class SqliteTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto dir = berth::testing::TempDir::Create("sqlite");
-    ASSERT_TRUE(dir) << dir.error().ToString();
+    ASSERT_OK(dir);
     dir_.emplace(std::move(*dir));
   }
 
   std::unique_ptr<Database> OpenDb(DatabaseOptions options = {}) {
     auto db = Database::Open(path(), options);
-    EXPECT_TRUE(db) << db.error().ToString();
+    EXPECT_OK(db);
     return db ? std::move(*db) : nullptr;
   }
 
   std::string QueryText(Database& db, std::string_view sql) {
     auto stmt = db.Prepare(sql);
-    EXPECT_TRUE(stmt) << stmt.error().ToString();
+    EXPECT_OK(stmt);
     if (!stmt) return "";
     auto row = stmt->Step();
     EXPECT_TRUE(row && *row);
@@ -38,7 +41,7 @@ class SqliteTest : public ::testing::Test {
 
   int64_t Count(Database& db, std::string_view table) {
     auto stmt = db.Prepare(std::string("SELECT count(*) FROM ") + std::string(table));
-    EXPECT_TRUE(stmt) << stmt.error().ToString();
+    EXPECT_OK(stmt);
     auto row = stmt->Step();
     EXPECT_TRUE(row && *row);
     return stmt->ColumnInt64(0);
@@ -73,7 +76,7 @@ TEST_F(SqliteTest, OpenWithoutCreateOrInMissingDirectoryFails) {
 
   auto no_dir = Database::Open(dir_->path() / "no" / "such" / "dir.db");
   ASSERT_FALSE(no_dir);
-  EXPECT_EQ(no_dir.error().code(), ErrorCode::kNotFound) << no_dir.error().ToString();
+  EXPECT_THAT(no_dir, FailsWith(ErrorCode::kNotFound));
 }
 
 TEST_F(SqliteTest, NotADatabaseIsDataLoss) {
@@ -84,14 +87,14 @@ TEST_F(SqliteTest, NotADatabaseIsDataLoss) {
   std::fclose(file);
   auto db = Database::Open(path());
   ASSERT_FALSE(db);
-  EXPECT_EQ(db.error().code(), ErrorCode::kDataLoss) << db.error().ToString();
+  EXPECT_THAT(db, FailsWith(ErrorCode::kDataLoss));
 }
 
 TEST_F(SqliteTest, BindAndReadEveryType) {
   auto db = OpenDb();
   ASSERT_TRUE(db->Execute("CREATE TABLE t(i INTEGER, s TEXT, b BLOB, n INTEGER)"));
   auto insert = db->Prepare("INSERT INTO t(i, s, b, n) VALUES (?1, ?2, ?3, ?4)");
-  ASSERT_TRUE(insert) << insert.error().ToString();
+  ASSERT_OK(insert);
   const std::string blob("a\0b\xff", 4);
   insert->Bind(1, int64_t{1} << 40).Bind(2, "héllo").BindBlob(3, blob).BindNull(4);
   ASSERT_TRUE(insert->Run());
@@ -166,7 +169,7 @@ TEST_F(SqliteTest, ConstraintViolationsMapToCodes) {
 
   auto duplicate = db->Execute("INSERT INTO parent(name) VALUES ('a')");
   ASSERT_FALSE(duplicate);
-  EXPECT_EQ(duplicate.error().code(), ErrorCode::kAlreadyExists) << duplicate.error().ToString();
+  EXPECT_THAT(duplicate, FailsWith(ErrorCode::kAlreadyExists));
   EXPECT_THAT(duplicate.error().message(), HasSubstr("UNIQUE"));
 
   auto same_key = db->Execute("INSERT INTO parent(id, name) VALUES (1, 'b')");
@@ -194,7 +197,7 @@ TEST_F(SqliteTest, FullDatabaseIsResourceExhausted) {
   insert->BindBlob(1, std::string(64 * 1024, 'z'));
   auto run = insert->Run();
   ASSERT_FALSE(run);
-  EXPECT_EQ(run.error().code(), ErrorCode::kResourceExhausted) << run.error().ToString();
+  EXPECT_THAT(run, FailsWith(ErrorCode::kResourceExhausted));
 }
 
 TEST_F(SqliteTest, TransactionCommitsOrRollsBackOnDestruction) {
@@ -202,7 +205,7 @@ TEST_F(SqliteTest, TransactionCommitsOrRollsBackOnDestruction) {
   ASSERT_TRUE(db->Execute("CREATE TABLE t(i INTEGER)"));
   {
     auto txn = Transaction::Begin(*db);
-    ASSERT_TRUE(txn) << txn.error().ToString();
+    ASSERT_OK(txn);
     ASSERT_TRUE(db->Execute("INSERT INTO t VALUES (1)"));
     // Dropped without Commit().
   }
@@ -238,12 +241,12 @@ TEST_F(SqliteTest, BusyWriterIsUnavailable) {
   ASSERT_TRUE(held);
   auto blocked = Transaction::Begin(*other);
   ASSERT_FALSE(blocked);
-  EXPECT_EQ(blocked.error().code(), ErrorCode::kUnavailable) << blocked.error().ToString();
+  EXPECT_THAT(blocked, FailsWith(ErrorCode::kUnavailable));
   // WAL: a reader is not blocked by the writer.
   EXPECT_EQ(Count(*other, "t"), 0);
   ASSERT_TRUE(held->Commit());
   auto now_free = Transaction::Begin(*other);
-  EXPECT_TRUE(now_free) << now_free.error().ToString();
+  EXPECT_OK(now_free);
 }
 
 constexpr std::array<Migration, 2> kMigrations = {{

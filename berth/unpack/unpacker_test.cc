@@ -17,11 +17,14 @@
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/snapshot/snapshot_test_util.h"
+#include "testing/result_matchers.h"
 #include "testing/temp_dir.h"
 #include "tools/imagegen/layer.h"
 
 namespace berth::unpack {
 namespace {
+
+using ::berth::testing::FailsWith;
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
@@ -46,11 +49,11 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
                                                       : snapshot::testing::MountSkipReason();
     if (!reason.empty()) GTEST_SKIP() << reason;
     auto dir = berth::testing::TempDir::Create("unpack");
-    ASSERT_TRUE(dir) << dir.error().ToString();
+    ASSERT_OK(dir);
     dir_.emplace(std::move(*dir));
     auto store =
         content::Store::Open({.root = dir_->path() / "content", .durability = Durability::kNone});
-    ASSERT_TRUE(store) << store.error().ToString();
+    ASSERT_OK(store);
     store_ = std::move(*store);
     ASSERT_NO_FATAL_FAILURE(OpenSnapshotter());
   }
@@ -67,13 +70,13 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
       snapshot::OverlaySnapshotterOptions overlay;
       static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
       auto opened = snapshot::OverlaySnapshotter::Open(overlay);
-      ASSERT_TRUE(opened) << opened.error().ToString();
+      ASSERT_OK(opened);
       snapshotter_ = std::move(*opened);
     } else {
       snapshot::NativeSnapshotterOptions native;
       static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
       auto opened = snapshot::NativeSnapshotter::Open(native);
-      ASSERT_TRUE(opened) << opened.error().ToString();
+      ASSERT_OK(opened);
       snapshotter_ = std::move(*opened);
     }
   }
@@ -84,7 +87,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
     TestImage out;
     for (const imagegen::FileTree& tree : trees) {
       auto layer = imagegen::BuildLayer(tree, {.compression = compression});
-      EXPECT_TRUE(layer) << layer.error().ToString();
+      EXPECT_OK(layer);
       if (!layer) return out;
       out.manifest.layers.push_back({.media_type = layer->blob.media_type,
                                      .digest = layer->blob.digest,
@@ -92,7 +95,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
       out.config.diff_ids.push_back(layer->diff_id);
       if (store) {
         auto written = store_->WriteBlob(layer->blob.digest, layer->bytes);
-        EXPECT_TRUE(written) << written.error().ToString();
+        EXPECT_OK(written);
       }
       out.layers.push_back(std::move(*layer));
     }
@@ -139,11 +142,11 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
   fs::path MountView(const Digest& chain_id) {
     const std::string key = "view-" + std::to_string(views_++);
     auto mounts = snapshotter_->View(key, chain_id.ToString());
-    EXPECT_TRUE(mounts) << mounts.error().ToString();
+    EXPECT_OK(mounts);
     fs::path target = dir_->path() / "mnt" / key;
     fs::create_directories(target);
     auto mounted = snapshot::ScopedMount::Create(*mounts, target);
-    EXPECT_TRUE(mounted) << mounted.error().ToString();
+    EXPECT_OK(mounted);
     if (mounted) mounts_.push_back(std::move(*mounted));
     return target;
   }
@@ -154,7 +157,7 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
       found[info.name] = info.kind;
       return Ok();
     });
-    EXPECT_TRUE(walked) << walked.error().ToString();
+    EXPECT_OK(walked);
     return found;
   }
 
@@ -215,7 +218,7 @@ TEST_P(UnpackerTest, CommitsTheChainEvenWhenLayersFinishOutOfOrder) {
   EXPECT_EQ(unpacker.chain_id(), chain.back());
   for (size_t i = 0; i < chain.size(); ++i) {
     auto info = snapshotter_->Stat(chain[i].ToString());
-    ASSERT_TRUE(info) << info.error().ToString();
+    ASSERT_OK(info);
     EXPECT_EQ(info->kind, snapshot::Kind::kCommitted);
     EXPECT_EQ(info->parent, i == 0 ? "" : chain[i - 1].ToString());
   }
@@ -240,7 +243,7 @@ TEST_P(UnpackerTest, LayersUnpackFromConcurrentThreads) {
     threads.emplace_back([&, i] { results[i] = DeliverLayer(unpacker, image, i); });
   }
   for (auto& thread : threads) thread.join();
-  for (auto& result : results) ASSERT_TRUE(result) << result.error().ToString();
+  for (auto& result : results) ASSERT_OK(result);
   ASSERT_TRUE(unpacker.End(true));
   ExpectThreeLayerRootfs(unpacker.chain_id());
 }
@@ -281,7 +284,7 @@ TEST_P(UnpackerTest, WrongDiffIdIsDataLossAndCommitsNothing) {
   Unpacker unpacker = NewUnpacker();
   Result<void> unpacked = Unpack(unpacker, image);
   ASSERT_FALSE(unpacked);
-  EXPECT_EQ(unpacked.error().code(), ErrorCode::kDataLoss) << unpacked.error().ToString();
+  EXPECT_THAT(unpacked, FailsWith(ErrorCode::kDataLoss));
   EXPECT_THAT(unpacked.error().ToString(), HasSubstr("diff_ids[0]"));
   EXPECT_TRUE(Snapshots().empty()) << "neither committed nor active snapshots remain";
 }
@@ -295,7 +298,7 @@ TEST_P(UnpackerTest, HostileLayerIsRefusedAndLeavesNothing) {
   Unpacker unpacker = NewUnpacker();
   Result<void> unpacked = Unpack(unpacker, image);
   ASSERT_FALSE(unpacked);
-  EXPECT_EQ(unpacked.error().code(), ErrorCode::kPermissionDenied) << unpacked.error().ToString();
+  EXPECT_THAT(unpacked, FailsWith(ErrorCode::kPermissionDenied));
   EXPECT_THAT(unpacked.error().ToString(), HasSubstr(".."));
   EXPECT_FALSE(fs::exists(dir_->path() / "escaped"));
   EXPECT_FALSE(fs::exists(dir_->path() / "snapshots" / "escaped"));
@@ -311,7 +314,7 @@ TEST_P(UnpackerTest, LayerThatWouldCrossTheFreeSpaceReserveIsRefusedAndLeavesNot
   Unpacker unpacker(*snapshotter_, *store_, threads_, {.min_free_bytes = uint64_t{1} << 60});
   Result<void> unpacked = Unpack(unpacker, image);
   ASSERT_FALSE(unpacked);
-  EXPECT_EQ(unpacked.error().code(), ErrorCode::kResourceExhausted) << unpacked.error().ToString();
+  EXPECT_THAT(unpacked, FailsWith(ErrorCode::kResourceExhausted));
   const std::string message = unpacked.error().ToString();
   EXPECT_THAT(message, HasSubstr(image.manifest.layers[0].digest.ToString()));
   EXPECT_THAT(message, HasSubstr("had inflated to"));
@@ -334,7 +337,7 @@ TEST_P(UnpackerTest, LayerInflatingPastTheRatioIsRefusedAsABomb) {
   Unpacker unpacker(*snapshotter_, *store_, threads_, {.max_inflate_ratio = 100});
   Result<void> unpacked = Unpack(unpacker, image);
   ASSERT_FALSE(unpacked);
-  EXPECT_EQ(unpacked.error().code(), ErrorCode::kInvalidArgument) << unpacked.error().ToString();
+  EXPECT_THAT(unpacked, FailsWith(ErrorCode::kInvalidArgument));
   const std::string message = unpacked.error().ToString();
   EXPECT_THAT(message, HasSubstr(image.manifest.layers[0].digest.ToString()));
   EXPECT_THAT(message, HasSubstr(fmt::format("({} bytes) compressed", compressed)));
@@ -352,7 +355,7 @@ TEST_P(UnpackerTest, ResetStartsTheLayerAgain) {
   ASSERT_TRUE(unpacker.Begin(image.manifest, image.config));
   for (size_t i = 0; i < 3; ++i) {
     auto plan = unpacker.PlanLayer(i);
-    ASSERT_TRUE(plan) << plan.error().ToString();
+    ASSERT_OK(plan);
     const std::string& bytes = image.layers[i].bytes;
     // Half the blob, then the server ignores our Range request and we start from 0.
     ASSERT_TRUE(plan->observer->Write(std::string_view(bytes).substr(0, bytes.size() / 2)));
@@ -448,7 +451,7 @@ TEST_P(UnpackerTest, DirectoriesWithoutEntriesKeepTheLowerLayersAttributes) {
 TEST_P(UnpackerTest, DirectoriesWithoutEntriesFromTheStoreKeepTheLowerLayersAttributes) {
   TestImage image = MakeImage(ImplicitDirectoryLayers());
   auto chain_id = UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config);
-  ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+  ASSERT_OK(chain_id);
   const bool overlay = GetParam() == Kind::kOverlay;
   fs::path root = MountView(*chain_id);
   ExpectDirectory(root / "etc", 0700, 1000, 1001,
@@ -477,7 +480,7 @@ TEST_P(UnpackerTest, ConcurrentUnpacksOfOneImageBothSucceed) {
     for (size_t i = 0; i < 3; ++i) {
       ASSERT_TRUE((*plans)[i].observer->Write(image.layers[i].bytes));
       auto finished = (*plans)[i].observer->Finish();
-      ASSERT_TRUE(finished) << finished.error().ToString();
+      ASSERT_OK(finished);
     }
   }
   ASSERT_TRUE(first.End(true));
@@ -505,7 +508,7 @@ TEST_P(UnpackerTest, UnpackImageAppliesFromTheStore) {
   UnpackStats stats;
   auto chain_id =
       UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config, {}, &stats);
-  ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+  ASSERT_OK(chain_id);
   EXPECT_EQ(stats.applied_from_store, 3u);
   ExpectThreeLayerRootfs(*chain_id);
   // Again: nothing to do.
@@ -520,7 +523,7 @@ TEST_P(UnpackerTest, UnpackImageNeedsTheBlobs) {
   TestImage image = MakeImage(ThreeLayers(), /*store=*/false);
   auto chain_id = UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config);
   ASSERT_FALSE(chain_id);
-  EXPECT_EQ(chain_id.error().code(), ErrorCode::kNotFound) << chain_id.error().ToString();
+  EXPECT_THAT(chain_id, FailsWith(ErrorCode::kNotFound));
   EXPECT_TRUE(Snapshots().empty());
 }
 

@@ -38,6 +38,7 @@
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/stack/image_stack.h"
 #include "testing/fault_proxy.h"
+#include "testing/result_matchers.h"
 #include "testing/run_command.h"
 #include "testing/temp_dir.h"
 #include "testing/test_registry.h"
@@ -49,6 +50,8 @@
 
 namespace berth {
 namespace {
+
+using ::berth::testing::FailsWith;
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -85,17 +88,17 @@ class AdmissionTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     auto registry = TestRegistry::Start({.log_level = "warn"});
-    ASSERT_TRUE(registry) << registry.error().ToString();
+    ASSERT_OK(registry);
     registry_ = registry->release();
     auto client = imagegen::RegistryClient::Create({.base_url = registry_->url()});
-    ASSERT_TRUE(client) << client.error().ToString();
+    ASSERT_OK(client);
     auto push = [&](const std::string& repository, imagegen::Image*& slot,
                     const std::vector<std::pair<std::string, std::string>>& files) {
       auto image = MakeImage(files);
-      ASSERT_TRUE(image) << image.error().ToString();
+      ASSERT_OK(image);
       slot = new imagegen::Image(std::move(*image));
       auto pushed = imagegen::PushImage(**client, repository, "1", *slot);
-      ASSERT_TRUE(pushed) << pushed.error().ToString();
+      ASSERT_OK(pushed);
     };
     // 12 MiB of layer blobs: cannot fit in 8 MiB however it is counted.
     push("test/big", big_,
@@ -120,14 +123,14 @@ class AdmissionTest : public ::testing::Test {
                    << ")";
     }
     auto dir = berth::testing::TempDir::Create("admission");
-    ASSERT_TRUE(dir) << dir.error().ToString();
+    ASSERT_OK(dir);
     dir_.emplace(std::move(*dir));
     fs::create_directories(root());
     ASSERT_EQ(::mount("tmpfs", root().c_str(), "tmpfs", 0, TmpfsOptions()), 0)
         << std::strerror(errno);
     mounted_ = true;
     auto proxy = FaultProxy::Start(registry_->host());
-    ASSERT_TRUE(proxy) << proxy.error().ToString();
+    ASSERT_OK(proxy);
     proxy_ = std::move(*proxy);
     ASSERT_NO_FATAL_FAILURE(OpenStack());
   }
@@ -146,10 +149,10 @@ class AdmissionTest : public ::testing::Test {
                                  << "\"\nsync = \"none\"\n"
                                  << pull_settings;
     auto config = config::LoadConfigFile(config_file());
-    ASSERT_TRUE(config) << config.error().ToString();
+    ASSERT_OK(config);
     config->root = root();
     auto stack = stack::ImageStack::Open(*config);
-    ASSERT_TRUE(stack) << stack.error().ToString();
+    ASSERT_OK(stack);
     stack_ = std::move(*stack);
   }
 
@@ -201,16 +204,16 @@ class AdmissionTest : public ::testing::Test {
   // the root (the stack closed first: the CLI takes the root's lock) finds it clean.
   void ExpectSmallPullsAndCheckIsClean() {
     auto small = Pull("small");
-    ASSERT_TRUE(small) << small.error().ToString();
+    ASSERT_OK(small);
     EXPECT_EQ(small->image_id.ToString(), small_->config.digest.ToString());
     auto listed = stack_->images().List();
-    ASSERT_TRUE(listed) << listed.error().ToString();
+    ASSERT_OK(listed);
     ASSERT_EQ(listed->size(), 1u);
     EXPECT_EQ((*listed)[0].id.ToString(), small_->config.digest.ToString());
     stack_.reset();
 
     auto check = RunCli({"check", "--verify", "--json"});
-    ASSERT_TRUE(check) << check.error().ToString();
+    ASSERT_OK(check);
     EXPECT_EQ(check->exit_code, 0) << check->out << check->err;
     json report = json::parse(check->out, nullptr, false);
     EXPECT_TRUE(report.is_object() && report.value("clean", false)) << check->out << check->err;
@@ -230,7 +233,7 @@ class AdmissionTest : public ::testing::Test {
 TEST_F(AdmissionTest, ImageBiggerThanTheFilesystemIsRefusedBeforeAnyLayerIsFetched) {
   auto refused = Pull("big");
   ASSERT_FALSE(refused) << "a 12 MiB image was admitted into an 8 MiB filesystem";
-  EXPECT_EQ(refused.error().code(), ErrorCode::kResourceExhausted) << refused.error().ToString();
+  EXPECT_THAT(refused, FailsWith(ErrorCode::kResourceExhausted));
   const std::string message = refused.error().ToString();
   std::printf("refused: %s\n", message.c_str());
   EXPECT_THAT(message, HasSubstr(Ref("big")));
@@ -245,10 +248,10 @@ TEST_F(AdmissionTest, ImageBiggerThanTheFilesystemIsRefusedBeforeAnyLayerIsFetch
   EXPECT_TRUE(fs::is_empty(root() / "content" / "ingest", error)) << error.message();
 
   auto listed = stack_->images().List();
-  ASSERT_TRUE(listed) << listed.error().ToString();
+  ASSERT_OK(listed);
   EXPECT_THAT(*listed, IsEmpty());
   auto status = stack_->images().Status(Ref("big"));
-  ASSERT_TRUE(status) << status.error().ToString();
+  ASSERT_OK(status);
   EXPECT_FALSE(status->has_value());
 
   ExpectSmallPullsAndCheckIsClean();
@@ -257,17 +260,17 @@ TEST_F(AdmissionTest, ImageBiggerThanTheFilesystemIsRefusedBeforeAnyLayerIsFetch
 TEST_F(AdmissionTest, DiskFullMidPullStillFailsCleanly) {
   auto failed = Pull("zeros");
   ASSERT_FALSE(failed) << "20 MiB unpacked into an 8 MiB filesystem";
-  EXPECT_EQ(failed.error().code(), ErrorCode::kResourceExhausted) << failed.error().ToString();
+  EXPECT_THAT(failed, FailsWith(ErrorCode::kResourceExhausted));
   // Admitted (the compressed layer is tiny): it failed on the full disk, not up front.
   std::printf("failed: %s\n", failed.error().ToString().c_str());
   EXPECT_THAT(failed.error().ToString(), Not(HasSubstr("not enough disk space")));
   EXPECT_GE(LayerGets(*zeros_), 1u);
 
   auto listed = stack_->images().List();
-  ASSERT_TRUE(listed) << listed.error().ToString();
+  ASSERT_OK(listed);
   EXPECT_THAT(*listed, IsEmpty());
   auto status = stack_->images().Status(Ref("zeros"));
-  ASSERT_TRUE(status) << status.error().ToString();
+  ASSERT_OK(status);
   EXPECT_FALSE(status->has_value());
 
   ExpectSmallPullsAndCheckIsClean();
@@ -278,7 +281,7 @@ TEST_F(AdmissionTest, DiskFullMidPullStillFailsCleanly) {
 TEST_F(AdmissionTest, EmbeddedPullExplainsAFullDiskAsBerthdDoes) {
   stack_.reset();  // the CLI takes the root's lock
   auto pulled = RunCli({"pull", Ref("zeros")});
-  ASSERT_TRUE(pulled) << pulled.error().ToString();
+  ASSERT_OK(pulled);
   EXPECT_NE(pulled->exit_code, 0) << pulled->out << pulled->err;
   std::printf("berth pull: %s\n", pulled->err.c_str());
   EXPECT_THAT(pulled->err, HasSubstr(std::strerror(ENOSPC)));
@@ -306,7 +309,7 @@ TEST_F(BombTest, BombCrossingTheFreeSpaceReserveFailsAndIsDiscarded) {
   ASSERT_NO_FATAL_FAILURE(OpenStack("min_free_space = \"40MiB\"\n"));
   auto failed = Pull("bomb");
   ASSERT_FALSE(failed) << "128 MiB of zeros unpacked onto 64 MiB with a 40 MiB reserve";
-  EXPECT_EQ(failed.error().code(), ErrorCode::kResourceExhausted) << failed.error().ToString();
+  EXPECT_THAT(failed, FailsWith(ErrorCode::kResourceExhausted));
   const std::string message = failed.error().ToString();
   std::printf("failed: %s\n", message.c_str());
   EXPECT_THAT(message,
@@ -319,7 +322,7 @@ TEST_F(BombTest, BombCrossingTheFreeSpaceReserveFailsAndIsDiscarded) {
   EXPECT_GT(AvailableBytes(), uint64_t{56} << 20);
 
   auto listed = stack_->images().List();
-  ASSERT_TRUE(listed) << listed.error().ToString();
+  ASSERT_OK(listed);
   EXPECT_THAT(*listed, IsEmpty());
   ExpectSmallPullsAndCheckIsClean();
 }
@@ -328,7 +331,7 @@ TEST_F(BombTest, InflateRatioRefusesABombAndAcceptsAnOrdinaryImage) {
   ASSERT_NO_FATAL_FAILURE(OpenStack("min_free_space = \"0\"\nmax_inflate_ratio = 100\n"));
   auto refused = Pull("bomb");
   ASSERT_FALSE(refused) << "a layer inflating ~1000x was accepted with max_inflate_ratio = 100";
-  EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument) << refused.error().ToString();
+  EXPECT_THAT(refused, FailsWith(ErrorCode::kInvalidArgument));
   const std::string message = refused.error().ToString();
   std::printf("refused: %s\n", message.c_str());
   const imagegen::Descriptor& layer = bomb_->layers[0].blob;
@@ -340,7 +343,7 @@ TEST_F(BombTest, InflateRatioRefusesABombAndAcceptsAnOrdinaryImage) {
 
   // Random bytes inflate about 1x: pulled, then removed again for the check below.
   auto big = Pull("big");
-  ASSERT_TRUE(big) << big.error().ToString();
+  ASSERT_OK(big);
   ASSERT_TRUE(stack_->images().Remove(Ref("big"), service::RemovePinned::kRefuse).has_value());
   ExpectSmallPullsAndCheckIsClean();
 }

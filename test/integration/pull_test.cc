@@ -45,6 +45,7 @@
 #include "testing/http_server.h"
 #include "testing/http_wire.h"
 #include "testing/net_util.h"
+#include "testing/result_matchers.h"
 #include "testing/run_command.h"
 #include "testing/secret_sentinel.h"
 #include "testing/temp_dir.h"
@@ -57,6 +58,8 @@
 #include "tools/imagegen/registry_client.h"
 
 extern char** environ;
+
+using ::berth::testing::FailsWith;
 
 namespace berth::pull {
 namespace {
@@ -99,7 +102,7 @@ imagegen::Layer MakeLayer(size_t size, uint32_t seed) {
   tree.AddFile("data/marker-" + std::to_string(seed), std::to_string(seed) + "\n");
   tree.AddFile("data/blob-" + std::to_string(seed), RandomBytes(size, seed));
   Result<imagegen::Layer> layer = imagegen::BuildLayer(tree);
-  EXPECT_TRUE(layer) << layer.error().ToString();
+  EXPECT_OK(layer);
   return layer ? std::move(*layer) : imagegen::Layer{};
 }
 
@@ -111,7 +114,7 @@ imagegen::Image MakeImage(std::vector<imagegen::Layer> layers, std::string archi
       .architecture = std::move(architecture), .variant = std::move(variant), .cmd = {"/bin/sh"}};
   Result<imagegen::Image> image = imagegen::AssembleImage(
       config, std::move(layers), imagegen::ManifestFormat::kOci, annotations);
-  EXPECT_TRUE(image) << image.error().ToString();
+  EXPECT_OK(image);
   return image ? std::move(*image) : imagegen::Image{};
 }
 
@@ -134,19 +137,19 @@ int64_t LayerBytes(const imagegen::Image& image) {
 std::unique_ptr<TestRegistry> StartRegistry(TestRegistryOptions options = {}) {
   options.log_level = "warn";
   Result<std::unique_ptr<TestRegistry>> registry = TestRegistry::Start(std::move(options));
-  EXPECT_TRUE(registry) << registry.error().ToString();
+  EXPECT_OK(registry);
   return registry ? std::move(*registry) : nullptr;
 }
 
 std::unique_ptr<FaultProxy> StartProxy(const std::string& upstream) {
   Result<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(upstream);
-  EXPECT_TRUE(proxy) << proxy.error().ToString();
+  EXPECT_OK(proxy);
   return proxy ? std::move(*proxy) : nullptr;
 }
 
 std::unique_ptr<HttpServer> StartServer(berth::testing::HttpHandler handler) {
   Result<std::unique_ptr<HttpServer>> server = HttpServer::Start(std::move(handler));
-  EXPECT_TRUE(server) << server.error().ToString();
+  EXPECT_OK(server);
   return server ? std::move(*server) : nullptr;
 }
 
@@ -163,7 +166,7 @@ std::unique_ptr<imagegen::RegistryClient> PushClient(const TestRegistry& registr
   }
   Result<std::unique_ptr<imagegen::RegistryClient>> client =
       imagegen::RegistryClient::Create(std::move(options));
-  EXPECT_TRUE(client) << client.error().ToString();
+  EXPECT_OK(client);
   return client ? std::move(*client) : nullptr;
 }
 
@@ -180,7 +183,7 @@ bool Push(const TestRegistry& registry, std::string_view repository, std::string
 // A port nothing listens on (a dead mirror).
 std::string ClosedLoopbackHost() {
   Result<uint16_t> port = berth::testing::FreeLoopbackPort();
-  EXPECT_TRUE(port) << port.error().ToString();
+  EXPECT_OK(port);
   return "127.0.0.1:" + std::to_string(port ? *port : 1);
 }
 
@@ -299,7 +302,7 @@ class PullTest : public PullFixture {
  protected:
   // Asserts that `pulled` is `image` and that every blob of it is in the store with its size.
   void ExpectPulled(const Result<PulledImage>& pulled, const imagegen::Image& image) {
-    ASSERT_TRUE(pulled) << pulled.error().ToString();
+    ASSERT_OK(pulled);
     EXPECT_EQ(pulled->image_id, image.config.digest);
     EXPECT_EQ(pulled->manifest.digest, image.manifest.digest);
     ASSERT_EQ(pulled->parsed_manifest.layers.size(), image.layers.size());
@@ -316,13 +319,13 @@ class PullTest : public PullFixture {
     std::vector<content::BlobInfo> blobs;
     Result<void> walked =
         store_->Walk([&](const content::BlobInfo& info) { blobs.push_back(info); });
-    EXPECT_TRUE(walked) << walked.error().ToString();
+    EXPECT_OK(walked);
     return blobs;
   }
 
   size_t IngestCount() {
     Result<std::vector<content::IngestInfo>> ingests = store_->ListIngests();
-    EXPECT_TRUE(ingests) << ingests.error().ToString();
+    EXPECT_OK(ingests);
     return ingests ? ingests->size() : 0;
   }
 };
@@ -374,7 +377,7 @@ TEST_F(PullTest, AnonymousPlainHttpStoresEveryBlobAndSecondPullFetchesNothing) {
   proxy->ResetCounters();
   last_progress.clear();
   Result<PulledImage> second = MakePuller()->Pull(reference, Amd64(), record, CancelToken::Never());
-  ASSERT_TRUE(second) << second.error().ToString();
+  ASSERT_OK(second);
   EXPECT_EQ(second->image_id, image.config.digest);
   EXPECT_EQ(second->bytes_fetched, 0);
   EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << proxy->DescribeRequests();
@@ -387,7 +390,7 @@ TEST_F(PullTest, PullByDigestVerifiesAndStoresTheManifest) {
   auto registry = StartRegistry();
   ASSERT_NE(registry, nullptr);
   Result<imagegen::Image> demo = imagegen::MakeDemoImage();
-  ASSERT_TRUE(demo) << demo.error().ToString();
+  ASSERT_OK(demo);
   ASSERT_TRUE(Push(*registry, kRepository, "latest", *demo));
 
   Result<PulledImage> pulled = Pull(registry->host() + "/demo@" + demo->manifest.digest.ToString());
@@ -401,7 +404,7 @@ TEST_F(PullTest, MissingTagIsNotFound) {
   ASSERT_NE(registry, nullptr);
   Result<PulledImage> pulled = Pull(registry->host() + "/demo:absent");
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kNotFound) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kNotFound));
   EXPECT_THAT(pulled.error().ToString(), HasSubstr("demo:absent"));
   EXPECT_TRUE(StoredBlobs().empty());
 }
@@ -427,7 +430,7 @@ TEST_F(PullTest, TlsWithConfiguredCaSucceedsAndFailsWithoutIt) {
   config::Config without_ca = HttpsConfig(*registry);
   Result<PulledImage> refused = Pull(without_ca, reference);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable) << refused.error().ToString();
+  EXPECT_THAT(refused, FailsWith(ErrorCode::kUnavailable));
   EXPECT_THAT(refused.error().ToString(), HasSubstr("TLS"));
   EXPECT_TRUE(StoredBlobs().empty());
 
@@ -505,7 +508,7 @@ TEST_F(PullTest, MissingClientCertificateIsReportedAsTlsFailure) {
   without_cert.registry.configs[registry->host()].tls.ca_file = registry->ca_file().string();
   Result<PulledImage> refused = Pull(without_cert, registry->host() + "/demo:mtls");
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnavailable) << refused.error().ToString();
+  EXPECT_THAT(refused, FailsWith(ErrorCode::kUnavailable));
   EXPECT_THAT(refused.error().ToString(), HasSubstr("TLS"));
   EXPECT_THAT(refused.error().ToString(), HasSubstr("client certificate"));
   EXPECT_THAT(refused.error().ToString(), Not(HasSubstr("after 4 attempts")));
@@ -547,7 +550,7 @@ TEST_F(BasicAuthPullTest, Base64AuthFieldWorks) {
 TEST_F(BasicAuthPullTest, WithoutCredentialsIsUnauthenticated) {
   Result<PulledImage> pulled = Pull(reference_);
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnauthenticated));
   EXPECT_TRUE(StoredBlobs().empty());
 }
 
@@ -571,7 +574,7 @@ TEST_F(BasicAuthPullTest, ConfigCredentialsForAnotherHostAreNotUsed) {
   config.registry.configs["other.example:5000"].auth.password = registry_->password();
   Result<PulledImage> pulled = Pull(config, reference_);
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnauthenticated));
 }
 
 TEST_F(BasicAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
@@ -581,7 +584,7 @@ TEST_F(BasicAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
   options.auth.password = Secret(wrong);
   Result<PulledImage> pulled = Pull(reference_, options);
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnauthenticated));
   ExpectNoSecret(pulled.error(), wrong);
   ExpectNoSecret(pulled.error(), Base64Encode(registry_->username() + ":" + wrong));
   EXPECT_TRUE(StoredBlobs().empty());
@@ -596,7 +599,7 @@ TEST_F(BasicAuthPullTest, RefusedLoginNamesUserAndRealmButNotThePassword) {
   options.auth.password = Secret(wrong);
   Result<PulledImage> refused = Pull(reference_, options);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated) << refused.error().ToString();
+  EXPECT_THAT(refused, FailsWith(ErrorCode::kUnauthenticated));
   const std::string text = refused.error().ToString();
   EXPECT_THAT(text,
               HasSubstr("registry " + registry_->host() + " refused the credentials of user \"" +
@@ -626,7 +629,7 @@ std::string FetchRefreshToken(const TestRegistry& registry) {
                berth::testing::UrlEncode(server.service()) +
                "&username=" + berth::testing::UrlEncode(registry.username()) +
                "&password=" + berth::testing::UrlEncode(registry.password().reveal())});
-  EXPECT_TRUE(response) << response.error().ToString();
+  EXPECT_OK(response);
   if (!response) return "";
   EXPECT_EQ(response->status, 200) << response->body;
   nlohmann::json body = nlohmann::json::parse(response->body, nullptr, false);
@@ -686,7 +689,7 @@ TEST_F(TokenAuthPullTest, WithoutCredentialsIsUnauthenticated) {
   ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
   Result<PulledImage> pulled = Pull(reference_);
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnauthenticated));
   EXPECT_TRUE(StoredBlobs().empty());
 }
 
@@ -708,7 +711,7 @@ TEST_F(TokenAuthPullTest, TokenInvalidatedMidPullIsRefreshed) {
                  "\",scope=\"repository:team/app:pull\",error=\"invalid_token\""},
             {"Content-Type", "application/json"}},
            R"({"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]})")});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   ExpectPulled(Pull(proxy->host() + "/team/app:token", WithPassword()), image_);
   EXPECT_EQ(proxy->RuleHits(*rule), 1u) << proxy->DescribeRequests();
@@ -728,7 +731,7 @@ TEST_F(TokenAuthPullTest, ShortLivedTokenIsRenewedBeforeLaterRequests) {
       proxy->AddRule({.method = "GET",
                       .target_contains = image_.config.digest.ToString(),
                       .action = FaultAction::Delay(std::chrono::milliseconds(1500))});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   ExpectPulled(Pull(proxy->host() + "/team/app:token", WithPassword()), image_);
   EXPECT_EQ(proxy->RuleHits(*rule), 1u);
@@ -776,7 +779,7 @@ TEST_F(TokenAuthPullTest, UnknownIdentityTokenIsUnauthenticatedAndNotEchoed) {
   options.auth.identity_token = Secret(bogus);
   Result<PulledImage> pulled = Pull(reference_, options);
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnauthenticated));
   ExpectNoSecret(pulled.error(), bogus);
   EXPECT_GT(registry_->token_server()->stats().rejected_requests, 0u);
 }
@@ -789,7 +792,7 @@ TEST_F(TokenAuthPullTest, WrongPasswordIsUnauthenticatedAndNotEchoed) {
   options.auth.password = Secret(wrong);
   Result<PulledImage> pulled = Pull(reference_, options);
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnauthenticated));
   ExpectNoSecret(pulled.error(), wrong);
   ExpectNoSecret(pulled.error(), Base64Encode(registry_->username() + ":" + wrong));
 }
@@ -800,7 +803,7 @@ TEST_F(TokenAuthPullTest, RegistryTokenIsSentAsIsAndNotEchoed) {
   Result<std::string> token = server.IssueToken(
       registry_->username(), {{.type = "repository", .name = "team/app", .actions = {"pull"}}},
       std::chrono::minutes(5));
-  ASSERT_TRUE(token) << token.error().ToString();
+  ASSERT_OK(token);
   server.ResetStats();
 
   PullOptions options = Amd64();
@@ -812,14 +815,14 @@ TEST_F(TokenAuthPullTest, RegistryTokenIsSentAsIsAndNotEchoed) {
   Result<std::string> other = server.IssueToken(
       registry_->username(), {{.type = "repository", .name = "other/repo", .actions = {"pull"}}},
       std::chrono::minutes(5));
-  ASSERT_TRUE(other) << other.error().ToString();
+  ASSERT_OK(other);
   PullOptions wrong_scope = Amd64();
   wrong_scope.auth.registry_token = Secret(*other);
   Result<PulledImage> refused =
       Pull(registry_->host() + "/team/app@" + image_.manifest.digest.ToString(), wrong_scope);
   // The manifest is in the store already, but resolving a digest still asks the registry.
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code(), ErrorCode::kUnauthenticated) << refused.error().ToString();
+  EXPECT_THAT(refused, FailsWith(ErrorCode::kUnauthenticated));
   ExpectNoSecret(refused.error(), *other);
 }
 
@@ -829,7 +832,7 @@ TEST_F(TokenAuthPullTest, ServerAddressMismatchGoesAnonymous) {
   options.auth.server_address = "other.example";
   Result<PulledImage> pulled = Pull(reference_, options);
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnauthenticated) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnauthenticated));
   EXPECT_THAT(pulled.error().ToString(), HasSubstr("anonymous"));
   ExpectNoSecret(pulled.error(), registry_->password().reveal());
 
@@ -902,7 +905,7 @@ TEST_F(PullTest, FallbackNeverWithDeadMirrorFailsWithoutContactingUpstream) {
   config.registry.configs[upstream_proxy->host()].fallback = config::Fallback::kNever;
   Result<PulledImage> pulled = Pull(config, upstream_proxy->host() + "/demo:never");
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnavailable) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnavailable));
   EXPECT_EQ(upstream_proxy->RequestCount(), 0u) << upstream_proxy->DescribeRequests();
   EXPECT_TRUE(StoredBlobs().empty());
 
@@ -1044,7 +1047,7 @@ TEST_F(PullTest, RedirectedBlobGetsNoAuthorization) {
                       .target_contains = "/blobs/" + image.layers[0].blob.digest.ToString(),
                       .action = FaultAction::Respond(
                           307, {{"Location", storage->url() + "/storage/blob?sig=x"}})});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   PullOptions options = Amd64();
   options.auth.username = registry->username();
@@ -1076,7 +1079,7 @@ TEST_F(PullTest, ConnectionCutMidBlobResumesWithRange) {
                                      .first = 1,
                                      .count = 1,
                                      .action = FaultAction::DropAfterBytes(cut_at)});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   Result<PulledImage> pulled = Pull(proxy->host() + "/demo:big");
   ExpectPulled(pulled, image);
@@ -1106,7 +1109,7 @@ TEST_F(PullTest, ServerErrorIsRetried) {
                                      .first = 1,
                                      .count = 1,
                                      .action = FaultAction::Respond(500)});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   ExpectPulled(Pull(proxy->host() + "/demo:flaky"), image);
   EXPECT_EQ(proxy->RuleHits(*rule), 1u);
@@ -1126,7 +1129,7 @@ TEST_F(PullTest, TooManyRequestsHonoursRetryAfter) {
                                      .first = 1,
                                      .count = 1,
                                      .action = FaultAction::RespondWithRetryAfter(429, 2)});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   auto started = std::chrono::steady_clock::now();
   Result<PulledImage> pulled = Pull(proxy->host() + "/demo:busy");
@@ -1152,11 +1155,11 @@ TEST_F(PullTest, CorruptedLayerIsDataLossAndNotStored) {
   Result<int> rule = proxy->AddRule({.method = "GET",
                                      .target_contains = layer.digest.ToString(),
                                      .action = FaultAction::CorruptByteAt(1000)});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   Result<PulledImage> pulled = Pull(proxy->host() + "/demo:corrupt");
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kDataLoss) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kDataLoss));
   EXPECT_THAT(pulled.error().ToString(), HasSubstr(layer.digest.ToString()));
   EXPECT_FALSE(store_->Contains(layer.digest));
   EXPECT_EQ(IngestCount(), 0u);
@@ -1176,7 +1179,7 @@ TEST_F(PullTest, CorruptedConfigIsDataLossAndNotStored) {
 
   Result<PulledImage> pulled = Pull(proxy->host() + "/demo:corrupt-config");
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kDataLoss) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kDataLoss));
   EXPECT_THAT(pulled.error().ToString(), HasSubstr(image.config.digest.ToString()));
   EXPECT_FALSE(store_->Contains(image.config.digest));
   EXPECT_FALSE(store_->Contains(image.layers[0].blob.digest));
@@ -1205,11 +1208,11 @@ TEST_F(PullTest, OversizeManifestIsRefused) {
                                       {{"Content-Type", huge.manifest.media_type},
                                        {"Docker-Content-Digest", huge.manifest.digest.ToString()}},
                                       huge.manifest_json)});
-  ASSERT_TRUE(rule) << rule.error().ToString();
+  ASSERT_OK(rule);
 
   Result<PulledImage> pulled = Pull(proxy->host() + "/demo:huge");
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kResourceExhausted) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kResourceExhausted));
   EXPECT_EQ(proxy->RuleHits(*rule), 1u);  // refused at once, not retried
   EXPECT_EQ(proxy->RequestCount("GET", "/blobs/"), 0u) << proxy->DescribeRequests();
   EXPECT_TRUE(StoredBlobs().empty());
@@ -1231,7 +1234,7 @@ TEST_F(PullTest, IndexSelectsThePlatformAskedFor) {
   imagegen::Image arm64 = MakeImage({shared, MakeLayer(1000, 142)}, "arm64", "v8");
   imagegen::Image arm = MakeImage({shared, MakeLayer(1000, 143)}, "arm", "v7");
   Result<imagegen::ImageIndex> index = imagegen::AssembleIndex({amd64, arm64, arm});
-  ASSERT_TRUE(index) << index.error().ToString();
+  ASSERT_OK(index);
   ASSERT_TRUE(Push(*registry, kRepository, "multi", *index));
   const std::string reference = registry->host() + "/demo:multi";
 
@@ -1254,7 +1257,7 @@ TEST_F(PullTest, IndexSelectsThePlatformAskedFor) {
   options.platform = *s390x;
   Result<PulledImage> absent = Pull(reference, options);
   ASSERT_FALSE(absent);
-  EXPECT_EQ(absent.error().code(), ErrorCode::kNotFound) << absent.error().ToString();
+  EXPECT_THAT(absent, FailsWith(ErrorCode::kNotFound));
   EXPECT_THAT(absent.error().ToString(), HasSubstr("linux/s390x"));
   EXPECT_THAT(absent.error().ToString(), HasSubstr("linux/amd64"));
   EXPECT_THAT(absent.error().ToString(), HasSubstr("linux/arm64"));
@@ -1268,7 +1271,7 @@ TEST_F(PullTest, SinglePlatformImageForAnotherPlatformIsNotFound) {
   ASSERT_TRUE(Push(*registry, kRepository, "arm-only", image));
   Result<PulledImage> pulled = Pull(registry->host() + "/demo:arm-only");  // linux/amd64
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kNotFound) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kNotFound));
   EXPECT_FALSE(store_->Contains(image.layers[0].blob.digest));
 }
 
@@ -1342,7 +1345,7 @@ testing::CommandResult RunCli(const TempDir& dir, const std::vector<std::string>
   std::vector<std::string> argv = {BERTH_CLI_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
   Result<testing::CommandResult> run = testing::RunCommand(argv, dir.path());
-  EXPECT_TRUE(run) << run.error().ToString();
+  EXPECT_OK(run);
   return run.value_or(testing::CommandResult{});
 }
 
@@ -1350,7 +1353,7 @@ TEST_F(PullTest, CliPrintsImageIdAndFailsOnBadReference) {
   auto registry = StartRegistry();
   ASSERT_NE(registry, nullptr);
   Result<imagegen::Image> demo = imagegen::MakeDemoImage();
-  ASSERT_TRUE(demo) << demo.error().ToString();
+  ASSERT_OK(demo);
   ASSERT_TRUE(Push(*registry, kRepository, "cli", *demo));
   // An empty config file keeps a host's /etc/berth/config.toml out of the test.
   const std::filesystem::path config_file = dir_.Join("config.toml");

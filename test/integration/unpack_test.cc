@@ -38,6 +38,7 @@
 #include "test/integration/pull_fixture.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
+#include "testing/result_matchers.h"
 #include "testing/run_command.h"
 #include "testing/test_registry.h"
 #include "tools/imagegen/file_tree.h"
@@ -47,6 +48,8 @@
 #include "tools/imagegen/registry_client.h"
 
 extern char** environ;
+
+using ::berth::testing::FailsWith;
 
 namespace berth::unpack {
 namespace {
@@ -324,7 +327,7 @@ std::vector<imagegen::Layer> RichLayers() {
                                    {&upper, imagegen::Compression::kNone},
                                    {&top, imagegen::Compression::kZstd}}) {
     Result<imagegen::Layer> layer = imagegen::BuildLayer(*tree, {.compression = compression});
-    EXPECT_TRUE(layer) << layer.error().ToString();
+    EXPECT_OK(layer);
     if (layer) layers.push_back(std::move(*layer));
   }
   return layers;
@@ -334,7 +337,7 @@ imagegen::Image Assemble(std::vector<imagegen::Layer> layers,
                          std::vector<std::string> cmd = {"/bin/sh"}) {
   Result<imagegen::Image> image =
       imagegen::AssembleImage({.cmd = std::move(cmd)}, std::move(layers));
-  EXPECT_TRUE(image) << image.error().ToString();
+  EXPECT_OK(image);
   return image ? std::move(*image) : imagegen::Image{};
 }
 
@@ -349,7 +352,7 @@ class UnpackIntegrationTest : public pull::PullFixture {
     if (!reason.empty()) GTEST_SKIP() << reason;
     ASSERT_NO_FATAL_FAILURE(PullFixture::SetUp());
     auto registry = TestRegistry::Start({.log_level = "warn"});
-    ASSERT_TRUE(registry) << registry.error().ToString();
+    ASSERT_OK(registry);
     registry_ = std::move(*registry);
   }
 
@@ -370,7 +373,7 @@ class UnpackIntegrationTest : public pull::PullFixture {
         snapshot::OverlaySnapshotterOptions overlay;
         static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
         auto opened = snapshot::OverlaySnapshotter::Open(overlay);
-        EXPECT_TRUE(opened) << opened.error().ToString();
+        EXPECT_OK(opened);
         overlay_ = std::move(*opened);
       }
       return *overlay_;
@@ -379,7 +382,7 @@ class UnpackIntegrationTest : public pull::PullFixture {
       snapshot::NativeSnapshotterOptions native;
       static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
       auto opened = snapshot::NativeSnapshotter::Open(native);
-      EXPECT_TRUE(opened) << opened.error().ToString();
+      EXPECT_OK(opened);
       native_ = std::move(*opened);
     }
     return *native_;
@@ -393,10 +396,10 @@ class UnpackIntegrationTest : public pull::PullFixture {
 
   bool Push(const imagegen::Image& image, std::string_view repository, std::string_view tag) {
     auto client = imagegen::RegistryClient::Create({.base_url = registry_->url()});
-    EXPECT_TRUE(client) << client.error().ToString();
+    EXPECT_OK(client);
     if (!client) return false;
     auto pushed = imagegen::PushImage(**client, repository, tag, image);
-    EXPECT_TRUE(pushed) << pushed.error().ToString();
+    EXPECT_OK(pushed);
     return pushed.has_value();
   }
 
@@ -419,12 +422,12 @@ class UnpackIntegrationTest : public pull::PullFixture {
   fs::path MountView(Snapshotters kind, const Digest& chain_id) {
     const std::string key = "view-" + std::to_string(views_++);
     auto mounts = Snapshotter(kind).View(key, chain_id.ToString());
-    EXPECT_TRUE(mounts) << mounts.error().ToString();
+    EXPECT_OK(mounts);
     fs::path target = dir_.path() / "mnt" / key;
     fs::create_directories(target);
     if (!mounts) return target;
     auto mounted = snapshot::ScopedMount::Create(*mounts, target);
-    EXPECT_TRUE(mounted) << mounted.error().ToString();
+    EXPECT_OK(mounted);
     if (mounted) mounts_.push_back(std::move(*mounted));
     return target;
   }
@@ -435,7 +438,7 @@ class UnpackIntegrationTest : public pull::PullFixture {
       found[info.name] = info.kind;
       return Ok();
     });
-    EXPECT_TRUE(walked) << walked.error().ToString();
+    EXPECT_OK(walked);
     return found;
   }
 
@@ -490,7 +493,7 @@ TEST_F(UnpackIntegrationTest, RootfsEqualsUmociForOverlayAndNative) {
   layers[3] = std::move(*gzip_top);
   ASSERT_TRUE(Push(Assemble(std::move(layers)), "rich", "gzip"));
   auto umoci = UmociRootfs("rich", "gzip");
-  ASSERT_TRUE(umoci) << umoci.error().ToString();
+  ASSERT_OK(umoci);
   Tree expected = Scan(*umoci);
   ASSERT_GE(expected.size(), 33u);
   // What umoci made is what the layers say (so the comparison is not vacuous).
@@ -507,7 +510,7 @@ TEST_F(UnpackIntegrationTest, RootfsEqualsUmociForOverlayAndNative) {
     SCOPED_TRACE(SnapshotterName(kind));
     UnpackStats stats;
     Result<Digest> chain_id = PullAndUnpack(reference, kind, &stats);
-    ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+    ASSERT_OK(chain_id);
     EXPECT_EQ(stats.committed, 4u);
     const fs::path view = MountView(kind, *chain_id);
     Tree actual = Scan(view);
@@ -586,7 +589,7 @@ TEST_F(UnpackIntegrationTest, ImplicitParentDirectoriesKeepTheLowerXattrs) {
   std::vector<imagegen::Layer> layers;
   for (const imagegen::FileTree* tree : {&lower, &upper}) {
     Result<imagegen::Layer> layer = imagegen::BuildLayer(*tree);
-    ASSERT_TRUE(layer) << layer.error().ToString();
+    ASSERT_OK(layer);
     layers.push_back(std::move(*layer));
   }
   ASSERT_TRUE(Push(Assemble(std::move(layers)), "implicit", "xattrs"));
@@ -595,14 +598,14 @@ TEST_F(UnpackIntegrationTest, ImplicitParentDirectoriesKeepTheLowerXattrs) {
   std::optional<Tree> umoci_tree;
   if (HaveTool("skopeo") && HaveTool("umoci")) {
     auto umoci = UmociRootfs("implicit", "xattrs");
-    ASSERT_TRUE(umoci) << umoci.error().ToString();
+    ASSERT_OK(umoci);
     umoci_tree = Scan(*umoci);
     EXPECT_EQ(umoci_tree->at("srv/data").xattrs, xattrs) << "umoci";
   }
   for (Snapshotters kind : {Snapshotters::kOverlay, Snapshotters::kNative}) {
     SCOPED_TRACE(SnapshotterName(kind));
     Result<Digest> chain_id = PullAndUnpack(reference, kind);
-    ASSERT_TRUE(chain_id) << chain_id.error().ToString();
+    ASSERT_OK(chain_id);
     const fs::path view = MountView(kind, *chain_id);
     EXPECT_EQ(ReadAll(view / "srv/data/new"), "new");
     Tree actual = Scan(view);
@@ -638,7 +641,7 @@ TEST_F(UnpackIntegrationTest, WrongDiffIdIsDataLossAndLeavesNoSnapshot) {
     SCOPED_TRACE(SnapshotterName(kind));
     Result<Digest> chain_id = PullAndUnpack(registry_->host() + "/wrong:v1", kind);
     ASSERT_FALSE(chain_id);
-    EXPECT_EQ(chain_id.error().code(), ErrorCode::kDataLoss) << chain_id.error().ToString();
+    EXPECT_THAT(chain_id, FailsWith(ErrorCode::kDataLoss));
     EXPECT_THAT(chain_id.error().ToString(), HasSubstr("diff_ids[0]"));
     EXPECT_TRUE(Snapshots(kind).empty()) << "no committed and no active snapshot";
     auto cleaned = Cleaner(kind).Cleanup();
@@ -664,19 +667,19 @@ TEST_F(UnpackIntegrationTest, SharedLayersAreNeitherFetchedNorUnpackedAgain) {
   ASSERT_TRUE(Push(first, "shared", "first"));
   ASSERT_TRUE(Push(second, "shared", "second"));
   auto proxy = FaultProxy::Start(registry_->host());
-  ASSERT_TRUE(proxy) << proxy.error().ToString();
+  ASSERT_OK(proxy);
 
   UnpackStats stats;
   Result<Digest> first_chain =
       PullAndUnpack((*proxy)->host() + "/shared:first", Snapshotters::kOverlay, &stats);
-  ASSERT_TRUE(first_chain) << first_chain.error().ToString();
+  ASSERT_OK(first_chain);
   EXPECT_EQ(stats.committed, 3u);
   EXPECT_EQ((*proxy)->RequestCount("GET", "/blobs/"), 4u);  // config + 3 layers
 
   (*proxy)->ResetCounters();
   Result<Digest> second_chain =
       PullAndUnpack((*proxy)->host() + "/shared:second", Snapshotters::kOverlay, &stats);
-  ASSERT_TRUE(second_chain) << second_chain.error().ToString();
+  ASSERT_OK(second_chain);
   EXPECT_EQ((*proxy)->RequestCount("GET", "/blobs/"), 2u) << "config + the one new layer";
   EXPECT_EQ((*proxy)->RequestCount("GET", layers[3].blob.digest.ToString()), 1u);
   EXPECT_EQ(stats.already_present, 3u);
@@ -721,7 +724,7 @@ TEST_F(UnpackIntegrationTest, HostileLayersAreRefusedAndChangeNothingOutside) {
   for (Case& hostile : cases) {
     SCOPED_TRACE(hostile.name);
     Result<imagegen::Layer> layer = imagegen::BuildLayer(hostile.tree);
-    ASSERT_TRUE(layer) << layer.error().ToString();
+    ASSERT_OK(layer);
     imagegen::Image image = Assemble({std::move(*layer)});
     ASSERT_TRUE(Push(image, "hostile", hostile.name));
     for (Snapshotters kind : {Snapshotters::kOverlay, Snapshotters::kNative}) {
@@ -770,7 +773,7 @@ berth::testing::CommandResult RunCli(const fs::path& dir, const std::vector<std:
   std::vector<std::string> argv = {BERTH_CLI_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
   Result<berth::testing::CommandResult> run = berth::testing::RunCommand(argv, dir);
-  EXPECT_TRUE(run) << run.error().ToString();
+  EXPECT_OK(run);
   return run.value_or(berth::testing::CommandResult{});
 }
 
@@ -852,7 +855,7 @@ TEST_F(UnpackIntegrationTest, BusyboxRunsInTheMountedRootfs) {
   Result<std::string> output = RunBusybox(dir_.path(), rootfs, how);
   std::fprintf(stderr, "busybox ran with: %s\n", how.c_str());
   RecordProperty("runtime", how);
-  ASSERT_TRUE(output) << output.error().ToString();
+  ASSERT_OK(output);
   EXPECT_EQ(*output, "ok\n");
 
   berth::testing::CommandResult unmounted = RunCli(

@@ -32,6 +32,7 @@
 #include "berth/registry/curl_transport.h"
 #include "test/integration/pull_fixture.h"
 #include "testing/fault_proxy.h"
+#include "testing/result_matchers.h"
 #include "testing/test_registry.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/image.h"
@@ -41,6 +42,8 @@
 
 namespace berth::pull {
 namespace {
+
+using ::berth::testing::FailsWith;
 
 using berth::testing::FaultAction;
 using berth::testing::FaultProxy;
@@ -64,7 +67,7 @@ imagegen::Layer MakeLayer(size_t size, uint32_t seed) {
   imagegen::FileTree tree;
   tree.AddFile("data/blob-" + std::to_string(seed), RandomBytes(size, seed));
   Result<imagegen::Layer> layer = imagegen::BuildLayer(tree);
-  EXPECT_TRUE(layer) << layer.error().ToString();
+  EXPECT_OK(layer);
   return layer ? std::move(*layer) : imagegen::Layer{};
 }
 
@@ -72,29 +75,29 @@ imagegen::Image MakeImage(std::vector<imagegen::Layer> layers) {
   Result<imagegen::Image> image =
       imagegen::AssembleImage({.architecture = "amd64", .cmd = {"/bin/sh"}}, std::move(layers),
                               imagegen::ManifestFormat::kOci, {});
-  EXPECT_TRUE(image) << image.error().ToString();
+  EXPECT_OK(image);
   return image ? std::move(*image) : imagegen::Image{};
 }
 
 std::unique_ptr<TestRegistry> StartRegistry() {
   Result<std::unique_ptr<TestRegistry>> registry = TestRegistry::Start({.log_level = "warn"});
-  EXPECT_TRUE(registry) << registry.error().ToString();
+  EXPECT_OK(registry);
   return registry ? std::move(*registry) : nullptr;
 }
 
 std::unique_ptr<FaultProxy> StartProxy(const std::string& upstream) {
   Result<std::unique_ptr<FaultProxy>> proxy = FaultProxy::Start(upstream);
-  EXPECT_TRUE(proxy) << proxy.error().ToString();
+  EXPECT_OK(proxy);
   return proxy ? std::move(*proxy) : nullptr;
 }
 
 bool Push(const TestRegistry& registry, std::string_view tag, const imagegen::Image& image) {
   Result<std::unique_ptr<imagegen::RegistryClient>> client =
       imagegen::RegistryClient::Create({.base_url = registry.url()});
-  EXPECT_TRUE(client) << client.error().ToString();
+  EXPECT_OK(client);
   if (!client) return false;
   Result<imagegen::PushedImage> pushed = imagegen::PushImage(**client, kRepository, tag, image);
-  EXPECT_TRUE(pushed) << pushed.error().ToString();
+  EXPECT_OK(pushed);
   return pushed.has_value();
 }
 
@@ -169,7 +172,7 @@ TEST_F(WatchdogTest, StalledMirrorTimesOutAndUpstreamServesTheRest) {
 
   Result<PulledImage> pulled = Pull(MirrorConfig(upstream_proxy->host(), mirror_proxy->url()),
                                     upstream_proxy->host() + "/demo:stall");
-  ASSERT_TRUE(pulled) << pulled.error().ToString();
+  ASSERT_OK(pulled);
   EXPECT_EQ(pulled->image_id, image.config.digest);
 
   // The mirror served the manifest and config and stalled on (at least) the first layer; the
@@ -220,7 +223,7 @@ TEST_F(WatchdogTest, SlowDripMirrorBelowTheThroughputFloorIsAbandoned) {
   config.pull.min_download_speed = 64 << 10;
   config.pull.min_download_speed_window = std::chrono::seconds(1);
   Result<PulledImage> pulled = Pull(config, upstream_proxy->host() + "/demo:drip");
-  ASSERT_TRUE(pulled) << pulled.error().ToString();
+  ASSERT_OK(pulled);
   EXPECT_EQ(pulled->image_id, image.config.digest);
 
   EXPECT_EQ(mirror_proxy->RequestCount("GET", layer_digest), 1u)
@@ -264,7 +267,7 @@ TEST_F(WatchdogTest, LoneStalledRegistryFailsUnavailableNamingItAndTheTimeout) {
 
   Result<PulledImage> pulled = Pull(config, proxy->host() + "/demo:lone");
   ASSERT_FALSE(pulled);
-  EXPECT_EQ(pulled.error().code(), ErrorCode::kUnavailable) << pulled.error().ToString();
+  EXPECT_THAT(pulled, FailsWith(ErrorCode::kUnavailable));
   EXPECT_THAT(pulled.error().ToString(),
               AllOf(HasSubstr("pull " + proxy->host() + "/demo:lone"),
                     HasSubstr(proxy->url() + "/v2/demo/blobs/" + layer_digest),
@@ -312,8 +315,8 @@ TEST_F(WatchdogTest, TwoPullsNeverExceedTheGlobalDownloadLimit) {
     one.join();
     two.join();
   }
-  ASSERT_TRUE(pulled_first) << pulled_first.error().ToString();
-  ASSERT_TRUE(pulled_second) << pulled_second.error().ToString();
+  ASSERT_OK(pulled_first);
+  ASSERT_OK(pulled_second);
   EXPECT_EQ(pulled_first->image_id, first.config.digest);
   EXPECT_EQ(pulled_second->image_id, second.config.digest);
 
