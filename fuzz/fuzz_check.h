@@ -20,8 +20,7 @@ namespace berth::fuzz {
 
 }  // namespace berth::fuzz
 
-#define FUZZ_CHECK(condition, message)                                                \
-  do {                                                                                \
-    if (!(condition)) ::berth::fuzz::InvariantFailed(#condition, (message), __FILE__, \
-                                                     __LINE__);                       \
+#define FUZZ_CHECK(condition, message)                                                           \
+  do {                                                                                           \
+    if (!(condition)) ::berth::fuzz::InvariantFailed(#condition, (message), __FILE__, __LINE__); \
   } while (0)

@@ -3,10 +3,9 @@
 // BuildSchema1Config). Every decoder sees every input. Invariants: decoded documents respect the
 // documented limits, platform selection and chain IDs work on whatever decoded, and a decoded
 // schema1 manifest converts into a config the config decoder accepts as JSON.
-#include <nlohmann/json.hpp>
-
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,9 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   namespace image = berth::image;
   std::string_view document(reinterpret_cast<const char*>(data), size);
 
-  for (std::string_view content_type :
-       {std::string_view("application/json"), std::string_view(""),
-        image::MediaTypeOf(image::ManifestKind::kOciIndex)}) {
+  for (std::string_view content_type : {std::string_view("application/json"), std::string_view(""),
+                                        image::MediaTypeOf(image::ManifestKind::kOciIndex)}) {
     berth::Result<image::ManifestKind> kind = image::DetectKind(content_type, document);
     FUZZ_CHECK(kind || IsDecodeError(kind.error()), kind.error().message());
   }

@@ -95,7 +95,8 @@ void ResetRoot() {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
-  fs::path parent = access("/dev/shm", W_OK) == 0 ? fs::path("/dev/shm") : fs::temp_directory_path();
+  fs::path parent =
+      access("/dev/shm", W_OK) == 0 ? fs::path("/dev/shm") : fs::temp_directory_path();
   work = new WorkDir;
   work->base = parent / ("berth-fuzz-layer-" + std::to_string(getpid()));
   work->root = work->base / "root";
@@ -117,14 +118,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   archive::ApplyOptions options{
       .root = work->root,
       .media_type = std::string(MediaTypeFor(blob)),
-      .whiteout_mode = (data[0] & 1) != 0 ? archive::WhiteoutMode::kDelete
-                                          : archive::WhiteoutMode::kOverlay,
+      .whiteout_mode =
+          (data[0] & 1) != 0 ? archive::WhiteoutMode::kDelete : archive::WhiteoutMode::kOverlay,
       .lower_dirs = {work->lower},
       // Small enough that no input writes much, large enough for every path the applier has.
       .limits = {.max_uncompressed_bytes = 32 << 20,
                  .max_entries = 10000,
                  .max_entry_bytes = 8 << 20},
-      .gzip_backend = (data[0] & 2) != 0 ? archive::GzipBackend::kZlib : archive::GzipBackend::kIsal,
+      .gzip_backend =
+          (data[0] & 2) != 0 ? archive::GzipBackend::kZlib : archive::GzipBackend::kIsal,
   };
   size_t split = blob.size() * data[1] / 256;
 

@@ -17,15 +17,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   berth::Result<registry::Token> token = registry::ParseTokenResponse(body);
   if (!token) {
     berth::ErrorCode code = token.error().code();
-    FUZZ_CHECK(code == berth::ErrorCode::kInvalidArgument ||
-                   code == berth::ErrorCode::kResourceExhausted,
-               token.error().message());
+    FUZZ_CHECK(
+        code == berth::ErrorCode::kInvalidArgument || code == berth::ErrorCode::kResourceExhausted,
+        token.error().message());
     return 0;
   }
   FUZZ_CHECK(body.size() <= registry::kMaxTokenResponseBytes, "oversized response accepted");
   FUZZ_CHECK(!token->access_token.empty(), "accepted a response without a token");
-  FUZZ_CHECK(token->expires_in >= std::chrono::seconds(1) &&
-                 token->expires_in <= std::chrono::hours(24),
-             std::to_string(token->expires_in.count()));
+  FUZZ_CHECK(
+      token->expires_in >= std::chrono::seconds(1) && token->expires_in <= std::chrono::hours(24),
+      std::to_string(token->expires_in.count()));
   return 0;
 }

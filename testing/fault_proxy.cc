@@ -1,7 +1,6 @@
 #include "testing/fault_proxy.h"
 
 #include <fmt/format.h>
-
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -357,7 +356,8 @@ class BodyPump {
     while (sleep_(std::chrono::milliseconds(20))) {
       char byte;
       ssize_t peeked = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      if (peeked == 0 ||
+          (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
         return;  // closed by the client
       }
     }

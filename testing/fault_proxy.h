@@ -220,7 +220,7 @@ class FaultProxy {
   std::map<uint64_t, ProxiedRequest> log_;  // by sequence; guarded by mutex_
   // Requests starting (true) and finishing (false), in order; guarded by mutex_.
   std::vector<std::pair<uint64_t, bool>> progress_events_;
-  std::set<int> upstream_fds_;              // guarded by mutex_
+  std::set<int> upstream_fds_;  // guarded by mutex_
   std::unique_ptr<TcpServer> tcp_;
 };
 

@@ -4,9 +4,8 @@
 #include <sys/socket.h>
 
 #include <cerrno>
-#include <vector>
-
 #include <thread>
+#include <vector>
 
 #include "testing/http_fetch.h"
 #include "testing/http_server.h"
@@ -157,8 +156,8 @@ TEST_F(FaultProxyUnitTest, StopInterruptsDelays) {
 }
 
 TEST_F(FaultProxyUnitTest, StallAfterBytesHoldsTheConnectionSilentUntilTheClientLeaves) {
-  ASSERT_TRUE(proxy_->AddRule({.target_contains = "/s",
-                               .action = FaultAction::StallAfterBytes(4)}));
+  ASSERT_TRUE(
+      proxy_->AddRule({.target_contains = "/s", .action = FaultAction::StallAfterBytes(4)}));
   std::vector<UniqueFd> sockets;
   for (int i = 0; i < 2; ++i) {
     Result<UniqueFd> socket = ConnectTcp("127.0.0.1", proxy_->port());

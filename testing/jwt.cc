@@ -1,13 +1,12 @@
 #include "testing/jwt.h"
 
-#include "berth/base/base64.h"
-
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "berth/base/base64.h"
 #include "berth/base/c_handle.h"
 #include "berth/base/file_util.h"
 #include "testing/test_pki.h"
@@ -19,7 +18,6 @@ using UniqueKey = UniqueHandle<EVP_PKEY, EVP_PKEY_free>;
 using UniqueX509 = UniqueHandle<X509, X509_free>;
 using UniqueBio = UniqueHandle<BIO, BIO_free_all>;
 using UniqueMdContext = UniqueHandle<EVP_MD_CTX, EVP_MD_CTX_free>;
-
 
 Result<UniqueX509> LoadCertificate(const std::filesystem::path& cert_file) {
   BERTH_ASSIGN_OR_RETURN(std::string pem, ReadFile(cert_file));

@@ -1,15 +1,13 @@
 #include "testing/jwt.h"
 
-#include "berth/base/base64.h"
-
 #include <gtest/gtest.h>
 
+#include "berth/base/base64.h"
 #include "berth/base/file_util.h"
 #include "testing/test_pki.h"
 
 namespace berth::testing {
 namespace {
-
 
 class JwtTest : public ::testing::Test {
  protected:

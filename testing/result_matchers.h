@@ -50,9 +50,9 @@ namespace testing {
 template <typename T>
 ::testing::AssertionResult ResultIsOk(const char* expression, const Result<T>& result) {
   if (result) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << expression << " failed with "
-                                       << ErrorCodeName(result.error().code()) << ": "
-                                       << result.error().ToString();
+  return ::testing::AssertionFailure()
+         << expression << " failed with " << ErrorCodeName(result.error().code()) << ": "
+         << result.error().ToString();
 }
 
 // Matches a failed Result whose error has `code` and whose ToString() (context included)
@@ -70,8 +70,7 @@ MATCHER_P2(FailsWithMatcher, code, phrase, "") {
     return false;
   }
   if (text.find(phrase) == std::string::npos) {
-    *result_listener << "failed with the right code but without \"" << phrase
-                     << "\" in: " << text;
+    *result_listener << "failed with the right code but without \"" << phrase << "\" in: " << text;
     return false;
   }
   return true;

@@ -28,8 +28,7 @@ TEST(ResultMatchersTest, OkChecksPassOnSuccess) {
 
 TEST(ResultMatchersTest, OkChecksFailNamingTheError) {
   EXPECT_NONFATAL_FAILURE(EXPECT_OK(Missing()), "Missing() failed with NOT_FOUND: no such blob");
-  EXPECT_FATAL_FAILURE(ASSERT_OK(Refused()),
-                       "failed with PERMISSION_DENIED: open root: refused");
+  EXPECT_FATAL_FAILURE(ASSERT_OK(Refused()), "failed with PERMISSION_DENIED: open root: refused");
   EXPECT_FATAL_FAILURE(
       {
         ASSERT_OK_AND_ASSIGN(int value, Missing());

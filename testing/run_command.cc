@@ -1,12 +1,11 @@
 #include "testing/run_command.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
 #include <cerrno>
-
-#include <fmt/format.h>
 
 #include "berth/base/file_util.h"
 #include "testing/secret_sentinel.h"

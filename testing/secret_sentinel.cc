@@ -21,9 +21,9 @@ struct Pattern {
 
 struct State {
   std::mutex mutex;
-  std::set<std::string> watched;      // guarded by mutex
-  std::vector<Pattern> patterns;      // guarded by mutex
-  std::vector<ProductOutput> notes;   // guarded by mutex
+  std::set<std::string> watched;     // guarded by mutex
+  std::vector<Pattern> patterns;     // guarded by mutex
+  std::vector<ProductOutput> notes;  // guarded by mutex
 };
 
 // The base64 text that encodes `value` whatever the byte alignment it had inside a longer

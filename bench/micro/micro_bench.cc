@@ -72,10 +72,10 @@
 #include "berth/base/unique_fd.h"
 #include "berth/digest/digest.h"
 #include "berth/image/media_types.h"
+#include "berth/metadata/metadata_db.h"
 #include "tools/imagegen/byte_sink.h"
 #include "tools/imagegen/compress.h"
 #include "tools/imagegen/tar_writer.h"
-#include "berth/metadata/metadata_db.h"
 
 namespace {
 

@@ -9,11 +9,11 @@
 // Thread safety: a pure function.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstddef>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 namespace berth {
 

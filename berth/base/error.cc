@@ -9,28 +9,43 @@ namespace berth {
 
 std::string_view ErrorCodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kCancelled: return "CANCELLED";
-    case ErrorCode::kUnknown: return "UNKNOWN";
-    case ErrorCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case ErrorCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
-    case ErrorCode::kNotFound: return "NOT_FOUND";
-    case ErrorCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case ErrorCode::kPermissionDenied: return "PERMISSION_DENIED";
-    case ErrorCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case ErrorCode::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case ErrorCode::kAborted: return "ABORTED";
-    case ErrorCode::kOutOfRange: return "OUT_OF_RANGE";
-    case ErrorCode::kUnimplemented: return "UNIMPLEMENTED";
-    case ErrorCode::kInternal: return "INTERNAL";
-    case ErrorCode::kUnavailable: return "UNAVAILABLE";
-    case ErrorCode::kDataLoss: return "DATA_LOSS";
-    case ErrorCode::kUnauthenticated: return "UNAUTHENTICATED";
+    case ErrorCode::kCancelled:
+      return "CANCELLED";
+    case ErrorCode::kUnknown:
+      return "UNKNOWN";
+    case ErrorCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case ErrorCode::kDeadlineExceeded:
+      return "DEADLINE_EXCEEDED";
+    case ErrorCode::kNotFound:
+      return "NOT_FOUND";
+    case ErrorCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case ErrorCode::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case ErrorCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case ErrorCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
+    case ErrorCode::kAborted:
+      return "ABORTED";
+    case ErrorCode::kOutOfRange:
+      return "OUT_OF_RANGE";
+    case ErrorCode::kUnimplemented:
+      return "UNIMPLEMENTED";
+    case ErrorCode::kInternal:
+      return "INTERNAL";
+    case ErrorCode::kUnavailable:
+      return "UNAVAILABLE";
+    case ErrorCode::kDataLoss:
+      return "DATA_LOSS";
+    case ErrorCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
   }
   return "UNKNOWN";
 }
 
-Error::Error(ErrorCode code, std::string message)
-    : code_(code), message_(RedactSecrets(message)) {}
+Error::Error(ErrorCode code, std::string message) : code_(code), message_(RedactSecrets(message)) {}
 
 Error Error::WithContext(std::string frame) && {
   context_.push_back(RedactSecrets(frame));
@@ -56,13 +71,22 @@ Error ErrnoError(int errnum, std::string_view what) {
   ErrorCode code = ErrorCode::kInternal;
   switch (errnum) {
     case ENOSPC:
-    case EDQUOT: code = ErrorCode::kResourceExhausted; break;
-    case ENOENT: code = ErrorCode::kNotFound; break;
-    case EEXIST: code = ErrorCode::kAlreadyExists; break;
+    case EDQUOT:
+      code = ErrorCode::kResourceExhausted;
+      break;
+    case ENOENT:
+      code = ErrorCode::kNotFound;
+      break;
+    case EEXIST:
+      code = ErrorCode::kAlreadyExists;
+      break;
     case EACCES:
     case EPERM:
-    case EROFS: code = ErrorCode::kPermissionDenied; break;
-    default: break;
+    case EROFS:
+      code = ErrorCode::kPermissionDenied;
+      break;
+    default:
+      break;
   }
   std::string message(what);
   message += ": ";

@@ -1,8 +1,8 @@
 #include "berth/base/error.h"
 
-#include <cerrno>
-
 #include <gtest/gtest.h>
+
+#include <cerrno>
 
 #include "berth/base/result.h"
 

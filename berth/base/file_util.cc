@@ -1,6 +1,7 @@
 #include "berth/base/file_util.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -10,8 +11,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <random>
-
-#include <fmt/format.h>
 
 #include "berth/base/unique_fd.h"
 

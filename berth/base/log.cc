@@ -1,12 +1,12 @@
 #include "berth/base/log.h"
 
-#include <mutex>
-
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <mutex>
 
 #include "berth/base/abbreviate.h"
 
@@ -46,12 +46,18 @@ class RedactingSink final : public spdlog::sinks::base_sink<std::mutex> {
 
 spdlog::level::level_enum ToSpd(Level level) {
   switch (level) {
-    case Level::kTrace: return spdlog::level::trace;
-    case Level::kDebug: return spdlog::level::debug;
-    case Level::kInfo: return spdlog::level::info;
-    case Level::kWarn: return spdlog::level::warn;
-    case Level::kError: return spdlog::level::err;
-    case Level::kOff: return spdlog::level::off;
+    case Level::kTrace:
+      return spdlog::level::trace;
+    case Level::kDebug:
+      return spdlog::level::debug;
+    case Level::kInfo:
+      return spdlog::level::info;
+    case Level::kWarn:
+      return spdlog::level::warn;
+    case Level::kError:
+      return spdlog::level::err;
+    case Level::kOff:
+      return spdlog::level::off;
   }
   return spdlog::level::info;
 }
@@ -102,9 +108,9 @@ Result<Level> ParseLevel(std::string_view name) {
   if (name == "warn" || name == "warning") return Level::kWarn;
   if (name == "error") return Level::kError;
   if (name == "off") return Level::kOff;
-  return Fail(ErrorCode::kInvalidArgument,
-              fmt::format("unknown log level \"{}\" (use trace, debug, info, warn, error or off)",
-                          name));
+  return Fail(
+      ErrorCode::kInvalidArgument,
+      fmt::format("unknown log level \"{}\" (use trace, debug, info, warn, error or off)", name));
 }
 
 Result<void> Init(const LogOptions& options) {

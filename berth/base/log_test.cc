@@ -1,9 +1,9 @@
 #include "berth/base/log.h"
 
-#include <mutex>
-
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
+
+#include <mutex>
 
 namespace berth::log {
 namespace {
@@ -26,16 +26,16 @@ TEST(LogTest, HugeFieldValuesAreCutInTheMiddle) {
 }
 
 TEST(LogTest, SecretFieldsAreRedacted) {
-  std::string line = FormatLine("auth", {{"user", "bob"}, {"password", "hunter2"},
-                                         {"creds", Secret("s3cret")}});
+  std::string line =
+      FormatLine("auth", {{"user", "bob"}, {"password", "hunter2"}, {"creds", Secret("s3cret")}});
   EXPECT_EQ(line, "auth user=bob password=<redacted> creds=<redacted>");
 }
 
 TEST(LogTest, SinkRedactsFreeText) {
   std::ostringstream captured;
   AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(captured));
-  Info("http.request", {{"header", "Authorization: Bearer abc.def"},
-                        {"url", "https://u:pw123@h/x?sig=1"}});
+  Info("http.request",
+       {{"header", "Authorization: Bearer abc.def"}, {"url", "https://u:pw123@h/x?sig=1"}});
   std::string out = captured.str();
   EXPECT_NE(out.find("http.request"), std::string::npos) << out;
   EXPECT_EQ(out.find("abc.def"), std::string::npos) << out;

@@ -11,9 +11,8 @@
 #pragma once
 
 #include <string>
-#include <utility>
-
 #include <tl/expected.hpp>
+#include <utility>
 
 #include "berth/base/error.h"
 
@@ -49,18 +48,18 @@ Result<T> WithContext(Result<T> result, std::string frame) {
 #define BERTH_CONCAT_(a, b) BERTH_CONCAT_INNER_(a, b)
 
 // Returns the error of `expr` (a Result) from the enclosing function if it failed.
-#define BERTH_RETURN_IF_ERROR(expr)                                        \
-  do {                                                                     \
-    if (auto berth_result_ = (expr); !berth_result_) {                     \
+#define BERTH_RETURN_IF_ERROR(expr)                                              \
+  do {                                                                           \
+    if (auto berth_result_ = (expr); !berth_result_) {                           \
       return ::tl::unexpected<::berth::Error>(std::move(berth_result_).error()); \
-    }                                                                      \
+    }                                                                            \
   } while (false)
 
 // Evaluates `expr` (a Result<T>); on failure returns its error, else moves the value into `lhs`,
 // which may be a declaration: BERTH_ASSIGN_OR_RETURN(auto blob, store.Read(digest));
 #define BERTH_ASSIGN_OR_RETURN(lhs, expr) \
   BERTH_ASSIGN_OR_RETURN_IMPL_(BERTH_CONCAT_(berth_result_, __LINE__), lhs, expr)
-#define BERTH_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                 \
-  auto tmp = (expr);                                                 \
+#define BERTH_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                         \
+  auto tmp = (expr);                                                         \
   if (!tmp) return ::tl::unexpected<::berth::Error>(std::move(tmp).error()); \
   lhs = std::move(tmp).value()

@@ -60,8 +60,8 @@ class SingleFlight {
     std::unique_lock lock(flight->mutex);
     // Captures the pointer, not the binding: clang 14 (the sanitizer build) cannot capture
     // structured bindings in lambdas yet.
-    BERTH_RETURN_IF_ERROR(cancel.Wait(flight->done, lock,
-                                      [entry = flight.get()] { return entry->result.has_value(); }));
+    BERTH_RETURN_IF_ERROR(cancel.Wait(
+        flight->done, lock, [entry = flight.get()] { return entry->result.has_value(); }));
     return Outcome{*flight->result, FlightRole::kJoined};
   }
 

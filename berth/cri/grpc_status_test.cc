@@ -39,16 +39,16 @@ TEST(ToGrpcStatusTest, EveryCodeMapsToItsGrpcNamesake) {
 TEST(ToGrpcStatusTest, HugeMessageIsBoundedKeepingBothEnds) {
   // gRPC cannot deliver a status over its metadata limit (8 KiB); a megabyte reference echoed in
   // an error must still reach the client as INVALID_ARGUMENT with its cause.
-  Error error = Error(ErrorCode::kInvalidArgument, "repository name must not be more than 255 "
-                                                   "characters")
+  Error error = Error(ErrorCode::kInvalidArgument,
+                      "repository name must not be more than 255 "
+                      "characters")
                     .WithContext("pull example.com/" + std::string(1 << 20, 'a'));
   grpc::Status status = ToGrpcStatus(error);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_LE(status.error_message().size(), 2100u);
   EXPECT_EQ(status.error_message().rfind("pull example.com/aaa", 0), 0u);
   EXPECT_NE(status.error_message().find("bytes cut"), std::string::npos);
-  EXPECT_NE(status.error_message().find("must not be more than 255 characters"),
-            std::string::npos);
+  EXPECT_NE(status.error_message().find("must not be more than 255 characters"), std::string::npos);
   EXPECT_EQ(ToGrpcStatus(Error(ErrorCode::kNotFound, "short")).error_message(), "short");
 }
 

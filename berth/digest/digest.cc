@@ -11,18 +11,24 @@ namespace {
 
 size_t HexLength(DigestAlgorithm algorithm) {
   switch (algorithm) {
-    case DigestAlgorithm::kSha256: return 64;
-    case DigestAlgorithm::kSha384: return 96;
-    case DigestAlgorithm::kSha512: return 128;
+    case DigestAlgorithm::kSha256:
+      return 64;
+    case DigestAlgorithm::kSha384:
+      return 96;
+    case DigestAlgorithm::kSha512:
+      return 128;
   }
   return 0;
 }
 
 const EVP_MD* EvpFor(DigestAlgorithm algorithm) {
   switch (algorithm) {
-    case DigestAlgorithm::kSha256: return EVP_sha256();
-    case DigestAlgorithm::kSha384: return EVP_sha384();
-    case DigestAlgorithm::kSha512: return EVP_sha512();
+    case DigestAlgorithm::kSha256:
+      return EVP_sha256();
+    case DigestAlgorithm::kSha384:
+      return EVP_sha384();
+    case DigestAlgorithm::kSha512:
+      return EVP_sha512();
   }
   return EVP_sha256();
 }
@@ -72,9 +78,12 @@ std::string ToHex(const unsigned char* bytes, size_t length) {
 
 std::string_view DigestAlgorithmName(DigestAlgorithm algorithm) {
   switch (algorithm) {
-    case DigestAlgorithm::kSha256: return "sha256";
-    case DigestAlgorithm::kSha384: return "sha384";
-    case DigestAlgorithm::kSha512: return "sha512";
+    case DigestAlgorithm::kSha256:
+      return "sha256";
+    case DigestAlgorithm::kSha384:
+      return "sha384";
+    case DigestAlgorithm::kSha512:
+      return "sha512";
   }
   return "sha256";
 }

@@ -13,14 +13,14 @@
 // Thread safety: Digest is a value type. A Hasher must be used by one thread at a time.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <compare>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
-
-#include <fmt/format.h>
 
 #include "berth/base/result.h"
 

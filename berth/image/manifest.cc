@@ -1,8 +1,8 @@
 #include "berth/image/manifest.h"
 
-#include <limits>
-
 #include <fmt/format.h>
+
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "berth/image/json_limits.h"
@@ -129,11 +129,16 @@ bool IsIndex(ManifestKind kind) {
 
 std::string_view MediaTypeOf(ManifestKind kind) {
   switch (kind) {
-    case ManifestKind::kOciManifest: return media_types::kOciManifest;
-    case ManifestKind::kDockerManifest: return media_types::kDockerManifest;
-    case ManifestKind::kOciIndex: return media_types::kOciIndex;
-    case ManifestKind::kDockerManifestList: return media_types::kDockerManifestList;
-    case ManifestKind::kDockerSchema1: return media_types::kDockerSchema1SignedManifest;
+    case ManifestKind::kOciManifest:
+      return media_types::kOciManifest;
+    case ManifestKind::kDockerManifest:
+      return media_types::kDockerManifest;
+    case ManifestKind::kOciIndex:
+      return media_types::kOciIndex;
+    case ManifestKind::kDockerManifestList:
+      return media_types::kDockerManifestList;
+    case ManifestKind::kDockerSchema1:
+      return media_types::kDockerSchema1SignedManifest;
   }
   return media_types::kOciManifest;
 }
@@ -166,9 +171,9 @@ Result<ManifestKind> DetectKind(std::string_view content_type, std::string_view 
   if (version == 1) return ManifestKind::kDockerSchema1;
   if (parsed.contains("manifests")) return ManifestKind::kOciIndex;
   if (parsed.contains("config") && parsed.contains("layers")) return ManifestKind::kOciManifest;
-  return Fail(ErrorCode::kUnimplemented,
-              fmt::format("cannot tell what kind of manifest this is (Content-Type \"{}\")",
-                          content_type));
+  return Fail(
+      ErrorCode::kUnimplemented,
+      fmt::format("cannot tell what kind of manifest this is (Content-Type \"{}\")", content_type));
 }
 
 Result<Manifest> ParseManifest(std::string_view document) {
@@ -185,8 +190,8 @@ Result<Manifest> ParseManifest(std::string_view document) {
   } else if (media_type == media_types::kDockerManifest) {
     manifest.kind = ManifestKind::kDockerManifest;
   } else {
-    return Fail(Malformed(kWhat, fmt::format("mediaType \"{}\" is not an image manifest",
-                                             media_type)));
+    return Fail(
+        Malformed(kWhat, fmt::format("mediaType \"{}\" is not an image manifest", media_type)));
   }
   auto config = parsed.find("config");
   if (config == parsed.end()) return Fail(Malformed(kWhat, "no \"config\" descriptor"));
@@ -197,13 +202,14 @@ Result<Manifest> ParseManifest(std::string_view document) {
   }
   if (layers->size() > kMaxLayers) {
     return Fail(ErrorCode::kResourceExhausted,
-                fmt::format("image manifest lists {} layers, over the limit of {}",
-                            layers->size(), kMaxLayers));
+                fmt::format("image manifest lists {} layers, over the limit of {}", layers->size(),
+                            kMaxLayers));
   }
   manifest.layers.reserve(layers->size());
   for (size_t i = 0; i < layers->size(); ++i) {
-    BERTH_ASSIGN_OR_RETURN(Descriptor layer,
-                           DecodeDescriptor((*layers)[i], fmt::format("image manifest layer {}", i)));
+    BERTH_ASSIGN_OR_RETURN(
+        Descriptor layer,
+        DecodeDescriptor((*layers)[i], fmt::format("image manifest layer {}", i)));
     manifest.layers.push_back(std::move(layer));
   }
   BERTH_ASSIGN_OR_RETURN(manifest.annotations, OptionalStringMap(parsed, "annotations", kWhat));
@@ -236,8 +242,9 @@ Result<Index> ParseIndex(std::string_view document) {
                             manifests->size(), kMaxIndexEntries));
   }
   for (size_t i = 0; i < manifests->size(); ++i) {
-    BERTH_ASSIGN_OR_RETURN(Descriptor entry,
-                           DecodeDescriptor((*manifests)[i], fmt::format("image index entry {}", i)));
+    BERTH_ASSIGN_OR_RETURN(
+        Descriptor entry,
+        DecodeDescriptor((*manifests)[i], fmt::format("image index entry {}", i)));
     index.manifests.push_back(std::move(entry));
   }
   BERTH_ASSIGN_OR_RETURN(index.annotations, OptionalStringMap(parsed, "annotations", kWhat));
@@ -280,7 +287,8 @@ Result<ImageConfig> ParseImageConfig(std::string_view document) {
     constexpr std::string_view kRuntime = "image config \"config\"";
     BERTH_ASSIGN_OR_RETURN(config.user, OptionalString(*runtime, "User", kRuntime));
     BERTH_ASSIGN_OR_RETURN(config.env, OptionalStringArray(*runtime, "Env", kRuntime));
-    BERTH_ASSIGN_OR_RETURN(config.entrypoint, OptionalStringArray(*runtime, "Entrypoint", kRuntime));
+    BERTH_ASSIGN_OR_RETURN(config.entrypoint,
+                           OptionalStringArray(*runtime, "Entrypoint", kRuntime));
     BERTH_ASSIGN_OR_RETURN(config.cmd, OptionalStringArray(*runtime, "Cmd", kRuntime));
     BERTH_ASSIGN_OR_RETURN(config.working_dir, OptionalString(*runtime, "WorkingDir", kRuntime));
     BERTH_ASSIGN_OR_RETURN(config.labels, OptionalStringMap(*runtime, "Labels", kRuntime));

@@ -14,9 +14,9 @@ const std::string kDigestC = Digest::Sha256Of("c").ToString();
 
 std::string DockerManifest(size_t layers = 2) {
   std::string out = R"({"schemaVersion":2,"mediaType":")" +
-                    std::string(media_types::kDockerManifest) +
-                    R"(","config":{"mediaType":")" + std::string(media_types::kDockerConfig) +
-                    R"(","digest":")" + kDigestA + R"(","size":1469},"layers":[)";
+                    std::string(media_types::kDockerManifest) + R"(","config":{"mediaType":")" +
+                    std::string(media_types::kDockerConfig) + R"(","digest":")" + kDigestA +
+                    R"(","size":1469},"layers":[)";
   for (size_t i = 0; i < layers; ++i) {
     if (i) out += ",";
     out += R"({"mediaType":")" + std::string(media_types::kDockerLayerGzip) + R"(","digest":")" +
@@ -34,8 +34,8 @@ std::string Entry(const std::string& arch, const std::string& variant = "",
                   const std::string& digest = kDigestA) {
   std::string platform = R"("platform":{"architecture":")" + arch + R"(","os":"linux")";
   if (!variant.empty()) platform += R"(,"variant":")" + variant + "\"";
-  return R"({"mediaType":")" + std::string(media_types::kOciManifest) + R"(","digest":")" +
-         digest + R"(","size":7,)" + platform + "}}";
+  return R"({"mediaType":")" + std::string(media_types::kOciManifest) + R"(","digest":")" + digest +
+         R"(","size":7,)" + platform + "}}";
 }
 
 TEST(ManifestTest, ParsesDockerSchema2) {
@@ -50,8 +50,9 @@ TEST(ManifestTest, ParsesDockerSchema2) {
 }
 
 TEST(ManifestTest, OciManifestWithoutMediaTypeAndAnnotations) {
-  std::string doc = R"({"schemaVersion":2,"config":{"mediaType":"x","digest":")" + kDigestA +
-                    R"(","size":2},"layers":[],"annotations":{"org.opencontainers.image.ref.name":"v1"}})";
+  std::string doc =
+      R"({"schemaVersion":2,"config":{"mediaType":"x","digest":")" + kDigestA +
+      R"(","size":2},"layers":[],"annotations":{"org.opencontainers.image.ref.name":"v1"}})";
   Result<Manifest> manifest = ParseManifest(doc);
   ASSERT_TRUE(manifest) << manifest.error().ToString();
   EXPECT_EQ(manifest->kind, ManifestKind::kOciManifest);
@@ -88,8 +89,8 @@ TEST(ManifestTest, RejectsMalformedDocuments) {
            {R"({"schemaVersion":2,"config":{"digest":")" + kDigestA +
                 R"(","size":1.5},"layers":[]})",
             ErrorCode::kInvalidArgument, "size"},
-           {"{\"schemaVersion\":2,\"mediaType\":\"" + std::string(media_types::kOciIndex) +
-                "\"," + config + ",\"layers\":[]}",
+           {"{\"schemaVersion\":2,\"mediaType\":\"" + std::string(media_types::kOciIndex) + "\"," +
+                config + ",\"layers\":[]}",
             ErrorCode::kInvalidArgument, "not an image manifest"},
            {"{\"schemaVersion\":2," + config + ",\"layers\":[7]}", ErrorCode::kInvalidArgument,
             "layer 0"},
@@ -141,9 +142,8 @@ TEST(ManifestTest, DetectKind) {
 }
 
 TEST(IndexTest, SelectsPlatform) {
-  std::string doc =
-      Index(Entry("amd64", "", kDigestA) + "," + Entry("arm64", "v8", kDigestB) + "," +
-            Entry("arm", "v6", kDigestC));
+  std::string doc = Index(Entry("amd64", "", kDigestA) + "," + Entry("arm64", "v8", kDigestB) +
+                          "," + Entry("arm", "v6", kDigestC));
   Result<struct Index> index = ParseIndex(doc);
   ASSERT_TRUE(index) << index.error().ToString();
   ASSERT_EQ(index->manifests.size(), 3u);
@@ -187,7 +187,8 @@ TEST(ImageConfigTest, ParsesFieldsAndDiffIds) {
   std::string doc = R"({"architecture":"amd64","os":"linux","created":"2026-01-01T00:00:00Z",
     "config":{"User":"1000:1000","Env":["PATH=/bin"],"Cmd":["sh"],"WorkingDir":"/w",
               "Labels":{"k":"v"}},
-    "rootfs":{"type":"layers","diff_ids":[")" + kDigestA + R"(",")" + kDigestB + R"("]}})";
+    "rootfs":{"type":"layers","diff_ids":[")" +
+                    kDigestA + R"(",")" + kDigestB + R"("]}})";
   Result<ImageConfig> config = ParseImageConfig(doc);
   ASSERT_TRUE(config) << config.error().ToString();
   EXPECT_EQ(config->user, "1000:1000");

@@ -1,11 +1,10 @@
 #include "berth/image/platform.h"
 
+#include <fmt/format.h>
 #include <sys/utsname.h>
 
 #include <algorithm>
 #include <cctype>
-
-#include <fmt/format.h>
 
 namespace berth::image {
 namespace {
@@ -19,7 +18,8 @@ std::string Lowercase(std::string_view text) {
 
 // "v7" → 7, "" or malformed → -1.
 int ArmVariantNumber(std::string_view variant) {
-  if (variant.size() != 2 || variant[0] != 'v' || !std::isdigit(static_cast<unsigned char>(variant[1]))) {
+  if (variant.size() != 2 || variant[0] != 'v' ||
+      !std::isdigit(static_cast<unsigned char>(variant[1]))) {
     return -1;
   }
   return variant[1] - '0';
@@ -65,7 +65,8 @@ Result<Platform> ParsePlatform(std::string_view text) {
   size_t start = 0;
   while (true) {
     size_t slash = text.find('/', start);
-    parts.push_back(text.substr(start, slash == std::string_view::npos ? text.npos : slash - start));
+    parts.push_back(
+        text.substr(start, slash == std::string_view::npos ? text.npos : slash - start));
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }

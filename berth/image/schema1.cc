@@ -1,11 +1,10 @@
 #include "berth/image/schema1.h"
 
-#include "berth/base/base64.h"
-
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
 
+#include "berth/base/base64.h"
 #include "berth/image/json_limits.h"
 #include "berth/image/manifest.h"
 #include "berth/image/media_types.h"
@@ -248,7 +247,8 @@ Result<std::string> Schema1SignedPayload(std::string_view document) {
   if (length > document.size()) {
     return Fail(ErrorCode::kInvalidArgument, "schema1 formatLength is past the document's end");
   }
-  BERTH_ASSIGN_OR_RETURN(std::string tail, Base64UrlDecode(header["formatTail"].get<std::string>()));
+  BERTH_ASSIGN_OR_RETURN(std::string tail,
+                         Base64UrlDecode(header["formatTail"].get<std::string>()));
   return std::string(document.substr(0, length)) + tail;
 }
 

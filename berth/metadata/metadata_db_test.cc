@@ -213,11 +213,10 @@ using std::chrono::system_clock;
 
 TEST_F(MetadataDbTest, LeaseKeepsItsResourcesAcrossReopen) {
   ASSERT_TRUE(db_->CreateLease("pull-1", "pull docker.io/library/a:1"));
-  const std::vector<LeaseResource> resources = {
-      {LeaseResourceKind::kBlob, "sha256:bb"},
-      {LeaseResourceKind::kSnapshot, "sha256:cc"},
-      {LeaseResourceKind::kActiveSnapshot, "extract-1"},
-      {LeaseResourceKind::kBlob, "sha256:aa"}};
+  const std::vector<LeaseResource> resources = {{LeaseResourceKind::kBlob, "sha256:bb"},
+                                                {LeaseResourceKind::kSnapshot, "sha256:cc"},
+                                                {LeaseResourceKind::kActiveSnapshot, "extract-1"},
+                                                {LeaseResourceKind::kBlob, "sha256:aa"}};
   ASSERT_TRUE(db_->AddLeaseResources("pull-1", resources));
   // Adding one again is harmless.
   ASSERT_TRUE(db_->AddLeaseResources("pull-1", std::vector<LeaseResource>{resources[0]}));

@@ -31,11 +31,10 @@ bool WaitForWaiting(const DownloadScheduler& scheduler, int count) {
 // its permit until Finish().
 class Download {
  public:
-  Download(DownloadScheduler::Member& member, std::string registry, size_t layer,
-           std::string name, std::vector<std::string>& order, std::mutex& order_mutex)
+  Download(DownloadScheduler::Member& member, std::string registry, size_t layer, std::string name,
+           std::vector<std::string>& order, std::mutex& order_mutex)
       : thread_([&, registry, layer, name] {
-          Result<DownloadScheduler::Permit> permit =
-              member.Acquire(registry, layer, cancel_);
+          Result<DownloadScheduler::Permit> permit = member.Acquire(registry, layer, cancel_);
           if (!permit) {
             error_ = permit.error().ToString();
             granted_ = true;
@@ -77,8 +76,8 @@ class DownloadSchedulerTest : public ::testing::Test {
   std::unique_ptr<Download> Start(DownloadScheduler& scheduler, DownloadScheduler::Member& member,
                                   std::string registry, size_t layer, std::string name) {
     DownloadSchedulerStats before = scheduler.stats();
-    auto download = std::make_unique<Download>(member, std::move(registry), layer,
-                                               std::move(name), order_, order_mutex_);
+    auto download = std::make_unique<Download>(member, std::move(registry), layer, std::move(name),
+                                               order_, order_mutex_);
     for (int i = 0; i < 2000; ++i) {
       DownloadSchedulerStats now = scheduler.stats();
       if (now.waiting > before.waiting || now.granted > before.granted) break;

@@ -409,12 +409,13 @@ Result<void> LocalSnapshotter::CommitImpl(std::string_view name, std::string_vie
       }
       BERTH_ASSIGN_OR_RETURN(std::optional<Row> parent_row, FindRow(*parent));
       if (!parent_row) {
-        return Fail(ErrorCode::kNotFound, fmt::format("parent snapshot {} does not exist", *parent));
+        return Fail(ErrorCode::kNotFound,
+                    fmt::format("parent snapshot {} does not exist", *parent));
       }
       if (parent_row->kind != Kind::kCommitted) {
         return Fail(ErrorCode::kFailedPrecondition,
-                    fmt::format("parent snapshot {} is {}, not committed; commit it first",
-                                *parent, KindName(parent_row->kind)));
+                    fmt::format("parent snapshot {} is {}, not committed; commit it first", *parent,
+                                KindName(parent_row->kind)));
       }
       parent_id = parent_row->id;
       Snapshot snapshot{.id = row.id, .key = row.key, .kind = row.kind};

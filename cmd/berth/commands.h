@@ -13,8 +13,8 @@ namespace berth::cli {
 void AddRefCommand(CLI::App& app, int* status);
 void AddPullCommand(CLI::App& app, int* status);
 void AddContentCommand(CLI::App& app, int* status);
-void AddMountCommands(CLI::App& app, int* status);  // mount and unmount
-void AddImageCommands(CLI::App& app, int* status);  // images, inspect, rmi, fsinfo
+void AddMountCommands(CLI::App& app, int* status);        // mount and unmount
+void AddImageCommands(CLI::App& app, int* status);        // images, inspect, rmi, fsinfo
 void AddMaintenanceCommands(CLI::App& app, int* status);  // gc, check
 
 }  // namespace berth::cli

@@ -4,9 +4,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <map>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <mutex>
 
 #include "cmd/berth/backend.h"
@@ -48,9 +48,10 @@ class ProgressPrinter {
       return;
     }
     double seconds = std::chrono::duration<double>(now - started->second).count();
-    std::string rate = seconds > 0 ? HumanSize(static_cast<int64_t>(
-                                         static_cast<double>(blob.total) / seconds)) + "/s"
-                                   : "-";
+    std::string rate =
+        seconds > 0
+            ? HumanSize(static_cast<int64_t>(static_cast<double>(blob.total) / seconds)) + "/s"
+            : "-";
     std::fprintf(stderr, "blob   %s  %s  fetched at %s\n", id.c_str(),
                  HumanSize(blob.total).c_str(), rate.c_str());
   }

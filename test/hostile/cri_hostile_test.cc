@@ -10,10 +10,10 @@
 #include <sstream>
 #include <string>
 
+#include "proto/runtime/v1/api.grpc.pb.h"
 #include "testing/child_process.h"
 #include "testing/secret_sentinel.h"
 #include "testing/temp_dir.h"
-#include "proto/runtime/v1/api.grpc.pb.h"
 
 namespace berth::hostile {
 namespace {

@@ -13,8 +13,8 @@
 #include "berth/reference/reference.h"
 #include "berth/registry/auth.h"
 #include "berth/registry/challenge.h"
-#include "testing/temp_dir.h"
 #include "test/hostile/hostile_util.h"
+#include "testing/temp_dir.h"
 
 namespace berth::hostile {
 namespace {

@@ -28,9 +28,8 @@ template <typename T>
   const Error& error = result.error();
   std::string text = error.ToString();
   if (error.code() != code) {
-    return ::testing::AssertionFailure()
-           << "code " << ErrorCodeName(error.code()) << ", expected " << ErrorCodeName(code)
-           << ": " << text.substr(0, 2000);
+    return ::testing::AssertionFailure() << "code " << ErrorCodeName(error.code()) << ", expected "
+                                         << ErrorCodeName(code) << ": " << text.substr(0, 2000);
   }
   if (text.find(phrase) == std::string::npos) {
     return ::testing::AssertionFailure()
@@ -50,8 +49,8 @@ inline std::map<std::string, std::string> SnapshotTree(const std::filesystem::pa
       return;
     }
     std::string description =
-        fmt::format("mode={:o} nlink={} size={} mtime={}.{}", st.st_mode, st.st_nlink,
-                    st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        fmt::format("mode={:o} nlink={} size={} mtime={}.{}", st.st_mode, st.st_nlink, st.st_size,
+                    st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
     if (S_ISREG(st.st_mode)) {
       std::ifstream in(path, std::ios::binary);
       std::ostringstream content;

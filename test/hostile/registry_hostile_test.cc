@@ -18,19 +18,19 @@
 #include "berth/content/store.h"
 #include "berth/image/media_types.h"
 #include "berth/image/platform.h"
-#include "tools/imagegen/file_tree.h"
-#include "tools/imagegen/image.h"
-#include "tools/imagegen/layer.h"
-#include "tools/imagegen/push.h"
-#include "tools/imagegen/registry_client.h"
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
+#include "test/hostile/hostile_util.h"
 #include "testing/fault_proxy.h"
 #include "testing/secret_sentinel.h"
 #include "testing/tcp_server.h"
 #include "testing/temp_dir.h"
 #include "testing/test_registry.h"
-#include "test/hostile/hostile_util.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/image.h"
+#include "tools/imagegen/layer.h"
+#include "tools/imagegen/push.h"
+#include "tools/imagegen/registry_client.h"
 
 namespace berth::hostile {
 namespace {
@@ -205,12 +205,10 @@ TEST_F(RegistryHostileTest, BlobLengthDisagreeingWithTheManifestIsDataLoss) {
 
 TEST_F(RegistryHostileTest, TokenResponseOfOneHundredMegabytesIsRefused) {
   std::atomic<uint64_t> sent{0};
-  Result<std::unique_ptr<TcpServer>> realm =
-      TcpServer::Start(EndlessJson(kHundredMegabytes, sent));
+  Result<std::unique_ptr<TcpServer>> realm = TcpServer::Start(EndlessJson(kHundredMegabytes, sent));
   ASSERT_TRUE(realm) << realm.error().ToString();
-  const std::string challenge =
-      fmt::format("Bearer realm=\"http://127.0.0.1:{}/token\",service=\"hostile\"",
-                  (*realm)->port());
+  const std::string challenge = fmt::format(
+      "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"hostile\"", (*realm)->port());
   ASSERT_TRUE(proxy_->AddRule(
       {.action = FaultAction::Respond(401, {{"WWW-Authenticate", challenge}}, "{}")}));
   EXPECT_TRUE(FailsWith(Pull(), ErrorCode::kResourceExhausted, "byte limit"));
@@ -241,9 +239,8 @@ TEST_F(RegistryHostileTest, RedirectLoopIsUnavailable) {
   ASSERT_TRUE(proxy_->AddRule(
       {.method = "GET",
        .target_contains = "/blobs/",
-       .action = FaultAction::Respond(
-           307, {{"Location", proxy_->url() + "/v2/demo/blobs/" +
-                                  image_.config.digest.ToString()}})}));
+       .action = FaultAction::Respond(307, {{"Location", proxy_->url() + "/v2/demo/blobs/" +
+                                                             image_.config.digest.ToString()}})}));
   EXPECT_TRUE(FailsWith(Pull(), ErrorCode::kUnavailable, "more than 5 redirects"));
   EXPECT_LE(proxy_->RequestCount("GET", "/blobs/"), 10u);
   EXPECT_FALSE(StoreHas(image_.config));

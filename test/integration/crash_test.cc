@@ -23,17 +23,17 @@
 #include <thread>
 
 #include "berth/base/file_util.h"
-#include "tools/imagegen/file_tree.h"
-#include "tools/imagegen/image.h"
-#include "tools/imagegen/layer.h"
-#include "tools/imagegen/push.h"
-#include "tools/imagegen/registry_client.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
 #include "testing/temp_dir.h"
 #include "testing/test_registry.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/image.h"
+#include "tools/imagegen/layer.h"
+#include "tools/imagegen/push.h"
+#include "tools/imagegen/registry_client.h"
 
 namespace berth {
 namespace {

@@ -20,12 +20,12 @@
 #include <vector>
 
 #include "berth/base/file_util.h"
+#include "testing/test_registry.h"
 #include "tools/imagegen/file_tree.h"
 #include "tools/imagegen/image.h"
 #include "tools/imagegen/layer.h"
 #include "tools/imagegen/push.h"
 #include "tools/imagegen/registry_client.h"
-#include "testing/test_registry.h"
 
 namespace {
 

@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "tools/imagegen/push.h"
 #include "testing/temp_dir.h"
 #include "testing/test_registry.h"
+#include "tools/imagegen/push.h"
 
 namespace berth::imagegen {
 namespace {

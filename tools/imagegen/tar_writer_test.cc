@@ -15,10 +15,10 @@
 #include <vector>
 
 #include "berth/archive/tar_reader.h"
-#include "tools/imagegen/file_tree.h"
-#include "tools/imagegen/tar_reader_for_test.h"
 #include "testing/run_command.h"
 #include "testing/temp_dir.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/tar_reader_for_test.h"
 
 namespace berth::imagegen {
 namespace {
