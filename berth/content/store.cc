@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <random>
+#include <thread>
 
 #include "berth/base/file_util.h"
 
@@ -39,6 +41,18 @@ Result<void> ReadChunks(int fd, int64_t length,
     position += n;
   }
   return Ok();
+}
+
+// Takes the exclusive lock of an ingest's data file without blocking for long: a collector
+// holds it for the moment it takes to look at (or remove) the ingest, a writer for the whole
+// download. So a lock still held after ~100 ms is a writer's. Returns whether it was taken.
+bool LockWithinBriefWait(int fd) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK && errno != EINTR) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return false;
 }
 
 // Parses the `expected` file of an ingest: "<digest> <size>".
@@ -175,7 +189,7 @@ Result<std::unique_ptr<Writer>> Store::OpenWriter(std::string_view ref, const Di
     BERTH_RETURN_IF_ERROR(MakeDirectories(dir));
     data.reset(::open(data_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
     if (!data) return Fail(ErrnoError(errno, fmt::format("open ingest {}", data_path.string())));
-    if (::flock(data.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (!LockWithinBriefWait(data.get())) {
       return Fail(ErrorCode::kUnavailable,
                   fmt::format("ingest \"{}\" is being written by another writer", ref));
     }
