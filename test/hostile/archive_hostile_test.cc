@@ -139,7 +139,8 @@ TEST_P(ArchiveHostileTest, AbsolutePathIsTakenRelativeToTheRoot) {
 TEST_P(ArchiveHostileTest, WritesThroughASymlinkStayInTheRoot) {
   const std::string up = "../../../../../../../../../../..";
   // Each link is resolved as if the root were "/" (RESOLVE_IN_ROOT), so it leads to a path
-  // inside the root that does not exist: the member is refused as not found, naming the link.
+  // inside the root that does not exist: the member is refused, naming the link and its target
+  // outside the layer.
   const std::vector<std::pair<RawHeader, RawHeader>> attacks = {
       {{.name = "abs", .type = '2', .linkname = sentinel_.string()}, {.name = "abs/secret"}},
       {{.name = "rel", .type = '2', .linkname = up + sentinel_.string()}, {.name = "rel/secret"}},
@@ -152,8 +153,9 @@ TEST_P(ArchiveHostileTest, WritesThroughASymlinkStayInTheRoot) {
     RawTar tar;
     tar.Add(link);
     tar.Add(entry, entry.type == '0' ? "pwned" : "");
-    EXPECT_TRUE(FailsWith(ApplyTar(tar.Finish()), ErrorCode::kNotFound,
-                          "directory \"" + link.name + "\": No such file or directory"))
+    EXPECT_TRUE(FailsWith(
+        ApplyTar(tar.Finish()), ErrorCode::kPermissionDenied,
+        "parent \"" + link.name + "\" is a symlink to " + link.linkname + ", outside the layer"))
         << link.name << " -> " << entry.name;
     ExpectOutsideUntouched();
     ResetRoot();
