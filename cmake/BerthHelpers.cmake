@@ -38,8 +38,8 @@ endfunction()
 #     integration -> also on the end-to-end suites (test/integration, test/hostile,
 #                  imagegen_registry_test), for `ctest -L integration`.
 #   Find a new executable's needs by running it as test.sh runs unit tests (as nobody, in
-#   `unshare -n`), and with the network to see what needs root. Labels are written into the
-#   test list when the executable links: after changing them, relink it.
+#   `unshare -n`), and with the network to see what needs root. Labels are applied by a ctest
+#   include file written at configure time, so a change needs only a cmake run.
 function(berth_test)
   cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT BERTH_BUILD_TESTS)
@@ -68,8 +68,17 @@ function(berth_test)
   endif()
   gtest_discover_tests(${target}
     TEST_PREFIX "${ARG_NAME}."
-    PROPERTIES LABELS "${labels}" TIMEOUT ${timeout}
+    PROPERTIES TIMEOUT ${timeout}
     DISCOVERY_TIMEOUT 60)
+  # The labels go in a ctest include file of their own, read after the discovered test list
+  # (${target}_TESTS): gtest_discover_tests writes a PROPERTIES list unquoted, so every label
+  # after the first would be lost (ctest -L root matched nothing).
+  set(labels_file ${CMAKE_CURRENT_BINARY_DIR}/${target}_labels.cmake)
+  file(WRITE ${labels_file}
+    "foreach(test IN LISTS ${target}_TESTS)\n"
+    "  set_tests_properties(\"\${test}\" PROPERTIES LABELS \"${labels}\")\n"
+    "endforeach()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${labels_file})
 endfunction()
 
 # berth_sanitizer_options(target...)
