@@ -1,0 +1,269 @@
+// End-to-end tests of the containerd harness (testing/containerd_process.h): a real containerd
+// 1.6 with runc, pulling from a real loopback registry through a hosts.toml entry, running
+// containers, and leaving nothing behind. containerd alone (its own overlayfs snapshotter); the
+// same tests with berth as its proxy snapshotter come with berth's Snapshots API.
+//
+// Tests skip, saying why, only when containerd or runc is not installed; CI installs them
+// (scripts/setup.sh), so there they run. Needs root (mounts, cgroups).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "berth/base/file_util.h"
+#include "berth/image/manifest.h"
+#include "test/containerd/containerd_images.h"
+#include "testing/containerd_process.h"
+#include "testing/result_matchers.h"
+#include "testing/test_registry.h"
+
+namespace berth::containerd_test {
+namespace {
+
+namespace fs = std::filesystem;
+using berth::testing::CommandResult;
+using berth::testing::ContainerdOptions;
+using berth::testing::ContainerdProcess;
+using berth::testing::TestRegistry;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
+
+constexpr std::string_view kNamespace = "berth-test";
+
+// The registry and the images are the same for every test; each test has its own containerd.
+struct SharedImages {
+  std::unique_ptr<TestRegistry> registry;
+  imagegen::Image busybox;
+  imagegen::Image pause;
+};
+
+SharedImages* shared = nullptr;
+
+Result<void> PrepareImages() {
+  auto images = std::make_unique<SharedImages>();
+  BERTH_ASSIGN_OR_RETURN(images->registry, TestRegistry::Start());
+  BERTH_ASSIGN_OR_RETURN(images->busybox, MakeBusyboxImage());
+  BERTH_ASSIGN_OR_RETURN(images->pause, MakePauseImage(BERTH_PAUSE_PATH));
+  const std::string url = images->registry->url();
+  BERTH_RETURN_IF_ERROR(PushImage(url, "busybox", "latest", images->busybox));
+  BERTH_RETURN_IF_ERROR(PushImage(url, "pause", "latest", images->pause));
+  shared = images.release();
+  return {};
+}
+
+// "KEY PARENT KIND" rows of `ctr snapshots ls` as key → parent ("" for none).
+std::map<std::string, std::string> SnapshotParents(const std::string& listing) {
+  std::map<std::string, std::string> parents;
+  std::istringstream lines(listing);
+  std::string line;
+  std::getline(lines, line);  // The header.
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::vector<std::string> words;
+    for (std::string word; fields >> word;) words.push_back(word);
+    if (words.size() == 3) parents[words[0]] = words[1];
+    if (words.size() == 2) parents[words[0]] = "";
+  }
+  return parents;
+}
+
+// The value of `option=` in a mount command line such as `ctr snapshots mounts` prints.
+std::string MountOption(const std::string& mount_command, std::string_view option) {
+  const std::string key = std::string(option) + "=";
+  size_t start = mount_command.find(key);
+  if (start == std::string::npos) return {};
+  start += key.size();
+  size_t end = mount_command.find_first_of(", \n", start);
+  return mount_command.substr(start, end - start);
+}
+
+template <typename Condition>
+bool Eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+bool ProcessAlive(pid_t pid) {
+  Result<std::string> stat = ReadFile(fs::path("/proc") / std::to_string(pid) / "stat");
+  if (!stat) return false;
+  size_t paren = stat->rfind(')');
+  return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
+}
+
+class ContainerdTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!ContainerdProcess::CheckInstalled()) return;
+    Result<void> prepared = PrepareImages();
+    if (!prepared) {
+      std::fprintf(stderr, "preparing the registry and images failed: %s\n",
+                   prepared.error().ToString().c_str());
+    }
+  }
+  static void TearDownTestSuite() {
+    delete shared;
+    shared = nullptr;
+  }
+
+  void SetUp() override {
+    if (Result<void> installed = ContainerdProcess::CheckInstalled(); !installed) {
+      GTEST_SKIP() << installed.error().message();
+    }
+    ASSERT_NE(shared, nullptr) << "the registry or the images could not be prepared (see above)";
+    started_ = std::chrono::steady_clock::now();
+    ASSERT_OK_AND_ASSIGN(containerd_, ContainerdProcess::Start(Options()));
+  }
+
+  void TearDown() override {
+    if (containerd_ != nullptr && HasFailure()) {
+      std::fprintf(stderr, "%s\n", containerd_->LogTail(60).c_str());
+    }
+    containerd_.reset();
+    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started_);
+    RecordProperty("containerd_ms", static_cast<int>(elapsed.count()));
+  }
+
+  static ContainerdOptions Options() {
+    return {.sandbox_image = ImageName("pause", "latest"),
+            .registry_hosts = {{std::string(kRegistryHost), shared->registry->url()}}};
+  }
+
+  // Runs ctr in kNamespace and expects it to succeed; returns its stdout.
+  std::string Ctr(const std::vector<std::string>& args) {
+    Result<CommandResult> run = containerd_->Ctr(kNamespace, args);
+    EXPECT_OK(run);
+    if (!run) return {};
+    EXPECT_EQ(run->exit_code, 0) << "ctr " << ::testing::PrintToString(args) << ":\n"
+                                 << run->out << run->err;
+    return run->out;
+  }
+
+  void Pull(const std::string& image) {
+    Ctr({"images", "pull", "--hosts-dir", containerd_->hosts_dir().string(), image});
+  }
+
+  // `ctr run` options that keep runc's state, the FIFOs and the cgroup inside the harness's.
+  std::vector<std::string> RunOptions(const std::string& id) {
+    return {"--runc-root", containerd_->runc_root().string(),
+            "--fifo-dir",  containerd_->fifo_dir().string(),
+            "--cgroup",    containerd_->cgroup_parent() + "/" + id};
+  }
+
+  std::unique_ptr<ContainerdProcess> containerd_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+// (a) The pull goes to the loopback registry through hosts.toml, and containerd's overlayfs
+// snapshotter holds the image's chain: one committed snapshot per layer, named by chain ID,
+// each the parent of the next.
+TEST_F(ContainerdTest, PullFromTheLoopbackRegistryCommitsTheSnapshotChain) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  EXPECT_THAT(Ctr({"images", "ls", "-q"}), HasSubstr(image));
+
+  std::vector<Digest> diff_ids;
+  for (const imagegen::Layer& layer : shared->busybox.layers) diff_ids.push_back(layer.diff_id);
+  std::vector<Digest> chain = image::ChainIds(diff_ids);
+  ASSERT_EQ(chain.size(), 2u);
+  std::map<std::string, std::string> parents =
+      SnapshotParents(Ctr({"snapshots", "--snapshotter", "overlayfs", "ls"}));
+  EXPECT_THAT(parents, UnorderedElementsAre(std::pair(chain[0].ToString(), ""),
+                                            std::pair(chain[1].ToString(), chain[0].ToString())))
+      << "ctr snapshots ls should show the image's chain IDs, each the parent of the next";
+  EXPECT_THAT(shared->registry->ReadLog(), HasSubstr("/v2/busybox/manifests/latest"))
+      << "containerd did not ask the loopback registry";
+}
+
+// (b) runc runs a container from the pulled image: it reads a file of the image, writes into its
+// rootfs (the write lands in the container's own overlay upper dir, not in the image), and when
+// the container is removed nothing is left: no shim, no mount, no active snapshot.
+TEST_F(ContainerdTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  const std::string id = "reader";
+  std::vector<std::string> run = {"run"};
+  for (std::string& option : RunOptions(id)) run.push_back(std::move(option));
+  run.insert(run.end(), {image, id, "/bin/sh", "-c",
+                         "cat " + std::string(kKnownFilePath) +
+                             " && echo written-by-the-container > /written.txt"
+                             " && cat /written.txt"});
+  EXPECT_EQ(Ctr(run), std::string(kKnownFileContent) + "written-by-the-container\n");
+
+  const std::string mounts = Ctr({"snapshots", "mounts", "/mnt", id});
+  const fs::path upper = MountOption(mounts, "upperdir");
+  ASSERT_FALSE(upper.empty()) << "no upperdir in: " << mounts;
+  ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
+  EXPECT_EQ(written, "written-by-the-container\n");
+  EXPECT_FALSE(fs::exists(upper / kKnownFilePath.substr(1)));
+
+  Ctr({"containers", "rm", id});
+  EXPECT_TRUE(Eventually([&] { return !fs::exists(upper); }))
+      << "the container's snapshot outlived it (garbage collection)";
+  EXPECT_THAT(SnapshotParents(Ctr({"snapshots", "ls"})),
+              ::testing::Not(::testing::Contains(::testing::Key(id))));
+  EXPECT_TRUE(Eventually([&] { return containerd_->Shims().empty(); }))
+      << ::testing::PrintToString(containerd_->Shims());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+  EXPECT_THAT(containerd_->Stop(), IsEmpty()) << "containerd left something to sweep";
+}
+
+// Stop() of a containerd with a running container: the task is deleted through containerd
+// (its process, shim and rootfs mount go), so nothing is left for the sweep.
+TEST_F(ContainerdTest, StopDeletesRunningTasks) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  std::vector<std::string> run = {"run", "--detach", "--null-io"};
+  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
+  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
+  Ctr(run);
+  ASSERT_THAT(containerd_->Shims(), ::testing::SizeIs(1));
+  ASSERT_THAT(containerd_->Mounts(), ::testing::Not(IsEmpty())) << "no rootfs mount";
+
+  EXPECT_THAT(containerd_->Stop(), IsEmpty());
+  EXPECT_THAT(containerd_->Shims(), IsEmpty());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+}
+
+// A containerd that died (SIGKILL) cannot delete its tasks: Stop() kills the orphaned shim and
+// the container under it and unmounts the rootfs itself.
+TEST_F(ContainerdTest, StopSweepsTheShimsOfAKilledContainerd) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  const fs::path pid_file = containerd_->directory() / "sleeper.pid";
+  std::vector<std::string> run = {"run", "--detach", "--null-io", "--pid-file", pid_file.string()};
+  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
+  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
+  Ctr(run);
+  ASSERT_OK_AND_ASSIGN(std::string pid_text, ReadFile(pid_file));
+  const pid_t container_pid = std::stoi(pid_text);
+  ASSERT_TRUE(ProcessAlive(container_pid));
+  ASSERT_THAT(containerd_->Shims(), ::testing::SizeIs(1));
+
+  ::kill(containerd_->pid(), SIGKILL);
+  std::vector<std::string> swept = containerd_->Stop();
+  EXPECT_THAT(swept, ::testing::Contains(HasSubstr("shim pid")));
+  EXPECT_THAT(swept, ::testing::Contains(HasSubstr("mount ")));
+  EXPECT_THAT(swept, ::testing::Contains(HasSubstr("shim socket /run/containerd/s/")))
+      << "the killed shim's socket should be found by containerd's naming and removed";
+  EXPECT_FALSE(ProcessAlive(container_pid)) << "the container's process outlived the sweep";
+  EXPECT_THAT(containerd_->Shims(), IsEmpty());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+}
+
+}  // namespace
+}  // namespace berth::containerd_test
