@@ -22,6 +22,7 @@
 #include "berth/base/file_util.h"
 #include "berth/image/manifest.h"
 #include "test/containerd/containerd_images.h"
+#include "test/containerd/cri_runtime_client.h"
 #include "testing/containerd_process.h"
 #include "testing/result_matchers.h"
 #include "testing/test_registry.h"
@@ -263,6 +264,112 @@ TEST_F(ContainerdTest, StopSweepsTheShimsOfAKilledContainerd) {
   EXPECT_FALSE(ProcessAlive(container_pid)) << "the container's process outlived the sweep";
   EXPECT_THAT(containerd_->Shims(), IsEmpty());
   EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+}
+
+// The CRI's container log lines ("<time> stdout F <text>") as the text of each stdout line.
+std::string StdoutOfCriLog(const std::string& log) {
+  std::string text;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    const std::string marker = " stdout F ";
+    size_t at = line.find(marker);
+    if (at != std::string::npos) text += line.substr(at + marker.size()) + "\n";
+  }
+  return text;
+}
+
+// (c) A pod through containerd's CRI, as kubelet drives it: PullImage, a host-network
+// RunPodSandbox (containerd pulls the static pause image itself), CreateContainer and
+// StartContainer with runc; the container reads a file of the image and writes into its rootfs;
+// its log holds its output; stop and remove leave no shim, no mount and no active snapshot.
+TEST_F(ContainerdTest, CriPodRunsAContainerThatReadsTheImageAndWritesItsRootfs) {
+  auto cri = CriRuntimeClient::Connect(containerd_->address());
+  const std::string image = ImageName("busybox", "latest");
+  cri::PullImageRequest pull;
+  pull.mutable_image()->set_image(image);
+  ASSERT_OK_AND_ASSIGN(cri::PullImageResponse pulled, cri->PullImage(pull));
+  EXPECT_EQ(pulled.image_ref(), shared->busybox.config.digest.ToString());
+
+  const fs::path logs = containerd_->directory() / "pod-logs";
+  fs::create_directories(logs);
+  cri::PodSandboxConfig sandbox;
+  sandbox.mutable_metadata()->set_name("reader-pod");
+  sandbox.mutable_metadata()->set_uid("reader-pod-uid");
+  sandbox.mutable_metadata()->set_namespace_(std::string(kNamespace));
+  sandbox.set_log_directory(logs.string());
+  sandbox.mutable_linux()->set_cgroup_parent(containerd_->cgroup_parent());
+  // The node's network: no CNI needed (a pod network namespace wants a CNI result with eth0).
+  sandbox.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_network(
+      cri::NODE);
+  cri::RunPodSandboxRequest run;
+  *run.mutable_config() = sandbox;
+  ASSERT_OK_AND_ASSIGN(cri::RunPodSandboxResponse pod, cri->RunPodSandbox(run));
+  cri::PodSandboxStatusRequest pod_status;
+  pod_status.set_pod_sandbox_id(pod.pod_sandbox_id());
+  ASSERT_OK_AND_ASSIGN(cri::PodSandboxStatusResponse ready, cri->PodSandboxStatus(pod_status));
+  EXPECT_EQ(ready.status().state(), cri::SANDBOX_READY);
+
+  cri::CreateContainerRequest create;
+  create.set_pod_sandbox_id(pod.pod_sandbox_id());
+  cri::ContainerConfig* config = create.mutable_config();
+  config->mutable_metadata()->set_name("reader");
+  config->mutable_image()->set_image(image);
+  for (const char* arg : {"/bin/sh", "-c"}) config->add_command(arg);
+  config->add_command("cat " + std::string(kKnownFilePath) +
+                      " && echo written-by-the-container > /written.txt && cat /written.txt");
+  config->set_log_path("reader.log");
+  *create.mutable_sandbox_config() = sandbox;
+  ASSERT_OK_AND_ASSIGN(cri::CreateContainerResponse created, cri->CreateContainer(create));
+  const std::string container_id = created.container_id();
+  cri::StartContainerRequest start;
+  start.set_container_id(container_id);
+  ASSERT_OK(cri->StartContainer(start));
+
+  cri::ContainerStatusRequest status_request;
+  status_request.set_container_id(container_id);
+  cri::ContainerStatus status;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        Result<cri::ContainerStatusResponse> answer = cri->ContainerStatus(status_request);
+        if (answer) status = answer->status();
+        return answer && status.state() == cri::CONTAINER_EXITED;
+      },
+      std::chrono::seconds(20)))
+      << "the container did not exit; state " << status.state();
+  EXPECT_EQ(status.exit_code(), 0) << status.reason() << ": " << status.message();
+  ASSERT_OK_AND_ASSIGN(std::string log, ReadFile(logs / "reader.log"));
+  EXPECT_EQ(StdoutOfCriLog(log), std::string(kKnownFileContent) + "written-by-the-container\n")
+      << log;
+
+  ASSERT_OK_AND_ASSIGN(CommandResult mounts,
+                       containerd_->Ctr("k8s.io", {"snapshots", "mounts", "/mnt", container_id}));
+  const fs::path upper = MountOption(mounts.out, "upperdir");
+  ASSERT_FALSE(upper.empty()) << mounts.out << mounts.err;
+  ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
+  EXPECT_EQ(written, "written-by-the-container\n");
+
+  cri::StopContainerRequest stop;
+  stop.set_container_id(container_id);
+  EXPECT_OK(cri->StopContainer(stop));
+  cri::RemoveContainerRequest remove;
+  remove.set_container_id(container_id);
+  EXPECT_OK(cri->RemoveContainer(remove));
+  cri::StopPodSandboxRequest stop_pod;
+  stop_pod.set_pod_sandbox_id(pod.pod_sandbox_id());
+  EXPECT_OK(cri->StopPodSandbox(stop_pod));
+  cri::RemovePodSandboxRequest remove_pod;
+  remove_pod.set_pod_sandbox_id(pod.pod_sandbox_id());
+  EXPECT_OK(cri->RemovePodSandbox(remove_pod));
+
+  EXPECT_TRUE(Eventually([&] { return containerd_->Shims().empty(); }))
+      << ::testing::PrintToString(containerd_->Shims());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+  EXPECT_TRUE(Eventually([&] { return !fs::exists(upper); }));
+  ASSERT_OK_AND_ASSIGN(CommandResult snapshots, containerd_->Ctr("k8s.io", {"snapshots", "ls"}));
+  EXPECT_THAT(snapshots.out, ::testing::Not(HasSubstr("Active"))) << snapshots.out;
+  EXPECT_EQ(SnapshotParents(snapshots.out).size(), 3u)
+      << "busybox's two layers and pause's one should stay: " << snapshots.out;
+  EXPECT_THAT(containerd_->Stop(), IsEmpty()) << "containerd left something to sweep";
 }
 
 }  // namespace
