@@ -266,6 +266,31 @@ TEST_F(ContainerdTest, StopSweepsTheShimsOfAKilledContainerd) {
   EXPECT_THAT(containerd_->Mounts(), IsEmpty());
 }
 
+// The harness's one-line proxy snapshotter option gives a config containerd 1.6 accepts: the
+// plugin is registered as a snapshotter, the CRI uses it with the snapshot annotations on, and
+// calls go to its socket (nothing serves it here, so they fail saying so).
+TEST(ContainerdProxySnapshotterTest, UseProxySnapshotterDeclaresItAndMakesItTheCrisSnapshotter) {
+  if (Result<void> installed = ContainerdProcess::CheckInstalled(); !installed) {
+    GTEST_SKIP() << installed.error().message();
+  }
+  ContainerdOptions options;
+  const fs::path socket = "/run/berth-test-nothing-listens-here.sock";
+  options.UseProxySnapshotter("berth", socket);
+  ASSERT_OK_AND_ASSIGN(auto containerd, ContainerdProcess::Start(options));
+  ASSERT_OK_AND_ASSIGN(CommandResult plugins, containerd->Ctr("default", {"plugins", "ls"}));
+  EXPECT_THAT(plugins.out, ::testing::ContainsRegex("io.containerd.snapshotter.v1 +berth .* ok"))
+      << plugins.out;
+  ASSERT_OK_AND_ASSIGN(std::string log, ReadFile(containerd->log_file()));
+  EXPECT_THAT(log, HasSubstr("Snapshotter:berth"));
+  EXPECT_THAT(log, HasSubstr("DisableSnapshotAnnotations:false"));
+  ASSERT_OK_AND_ASSIGN(
+      CommandResult listed,
+      containerd->Ctr("default", {"snapshots", "--snapshotter", "berth", "prepare", "k"}));
+  EXPECT_NE(listed.exit_code, 0);
+  EXPECT_THAT(listed.err, HasSubstr(socket.string())) << listed.err;
+  EXPECT_THAT(containerd->Stop(), IsEmpty());
+}
+
 // The CRI's container log lines ("<time> stdout F <text>") as the text of each stdout line.
 std::string StdoutOfCriLog(const std::string& log) {
   std::string text;
