@@ -366,14 +366,10 @@ std::vector<fs::path> ContainerdProcess::Mounts() const {
 
 std::string ContainerdProcess::LogTail(size_t lines) const {
   std::string log = process_ != nullptr ? process_->ReadLog() : ReadFile(log_file()).value_or("");
+  // Walk back over `lines` line starts, not counting the newline that ends the log.
   size_t start = log.size();
-  for (size_t seen = 0; start > 0 && seen <= lines;) {
-    --start;
-    if (log[start] == '\n' && start + 1 < log.size()) ++seen;
-    if (seen > lines) {
-      ++start;
-      break;
-    }
+  for (size_t seen = 0; start > 0; --start) {
+    if (log[start - 1] == '\n' && start != log.size() && ++seen == lines) break;
   }
   return "--- containerd log (" + log_file().string() + ") ---\n" + log.substr(start);
 }

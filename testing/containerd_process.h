@@ -28,12 +28,14 @@
 // cgroups under cgroup_parent(). containerd's log (log_file(), LogTail()) is kept until the
 // object goes, so a failing test can print it.
 //
-// Shims are not children of the test (containerd starts them in their own process groups and
-// they outlive it by design), so a test process that is killed leaves them to the next Stop()
-// of no one: run the harness only from tests that end normally or time out under ctest.
+// containerd dies with the test process (ChildProcess's PR_SET_PDEATHSIG), but its shims do not:
+// containerd starts them in process groups of their own and they outlive it by design. A test
+// process that is killed (SIGKILL; a ctest timeout) leaves them, their containers, their mounts
+// and the temp dir behind; a test that fails still goes through Stop().
 //
-// Thread safety: accessors and Ctr() may be called from any thread with different scratch
-// directories; Start/Stop from the thread that outlives containerd (see ChildProcess).
+// Thread safety: accessors, Ctr(), Shims() and Mounts() may be called from any thread (each Ctr()
+// has a scratch directory of its own); Start and Stop from the thread that outlives containerd
+// (see ChildProcess).
 #pragma once
 
 #include <sys/types.h>
