@@ -71,6 +71,8 @@ std::string CriSection(const ContainerdOptions& options, const fs::path& directo
   return text;
 }
 
+// The [host] table is what containerd 1.6 needs (see RegistryHost); `server` is its fallback, so
+// that a host that answers 404 is not followed by https://<name>.
 std::string HostsToml(const RegistryHost& host) {
   return fmt::format(
       "server = {0}\n\n"

@@ -63,8 +63,10 @@ struct ProxySnapshotter {
 // A registry host name (as images are named, e.g. "registry.berth.test" or "docker.io") and the
 // one endpoint containerd must use for it instead, e.g. TestRegistry::url()
 // ("http://127.0.0.1:PORT"). Written as <hosts_dir>/<host>/hosts.toml with the endpoint as both
-// `server` and an explicit [host."<endpoint>"] with capabilities pull and resolve: with
-// `server` alone, containerd 1.6 still tried the registry's public address for docker.io.
+// an explicit [host."<endpoint>"] (capabilities pull, resolve) and `server`, its fallback, so
+// every address containerd tries is the endpoint. The [host] table is required: containerd
+// 1.6.20 rejects a hosts.toml without one ("failed to decode hosts.toml: invalid `host` tree")
+// and then goes to https://<host> (registry-1.docker.io for docker.io) as if there were none.
 struct RegistryHost {
   std::string host;
   std::string endpoint;

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -58,6 +59,7 @@ Result<void> PrepareImages() {
   const std::string url = images->registry->url();
   BERTH_RETURN_IF_ERROR(PushImage(url, "busybox", "latest", images->busybox));
   BERTH_RETURN_IF_ERROR(PushImage(url, "pause", "latest", images->pause));
+  BERTH_RETURN_IF_ERROR(PushImage(url, "library/busybox", "latest", images->busybox));
   shared = images.release();
   return {};
 }
@@ -141,7 +143,8 @@ class ContainerdTest : public ::testing::Test {
 
   static ContainerdOptions Options() {
     return {.sandbox_image = ImageName("pause", "latest"),
-            .registry_hosts = {{std::string(kRegistryHost), shared->registry->url()}}};
+            .registry_hosts = {{std::string(kRegistryHost), shared->registry->url()},
+                               {"docker.io", shared->registry->url()}}};
   }
 
   // Runs ctr in kNamespace and expects it to succeed; returns its stdout.
@@ -188,6 +191,39 @@ TEST_F(ContainerdTest, PullFromTheLoopbackRegistryCommitsTheSnapshotChain) {
       << "ctr snapshots ls should show the image's chain IDs, each the parent of the next";
   EXPECT_THAT(shared->registry->ReadLog(), HasSubstr("/v2/busybox/manifests/latest"))
       << "containerd did not ask the loopback registry";
+}
+
+// A Docker Hub name goes to the loopback registry too: the hosts.toml entry for docker.io (an
+// explicit [host] with pull and resolve) keeps containerd from registry-1.docker.io, which this
+// machine cannot reach, so a pull that tried it would fail.
+TEST_F(ContainerdTest, DockerHubNamesPullFromTheLoopbackRegistry) {
+  Pull("docker.io/library/busybox:latest");
+  EXPECT_THAT(Ctr({"images", "ls", "-q"}), HasSubstr("docker.io/library/busybox:latest"));
+  EXPECT_THAT(shared->registry->ReadLog(), HasSubstr("/v2/library/busybox/manifests/latest"));
+}
+
+// Every host containerd tries stays on loopback, also when the image is missing and it falls back
+// from the [host] entry to `server`: the pull fails "not found" after asking only the loopback
+// registry. (A hosts.toml with `server` alone is rejected by containerd 1.6.20, "invalid `host`
+// tree", and it then asks https://<name> after a DNS lookup off the machine; this test fails so.)
+TEST_F(ContainerdTest, AMissingImageIsAskedForOnlyOnLoopback) {
+  const std::string loopback_host = shared->registry->host();
+  for (const std::string& name :
+       {ImageName("missing", "latest"), std::string("docker.io/library/missing:latest")}) {
+    ASSERT_OK_AND_ASSIGN(CommandResult pull,
+                         containerd_->Ctr(kNamespace, {"images", "pull", "--hosts-dir",
+                                                       containerd_->hosts_dir().string(), name}));
+    EXPECT_NE(pull.exit_code, 0);
+    EXPECT_THAT(pull.err, HasSubstr(name + ": not found")) << pull.err;
+    std::vector<std::string> hosts;
+    const std::regex host_field(R"re(host="([^"]*)")re");
+    for (auto it = std::sregex_iterator(pull.err.begin(), pull.err.end(), host_field);
+         it != std::sregex_iterator(); ++it) {
+      hosts.push_back((*it)[1]);
+    }
+    EXPECT_THAT(hosts, ::testing::AllOf(::testing::Not(IsEmpty()), ::testing::Each(loopback_host)))
+        << pull.err;
+  }
 }
 
 // (b) runc runs a container from the pulled image: it reads a file of the image, writes into its
