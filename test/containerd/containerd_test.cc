@@ -169,7 +169,7 @@ class ContainerdTest : public ::testing::Test {
   }
 
   std::unique_ptr<ContainerdProcess> containerd_;
-  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
 // (a) The pull goes to the loopback registry through hosts.toml, and containerd's overlayfs
