@@ -279,13 +279,24 @@ Result<std::unique_ptr<ContainerdProcess>> ContainerdProcess::Start(ContainerdOp
   auto containerd =
       std::unique_ptr<ContainerdProcess>(new ContainerdProcess(std::move(options), std::move(dir)));
   BERTH_RETURN_IF_ERROR(containerd->WriteFiles());
-  BERTH_ASSIGN_OR_RETURN(
-      containerd->process_,
-      ChildProcess::Start({.argv = {containerd->options_.containerd_binary.string(), "--config",
-                                    containerd->config_file().string()},
-                           .log_file = containerd->log_file()}));
-  BERTH_RETURN_IF_ERROR(containerd->WaitUntilServing());
+  BERTH_RETURN_IF_ERROR(containerd->Launch());
   return containerd;
+}
+
+Result<void> ContainerdProcess::Launch() {
+  BERTH_ASSIGN_OR_RETURN(
+      process_, ChildProcess::Start({.argv = {options_.containerd_binary.string(), "--config",
+                                              config_file().string()},
+                                     .log_file = log_file()}));
+  return WaitUntilServing();
+}
+
+Result<void> ContainerdProcess::Restart() {
+  if (stopped_) {
+    return Fail(ErrorCode::kFailedPrecondition, "ContainerdProcess::Restart after Stop");
+  }
+  process_->Stop(options_.stop_grace);
+  return Launch();
 }
 
 Result<void> ContainerdProcess::WriteFiles() const {

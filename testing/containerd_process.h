@@ -127,6 +127,12 @@ class ContainerdProcess {
   // nothing; empty when everything had been cleaned up by containerd itself.
   std::vector<std::string> Stop();
 
+  // Stops containerd alone (SIGTERM, SIGKILL after stop_grace) and starts it again with the same
+  // config and directories, as a node's containerd restarts: tasks keep running under their
+  // shims, which the new containerd reconnects to. Waits like Start(); same errors.
+  // REQUIRES: Stop() has not been called.
+  Result<void> Restart();
+
   // Runs `ctr -a <address> -n <namespace> <args...>` to completion. Errors only when ctr cannot
   // be started; its exit code and output are in the CommandResult.
   Result<CommandResult> Ctr(std::string_view namespace_name,
@@ -163,6 +169,7 @@ class ContainerdProcess {
  private:
   ContainerdProcess(ContainerdOptions options, TempDir dir);
   Result<void> WriteFiles() const;
+  Result<void> Launch();
   Result<void> WaitUntilServing();
   void DeleteAllTasks();
   std::vector<std::string> Sweep();

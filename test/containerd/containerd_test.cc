@@ -280,6 +280,28 @@ TEST_F(ContainerdTest, StopDeletesRunningTasks) {
   EXPECT_THAT(containerd_->Mounts(), IsEmpty());
 }
 
+// Restart() is a node's containerd restarting: images and a running container survive it (the
+// new containerd reconnects to the shim), and a later Stop() still cleans up through containerd.
+TEST_F(ContainerdTest, RestartKeepsImagesAndRunningTasks) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  std::vector<std::string> run = {"run", "--detach", "--null-io"};
+  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
+  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
+  Ctr(run);
+  const std::vector<std::string> shims = containerd_->Shims();
+  ASSERT_THAT(shims, ::testing::SizeIs(1));
+  const pid_t old_pid = containerd_->pid();
+
+  ASSERT_OK(containerd_->Restart());
+  EXPECT_NE(containerd_->pid(), old_pid);
+  EXPECT_THAT(Ctr({"images", "ls", "-q"}), HasSubstr(image));
+  EXPECT_THAT(Ctr({"tasks", "ls"}), ::testing::ContainsRegex("sleeper +[0-9]+ +RUNNING"));
+  EXPECT_EQ(containerd_->Shims(), shims) << "the shim should be the same process";
+  EXPECT_THAT(containerd_->Stop(), IsEmpty());
+  EXPECT_THAT(containerd_->Shims(), IsEmpty());
+}
+
 // A containerd that died (SIGKILL) cannot delete its tasks: Stop() kills the orphaned shim and
 // the container under it and unmounts the rootfs itself.
 TEST_F(ContainerdTest, StopSweepsTheShimsOfAKilledContainerd) {
