@@ -19,6 +19,9 @@ packages=(
   docker-registry openssl apache2-utils curl
   # unpack tests: the reference unpacker, a static busybox to run, OCI runtimes, an image copier
   umoci busybox-static crun runc skopeo
+  # containerd end-to-end tests (test/containerd): containerd 1.6 with its shim and ctr, runc
+  # (above), CNI plugins, and a static libc for the pause image (gcc -static)
+  containerd containernetworking-plugins libc6-dev
 )
 
 missing=()

@@ -1,0 +1,463 @@
+// End-to-end tests of the containerd harness (testing/containerd_process.h): a real containerd
+// 1.6 with runc, pulling from a real loopback registry through a hosts.toml entry, running
+// containers, and leaving nothing behind. containerd alone (its own overlayfs snapshotter); the
+// same tests with berth as its proxy snapshotter come with berth's Snapshots API.
+//
+// Tests skip, saying why, only when containerd or runc is not installed; CI installs them
+// (scripts/setup.sh), so there they run. Needs root (mounts, cgroups).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "berth/base/file_util.h"
+#include "berth/image/manifest.h"
+#include "test/containerd/containerd_images.h"
+#include "test/containerd/cri_runtime_client.h"
+#include "testing/containerd_process.h"
+#include "testing/result_matchers.h"
+#include "testing/test_registry.h"
+
+namespace berth::containerd_test {
+namespace {
+
+namespace fs = std::filesystem;
+using berth::testing::CommandResult;
+using berth::testing::ContainerdOptions;
+using berth::testing::ContainerdProcess;
+using berth::testing::TestRegistry;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
+
+constexpr std::string_view kNamespace = "berth-test";
+
+// The registry and the images are the same for every test; each test has its own containerd.
+struct SharedImages {
+  std::unique_ptr<TestRegistry> registry;
+  imagegen::Image busybox;
+  imagegen::Image pause;
+};
+
+SharedImages* shared = nullptr;
+
+Result<void> PrepareImages() {
+  auto images = std::make_unique<SharedImages>();
+  BERTH_ASSIGN_OR_RETURN(images->registry, TestRegistry::Start());
+  BERTH_ASSIGN_OR_RETURN(images->busybox, MakeBusyboxImage());
+  BERTH_ASSIGN_OR_RETURN(images->pause, MakePauseImage(BERTH_PAUSE_PATH));
+  const std::string url = images->registry->url();
+  BERTH_RETURN_IF_ERROR(PushImage(url, "busybox", "latest", images->busybox));
+  BERTH_RETURN_IF_ERROR(PushImage(url, "pause", "latest", images->pause));
+  BERTH_RETURN_IF_ERROR(PushImage(url, "library/busybox", "latest", images->busybox));
+  shared = images.release();
+  return {};
+}
+
+// "KEY PARENT KIND" rows of `ctr snapshots ls` as key → parent ("" for none).
+std::map<std::string, std::string> SnapshotParents(const std::string& listing) {
+  std::map<std::string, std::string> parents;
+  std::istringstream lines(listing);
+  std::string line;
+  std::getline(lines, line);  // The header.
+  while (std::getline(lines, line)) {
+    std::istringstream fields(line);
+    std::vector<std::string> words;
+    for (std::string word; fields >> word;) words.push_back(word);
+    if (words.size() == 3) parents[words[0]] = words[1];
+    if (words.size() == 2) parents[words[0]] = "";
+  }
+  return parents;
+}
+
+// The value of `option=` in a mount command line such as `ctr snapshots mounts` prints.
+std::string MountOption(const std::string& mount_command, std::string_view option) {
+  const std::string key = std::string(option) + "=";
+  size_t start = mount_command.find(key);
+  if (start == std::string::npos) return {};
+  start += key.size();
+  size_t end = mount_command.find_first_of(", \n", start);
+  return mount_command.substr(start, end - start);
+}
+
+template <typename Condition>
+bool Eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+bool ProcessAlive(pid_t pid) {
+  Result<std::string> stat = ReadFile(fs::path("/proc") / std::to_string(pid) / "stat");
+  if (!stat) return false;
+  size_t paren = stat->rfind(')');
+  return paren != std::string::npos && paren + 2 < stat->size() && (*stat)[paren + 2] != 'Z';
+}
+
+class ContainerdTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!ContainerdProcess::CheckInstalled()) return;
+    Result<void> prepared = PrepareImages();
+    if (!prepared) {
+      std::fprintf(stderr, "preparing the registry and images failed: %s\n",
+                   prepared.error().ToString().c_str());
+    }
+  }
+  static void TearDownTestSuite() {
+    delete shared;
+    shared = nullptr;
+  }
+
+  void SetUp() override {
+    if (Result<void> installed = ContainerdProcess::CheckInstalled(); !installed) {
+      GTEST_SKIP() << installed.error().message();
+    }
+    ASSERT_NE(shared, nullptr) << "the registry or the images could not be prepared (see above)";
+    started_ = std::chrono::steady_clock::now();
+    ASSERT_OK_AND_ASSIGN(containerd_, ContainerdProcess::Start(Options()));
+  }
+
+  void TearDown() override {
+    if (containerd_ != nullptr && HasFailure()) {
+      std::fprintf(stderr, "%s\n", containerd_->LogTail(60).c_str());
+    }
+    containerd_.reset();
+    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started_);
+    RecordProperty("containerd_ms", static_cast<int>(elapsed.count()));
+  }
+
+  static ContainerdOptions Options() {
+    return {.sandbox_image = ImageName("pause", "latest"),
+            .registry_hosts = {{std::string(kRegistryHost), shared->registry->url()},
+                               {"docker.io", shared->registry->url()}}};
+  }
+
+  // Runs ctr in kNamespace and expects it to succeed; returns its stdout.
+  std::string Ctr(const std::vector<std::string>& args) {
+    Result<CommandResult> run = containerd_->Ctr(kNamespace, args);
+    EXPECT_OK(run);
+    if (!run) return {};
+    EXPECT_EQ(run->exit_code, 0) << "ctr " << ::testing::PrintToString(args) << ":\n"
+                                 << run->out << run->err;
+    return run->out;
+  }
+
+  void Pull(const std::string& image) {
+    Ctr({"images", "pull", "--hosts-dir", containerd_->hosts_dir().string(), image});
+  }
+
+  // `ctr run` options that keep runc's state, the FIFOs and the cgroup inside the harness's.
+  std::vector<std::string> RunOptions(const std::string& id) {
+    return {"--runc-root", containerd_->runc_root().string(),
+            "--fifo-dir",  containerd_->fifo_dir().string(),
+            "--cgroup",    containerd_->cgroup_parent() + "/" + id};
+  }
+
+  std::unique_ptr<ContainerdProcess> containerd_;
+  std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+};
+
+// (a) The pull goes to the loopback registry through hosts.toml, and containerd's overlayfs
+// snapshotter holds the image's chain: one committed snapshot per layer, named by chain ID,
+// each the parent of the next.
+TEST_F(ContainerdTest, PullFromTheLoopbackRegistryCommitsTheSnapshotChain) {
+  const std::string image = ImageName("busybox", "latest");
+  const size_t log_before = shared->registry->ReadLog().size();
+  Pull(image);
+  EXPECT_THAT(Ctr({"images", "ls", "-q"}), HasSubstr(image));
+  EXPECT_THAT(shared->registry->ReadLog().substr(log_before),
+              HasSubstr("/v2/busybox/manifests/latest"))
+      << "containerd did not ask the loopback registry";
+
+  std::vector<Digest> diff_ids;
+  for (const imagegen::Layer& layer : shared->busybox.layers) diff_ids.push_back(layer.diff_id);
+  std::vector<Digest> chain = image::ChainIds(diff_ids);
+  ASSERT_EQ(chain.size(), 2u);
+  std::map<std::string, std::string> parents =
+      SnapshotParents(Ctr({"snapshots", "--snapshotter", "overlayfs", "ls"}));
+  EXPECT_THAT(parents, UnorderedElementsAre(std::pair(chain[0].ToString(), ""),
+                                            std::pair(chain[1].ToString(), chain[0].ToString())))
+      << "ctr snapshots ls should show the image's chain IDs, each the parent of the next";
+}
+
+// A Docker Hub name goes to the loopback registry too: the hosts.toml entry for docker.io (an
+// explicit [host] with pull and resolve) keeps containerd from registry-1.docker.io, which this
+// machine cannot reach, so a pull that tried it would fail.
+TEST_F(ContainerdTest, DockerHubNamesPullFromTheLoopbackRegistry) {
+  const size_t log_before = shared->registry->ReadLog().size();
+  Pull("docker.io/library/busybox:latest");
+  EXPECT_THAT(Ctr({"images", "ls", "-q"}), HasSubstr("docker.io/library/busybox:latest"));
+  EXPECT_THAT(shared->registry->ReadLog().substr(log_before),
+              HasSubstr("/v2/library/busybox/manifests/latest"));
+}
+
+// Every host containerd tries stays on loopback, also when the image is missing and it falls back
+// from the [host] entry to `server`: the pull fails "not found" after asking only the loopback
+// registry. (A hosts.toml with `server` alone is rejected by containerd 1.6.20, "invalid `host`
+// tree", and it then asks https://<name> after a DNS lookup off the machine; this test fails so.)
+TEST_F(ContainerdTest, AMissingImageIsAskedForOnlyOnLoopback) {
+  const std::string loopback_host = shared->registry->host();
+  for (const std::string& name :
+       {ImageName("missing", "latest"), std::string("docker.io/library/missing:latest")}) {
+    ASSERT_OK_AND_ASSIGN(CommandResult pull,
+                         containerd_->Ctr(kNamespace, {"images", "pull", "--hosts-dir",
+                                                       containerd_->hosts_dir().string(), name}));
+    EXPECT_NE(pull.exit_code, 0);
+    EXPECT_THAT(pull.err, HasSubstr(name + ": not found")) << pull.err;
+    std::vector<std::string> hosts;
+    const std::regex host_field(R"re(host="([^"]*)")re");
+    for (auto it = std::sregex_iterator(pull.err.begin(), pull.err.end(), host_field);
+         it != std::sregex_iterator(); ++it) {
+      hosts.push_back((*it)[1]);
+    }
+    EXPECT_THAT(hosts, ::testing::AllOf(::testing::Not(IsEmpty()), ::testing::Each(loopback_host)))
+        << pull.err;
+  }
+}
+
+// (b) runc runs a container from the pulled image: it reads a file of the image, writes into its
+// rootfs (the write lands in the container's own overlay upper dir, not in the image), and when
+// the container is removed nothing is left: no shim, no mount, no active snapshot.
+TEST_F(ContainerdTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  const std::string id = "reader";
+  std::vector<std::string> run = {"run"};
+  for (std::string& option : RunOptions(id)) run.push_back(std::move(option));
+  run.insert(run.end(), {image, id, "/bin/sh", "-c",
+                         "cat " + std::string(kKnownFilePath) +
+                             " && echo written-by-the-container > /written.txt"
+                             " && cat /written.txt"});
+  EXPECT_EQ(Ctr(run), std::string(kKnownFileContent) + "written-by-the-container\n");
+
+  const std::string mounts = Ctr({"snapshots", "mounts", "/mnt", id});
+  const fs::path upper = MountOption(mounts, "upperdir");
+  ASSERT_FALSE(upper.empty()) << "no upperdir in: " << mounts;
+  ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
+  EXPECT_EQ(written, "written-by-the-container\n");
+  EXPECT_FALSE(fs::exists(upper / kKnownFilePath.substr(1)));
+
+  Ctr({"containers", "rm", id});
+  EXPECT_TRUE(Eventually([&] { return !fs::exists(upper); }))
+      << "the container's snapshot outlived it (garbage collection)";
+  EXPECT_THAT(SnapshotParents(Ctr({"snapshots", "ls"})),
+              ::testing::Not(::testing::Contains(::testing::Key(id))));
+  EXPECT_TRUE(Eventually([&] { return containerd_->Shims().empty(); }))
+      << ::testing::PrintToString(containerd_->Shims());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+  EXPECT_THAT(containerd_->Stop(), IsEmpty()) << "containerd left something to sweep";
+}
+
+// Stop() of a containerd with a running container: the task is deleted through containerd
+// (its process, shim and rootfs mount go), so nothing is left for the sweep.
+TEST_F(ContainerdTest, StopDeletesRunningTasks) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  std::vector<std::string> run = {"run", "--detach", "--null-io"};
+  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
+  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
+  Ctr(run);
+  ASSERT_THAT(containerd_->Shims(), ::testing::SizeIs(1));
+  ASSERT_THAT(containerd_->Mounts(), ::testing::Not(IsEmpty())) << "no rootfs mount";
+
+  EXPECT_THAT(containerd_->Stop(), IsEmpty());
+  EXPECT_THAT(containerd_->Shims(), IsEmpty());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+}
+
+// Restart() is a node's containerd restarting: images and a running container survive it (the
+// new containerd reconnects to the shim), and a later Stop() still cleans up through containerd.
+TEST_F(ContainerdTest, RestartKeepsImagesAndRunningTasks) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  std::vector<std::string> run = {"run", "--detach", "--null-io"};
+  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
+  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
+  Ctr(run);
+  const std::vector<std::string> shims = containerd_->Shims();
+  ASSERT_THAT(shims, ::testing::SizeIs(1));
+  const pid_t old_pid = containerd_->pid();
+
+  ASSERT_OK(containerd_->Restart());
+  EXPECT_NE(containerd_->pid(), old_pid);
+  EXPECT_THAT(Ctr({"images", "ls", "-q"}), HasSubstr(image));
+  EXPECT_THAT(Ctr({"tasks", "ls"}), ::testing::ContainsRegex("sleeper +[0-9]+ +RUNNING"));
+  EXPECT_EQ(containerd_->Shims(), shims) << "the shim should be the same process";
+  EXPECT_THAT(containerd_->Stop(), IsEmpty());
+  EXPECT_THAT(containerd_->Shims(), IsEmpty());
+}
+
+// A containerd that died (SIGKILL) cannot delete its tasks: Stop() kills the orphaned shim and
+// the container under it and unmounts the rootfs itself.
+TEST_F(ContainerdTest, StopSweepsTheShimsOfAKilledContainerd) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  const fs::path pid_file = containerd_->directory() / "sleeper.pid";
+  std::vector<std::string> run = {"run", "--detach", "--null-io", "--pid-file", pid_file.string()};
+  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
+  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
+  Ctr(run);
+  ASSERT_OK_AND_ASSIGN(std::string pid_text, ReadFile(pid_file));
+  const pid_t container_pid = std::stoi(pid_text);
+  ASSERT_TRUE(ProcessAlive(container_pid));
+  ASSERT_THAT(containerd_->Shims(), ::testing::SizeIs(1));
+
+  ::kill(containerd_->pid(), SIGKILL);
+  std::vector<std::string> swept = containerd_->Stop();
+  EXPECT_THAT(swept, ::testing::Contains(HasSubstr("shim pid")));
+  EXPECT_THAT(swept, ::testing::Contains(HasSubstr("mount ")));
+  EXPECT_THAT(swept, ::testing::Contains(HasSubstr("shim socket /run/containerd/s/")))
+      << "the killed shim's socket should be found by containerd's naming and removed";
+  EXPECT_FALSE(ProcessAlive(container_pid)) << "the container's process outlived the sweep";
+  EXPECT_THAT(containerd_->Shims(), IsEmpty());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+}
+
+// The harness's one-line proxy snapshotter option gives a config containerd 1.6 accepts: the
+// plugin is registered as a snapshotter, the CRI uses it with the snapshot annotations on, and
+// calls go to its socket (nothing serves it here, so they fail saying so).
+TEST(ContainerdProxySnapshotterTest, UseProxySnapshotterDeclaresItAndMakesItTheCrisSnapshotter) {
+  if (Result<void> installed = ContainerdProcess::CheckInstalled(); !installed) {
+    GTEST_SKIP() << installed.error().message();
+  }
+  ContainerdOptions options;
+  const fs::path socket = "/run/berth-test-nothing-listens-here.sock";
+  options.UseProxySnapshotter("berth", socket);
+  ASSERT_OK_AND_ASSIGN(auto containerd, ContainerdProcess::Start(options));
+  ASSERT_OK_AND_ASSIGN(CommandResult plugins, containerd->Ctr("default", {"plugins", "ls"}));
+  EXPECT_THAT(plugins.out, ::testing::ContainsRegex("io.containerd.snapshotter.v1 +berth .* ok"))
+      << plugins.out;
+  ASSERT_OK_AND_ASSIGN(std::string log, ReadFile(containerd->log_file()));
+  EXPECT_THAT(log, HasSubstr("Snapshotter:berth"));
+  EXPECT_THAT(log, HasSubstr("DisableSnapshotAnnotations:false"));
+  ASSERT_OK_AND_ASSIGN(
+      CommandResult listed,
+      containerd->Ctr("default", {"snapshots", "--snapshotter", "berth", "prepare", "k"}));
+  EXPECT_NE(listed.exit_code, 0);
+  EXPECT_THAT(listed.err, HasSubstr(socket.string())) << listed.err;
+  EXPECT_THAT(containerd->Stop(), IsEmpty());
+}
+
+// The CRI's container log lines ("<time> stdout F <text>") as the text of each stdout line.
+std::string StdoutOfCriLog(const std::string& log) {
+  std::string text;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    const std::string marker = " stdout F ";
+    size_t at = line.find(marker);
+    if (at != std::string::npos) text += line.substr(at + marker.size()) + "\n";
+  }
+  return text;
+}
+
+// (c) A pod through containerd's CRI, as kubelet drives it: PullImage, a host-network
+// RunPodSandbox (containerd pulls the static pause image itself), CreateContainer and
+// StartContainer with runc; the container reads a file of the image and writes into its rootfs;
+// its log holds its output; stop and remove leave no shim, no mount and no active snapshot.
+TEST_F(ContainerdTest, CriPodRunsAContainerThatReadsTheImageAndWritesItsRootfs) {
+  auto cri = CriRuntimeClient::Connect(containerd_->address());
+  const std::string image = ImageName("busybox", "latest");
+  cri::PullImageRequest pull;
+  pull.mutable_image()->set_image(image);
+  ASSERT_OK_AND_ASSIGN(cri::PullImageResponse pulled, cri->PullImage(pull));
+  EXPECT_EQ(pulled.image_ref(), shared->busybox.config.digest.ToString());
+
+  const fs::path logs = containerd_->directory() / "pod-logs";
+  fs::create_directories(logs);
+  cri::PodSandboxConfig sandbox;
+  sandbox.mutable_metadata()->set_name("reader-pod");
+  sandbox.mutable_metadata()->set_uid("reader-pod-uid");
+  sandbox.mutable_metadata()->set_namespace_(std::string(kNamespace));
+  sandbox.set_log_directory(logs.string());
+  sandbox.mutable_linux()->set_cgroup_parent(containerd_->cgroup_parent());
+  // The node's network: no CNI needed (a pod network namespace wants a CNI result with eth0).
+  sandbox.mutable_linux()->mutable_security_context()->mutable_namespace_options()->set_network(
+      cri::NODE);
+  cri::RunPodSandboxRequest run;
+  *run.mutable_config() = sandbox;
+  ASSERT_OK_AND_ASSIGN(cri::RunPodSandboxResponse pod, cri->RunPodSandbox(run));
+  cri::PodSandboxStatusRequest pod_status;
+  pod_status.set_pod_sandbox_id(pod.pod_sandbox_id());
+  ASSERT_OK_AND_ASSIGN(cri::PodSandboxStatusResponse ready, cri->PodSandboxStatus(pod_status));
+  EXPECT_EQ(ready.status().state(), cri::SANDBOX_READY);
+
+  cri::CreateContainerRequest create;
+  create.set_pod_sandbox_id(pod.pod_sandbox_id());
+  cri::ContainerConfig* config = create.mutable_config();
+  config->mutable_metadata()->set_name("reader");
+  config->mutable_image()->set_image(image);
+  for (const char* arg : {"/bin/sh", "-c"}) config->add_command(arg);
+  config->add_command("cat " + std::string(kKnownFilePath) +
+                      " && echo written-by-the-container > /written.txt && cat /written.txt");
+  config->set_log_path("reader.log");
+  *create.mutable_sandbox_config() = sandbox;
+  ASSERT_OK_AND_ASSIGN(cri::CreateContainerResponse created, cri->CreateContainer(create));
+  const std::string container_id = created.container_id();
+  cri::StartContainerRequest start;
+  start.set_container_id(container_id);
+  ASSERT_OK(cri->StartContainer(start));
+
+  cri::ContainerStatusRequest status_request;
+  status_request.set_container_id(container_id);
+  cri::ContainerStatus status;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        Result<cri::ContainerStatusResponse> answer = cri->ContainerStatus(status_request);
+        if (answer) status = answer->status();
+        return answer && status.state() == cri::CONTAINER_EXITED;
+      },
+      std::chrono::seconds(20)))
+      << "the container did not exit; state " << status.state();
+  EXPECT_EQ(status.exit_code(), 0) << status.reason() << ": " << status.message();
+  ASSERT_OK_AND_ASSIGN(std::string log, ReadFile(logs / "reader.log"));
+  EXPECT_EQ(StdoutOfCriLog(log), std::string(kKnownFileContent) + "written-by-the-container\n")
+      << log;
+
+  ASSERT_OK_AND_ASSIGN(CommandResult mounts,
+                       containerd_->Ctr("k8s.io", {"snapshots", "mounts", "/mnt", container_id}));
+  const fs::path upper = MountOption(mounts.out, "upperdir");
+  ASSERT_FALSE(upper.empty()) << mounts.out << mounts.err;
+  ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
+  EXPECT_EQ(written, "written-by-the-container\n");
+
+  cri::StopContainerRequest stop;
+  stop.set_container_id(container_id);
+  EXPECT_OK(cri->StopContainer(stop));
+  cri::RemoveContainerRequest remove;
+  remove.set_container_id(container_id);
+  EXPECT_OK(cri->RemoveContainer(remove));
+  cri::StopPodSandboxRequest stop_pod;
+  stop_pod.set_pod_sandbox_id(pod.pod_sandbox_id());
+  EXPECT_OK(cri->StopPodSandbox(stop_pod));
+  cri::RemovePodSandboxRequest remove_pod;
+  remove_pod.set_pod_sandbox_id(pod.pod_sandbox_id());
+  EXPECT_OK(cri->RemovePodSandbox(remove_pod));
+
+  EXPECT_TRUE(Eventually([&] { return containerd_->Shims().empty(); }))
+      << ::testing::PrintToString(containerd_->Shims());
+  EXPECT_THAT(containerd_->Mounts(), IsEmpty());
+  EXPECT_TRUE(Eventually([&] { return !fs::exists(upper); }));
+  ASSERT_OK_AND_ASSIGN(CommandResult snapshots, containerd_->Ctr("k8s.io", {"snapshots", "ls"}));
+  EXPECT_THAT(snapshots.out, ::testing::Not(HasSubstr("Active"))) << snapshots.out;
+  EXPECT_EQ(SnapshotParents(snapshots.out).size(), 3u)
+      << "busybox's two layers and pause's one should stay: " << snapshots.out;
+  EXPECT_THAT(containerd_->Stop(), IsEmpty()) << "containerd left something to sweep";
+}
+
+}  // namespace
+}  // namespace berth::containerd_test
