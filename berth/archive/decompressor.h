@@ -66,7 +66,7 @@ struct DecompressorOptions {
   GzipBackend gzip_backend = GzipBackend::kIsal;
   // Size of the output buffer, i.e. the largest chunk handed to the sink (at least 4096; smaller
   // values are raised to it).
-  size_t output_chunk_bytes = 256 * 1024;
+  size_t output_chunk_bytes = size_t{256} * 1024;
 };
 
 class Decompressor {

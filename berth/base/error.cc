@@ -45,16 +45,17 @@ std::string_view ErrorCodeName(ErrorCode code) {
   return "UNKNOWN";
 }
 
-Error::Error(ErrorCode code, std::string message) : code_(code), message_(RedactSecrets(message)) {}
+Error::Error(ErrorCode code, std::string_view message)
+    : code_(code), message_(RedactSecrets(message)) {}
 
-Error Error::WithContext(std::string frame) && {
+Error Error::WithContext(std::string_view frame) && {
   context_.push_back(RedactSecrets(frame));
   return std::move(*this);
 }
 
-Error Error::WithContext(std::string frame) const& {
+Error Error::WithContext(std::string_view frame) const& {
   Error copy = *this;
-  return std::move(copy).WithContext(std::move(frame));
+  return std::move(copy).WithContext(frame);
 }
 
 std::string Error::ToString() const {

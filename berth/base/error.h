@@ -86,7 +86,7 @@ std::string_view ErrorCodeName(ErrorCode code);
 
 class Error {
  public:
-  Error(ErrorCode code, std::string message);
+  Error(ErrorCode code, std::string_view message);
 
   ErrorCode code() const { return code_; }
   // The innermost message, without context.
@@ -95,8 +95,8 @@ class Error {
   const std::vector<std::string>& context() const { return context_; }
 
   // Returns this error with one more (outer) context frame. The code is unchanged.
-  Error WithContext(std::string frame) &&;
-  Error WithContext(std::string frame) const&;
+  Error WithContext(std::string_view frame) &&;
+  Error WithContext(std::string_view frame) const&;
 
   // "outer: inner: message", the form shown to users.
   std::string ToString() const;

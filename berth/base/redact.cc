@@ -68,87 +68,108 @@ bool IsSecretKey(std::string_view key) {
   return false;
 }
 
+namespace {
+
+// The three forms a secret takes in free text. Each looks at text[i]: when its form starts there
+// it appends the text up to the end of that form, the secret replaced, to `out`, moves `i` past
+// it and returns true; otherwise it leaves both alone and returns false.
+
+// An authentication scheme and its credential: "Basic <b64>", "Bearer <token>" (not a challenge's
+// parameters, "Bearer realm=…").
+bool RedactSchemeCredential(std::string_view text, size_t& i, std::string& out) {
+  const size_t n = text.size();
+  for (std::string_view scheme : {std::string_view("basic "), std::string_view("bearer ")}) {
+    if (!StartsWithNoCase(text, i, scheme) || (i > 0 && IsKeyChar(text[i - 1]))) continue;
+    size_t value_start = i + scheme.size();
+    if (IsChallengeParameter(text, value_start)) return false;
+    size_t j = value_start;
+    while (j < n && !EndsValue(text[j])) ++j;
+    if (j == value_start) return false;
+    out.append(text.substr(i, scheme.size()));
+    out.append(kRedacted);
+    i = j;
+    return true;
+  }
+  return false;
+}
+
+// A URL's userinfo and query: "scheme://user:pass@host/path?query" keeps scheme, host and path.
+bool RedactUrl(std::string_view text, size_t& i, std::string& out) {
+  const size_t n = text.size();
+  if (text.compare(i, 3, "://") != 0) return false;
+  out.append("://");
+  i += 3;
+  size_t j = i;
+  while (j < n && !EndsValue(text[j]) && text[j] != '/' && text[j] != '@') ++j;
+  if (j < n && text[j] == '@') {
+    out.append(kRedacted);
+    out.push_back('@');
+    i = j + 1;
+  }
+  // Copy the rest of the URL up to its query, which is dropped.
+  while (i < n && !EndsValue(text[i]) && text[i] != '?') out.push_back(text[i++]);
+  if (i < n && text[i] == '?') {
+    size_t q = i + 1;
+    while (q < n && !std::isspace(static_cast<unsigned char>(text[q])) && text[q] != '"' &&
+           text[q] != '\'') {
+      ++q;
+    }
+    out.push_back('?');
+    out.append(kRedacted);
+    i = q;
+  }
+  return true;
+}
+
+// key=value, key: value, "key": "value" where the key names a secret. A key that names none is
+// copied whole (so a longer key's tail is never taken for a key of its own).
+bool RedactKeyValue(std::string_view text, size_t& i, std::string& out) {
+  const size_t n = text.size();
+  if (!IsKeyChar(text[i]) || (i > 0 && IsKeyChar(text[i - 1]))) return false;
+  size_t key_end = i;
+  while (key_end < n && IsKeyChar(text[key_end])) ++key_end;
+  std::string_view key = text.substr(i, key_end - i);
+  size_t j = key_end;
+  if (j < n && text[j] == '"') ++j;  // closing quote of a JSON key
+  size_t sep = j;
+  while (j < n && text[j] == ' ') ++j;
+  if (j < n && (text[j] == '=' || text[j] == ':') && IsSecretKey(key)) {
+    ++j;
+    while (j < n && text[j] == ' ') ++j;
+    bool quoted = j < n && text[j] == '"';
+    if (quoted) ++j;
+    size_t value_start = j;
+    // "Authorization: Basic xyz" — the value runs to the end of the line.
+    bool header = StartsWithNoCase(key, 0, "authorization") ||
+                  StartsWithNoCase(key, 0, "proxy-authorization");
+    if (quoted) {
+      while (j < n && text[j] != '"') j += (text[j] == '\\' && j + 1 < n) ? 2 : 1;
+    } else if (header) {
+      while (j < n && text[j] != '\r' && text[j] != '\n') ++j;
+    } else {
+      while (j < n && !EndsValue(text[j])) ++j;
+    }
+    if (j > value_start) {
+      out.append(text.substr(i, value_start - i));
+      out.append(kRedacted);
+      i = std::min(j, n);
+      return true;
+    }
+  }
+  out.append(text.substr(i, sep - i));
+  i = sep;
+  return true;
+}
+
+}  // namespace
+
 std::string RedactSecrets(std::string_view text) {
   std::string out;
   out.reserve(text.size());
   size_t i = 0;
-  const size_t n = text.size();
-  while (i < n) {
-    // Authentication schemes: "Basic <b64>", "Bearer <token>".
-    for (std::string_view scheme : {std::string_view("basic "), std::string_view("bearer ")}) {
-      if (StartsWithNoCase(text, i, scheme) && (i == 0 || !IsKeyChar(text[i - 1]))) {
-        size_t value_start = i + scheme.size();
-        if (IsChallengeParameter(text, value_start)) break;  // a challenge, not a credential
-        size_t j = value_start;
-        while (j < n && !EndsValue(text[j])) ++j;
-        if (j > value_start) {
-          out.append(text.substr(i, scheme.size()));
-          out.append(kRedacted);
-          i = j;
-        }
-        break;
-      }
-    }
-    if (i >= n) break;
-    // URL userinfo and query: "scheme://user:pass@host/path?query".
-    if (text.compare(i, 3, "://") == 0) {
-      out.append("://");
-      i += 3;
-      size_t j = i;
-      while (j < n && !EndsValue(text[j]) && text[j] != '/' && text[j] != '@') ++j;
-      if (j < n && text[j] == '@') {
-        out.append(kRedacted);
-        out.push_back('@');
-        i = j + 1;
-      }
-      // Copy the rest of the URL up to its query, which is dropped.
-      while (i < n && !EndsValue(text[i]) && text[i] != '?') out.push_back(text[i++]);
-      if (i < n && text[i] == '?') {
-        size_t q = i + 1;
-        while (q < n && !std::isspace(static_cast<unsigned char>(text[q])) && text[q] != '"' &&
-               text[q] != '\'') {
-          ++q;
-        }
-        out.push_back('?');
-        out.append(kRedacted);
-        i = q;
-      }
-      continue;
-    }
-    // key=value, key: value, "key": "value" where key names a secret.
-    if (IsKeyChar(text[i]) && (i == 0 || !IsKeyChar(text[i - 1]))) {
-      size_t key_end = i;
-      while (key_end < n && IsKeyChar(text[key_end])) ++key_end;
-      std::string_view key = text.substr(i, key_end - i);
-      size_t j = key_end;
-      if (j < n && text[j] == '"') ++j;  // closing quote of a JSON key
-      size_t sep = j;
-      while (j < n && text[j] == ' ') ++j;
-      if (j < n && (text[j] == '=' || text[j] == ':') && IsSecretKey(key)) {
-        ++j;
-        while (j < n && text[j] == ' ') ++j;
-        bool quoted = j < n && text[j] == '"';
-        if (quoted) ++j;
-        size_t value_start = j;
-        // "Authorization: Basic xyz" — the value runs to the end of the line.
-        bool header = StartsWithNoCase(key, 0, "authorization") ||
-                      StartsWithNoCase(key, 0, "proxy-authorization");
-        if (quoted) {
-          while (j < n && text[j] != '"') j += (text[j] == '\\' && j + 1 < n) ? 2 : 1;
-        } else if (header) {
-          while (j < n && text[j] != '\r' && text[j] != '\n') ++j;
-        } else {
-          while (j < n && !EndsValue(text[j])) ++j;
-        }
-        if (j > value_start) {
-          out.append(text.substr(i, value_start - i));
-          out.append(kRedacted);
-          i = std::min(j, n);
-          continue;
-        }
-      }
-      out.append(text.substr(i, sep - i));
-      i = sep;
+  while (i < text.size()) {
+    if (RedactSchemeCredential(text, i, out) || RedactUrl(text, i, out) ||
+        RedactKeyValue(text, i, out)) {
       continue;
     }
     out.push_back(text[i++]);

@@ -57,9 +57,12 @@ Result<T> WithContext(Result<T> result, std::string frame) {
 
 // Evaluates `expr` (a Result<T>); on failure returns its error, else moves the value into `lhs`,
 // which may be a declaration: BERTH_ASSIGN_OR_RETURN(auto blob, store.Read(digest));
+// `lhs` and the temporary's name cannot be parenthesized (a declaration), hence the NOLINT.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define BERTH_ASSIGN_OR_RETURN(lhs, expr) \
   BERTH_ASSIGN_OR_RETURN_IMPL_(BERTH_CONCAT_(berth_result_, __LINE__), lhs, expr)
 #define BERTH_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                         \
   auto tmp = (expr);                                                         \
   if (!tmp) return ::tl::unexpected<::berth::Error>(std::move(tmp).error()); \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

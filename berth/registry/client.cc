@@ -31,7 +31,8 @@ std::string RegistryMessage(const HttpResponse& response) {
         std::string code = error.value("code", "");
         std::string message = error.value("message", "");
         if (!out.empty()) out += "; ";
-        out += code.empty() ? message : code + (message.empty() ? "" : ": " + message);
+        out += code.empty() ? message : code;
+        if (!code.empty() && !message.empty()) out.append(": ").append(message);
       }
     }
   }

@@ -393,7 +393,8 @@ Result<HttpResponse> CurlTransport::RoundTrip(const HttpRequest& request, const 
 
   UniqueSlist headers;
   for (const auto& [name, value] : request.headers) {
-    std::string line = name + ": " + value;
+    std::string line = name;
+    line.append(": ").append(value);
     headers.reset(curl_slist_append(headers.release(), line.c_str()));
   }
   headers.reset(curl_slist_append(headers.release(), "Expect:"));

@@ -212,7 +212,7 @@ Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store,
     : snapshotter_(snapshotter),
       store_(store),
       threads_(threads),
-      options_(std::move(options)),
+      options_(options),
       progress_(std::move(progress)),
       lease_(lease),
       rebase_(snapshotter.SupportsRebase()) {}
@@ -233,6 +233,7 @@ Result<void> Unpacker::Begin(const image::Manifest& manifest, const image::Image
   std::vector<Digest> chain_ids = image::ChainIds(config.diff_ids);
   if (lease_ != nullptr) {
     std::vector<std::string> names;
+    names.reserve(chain_ids.size());
     for (const Digest& chain_id : chain_ids) names.push_back(chain_id.ToString());
     BERTH_RETURN_IF_ERROR(lease_->HoldSnapshots(names));
   }
