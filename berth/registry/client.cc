@@ -177,6 +177,27 @@ void Client::MarkDead(const std::string& host) {
   dead_until_[host] = std::chrono::steady_clock::now() + policy_.dead_endpoint_memory;
 }
 
+bool Client::SpeaksPlainHttp(const std::string& host) {
+  std::lock_guard lock(mutex_);
+  auto it = plain_http_until_.find(host);
+  if (it == plain_http_until_.end()) return false;
+  if (std::chrono::steady_clock::now() >= it->second) {
+    plain_http_until_.erase(it);
+    return false;
+  }
+  return true;
+}
+
+void Client::RememberPlainHttp(const RegistryEndpoint& endpoint, const Error& https_failure) {
+  log::Debug("registry.plain_http_fallback",
+             {{"host", endpoint.host},
+              {"endpoint", endpoint.BaseUrl()},
+              {"https_error", https_failure.message()},
+              {"plain_http_for_s", policy_.plain_http_memory.count()}});
+  std::lock_guard lock(mutex_);
+  plain_http_until_[endpoint.host] = std::chrono::steady_clock::now() + policy_.plain_http_memory;
+}
+
 void Client::LogRetry(const Url& url, int next_attempt, const Error& reason,
                       std::chrono::milliseconds wait, std::string_view why) const {
   log::Debug("registry.retry", {{"url", UrlForLog(url.ToString())},
@@ -267,12 +288,21 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
                                                       const CancelToken& cancel) {
   HeaderList headers = endpoint.headers;
   headers.insert(headers.end(), spec.extra_headers.begin(), spec.extra_headers.end());
+  // An endpoint found to speak plain http is asked over http at once, without a TLS attempt.
+  std::string endpoint_scheme = endpoint.scheme;
+  if (endpoint.plain_http_fallback != PlainHttpFallback::kNever && SpeaksPlainHttp(endpoint.host)) {
+    endpoint_scheme = "http";
+    if (url.host == endpoint.host) url.scheme = "http";
+  }
   for (int redirects = 0;; ++redirects) {
     HttpRequest request = NewRequest(url, headers, spec.max_body);
-    bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
+    bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint_scheme;
     request.tls = endpoint_host
                       ? endpoint.tls
                       : (session.tls_for_host ? session.tls_for_host(url.host) : TlsOptions{});
+    if (endpoint_host && url.scheme == "https") {
+      request.plain_http_fallback = endpoint.plain_http_fallback;
+    }
     // Credentials go only to the endpoint they were issued for, never to a redirect target.
     if (endpoint_host && session.authorizer != nullptr) {
       BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
@@ -289,6 +319,12 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
     const auto started = std::chrono::steady_clock::now();
     Result<HttpResponse> response =
         transport_.RoundTrip(request, spec.blob != nullptr ? &sink : nullptr, cancel);
+    if (response && response->https_failure) {
+      // The https attempt showed a plain http server; the response is from http://.
+      RememberPlainHttp(endpoint, *response->https_failure);
+      url.scheme = endpoint_scheme = "http";
+      request.url = url.ToString();
+    }
     LogExchange(request, response,
                 resume ? resume->bytes_written() : (response ? response->body.size() : 0), started);
     if (!response || !IsRedirect(response->status)) return Attempt{std::move(response)};
