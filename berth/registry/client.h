@@ -179,6 +179,9 @@ class Client {
   // last plain_http_memory; RememberPlainHttp records that, and logs it (debug).
   bool SpeaksPlainHttp(const std::string& host);
   void RememberPlainHttp(const RegistryEndpoint& endpoint, const Error& https_failure);
+  // The endpoint's base URL as it is reached now: http:// for one that fell back to plain http,
+  // for errors and for the `endpoint` a fetch reports.
+  std::string BaseUrlOf(const RegistryEndpoint& endpoint);
 
   bool IsDead(const std::string& host);
   void MarkDead(const std::string& host);

@@ -255,7 +255,9 @@ TEST_F(ClientTest, PlainHttpFallbackIsRememberedPerEndpointAndLogged) {
                      {.status = 200, .body = "blob"});
   const image::Descriptor blob{.digest = Digest::Sha256Of("blob"), .size = 4};
 
-  ASSERT_TRUE(client_.Resolve(session, "v1", CancelToken::Never()));
+  Result<FetchedManifest> resolved = client_.Resolve(session, "v1", CancelToken::Never());
+  ASSERT_TRUE(resolved) << resolved.error().ToString();
+  EXPECT_EQ(resolved->endpoint, "http://127.0.0.1:5000/v2") << "the URL it was reached at";
   ASSERT_TRUE(client_.Resolve(session, "v2", CancelToken::Never()));
   Result<std::string> fetched =
       client_.FetchSmallBlob(session, blob, 1 << 10, CancelToken::Never());
