@@ -76,6 +76,14 @@ Result<std::optional<std::string>> SocketReader::ReadHead(size_t max_bytes) {
       buffer_.erase(0, end + 4);
       return std::optional<std::string>(std::move(head));
     }
+    // A TLS handshake record (a client trying https on this plain port) never ends in a blank
+    // line: hand it over at once, so that the server answers "400 Bad Request" right away, as
+    // real plain HTTP servers (Go's, nginx) do, instead of leaving the client's handshake hanging.
+    if (!buffer_.empty() && buffer_.front() == '\x16') {
+      std::string head = std::move(buffer_);
+      buffer_.clear();
+      return std::optional<std::string>(std::move(head));
+    }
     scanned = buffer_.size();
     if (buffer_.size() > max_bytes) {
       return Fail(ErrorCode::kResourceExhausted,

@@ -28,7 +28,8 @@ class SocketReader {
   // Reads a message head up to and including the blank line. Returns the head without the final
   // "\r\n\r\n", or std::nullopt if the peer closed the connection before sending any byte (the
   // normal end of a keep-alive connection). kUnavailable if it closes mid-head or the read fails,
-  // kResourceExhausted past `max_bytes`.
+  // kResourceExhausted past `max_bytes`. Bytes that start with a TLS handshake record (0x16) are
+  // returned at once as the "head", for the caller to refuse as malformed.
   Result<std::optional<std::string>> ReadHead(size_t max_bytes = 64 * 1024);
   // Reads one CRLF-terminated line (returned without the CRLF).
   Result<std::string> ReadLine(size_t max_bytes = 8 * 1024);

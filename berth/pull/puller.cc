@@ -91,6 +91,9 @@ std::string WhyEndpoint(const registry::RegistryEndpoint& endpoint, bool last,
     why += registry::DefaultSchemeFor(endpoint.host) == "http" ? "; plain http: a loopback host"
                                                                : "; plain http: configured so";
   }
+  if (endpoint.plain_http_fallback != registry::PlainHttpFallback::kNever) {
+    why += "; https, or plain http if the server does not speak TLS: a loopback host";
+  }
   if (!endpoint.Can(registry::kCapabilityResolve)) why += "; pull only: resolves no tags";
   return why;
 }

@@ -178,6 +178,35 @@ void Client::MarkDead(const std::string& host) {
   dead_until_[host] = std::chrono::steady_clock::now() + policy_.dead_endpoint_memory;
 }
 
+bool Client::SpeaksPlainHttp(const std::string& host) {
+  std::lock_guard lock(mutex_);
+  auto it = plain_http_until_.find(host);
+  if (it == plain_http_until_.end()) return false;
+  if (std::chrono::steady_clock::now() >= it->second) {
+    plain_http_until_.erase(it);
+    return false;
+  }
+  return true;
+}
+
+void Client::RememberPlainHttp(const RegistryEndpoint& endpoint, const Error& https_failure) {
+  log::Debug("registry.plain_http_fallback",
+             {{"host", endpoint.host},
+              {"endpoint", endpoint.BaseUrl()},
+              {"https_error", https_failure.message()},
+              {"plain_http_for_s", policy_.plain_http_memory.count()}});
+  std::lock_guard lock(mutex_);
+  plain_http_until_[endpoint.host] = std::chrono::steady_clock::now() + policy_.plain_http_memory;
+}
+
+std::string Client::BaseUrlOf(const RegistryEndpoint& endpoint) {
+  if (endpoint.plain_http_fallback == PlainHttpFallback::kNever || endpoint.scheme != "https" ||
+      !SpeaksPlainHttp(endpoint.host)) {
+    return endpoint.BaseUrl();
+  }
+  return "http://" + endpoint.host + endpoint.path;
+}
+
 void Client::LogRetry(const Url& url, int next_attempt, const Error& reason,
                       std::chrono::milliseconds wait, std::string_view why) const {
   log::Debug("registry.retry", {{"url", UrlForLog(url.ToString())},
@@ -268,12 +297,21 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
                                                       const CancelToken& cancel) {
   HeaderList headers = endpoint.headers;
   headers.insert(headers.end(), spec.extra_headers.begin(), spec.extra_headers.end());
+  // An endpoint found to speak plain http is asked over http at once, without a TLS attempt.
+  std::string endpoint_scheme = endpoint.scheme;
+  if (endpoint.plain_http_fallback != PlainHttpFallback::kNever && SpeaksPlainHttp(endpoint.host)) {
+    endpoint_scheme = "http";
+    if (url.host == endpoint.host) url.scheme = "http";
+  }
   for (int redirects = 0;; ++redirects) {
     HttpRequest request = NewRequest(url, headers, spec.max_body);
-    bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint.scheme;
+    bool endpoint_host = url.host == endpoint.host && url.scheme == endpoint_scheme;
     request.tls = endpoint_host
                       ? endpoint.tls
                       : (session.tls_for_host ? session.tls_for_host(url.host) : TlsOptions{});
+    if (endpoint_host && url.scheme == "https") {
+      request.plain_http_fallback = endpoint.plain_http_fallback;
+    }
     // Credentials go only to the endpoint they were issued for, never to a redirect target.
     if (endpoint_host && session.authorizer != nullptr) {
       BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
@@ -290,15 +328,21 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
     const auto started = std::chrono::steady_clock::now();
     Result<HttpResponse> response =
         transport_.RoundTrip(request, spec.blob != nullptr ? &sink : nullptr, cancel);
+    if (response && response->https_failure) {
+      // The https attempt showed a plain http server; the response is from http://.
+      RememberPlainHttp(endpoint, *response->https_failure);
+      url.scheme = endpoint_scheme = "http";
+      request.url = url.ToString();
+    }
     LogExchange(request, response,
                 resume ? resume->bytes_written() : (response ? response->body.size() : 0), started);
     if (!response || !IsRedirect(response->status)) return Attempt{std::move(response)};
     std::optional<std::string> location = response->Header("location");
     if (!location) return Attempt{std::move(response)};
     if (redirects >= kMaxRedirects) {
-      return Attempt{
-          Fail(ErrorCode::kUnavailable, fmt::format("GET {}{}: more than {} redirects",
-                                                    endpoint.BaseUrl(), spec.path, kMaxRedirects))};
+      return Attempt{Fail(ErrorCode::kUnavailable,
+                          fmt::format("GET {}{}: more than {} redirects", BaseUrlOf(endpoint),
+                                      spec.path, kMaxRedirects))};
     }
     BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
   }
@@ -306,7 +350,7 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
 
 Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndpoint& endpoint,
                                       const ExchangeSpec& spec, const CancelToken& cancel) {
-  const std::string base_url = endpoint.BaseUrl();
+  const std::string base_url = BaseUrlOf(endpoint);
   thread_local std::mt19937 random(std::random_device{}());
   std::chrono::milliseconds backoff = policy_.initial_backoff;
   std::optional<Error> last_error;
@@ -451,13 +495,13 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
                                         cancel));
         if (response.status != 200) {
           return Fail(
-              HttpStatusError(response, "manifest " + std::string(reference), endpoint.BaseUrl()));
+              HttpStatusError(response, "manifest " + std::string(reference), BaseUrlOf(endpoint)));
         }
         BERTH_ASSIGN_OR_RETURN(
             image::ManifestKind kind,
             image::DetectKind(response.Header("content-type").value_or(""), response.body));
         FetchedManifest fetched;
-        fetched.endpoint = endpoint.BaseUrl();
+        fetched.endpoint = BaseUrlOf(endpoint);
         fetched.descriptor.media_type = std::string(image::MediaTypeOf(kind));
         fetched.descriptor.size = static_cast<int64_t>(response.body.size());
         std::optional<Digest> expected = pinned;
@@ -468,17 +512,17 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
           }
         }
         if (expected && kind == image::ManifestKind::kDockerSchema1 &&
-            !VerifyBytes(response.body, *expected, "manifest", endpoint.BaseUrl())) {
+            !VerifyBytes(response.body, *expected, "manifest", BaseUrlOf(endpoint))) {
           // A signed schema1 manifest is named by the digest of its payload without the
           // signatures; check that instead (and keep the signed bytes, which the converter reads).
           BERTH_ASSIGN_OR_RETURN(std::string payload, image::Schema1SignedPayload(response.body));
           BERTH_RETURN_IF_ERROR(
-              VerifyBytes(payload, *expected, "schema1 manifest payload", endpoint.BaseUrl()));
+              VerifyBytes(payload, *expected, "schema1 manifest payload", BaseUrlOf(endpoint)));
           fetched.descriptor.digest = *expected;
         } else if (expected) {
           BERTH_ASSIGN_OR_RETURN(
               fetched.descriptor.digest,
-              VerifyBytes(response.body, *expected, "manifest", endpoint.BaseUrl()));
+              VerifyBytes(response.body, *expected, "manifest", BaseUrlOf(endpoint)));
         } else {
           fetched.descriptor.digest = Digest::Sha256Of(response.body);
         }
@@ -523,16 +567,16 @@ Result<std::string> Client::FetchSmallBlob(const Session& session,
             Exchange(session, endpoint,
                      {.path = path, .scope = PullScope(session), .max_body = max_bytes}, cancel));
         if (response.status != 200) {
-          return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
+          return Fail(HttpStatusError(response, "blob", BaseUrlOf(endpoint)));
         }
         if (static_cast<int64_t>(response.body.size()) != descriptor.size) {
           return Fail(
               ErrorCode::kDataLoss,
               fmt::format("blob {} from {} is {} bytes, its descriptor says {}", descriptor.digest,
-                          endpoint.BaseUrl(), response.body.size(), descriptor.size));
+                          BaseUrlOf(endpoint), response.body.size(), descriptor.size));
         }
         BERTH_RETURN_IF_ERROR(
-            VerifyBytes(response.body, descriptor.digest, "blob", endpoint.BaseUrl()));
+            VerifyBytes(response.body, descriptor.digest, "blob", BaseUrlOf(endpoint)));
         return std::move(response.body);
       });
 }
@@ -543,7 +587,7 @@ Result<std::string> Client::FetchBlob(const Session& session, const image::Descr
   return OnEndpoints<std::string>(
       session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
-        if (sink.offset() >= descriptor.size && descriptor.size > 0) return endpoint.BaseUrl();
+        if (sink.offset() >= descriptor.size && descriptor.size > 0) return BaseUrlOf(endpoint);
         BERTH_ASSIGN_OR_RETURN(
             HttpResponse response,
             Exchange(
@@ -551,15 +595,15 @@ Result<std::string> Client::FetchBlob(const Session& session, const image::Descr
                 {.path = path, .scope = PullScope(session), .blob = &sink, .max_body = 64 << 10},
                 cancel));
         if (response.status != 200 && response.status != 206) {
-          return Fail(HttpStatusError(response, "blob", endpoint.BaseUrl()));
+          return Fail(HttpStatusError(response, "blob", BaseUrlOf(endpoint)));
         }
         if (descriptor.size >= 0 && sink.offset() != descriptor.size) {
           return Fail(
               ErrorCode::kDataLoss,
               fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
-                          descriptor.digest, endpoint.BaseUrl(), sink.offset(), descriptor.size));
+                          descriptor.digest, BaseUrlOf(endpoint), sink.offset(), descriptor.size));
         }
-        return endpoint.BaseUrl();
+        return BaseUrlOf(endpoint);
       });
 }
 

@@ -13,6 +13,11 @@
 //     own host, never to the object storage a blob is redirected to;
 //   - retries interrupted transfers, 5xx, 429 and timeouts with jittered exponential backoff,
 //     honouring Retry-After, and resumes an interrupted blob with a Range request;
+//   - on an endpoint with a plain http fallback (a loopback host written without a scheme; see
+//     hosts.h), asks over https until a request finds the server does not speak TLS, then over
+//     plain http for `plain_http_memory` (logged at debug: registry.plain_http_fallback), so
+//     that not every request pays a failed TLS handshake; a certificate the client does not
+//     trust is a TLS failure like any other, never a reason to use plain http;
 //   - gives up on the endpoint at once on connection refused or a TLS failure, or when a
 //     watchdog fires (no byte for progress_timeout, or slower than the throughput floor),
 //     remembering it as dead for `dead_endpoint_memory` so each blob does not dial it again;
@@ -55,6 +60,9 @@ struct RetryPolicy {
   std::chrono::milliseconds max_backoff{5000};
   std::chrono::seconds max_retry_after{60};  // longer Retry-After values are capped to this
   std::chrono::seconds dead_endpoint_memory{30};
+  // How long an endpoint that fell back to plain http (PlainHttpFallback) is asked over http
+  // directly, without a TLS attempt; after that one https attempt checks again.
+  std::chrono::seconds plain_http_memory{std::chrono::minutes(10)};
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
   // The watchdogs of every request (see HttpRequest): no byte for progress_timeout, or less
   // than min_bytes_per_second over min_speed_window, gives up on that endpoint at once (it is
@@ -167,6 +175,14 @@ class Client {
   void LogRetry(const Url& url, int next_attempt, const Error& reason,
                 std::chrono::milliseconds wait, std::string_view why) const;
 
+  // Whether `host` (an endpoint's) answered an https attempt as a plain http server within the
+  // last plain_http_memory; RememberPlainHttp records that, and logs it (debug).
+  bool SpeaksPlainHttp(const std::string& host);
+  void RememberPlainHttp(const RegistryEndpoint& endpoint, const Error& https_failure);
+  // The endpoint's base URL as it is reached now: http:// for one that fell back to plain http,
+  // for errors and for the `endpoint` a fetch reports.
+  std::string BaseUrlOf(const RegistryEndpoint& endpoint);
+
   bool IsDead(const std::string& host);
   void MarkDead(const std::string& host);
   Result<void> SleepFor(std::chrono::milliseconds duration, const CancelToken& cancel);
@@ -175,6 +191,7 @@ class Client {
   RetryPolicy policy_;
   std::mutex mutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> dead_until_;
+  std::map<std::string, std::chrono::steady_clock::time_point> plain_http_until_;
 };
 
 }  // namespace berth::registry

@@ -234,6 +234,66 @@ TEST_F(ClientTest, DebugLogShowsRequestsRetriesAndTokensButNoSecret) {
   }
 }
 
+// A loopback endpoint with the plain http fallback: the first request goes to https:// and may
+// fall back (the transport does that, and says so in https_failure); the client then remembers
+// the endpoint and asks the rest over http:// directly, with its credentials, and logs the
+// fallback once at debug.
+TEST_F(ClientTest, PlainHttpFallbackIsRememberedPerEndpointAndLogged) {
+  static std::ostringstream* captured = new std::ostringstream();  // outlives the log sink
+  ASSERT_TRUE(log::Init({.level = log::Level::kDebug}));
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(*captured));
+  credentials_ = {.username = "u", .password = Secret("pw-2f81")};
+  Session session = MakeSession({"https://127.0.0.1:5000", "https://127.0.0.2:5000"});
+  session.endpoints[0].plain_http_fallback = PlainHttpFallback::kWhenServerIsNotTls;
+  HttpResponse fell_back = ManifestResponse();
+  fell_back.https_failure = Error(ErrorCode::kUnavailable, "wrong version number");
+  transport_.Respond("GET", "https://127.0.0.1:5000/v2/library/app/manifests/", fell_back);
+  transport_.Respond("GET", "http://127.0.0.1:5000/v2/library/app/manifests/", ManifestResponse());
+  transport_.Respond("GET", "http://127.0.0.1:5000/v2/library/app/blobs/",
+                     {.status = 401, .headers = {{"www-authenticate", R"(Basic realm="R")"}}});
+  transport_.Respond("GET", "http://127.0.0.1:5000/v2/library/app/blobs/",
+                     {.status = 200, .body = "blob"});
+  const image::Descriptor blob{.digest = Digest::Sha256Of("blob"), .size = 4};
+
+  Result<FetchedManifest> resolved = client_.Resolve(session, "v1", CancelToken::Never());
+  ASSERT_TRUE(resolved) << resolved.error().ToString();
+  EXPECT_EQ(resolved->endpoint, "http://127.0.0.1:5000/v2") << "the URL it was reached at";
+  ASSERT_TRUE(client_.Resolve(session, "v2", CancelToken::Never()));
+  Result<std::string> fetched =
+      client_.FetchSmallBlob(session, blob, 1 << 10, CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  std::string text = captured->str();
+  ASSERT_TRUE(log::Init({}));  // back to info for the other tests
+
+  std::vector<HttpRequest> requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 4u);
+  EXPECT_EQ(requests[0].url, "https://127.0.0.1:5000/v2/library/app/manifests/v1");
+  EXPECT_EQ(requests[0].plain_http_fallback, PlainHttpFallback::kWhenServerIsNotTls);
+  EXPECT_EQ(requests[1].url, "http://127.0.0.1:5000/v2/library/app/manifests/v2");
+  EXPECT_EQ(requests[1].plain_http_fallback, PlainHttpFallback::kNever);
+  EXPECT_EQ(requests[3].url,
+            "http://127.0.0.1:5000/v2/library/app/blobs/" + blob.digest.ToString());
+  bool authorized = false;
+  for (const auto& [name, value] : requests[3].headers) authorized |= name == "Authorization";
+  EXPECT_TRUE(authorized) << "credentials still go to the endpoint over plain http";
+  size_t first = text.find("registry.plain_http_fallback host=127.0.0.1:5000");
+  ASSERT_NE(first, std::string::npos) << text;
+  EXPECT_EQ(text.find("registry.plain_http_fallback", first + 1), std::string::npos) << text;
+  EXPECT_NE(text.find("https_error=\"wrong version number\""), std::string::npos) << text;
+  // The other endpoint was never asked, and keeps https without a fallback.
+  EXPECT_EQ(session.endpoints[1].plain_http_fallback, PlainHttpFallback::kNever);
+}
+
+// An endpoint without the fallback never has its requests marked for one, even to a loopback
+// host (written as https://, or with TLS settings).
+TEST_F(ClientTest, EndpointWithoutFallbackAsksOverHttpsOnly) {
+  transport_.Respond("GET", "https://127.0.0.1:5000/v2/library/app/manifests/v1",
+                     ManifestResponse());
+  ASSERT_TRUE(client_.Resolve(MakeSession({"https://127.0.0.1:5000"}), "v1", CancelToken::Never()));
+  ASSERT_EQ(transport_.requests().size(), 1u);
+  EXPECT_EQ(transport_.requests()[0].plain_http_fallback, PlainHttpFallback::kNever);
+}
+
 TEST_F(ClientTest, RedirectGetsNoAuthorization) {
   credentials_ = {.registry_token = Secret("secret-token")};
   std::string blob = "blob-bytes";

@@ -79,6 +79,8 @@ struct Exchange {
   bool in_head = false;
   uint64_t head_bytes = 0;
   bool head_too_large = false;
+  // An https attempt that showed the server does not speak TLS (see PlainHttpFallback).
+  bool server_speaks_no_tls = false;
 
   // Watchdogs. They start once the connection is up (connect_timeout covers the time before).
   bool connected = false;
@@ -232,6 +234,30 @@ CURLcode AddCaFiles(CURL*, void* ssl_ctx, void* user) {
   return CURLE_OK;
 }
 
+// Whether a failed https exchange showed that the server does not speak TLS: it answered the
+// ClientHello with bytes that are not a TLS record (OpenSSL's "wrong version number" on the first
+// record: a plain HTTP server's "HTTP/1.1 400 ..."), or the TCP connection was made but the
+// handshake never finished before the connect timeout. containerd's isTLSError: a record header
+// of "HTTP/", or "TLS handshake timeout".
+bool ServerSpeaksNoTls(CURL* easy, CURLcode code, std::string_view detail,
+                       const HttpRequest& request) {
+  if (!request.url.starts_with("https://")) return false;
+  if (code == CURLE_SSL_CONNECT_ERROR) {
+    return detail.find("wrong version number") != std::string_view::npos;
+  }
+  if (code == CURLE_OPERATION_TIMEDOUT) {
+    // OpenSSL's backend names a timeout in the handshake so; curl 7.88 records no connect time
+    // until the whole connection, TLS included, is up.
+    if (detail.find("SSL connection timeout") != std::string_view::npos) return true;
+    curl_off_t connected_us = 0;
+    curl_off_t tls_done_us = 0;
+    curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &connected_us);
+    curl_easy_getinfo(easy, CURLINFO_APPCONNECT_TIME_T, &tls_done_us);
+    return connected_us > 0 && tls_done_us == 0;
+  }
+  return false;
+}
+
 Error TransportError(CURLcode code, const char* detail, const HttpRequest& request,
                      const CancelToken& cancel, Exchange& exchange) {
   std::string where = fmt::format("{} {}", request.method, request.url);
@@ -266,6 +292,10 @@ Error TransportError(CURLcode code, const char* detail, const HttpRequest& reque
       }
       return Error(ErrorCode::kInternal, fmt::format("{}: {}", where, why));
     case CURLE_OPERATION_TIMEDOUT:
+      if (exchange.server_speaks_no_tls) {
+        return Error(ErrorCode::kDeadlineExceeded,
+                     fmt::format("{}: TLS handshake timed out: {}", where, why));
+      }
       return Error(ErrorCode::kDeadlineExceeded, fmt::format("{}: {}", where, why));
     case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
@@ -274,7 +304,20 @@ Error TransportError(CURLcode code, const char* detail, const HttpRequest& reque
                                "configured for this host)",
                                where, why));
     case CURLE_PEER_FAILED_VERIFICATION:
+      return Error(ErrorCode::kUnavailable,
+                   fmt::format("{}: TLS handshake failed: the server's certificate is not "
+                               "trusted: {} (configure the registry's CA with ca_file, or "
+                               "insecure_skip_verify for a registry you trust; a server that "
+                               "speaks TLS is never retried over plain http)",
+                               where, why));
     case CURLE_SSL_CONNECT_ERROR:
+      if (exchange.server_speaks_no_tls) {
+        return Error(ErrorCode::kUnavailable,
+                     fmt::format("{}: TLS handshake failed: the server does not speak TLS: {} "
+                                 "(it answered like a plain HTTP server; if it is one, name the "
+                                 "endpoint with http://)",
+                                 where, why));
+      }
       return Error(ErrorCode::kUnavailable,
                    fmt::format("{}: TLS handshake failed: {} (configure the registry's CA with "
                                "ca_file, or a client certificate if it requires one)",
@@ -374,11 +417,41 @@ Result<std::unique_ptr<CurlTransport>> CurlTransport::Create() {
 CurlTransport::CurlTransport(std::unique_ptr<Shared> shared) : shared_(std::move(shared)) {}
 CurlTransport::~CurlTransport() = default;
 
+// One exchange as Perform() ran it, and whether it showed the server does not speak TLS.
+struct CurlTransport::Attempt {
+  Result<HttpResponse> response;
+  bool server_speaks_no_tls = false;
+};
+
 Result<HttpResponse> CurlTransport::RoundTrip(const HttpRequest& request, const BodySink* sink,
                                               const CancelToken& cancel) {
-  BERTH_RETURN_IF_ERROR(cancel.Check());
+  Attempt attempt = Perform(request, sink, cancel);
+  if (!attempt.server_speaks_no_tls ||
+      request.plain_http_fallback != PlainHttpFallback::kWhenServerIsNotTls) {
+    return std::move(attempt.response);
+  }
+  // Nothing reached the sink: the https attempt ended in the handshake, before any response.
+  HttpRequest plain = request;
+  plain.url = "http://" + request.url.substr(std::string_view("https://").size());
+  plain.plain_http_fallback = PlainHttpFallback::kNever;
+  Attempt fallback = Perform(plain, sink, cancel);
+  if (!fallback.response) {
+    return Fail(
+        std::move(fallback.response)
+            .error()
+            .WithContext(fmt::format("{} does not speak TLS; over plain http", request.url)));
+  }
+  fallback.response->https_failure = std::move(attempt.response).error();
+  return std::move(fallback.response);
+}
+
+CurlTransport::Attempt CurlTransport::Perform(const HttpRequest& request, const BodySink* sink,
+                                              const CancelToken& cancel) {
+  if (Result<void> checked = cancel.Check(); !checked) {
+    return {.response = Fail(std::move(checked).error())};
+  }
   CURL* easy = shared_->Acquire();
-  if (easy == nullptr) return Fail(ErrorCode::kInternal, "curl_easy_init failed");
+  if (easy == nullptr) return {.response = Fail(ErrorCode::kInternal, "curl_easy_init failed")};
   struct Releaser {
     Shared* shared;
     CURL* easy;
@@ -449,12 +522,14 @@ Result<HttpResponse> CurlTransport::RoundTrip(const HttpRequest& request, const 
 
   CURLcode code = curl_easy_perform(easy);
   if (code != CURLE_OK) {
-    return Fail(TransportError(code, error_buffer, request, cancel, exchange));
+    exchange.server_speaks_no_tls = ServerSpeaksNoTls(easy, code, error_buffer, request);
+    return {.response = Fail(TransportError(code, error_buffer, request, cancel, exchange)),
+            .server_speaks_no_tls = exchange.server_speaks_no_tls};
   }
   long status = 0;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
   exchange.response.status = static_cast<int>(status);
-  return std::move(exchange.response);
+  return {.response = std::move(exchange.response)};
 }
 
 }  // namespace berth::registry

@@ -3,7 +3,9 @@
 // CurlTransport: HttpTransport over libcurl (OpenSSL). Reuses connections, DNS results and TLS
 // sessions across requests (a curl share object plus a pool of easy handles), prefers HTTP/2 on
 // TLS, honours the environment's proxy variables (http_proxy, https_proxy, no_proxy), and adds a
-// host's CA file to the system trust store rather than replacing it.
+// host's CA file to the system trust store rather than replacing it. A request that allows the
+// plain http fallback (PlainHttpFallback) and reaches a server that does not speak TLS is sent
+// again over http:// within the same RoundTrip().
 //
 // Thread safety: RoundTrip() may be called from many threads at once.
 #pragma once
@@ -24,7 +26,11 @@ class CurlTransport final : public HttpTransport {
 
  private:
   struct Shared;
+  struct Attempt;
   explicit CurlTransport(std::unique_ptr<Shared> shared);
+  // One exchange, without the plain http fallback.
+  Attempt Perform(const HttpRequest& request, const BodySink* sink, const CancelToken& cancel);
+
   std::unique_ptr<Shared> shared_;
 };
 

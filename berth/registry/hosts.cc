@@ -84,11 +84,35 @@ bool HasTlsConfig(const config::RegistryConfig& registry, const std::string& hos
          tls.insecure_skip_verify;
 }
 
-// The scheme for an endpoint written without one: DefaultSchemeFor(host), except that TLS
-// settings configured for a loopback host ask for https there.
-std::string SchemeFor(const config::RegistryConfig& registry, const std::string& host) {
-  if (!IsLoopbackHost(host)) return "https";
-  return HasTlsConfig(registry, host) ? "https" : "http";
+// "127.0.0.1:5000" → "5000", "[::1]:443" → "443", "localhost" and "::1" → "".
+std::string_view PortOf(std::string_view host) {
+  if (host.starts_with('[')) {
+    size_t close = host.find("]:");
+    return close == std::string_view::npos ? std::string_view() : host.substr(close + 2);
+  }
+  size_t colon = host.find(':');
+  if (colon == std::string_view::npos || host.find(':', colon + 1) != std::string_view::npos) {
+    return {};
+  }
+  return host.substr(colon + 1);
+}
+
+// How an endpoint written without a scheme is reached.
+struct SchemeChoice {
+  std::string scheme;
+  PlainHttpFallback fallback = PlainHttpFallback::kNever;
+};
+
+// https, except on a loopback host without TLS settings, where containerd's rule for localhost
+// applies (core/remotes/docker/config/hosts.go, ConfigureHosts): port 80 is plain http; no port
+// or 443 is https; any other port is ambiguous, so https first, then plain http when the server
+// turns out not to speak TLS. TLS settings configured for a loopback host mean https only.
+SchemeChoice SchemeFor(const config::RegistryConfig& registry, const std::string& host) {
+  if (!IsLoopbackHost(host) || HasTlsConfig(registry, host)) return {.scheme = "https"};
+  std::string_view port = PortOf(host);
+  if (port == "80") return {.scheme = "http"};
+  if (port.empty() || port == "443") return {.scheme = "https"};
+  return {.scheme = "https", .fallback = PlainHttpFallback::kWhenServerIsNotTls};
 }
 
 // Splits "/path?query" into the endpoint's path and query.
@@ -101,9 +125,11 @@ void SetPathAndQuery(const std::string& path_and_query, RegistryEndpoint& endpoi
 Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
                                          std::string_view text, bool is_mirror) {
   std::string with_scheme(text);
+  SchemeChoice choice{.scheme = "https"};
   if (with_scheme.find("://") == std::string::npos) {
     size_t host_end = with_scheme.find_first_of("/?");
-    with_scheme = SchemeFor(registry, with_scheme.substr(0, host_end)) + "://" + with_scheme;
+    choice = SchemeFor(registry, with_scheme.substr(0, host_end));
+    with_scheme = choice.scheme + "://" + with_scheme;
   }
   Result<Url> url = ParseUrl(with_scheme);
   if (!url) {
@@ -116,6 +142,7 @@ Result<RegistryEndpoint> EndpointFromUrl(const config::RegistryConfig& registry,
   if (endpoint.path == "/") endpoint.path = "/v2";
   while (endpoint.path.size() > 1 && endpoint.path.back() == '/') endpoint.path.pop_back();
   endpoint.is_mirror = is_mirror;
+  endpoint.plain_http_fallback = choice.fallback;
   BERTH_ASSIGN_OR_RETURN(endpoint.tls, TlsFromConfig(registry, endpoint.host, endpoint.scheme));
   for (const auto& [name, values] : registry.headers) {
     for (const std::string& value : values) endpoint.headers.emplace_back(name, value);
@@ -128,7 +155,8 @@ Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& re
                                                 const config::HostsFileEntry& entry, bool is_mirror,
                                                 bool server_explicit, std::string_view domain) {
   std::string text = entry.url;
-  // containerd reaches an unconfigured localhost server over http, like the plain rules do.
+  // An unconfigured server is the registry's default host, without a scheme: the plain rules
+  // choose it (for a loopback host, containerd's localhost rule).
   if (!is_mirror && !server_explicit) text = DefaultHostFor(domain);
   BERTH_ASSIGN_OR_RETURN(RegistryEndpoint endpoint, EndpointFromUrl(registry, text, is_mirror));
   if (!entry.override_path && !endpoint.path.ends_with("/v2")) {
@@ -159,6 +187,8 @@ Result<RegistryEndpoint> EndpointFromHostsEntry(const config::RegistryConfig& re
                             domain, entry.url));
   }
   BERTH_RETURN_IF_ERROR(CheckTlsFiles(tls, endpoint.host));
+  // TLS settings for a loopback server mean https only there, as they do in configs.<host>.tls.
+  if (!(tls == TlsOptions{})) endpoint.plain_http_fallback = PlainHttpFallback::kNever;
   endpoint.tls = std::move(tls);
   for (const auto& [name, values] : entry.headers) {
     for (const std::string& value : values) endpoint.headers.emplace_back(name, value);
@@ -209,7 +239,7 @@ bool IsLoopbackHost(std::string_view host) {
 }
 
 std::string DefaultSchemeFor(std::string_view host) {
-  return IsLoopbackHost(host) ? "http" : "https";
+  return SchemeFor(config::RegistryConfig{}, std::string(host)).scheme;
 }
 
 std::string RegistryEndpoint::UrlFor(std::string_view relative_path) const {

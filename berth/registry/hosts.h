@@ -7,10 +7,13 @@
 //     host itself (its default endpoint) unless a mirror already names that host, or the host's
 //     `fallback` is "never".
 //   - docker.io is served at registry-1.docker.io.
-//   - An endpoint without a scheme is https, except on a loopback host (localhost, 127.0.0.0/8,
-//     ::1; with or without a port), which is plain http unless TLS settings are configured for
-//     it: then https. An endpoint without a path gets "/v2"; a query in its URL is kept and sent
-//     with every request.
+//   - An endpoint without a scheme is https. On a loopback host (localhost, 127.0.0.0/8, ::1)
+//     without TLS settings, containerd's localhost rule applies instead: port 80 is plain http,
+//     no port or 443 is https, and any other port is https first with a fallback to plain http
+//     when the server does not speak TLS (PlainHttpFallback; the client remembers the outcome
+//     per endpoint). TLS settings configured for a loopback host mean https only there. An
+//     endpoint written with a scheme (mirrors, hosts.toml) is used as written. An endpoint
+//     without a path gets "/v2"; a query in its URL is kept and sent with every request.
 //   - Every endpoint on another host than the registry's own carries `mirror_of`, so each of its
 //     requests says `ns=<registry domain>` (see RegistryEndpoint::UrlFor).
 //   - TLS comes from `configs.<endpoint host>.tls`: the CA file is added to the system pool, a
@@ -54,6 +57,9 @@ struct RegistryEndpoint {
   // ("docker.io"), sent as `ns=<domain>` with every request, as containerd does, so that a
   // pull-through cache knows which upstream a path belongs to. Empty for the registry itself.
   std::string mirror_of;
+  // kWhenServerIsNotTls for an https endpoint on a loopback host written without a scheme (see
+  // the rules above): requests to it fall back to plain http when the server does not speak TLS.
+  PlainHttpFallback plain_http_fallback = PlainHttpFallback::kNever;
 
   // "https://mirror.local:5000/v2" (without the query)
   std::string BaseUrl() const { return scheme + "://" + host + path; }
@@ -71,7 +77,8 @@ std::string DefaultHostFor(std::string_view domain);
 // or without a port: containerd's localhost.
 bool IsLoopbackHost(std::string_view host);
 
-// "http" for a loopback host (IsLoopbackHost), else "https".
+// The scheme of `host` written without one and without TLS settings: "http" for a loopback
+// host on port 80, else "https".
 std::string DefaultSchemeFor(std::string_view host);
 
 // The endpoints serving `domain` (a reference's domain, e.g. "docker.io", "127.0.0.1:5000"),

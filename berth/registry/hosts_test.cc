@@ -25,29 +25,65 @@ TEST(HostsTest, DefaultsWithoutConfig) {
             std::vector<std::string>{"https://registry-1.docker.io/v2"});
   EXPECT_EQ(Urls(ResolveEndpoints(registry, "quay.io").value()),
             std::vector<std::string>{"https://quay.io/v2"});
-  for (std::string local :
-       {"localhost", "localhost:5000", "127.0.0.1:5000", "[::1]:5000", "127.0.0.1"}) {
-    auto endpoints = ResolveEndpoints(registry, local).value();
-    EXPECT_EQ(endpoints[0].scheme, "http") << local;
-    EXPECT_EQ(endpoints[0].host, local);
-  }
+  EXPECT_EQ(ResolveEndpoints(registry, "quay.io").value()[0].plain_http_fallback,
+            PlainHttpFallback::kNever);
   EXPECT_EQ(DefaultSchemeFor("128.0.0.1:5000"), "https");
+}
+
+// containerd's localhost rule (core/remotes/docker/config/hosts.go): on a port other than 80 and
+// 443, https first and plain http when the server does not speak TLS; port 80 is plain http; no
+// port or 443 is https only.
+TEST(HostsTest, LoopbackHostsTryHttpsThenPlainHttpOnAnAmbiguousPort) {
+  config::RegistryConfig registry;
+  for (std::string local : {"localhost:5000", "127.0.0.1:5000", "[::1]:5000", "127.0.0.2:8443",
+                            "[::ffff:127.0.0.9]:5000"}) {
+    auto endpoints = ResolveEndpoints(registry, local).value();
+    ASSERT_EQ(endpoints.size(), 1u) << local;
+    EXPECT_EQ(endpoints[0].scheme, "https") << local;
+    EXPECT_EQ(endpoints[0].host, local);
+    EXPECT_EQ(endpoints[0].plain_http_fallback, PlainHttpFallback::kWhenServerIsNotTls) << local;
+    EXPECT_EQ(DefaultSchemeFor(local), "https") << local;
+  }
+  for (std::string https_only : {"localhost", "127.0.0.1", "127.0.0.1:443", "[::1]:443", "::1"}) {
+    auto endpoints = ResolveEndpoints(registry, https_only).value();
+    EXPECT_EQ(endpoints[0].scheme, "https") << https_only;
+    EXPECT_EQ(endpoints[0].plain_http_fallback, PlainHttpFallback::kNever) << https_only;
+  }
+  for (std::string http_only : {"localhost:80", "127.0.0.3:80", "[::1]:80"}) {
+    auto endpoints = ResolveEndpoints(registry, http_only).value();
+    EXPECT_EQ(endpoints[0].scheme, "http") << http_only;
+    EXPECT_EQ(endpoints[0].plain_http_fallback, PlainHttpFallback::kNever) << http_only;
+    EXPECT_EQ(DefaultSchemeFor(http_only), "http") << http_only;
+  }
+  // A mirror written without a scheme gets the same rule; one written with a scheme is used as
+  // written, without a fallback.
+  registry.mirrors["docker.io"].endpoints = {"127.0.0.1:5001", "http://127.0.0.1:5002",
+                                             "https://127.0.0.1:5003"};
+  auto mirrored = ResolveEndpoints(registry, "docker.io").value();
+  ASSERT_EQ(mirrored.size(), 4u);
+  EXPECT_EQ(mirrored[0].BaseUrl(), "https://127.0.0.1:5001/v2");
+  EXPECT_EQ(mirrored[0].plain_http_fallback, PlainHttpFallback::kWhenServerIsNotTls);
+  EXPECT_EQ(mirrored[1].BaseUrl(), "http://127.0.0.1:5002/v2");
+  EXPECT_EQ(mirrored[1].plain_http_fallback, PlainHttpFallback::kNever);
+  EXPECT_EQ(mirrored[2].BaseUrl(), "https://127.0.0.1:5003/v2");
+  EXPECT_EQ(mirrored[2].plain_http_fallback, PlainHttpFallback::kNever);
+  EXPECT_EQ(mirrored[3].plain_http_fallback, PlainHttpFallback::kNever);  // docker.io itself
 }
 
 TEST(HostsTest, EveryLoopbackAddressIsLocalhost) {
   for (std::string local : {"127.0.0.2:5000", "127.1.2.3", "127.255.255.254:443", "[::1]", "::1",
                             "[::ffff:127.0.0.9]:5000", "localhost:80"}) {
     EXPECT_TRUE(IsLoopbackHost(local)) << local;
-    EXPECT_EQ(DefaultSchemeFor(local), "http") << local;
   }
   for (std::string remote : {"128.0.0.1", "10.127.0.1:5000", "[::2]:5000", "localhost.example",
-                             "127.example", "[::ffff:10.0.0.1]"}) {
+                             "127.example", "[::ffff:10.0.0.1]", "10.0.0.1:80"}) {
     EXPECT_FALSE(IsLoopbackHost(remote)) << remote;
     EXPECT_EQ(DefaultSchemeFor(remote), "https") << remote;
   }
   config::RegistryConfig registry;
   auto endpoints = ResolveEndpoints(registry, "127.0.0.2:5000").value();
-  EXPECT_EQ(Urls(endpoints), std::vector<std::string>{"http://127.0.0.2:5000/v2"});
+  EXPECT_EQ(Urls(endpoints), std::vector<std::string>{"https://127.0.0.2:5000/v2"});
+  EXPECT_EQ(endpoints[0].plain_http_fallback, PlainHttpFallback::kWhenServerIsNotTls);
 }
 
 TEST(HostsTest, TlsSettingsForALoopbackHostMeanHttps) {
@@ -57,6 +93,7 @@ TEST(HostsTest, TlsSettingsForALoopbackHostMeanHttps) {
   ASSERT_TRUE(endpoints) << endpoints.error().ToString();
   EXPECT_EQ(Urls(*endpoints), std::vector<std::string>{"https://127.0.0.2:5000/v2"});
   EXPECT_TRUE((*endpoints)[0].tls.insecure_skip_verify);
+  EXPECT_EQ((*endpoints)[0].plain_http_fallback, PlainHttpFallback::kNever) << "https only";
   // Written out as http, the endpoint keeps its scheme, and the TLS settings do not fit it.
   registry.mirrors["127.0.0.2:5000"].endpoints = {"http://127.0.0.2:5000"};
   auto explicit_http = ResolveEndpoints(registry, "127.0.0.2:5000");
@@ -85,7 +122,7 @@ TEST(HostsTest, MirrorsSayWhichRegistryTheyServe) {
   auto for_local = ResolveEndpoints(local, "127.0.0.1:5000").value();
   ASSERT_EQ(for_local.size(), 2u);
   EXPECT_EQ(for_local[0].UrlFor("/a"), "http://127.0.0.1:9/v2/a?ns=127.0.0.1%3A5000");
-  EXPECT_EQ(for_local[1].UrlFor("/a"), "http://127.0.0.1:5000/v2/a");
+  EXPECT_EQ(for_local[1].UrlFor("/a"), "https://127.0.0.1:5000/v2/a");  // then plain http
 }
 
 TEST(HostsTest, MirrorsThenDefault) {
@@ -226,7 +263,7 @@ TEST_F(HostsDirTest, DefaultDirectoryAndFallbackNever) {
   EXPECT_EQ((*endpoints)[0].BaseUrl(), "https://everything.test/v2");
 }
 
-TEST_F(HostsDirTest, LocalhostServerDefaultsToHttpAndMissingCaIsNamed) {
+TEST_F(HostsDirTest, LocalhostServerTriesHttpsThenHttpAndMissingCaIsNamed) {
   Write("127.0.0.1:5000/hosts.toml", R"([host."https://m.test"]
   ca = "/nonexistent/ca.pem"
 )");
@@ -238,7 +275,9 @@ TEST_F(HostsDirTest, LocalhostServerDefaultsToHttpAndMissingCaIsNamed) {
 )");
   endpoints = ResolveEndpoints(registry, "127.0.0.1:5000");
   ASSERT_TRUE(endpoints) << endpoints.error().ToString();
-  EXPECT_EQ(endpoints->back().BaseUrl(), "http://127.0.0.1:5000/v2");
+  EXPECT_EQ(endpoints->back().BaseUrl(), "https://127.0.0.1:5000/v2");
+  EXPECT_EQ(endpoints->back().plain_http_fallback, PlainHttpFallback::kWhenServerIsNotTls);
+  EXPECT_EQ(endpoints->front().plain_http_fallback, PlainHttpFallback::kNever);  // https://m.test
 }
 
 TEST_F(HostsDirTest, NoHostsFileMeansDefaults) {

@@ -35,6 +35,17 @@ struct TlsOptions {
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
 
+// Whether an https:// exchange may be repeated over plain http, as containerd does for a
+// loopback registry written without a scheme.
+enum class PlainHttpFallback {
+  kNever,
+  // Repeat the exchange once over http:// when the https attempt shows the server does not speak
+  // TLS: it answered the TLS handshake with something that is not TLS (a plain HTTP server's
+  // reply), or the TCP connection was made but the handshake timed out. Any other failure,
+  // a certificate the client does not trust among them, is returned as it is.
+  kWhenServerIsNotTls,
+};
+
 struct HttpRequest {
   std::string method = "GET";
   std::string url;
@@ -53,12 +64,17 @@ struct HttpRequest {
   // Largest body buffered into HttpResponse::body (successful bodies without a sink, and every
   // error body); more is kResourceExhausted for successes and silently cut for errors.
   size_t max_buffered_body = 4 << 20;
+  // For an https:// URL: see PlainHttpFallback. Ignored for http://.
+  PlainHttpFallback plain_http_fallback = PlainHttpFallback::kNever;
 };
 
 struct HttpResponse {
   int status = 0;
   HeaderList headers;  // names lowercased, in arrival order
   std::string body;
+  // Set when the exchange was repeated over plain http (PlainHttpFallback): why the https
+  // attempt failed. The response is then that of the http:// URL.
+  std::optional<Error> https_failure;
 
   // The first value of header `name` (lowercase), if any.
   std::optional<std::string> Header(std::string_view name) const;
@@ -76,7 +92,9 @@ class HttpTransport {
 
   // Performs one exchange. Blocks on the network; honours `cancel`. When `sink` is given, a 2xx
   // body goes to it instead of HttpResponse::body. A response with any status is a success of
-  // the transport; errors are for exchanges that did not complete:
+  // the transport. With request.plain_http_fallback, an https:// exchange that reaches a server
+  // that does not speak TLS is sent once more over http:// and its response carries
+  // `https_failure`. Errors are for exchanges that did not complete:
   //   kUnavailable       no exchange took place: DNS, connection refused, TLS handshake failed;
   //                      or a watchdog gave up on a stalled or too slow exchange (the message
   //                      names the limit): the endpoint is not worth retrying right now;

@@ -278,12 +278,15 @@ TEST_F(ImageServiceTest, DebugLogShowsEndpointsAndLayerTimings) {
                                                               << text;
   };
   const std::string ref = RegexQuote(Ref("a"));
+  // The loopback registry is configured as https, then plain http (containerd's rule), and
+  // reached over plain http once the first request found it speaks no TLS.
+  const std::string configured = RegexQuote("https://" + registry_->host() + "/v2");
   const std::string url = RegexQuote("http://" + registry_->host() + "/v2");
   EXPECT_TRUE(logged(" debug pull\\.endpoints ref=" + ref +
                      " count=1 mirrors_key=none config_path=none fallback=always\n"));
-  EXPECT_TRUE(logged(" debug pull\\.endpoint ref=" + ref + " order=1 url=" + url +
-                     " role=registry why=\"the registry itself \\(fallback = always\\); plain "
-                     "http: a loopback host\"\n"));
+  EXPECT_TRUE(logged(" debug pull\\.endpoint ref=" + ref + " order=1 url=" + configured +
+                     " role=registry why=\"the registry itself \\(fallback = always\\); https, "
+                     "or plain http if the server does not speak TLS: a loopback host\"\n"));
   EXPECT_TRUE(logged(" debug pull\\.resolved ref=" + ref + " endpoint=" + url +
                      " digest=" + image_a_->manifest.digest.ToString() + " "));
   for (size_t i = 0; i < image_a_->layers.size(); ++i) {

@@ -190,11 +190,17 @@ std::string ClosedLoopbackHost() {
 // Forwards TCP connections from another loopback address (127.0.0.2, ::1; the port is chosen
 // by the kernel) to 127.0.0.1:`target_port`, where the test registries listen, so that a pull can
 // name a registry by that address. Each connection gets a thread that copies bytes both ways
-// until either side closes.
+// until either side closes. It counts the connections that open with a TLS handshake record
+// (0x16) and those that open with anything else (plain HTTP).
 class LoopbackRelay {
  public:
+  // What the relay does with a connection that opens with a TLS handshake: forward it like any
+  // other, or swallow it and never answer (a plain server that waits for a request line).
+  enum class TlsHandshakes { kForward, kSwallow };
+
   // Null when `address` cannot be bound (no IPv6, say).
-  static std::unique_ptr<LoopbackRelay> Start(const std::string& address, uint16_t target_port) {
+  static std::unique_ptr<LoopbackRelay> Start(const std::string& address, uint16_t target_port,
+                                              TlsHandshakes tls = TlsHandshakes::kForward) {
     const bool v6 = address.find(':') != std::string::npos;
     sockaddr_storage storage{};
     socklen_t length = 0;
@@ -216,7 +222,7 @@ class LoopbackRelay {
       ::close(fd);
       return nullptr;
     }
-    auto relay = std::unique_ptr<LoopbackRelay>(new LoopbackRelay(fd, target_port));
+    auto relay = std::unique_ptr<LoopbackRelay>(new LoopbackRelay(fd, target_port, tls));
     relay->port_ = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port
                             : reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
     relay->acceptor_ = std::thread([raw = relay.get()] { raw->Accept(); });
@@ -233,10 +239,12 @@ class LoopbackRelay {
   }
 
   uint16_t port() const { return port_; }
+  size_t tls_connections() const { return tls_connections_.load(); }
+  size_t plain_connections() const { return plain_connections_.load(); }
 
  private:
-  LoopbackRelay(int listener, uint16_t target_port)
-      : listener_(listener), target_port_(target_port) {}
+  LoopbackRelay(int listener, uint16_t target_port, TlsHandshakes tls)
+      : listener_(listener), target_port_(target_port), tls_(tls) {}
 
   void Accept() {
     while (!stopping_) {
@@ -251,6 +259,19 @@ class LoopbackRelay {
   }
 
   void Pump(int client) {
+    pollfd first{.fd = client, .events = POLLIN, .revents = 0};
+    char byte = 0;
+    if (::poll(&first, 1, 5000) == 1 && ::recv(client, &byte, 1, MSG_PEEK) == 1) {
+      ++(byte == '\x16' ? tls_connections_ : plain_connections_);
+    }
+    if (byte == '\x16' && tls_ == TlsHandshakes::kSwallow) {
+      std::vector<char> sink(4096);
+      while (!stopping_) {
+        if (::poll(&first, 1, 100) == 1 && ::read(client, sink.data(), sink.size()) <= 0) break;
+      }
+      ::close(client);
+      return;
+    }
     int upstream = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in target{};
     target.sin_family = AF_INET;
@@ -288,8 +309,11 @@ class LoopbackRelay {
 
   const int listener_;
   const uint16_t target_port_;
+  const TlsHandshakes tls_;
   uint16_t port_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<size_t> tls_connections_{0};
+  std::atomic<size_t> plain_connections_{0};
   std::thread acceptor_;
   std::mutex mutex_;
   std::vector<std::thread> pumps_;
@@ -412,8 +436,8 @@ TEST_F(PullTest, MissingTagIsNotFound) {
 // ---------------------------------------------------------------------------------------------
 // 2. TLS with a generated CA
 
-// An https endpoint for a loopback registry (loopback hosts default to http): a mirror entry
-// naming the registry itself with the https scheme.
+// An https-only endpoint for a loopback registry (written without a scheme, a loopback host
+// would fall back to plain http): a mirror entry naming the registry itself with https://.
 config::Config HttpsConfig(const TestRegistry& registry) {
   config::Config config = config::DefaultConfig();
   config.registry.mirrors[registry.host()].endpoints = {"https://" + registry.host()};
@@ -439,8 +463,9 @@ TEST_F(PullTest, TlsWithConfiguredCaSucceedsAndFailsWithoutIt) {
   ExpectPulled(Pull(with_ca, reference), image);
 }
 
-// Every loopback address is localhost (as in containerd): a registry named by 127.0.0.2 or ::1
-// without a scheme is reached over plain http, not only one named by 127.0.0.1.
+// Every loopback address is localhost (as in containerd): a plain http registry named by
+// 127.0.0.2 or ::1 without a scheme is reached (https first, then plain http), not only one named
+// by 127.0.0.1.
 TEST_F(PullTest, EveryLoopbackAddressIsReachedOverPlainHttp) {
   auto registry = StartRegistry();
   ASSERT_NE(registry, nullptr);
@@ -466,6 +491,114 @@ TEST_F(PullTest, TlsConfiguredForALoopbackHostMeansHttps) {
   config::Config config = config::DefaultConfig();
   config.registry.configs[registry->host()].tls.ca_file = registry->ca_file().string();
   ExpectPulled(Pull(config, registry->host() + "/demo:tls"), image);
+}
+
+// containerd's localhost rule: a loopback registry named without a scheme, on a port other than
+// 80 and 443 and without TLS settings, is asked over https first; a plain http registry answers
+// the handshake with "HTTP/1.1 400", and the pull goes on over plain http. The client remembers
+// that: one TLS attempt for the whole pull (manifest, config, three layers) and none for a second
+// pull through the same Puller.
+TEST_F(PullTest, PlainHttpLoopbackRegistryIsPulledAfterOneHttpsAttempt) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image =
+      MakeImage({MakeLayer(64 << 10, 14), MakeLayer(32 << 10, 15), MakeLayer(1000, 16)});
+  ASSERT_TRUE(Push(*registry, kRepository, "fallback", image));
+  ASSERT_TRUE(Push(*registry, kRepository, "again", image));
+  std::unique_ptr<LoopbackRelay> relay = LoopbackRelay::Start("127.0.0.1", registry->port());
+  ASSERT_NE(relay, nullptr);
+  const std::string host = "127.0.0.1:" + std::to_string(relay->port());
+
+  std::unique_ptr<Puller> puller = MakePuller();
+  ExpectPulled(puller->Pull(host + "/demo:fallback", Amd64(), nullptr, CancelToken::Never()),
+               image);
+  EXPECT_EQ(relay->tls_connections(), 1u) << "https is tried once, then remembered as plain http";
+  EXPECT_GE(relay->plain_connections(), 1u);
+  ExpectPulled(puller->Pull(host + "/demo:again", Amd64(), nullptr, CancelToken::Never()), image);
+  EXPECT_EQ(relay->tls_connections(), 1u) << "the second pull asks over plain http directly";
+}
+
+// containerd also falls back when the TCP connection is made but the TLS handshake times out (a
+// plain server that waits for a request line and never answers the ClientHello): the transport
+// repeats the exchange over http:// and says why; without the fallback the timeout is the error.
+TEST_F(PullTest, TlsHandshakeTimeoutFallsBackToPlainHttp) {
+  auto registry = StartRegistry();
+  ASSERT_NE(registry, nullptr);
+  std::unique_ptr<LoopbackRelay> relay =
+      LoopbackRelay::Start("127.0.0.1", registry->port(), LoopbackRelay::TlsHandshakes::kSwallow);
+  ASSERT_NE(relay, nullptr);
+  registry::HttpRequest request{
+      .url = "https://127.0.0.1:" + std::to_string(relay->port()) + "/v2/",
+      .connect_timeout = std::chrono::milliseconds(700),
+      .plain_http_fallback = registry::PlainHttpFallback::kWhenServerIsNotTls};
+
+  Result<registry::HttpResponse> fell_back =
+      transport_->RoundTrip(request, nullptr, CancelToken::Never());
+  ASSERT_OK(fell_back);
+  EXPECT_EQ(fell_back->status, 200);
+  ASSERT_TRUE(fell_back->https_failure.has_value());
+  EXPECT_THAT(fell_back->https_failure->message(), HasSubstr("TLS handshake timed out"));
+  EXPECT_EQ(relay->tls_connections(), 1u);
+  EXPECT_EQ(relay->plain_connections(), 1u);
+
+  request.plain_http_fallback = registry::PlainHttpFallback::kNever;
+  Result<registry::HttpResponse> timed_out =
+      transport_->RoundTrip(request, nullptr, CancelToken::Never());
+  EXPECT_THAT(timed_out, FailsWith(ErrorCode::kDeadlineExceeded));
+  EXPECT_EQ(relay->plain_connections(), 1u);
+}
+
+// A TLS loopback registry whose CA is configured is reached over https only, whether the CA is
+// given in configs.<host>.tls or in the host's hosts.toml (the default server, written without a
+// scheme): never a plain http connection.
+TEST_F(PullTest, TlsLoopbackRegistryWithItsCaIsPulledOverHttpsOnly) {
+  auto registry = StartRegistry({.mode = TestRegistryMode::kTls});
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(20 << 10, 17), MakeLayer(1000, 18)});
+  ASSERT_TRUE(Push(*registry, kRepository, "tls", image));
+  std::unique_ptr<LoopbackRelay> relay = LoopbackRelay::Start("127.0.0.1", registry->port());
+  ASSERT_NE(relay, nullptr);
+  const std::string host = "127.0.0.1:" + std::to_string(relay->port());
+
+  config::Config in_configs = config::DefaultConfig();
+  in_configs.registry.configs[host].tls.ca_file = registry->ca_file().string();
+  ExpectPulled(Pull(in_configs, host + "/demo:tls"), image);
+
+  // The blobs are stored now; the second pull still resolves the tag at the registry.
+  const std::filesystem::path certs_d = dir_.Join("certs.d");
+  std::filesystem::create_directories(certs_d / host);
+  std::ofstream(certs_d / host / "hosts.toml")
+      << "ca = \"" << registry->ca_file().string() << "\"\n";
+  config::Config in_hosts_toml = config::DefaultConfig();
+  in_hosts_toml.registry.config_path = certs_d.string();
+  Result<PulledImage> pulled = Pull(in_hosts_toml, host + "/demo:tls");
+  EXPECT_OK(pulled);
+  EXPECT_EQ(relay->plain_connections(), 0u)
+      << "a server configured for TLS is never asked over http";
+  EXPECT_GE(relay->tls_connections(), 1u);  // curl may reuse one connection for both pulls
+}
+
+// A TLS loopback registry whose certificate is not trusted (no CA configured) fails the pull with
+// a TLS error naming the untrusted certificate and what to configure. It is not retried over
+// plain http: the server speaks TLS, and a certificate error is no reason to drop it (containerd
+// falls back only when the reply to the handshake is plain HTTP, or the handshake times out).
+TEST_F(PullTest, UntrustedTlsLoopbackRegistryFailsWithoutFallingBackToHttp) {
+  auto registry = StartRegistry({.mode = TestRegistryMode::kTls});
+  ASSERT_NE(registry, nullptr);
+  imagegen::Image image = MakeImage({MakeLayer(1000, 19)});
+  ASSERT_TRUE(Push(*registry, kRepository, "tls", image));
+  std::unique_ptr<LoopbackRelay> relay = LoopbackRelay::Start("127.0.0.1", registry->port());
+  ASSERT_NE(relay, nullptr);
+  const std::string host = "127.0.0.1:" + std::to_string(relay->port());
+
+  Result<PulledImage> refused = Pull(host + "/demo:tls");
+  ASSERT_FALSE(refused);
+  EXPECT_THAT(refused, FailsWith(ErrorCode::kUnavailable));
+  EXPECT_THAT(refused.error().ToString(), HasSubstr("certificate is not trusted"));
+  EXPECT_THAT(refused.error().ToString(), HasSubstr("ca_file"));
+  EXPECT_EQ(relay->plain_connections(), 0u) << "no downgrade to plain http";
+  EXPECT_GE(relay->tls_connections(), 1u);
+  EXPECT_TRUE(StoredBlobs().empty());
 }
 
 // ---------------------------------------------------------------------------------------------

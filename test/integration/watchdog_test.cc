@@ -195,7 +195,9 @@ TEST_F(WatchdogTest, StalledMirrorTimesOutAndUpstreamServesTheRest) {
   std::string log = CapturedLog::Get().Text().substr(log_start);
   EXPECT_THAT(log, AllOf(HasSubstr("registry.endpoint_failed"),
                          HasSubstr("endpoint=" + mirror_proxy->url()),
-                         HasSubstr("next=" + upstream_proxy->url()),
+                         // Not contacted yet: the loopback upstream is named as configured,
+                         // https first (then plain http, containerd's localhost rule).
+                         HasSubstr("next=https://" + upstream_proxy->host()),
                          HasSubstr("no data received for 1s (image_pull_progress_timeout)")))
       << log;
 }
