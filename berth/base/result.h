@@ -27,8 +27,8 @@ class [[nodiscard]] Result : public tl::expected<T, Error> {
 };
 
 // The failure value: `return Fail(ErrorCode::kNotFound, "…");`
-inline tl::unexpected<Error> Fail(ErrorCode code, std::string message) {
-  return tl::unexpected<Error>(Error(code, std::move(message)));
+inline tl::unexpected<Error> Fail(ErrorCode code, std::string_view message) {
+  return tl::unexpected<Error>(Error(code, message));
 }
 inline tl::unexpected<Error> Fail(Error error) { return tl::unexpected<Error>(std::move(error)); }
 

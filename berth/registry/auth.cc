@@ -253,6 +253,36 @@ Error Authorizer::Refused(std::string_view host, std::string_view scope,
                            challenge->Describe()));
 }
 
+namespace {
+
+// The token request of the Docker token protocol: the OAuth2 refresh-token grant (POST) when
+// there is a refresh token (an identity token is one), else a GET with the scopes in the query
+// and the user's Basic credentials, if any.
+HttpRequest TokenRequest(const std::string& realm, const std::string& service,
+                         const std::vector<std::string>& scopes, const Credentials& credentials,
+                         const Secret& refresh_token) {
+  HttpRequest request;
+  request.url = realm;
+  request.max_buffered_body = kMaxTokenResponseBytes;
+  if (!refresh_token.empty()) {
+    request.method = "POST";
+    request.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+    request.body = "grant_type=refresh_token&client_id=berth&service=" + QueryEscape(service) +
+                   "&refresh_token=" + QueryEscape(refresh_token.reveal());
+    for (const std::string& one : scopes) request.body += "&scope=" + QueryEscape(one);
+    return request;
+  }
+  request.url += realm.find('?') == std::string::npos ? "?" : "&";
+  request.url += "service=" + QueryEscape(service);
+  for (const std::string& one : scopes) request.url += "&scope=" + QueryEscape(one);
+  if (!credentials.username.empty()) {
+    request.headers.emplace_back("Authorization", BasicAuthorization(credentials));
+  }
+  return request;
+}
+
+}  // namespace
+
 Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& challenge,
                                       std::string_view scope, const CancelToken& cancel) {
   std::string realm = challenge.Param("realm");
@@ -271,25 +301,8 @@ Result<Secret> Authorizer::FetchToken(std::string_view host, const Challenge& ch
     }
   }
 
-  HttpRequest request;
-  request.url = realm;
+  HttpRequest request = TokenRequest(realm, service, scopes, credentials, refresh_token);
   request.tls = tls_for_host_(realm_url.host);
-  request.max_buffered_body = kMaxTokenResponseBytes;
-  if (!refresh_token.empty()) {
-    // OAuth2 refresh-token grant (the identity token is a refresh token).
-    request.method = "POST";
-    request.headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
-    request.body = "grant_type=refresh_token&client_id=berth&service=" + QueryEscape(service) +
-                   "&refresh_token=" + QueryEscape(refresh_token.reveal());
-    for (const std::string& one : scopes) request.body += "&scope=" + QueryEscape(one);
-  } else {
-    request.url += realm.find('?') == std::string::npos ? "?" : "&";
-    request.url += "service=" + QueryEscape(service);
-    for (const std::string& one : scopes) request.url += "&scope=" + QueryEscape(one);
-    if (!credentials.username.empty()) {
-      request.headers.emplace_back("Authorization", BasicAuthorization(credentials));
-    }
-  }
   const auto started = Clock::now();
   Result<HttpResponse> response = transport_.RoundTrip(request, nullptr, cancel);
   auto elapsed =

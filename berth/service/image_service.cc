@@ -427,22 +427,25 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
       puller_.Pull(reference.ToString(), pull_options, progress, cancel);
   if (!pulled) return Fail(std::move(pulled).error());
   admission_.Learn(admitted);
+  return RecordPulledImage(reference, *pulled);
+}
 
+Result<PullResult> ImageService::RecordPulledImage(const Reference& reference,
+                                                   const pull::PulledImage& pulled) {
   ImageEntry entry;
-  entry.id = pulled->image_id;
+  entry.id = pulled.image_id;
   entry.snapshotter = options_.snapshotter_name;
-  entry.user = pulled->config.user;
-  entry.chain = ChainStrings(pulled->config.diff_ids);
-  entry.size = pulled->content_size;
-  if (pulled->target.digest != pulled->manifest.digest)
-    entry.blobs.push_back(pulled->target.digest);
-  entry.blobs.push_back(pulled->manifest.digest);
-  entry.blobs.push_back(pulled->image_id);
-  for (const image::Descriptor& layer : pulled->parsed_manifest.layers) {
+  entry.user = pulled.config.user;
+  entry.chain = ChainStrings(pulled.config.diff_ids);
+  entry.size = pulled.content_size;
+  if (pulled.target.digest != pulled.manifest.digest) entry.blobs.push_back(pulled.target.digest);
+  entry.blobs.push_back(pulled.manifest.digest);
+  entry.blobs.push_back(pulled.image_id);
+  for (const image::Descriptor& layer : pulled.parsed_manifest.layers) {
     entry.blobs.push_back(layer.digest);
   }
   BERTH_ASSIGN_OR_RETURN(entry.config_json,
-                         store_.ReadBlob(pulled->image_id, image::kMaxManifestBytes));
+                         store_.ReadBlob(pulled.image_id, image::kMaxManifestBytes));
   if (!entry.chain.empty()) {
     BERTH_RETURN_IF_ERROR(
         WithContext(snapshotter_.Stat(entry.chain.back()),
@@ -451,10 +454,10 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
 
   // Names, last and in one transaction: the ID, the tag (if any), the repo digest.
   metadata::ImageRecord base{
-      .target = {.media_type = pulled->target.media_type,
-                 .digest = pulled->target.digest,
-                 .size = pulled->target.size},
-      .image_id = pulled->image_id,
+      .target = {.media_type = pulled.target.media_type,
+                 .digest = pulled.target.digest,
+                 .size = pulled.target.size},
+      .image_id = pulled.image_id,
       .chain_id = entry.top_chain_id(),
       .snapshotter = options_.snapshotter_name,
       .labels = {{std::string(metadata::kManagedLabel), std::string(metadata::kManagedValue)}}};
@@ -462,13 +465,13 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
   if (reference.has_tag()) names.push_back(reference.ToString());
   // A converted schema1 image has no repo digest: its manifest is berth's, not the registry's.
   std::string repo_digest;
-  if (!pulled->converted_schema1) {
-    repo_digest = reference.NameOnly().WithDigest(pulled->target.digest).ToString();
+  if (!pulled.converted_schema1) {
+    repo_digest = reference.NameOnly().WithDigest(pulled.target.digest).ToString();
     names.push_back(repo_digest);
   }
   std::vector<metadata::ImageRecord> records;
   records.push_back(base);
-  records.back().name = pulled->image_id.ToString();
+  records.back().name = pulled.image_id.ToString();
   for (const std::string& name : names) {
     records.push_back(base);
     records.back().name = name;
@@ -483,7 +486,7 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
   // garbage, and no pull will resume it.
   DropDeadLeasesOf(entry, PullLeaseDescription(reference), "the image was pulled");
   return PullResult{
-      .image_id = pulled->image_id, .reference = reference.ToString(), .repo_digest = repo_digest};
+      .image_id = pulled.image_id, .reference = reference.ToString(), .repo_digest = repo_digest};
 }
 
 std::optional<ImageEntry> ImageService::Resolve(std::string_view ref_or_id) const {

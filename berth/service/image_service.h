@@ -256,6 +256,9 @@ class ImageService {
   Result<PullResult> PullUnderLease(const PullRequest& request, const Reference& reference,
                                     PullLease& lease, uint64_t progress_id,
                                     const CancelToken& cancel);
+  // The end of a pull: checks the image's top layer is unpacked, then writes its names (ID, tag,
+  // repo digest) in one transaction and indexes it.
+  Result<PullResult> RecordPulledImage(const Reference& reference, const pull::PulledImage& pulled);
   Result<void> Rebuild();
   // Reads the image's blobs back from the content store into an entry (no names).
   Result<ImageEntry> LoadEntry(const metadata::ImageRecord& record);
