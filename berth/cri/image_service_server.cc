@@ -6,7 +6,7 @@
 #include <string>
 #include <thread>
 
-#include "berth/base/log.h"
+#include "berth/cri/auth_config.h"
 #include "berth/cri/full_disk.h"
 #include "berth/cri/grpc_status.h"
 #include "berth/cri/request_log.h"
@@ -61,16 +61,6 @@ class CallCancellation {
   std::thread watcher_;
 };
 
-template <typename Auth>
-registry::CriAuthConfig ToAuth(const Auth& auth) {
-  return {.username = auth.username(),
-          .password = Secret(auth.password()),
-          .auth = Secret(auth.auth()),
-          .server_address = auth.server_address(),
-          .identity_token = Secret(auth.identity_token()),
-          .registry_token = Secret(auth.registry_token())};
-}
-
 template <typename ImageMessage>
 void FillImage(const service::Image& image, ImageMessage& out) {
   out.set_id(image.id.ToString());
@@ -91,8 +81,9 @@ grpc::Status DoPull(service::ImageService& images, const ServerOptions& options,
                     grpc::ServerContext& context, const Request& request, Response& response) {
   RequestLog log("PullImage", request.image().image());
   CallCancellation cancellation(context);
-  Result<service::PullResult> pulled = images.Pull(
-      {.image = request.image().image(), .auth = ToAuth(request.auth())}, cancellation.token());
+  Result<service::PullResult> pulled =
+      images.Pull({.image = request.image().image(), .auth = ToCriAuthConfig(request.auth())},
+                  cancellation.token());
   if (!pulled) {
     return log.Done(ToGrpcStatus(ExplainFullDisk(pulled.error(), options.data_directories)));
   }
