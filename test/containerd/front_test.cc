@@ -31,6 +31,7 @@
 #include "testing/containerd_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/result_matchers.h"
+#include "testing/run_command.h"
 #include "testing/secret_sentinel.h"
 #include "testing/temp_dir.h"
 #include "testing/test_registry.h"
@@ -166,6 +167,21 @@ class FrontTest : public ::testing::Test {
     return request;
   }
 
+  // Runs the berth CLI against berthd (its config, root and address) with `args`.
+  CommandResult Berth(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {BERTH_CLI_PATH,
+                                     "--config",
+                                     (dir_.path() / "config.toml").string(),
+                                     "--root",
+                                     (dir_.path() / "root").string(),
+                                     "--address",
+                                     address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Result<CommandResult> run = berth::testing::RunCommand(argv, dir_.path());
+    EXPECT_OK(run);
+    return run.value_or(CommandResult{});
+  }
+
   // `ctr -n k8s.io images ls -q`: containerd's own list of the CRI's image names.
   std::vector<std::string> CtrImageNames() {
     Result<CommandResult> run = containerd_->Ctr(kCriNamespace, {"images", "ls", "-q"});
@@ -281,6 +297,16 @@ TEST_F(FrontTest, CriCallsThroughBerthdActOnContainerdsImages) {
   // berth's own Admin service keeps serving berth's root.
   ASSERT_OK_AND_ASSIGN(auto admin, cri::AdminClient::Connect(address()));
   EXPECT_OK(admin->CollectGarbage(/*dry_run=*/false));
+
+  // The CLI against berthd: `berth images` is containerd's list (through the front), `berth gc`
+  // and `berth check` work on berth's own root (contrib/config.toml).
+  CommandResult images = Berth({"images"});
+  EXPECT_EQ(images.exit_code, 0) << images.err;
+  EXPECT_THAT(images.out, HasSubstr(image_id.substr(7, 12)));
+  for (std::string command : {"gc", "check"}) {
+    CommandResult run = Berth({command});
+    EXPECT_EQ(run.exit_code, 0) << command << ":\n" << run.out << run.err;
+  }
 
   EXPECT_OK(front_->Remove(image));
   EXPECT_THAT(CtrImageNames(), Not(Contains(image)));
