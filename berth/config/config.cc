@@ -730,6 +730,11 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
       (name == "root" ? config.root : config.state) = std::move(path);
     } else if (name == "address") {
       BERTH_ASSIGN_OR_RETURN(config.address, ReadAddress(reader, entry));
+    } else if (name == "upstream_image_endpoint") {
+      BERTH_ASSIGN_OR_RETURN(config.upstream_image_endpoint, reader.String(entry));
+      if (!config.upstream_image_endpoint.empty()) {
+        BERTH_ASSIGN_OR_RETURN(config.upstream_image_endpoint, ReadAddress(reader, entry));
+      }
     } else if (name == "log_level") {
       BERTH_ASSIGN_OR_RETURN(config.log_level, ReadLogLevel(reader, entry));
     } else if (name == "pull") {
@@ -740,7 +745,8 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
       BERTH_ASSIGN_OR_RETURN(containerd_sections, ReadContainerdPlugins(reader, entry));
     } else if (!containerd) {
       return Fail(reader.UnknownKey(entry, "a berth config",
-                                    {"root", "state", "address", "log_level", "pull", "registry"}));
+                                    {"root", "state", "address", "upstream_image_endpoint",
+                                     "log_level", "pull", "registry"}));
     }
     // Anything else at the top of a containerd config belongs to containerd.
   }

@@ -30,6 +30,12 @@
 //   root = "/var/lib/berth"                 # where content, snapshots and metadata live
 //   state = "/run/berth"                    # volatile state (sockets, locks)
 //   address = "unix:///run/berth/berth.sock" # the CRI gRPC endpoint; unix:// + absolute path
+//   upstream_image_endpoint = ""            # front mode: the CRI ImageService of the node's
+//                                           # runtime, e.g. containerd's socket
+//                                           # "unix:///run/containerd/containerd.sock"; berth's
+//                                           # CRI forwards every image call there (berth/cri/
+//                                           # image_service_front.h); "" = standalone (berth's
+//                                           # own image store answers); unix:// + absolute path
 //   log_level = "info"                      # trace | debug | info | warn | error | off
 //   [pull]
 //     max_concurrent_downloads = 3          # layers fetched at once per pull, 1..1024
@@ -93,8 +99,8 @@
 // (ConfigFormat::kContainerd). In such a file the top-level `root` and `state` are containerd's
 // own directories and are ignored (berth keeps its defaults rather than writing into
 // containerd's tree), and unknown top-level keys are ignored. In any other file
-// (ConfigFormat::kBerth) the top level may hold only root, state, address, log_level, [pull] and
-// [registry], and anything else is an error.
+// (ConfigFormat::kBerth) the top level may hold only root, state, address,
+// upstream_image_endpoint, log_level, [pull] and [registry], and anything else is an error.
 //
 // Paths. root and state must be absolute. config_path and the TLS files (ca_file, cert_file,
 // key_file) are kept exactly as written, relative or not; they are resolved (and opened) by the
@@ -261,6 +267,9 @@ struct Config {
   std::filesystem::path root = "/var/lib/berth";
   std::filesystem::path state = "/run/berth";
   std::string address = "unix:///run/berth/berth.sock";
+  // Front mode's upstream CRI ImageService ("unix:///run/containerd/containerd.sock"); empty:
+  // standalone mode.
+  std::string upstream_image_endpoint;
   log::Level log_level = log::Level::kInfo;
   PullConfig pull;
   RegistryConfig registry;

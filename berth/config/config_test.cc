@@ -57,6 +57,7 @@ TEST(ConfigDefaultsTest, DefaultConfigHasDocumentedValues) {
   EXPECT_EQ(config.root, "/var/lib/berth");
   EXPECT_EQ(config.state, "/run/berth");
   EXPECT_EQ(config.address, "unix:///run/berth/berth.sock");
+  EXPECT_EQ(config.upstream_image_endpoint, "");
   EXPECT_EQ(config.log_level, log::Level::kInfo);
   EXPECT_EQ(config.pull.max_concurrent_downloads, 3);
   EXPECT_EQ(config.pull.snapshotter, SnapshotterKind::kOverlayfs);
@@ -270,6 +271,7 @@ TEST(BerthConfigTest, EveryKeyOfTheBerthForm) {
   EXPECT_EQ(config.root, "/srv/berth");
   EXPECT_EQ(config.state, "/run/berth-test");
   EXPECT_EQ(config.address, "unix:///run/berth-test/berth.sock");
+  EXPECT_EQ(config.upstream_image_endpoint, "unix:///run/containerd/containerd.sock");
   EXPECT_EQ(config.log_level, log::Level::kDebug);
 
   EXPECT_EQ(config.pull.max_concurrent_downloads, 8);
@@ -329,6 +331,25 @@ TEST(BerthConfigTest, AddressMustBeAUnixSocketUrl) {
                 HasSubstr("address must be unix:// followed by an absolute socket path"))
         << bad;
   }
+}
+
+// Front mode's upstream: empty (standalone) or a unix socket URL like `address`.
+TEST(BerthConfigTest, UpstreamImageEndpointIsEmptyOrAUnixSocketUrl) {
+  EXPECT_EQ(Parse("upstream_image_endpoint = \"\"").upstream_image_endpoint, "");
+  EXPECT_EQ(Parse("upstream_image_endpoint = \"unix:///run/containerd/containerd.sock\"")
+                .upstream_image_endpoint,
+            "unix:///run/containerd/containerd.sock");
+  for (std::string_view bad :
+       {"/run/containerd/containerd.sock", "unix://relative.sock", "tcp://127.0.0.1:1234"}) {
+    EXPECT_THAT(ParseError(fmt::format("upstream_image_endpoint = \"{}\"", bad)),
+                HasSubstr("upstream_image_endpoint must be unix:// followed by an absolute"))
+        << bad;
+  }
+  EXPECT_THAT(ParseError("upstream_image_endpoint = 1"),
+              HasSubstr("upstream_image_endpoint must be a string"));
+  EXPECT_EQ(ParseError("upstream_image_endpont = \"\""),
+            "cfg.toml:1:1: unknown key upstream_image_endpont (did you mean "
+            "upstream_image_endpoint?)");
 }
 
 TEST(BerthConfigTest, UnknownTopLevelKeyIsRejectedWithSuggestion) {

@@ -6,44 +6,15 @@
 #include <string>
 #include <thread>
 
-#include "berth/base/log.h"
+#include "berth/cri/auth_config.h"
 #include "berth/cri/full_disk.h"
 #include "berth/cri/grpc_status.h"
+#include "berth/cri/request_log.h"
 
 namespace berth::cri {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Logs one line when the request ends: method, reference, duration and result code.
-class RequestLog {
- public:
-  RequestLog(std::string_view method, std::string reference)
-      : method_(method), reference_(std::move(reference)), started_(Clock::now()) {}
-
-  grpc::Status Done(grpc::Status status) {
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started_);
-    std::string_view code =
-        status.ok() ? "OK"
-                    : ErrorCodeName(static_cast<ErrorCode>(static_cast<int>(status.error_code())));
-    if (status.ok()) {
-      log::Info("cri.request",
-                {{"method", method_}, {"ref", reference_}, {"ms", ms.count()}, {"code", code}});
-    } else {
-      log::Warn("cri.request", {{"method", method_},
-                                {"ref", reference_},
-                                {"ms", ms.count()},
-                                {"code", code},
-                                {"error", status.error_message()}});
-    }
-    return status;
-  }
-
- private:
-  std::string_view method_;
-  std::string reference_;
-  Clock::time_point started_;
-};
 
 // A CancelToken that fires when the client cancels the call or its deadline passes. A watcher
 // thread polls ServerContext::IsCancelled() (the synchronous API has no callback for it).
@@ -90,16 +61,6 @@ class CallCancellation {
   std::thread watcher_;
 };
 
-template <typename Auth>
-registry::CriAuthConfig ToAuth(const Auth& auth) {
-  return {.username = auth.username(),
-          .password = Secret(auth.password()),
-          .auth = Secret(auth.auth()),
-          .server_address = auth.server_address(),
-          .identity_token = Secret(auth.identity_token()),
-          .registry_token = Secret(auth.registry_token())};
-}
-
 template <typename ImageMessage>
 void FillImage(const service::Image& image, ImageMessage& out) {
   out.set_id(image.id.ToString());
@@ -120,8 +81,9 @@ grpc::Status DoPull(service::ImageService& images, const ServerOptions& options,
                     grpc::ServerContext& context, const Request& request, Response& response) {
   RequestLog log("PullImage", request.image().image());
   CallCancellation cancellation(context);
-  Result<service::PullResult> pulled = images.Pull(
-      {.image = request.image().image(), .auth = ToAuth(request.auth())}, cancellation.token());
+  Result<service::PullResult> pulled =
+      images.Pull({.image = request.image().image(), .auth = ToCriAuthConfig(request.auth())},
+                  cancellation.token());
   if (!pulled) {
     return log.Done(ToGrpcStatus(ExplainFullDisk(pulled.error(), options.data_directories)));
   }

@@ -2,7 +2,9 @@
 //
 // The CRI ImageService over gRPC, in both API versions kubelet and crictl speak: runtime.v1 and
 // the older runtime.v1alpha2. Each handler only translates: request → service::ImageService call
-// → response, and Error → grpc::Status through ToGrpcStatus(). No image logic lives here.
+// → response, and Error → grpc::Status through ToGrpcStatus(). No image logic lives here. This is
+// standalone mode; with config `upstream_image_endpoint` berthd serves image_service_front.h
+// instead, which forwards to the node runtime's ImageService.
 //
 //   PullImage    → ImageService::Pull; image_ref = the image ID. A full disk's error names the
 //                  filesystem and what to do (ExplainFullDisk over data_directories)

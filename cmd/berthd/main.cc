@@ -4,6 +4,11 @@
 // serves the CRI ImageService (runtime.v1 and v1alpha2) and berth.v1.Admin (pull progress, gc,
 // check; berth/cri/admin_server.h) on a unix socket, and on SIGTERM/SIGINT
 // stops accepting, lets in-flight requests finish within the grace period, and exits 0.
+//
+// With `upstream_image_endpoint` set (front mode), the CRI ImageService is a front for that
+// upstream's (berth/cri/image_service_front.h): the image calls go to containerd, and each pull's
+// credentials are held in the process's one registry::PullCredentials while it runs. The image
+// stack is built all the same: berth.v1.Admin (gc, check) keeps serving berth's own root.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/socket.h>
@@ -26,7 +31,9 @@
 #include "berth/config/config.h"
 #include "berth/cri/admin_server.h"
 #include "berth/cri/image_service_client.h"
+#include "berth/cri/image_service_front.h"
 #include "berth/cri/image_service_server.h"
+#include "berth/registry/pull_credentials.h"
 #include "berth/stack/image_stack.h"
 #include "berth/stack/root_lock.h"
 
@@ -101,6 +108,30 @@ Result<void> PrepareSocketPath(const fs::path& path) {
   return Ok();
 }
 
+// The CRI ImageService, both versions: berth's own image service (standalone), or a front for
+// config.upstream_image_endpoint holding pull credentials in `pull_credentials` (front mode).
+struct CriServices {
+  std::unique_ptr<grpc::Service> v1;
+  std::unique_ptr<grpc::Service> v1alpha2;
+};
+
+Result<std::unique_ptr<CriServices>> MakeCriServices(const config::Config& config,
+                                                     stack::ImageStack& stack,
+                                                     registry::PullCredentials& pull_credentials) {
+  auto services = std::make_unique<CriServices>();
+  if (config.upstream_image_endpoint.empty()) {
+    const cri::ServerOptions options{.data_directories = {config.root, stack.snapshot_root()}};
+    services->v1 = std::make_unique<cri::ImageServiceV1>(stack.images(), options);
+    services->v1alpha2 = std::make_unique<cri::ImageServiceV1alpha2>(stack.images(), options);
+    return services;
+  }
+  BERTH_ASSIGN_OR_RETURN(cri::Upstream upstream,
+                         cri::ConnectUpstream(config.upstream_image_endpoint));
+  services->v1 = std::make_unique<cri::ImageServiceFrontV1>(upstream, pull_credentials);
+  services->v1alpha2 = std::make_unique<cri::ImageServiceFrontV1alpha2>(upstream, pull_credentials);
+  return services;
+}
+
 Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig(flags));
   BERTH_RETURN_IF_ERROR(log::Init({.level = config.log_level}));
@@ -112,17 +143,16 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
                          stack::RootLock::Acquire(config.root, "berthd"));
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<stack::ImageStack> stack, stack::ImageStack::Open(config));
   service::ImageService& images = stack->images();
-  const cri::ServerOptions server_options{
-      .data_directories = {config.root, stack->snapshot_root()}};
-  cri::ImageServiceV1 cri_v1(images, server_options);
-  cri::ImageServiceV1alpha2 cri_v1alpha2(images, server_options);
+  registry::PullCredentials pull_credentials;
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<CriServices> cri_services,
+                         MakeCriServices(config, *stack, pull_credentials));
   cri::AdminService admin(images);
 
   BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   grpc::ServerBuilder builder;
   builder.AddListeningPort("unix:" + socket_path.string(), grpc::InsecureServerCredentials());
-  builder.RegisterService(&cri_v1);
-  builder.RegisterService(&cri_v1alpha2);
+  builder.RegisterService(cri_services->v1.get());
+  builder.RegisterService(cri_services->v1alpha2.get());
   builder.RegisterService(&admin);
   builder.SetMaxReceiveMessageSize(16 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -132,10 +162,13 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   if (::chmod(socket_path.c_str(), 0660) != 0) {
     return Fail(ErrnoError(errno, fmt::format("chmod {}", socket_path.string())));
   }
-  log::Info("berthd.ready", {{"address", config.address},
-                             {"root", config.root.string()},
-                             {"snapshotter", config::SnapshotterName(config.pull.snapshotter)},
-                             {"pid", ::getpid()}});
+  log::Info("berthd.ready",
+            {{"address", config.address},
+             {"root", config.root.string()},
+             {"snapshotter", config::SnapshotterName(config.pull.snapshotter)},
+             {"images", config.upstream_image_endpoint.empty() ? std::string("standalone")
+                                                               : config.upstream_image_endpoint},
+             {"pid", ::getpid()}});
 
   int received = 0;
   sigwait(&stop_signals, &received);
