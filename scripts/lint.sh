@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The code gates CI runs (scripts/test.sh calls this after the build):
+# The code gates CI runs (scripts/test.sh runs format before the build and tidy beside the
+# first ctest):
 #   1. clang-format: every C++ file of the repository formats to itself (.clang-format);
 #   2. clang-tidy: the product sources (berth/ and cmd/, tests excluded) pass .clang-tidy, using
 #      the compile commands of the build in $BERTH_BUILD_DIR (default build).
