@@ -730,6 +730,11 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
       (name == "root" ? config.root : config.state) = std::move(path);
     } else if (name == "address") {
       BERTH_ASSIGN_OR_RETURN(config.address, ReadAddress(reader, entry));
+    } else if (name == "snapshotter_address") {
+      BERTH_ASSIGN_OR_RETURN(config.snapshotter_address, reader.String(entry));
+      if (!config.snapshotter_address.empty()) {
+        BERTH_ASSIGN_OR_RETURN(config.snapshotter_address, ReadAddress(reader, entry));
+      }
     } else if (name == "log_level") {
       BERTH_ASSIGN_OR_RETURN(config.log_level, ReadLogLevel(reader, entry));
     } else if (name == "pull") {
@@ -739,8 +744,9 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
     } else if (name == "plugins") {
       BERTH_ASSIGN_OR_RETURN(containerd_sections, ReadContainerdPlugins(reader, entry));
     } else if (!containerd) {
-      return Fail(reader.UnknownKey(entry, "a berth config",
-                                    {"root", "state", "address", "log_level", "pull", "registry"}));
+      return Fail(reader.UnknownKey(
+          entry, "a berth config",
+          {"root", "state", "address", "snapshotter_address", "log_level", "pull", "registry"}));
     }
     // Anything else at the top of a containerd config belongs to containerd.
   }

@@ -30,6 +30,10 @@
 //   root = "/var/lib/berth"                 # where content, snapshots and metadata live
 //   state = "/run/berth"                    # volatile state (sockets, locks)
 //   address = "unix:///run/berth/berth.sock" # the CRI gRPC endpoint; unix:// + absolute path
+//   snapshotter_address = "unix:///run/berth/snapshotter.sock"
+//                                           # containerd's Snapshots API (berthd as containerd's
+//                                           # proxy snapshotter); unix:// + absolute path, or ""
+//                                           # to serve none
 //   log_level = "info"                      # trace | debug | info | warn | error | off
 //   [pull]
 //     max_concurrent_downloads = 3          # layers fetched at once per pull, 1..1024
@@ -93,8 +97,8 @@
 // (ConfigFormat::kContainerd). In such a file the top-level `root` and `state` are containerd's
 // own directories and are ignored (berth keeps its defaults rather than writing into
 // containerd's tree), and unknown top-level keys are ignored. In any other file
-// (ConfigFormat::kBerth) the top level may hold only root, state, address, log_level, [pull] and
-// [registry], and anything else is an error.
+// (ConfigFormat::kBerth) the top level may hold only root, state, address, snapshotter_address,
+// log_level, [pull] and [registry], and anything else is an error.
 //
 // Paths. root and state must be absolute. config_path and the TLS files (ca_file, cert_file,
 // key_file) are kept exactly as written, relative or not; they are resolved (and opened) by the
@@ -261,6 +265,8 @@ struct Config {
   std::filesystem::path root = "/var/lib/berth";
   std::filesystem::path state = "/run/berth";
   std::string address = "unix:///run/berth/berth.sock";
+  // Where berthd serves containerd's Snapshots API; empty: nowhere.
+  std::string snapshotter_address = "unix:///run/berth/snapshotter.sock";
   log::Level log_level = log::Level::kInfo;
   PullConfig pull;
   RegistryConfig registry;

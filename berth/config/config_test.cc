@@ -57,6 +57,7 @@ TEST(ConfigDefaultsTest, DefaultConfigHasDocumentedValues) {
   EXPECT_EQ(config.root, "/var/lib/berth");
   EXPECT_EQ(config.state, "/run/berth");
   EXPECT_EQ(config.address, "unix:///run/berth/berth.sock");
+  EXPECT_EQ(config.snapshotter_address, "unix:///run/berth/snapshotter.sock");
   EXPECT_EQ(config.log_level, log::Level::kInfo);
   EXPECT_EQ(config.pull.max_concurrent_downloads, 3);
   EXPECT_EQ(config.pull.snapshotter, SnapshotterKind::kOverlayfs);
@@ -270,6 +271,7 @@ TEST(BerthConfigTest, EveryKeyOfTheBerthForm) {
   EXPECT_EQ(config.root, "/srv/berth");
   EXPECT_EQ(config.state, "/run/berth-test");
   EXPECT_EQ(config.address, "unix:///run/berth-test/berth.sock");
+  EXPECT_EQ(config.snapshotter_address, "unix:///run/berth-test/snapshotter.sock");
   EXPECT_EQ(config.log_level, log::Level::kDebug);
 
   EXPECT_EQ(config.pull.max_concurrent_downloads, 8);
@@ -329,6 +331,23 @@ TEST(BerthConfigTest, AddressMustBeAUnixSocketUrl) {
                 HasSubstr("address must be unix:// followed by an absolute socket path"))
         << bad;
   }
+}
+
+TEST(BerthConfigTest, SnapshotterAddressIsAUnixSocketUrlOrEmpty) {
+  EXPECT_EQ(Parse("snapshotter_address = \"unix:///tmp/s.sock\"").snapshotter_address,
+            "unix:///tmp/s.sock");
+  EXPECT_EQ(Parse("snapshotter_address = \"\"").snapshotter_address, "");  // serve none
+  for (std::string_view bad :
+       {"/run/s.sock", "unix://", "unix://relative.sock", "tcp://1.2.3.4:5"}) {
+    EXPECT_THAT(
+        ParseError(fmt::format("snapshotter_address = \"{}\"", bad)),
+        HasSubstr("snapshotter_address must be unix:// followed by an absolute socket path"))
+        << bad;
+  }
+  EXPECT_THAT(ParseError("snapshotter_address = 1"),
+              HasSubstr("snapshotter_address must be a string"));
+  EXPECT_EQ(ParseError("snapshoter_address = \"\""),
+            "cfg.toml:1:1: unknown key snapshoter_address (did you mean snapshotter_address?)");
 }
 
 TEST(BerthConfigTest, UnknownTopLevelKeyIsRejectedWithSuggestion) {
