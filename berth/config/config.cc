@@ -52,6 +52,12 @@ std::string_view ConfigFormatName(ConfigFormat format) {
 
 Config DefaultConfig() { return Config{}; }
 
+std::string SnapshotterAddress(const Config& config) {
+  if (config.snapshotter_address) return *config.snapshotter_address;
+  const size_t slash = config.address.rfind('/');
+  return config.address.substr(0, slash + 1) + "snapshotter.sock";
+}
+
 uint64_t MinFreeSpace::ReserveFor(uint64_t filesystem_size) const {
   const auto share = static_cast<uint64_t>(static_cast<double>(filesystem_size) * percent / 100.0);
   return std::max(bytes, share);
@@ -731,10 +737,11 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
     } else if (name == "address") {
       BERTH_ASSIGN_OR_RETURN(config.address, ReadAddress(reader, entry));
     } else if (name == "snapshotter_address") {
-      BERTH_ASSIGN_OR_RETURN(config.snapshotter_address, reader.String(entry));
-      if (!config.snapshotter_address.empty()) {
-        BERTH_ASSIGN_OR_RETURN(config.snapshotter_address, ReadAddress(reader, entry));
+      BERTH_ASSIGN_OR_RETURN(std::string address, reader.String(entry));
+      if (!address.empty()) {
+        BERTH_ASSIGN_OR_RETURN(address, ReadAddress(reader, entry));
       }
+      config.snapshotter_address = std::move(address);
     } else if (name == "log_level") {
       BERTH_ASSIGN_OR_RETURN(config.log_level, ReadLogLevel(reader, entry));
     } else if (name == "pull") {

@@ -33,7 +33,8 @@
 //   snapshotter_address = "unix:///run/berth/snapshotter.sock"
 //                                           # containerd's Snapshots API (berthd as containerd's
 //                                           # proxy snapshotter); unix:// + absolute path, or ""
-//                                           # to serve none
+//                                           # to serve none; when not set, snapshotter.sock
+//                                           # beside the address's socket (so the default)
 //   log_level = "info"                      # trace | debug | info | warn | error | off
 //   [pull]
 //     max_concurrent_downloads = 3          # layers fetched at once per pull, 1..1024
@@ -122,6 +123,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -265,8 +267,9 @@ struct Config {
   std::filesystem::path root = "/var/lib/berth";
   std::filesystem::path state = "/run/berth";
   std::string address = "unix:///run/berth/berth.sock";
-  // Where berthd serves containerd's Snapshots API; empty: nowhere.
-  std::string snapshotter_address = "unix:///run/berth/snapshotter.sock";
+  // Where berthd serves containerd's Snapshots API, as written: "" means nowhere, nullopt (not
+  // set) means beside `address`; SnapshotterAddress() resolves it.
+  std::optional<std::string> snapshotter_address;
   log::Level log_level = log::Level::kInfo;
   PullConfig pull;
   RegistryConfig registry;
@@ -274,6 +277,12 @@ struct Config {
 
   friend bool operator==(const Config&, const Config&) = default;
 };
+
+// Where berthd serves containerd's Snapshots API: config.snapshotter_address when set ("" for
+// nowhere), else "snapshotter.sock" in the directory of config.address's socket
+// (unix:///run/berth/snapshotter.sock with the default address), so that daemons with sockets of
+// their own also get a snapshotter socket of their own.
+std::string SnapshotterAddress(const Config& config);
 
 // The configuration used when no file is given: every default listed above, no registry
 // settings.

@@ -57,7 +57,8 @@ TEST(ConfigDefaultsTest, DefaultConfigHasDocumentedValues) {
   EXPECT_EQ(config.root, "/var/lib/berth");
   EXPECT_EQ(config.state, "/run/berth");
   EXPECT_EQ(config.address, "unix:///run/berth/berth.sock");
-  EXPECT_EQ(config.snapshotter_address, "unix:///run/berth/snapshotter.sock");
+  EXPECT_EQ(config.snapshotter_address, std::nullopt);
+  EXPECT_EQ(SnapshotterAddress(config), "unix:///run/berth/snapshotter.sock");
   EXPECT_EQ(config.log_level, log::Level::kInfo);
   EXPECT_EQ(config.pull.max_concurrent_downloads, 3);
   EXPECT_EQ(config.pull.snapshotter, SnapshotterKind::kOverlayfs);
@@ -93,6 +94,7 @@ TEST(ConfigDefaultsTest, ContribExampleLoadsWithTheDefaultsItShows) {
   EXPECT_EQ(example->pull.layer_threads, defaults.layer_threads);
   EXPECT_EQ(example->pull.max_concurrent_downloads_total, defaults.max_concurrent_downloads_total);
   EXPECT_EQ(example->pull.resume_window, defaults.resume_window);
+  EXPECT_EQ(SnapshotterAddress(*example), SnapshotterAddress(DefaultConfig()));
 }
 
 TEST(ConfigDefaultsTest, EnumNamesMatchTheFileSpelling) {
@@ -337,6 +339,13 @@ TEST(BerthConfigTest, SnapshotterAddressIsAUnixSocketUrlOrEmpty) {
   EXPECT_EQ(Parse("snapshotter_address = \"unix:///tmp/s.sock\"").snapshotter_address,
             "unix:///tmp/s.sock");
   EXPECT_EQ(Parse("snapshotter_address = \"\"").snapshotter_address, "");  // serve none
+  EXPECT_EQ(SnapshotterAddress(Parse("snapshotter_address = \"\"")), "");
+  // Not set: beside the CRI socket, wherever that is.
+  EXPECT_EQ(SnapshotterAddress(Parse("address = \"unix:///tmp/t1/b.sock\"")),
+            "unix:///tmp/t1/snapshotter.sock");
+  EXPECT_EQ(SnapshotterAddress(Parse(
+                "address = \"unix:///tmp/t1/b.sock\"\nsnapshotter_address = \"unix:///s.sock\"")),
+            "unix:///s.sock");
   for (std::string_view bad :
        {"/run/s.sock", "unix://", "unix://relative.sock", "tcp://1.2.3.4:5"}) {
     EXPECT_THAT(
