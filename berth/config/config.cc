@@ -52,6 +52,12 @@ std::string_view ConfigFormatName(ConfigFormat format) {
 
 Config DefaultConfig() { return Config{}; }
 
+std::string SnapshotterAddress(const Config& config) {
+  if (config.snapshotter_address) return *config.snapshotter_address;
+  const size_t slash = config.address.rfind('/');
+  return config.address.substr(0, slash + 1) + "snapshotter.sock";
+}
+
 uint64_t MinFreeSpace::ReserveFor(uint64_t filesystem_size) const {
   const auto share = static_cast<uint64_t>(static_cast<double>(filesystem_size) * percent / 100.0);
   return std::max(bytes, share);
@@ -735,6 +741,12 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
       if (!config.upstream_image_endpoint.empty()) {
         BERTH_ASSIGN_OR_RETURN(config.upstream_image_endpoint, ReadAddress(reader, entry));
       }
+    } else if (name == "snapshotter_address") {
+      BERTH_ASSIGN_OR_RETURN(std::string address, reader.String(entry));
+      if (!address.empty()) {
+        BERTH_ASSIGN_OR_RETURN(address, ReadAddress(reader, entry));
+      }
+      config.snapshotter_address = std::move(address);
     } else if (name == "log_level") {
       BERTH_ASSIGN_OR_RETURN(config.log_level, ReadLogLevel(reader, entry));
     } else if (name == "pull") {
@@ -745,8 +757,8 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
       BERTH_ASSIGN_OR_RETURN(containerd_sections, ReadContainerdPlugins(reader, entry));
     } else if (!containerd) {
       return Fail(reader.UnknownKey(entry, "a berth config",
-                                    {"root", "state", "address", "upstream_image_endpoint",
-                                     "log_level", "pull", "registry"}));
+                                    {"root", "state", "address", "snapshotter_address",
+                                     "upstream_image_endpoint", "log_level", "pull", "registry"}));
     }
     // Anything else at the top of a containerd config belongs to containerd.
   }

@@ -30,6 +30,11 @@
 //   root = "/var/lib/berth"                 # where content, snapshots and metadata live
 //   state = "/run/berth"                    # volatile state (sockets, locks)
 //   address = "unix:///run/berth/berth.sock" # the CRI gRPC endpoint; unix:// + absolute path
+//   snapshotter_address = "unix:///run/berth/snapshotter.sock"
+//                                           # containerd's Snapshots API (berthd as containerd's
+//                                           # proxy snapshotter); unix:// + absolute path, or ""
+//                                           # to serve none; when not set, snapshotter.sock
+//                                           # beside the address's socket (so the default)
 //   upstream_image_endpoint = ""            # front mode: the CRI ImageService of the node's
 //                                           # runtime, e.g. containerd's socket
 //                                           # "unix:///run/containerd/containerd.sock"; berth's
@@ -99,7 +104,7 @@
 // (ConfigFormat::kContainerd). In such a file the top-level `root` and `state` are containerd's
 // own directories and are ignored (berth keeps its defaults rather than writing into
 // containerd's tree), and unknown top-level keys are ignored. In any other file
-// (ConfigFormat::kBerth) the top level may hold only root, state, address,
+// (ConfigFormat::kBerth) the top level may hold only root, state, address, snapshotter_address,
 // upstream_image_endpoint, log_level, [pull] and [registry], and anything else is an error.
 //
 // Paths. root and state must be absolute. config_path and the TLS files (ca_file, cert_file,
@@ -124,6 +129,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -267,6 +273,9 @@ struct Config {
   std::filesystem::path root = "/var/lib/berth";
   std::filesystem::path state = "/run/berth";
   std::string address = "unix:///run/berth/berth.sock";
+  // Where berthd serves containerd's Snapshots API, as written: "" means nowhere, nullopt (not
+  // set) means beside `address`; SnapshotterAddress() resolves it.
+  std::optional<std::string> snapshotter_address;
   // Front mode's upstream CRI ImageService ("unix:///run/containerd/containerd.sock"); empty:
   // standalone mode.
   std::string upstream_image_endpoint;
@@ -277,6 +286,12 @@ struct Config {
 
   friend bool operator==(const Config&, const Config&) = default;
 };
+
+// Where berthd serves containerd's Snapshots API: config.snapshotter_address when set ("" for
+// nowhere), else "snapshotter.sock" in the directory of config.address's socket
+// (unix:///run/berth/snapshotter.sock with the default address), so that daemons with sockets of
+// their own also get a snapshotter socket of their own.
+std::string SnapshotterAddress(const Config& config);
 
 // The configuration used when no file is given: every default listed above, no registry
 // settings.

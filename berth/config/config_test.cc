@@ -58,6 +58,8 @@ TEST(ConfigDefaultsTest, DefaultConfigHasDocumentedValues) {
   EXPECT_EQ(config.state, "/run/berth");
   EXPECT_EQ(config.address, "unix:///run/berth/berth.sock");
   EXPECT_EQ(config.upstream_image_endpoint, "");
+  EXPECT_EQ(config.snapshotter_address, std::nullopt);
+  EXPECT_EQ(SnapshotterAddress(config), "unix:///run/berth/snapshotter.sock");
   EXPECT_EQ(config.log_level, log::Level::kInfo);
   EXPECT_EQ(config.pull.max_concurrent_downloads, 3);
   EXPECT_EQ(config.pull.snapshotter, SnapshotterKind::kOverlayfs);
@@ -93,6 +95,7 @@ TEST(ConfigDefaultsTest, ContribExampleLoadsWithTheDefaultsItShows) {
   EXPECT_EQ(example->pull.layer_threads, defaults.layer_threads);
   EXPECT_EQ(example->pull.max_concurrent_downloads_total, defaults.max_concurrent_downloads_total);
   EXPECT_EQ(example->pull.resume_window, defaults.resume_window);
+  EXPECT_EQ(SnapshotterAddress(*example), SnapshotterAddress(DefaultConfig()));
 }
 
 TEST(ConfigDefaultsTest, EnumNamesMatchTheFileSpelling) {
@@ -272,6 +275,7 @@ TEST(BerthConfigTest, EveryKeyOfTheBerthForm) {
   EXPECT_EQ(config.state, "/run/berth-test");
   EXPECT_EQ(config.address, "unix:///run/berth-test/berth.sock");
   EXPECT_EQ(config.upstream_image_endpoint, "unix:///run/containerd/containerd.sock");
+  EXPECT_EQ(config.snapshotter_address, "unix:///run/berth-test/snapshotter.sock");
   EXPECT_EQ(config.log_level, log::Level::kDebug);
 
   EXPECT_EQ(config.pull.max_concurrent_downloads, 8);
@@ -350,6 +354,30 @@ TEST(BerthConfigTest, UpstreamImageEndpointIsEmptyOrAUnixSocketUrl) {
   EXPECT_EQ(ParseError("upstream_image_endpont = \"\""),
             "cfg.toml:1:1: unknown key upstream_image_endpont (did you mean "
             "upstream_image_endpoint?)");
+}
+
+TEST(BerthConfigTest, SnapshotterAddressIsAUnixSocketUrlOrEmpty) {
+  EXPECT_EQ(Parse("snapshotter_address = \"unix:///tmp/s.sock\"").snapshotter_address,
+            "unix:///tmp/s.sock");
+  EXPECT_EQ(Parse("snapshotter_address = \"\"").snapshotter_address, "");  // serve none
+  EXPECT_EQ(SnapshotterAddress(Parse("snapshotter_address = \"\"")), "");
+  // Not set: beside the CRI socket, wherever that is.
+  EXPECT_EQ(SnapshotterAddress(Parse("address = \"unix:///tmp/t1/b.sock\"")),
+            "unix:///tmp/t1/snapshotter.sock");
+  EXPECT_EQ(SnapshotterAddress(Parse(
+                "address = \"unix:///tmp/t1/b.sock\"\nsnapshotter_address = \"unix:///s.sock\"")),
+            "unix:///s.sock");
+  for (std::string_view bad :
+       {"/run/s.sock", "unix://", "unix://relative.sock", "tcp://1.2.3.4:5"}) {
+    EXPECT_THAT(
+        ParseError(fmt::format("snapshotter_address = \"{}\"", bad)),
+        HasSubstr("snapshotter_address must be unix:// followed by an absolute socket path"))
+        << bad;
+  }
+  EXPECT_THAT(ParseError("snapshotter_address = 1"),
+              HasSubstr("snapshotter_address must be a string"));
+  EXPECT_EQ(ParseError("snapshoter_address = \"\""),
+            "cfg.toml:1:1: unknown key snapshoter_address (did you mean snapshotter_address?)");
 }
 
 TEST(BerthConfigTest, UnknownTopLevelKeyIsRejectedWithSuggestion) {

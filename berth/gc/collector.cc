@@ -127,8 +127,10 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
     }
   }
   for (const auto& [name, info] : snapshots) {
-    if (info.kind != snapshot::Kind::kCommitted &&
-        !std::string_view(name).starts_with(snapshot::kUnpackScratchPrefix)) {
+    if (std::string_view(name).starts_with(snapshot::kContainerdKeyPrefix)) {
+      marks.snapshots.insert(name);  // containerd's, of any kind: only containerd removes it
+    } else if (info.kind != snapshot::Kind::kCommitted &&
+               !std::string_view(name).starts_with(snapshot::kUnpackScratchPrefix)) {
       marks.snapshots.insert(name);  // a mount or a container: a root
     }
   }

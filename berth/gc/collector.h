@@ -10,7 +10,10 @@
 //   - every lease that has not expired (pull/pull_lease.h): its blobs, its committed snapshots
 //     (with parents), its active snapshots;
 //   - every active snapshot or view that is not unpack scratch (snapshot::kUnpackScratchPrefix):
-//     a `berth mount`, a container; with its parents.
+//     a `berth mount`, a container; with its parents;
+//   - every snapshot containerd owns (key under snapshot::kContainerdKeyPrefix, made through
+//     berthd's containerd Snapshots API), committed or not, with its parents: containerd
+//     removes those itself.
 // A blob that cannot be read or parsed while marking is kept, and so is everything it cannot
 // tell about; the report says so.
 //

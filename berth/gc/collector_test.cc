@@ -205,6 +205,34 @@ TEST_F(CollectorTest, MountsAreRootsAndUnpackScratchIsNot) {
   EXPECT_TRUE(snapshotter_->Stat(chain.front()));
 }
 
+TEST_F(CollectorTest, ContainerdOwnedSnapshotsAreKeptWithoutAnyReference) {
+  // What berthd's containerd Snapshots API stores for containerd's namespaced keys: a committed
+  // chain (its top has no child), an unpack's active snapshot and a container's.
+  const std::string prefix(snapshot::kContainerdKeyPrefix);
+  const std::string base = prefix + "default/1/sha256:base";
+  const std::string top = prefix + "default/3/sha256:top";
+  const std::string extract = prefix + "default/4/extract-1234-abcd sha256:next";
+  const std::string container = prefix + "default/5/container-1";
+  ASSERT_TRUE(snapshotter_->Prepare(prefix + "default/0/extract-1 sha256:base", "", {}));
+  ASSERT_TRUE(snapshotter_->Commit(base, prefix + "default/0/extract-1 sha256:base", {}));
+  ASSERT_TRUE(snapshotter_->Prepare(prefix + "default/2/extract-2 sha256:top", base, {}));
+  ASSERT_TRUE(snapshotter_->Commit(top, prefix + "default/2/extract-2 sha256:top", {}));
+  ASSERT_TRUE(snapshotter_->Prepare(extract, "", {}));
+  ASSERT_TRUE(snapshotter_->Prepare(container, base, {}));
+  // berth's own unreferenced snapshots beside them are collected, so the collection ran.
+  ASSERT_TRUE(snapshotter_->Prepare("extract-9-sha256:mine", "", {}));
+  ASSERT_TRUE(snapshotter_->Commit("sha256:mine", "extract-9-sha256:mine", {}));
+
+  CollectReport report = Run();
+  EXPECT_EQ(report.snapshots.count, 1);
+  EXPECT_THAT(report.removed, Contains("snapshot sha256:mine (committed)"));
+  EXPECT_FALSE(snapshotter_->Stat("sha256:mine"));
+  for (const std::string& key : {base, top, extract, container}) {
+    EXPECT_TRUE(snapshotter_->Stat(key)) << key;
+  }
+  EXPECT_THAT(Run().removed, IsEmpty());
+}
+
 TEST_F(CollectorTest, IngestsAreKeptOnlyWhenHeldOrInUse) {
   imagegen::Image a = MakeImage("a");
   const imagegen::Layer& layer = a.layers[1];

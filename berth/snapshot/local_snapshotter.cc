@@ -498,6 +498,40 @@ Result<Info> LocalSnapshotter::Stat(std::string_view key) {
   return ToInfo(row);
 }
 
+Result<Info> LocalSnapshotter::UpdateLabels(std::string_view key, const LabelUpdate& update) {
+  auto updated = [&]() -> Result<Info> {
+    if (update.mode == LabelUpdate::Mode::kReplace && !update.remove.empty()) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "a label update that replaces every label cannot also name labels to remove");
+    }
+    std::lock_guard lock(mutex_);
+    BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(*db_));
+    BERTH_ASSIGN_OR_RETURN(Row row, GetRow(key));
+    Labels labels;
+    if (update.mode == LabelUpdate::Mode::kMerge) {
+      BERTH_ASSIGN_OR_RETURN(labels, LoadLabels(row.id));
+      for (const std::string& name : update.remove) labels.erase(name);
+    }
+    for (const auto& [name, value] : update.set) labels.insert_or_assign(name, value);
+    BERTH_RETURN_IF_ERROR(StoreLabels(row.id, labels));
+    row.updated_ns = std::max(NowNanos(), row.updated_ns);
+    BERTH_ASSIGN_OR_RETURN(sqlite::Statement touch,
+                           db_->Prepare("UPDATE snapshots SET updated_ns = ?2 WHERE id = ?1"));
+    touch.Bind(1, row.id).Bind(2, row.updated_ns);
+    BERTH_RETURN_IF_ERROR(touch.Run());
+    BERTH_RETURN_IF_ERROR(txn.Commit());
+    Info info;
+    info.kind = row.kind;
+    info.name = row.key;
+    info.parent = row.parent_key;
+    info.labels = std::move(labels);
+    info.created = FromNanos(row.created_ns);
+    info.updated = FromNanos(row.updated_ns);
+    return info;
+  }();
+  return WithContext(std::move(updated), fmt::format("update labels of snapshot {}", key));
+}
+
 Result<Usage> LocalSnapshotter::GetUsage(std::string_view key) {
   std::lock_guard lock(mutex_);
   BERTH_ASSIGN_OR_RETURN(Row row, GetRow(key));

@@ -80,6 +80,7 @@ class LocalSnapshotter : public Snapshotter, public Cleaner {
                              const Labels& labels) override;
   Result<void> Remove(std::string_view key) override;
   Result<Info> Stat(std::string_view key) override;
+  Result<Info> UpdateLabels(std::string_view key, const LabelUpdate& update) override;
   Result<Usage> GetUsage(std::string_view key) override;
   Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) override;
   Result<ApplyTarget> GetApplyTarget(std::string_view key) override;

@@ -74,6 +74,14 @@ enum class Kind { kView, kActive, kCommitted };
 // view (a `berth mount`, a container's) is kept, and so is everything under it.
 inline constexpr std::string_view kUnpackScratchPrefix = "extract-";
 
+// Snapshots whose key (or name) starts with this prefix belong to containerd: berthd's
+// containerd Snapshots API (berth/containerd/snapshots_service.h) stores containerd's key K as
+// kContainerdKeyPrefix + K and shows containerd only those snapshots, without the prefix. berth's
+// garbage collection (berth/gc) never removes them, committed or not; only containerd does,
+// through that API's Remove. Their parents carry the prefix too, so a containerd chain never
+// rests on a snapshot berth may collect.
+inline constexpr std::string_view kContainerdKeyPrefix = "containerd/";
+
 // "view", "active", "committed".
 std::string_view KindName(Kind kind);
 
@@ -88,6 +96,17 @@ struct Info {
   std::chrono::system_clock::time_point updated;
 
   friend bool operator==(const Info&, const Info&) = default;
+};
+
+// A change to one snapshot's labels (Snapshotter::UpdateLabels).
+struct LabelUpdate {
+  enum class Mode {
+    kReplace,  // the labels become exactly `set` (`remove` must be empty)
+    kMerge,    // `set` is added, overwriting labels of the same names; `remove` is deleted
+  };
+  Mode mode = Mode::kMerge;
+  Labels set;
+  std::vector<std::string> remove;  // names; a name that is not there is ignored
 };
 
 // Disk space of a snapshot's own layer (not its parents'; the native snapshotter's layer is a
@@ -167,6 +186,12 @@ class Snapshotter {
   virtual Result<void> Remove(std::string_view key) = 0;
 
   virtual Result<Info> Stat(std::string_view key) = 0;
+
+  // Changes the labels of the snapshot `key` (any kind) as `update` says, in one metadata
+  // transaction, sets its updated time, and returns its Info afterwards. Its kind, parent,
+  // contents and created time stay. kNotFound for an unknown key; kInvalidArgument for an empty
+  // label name, or for kReplace with names in `remove`.
+  virtual Result<Info> UpdateLabels(std::string_view key, const LabelUpdate& update) = 0;
 
   virtual Result<Usage> GetUsage(std::string_view key) = 0;
 

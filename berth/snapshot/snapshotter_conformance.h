@@ -6,8 +6,11 @@
 //
 //   struct MyFactory {
 //     static std::string SkipReason();   // "" when the implementation can run here
-//     static Result<std::unique_ptr<LocalSnapshotter>> Open(
-//         const LocalSnapshotterOptions& options);
+//     // T derives from both Snapshotter and Cleaner (LocalSnapshotter, or a client of a
+//     // snapshotter served elsewhere that keeps `options.root`).
+//     // The crash tests call it in a forked child, whose snapshotter must _exit at
+//     // options.crash_point_for_test.
+//     static Result<std::unique_ptr<T>> Open(const LocalSnapshotterOptions& options);
 //   };
 //   INSTANTIATE_TYPED_TEST_SUITE_P(Mine, SnapshotterConformance, MyFactory);
 //
@@ -34,6 +37,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "berth/snapshot/local_snapshotter.h"
@@ -54,6 +58,10 @@ using Files = std::map<std::string, std::string>;
 template <typename Factory>
 class SnapshotterConformance : public ::testing::Test {
  protected:
+  // What Factory::Open makes: a Snapshotter and a Cleaner.
+  using Opened = typename decltype(Factory::Open(
+      std::declval<const LocalSnapshotterOptions&>()))::value_type::element_type;
+
   void SetUp() override {
     std::string reason = Factory::SkipReason();
     if (!reason.empty()) GTEST_SKIP() << reason;
@@ -139,7 +147,7 @@ class SnapshotterConformance : public ::testing::Test {
   }
 
   std::optional<berth::testing::TempDir> dir_;
-  std::unique_ptr<LocalSnapshotter> snapshotter_;
+  std::unique_ptr<Opened> snapshotter_;
   std::vector<fs::path> targets_;
 };
 
@@ -313,6 +321,41 @@ TYPED_TEST_P(SnapshotterConformance, StatReportsKindsParentsAndLabels) {
   ASSERT_TRUE(child);
   EXPECT_EQ(child->kind, Kind::kActive);
   EXPECT_EQ(child->parent, "committed");
+}
+
+TYPED_TEST_P(SnapshotterConformance, UpdateLabelsReplacesOrMerges) {
+  ASSERT_NO_FATAL_FAILURE(this->CommitLayer("base", "", {{"a", "a"}}));
+  ASSERT_TRUE(this->sn().Prepare("active", "base", {{"keep", "1"}, {"drop", "2"}}));
+  auto before = this->sn().Stat("active");
+  ASSERT_OK(before);
+
+  auto merged = this->sn().UpdateLabels("active", {.mode = LabelUpdate::Mode::kMerge,
+                                                   .set = {{"new", "3"}, {"keep", "1b"}},
+                                                   .remove = {"drop", "never-there"}});
+  ASSERT_OK(merged);
+  EXPECT_EQ(merged->labels, (Labels{{"keep", "1b"}, {"new", "3"}}));
+  EXPECT_EQ(merged->kind, Kind::kActive);
+  EXPECT_EQ(merged->parent, "base");
+  EXPECT_EQ(merged->created, before->created);
+  EXPECT_GE(merged->updated, before->updated);
+  EXPECT_EQ(*merged, *this->sn().Stat("active"));
+
+  // Committed snapshots take label changes too; replacing drops every other label.
+  auto replaced = this->sn().UpdateLabels(
+      "base", {.mode = LabelUpdate::Mode::kReplace, .set = {{"only", "x"}}});
+  ASSERT_OK(replaced);
+  EXPECT_EQ(replaced->labels, (Labels{{"only", "x"}}));
+  EXPECT_EQ(this->sn().Stat("base")->labels, (Labels{{"only", "x"}}));
+  auto cleared = this->sn().UpdateLabels("base", {.mode = LabelUpdate::Mode::kReplace});
+  ASSERT_OK(cleared);
+  EXPECT_TRUE(this->sn().Stat("base")->labels.empty());
+  EXPECT_EQ(this->sn().Stat("base")->kind, Kind::kCommitted);
+
+  BERTH_EXPECT_CODE(this->sn().UpdateLabels("missing", {.set = {{"k", "v"}}}),
+                    ErrorCode::kNotFound);
+  BERTH_EXPECT_CODE(this->sn().UpdateLabels("active", {.set = {{"", "v"}}}),
+                    ErrorCode::kInvalidArgument);
+  EXPECT_EQ(this->sn().Stat("active")->labels, (Labels{{"keep", "1b"}, {"new", "3"}}));
 }
 
 TYPED_TEST_P(SnapshotterConformance, WalkVisitsEverySnapshot) {
@@ -664,16 +707,14 @@ TYPED_TEST_P(SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutPar
                     ErrorCode::kFailedPrecondition);
 }
 
-REGISTER_TYPED_TEST_SUITE_P(SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutParents,
-                            PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
-                            ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
-                            StatReportsKindsParentsAndLabels, WalkVisitsEverySnapshot,
-                            UsageCountsBytesAndInodes, MisuseReturnsPreciseErrorCodes,
-                            RemoveRefusesParentsWithChildren, ReopeningKeepsSnapshots,
-                            SecondOpenOfARootIsRefused, CleanupRemovesOnlyUnreferencedDirectories,
-                            CrashBeforePrepareCommitsLeavesOnlyGarbage,
-                            CrashBeforeCommitKeepsTheActiveSnapshot,
-                            CrashAfterRemoveCommitsLeavesGarbageForCleanup,
-                            ConcurrentCallersAreSerialised);
+REGISTER_TYPED_TEST_SUITE_P(
+    SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutParents,
+    PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
+    ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
+    StatReportsKindsParentsAndLabels, UpdateLabelsReplacesOrMerges, WalkVisitsEverySnapshot,
+    UsageCountsBytesAndInodes, MisuseReturnsPreciseErrorCodes, RemoveRefusesParentsWithChildren,
+    ReopeningKeepsSnapshots, SecondOpenOfARootIsRefused, CleanupRemovesOnlyUnreferencedDirectories,
+    CrashBeforePrepareCommitsLeavesOnlyGarbage, CrashBeforeCommitKeepsTheActiveSnapshot,
+    CrashAfterRemoveCommitsLeavesGarbageForCleanup, ConcurrentCallersAreSerialised);
 
 }  // namespace berth::snapshot::testing

@@ -59,6 +59,8 @@ class ImageStack {
   service::ImageService& images() { return *images_; }
   content::Store& store() { return *store_; }
   snapshot::Snapshotter& snapshotter() { return *snapshotter_; }
+  // The maintenance side of snapshotter() (the same object).
+  snapshot::Cleaner& snapshot_cleaner() { return *snapshotter_; }
   metadata::MetadataDb& metadata() { return *db_; }
   // The snapshotter's directory, <root>/snapshots/<name>.
   const std::filesystem::path& snapshot_root() const { return snapshot_root_; }

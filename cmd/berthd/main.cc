@@ -2,13 +2,16 @@
 // (berth/stack/root_lock.h), builds the image service with everything under it
 // (berth/stack/image_stack.h: the one composition the daemon and the CLI's embedded mode share),
 // serves the CRI ImageService (runtime.v1 and v1alpha2) and berth.v1.Admin (pull progress, gc,
-// check; berth/cri/admin_server.h) on a unix socket, and on SIGTERM/SIGINT
-// stops accepting, lets in-flight requests finish within the grace period, and exits 0.
+// check; berth/cri/admin_server.h) on a unix socket, containerd's Snapshots API over the same
+// stack's snapshotter on another (config snapshotter_address; berth/containerd), and on
+// SIGTERM/SIGINT stops accepting, lets in-flight requests finish within the grace period, and
+// exits 0.
 //
 // With `upstream_image_endpoint` set (front mode), the CRI ImageService is a front for that
 // upstream's (berth/cri/image_service_front.h): the image calls go to containerd, and each pull's
 // credentials are held in the process's one registry::PullCredentials while it runs. The image
-// stack is built all the same: berth.v1.Admin (gc, check) keeps serving berth's own root.
+// stack is built all the same: berth.v1.Admin (gc, check) keeps serving berth's own root, and
+// the Snapshots API serves its snapshotter.
 #include <fmt/format.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/socket.h>
@@ -23,12 +26,15 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "berth/base/log.h"
 #include "berth/base/unique_fd.h"
 #include "berth/config/config.h"
+#include "berth/containerd/snapshots_service.h"
 #include "berth/cri/admin_server.h"
 #include "berth/cri/image_service_client.h"
 #include "berth/cri/image_service_front.h"
@@ -49,6 +55,7 @@ struct Flags {
   std::string root;
   std::string state;
   std::string address;
+  std::optional<std::string> snapshotter_address;
   std::string log_level;
   int grace_seconds = 10;
 };
@@ -63,6 +70,7 @@ Result<config::Config> LoadConfig(const Flags& flags) {
   if (!flags.root.empty()) config.root = fs::absolute(flags.root);
   if (!flags.state.empty()) config.state = fs::absolute(flags.state);
   if (!flags.address.empty()) config.address = flags.address;
+  if (flags.snapshotter_address) config.snapshotter_address = flags.snapshotter_address;
   if (!flags.log_level.empty()) {
     BERTH_ASSIGN_OR_RETURN(config.log_level, log::ParseLevel(flags.log_level));
   }
@@ -132,10 +140,46 @@ Result<std::unique_ptr<CriServices>> MakeCriServices(const config::Config& confi
   return services;
 }
 
+// Serves `services` on the unix socket `socket_path` (a stale socket replaced, as
+// PrepareSocketPath says), mode 0660.
+Result<std::unique_ptr<grpc::Server>> Serve(const fs::path& socket_path,
+                                            std::initializer_list<grpc::Service*> services) {
+  BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + socket_path.string(), grpc::InsecureServerCredentials());
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    return Fail(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", socket_path.string()));
+  }
+  if (::chmod(socket_path.c_str(), 0660) != 0) {
+    return Fail(ErrnoError(errno, fmt::format("chmod {}", socket_path.string())));
+  }
+  return server;
+}
+
+// The socket of config::SnapshotterAddress(config), or nullopt when that is empty (serve none).
+Result<std::optional<fs::path>> SnapshotterSocket(const config::Config& config,
+                                                  const fs::path& cri_socket) {
+  const std::string address = config::SnapshotterAddress(config);
+  if (address.empty()) return std::optional<fs::path>();
+  BERTH_ASSIGN_OR_RETURN(fs::path path, cri::UnixSocketPath(address));
+  if (path == cri_socket) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("snapshotter_address and address are both {}; containerd's Snapshots "
+                            "API needs a socket of its own (or set snapshotter_address = \"\")",
+                            path.string()));
+  }
+  return std::optional<fs::path>(std::move(path));
+}
+
 Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig(flags));
   BERTH_RETURN_IF_ERROR(log::Init({.level = config.log_level}));
   BERTH_ASSIGN_OR_RETURN(fs::path socket_path, cri::UnixSocketPath(config.address));
+  BERTH_ASSIGN_OR_RETURN(std::optional<fs::path> snapshotter_socket,
+                         SnapshotterSocket(config, socket_path));
 
   BERTH_RETURN_IF_ERROR(MakeDirectories(config.root, fs::perms::owner_all));
   BERTH_RETURN_IF_ERROR(MakeDirectories(config.state, fs::perms::owner_all));
@@ -147,23 +191,18 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<CriServices> cri_services,
                          MakeCriServices(config, *stack, pull_credentials));
   cri::AdminService admin(images);
+  containerd::SnapshotsService snapshots(stack->snapshotter(), stack->snapshot_cleaner());
 
-  BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + socket_path.string(), grpc::InsecureServerCredentials());
-  builder.RegisterService(cri_services->v1.get());
-  builder.RegisterService(cri_services->v1alpha2.get());
-  builder.RegisterService(&admin);
-  builder.SetMaxReceiveMessageSize(16 << 20);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server) {
-    return Fail(ErrorCode::kUnavailable, fmt::format("cannot listen on {}", socket_path.string()));
-  }
-  if (::chmod(socket_path.c_str(), 0660) != 0) {
-    return Fail(ErrnoError(errno, fmt::format("chmod {}", socket_path.string())));
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<grpc::Server> server,
+      Serve(socket_path, {cri_services->v1.get(), cri_services->v1alpha2.get(), &admin}));
+  std::unique_ptr<grpc::Server> snapshot_server;
+  if (snapshotter_socket) {
+    BERTH_ASSIGN_OR_RETURN(snapshot_server, Serve(*snapshotter_socket, {&snapshots}));
   }
   log::Info("berthd.ready",
             {{"address", config.address},
+             {"snapshotter_address", config::SnapshotterAddress(config)},
              {"root", config.root.string()},
              {"snapshotter", config::SnapshotterName(config.pull.snapshotter)},
              {"images", config.upstream_image_endpoint.empty() ? std::string("standalone")
@@ -176,9 +215,15 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   log::Info("berthd.stopping", {{"signal", strsignal(received)}, {"grace_s", grace.count()}});
   // Stops accepting at once; in-flight calls have until the deadline, then are cancelled (their
   // CancelTokens fire, so pulls stop).
-  server->Shutdown(std::chrono::system_clock::now() + grace);
+  const auto deadline = std::chrono::system_clock::now() + grace;
+  if (snapshot_server) snapshot_server->Shutdown(deadline);
+  server->Shutdown(deadline);
   server->Wait();
   ::unlink(socket_path.c_str());
+  if (snapshot_server) {
+    snapshot_server->Wait();
+    ::unlink(snapshotter_socket->c_str());
+  }
   log::Info("berthd.stopped");
   return 0;
 }
@@ -194,6 +239,9 @@ int main(int argc, char** argv) {
   app.add_option("--root", flags.root, "Where content, snapshots and metadata live");
   app.add_option("--state", flags.state, "Volatile state directory");
   app.add_option("--address", flags.address, "CRI endpoint, unix:///ABSOLUTE/PATH");
+  app.add_option("--snapshotter-address", flags.snapshotter_address,
+                 "containerd Snapshots API endpoint, unix:///ABSOLUTE/PATH, or \"\" for none "
+                 "(default: snapshotter.sock beside the CRI socket)");
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error or off");
   app.add_option("--grace-period", flags.grace_seconds,
                  "Seconds in-flight requests may take after SIGTERM/SIGINT")
