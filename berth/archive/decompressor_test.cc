@@ -134,9 +134,9 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{Compression::kGzip, GzipBackend::kZlib, imagegen::Compression::kGzip},
                       Case{Compression::kZstd, GzipBackend::kIsal, imagegen::Compression::kZstd},
                       Case{Compression::kNone, GzipBackend::kIsal, imagegen::Compression::kNone}),
-    [](const auto& info) {
-      return std::string(CompressionName(info.param.compression)) +
-             (info.param.backend == GzipBackend::kZlib ? "_zlib" : "");
+    [](const auto& param_info) {
+      return std::string(CompressionName(param_info.param.compression)) +
+             (param_info.param.backend == GzipBackend::kZlib ? "_zlib" : "");
     });
 
 class GzipBackendTest : public ::testing::TestWithParam<GzipBackend> {};
@@ -181,8 +181,8 @@ TEST_P(GzipBackendTest, CorruptDeflateDataIsInvalid) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, GzipBackendTest,
                          ::testing::Values(GzipBackend::kIsal, GzipBackend::kZlib),
-                         [](const auto& info) {
-                           return info.param == GzipBackend::kIsal ? "isal" : "zlib";
+                         [](const auto& param_info) {
+                           return param_info.param == GzipBackend::kIsal ? "isal" : "zlib";
                          });
 
 TEST(DecompressorMagicTest, MismatchNamesBothFormats) {

@@ -245,7 +245,7 @@ INSTANTIATE_TEST_SUITE_P(
                                 ApplyThreading::kSingle, "none"},
                       ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
                                 ApplyThreading::kTwoThreads, "gzip_two_threads"}),
-    [](const auto& info) { return info.param.name; });
+    [](const auto& param_info) { return param_info.param.name; });
 
 TEST_F(LayerApplierTest, OverlayWhiteoutsBecomeDevicesAndOpaqueXattr) {
   WriteText(root_ / "var/cache/kept", "upper dir content stays");
@@ -1032,8 +1032,8 @@ TEST_P(HostileTest, OverlongPathIsRefused) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, HostileTest,
                          ::testing::Values(WhiteoutMode::kOverlay, WhiteoutMode::kDelete),
-                         [](const auto& info) {
-                           return info.param == WhiteoutMode::kOverlay ? "overlay" : "delete";
+                         [](const auto& param_info) {
+                           return param_info.param == WhiteoutMode::kOverlay ? "overlay" : "delete";
                          });
 
 }  // namespace

@@ -20,11 +20,11 @@ constexpr size_t kMaxFieldBytes = 4096;
 // Wraps the real sinks: every line is scrubbed by RedactSecrets before it is written anywhere.
 class RedactingSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
-  void Add(std::shared_ptr<spdlog::sinks::sink> sink) {
+  void Add(std::shared_ptr<spdlog::sinks::sink> target) {
     std::lock_guard lock(mutex_);
-    sink->set_formatter(
+    target->set_formatter(
         std::make_unique<spdlog::pattern_formatter>(kPattern, spdlog::pattern_time_type::utc));
-    targets_.push_back(std::move(sink));
+    targets_.push_back(std::move(target));
   }
 
  protected:

@@ -152,8 +152,8 @@ TEST_F(ImageServiceTest, PullShowsEachLayerFetchedAndUnpackedOnTheProgressBoard)
   EXPECT_EQ(pull.reference, Ref("a"));
   EXPECT_EQ(pull.state, PullState::kDone);
   for (const auto& layer : image_a_->layers) {
-    auto blob = std::find_if(pull.blobs.begin(), pull.blobs.end(), [&](const BlobStatus& blob) {
-      return blob.digest == layer.blob.digest.ToString();
+    auto blob = std::find_if(pull.blobs.begin(), pull.blobs.end(), [&](const BlobStatus& status) {
+      return status.digest == layer.blob.digest.ToString();
     });
     ASSERT_NE(blob, pull.blobs.end()) << layer.blob.digest.ToString();
     EXPECT_TRUE(blob->layer);

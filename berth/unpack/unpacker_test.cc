@@ -528,8 +528,9 @@ TEST_P(UnpackerTest, UnpackImageNeedsTheBlobs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Snapshotters, UnpackerTest,
-                         ::testing::Values(Kind::kOverlay, Kind::kNative), [](const auto& info) {
-                           return info.param == Kind::kOverlay ? "Overlay" : "Native";
+                         ::testing::Values(Kind::kOverlay, Kind::kNative),
+                         [](const auto& param_info) {
+                           return param_info.param == Kind::kOverlay ? "Overlay" : "Native";
                          });
 
 }  // namespace

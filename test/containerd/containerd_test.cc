@@ -1,7 +1,8 @@
 // End-to-end tests of the containerd harness (testing/containerd_process.h): a real containerd
 // 1.6 with runc, pulling from a real loopback registry through a hosts.toml entry, running
-// containers, and leaving nothing behind. containerd alone (its own overlayfs snapshotter); the
-// same tests with berth as its proxy snapshotter come with berth's Snapshots API.
+// containers, and leaving nothing behind. The pull, run and pod tests run twice: with containerd's
+// own overlayfs snapshotter, and with berthd as its proxy snapshotter "berth" (berthd's Snapshots
+// API on a socket of its own; containerd unpacks the layers itself into berth's snapshots).
 //
 // Tests skip, saying why, only when containerd or runc is not installed; CI installs them
 // (scripts/setup.sh), so there they run. Needs root (mounts, cgroups).
@@ -24,17 +25,22 @@
 #include "berth/image/manifest.h"
 #include "test/containerd/containerd_images.h"
 #include "test/containerd/cri_runtime_client.h"
+#include "testing/child_process.h"
 #include "testing/containerd_process.h"
 #include "testing/result_matchers.h"
+#include "testing/run_command.h"
+#include "testing/temp_dir.h"
 #include "testing/test_registry.h"
 
 namespace berth::containerd_test {
 namespace {
 
 namespace fs = std::filesystem;
+using berth::testing::ChildProcess;
 using berth::testing::CommandResult;
 using berth::testing::ContainerdOptions;
 using berth::testing::ContainerdProcess;
+using berth::testing::TempDir;
 using berth::testing::TestRegistry;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -131,6 +137,12 @@ class ContainerdTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(containerd_, ContainerdProcess::Start(Options()));
   }
 
+  virtual ContainerdOptions Options() const {
+    return {.sandbox_image = ImageName("pause", "latest"),
+            .registry_hosts = {{std::string(kRegistryHost), shared->registry->url()},
+                               {"docker.io", shared->registry->url()}}};
+  }
+
   void TearDown() override {
     if (containerd_ != nullptr && HasFailure()) {
       std::fprintf(stderr, "%s\n", containerd_->LogTail(60).c_str());
@@ -139,12 +151,6 @@ class ContainerdTest : public ::testing::Test {
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
     RecordProperty("containerd_ms", static_cast<int>(elapsed.count()));
-  }
-
-  static ContainerdOptions Options() {
-    return {.sandbox_image = ImageName("pause", "latest"),
-            .registry_hosts = {{std::string(kRegistryHost), shared->registry->url()},
-                               {"docker.io", shared->registry->url()}}};
   }
 
   // Runs ctr in kNamespace and expects it to succeed; returns its stdout.
@@ -158,24 +164,112 @@ class ContainerdTest : public ::testing::Test {
   }
 
   void Pull(const std::string& image) {
-    Ctr({"images", "pull", "--hosts-dir", containerd_->hosts_dir().string(), image});
+    Ctr({"images", "pull", "--snapshotter", snapshotter_, "--hosts-dir",
+         containerd_->hosts_dir().string(), image});
+  }
+
+  // `ctr snapshots --snapshotter <the fixture's> <args...>`.
+  std::string CtrSnapshots(std::vector<std::string> args) {
+    args.insert(args.begin(), {"snapshots", "--snapshotter", snapshotter_});
+    return Ctr(args);
   }
 
   // `ctr run` options that keep runc's state, the FIFOs and the cgroup inside the harness's.
   std::vector<std::string> RunOptions(const std::string& id) {
-    return {"--runc-root", containerd_->runc_root().string(),
-            "--fifo-dir",  containerd_->fifo_dir().string(),
-            "--cgroup",    containerd_->cgroup_parent() + "/" + id};
+    return {"--runc-root",   containerd_->runc_root().string(),
+            "--fifo-dir",    containerd_->fifo_dir().string(),
+            "--cgroup",      containerd_->cgroup_parent() + "/" + id,
+            "--snapshotter", snapshotter_};
   }
 
+  // The snapshotter ctr's pull, run and snapshots commands name.
+  std::string snapshotter_ = "overlayfs";
   std::unique_ptr<ContainerdProcess> containerd_;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 
+// The tests that run with either snapshotter: containerd's own "overlayfs", or "berth", berthd
+// as containerd's proxy snapshotter (its Snapshots API on a socket of its own, started before
+// containerd and stopped after it). ctr and the CRI name the fixture's snapshotter.
+class SnapshotterTest : public ContainerdTest,
+                        public ::testing::WithParamInterface<std::string_view> {
+ protected:
+  void SetUp() override {
+    snapshotter_ = std::string(GetParam());
+    if (snapshotter_ == "berth") {
+      StartBerthd();
+      if (HasFatalFailure() || IsSkipped()) return;
+    }
+    ContainerdTest::SetUp();
+  }
+
+  void TearDown() override {
+    ContainerdTest::TearDown();  // containerd first: its mounts are of berth's snapshots
+    if (berthd_ == nullptr) return;
+    if (HasFailure()) std::fprintf(stderr, "berthd:\n%s\n", berthd_->ReadLog().c_str());
+    berth::testing::ExitStatus status = berthd_->Stop(std::chrono::seconds(20));
+    EXPECT_TRUE(status.success()) << status.ToString();
+  }
+
+  ContainerdOptions Options() const override {
+    ContainerdOptions options = ContainerdTest::Options();
+    if (snapshotter_ == "berth") options.UseProxySnapshotter("berth", snapshots_socket());
+    return options;
+  }
+
+  fs::path snapshots_socket() const { return berth_dir_.path() / "snapshotter.sock"; }
+  fs::path berth_root() const { return berth_dir_.path() / "root"; }
+  std::string berth_address() const {
+    return "unix://" + (berth_dir_.path() / "berth.sock").string();
+  }
+
+  // How many files under berthd's snapshot directories are the image's known file.
+  int KnownFilesInBerth() const {
+    int count = 0;
+    std::error_code error;
+    for (auto it = fs::recursive_directory_iterator(berth_root() / "snapshots", error);
+         !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
+      if (it->path().string().ends_with(kKnownFilePath)) ++count;
+    }
+    return count;
+  }
+
+ private:
+  void StartBerthd() {
+    if (Result<void> installed = ContainerdProcess::CheckInstalled(); !installed) {
+      GTEST_SKIP() << installed.error().message();
+    }
+    ASSERT_OK_AND_ASSIGN(berth_dir_, TempDir::Create("berthd"));
+    ASSERT_OK_AND_ASSIGN(
+        berthd_, ChildProcess::Start(
+                     {.argv = {BERTHD_PATH, "--root", berth_root().string(), "--state",
+                               (berth_dir_.path() / "state").string(), "--address", berth_address(),
+                               "--snapshotter-address", "unix://" + snapshots_socket().string(),
+                               "--log-level", "debug"},
+                      .log_file = berth_dir_.path() / "berthd.log"}));
+    ASSERT_TRUE(Eventually([&] { return fs::exists(snapshots_socket()) || !berthd_->Running(); },
+                           std::chrono::seconds(20)))
+        << berthd_->ReadLog();
+    ASSERT_TRUE(berthd_->Running()) << berthd_->ReadLog();
+  }
+
+  TempDir berth_dir_;
+  std::unique_ptr<ChildProcess> berthd_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Snapshotters, SnapshotterTest,
+                         ::testing::Values(std::string_view("overlayfs"),
+                                           std::string_view("berth")),
+                         [](const auto& param_info) { return std::string(param_info.param); });
+
+// What berth as containerd's snapshotter adds: two owners of one disk.
+class BerthSnapshotterTest : public SnapshotterTest {};
+INSTANTIATE_TEST_SUITE_P(Berth, BerthSnapshotterTest, ::testing::Values(std::string_view("berth")));
+
 // (a) The pull goes to the loopback registry through hosts.toml, and containerd's overlayfs
 // snapshotter holds the image's chain: one committed snapshot per layer, named by chain ID,
 // each the parent of the next.
-TEST_F(ContainerdTest, PullFromTheLoopbackRegistryCommitsTheSnapshotChain) {
+TEST_P(SnapshotterTest, PullFromTheLoopbackRegistryCommitsTheSnapshotChain) {
   const std::string image = ImageName("busybox", "latest");
   const size_t log_before = shared->registry->ReadLog().size();
   Pull(image);
@@ -188,8 +282,7 @@ TEST_F(ContainerdTest, PullFromTheLoopbackRegistryCommitsTheSnapshotChain) {
   for (const imagegen::Layer& layer : shared->busybox.layers) diff_ids.push_back(layer.diff_id);
   std::vector<Digest> chain = image::ChainIds(diff_ids);
   ASSERT_EQ(chain.size(), 2u);
-  std::map<std::string, std::string> parents =
-      SnapshotParents(Ctr({"snapshots", "--snapshotter", "overlayfs", "ls"}));
+  std::map<std::string, std::string> parents = SnapshotParents(CtrSnapshots({"ls"}));
   EXPECT_THAT(parents, UnorderedElementsAre(std::pair(chain[0].ToString(), ""),
                                             std::pair(chain[1].ToString(), chain[0].ToString())))
       << "ctr snapshots ls should show the image's chain IDs, each the parent of the next";
@@ -233,7 +326,7 @@ TEST_F(ContainerdTest, AMissingImageIsAskedForOnlyOnLoopback) {
 // (b) runc runs a container from the pulled image: it reads a file of the image, writes into its
 // rootfs (the write lands in the container's own overlay upper dir, not in the image), and when
 // the container is removed nothing is left: no shim, no mount, no active snapshot.
-TEST_F(ContainerdTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
+TEST_P(SnapshotterTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
   const std::string image = ImageName("busybox", "latest");
   Pull(image);
   const std::string id = "reader";
@@ -245,7 +338,7 @@ TEST_F(ContainerdTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
                              " && cat /written.txt"});
   EXPECT_EQ(Ctr(run), std::string(kKnownFileContent) + "written-by-the-container\n");
 
-  const std::string mounts = Ctr({"snapshots", "mounts", "/mnt", id});
+  const std::string mounts = CtrSnapshots({"mounts", "/mnt", id});
   const fs::path upper = MountOption(mounts, "upperdir");
   ASSERT_FALSE(upper.empty()) << "no upperdir in: " << mounts;
   ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
@@ -255,7 +348,7 @@ TEST_F(ContainerdTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
   Ctr({"containers", "rm", id});
   EXPECT_TRUE(Eventually([&] { return !fs::exists(upper); }))
       << "the container's snapshot outlived it (garbage collection)";
-  EXPECT_THAT(SnapshotParents(Ctr({"snapshots", "ls"})),
+  EXPECT_THAT(SnapshotParents(CtrSnapshots({"ls"})),
               ::testing::Not(::testing::Contains(::testing::Key(id))));
   EXPECT_TRUE(Eventually([&] { return containerd_->Shims().empty(); }))
       << ::testing::PrintToString(containerd_->Shims());
@@ -369,7 +462,7 @@ std::string StdoutOfCriLog(const std::string& log) {
 // RunPodSandbox (containerd pulls the static pause image itself), CreateContainer and
 // StartContainer with runc; the container reads a file of the image and writes into its rootfs;
 // its log holds its output; stop and remove leave no shim, no mount and no active snapshot.
-TEST_F(ContainerdTest, CriPodRunsAContainerThatReadsTheImageAndWritesItsRootfs) {
+TEST_P(SnapshotterTest, CriPodRunsAContainerThatReadsTheImageAndWritesItsRootfs) {
   auto cri = CriRuntimeClient::Connect(containerd_->address());
   const std::string image = ImageName("busybox", "latest");
   cri::PullImageRequest pull;
@@ -429,7 +522,8 @@ TEST_F(ContainerdTest, CriPodRunsAContainerThatReadsTheImageAndWritesItsRootfs) 
       << log;
 
   ASSERT_OK_AND_ASSIGN(CommandResult mounts,
-                       containerd_->Ctr("k8s.io", {"snapshots", "mounts", "/mnt", container_id}));
+                       containerd_->Ctr("k8s.io", {"snapshots", "--snapshotter", snapshotter_,
+                                                   "mounts", "/mnt", container_id}));
   const fs::path upper = MountOption(mounts.out, "upperdir");
   ASSERT_FALSE(upper.empty()) << mounts.out << mounts.err;
   ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
@@ -452,11 +546,39 @@ TEST_F(ContainerdTest, CriPodRunsAContainerThatReadsTheImageAndWritesItsRootfs) 
       << ::testing::PrintToString(containerd_->Shims());
   EXPECT_THAT(containerd_->Mounts(), IsEmpty());
   EXPECT_TRUE(Eventually([&] { return !fs::exists(upper); }));
-  ASSERT_OK_AND_ASSIGN(CommandResult snapshots, containerd_->Ctr("k8s.io", {"snapshots", "ls"}));
+  ASSERT_OK_AND_ASSIGN(
+      CommandResult snapshots,
+      containerd_->Ctr("k8s.io", {"snapshots", "--snapshotter", snapshotter_, "ls"}));
   EXPECT_THAT(snapshots.out, ::testing::Not(HasSubstr("Active"))) << snapshots.out;
   EXPECT_EQ(SnapshotParents(snapshots.out).size(), 3u)
       << "busybox's two layers and pause's one should stay: " << snapshots.out;
   EXPECT_THAT(containerd_->Stop(), IsEmpty()) << "containerd left something to sweep";
+}
+
+// Two owners, one disk: the layers containerd unpacked into berth are containerd's. berth's own
+// collection keeps them (no berth image names them); when containerd removes the image, its
+// garbage collection removes them through the Snapshots API, and berth's disk holds none of the
+// image's files any more.
+TEST_P(BerthSnapshotterTest, BerthsCollectionKeepsContainerdsLayersAndContainerdsRemovalFreesThem) {
+  const std::string image = ImageName("busybox", "latest");
+  Pull(image);
+  const std::map<std::string, std::string> chain = SnapshotParents(CtrSnapshots({"ls"}));
+  ASSERT_EQ(chain.size(), 2u);
+  EXPECT_EQ(KnownFilesInBerth(), 1) << "containerd's unpack did not land in berth's snapshots";
+
+  ASSERT_OK_AND_ASSIGN(CommandResult gc,
+                       berth::testing::RunCommand({BERTH_CLI_PATH, "--address", berth_address(),
+                                                   "--root", berth_root().string(), "gc"},
+                                                  berth_root().parent_path()));
+  EXPECT_EQ(gc.exit_code, 0) << gc.out << gc.err;
+  EXPECT_EQ(SnapshotParents(CtrSnapshots({"ls"})), chain) << "berth's gc took containerd's layers";
+  EXPECT_EQ(KnownFilesInBerth(), 1);
+
+  Ctr({"images", "rm", image});
+  EXPECT_TRUE(Eventually([&] { return SnapshotParents(CtrSnapshots({"ls"})).empty(); },
+                         std::chrono::seconds(20)))
+      << "containerd's collection left " << CtrSnapshots({"ls"});
+  EXPECT_EQ(KnownFilesInBerth(), 0) << "berth's disk still holds the removed image's files";
 }
 
 }  // namespace

@@ -354,8 +354,8 @@ TEST_P(ArchiveHostileTest, TarThatEndsEarlyIsDataLoss) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, ArchiveHostileTest,
                          ::testing::Values(WhiteoutMode::kOverlay, WhiteoutMode::kDelete),
-                         [](const auto& info) {
-                           return info.param == WhiteoutMode::kOverlay ? "overlay" : "delete";
+                         [](const auto& param_info) {
+                           return param_info.param == WhiteoutMode::kOverlay ? "overlay" : "delete";
                          });
 
 }  // namespace

@@ -89,7 +89,9 @@ TEST_P(LayerCompressionTest, FileLayerMatchesMemoryLayer) {
 INSTANTIATE_TEST_SUITE_P(AllCompressions, LayerCompressionTest,
                          ::testing::Values(Compression::kNone, Compression::kGzip,
                                            Compression::kZstd),
-                         [](const auto& info) { return std::string(CompressionName(info.param)); });
+                         [](const auto& param_info) {
+                           return std::string(CompressionName(param_info.param));
+                         });
 
 TEST(GzipTest, HeaderCarriesNoNameAndNoMtime) {
   Result<Layer> layer = BuildLayer(SampleTree(), {.compression = Compression::kGzip});
