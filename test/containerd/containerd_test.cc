@@ -264,7 +264,8 @@ INSTANTIATE_TEST_SUITE_P(Snapshotters, SnapshotterTest,
 
 // What berth as containerd's snapshotter adds: two owners of one disk.
 class BerthSnapshotterTest : public SnapshotterTest {};
-INSTANTIATE_TEST_SUITE_P(Berth, BerthSnapshotterTest, ::testing::Values(std::string_view("berth")));
+INSTANTIATE_TEST_SUITE_P(Berth, BerthSnapshotterTest, ::testing::Values(std::string_view("berth")),
+                         [](const auto& param_info) { return std::string(param_info.param); });
 
 // (a) The pull goes to the loopback registry through hosts.toml, and containerd's overlayfs
 // snapshotter holds the image's chain: one committed snapshot per layer, named by chain ID,
