@@ -182,6 +182,15 @@ class ContainerdTest : public ::testing::Test {
             "--snapshotter", snapshotter_};
   }
 
+  // `ctr run --detach` of a container "sleeper" from `image` that sleeps, with `extra` options.
+  void RunSleeper(const std::string& image, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> run = {"run", "--detach", "--null-io"};
+    run.insert(run.end(), extra.begin(), extra.end());
+    for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
+    run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
+    Ctr(run);
+  }
+
   // The snapshotter ctr's pull, run and snapshots commands name.
   std::string snapshotter_ = "overlayfs";
   std::unique_ptr<ContainerdProcess> containerd_;
@@ -362,10 +371,7 @@ TEST_P(SnapshotterTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
 TEST_F(ContainerdTest, StopDeletesRunningTasks) {
   const std::string image = ImageName("busybox", "latest");
   Pull(image);
-  std::vector<std::string> run = {"run", "--detach", "--null-io"};
-  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
-  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
-  Ctr(run);
+  RunSleeper(image);
   ASSERT_THAT(containerd_->Shims(), ::testing::SizeIs(1));
   ASSERT_THAT(containerd_->Mounts(), ::testing::Not(IsEmpty())) << "no rootfs mount";
 
@@ -379,10 +385,7 @@ TEST_F(ContainerdTest, StopDeletesRunningTasks) {
 TEST_F(ContainerdTest, RestartKeepsImagesAndRunningTasks) {
   const std::string image = ImageName("busybox", "latest");
   Pull(image);
-  std::vector<std::string> run = {"run", "--detach", "--null-io"};
-  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
-  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
-  Ctr(run);
+  RunSleeper(image);
   const std::vector<std::string> shims = containerd_->Shims();
   ASSERT_THAT(shims, ::testing::SizeIs(1));
   const pid_t old_pid = containerd_->pid();
@@ -402,10 +405,7 @@ TEST_F(ContainerdTest, StopSweepsTheShimsOfAKilledContainerd) {
   const std::string image = ImageName("busybox", "latest");
   Pull(image);
   const fs::path pid_file = containerd_->directory() / "sleeper.pid";
-  std::vector<std::string> run = {"run", "--detach", "--null-io", "--pid-file", pid_file.string()};
-  for (std::string& option : RunOptions("sleeper")) run.push_back(std::move(option));
-  run.insert(run.end(), {image, "sleeper", "/bin/sleep", "1000"});
-  Ctr(run);
+  RunSleeper(image, {"--pid-file", pid_file.string()});
   ASSERT_OK_AND_ASSIGN(std::string pid_text, ReadFile(pid_file));
   const pid_t container_pid = std::stoi(pid_text);
   ASSERT_TRUE(ProcessAlive(container_pid));
