@@ -179,6 +179,14 @@ Result<snapshot::Info> SnapshotsClient::Stat(std::string_view key) {
   return FromApiInfo(response.info());
 }
 
+Result<void> SnapshotsClient::Rename(std::string_view name, std::string_view new_name,
+                                     const snapshot::Labels&) {
+  return Fail(ErrorCode::kUnimplemented,
+              fmt::format("cannot rename snapshot {} to {}: containerd's Snapshots API has no "
+                          "rename",
+                          name, new_name));
+}
+
 Result<snapshot::Info> SnapshotsClient::UpdateLabels(std::string_view key,
                                                      const snapshot::LabelUpdate& update) {
   api::UpdateSnapshotRequest request;

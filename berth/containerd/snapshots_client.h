@@ -10,6 +10,7 @@
 //     key);
 //   CommitRebased → Commit with `parent` (containerd 2.x's rebase; only when the options say
 //     the server supports it, see SupportsRebase);
+//   Rename has no call in the API: kUnimplemented;
 //   GetApplyTarget is worked out from the mounts, so it REQUIRES a server on this host whose
 //     mounts name its directories: one overlay mount gives upperdir= (overlay whiteouts, opaque
 //     xattr "trusted.overlay.opaque", or "user.overlay.opaque" with userxattr) and lowerdir=;
@@ -70,6 +71,8 @@ class SnapshotsClient final : public snapshot::Snapshotter {
   Result<snapshot::Info> Stat(std::string_view key) override;
   Result<snapshot::Info> UpdateLabels(std::string_view key,
                                       const snapshot::LabelUpdate& update) override;
+  Result<void> Rename(std::string_view name, std::string_view new_name,
+                      const snapshot::Labels& labels) override;
   Result<snapshot::Usage> GetUsage(std::string_view key) override;
   Result<void> Walk(const std::function<Result<void>(const snapshot::Info&)>& visit) override;
   Result<snapshot::ApplyTarget> GetApplyTarget(std::string_view key) override;

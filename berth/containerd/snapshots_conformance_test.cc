@@ -52,6 +52,10 @@ class SnapshotterOverGrpc final : public snapshot::Snapshotter, public snapshot:
                                       const snapshot::LabelUpdate& update) override {
     return client().UpdateLabels(key, update);
   }
+  Result<void> Rename(std::string_view name, std::string_view new_name,
+                      const Labels& labels) override {
+    return client().Rename(name, new_name, labels);
+  }
   Result<snapshot::Usage> GetUsage(std::string_view key) override { return client().GetUsage(key); }
   Result<void> Walk(const std::function<Result<void>(const snapshot::Info&)>& visit) override {
     return client().Walk(visit);
@@ -74,6 +78,7 @@ class SnapshotterOverGrpc final : public snapshot::Snapshotter, public snapshot:
 // Opens `Local` at options.root and serves it on a socket beside the root.
 template <typename Local, typename LocalOptions, Rebase kRebase>
 struct OverGrpcFactory {
+  static constexpr bool kRenames = false;  // the API has no rename
   static Result<std::unique_ptr<SnapshotterOverGrpc>> Open(
       const snapshot::LocalSnapshotterOptions& options) {
     static std::atomic<int> sockets{0};

@@ -11,6 +11,8 @@
 
 #include "berth/base/log.h"
 #include "berth/containerd/filter.h"
+#include "berth/containerd/labels.h"
+#include "berth/cri/call_cancellation.h"
 #include "berth/cri/grpc_status.h"
 
 namespace berth::containerd {
@@ -142,15 +144,25 @@ class Request {
 
 }  // namespace
 
-grpc::Status SnapshotsService::Prepare(grpc::ServerContext*,
+grpc::Status SnapshotsService::Prepare(grpc::ServerContext* context,
                                        const api::PrepareSnapshotRequest* request,
                                        api::PrepareSnapshotResponse* response) {
   Request call("Prepare", {request->key(), request->parent()});
   return call.Done([&]() -> Result<void> {
     BERTH_RETURN_IF_ERROR(CheckKey("key", request->key()));
-    BERTH_ASSIGN_OR_RETURN(std::vector<snapshot::Mount> mounts,
-                           snapshotter_.Prepare(Owned(request->key()), Owned(request->parent()),
-                                                ToLabels(request->labels())));
+    const snapshot::Labels labels = ToLabels(request->labels());
+    if (layers_ != nullptr && labels.contains(std::string(kSnapshotRefLabel))) {
+      cri::CallCancellation cancellation(*context);
+      if (layers_->Provide({.key = request->key(), .parent = request->parent(), .labels = labels},
+                           cancellation.token())) {
+        return Fail(ErrorCode::kAlreadyExists,
+                    fmt::format("snapshot {}: berth fetched and unpacked layer {} itself",
+                                request->key(), labels.at(std::string(kSnapshotRefLabel))));
+      }
+    }
+    BERTH_ASSIGN_OR_RETURN(
+        std::vector<snapshot::Mount> mounts,
+        snapshotter_.Prepare(Owned(request->key()), Owned(request->parent()), labels));
     ToApiMounts(mounts, *response);
     return Ok();
   }());

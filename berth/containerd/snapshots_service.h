@@ -20,6 +20,12 @@
 // collects every backend snapshot it does not know, so berth's own images must stay invisible),
 // and a key without it (berth's own chain IDs) is NOT_FOUND here.
 //
+// Remote snapshots: with a LayerSource, a Prepare that carries the label
+// "containerd.io/snapshot.ref" (containerd's unpacker asking for a layer) first asks the source
+// for that layer, which may make it containerd's committed snapshot; Prepare then answers
+// ALREADY_EXISTS, as containerd's metadata layer expects of a remote snapshotter, and containerd
+// finds the snapshot by List with that label and the parent. Otherwise Prepare goes on as usual.
+//
 // Mounts are the snapshotter's own (overlay or bind of the snapshot directories, see
 // overlay_snapshotter.h), which containerd mounts itself: an active snapshot with parents is one
 // "overlay" mount with upperdir= and lowerdir= options, the form containerd's diff applier
@@ -37,6 +43,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "berth/base/cancel.h"
 #include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
 #include "proto/containerd/services/snapshots/v1/snapshots.grpc.pb.h"
@@ -45,11 +52,35 @@ namespace berth::containerd {
 
 namespace api = ::containerd::services::snapshots::v1;
 
+// One Prepare that names the layer it is for (the label containerd.io/snapshot.ref), as
+// containerd sent it: its names are containerd's, without kContainerdKeyPrefix.
+struct LayerRequest {
+  std::string_view key;
+  std::string_view parent;  // "" for none
+  const snapshot::Labels& labels;
+};
+
+// Remote snapshots: what Prepare asks first when a LayerSource is given (remote_layers.h is
+// berth's). Owned by this service, its one user.
+class LayerSource {
+ public:
+  virtual ~LayerSource() = default;
+  // True when the layer `request` names is now containerd's committed snapshot
+  // kContainerdKeyPrefix + request.key, on request.parent, with request.labels: Prepare then
+  // answers ALREADY_EXISTS and containerd fetches nothing for that layer. False when it is not
+  // (Prepare makes the ordinary active snapshot and containerd unpacks the layer itself). Never
+  // fails: whatever went wrong is logged, and containerd's own way still works. Blocks while the
+  // layer is fetched; returns false soon after `cancel` fires.
+  virtual bool Provide(const LayerRequest& request, const CancelToken& cancel) = 0;
+};
+
 class SnapshotsService final : public api::Snapshots::Service {
  public:
-  // `snapshotter` and `cleaner` (usually the same LocalSnapshotter) must outlive this.
-  SnapshotsService(snapshot::Snapshotter& snapshotter, snapshot::Cleaner& cleaner)
-      : snapshotter_(snapshotter), cleaner_(cleaner) {}
+  // `snapshotter` and `cleaner` (usually the same LocalSnapshotter) must outlive this, and so
+  // must `layers` unless it is null (no remote snapshots).
+  SnapshotsService(snapshot::Snapshotter& snapshotter, snapshot::Cleaner& cleaner,
+                   LayerSource* layers = nullptr)
+      : snapshotter_(snapshotter), cleaner_(cleaner), layers_(layers) {}
 
   grpc::Status Prepare(grpc::ServerContext* context, const api::PrepareSnapshotRequest* request,
                        api::PrepareSnapshotResponse* response) override;
@@ -75,6 +106,7 @@ class SnapshotsService final : public api::Snapshots::Service {
  private:
   snapshot::Snapshotter& snapshotter_;
   snapshot::Cleaner& cleaner_;
+  LayerSource* const layers_;
 };
 
 }  // namespace berth::containerd

@@ -1,65 +1,16 @@
 #include "berth/cri/image_service_server.h"
 
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "berth/cri/auth_config.h"
+#include "berth/cri/call_cancellation.h"
 #include "berth/cri/full_disk.h"
 #include "berth/cri/grpc_status.h"
 #include "berth/cri/request_log.h"
 
 namespace berth::cri {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// A CancelToken that fires when the client cancels the call or its deadline passes. A watcher
-// thread polls ServerContext::IsCancelled() (the synchronous API has no callback for it).
-class CallCancellation {
- public:
-  explicit CallCancellation(grpc::ServerContext& context)
-      : token_(DeadlineOf(context)), watcher_([this, &context] { Watch(context); }) {}
-
-  ~CallCancellation() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    wake_.notify_all();
-    watcher_.join();
-  }
-
-  const CancelToken& token() const { return token_; }
-
- private:
-  static Clock::time_point DeadlineOf(const grpc::ServerContext& context) {
-    auto deadline = context.deadline();
-    auto now = std::chrono::system_clock::now();
-    // gRPC reports "no deadline" as a time far in the future.
-    if (deadline - now > std::chrono::hours(24 * 365)) return Clock::time_point::max();
-    return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
-  }
-
-  void Watch(grpc::ServerContext& context) {
-    std::unique_lock lock(mutex_);
-    while (!done_) {
-      if (context.IsCancelled()) {
-        token_.Cancel();
-        return;
-      }
-      wake_.wait_for(lock, std::chrono::milliseconds(100));
-    }
-  }
-
-  CancelToken token_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool done_ = false;
-  std::thread watcher_;
-};
 
 template <typename ImageMessage>
 void FillImage(const service::Image& image, ImageMessage& out) {

@@ -23,8 +23,7 @@
 //                  snapshots) live
 //
 // A pull stops when the client cancels the call or its deadline passes: the CancelToken the pull
-// honours carries the call's deadline, and a watcher thread polls ServerContext::IsCancelled()
-// into it.
+// honours carries the call's deadline and the client's cancellation (call_cancellation.h).
 //
 // Every request is logged once, as `cri.request method=… ref=… ms=… code=…` (at warning level
 // with `error=…` added when it failed).

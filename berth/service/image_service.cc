@@ -161,6 +161,9 @@ class TimedLayerHandler final : public pull::LayerHandler {
   std::unique_ptr<pull::LayerHandler> inner_;
 };
 
+// The description of a staged image's lease starts with this (Stage).
+constexpr std::string_view kStageLeasePrefix = "stage ";
+
 // The description of a pull's lease: "pull " and the normalized reference. Leases recorded
 // before the image was named carry it too, so a later pull of the same reference finds them.
 std::string PullLeaseDescription(const Reference& reference) {
@@ -404,13 +407,48 @@ Result<void> ImageService::Hold(const std::string& id,
 Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
                                                 const Reference& reference, PullLease& lease,
                                                 uint64_t progress_id, const CancelToken& cancel) {
+  BERTH_ASSIGN_OR_RETURN(pull::PulledImage pulled,
+                         FetchUnderLease(request, reference, lease, progress_id, {}, cancel));
+  return RecordPulledImage(reference, pulled);
+}
+
+Result<std::unique_ptr<StagedImage>> ImageService::Stage(const StageRequest& request,
+                                                         const CancelToken& cancel) {
+  BERTH_ASSIGN_OR_RETURN(
+      Reference reference,
+      WithContext(Reference::Parse(request.image), fmt::format("stage \"{}\"", request.image)));
+  const std::string what = fmt::format("{}{}", kStageLeasePrefix, reference.ToString());
+  PullLease lease(*this);
+  BERTH_RETURN_IF_ERROR(WithContext(db_.CreateLease(lease.id(), what), what));
+  const uint64_t progress_id = pull_progress_.Start(reference.ToString());
+  Result<pull::PulledImage> fetched =
+      FetchUnderLease({.image = request.image, .auth = request.auth}, reference, lease, progress_id,
+                      request.destination, cancel);
+  pull_progress_.Finish(progress_id, fetched ? nullptr : &fetched.error());
+  Result<void> outcome = fetched ? Ok() : Fail(std::move(fetched).error().WithContext(what));
+  return std::make_unique<StagedImage>(*this, lease.id(), std::move(outcome));
+}
+
+StagedImage::~StagedImage() { service_.DeleteLease(lease_id_); }
+
+void ImageService::DeleteLease(const std::string& id) {
+  if (Result<void> deleted = db_.DeleteLease(id); !deleted) {
+    log::Warn("lease.delete", {{"lease", id}, {"error", deleted.error().ToString()}});
+  }
+}
+
+Result<pull::PulledImage> ImageService::FetchUnderLease(
+    const PullRequest& request, const Reference& reference, PullLease& lease, uint64_t progress_id,
+    const unpack::UnpackDestination& destination, const CancelToken& cancel) {
   LayerTimings timings(reference.ToString());
   std::unique_ptr<pull::LayerHandler> unpacker = timings.Observe(pull_progress_.Observe(
-      progress_id,
-      options_.unpacker(lease, [this, progress_id, &timings](const unpack::LayerProgress& layer) {
-        pull_progress_.Unpacked(progress_id, layer);
-        timings.Record(layer);
-      })));
+      progress_id, options_.unpacker(
+                       lease,
+                       [this, progress_id, &timings](const unpack::LayerProgress& layer) {
+                         pull_progress_.Unpacked(progress_id, layer);
+                         timings.Record(layer);
+                       },
+                       destination)));
   pull::ProgressFn progress = [this, progress_id, &request](const pull::BlobProgress& blob) {
     pull_progress_.Fetched(progress_id, blob);
     if (request.progress) request.progress(blob);
@@ -427,7 +465,7 @@ Result<PullResult> ImageService::PullUnderLease(const PullRequest& request,
       puller_.Pull(reference.ToString(), pull_options, progress, cancel);
   if (!pulled) return Fail(std::move(pulled).error());
   admission_.Learn(admitted);
-  return RecordPulledImage(reference, *pulled);
+  return pulled;
 }
 
 Result<PullResult> ImageService::RecordPulledImage(const Reference& reference,
@@ -644,6 +682,12 @@ Result<gc::CollectReport> ImageService::Recover() {
                                                                      options_.resume_window));
   if (released > 0) {
     log::Info("recover.leases", {{"released", std::to_string(released)}});
+  }
+  // A staged image (Stage) is only of use to the process that staged it.
+  BERTH_ASSIGN_OR_RETURN(std::vector<metadata::LeaseRecord> leases, db_.ListLeases());
+  for (const metadata::LeaseRecord& lease : leases) {
+    if (lease.description.starts_with(kStageLeasePrefix))
+      BERTH_RETURN_IF_ERROR(db_.DeleteLease(lease.id));
   }
   BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshot_cleaner_.FindMissing());
   BERTH_RETURN_IF_ERROR(DropSnapshotsAndChildren(missing));

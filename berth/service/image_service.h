@@ -72,6 +72,7 @@
 #include "berth/service/pull_progress.h"
 #include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
+#include "berth/unpack/unpacker.h"
 
 namespace berth::service {
 
@@ -80,8 +81,10 @@ namespace berth::service {
 // service only needs the pull::LayerHandler seam). The handler must hold every snapshot it
 // checks for or creates in `lease` first, and report each layer's events to `on_layer` (the
 // pull's progress board entry).
-using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>(pull::PullLease& lease,
-                                                                          LayerUnpackFn on_layer)>;
+// `destination` says where the layers are committed (unpack::UnpackDestination): the default
+// for Pull, a prefix and a base for Stage.
+using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>(
+    pull::PullLease& lease, LayerUnpackFn on_layer, const unpack::UnpackDestination& destination)>;
 
 struct ImageServiceOptions {
   // The snapshotter's name, recorded with each image ("overlayfs", "native").
@@ -131,6 +134,15 @@ struct PullRequest {
   pull::ProgressFn progress;
 };
 
+// An image to fetch and unpack without making it berth's (ImageService::Stage).
+struct StageRequest {
+  std::string image;             // a reference; best with a digest (name@sha256:…)
+  registry::CriAuthConfig auth;  // CRI AuthConfig; empty → the config file's credentials
+  // Where the layers are committed: a prefix of the caller's, and optionally a base snapshot
+  // holding the image's lower layers.
+  unpack::UnpackDestination destination;
+};
+
 struct PullResult {
   Digest image_id = Digest::Sha256Of("");
   std::string reference;    // the normalized reference pulled
@@ -170,6 +182,30 @@ struct FilesystemUsage {
   bool holds_writable_layers = false;
 };
 
+class ImageService;
+
+// What one ImageService::Stage made, held from garbage collection until this object is
+// destroyed: the lease (described "stage <reference>") keeps the blobs fetched and the snapshots
+// committed. Whoever wants a staged snapshot must take it (rename it, berth/containerd) before
+// then; what is left is garbage for the next collection. REQUIRES: destroyed before the service.
+class StagedImage {
+ public:
+  StagedImage(ImageService& service, std::string lease_id, Result<void> outcome)
+      : service_(service), lease_id_(std::move(lease_id)), outcome_(std::move(outcome)) {}
+  StagedImage(const StagedImage&) = delete;
+  StagedImage& operator=(const StagedImage&) = delete;
+  ~StagedImage();
+
+  // Ok when every layer was unpacked; else the pull's error (layers below the one that failed
+  // may still have been committed).
+  const Result<void>& outcome() const { return outcome_; }
+
+ private:
+  ImageService& service_;
+  std::string lease_id_;
+  Result<void> outcome_;
+};
+
 class ImageService {
  public:
   // Builds the service and its index from the database. Every reference must outlive the
@@ -191,6 +227,15 @@ class ImageService {
   // kNotFound, kUnauthenticated, kPermissionDenied, kUnavailable, kDataLoss,
   // kResourceExhausted, kCancelled, kDeadlineExceeded), the unpacker's, and the database's.
   Result<PullResult> Pull(const PullRequest& request, const CancelToken& cancel);
+
+  // Fetches `request.image` and unpacks its layers as Pull does (shared downloads, the node's
+  // scheduler, disk admission, the progress board), but into the snapshots
+  // `request.destination` names, and records nothing: the image does not become berth's. This is
+  // how berthd fetches layers for containerd (berth/containerd/remote_layers.h). Blocks until the
+  // pull ends. Errors: kInvalidArgument for a bad reference, and the database's; the pull's own
+  // errors are the returned StagedImage's outcome().
+  Result<std::unique_ptr<StagedImage>> Stage(const StageRequest& request,
+                                             const CancelToken& cancel);
 
   // Every reported image, ordered by ID; with a non-empty `filter`, only the images it names
   // (see the file comment: every image of a repository, or the one image a name or ID names).
@@ -256,6 +301,13 @@ class ImageService {
   Result<PullResult> PullUnderLease(const PullRequest& request, const Reference& reference,
                                     PullLease& lease, uint64_t progress_id,
                                     const CancelToken& cancel);
+  // Fetches and unpacks (into `destination`) under `lease`, reporting to the progress board.
+  Result<pull::PulledImage> FetchUnderLease(const PullRequest& request, const Reference& reference,
+                                            PullLease& lease, uint64_t progress_id,
+                                            const unpack::UnpackDestination& destination,
+                                            const CancelToken& cancel);
+  friend class StagedImage;  // deletes its lease
+  void DeleteLease(const std::string& id);
   // The end of a pull: checks the image's top layer is unpacked, then writes its names (ID, tag,
   // repo digest) in one transaction and indexes it.
   Result<PullResult> RecordPulledImage(const Reference& reference, const pull::PulledImage& pulled);

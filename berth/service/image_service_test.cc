@@ -78,18 +78,19 @@ class ImageServiceTest : public ::testing::Test {
     ASSERT_TRUE(db);
     db_ = std::move(*db);
     puller_ = std::make_unique<pull::Puller>(*store_, *transport_, config::DefaultConfig());
-    auto service =
-        ImageService::Create(*puller_, *store_, *snapshotter_, *snapshotter_, *db_,
-                             {.snapshotter_name = "native",
-                              .snapshot_root = dir_->path() / "snapshots",
-                              .pinned_images = std::move(pinned),
-                              .unpacker =
-                                  [this](pull::PullLease& lease, LayerUnpackFn on_layer) {
-                                    return std::make_unique<unpack::Unpacker>(
-                                        *snapshotter_, *store_, threads_, unpack::UnpackOptions{},
-                                        std::move(on_layer), &lease);
-                                  },
-                              .platform = {.os = "linux", .architecture = "amd64"}});
+    auto service = ImageService::Create(
+        *puller_, *store_, *snapshotter_, *snapshotter_, *db_,
+        {.snapshotter_name = "native",
+         .snapshot_root = dir_->path() / "snapshots",
+         .pinned_images = std::move(pinned),
+         .unpacker =
+             [this](pull::PullLease& lease, LayerUnpackFn on_layer,
+                    const unpack::UnpackDestination& destination) {
+               return std::make_unique<unpack::Unpacker>(
+                   *snapshotter_, *store_, threads_,
+                   unpack::UnpackOptions{.destination = destination}, std::move(on_layer), &lease);
+             },
+         .platform = {.os = "linux", .architecture = "amd64"}});
     ASSERT_TRUE(service) << service.error().ToString();
     service_ = std::move(*service);
   }

@@ -532,6 +532,35 @@ Result<Info> LocalSnapshotter::UpdateLabels(std::string_view key, const LabelUpd
   return WithContext(std::move(updated), fmt::format("update labels of snapshot {}", key));
 }
 
+Result<void> LocalSnapshotter::Rename(std::string_view name, std::string_view new_name,
+                                      const Labels& labels) {
+  auto renamed = [&]() -> Result<void> {
+    BERTH_RETURN_IF_ERROR(CheckName("name", name));
+    BERTH_RETURN_IF_ERROR(CheckName("new name", new_name));
+    std::lock_guard lock(mutex_);
+    BERTH_ASSIGN_OR_RETURN(sqlite::Transaction txn, sqlite::Transaction::Begin(*db_));
+    BERTH_ASSIGN_OR_RETURN(Row row, GetRow(name));
+    if (row.kind != Kind::kCommitted) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  fmt::format("snapshot {} is {}; only committed snapshots can be renamed", name,
+                              KindName(row.kind)));
+    }
+    BERTH_ASSIGN_OR_RETURN(std::optional<Row> existing, FindRow(new_name));
+    if (existing) {
+      return Fail(ErrorCode::kAlreadyExists, fmt::format("snapshot {} already exists ({})",
+                                                         new_name, KindName(existing->kind)));
+    }
+    BERTH_ASSIGN_OR_RETURN(
+        sqlite::Statement update,
+        db_->Prepare("UPDATE snapshots SET key = ?2, updated_ns = ?3 WHERE id = ?1"));
+    update.Bind(1, row.id).Bind(2, new_name).Bind(3, std::max(NowNanos(), row.updated_ns));
+    BERTH_RETURN_IF_ERROR(update.Run());
+    BERTH_RETURN_IF_ERROR(StoreLabels(row.id, labels));
+    return txn.Commit();
+  }();
+  return WithContext(std::move(renamed), fmt::format("rename snapshot {} to {}", name, new_name));
+}
+
 Result<Usage> LocalSnapshotter::GetUsage(std::string_view key) {
   std::lock_guard lock(mutex_);
   BERTH_ASSIGN_OR_RETURN(Row row, GetRow(key));

@@ -81,6 +81,8 @@ class LocalSnapshotter : public Snapshotter, public Cleaner {
   Result<void> Remove(std::string_view key) override;
   Result<Info> Stat(std::string_view key) override;
   Result<Info> UpdateLabels(std::string_view key, const LabelUpdate& update) override;
+  Result<void> Rename(std::string_view name, std::string_view new_name,
+                      const Labels& labels) override;
   Result<Usage> GetUsage(std::string_view key) override;
   Result<void> Walk(const std::function<Result<void>(const Info&)>& visit) override;
   Result<ApplyTarget> GetApplyTarget(std::string_view key) override;

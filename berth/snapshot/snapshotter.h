@@ -193,6 +193,15 @@ class Snapshotter {
   // label name, or for kReplace with names in `remove`.
   virtual Result<Info> UpdateLabels(std::string_view key, const LabelUpdate& update) = 0;
 
+  // Gives the committed snapshot `name` the name `new_name` and replaces its labels with
+  // `labels`, in one metadata transaction, and sets its updated time. Its contents, parent and
+  // created time stay, and so do its children, which name it by `new_name` from then on. This is
+  // how a layer berth unpacked for containerd becomes containerd's (berth/containerd's remote
+  // snapshots). kNotFound for an unknown `name`; kAlreadyExists when `new_name` exists;
+  // kFailedPrecondition when `name` is not committed; kInvalidArgument for an empty name.
+  virtual Result<void> Rename(std::string_view name, std::string_view new_name,
+                              const Labels& labels) = 0;
+
   virtual Result<Usage> GetUsage(std::string_view key) = 0;
 
   // Calls `visit` for every snapshot (any order). A failing visit stops the walk and its error

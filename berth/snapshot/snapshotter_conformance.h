@@ -11,6 +11,8 @@
 //     // The crash tests call it in a forked child, whose snapshotter must _exit at
 //     // options.crash_point_for_test.
 //     static Result<std::unique_ptr<T>> Open(const LocalSnapshotterOptions& options);
+//     // Whether T implements Rename (a client of containerd's API cannot: kUnimplemented).
+//     static constexpr bool kRenames = true;
 //   };
 //   INSTANTIATE_TYPED_TEST_SUITE_P(Mine, SnapshotterConformance, MyFactory);
 //
@@ -707,14 +709,44 @@ TYPED_TEST_P(SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutPar
                     ErrorCode::kFailedPrecondition);
 }
 
+TYPED_TEST_P(SnapshotterConformance, RenameKeepsContentsParentAndChildren) {
+  ASSERT_NO_FATAL_FAILURE(this->CommitLayer("base", "", {{"a", "a"}}));
+  ASSERT_NO_FATAL_FAILURE(this->CommitLayer("middle", "base", {{"b", "b"}}));
+  ASSERT_NO_FATAL_FAILURE(this->CommitLayer("top", "middle", {{"c", "c"}}));
+  if (!TypeParam::kRenames) {
+    BERTH_EXPECT_CODE(this->sn().Rename("middle", "renamed", {}), ErrorCode::kUnimplemented);
+    return;
+  }
+  auto before = this->sn().Stat("middle");
+  ASSERT_OK(before);
+  ASSERT_OK(this->sn().Rename("middle", "renamed", {{"owner", "someone"}}));
+  BERTH_EXPECT_CODE(this->sn().Stat("middle"), ErrorCode::kNotFound);
+  auto after = this->sn().Stat("renamed");
+  ASSERT_OK(after);
+  EXPECT_EQ(after->kind, Kind::kCommitted);
+  EXPECT_EQ(after->parent, "base");
+  EXPECT_EQ(after->labels, (Labels{{"owner", "someone"}}));
+  EXPECT_EQ(after->created, before->created);
+  EXPECT_EQ(this->sn().Stat("top")->parent, "renamed");
+  ASSERT_TRUE(this->sn().View("top-view", "top"));
+  EXPECT_EQ(this->ListKey("top-view"), (std::set<std::string>{"a", "b", "c"}));
+
+  BERTH_EXPECT_CODE(this->sn().Rename("missing", "x", {}), ErrorCode::kNotFound);
+  BERTH_EXPECT_CODE(this->sn().Rename("renamed", "top", {}), ErrorCode::kAlreadyExists);
+  BERTH_EXPECT_CODE(this->sn().Rename("top-view", "x", {}), ErrorCode::kFailedPrecondition);
+  BERTH_EXPECT_CODE(this->sn().Rename("renamed", "", {}), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(this->sn().Stat("renamed")->labels, (Labels{{"owner", "someone"}}));
+}
+
 REGISTER_TYPED_TEST_SUITE_P(
     SnapshotterConformance, CommitRebasedChainsLayersPreparedWithoutParents,
-    PrepareCommitAndViewStackLayers, PrepareReturnsTheSameMountsAsMounts,
-    ApplyTargetTakesALayerWithoutMounting, WhiteoutsHideParentFiles,
-    StatReportsKindsParentsAndLabels, UpdateLabelsReplacesOrMerges, WalkVisitsEverySnapshot,
-    UsageCountsBytesAndInodes, MisuseReturnsPreciseErrorCodes, RemoveRefusesParentsWithChildren,
-    ReopeningKeepsSnapshots, SecondOpenOfARootIsRefused, CleanupRemovesOnlyUnreferencedDirectories,
-    CrashBeforePrepareCommitsLeavesOnlyGarbage, CrashBeforeCommitKeepsTheActiveSnapshot,
-    CrashAfterRemoveCommitsLeavesGarbageForCleanup, ConcurrentCallersAreSerialised);
+    RenameKeepsContentsParentAndChildren, PrepareCommitAndViewStackLayers,
+    PrepareReturnsTheSameMountsAsMounts, ApplyTargetTakesALayerWithoutMounting,
+    WhiteoutsHideParentFiles, StatReportsKindsParentsAndLabels, UpdateLabelsReplacesOrMerges,
+    WalkVisitsEverySnapshot, UsageCountsBytesAndInodes, MisuseReturnsPreciseErrorCodes,
+    RemoveRefusesParentsWithChildren, ReopeningKeepsSnapshots, SecondOpenOfARootIsRefused,
+    CleanupRemovesOnlyUnreferencedDirectories, CrashBeforePrepareCommitsLeavesOnlyGarbage,
+    CrashBeforeCommitKeepsTheActiveSnapshot, CrashAfterRemoveCommitsLeavesGarbageForCleanup,
+    ConcurrentCallersAreSerialised);
 
 }  // namespace berth::snapshot::testing

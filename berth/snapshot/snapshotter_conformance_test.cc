@@ -8,6 +8,7 @@ namespace berth::snapshot::testing {
 namespace {
 
 struct OverlayFactory {
+  static constexpr bool kRenames = true;
   static std::string SkipReason() { return OverlaySkipReason(); }
   static Result<std::unique_ptr<LocalSnapshotter>> Open(const LocalSnapshotterOptions& options) {
     OverlaySnapshotterOptions overlay_options;
@@ -18,6 +19,7 @@ struct OverlayFactory {
 };
 
 struct NativeFactory {
+  static constexpr bool kRenames = true;
   static std::string SkipReason() { return MountSkipReason(); }
   static Result<std::unique_ptr<LocalSnapshotter>> Open(const LocalSnapshotterOptions& options) {
     NativeSnapshotterOptions native_options;

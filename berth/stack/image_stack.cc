@@ -91,15 +91,18 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
            .snapshot_root = stack->snapshot_root_,
            .pinned_images = config.pull.pinned_images,
            .unpacker =
-               [self, unpack_options](pull::PullLease& lease, service::LayerUnpackFn on_layer) {
+               [self, unpack_options](pull::PullLease& lease, service::LayerUnpackFn on_layer,
+                                      const unpack::UnpackDestination& destination) {
                  // Each layer event goes to the pull's board entry and to the stack's callback.
                  unpack::LayerProgressFn progress =
                      [self, on_layer = std::move(on_layer)](const unpack::LayerProgress& layer) {
                        on_layer(layer);
                        if (self->options_.layer_progress) self->options_.layer_progress(layer);
                      };
+                 unpack::UnpackOptions options = unpack_options;
+                 options.destination = destination;
                  return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,
-                                                           self->layer_threads_, unpack_options,
+                                                           self->layer_threads_, std::move(options),
                                                            std::move(progress), &lease);
                },
            .resume_window = config.pull.resume_window,

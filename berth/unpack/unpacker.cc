@@ -231,14 +231,27 @@ Result<void> Unpacker::Begin(const image::Manifest& manifest, const image::Image
     return Fail(ErrorCode::kInvalidArgument, "the image has no layers to unpack");
   }
   std::vector<Digest> chain_ids = image::ChainIds(config.diff_ids);
-  if (lease_ != nullptr) {
-    std::vector<std::string> names;
-    names.reserve(chain_ids.size());
-    for (const Digest& chain_id : chain_ids) names.push_back(chain_id.ToString());
-    BERTH_RETURN_IF_ERROR(lease_->HoldSnapshots(names));
+  const UnpackDestination& destination = options_.destination;
+  size_t base_layers = 0;
+  if (destination.base_chain_id) {
+    auto base = std::find(chain_ids.begin(), chain_ids.end(), *destination.base_chain_id);
+    if (base == chain_ids.end()) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("the base snapshot {} holds the layers {}, which are not the lower "
+                              "layers of this image",
+                              destination.base_snapshot, destination.base_chain_id->ToString()));
+    }
+    base_layers = static_cast<size_t>(base - chain_ids.begin()) + 1;
   }
   std::lock_guard lock(mutex_);
   chain_ids_ = std::move(chain_ids);
+  base_layers_ = base_layers;
+  if (lease_ != nullptr) {
+    std::vector<std::string> names;
+    if (!destination.base_snapshot.empty()) names.push_back(destination.base_snapshot);
+    for (size_t i = base_layers_; i < chain_ids_.size(); ++i) names.push_back(SnapshotName(i));
+    BERTH_RETURN_IF_ERROR(lease_->HoldSnapshots(names));
+  }
   layers_.clear();
   for (size_t i = 0; i < manifest.layers.size(); ++i) {
     layers_.push_back({.descriptor = manifest.layers[i], .diff_id = config.diff_ids[i]});
@@ -252,6 +265,22 @@ std::string Unpacker::NewKey(size_t index) const {
   uint64_t nonce = (uint64_t{random()} << 32) | random();
   return fmt::format("{}{:016x}-{}", snapshot::kUnpackScratchPrefix, nonce,
                      chain_ids_[index].ToString());
+}
+
+std::string Unpacker::SnapshotName(size_t index) const {
+  return options_.destination.name_prefix + chain_ids_[index].ToString();
+}
+
+std::string Unpacker::ParentName(size_t index) const {
+  if (index == 0) return "";
+  if (index == base_layers_) return options_.destination.base_snapshot;
+  return SnapshotName(index - 1);
+}
+
+Result<snapshot::Info> Unpacker::StatLayer(size_t index) {
+  // A layer under the destination's base counts as committed, whatever it is named there.
+  if (index < base_layers_) return snapshot::Info{.kind = snapshot::Kind::kCommitted};
+  return snapshotter_.Stat(SnapshotName(index));
 }
 
 archive::ApplyOptions Unpacker::ApplyOptionsFor(bool two_threads,
@@ -293,17 +322,17 @@ Result<pull::LayerPlan> Unpacker::PlanLayer(size_t index) {
   if (index >= chain_ids_.size()) {
     return Fail(ErrorCode::kInvalidArgument, fmt::format("no layer {} to plan", index));
   }
-  const Digest& chain_id = chain_ids_[index];
+  const std::string name = SnapshotName(index);
   image::Descriptor descriptor;
   {
     std::lock_guard lock(mutex_);
     descriptor = layers_[index].descriptor;
   }
-  Result<snapshot::Info> existing = snapshotter_.Stat(chain_id.ToString());
+  Result<snapshot::Info> existing = StatLayer(index);
   if (existing) {
     if (existing->kind != snapshot::Kind::kCommitted) {
       return Fail(ErrorCode::kFailedPrecondition,
-                  fmt::format("snapshot {} exists but is {}, not committed", chain_id.ToString(),
+                  fmt::format("snapshot {} exists but is {}, not committed", name,
                               snapshot::KindName(existing->kind)));
     }
     {
@@ -447,8 +476,8 @@ Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
 
 Result<void> Unpacker::CommitApplied(size_t index, const std::string& key,
                                      const std::vector<std::string>& implicit_dirs) {
-  const std::string name = chain_ids_[index].ToString();
-  const std::string parent = index == 0 ? "" : chain_ids_[index - 1].ToString();
+  const std::string name = SnapshotName(index);
+  const std::string parent = ParentName(index);
   // Last change to those directories: nothing writes into the layer after this.
   if (!parent.empty() && !implicit_dirs.empty() && !snapshotter_.Stat(name)) {
     BERTH_RETURN_IF_ERROR(InheritImplicitDirs(index, key, parent, implicit_dirs));
@@ -474,8 +503,8 @@ Result<void> Unpacker::CommitApplied(size_t index, const std::string& key,
 }
 
 Result<void> Unpacker::ApplyFromStore(size_t index) {
-  const std::string name = chain_ids_[index].ToString();
-  const std::string parent = index == 0 ? "" : chain_ids_[index - 1].ToString();
+  const std::string name = SnapshotName(index);
+  const std::string parent = ParentName(index);
   image::Descriptor descriptor;
   {
     std::lock_guard lock(mutex_);
@@ -572,7 +601,7 @@ Result<void> Unpacker::End(bool success) {
 
 Result<void> Unpacker::PlanAllFromStore() {
   for (size_t i = 0; i < chain_ids_.size(); ++i) {
-    Result<snapshot::Info> existing = snapshotter_.Stat(chain_ids_[i].ToString());
+    Result<snapshot::Info> existing = StatLayer(i);
     if (!existing && existing.error().code() != ErrorCode::kNotFound) {
       return Fail(std::move(existing).error());
     }

@@ -1,7 +1,8 @@
 // File: berth/unpack/unpacker.h
 //
-// Unpacker turns an image's layers into committed snapshots named by their chain IDs, the way
-// containerd's unpacker does, but while the layers download:
+// Unpacker turns an image's layers into committed snapshots named by their chain IDs (with a
+// prefix, or on a base snapshot, when UnpackOptions::destination says so), the way containerd's
+// unpacker does, but while the layers download:
 //
 //   layer i ──(blob bytes, from the puller's download thread)──▶ LayerApplier ─▶ snapshot dir
 //            └ verified diffID ─▶ commit as chainID(L1..i), in chain order
@@ -11,7 +12,8 @@
 // Prepare/View(key, chain_id()).
 //
 // How a layer travels (layer i, chain ID c_i, parent c_{i-1}):
-//   - PlanLayer: c_i already committed → skipped (neither downloaded nor unpacked).
+//   - PlanLayer: c_i already committed, or under the destination's base snapshot → skipped
+//     (neither downloaded nor unpacked).
 //   - Snapshotters that can rebase (overlayfs): the layer is applied AS IT DOWNLOADS into the
 //     directory of its own active snapshot "extract-<random>-<c_i>", prepared without a parent.
 //     Layers therefore unpack in parallel, as many as the puller downloads at once. When the
@@ -75,7 +77,22 @@ inline constexpr uint64_t kSpaceCheckInterval = uint64_t{8} << 20;
 // Below this many inflated bytes no layer is refused for its inflate ratio.
 inline constexpr uint64_t kMinInflateLimit = uint64_t{1} << 20;
 
+// Where an Unpacker commits an image's layers (UnpackOptions::destination). The default commits
+// each layer under its chain ID, from the first layer up.
+struct UnpackDestination {
+  // Layer i is committed as name_prefix + chainID(L1..i).
+  std::string name_prefix;
+  // Optional: the image's lower layers are already unpacked as the committed snapshot
+  // `base_snapshot`, whose chain ID is `base_chain_id` (one of the image's chain IDs, else Begin
+  // fails with kInvalidArgument). The layers it covers are neither fetched nor unpacked, and the
+  // first layer above it is committed on top of it. containerd's remote snapshots use this to
+  // unpack an image onto the layers containerd already has (berth/containerd/remote_layers.h).
+  std::string base_snapshot;
+  std::optional<Digest> base_chain_id;
+};
+
 struct UnpackOptions {
+  UnpackDestination destination;
   // Durability of the written files. With SyncPolicy::kNone the snapshotter's own durability
   // (syncfs at Commit) still applies; berth/stack/image_stack.cc maps the config's pull.sync
   // ("file" → kFsyncEachFile) to this.
@@ -184,8 +201,10 @@ class Unpacker final : public pull::LayerHandler {
   // committed yet to be applied from its blob in the content store. End(true) then does the work.
   Result<void> PlanAllFromStore();
 
-  // The chain ID of the topmost layer. REQUIRES: End(true) succeeded.
+  // The chain ID of the topmost layer. REQUIRES: End(true) succeeded. The snapshot of layer i is
+  // named SnapshotName(i) (the chain ID, unless the options' destination says otherwise).
   const Digest& chain_id() const { return chain_ids_.back(); }
+  std::string SnapshotName(size_t index) const;
   const std::vector<Digest>& chain_ids() const { return chain_ids_; }
   UnpackStats stats() const;
 
@@ -210,6 +229,11 @@ class Unpacker final : public pull::LayerHandler {
   };
 
   std::string NewKey(size_t index) const;
+  // The snapshot layer `index` is committed on: "" for the first layer, the destination's base
+  // snapshot for the first layer above it, else SnapshotName(index - 1).
+  std::string ParentName(size_t index) const;
+  // Stat of SnapshotName(index); a committed Info for a layer under the destination's base.
+  Result<snapshot::Info> StatLayer(size_t index);
   // `two_threads`: what the layer's LayerThreadBudget::Slot decided.
   archive::ApplyOptions ApplyOptionsFor(bool two_threads, const snapshot::ApplyTarget& target,
                                         const image::Descriptor& layer) const;
@@ -247,6 +271,7 @@ class Unpacker final : public pull::LayerHandler {
 
   // Set by Begin(); read-only afterwards.
   std::vector<Digest> chain_ids_;
+  size_t base_layers_ = 0;  // how many lower layers the destination's base snapshot covers
 
   mutable std::mutex mutex_;
   std::condition_variable advanced_;

@@ -3,7 +3,9 @@
 // (berth/stack/image_stack.h: the one composition the daemon and the CLI's embedded mode share),
 // serves the CRI ImageService (runtime.v1 and v1alpha2) and berth.v1.Admin (pull progress, gc,
 // check; berth/cri/admin_server.h) on a unix socket, containerd's Snapshots API over the same
-// stack's snapshotter on another (config snapshotter_address; berth/containerd), and on
+// stack's snapshotter on another (config snapshotter_address; berth/containerd), with remote
+// snapshots (berth/containerd/remote_layers.h: berth fetches the layers containerd's CRI asks
+// for), and on
 // SIGTERM/SIGINT stops accepting, lets in-flight requests finish within the grace period, and
 // exits 0.
 //
@@ -34,6 +36,7 @@
 #include "berth/base/log.h"
 #include "berth/base/unique_fd.h"
 #include "berth/config/config.h"
+#include "berth/containerd/remote_layers.h"
 #include "berth/containerd/snapshots_service.h"
 #include "berth/cri/admin_server.h"
 #include "berth/cri/image_service_client.h"
@@ -191,7 +194,11 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<CriServices> cri_services,
                          MakeCriServices(config, *stack, pull_credentials));
   cri::AdminService admin(images);
-  containerd::SnapshotsService snapshots(stack->snapshotter(), stack->snapshot_cleaner());
+  // Remote snapshots: layers containerd asks for are fetched by berth, with the credentials of
+  // the CRI pulls in flight through the front.
+  containerd::RemoteLayers remote_layers(images, stack->snapshotter(), &pull_credentials);
+  containerd::SnapshotsService snapshots(stack->snapshotter(), stack->snapshot_cleaner(),
+                                         &remote_layers);
 
   BERTH_ASSIGN_OR_RETURN(
       std::unique_ptr<grpc::Server> server,
