@@ -306,10 +306,14 @@ Result<void> ContainerdProcess::WriteFiles() const {
   }
   BERTH_RETURN_IF_ERROR(
       WriteFileAtomically(config_file(), ContainerdConfigToml(options_, directory())));
-  for (const RegistryHost& host : options_.registry_hosts) {
-    BERTH_RETURN_IF_ERROR(MakeDirectories(hosts_dir() / host.host));
+  return WriteHostsDir(hosts_dir(), options_.registry_hosts);
+}
+
+Result<void> WriteHostsDir(const fs::path& directory, const std::vector<RegistryHost>& hosts) {
+  for (const RegistryHost& host : hosts) {
+    BERTH_RETURN_IF_ERROR(MakeDirectories(directory / host.host));
     BERTH_RETURN_IF_ERROR(
-        WriteFileAtomically(hosts_dir() / host.host / "hosts.toml", HostsToml(host)));
+        WriteFileAtomically(directory / host.host / "hosts.toml", HostsToml(host)));
   }
   return {};
 }

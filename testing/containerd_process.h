@@ -72,6 +72,11 @@ struct RegistryHost {
   std::string endpoint;
 };
 
+// Writes <directory>/<host>/hosts.toml for each of `hosts` (the files ContainerdProcess writes
+// into its hosts_dir()); berthd reads the same format (config registry.config_path).
+Result<void> WriteHostsDir(const std::filesystem::path& directory,
+                           const std::vector<RegistryHost>& hosts);
+
 // Whether the CRI passes the containerd.io/snapshot/cri.* labels (image ref, layer digests) to
 // the snapshotter on Prepare. containerd 1.6's default is kDisabled; a remote snapshotter needs
 // kEnabled.

@@ -6,6 +6,7 @@
 //
 // Tests skip, saying why, only when containerd or runc is not installed; CI installs them
 // (scripts/setup.sh), so there they run. Needs root (mounts, cgroups).
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <regex>
@@ -27,6 +29,7 @@
 #include "test/containerd/cri_runtime_client.h"
 #include "testing/child_process.h"
 #include "testing/containerd_process.h"
+#include "testing/net_util.h"
 #include "testing/result_matchers.h"
 #include "testing/run_command.h"
 #include "testing/temp_dir.h"
@@ -40,6 +43,7 @@ using berth::testing::ChildProcess;
 using berth::testing::CommandResult;
 using berth::testing::ContainerdOptions;
 using berth::testing::ContainerdProcess;
+using berth::testing::RegistryHost;
 using berth::testing::TempDir;
 using berth::testing::TestRegistry;
 using ::testing::HasSubstr;
@@ -138,9 +142,13 @@ class ContainerdTest : public ::testing::Test {
   }
 
   virtual ContainerdOptions Options() const {
-    return {.sandbox_image = ImageName("pause", "latest"),
-            .registry_hosts = {{std::string(kRegistryHost), shared->registry->url()},
-                               {"docker.io", shared->registry->url()}}};
+    return {.sandbox_image = ImageName("pause", "latest"), .registry_hosts = RegistryHosts()};
+  }
+
+  // The names images are pulled by, each served by the loopback registry.
+  static std::vector<RegistryHost> RegistryHosts() {
+    return {{std::string(kRegistryHost), shared->registry->url()},
+            {"docker.io", shared->registry->url()}};
   }
 
   void TearDown() override {
@@ -226,10 +234,35 @@ class SnapshotterTest : public ContainerdTest,
     return options;
   }
 
+  // Where berthd's hosts.toml files send it: the loopback registry, as containerd.
+  virtual std::vector<RegistryHost> BerthRegistryHosts() const { return RegistryHosts(); }
+
   fs::path snapshots_socket() const { return berth_dir_.path() / "snapshotter.sock"; }
   fs::path berth_root() const { return berth_dir_.path() / "root"; }
   std::string berth_address() const {
     return "unix://" + (berth_dir_.path() / "berth.sock").string();
+  }
+
+  std::string BerthdLog() const { return berthd_ == nullptr ? "" : berthd_->ReadLog(); }
+
+  // PullImage through containerd's CRI (namespace k8s.io), as kubelet does.
+  void CriPull(const std::string& image) {
+    auto cri = CriRuntimeClient::Connect(containerd_->address());
+    cri::PullImageRequest pull;
+    pull.mutable_image()->set_image(image);
+    ASSERT_OK(cri->PullImage(pull));
+  }
+
+  // `ctr run --rm` of `image` in the CRI's namespace: what `cat <known file>` prints.
+  std::string RunCatInCriNamespace(const std::string& image) {
+    std::vector<std::string> run = {"run", "--rm"};
+    for (std::string& option : RunOptions("cat")) run.push_back(std::move(option));
+    run.insert(run.end(), {image, "cat", "/bin/cat", std::string(kKnownFilePath)});
+    Result<CommandResult> ran = containerd_->Ctr("k8s.io", run);
+    EXPECT_OK(ran);
+    if (!ran) return {};
+    EXPECT_EQ(ran->exit_code, 0) << ran->out << ran->err;
+    return ran->out;
   }
 
   // How many files under berthd's snapshot directories are the image's known file.
@@ -249,13 +282,19 @@ class SnapshotterTest : public ContainerdTest,
       GTEST_SKIP() << installed.error().message();
     }
     ASSERT_OK_AND_ASSIGN(berth_dir_, TempDir::Create("berthd"));
+    // berthd reaches the registry under containerd's names, through hosts.toml files of its own.
+    ASSERT_OK(berth::testing::WriteHostsDir(berth_dir_.path() / "hosts", BerthRegistryHosts()));
+    std::ofstream(berth_dir_.path() / "config.toml") << fmt::format(
+        "[registry]\nconfig_path = \"{}\"\n", (berth_dir_.path() / "hosts").string());
     ASSERT_OK_AND_ASSIGN(
-        berthd_, ChildProcess::Start(
-                     {.argv = {BERTHD_PATH, "--root", berth_root().string(), "--state",
-                               (berth_dir_.path() / "state").string(), "--address", berth_address(),
-                               "--snapshotter-address", "unix://" + snapshots_socket().string(),
-                               "--log-level", "debug"},
-                      .log_file = berth_dir_.path() / "berthd.log"}));
+        berthd_,
+        ChildProcess::Start(
+            {.argv = {BERTHD_PATH, "--config", (berth_dir_.path() / "config.toml").string(),
+                      "--root", berth_root().string(), "--state",
+                      (berth_dir_.path() / "state").string(), "--address", berth_address(),
+                      "--snapshotter-address", "unix://" + snapshots_socket().string(),
+                      "--log-level", "debug"},
+             .log_file = berth_dir_.path() / "berthd.log"}));
     ASSERT_TRUE(Eventually([&] { return fs::exists(snapshots_socket()) || !berthd_->Running(); },
                            std::chrono::seconds(20)))
         << berthd_->ReadLog();
@@ -580,6 +619,117 @@ TEST_P(BerthSnapshotterTest, BerthsCollectionKeepsContainerdsLayersAndContainerd
                          std::chrono::seconds(20)))
       << "containerd's collection left " << CtrSnapshots({"ls"});
   EXPECT_EQ(KnownFilesInBerth(), 0) << "berth's disk still holds the removed image's files";
+}
+
+// The user agents of the registry's GETs of the blob `digest` in its access log `log`
+// (lines like `... "GET /v2/<name>/blobs/<digest>[?ns=…] HTTP/1.1" 200 <size> "" "<agent>"`).
+std::vector<std::string> BlobFetchers(const std::string& log, const Digest& digest) {
+  std::vector<std::string> agents;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    const std::string blob = "/blobs/" + digest.ToString();
+    const size_t at = line.find(blob);
+    if (line.find("\"GET /v2/") == std::string::npos || at == std::string::npos ||
+        (line[at + blob.size()] != ' ' && line[at + blob.size()] != '?')) {
+      continue;
+    }
+    const size_t end = line.rfind('"');
+    const size_t start = end == 0 ? std::string::npos : line.rfind('"', end - 1);
+    if (start != std::string::npos) agents.push_back(line.substr(start + 1, end - start - 1));
+  }
+  return agents;
+}
+
+size_t Occurrences(const std::string& text, std::string_view what) {
+  size_t count = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+// Remote snapshots: a CRI pull through containerd, which asks berth for each layer with the CRI's
+// labels. berth fetches and unpacks every layer itself and hands each over to containerd;
+// containerd fetches only the manifest and the config. The container runs from those layers;
+// berth keeps no second copy (its staged snapshots and blobs are gone once containerd took the
+// top layer), and when containerd removes the image its collection frees berth's disk.
+TEST_P(BerthSnapshotterTest, CriPullHasBerthFetchEveryLayerAndTheContainerRunsFromThem) {
+  const std::string image = ImageName("busybox", "latest");
+  const size_t log_before = shared->registry->ReadLog().size();
+  ASSERT_NO_FATAL_FAILURE(CriPull(image));
+  const std::string registry_log = shared->registry->ReadLog().substr(log_before);
+  for (const imagegen::Layer& layer : shared->busybox.layers) {
+    EXPECT_THAT(BlobFetchers(registry_log, layer.blob.digest),
+                ::testing::AllOf(::testing::Not(IsEmpty()),
+                                 ::testing::Each(::testing::StartsWith("berth/"))))
+        << "layer " << layer.blob.digest.ToString() << " was not fetched by berth alone:\n"
+        << registry_log;
+  }
+  EXPECT_THAT(BlobFetchers(registry_log, shared->busybox.config.digest),
+              ::testing::Contains(::testing::StartsWith("containerd/")))
+      << registry_log;
+
+  std::vector<Digest> diff_ids;
+  for (const imagegen::Layer& layer : shared->busybox.layers) diff_ids.push_back(layer.diff_id);
+  const std::vector<Digest> chain = image::ChainIds(diff_ids);
+  ASSERT_OK_AND_ASSIGN(CommandResult listed,
+                       containerd_->Ctr("k8s.io", {"snapshots", "--snapshotter", "berth", "ls"}));
+  EXPECT_THAT(SnapshotParents(listed.out),
+              UnorderedElementsAre(std::pair(chain[0].ToString(), ""),
+                                   std::pair(chain[1].ToString(), chain[0].ToString())))
+      << listed.out;
+  EXPECT_EQ(Occurrences(BerthdLog(), "containerd.remote.taken"), 2u) << BerthdLog();
+  EXPECT_TRUE(Eventually([&] {
+    return BerthdLog().find("containerd.remote.stage.end") != std::string::npos;
+  })) << "the stage did not end when containerd took the top layer:\n"
+      << BerthdLog();
+  EXPECT_EQ(KnownFilesInBerth(), 1) << "one copy of the image's files, containerd's";
+  for (const imagegen::Layer& layer : shared->busybox.layers) {
+    EXPECT_FALSE(fs::exists(berth_root() / "content" / "blobs" / "sha256" /
+                            std::string(layer.blob.digest.encoded())))
+        << "berth kept the blob of a layer containerd owns";
+  }
+
+  EXPECT_EQ(RunCatInCriNamespace(image), kKnownFileContent);
+
+  // The CRI records the image under its tag, its repo digest and its ID: remove every name.
+  ASSERT_OK_AND_ASSIGN(CommandResult names, containerd_->Ctr("k8s.io", {"images", "ls", "-q"}));
+  std::vector<std::string> remove = {"images", "rm"};
+  std::istringstream lines(names.out);
+  for (std::string name; std::getline(lines, name);) {
+    if (!name.empty()) remove.push_back(name);
+  }
+  ASSERT_OK(containerd_->Ctr("k8s.io", remove));
+  EXPECT_TRUE(Eventually([&] { return KnownFilesInBerth() == 0; }, std::chrono::seconds(20)))
+      << "containerd's collection did not free the layers berth handed over";
+}
+
+// Fallback: berth cannot reach the registry (its hosts.toml names a closed port), so it hands
+// over nothing and containerd fetches and unpacks every layer itself into berth's snapshots. The
+// pull and the container work all the same.
+class BerthFallbackTest : public SnapshotterTest {
+ protected:
+  std::vector<RegistryHost> BerthRegistryHosts() const override {
+    Result<uint16_t> closed = berth::testing::FreeLoopbackPort();
+    EXPECT_OK(closed);
+    return {{std::string(kRegistryHost), fmt::format("http://127.0.0.1:{}", closed.value_or(1))}};
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Berth, BerthFallbackTest, ::testing::Values(std::string_view("berth")),
+                         [](const auto& param_info) { return std::string(param_info.param); });
+
+TEST_P(BerthFallbackTest, LayersBerthCannotFetchAreFetchedByContainerdAndTheContainerRuns) {
+  const std::string image = ImageName("busybox", "latest");
+  const size_t log_before = shared->registry->ReadLog().size();
+  ASSERT_NO_FATAL_FAILURE(CriPull(image));
+  const std::string registry_log = shared->registry->ReadLog().substr(log_before);
+  for (const imagegen::Layer& layer : shared->busybox.layers) {
+    EXPECT_THAT(BlobFetchers(registry_log, layer.blob.digest),
+                ::testing::Contains(::testing::StartsWith("containerd/")))
+        << registry_log;
+  }
+  EXPECT_THAT(BerthdLog(), HasSubstr("containerd.remote.fallback"));
+  EXPECT_EQ(Occurrences(BerthdLog(), "containerd.remote.taken"), 0u);
+  EXPECT_EQ(RunCatInCriNamespace(image), kKnownFileContent);
+  EXPECT_EQ(KnownFilesInBerth(), 1) << "containerd's unpack did not land in berth's snapshots";
 }
 
 }  // namespace
