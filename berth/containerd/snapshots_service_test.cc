@@ -371,5 +371,64 @@ TEST_F(SnapshotsServiceTest, EachRequestLogsOneDebugLine) {
   EXPECT_THAT(requests[1], HasSubstr("code=NOT_FOUND"));
 }
 
+// Hands layers over the way RemoteLayers does (a staged committed snapshot renamed to
+// containerd's key, on containerd's parent) for the chain IDs in `provides`, and records every
+// key it was asked for.
+class HandingOverLayers final : public LayerSource {
+ public:
+  explicit HandingOverLayers(snapshot::Snapshotter& snapshotter) : snapshotter_(snapshotter) {}
+
+  bool Provide(const LayerRequest& request, const CancelToken&) override {
+    asked.emplace_back(request.key);
+    const std::string& chain_id = request.labels.at("containerd.io/snapshot.ref");
+    if (!provides.contains(chain_id)) return false;
+    const std::string parent = request.parent.empty() ? "" : kPrefix + std::string(request.parent);
+    const std::string staged = "remote/test/" + chain_id;
+    return snapshotter_.Prepare("staging " + chain_id, parent) &&
+           snapshotter_.Commit(staged, "staging " + chain_id) &&
+           snapshotter_.Rename(staged, kPrefix + std::string(request.key), request.labels);
+  }
+
+  std::set<std::string> provides;
+  std::vector<std::string> asked;
+
+ private:
+  snapshot::Snapshotter& snapshotter_;
+};
+
+// Remote snapshots as containerd's metadata layer drives them: a Prepare naming a layer the
+// source provides answers ALREADY_EXISTS, and the List containerd then sends (with its filter, an
+// unquoted chain ID and the quoted backend parent) finds the committed snapshot under the key it
+// sent. A layer the source does not provide, and a Prepare without the label, are ordinary.
+TEST_F(SnapshotsServiceTest, PrepareOfALayerTheSourceHandsOverAnswersAlreadyExists) {
+  HandingOverLayers layers(*local_);
+  layers.provides = {"sha256:aaa"};
+  served_.reset();
+  ASSERT_OK_AND_ASSIGN(served_, testing::ServedSnapshots::Start(
+                                    *local_, *local_, dir_->path() / "remote.sock", {}, &layers));
+  const std::string key = "k8s.io/1/extract-1 sha256:aaa";
+  const snapshot::Labels labels = {{"containerd.io/snapshot.ref", "sha256:aaa"},
+                                   {"containerd.io/snapshot/cri.image-ref", "r.test/app:v1"}};
+  EXPECT_THAT(client().Prepare(key, "", labels), FailsWith(ErrorCode::kAlreadyExists));
+  ASSERT_OK_AND_ASSIGN(
+      std::vector<snapshot::Info> found,
+      client().List({R"(labels."containerd.io/snapshot.ref"==sha256:aaa,parent=="")"}));
+  ASSERT_EQ(found.size(), 1u);
+  EXPECT_EQ(found[0].name, key);
+  EXPECT_EQ(found[0].parent, "");
+  EXPECT_EQ(found[0].kind, snapshot::Kind::kCommitted);
+  EXPECT_EQ(found[0].labels, labels);
+
+  // The next layer: the source does not have it, so it is an ordinary active snapshot on it.
+  const std::string next = "k8s.io/2/extract-2 sha256:bbb";
+  ASSERT_OK(client().Prepare(next, key, {{"containerd.io/snapshot.ref", "sha256:bbb"}}));
+  EXPECT_EQ(client().Stat(next)->kind, snapshot::Kind::kActive);
+  EXPECT_EQ(client().Stat(next)->parent, key);
+  // Not a layer (no snapshot.ref): the source is not asked.
+  ASSERT_OK(client().Prepare("k8s.io/3/container", key, {}));
+  EXPECT_THAT(layers.asked, ElementsAre(key, next));
+  served_.reset();
+}
+
 }  // namespace
 }  // namespace berth::containerd

@@ -19,13 +19,14 @@ namespace berth::containerd::testing {
 
 class ServedSnapshots {
  public:
-  // Serves `snapshotter` (and `cleaner`) on `socket` (replaced if it exists). Both must outlive
-  // the returned object. kUnavailable when the server cannot listen.
+  // Serves `snapshotter` (and `cleaner`, and `layers` unless null) on `socket` (replaced if it
+  // exists). They must outlive the returned object. kUnavailable when the server cannot listen.
   static Result<std::unique_ptr<ServedSnapshots>> Start(snapshot::Snapshotter& snapshotter,
                                                         snapshot::Cleaner& cleaner,
                                                         const std::filesystem::path& socket,
-                                                        SnapshotsClientOptions options = {}) {
-    std::unique_ptr<ServedSnapshots> served(new ServedSnapshots(snapshotter, cleaner));
+                                                        SnapshotsClientOptions options = {},
+                                                        LayerSource* layers = nullptr) {
+    std::unique_ptr<ServedSnapshots> served(new ServedSnapshots(snapshotter, cleaner, layers));
     ::unlink(socket.c_str());
     served->address_ = "unix://" + socket.string();
     grpc::ServerBuilder builder;
@@ -49,8 +50,9 @@ class ServedSnapshots {
   const std::string& address() const { return address_; }
 
  private:
-  ServedSnapshots(snapshot::Snapshotter& snapshotter, snapshot::Cleaner& cleaner)
-      : service_(snapshotter, cleaner) {}
+  ServedSnapshots(snapshot::Snapshotter& snapshotter, snapshot::Cleaner& cleaner,
+                  LayerSource* layers)
+      : service_(snapshotter, cleaner, layers) {}
 
   SnapshotsService service_;
   std::unique_ptr<grpc::Server> server_;

@@ -278,6 +278,61 @@ TEST_P(UnpackerTest, CommittedLayersAreSkippedAndSharedByTheNextImage) {
   EXPECT_EQ(ReadAll(root / "shared"), "v3");
 }
 
+// A destination with a prefix and a base (containerd's remote snapshots): the layers the base
+// holds are neither delivered nor unpacked, the rest are committed under the prefix with the
+// first of them on the base, and berth's own chain-ID names are left alone.
+TEST_P(UnpackerTest, DestinationNamesTheSnapshotsAndStacksThemOnItsBase) {
+  TestImage image = MakeImage(ThreeLayers());
+  const std::vector<Digest> chain = image::ChainIds(image.config.diff_ids);
+  // The base: the image's first layer, under a name of someone else's.
+  Unpacker base_unpacker(*snapshotter_, *store_, threads_,
+                         {.destination = {.name_prefix = "theirs/"}});
+  TestImage first_layer_only = image;
+  first_layer_only.layers.erase(first_layer_only.layers.begin() + 1, first_layer_only.layers.end());
+  first_layer_only.manifest.layers.erase(first_layer_only.manifest.layers.begin() + 1,
+                                         first_layer_only.manifest.layers.end());
+  first_layer_only.config.diff_ids.erase(first_layer_only.config.diff_ids.begin() + 1,
+                                         first_layer_only.config.diff_ids.end());
+  ASSERT_TRUE(Unpack(base_unpacker, first_layer_only));
+  const std::string base = "theirs/" + chain[0].ToString();
+  ASSERT_EQ(snapshotter_->Stat(base)->kind, snapshot::Kind::kCommitted);
+
+  Unpacker unpacker(
+      *snapshotter_, *store_, threads_,
+      {.destination = {
+           .name_prefix = "staged/", .base_snapshot = base, .base_chain_id = chain[0]}});
+  skipped_ = 0;
+  ASSERT_TRUE(Unpack(unpacker, image, {2, 0, 1}));
+  EXPECT_EQ(skipped_, 1) << "the layer under the base was planned for download";
+  EXPECT_EQ(unpacker.stats().committed, 2u);
+  EXPECT_EQ(unpacker.SnapshotName(2), "staged/" + chain[2].ToString());
+  EXPECT_EQ(snapshotter_->Stat("staged/" + chain[1].ToString())->parent, base);
+  EXPECT_EQ(snapshotter_->Stat("staged/" + chain[2].ToString())->parent,
+            "staged/" + chain[1].ToString());
+  for (const Digest& chain_id : chain) {
+    EXPECT_THAT(snapshotter_->Stat(chain_id.ToString()), FailsWith(ErrorCode::kNotFound));
+  }
+  EXPECT_EQ(Snapshots().size(), 3u) << "no active snapshot is left";
+  const std::string key = "rootfs";
+  ASSERT_OK(snapshotter_->View(key, "staged/" + chain[2].ToString()));
+  fs::path root = dir_->path() / "mnt" / key;
+  fs::create_directories(root);
+  auto mounted = snapshot::ScopedMount::Create(*snapshotter_->Mounts(key), root);
+  ASSERT_OK(mounted);
+  EXPECT_EQ(ReadAll(root / "etc/os-release"), "ID=base\n");
+  EXPECT_EQ(ReadAll(root / "shared"), "v3");
+  EXPECT_EQ(ReadAll(root / "var/cache/new"), "new");
+}
+
+TEST_P(UnpackerTest, ABaseThatIsNotOneOfTheImagesLayersIsRefused) {
+  TestImage image = MakeImage(ThreeLayers());
+  Unpacker unpacker(*snapshotter_, *store_, threads_,
+                    {.destination = {.name_prefix = "staged/",
+                                     .base_snapshot = "elsewhere",
+                                     .base_chain_id = Digest::Sha256Of("another image")}});
+  EXPECT_THAT(unpacker.Begin(image.manifest, image.config), FailsWith(ErrorCode::kInvalidArgument));
+}
+
 TEST_P(UnpackerTest, WrongDiffIdIsDataLossAndCommitsNothing) {
   TestImage image = MakeImage(ThreeLayers());
   image.config.diff_ids[0] = Digest::Sha256Of("not the layer");
