@@ -17,6 +17,7 @@
 #include <fstream>
 #include <future>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -129,12 +130,22 @@ class FrontTest : public ::testing::Test {
     containerd_.reset();
   }
 
-  void StartContainerd() {
+  // Where containerd and berthd reach the registry: through the proxy.
+  static std::vector<berth::testing::RegistryHost> RegistryHosts() {
+    return {{std::string(kRegistryHost), shared->proxy->url()}};
+  }
+
+  // containerd, with its own overlayfs snapshotter or with berthd's (at berthd's default
+  // snapshotter_address beside its CRI socket, StartBerthd).
+  enum class Snapshotter { kContainerds, kBerths };
+  void StartContainerd(Snapshotter snapshotter = Snapshotter::kContainerds) {
     if (Result<void> installed = ContainerdProcess::CheckInstalled(); !installed) {
       GTEST_SKIP() << installed.error().message();
     }
-    ContainerdOptions options{
-        .registry_hosts = {{std::string(kRegistryHost), shared->proxy->url()}}};
+    ContainerdOptions options{.registry_hosts = RegistryHosts()};
+    if (snapshotter == Snapshotter::kBerths) {
+      options.UseProxySnapshotter("berth", dir_.path() / "run" / "snapshotter.sock");
+    }
     ASSERT_OK_AND_ASSIGN(containerd_, ContainerdProcess::Start(options));
   }
 
@@ -143,8 +154,11 @@ class FrontTest : public ::testing::Test {
 
   // berthd in front mode for `upstream`, logging at trace level, everything under dir_.
   void StartBerthd(const std::string& upstream) {
+    ASSERT_OK(berth::testing::WriteHostsDir(dir_.path() / "hosts", RegistryHosts()));
     std::ofstream(dir_.path() / "config.toml") << fmt::format(
-        "upstream_image_endpoint = \"{}\"\n[pull]\nsnapshotter = \"native\"\n", upstream);
+        "upstream_image_endpoint = \"{}\"\n[pull]\nsnapshotter = \"native\"\n"
+        "[registry]\nconfig_path = \"{}\"\n",
+        upstream, (dir_.path() / "hosts").string());
     auto berthd = ChildProcess::Start(
         {.argv = {BERTHD_PATH, "--config", (dir_.path() / "config.toml").string(), "--root",
                   (dir_.path() / "root").string(), "--state", (dir_.path() / "state").string(),
@@ -319,6 +333,52 @@ TEST_F(FrontTest, CriCallsThroughBerthdActOnContainerdsImages) {
   // (berthd ran with --log-level trace; its debug lines above show the level took.)
   EXPECT_THAT(FilesHoldingSecrets(), IsEmpty());
   EXPECT_THAT(berthd_->ReadLog(), Not(HasSubstr(shared->registry->password().reveal())));
+}
+
+// The user agents of the registry's GETs of the blob `digest` in its access log `log`.
+std::vector<std::string> BlobFetchers(const std::string& log, const Digest& digest) {
+  std::vector<std::string> agents;
+  std::istringstream lines(log);
+  const std::string blob = "/blobs/" + digest.ToString();
+  for (std::string line; std::getline(lines, line);) {
+    const size_t at = line.find(blob);
+    if (line.find("\"GET /v2/") == std::string::npos || at == std::string::npos ||
+        (line[at + blob.size()] != ' ' && line[at + blob.size()] != '?')) {
+      continue;
+    }
+    const size_t end = line.rfind('"');
+    const size_t start = end == 0 ? std::string::npos : line.rfind('"', end - 1);
+    if (start != std::string::npos) agents.push_back(line.substr(start + 1, end - start - 1));
+  }
+  return agents;
+}
+
+// kubelet's credentials reach berth's fetch: with berthd as containerd's snapshotter too, a CRI
+// pull through the front of an image on the Basic-auth registry has berth fetch every layer
+// (remote snapshots) with the AuthConfig the pull carried, and the password stays out of every
+// file and log line.
+TEST_F(FrontTest, BerthFetchesTheLayersWithTheCredentialsOfThePullInFlight) {
+  ASSERT_NO_FATAL_FAILURE(StartContainerd(Snapshotter::kBerths));
+  const std::string upstream = "unix://" + containerd_->address().string();
+  ASSERT_NO_FATAL_FAILURE(StartBerthd(upstream));
+  const std::string image = ImageName("busybox", "latest");
+
+  const size_t log_before = shared->registry->ReadLog().size();
+  ASSERT_OK(front_->Pull(PullRequest(image, true)));
+  const std::string registry_log = shared->registry->ReadLog().substr(log_before);
+  for (const imagegen::Layer& layer : shared->busybox.layers) {
+    EXPECT_THAT(BlobFetchers(registry_log, layer.blob.digest),
+                ::testing::AllOf(Not(IsEmpty()), ::testing::Each(::testing::StartsWith("berth/"))))
+        << "layer " << layer.blob.digest.ToString() << " was not fetched by berth alone:\n"
+        << registry_log;
+  }
+  const std::string log = berthd_->ReadLog();
+  EXPECT_THAT(log, HasSubstr("containerd.remote.taken"));
+  EXPECT_THAT(log, Not(HasSubstr("containerd.remote.fallback")));
+  EXPECT_THAT(CtrImageNames(), Contains(image));
+
+  EXPECT_THAT(FilesHoldingSecrets(), IsEmpty());
+  EXPECT_THAT(log, Not(HasSubstr(shared->registry->password().reveal())));
 }
 
 // An upstream that is not there: every call is UNAVAILABLE naming the endpoint, and a pull's
