@@ -1,9 +1,9 @@
 // berthd in front mode (config upstream_image_endpoint) before a real containerd 1.6, end to end:
 // a CRI client talks to berthd only, and containerd's image store is what it sees and changes.
-// The images come from a Basic-auth registry, so a pull works only when the credentials of the
-// CRI AuthConfig reach containerd; while it runs berthd holds them (its debug lines say so,
-// naming the image), and afterwards neither a file under berthd's directories nor its trace-level
-// log holds the password.
+// The images come from a token-auth registry (Distribution with a token server), so a pull works
+// only when the credentials of the CRI AuthConfig reach containerd; while it runs berthd holds them
+// (its debug lines say so, naming the image), and afterwards neither a file under berthd's
+// directories nor its trace-level log holds the password.
 //
 // Tests skip, saying why, only when containerd or runc is not installed. Needs root (containerd).
 #include <fmt/format.h>
@@ -71,7 +71,7 @@ bool Eventually(Condition condition, std::chrono::milliseconds timeout = std::ch
   return true;
 }
 
-// The Basic-auth registry with busybox, and the proxy containerd reaches it through.
+// The token-auth registry with busybox, and the proxy containerd reaches it through.
 struct SharedRegistry {
   std::unique_ptr<TestRegistry> registry;
   std::unique_ptr<FaultProxy> proxy;
@@ -83,7 +83,7 @@ SharedRegistry* shared = nullptr;
 Result<void> PrepareRegistry() {
   auto prepared = std::make_unique<SharedRegistry>();
   BERTH_ASSIGN_OR_RETURN(prepared->registry,
-                         TestRegistry::Start({.mode = TestRegistryMode::kBasicAuth}));
+                         TestRegistry::Start({.mode = TestRegistryMode::kTokenAuth}));
   BERTH_ASSIGN_OR_RETURN(prepared->busybox, MakeBusyboxImage());
   BERTH_ASSIGN_OR_RETURN(
       auto client, imagegen::RegistryClient::Create({.base_url = prepared->registry->url(),
@@ -354,7 +354,7 @@ std::vector<std::string> BlobFetchers(const std::string& log, const Digest& dige
 }
 
 // kubelet's credentials reach berth's fetch: with berthd as containerd's snapshotter too, a CRI
-// pull through the front of an image on the Basic-auth registry has berth fetch every layer
+// pull through the front of an image on the token-auth registry has berth fetch every layer
 // (remote snapshots) with the AuthConfig the pull carried, and the password stays out of every
 // file and log line.
 TEST_F(FrontTest, BerthFetchesTheLayersWithTheCredentialsOfThePullInFlight) {
