@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <regex>
@@ -29,6 +30,7 @@
 #include "test/containerd/cri_runtime_client.h"
 #include "testing/child_process.h"
 #include "testing/containerd_process.h"
+#include "testing/fault_proxy.h"
 #include "testing/net_util.h"
 #include "testing/result_matchers.h"
 #include "testing/run_command.h"
@@ -265,6 +267,41 @@ class SnapshotterTest : public ContainerdTest,
     return ran->out;
   }
 
+  // Removes every image of the CRI's namespace from containerd, by every name (the CRI records
+  // an image under its tag, its repo digest and its ID).
+  void RemoveEveryCriImage() {
+    ASSERT_OK_AND_ASSIGN(CommandResult names, containerd_->Ctr("k8s.io", {"images", "ls", "-q"}));
+    std::vector<std::string> remove = {"images", "rm"};
+    std::istringstream lines(names.out);
+    for (std::string name; std::getline(lines, name);) {
+      if (!name.empty()) remove.push_back(name);
+    }
+    ASSERT_OK(containerd_->Ctr("k8s.io", remove));
+  }
+
+  // The berth CLI against berthd.
+  CommandResult Berth(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {BERTH_CLI_PATH, "--address", berth_address(), "--root",
+                                     berth_root().string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Result<CommandResult> run = berth::testing::RunCommand(argv, berth_root().parent_path());
+    EXPECT_OK(run);
+    return run.value_or(CommandResult{});
+  }
+
+  // berthd's ImageFsInfo (`berth fsinfo --json`): the bytes berth uses, all filesystems summed.
+  uint64_t BerthUsedBytes() {
+    CommandResult fsinfo = Berth({"fsinfo", "--json"});
+    EXPECT_EQ(fsinfo.exit_code, 0) << fsinfo.err;
+    uint64_t used = 0;
+    const std::regex field(R"("usedBytes": *([0-9]+))");
+    for (std::sregex_iterator it(fsinfo.out.begin(), fsinfo.out.end(), field), end; it != end;
+         ++it) {
+      used += std::stoull((*it)[1].str());
+    }
+    return used;
+  }
+
   // How many files under berthd's snapshot directories are the image's known file.
   int KnownFilesInBerth() const {
     int count = 0;
@@ -286,6 +323,15 @@ class SnapshotterTest : public ContainerdTest,
     ASSERT_OK(berth::testing::WriteHostsDir(berth_dir_.path() / "hosts", BerthRegistryHosts()));
     std::ofstream(berth_dir_.path() / "config.toml") << fmt::format(
         "[registry]\nconfig_path = \"{}\"\n", (berth_dir_.path() / "hosts").string());
+    ASSERT_NO_FATAL_FAILURE(LaunchBerthd());
+  }
+
+ protected:
+  // Starts berthd on berth_dir_ (its root kept from any earlier run), logging to berthd-<n>.log,
+  // and waits for its snapshotter socket.
+  void LaunchBerthd() {
+    ::unlink(snapshots_socket().c_str());
+    const fs::path log = berth_dir_.path() / fmt::format("berthd-{}.log", ++launches_);
     ASSERT_OK_AND_ASSIGN(
         berthd_,
         ChildProcess::Start(
@@ -294,12 +340,21 @@ class SnapshotterTest : public ContainerdTest,
                       (berth_dir_.path() / "state").string(), "--address", berth_address(),
                       "--snapshotter-address", "unix://" + snapshots_socket().string(),
                       "--log-level", "debug"},
-             .log_file = berth_dir_.path() / "berthd.log"}));
+             .log_file = log}));
     ASSERT_TRUE(Eventually([&] { return fs::exists(snapshots_socket()) || !berthd_->Running(); },
                            std::chrono::seconds(20)))
         << berthd_->ReadLog();
     ASSERT_TRUE(berthd_->Running()) << berthd_->ReadLog();
   }
+
+  // kill -9 of berthd; returns once it is reaped.
+  void KillBerthd() {
+    ASSERT_EQ(::kill(berthd_->pid(), SIGKILL), 0);
+    ASSERT_OK(berthd_->WaitForExit(std::chrono::seconds(10)));
+  }
+
+ private:
+  int launches_ = 0;
 
   TempDir berth_dir_;
   std::unique_ptr<ChildProcess> berthd_;
@@ -606,10 +661,7 @@ TEST_P(BerthSnapshotterTest, BerthsCollectionKeepsContainerdsLayersAndContainerd
   ASSERT_EQ(chain.size(), 2u);
   EXPECT_EQ(KnownFilesInBerth(), 1) << "containerd's unpack did not land in berth's snapshots";
 
-  ASSERT_OK_AND_ASSIGN(CommandResult gc,
-                       berth::testing::RunCommand({BERTH_CLI_PATH, "--address", berth_address(),
-                                                   "--root", berth_root().string(), "gc"},
-                                                  berth_root().parent_path()));
+  CommandResult gc = Berth({"gc"});
   EXPECT_EQ(gc.exit_code, 0) << gc.out << gc.err;
   EXPECT_EQ(SnapshotParents(CtrSnapshots({"ls"})), chain) << "berth's gc took containerd's layers";
   EXPECT_EQ(KnownFilesInBerth(), 1);
@@ -690,16 +742,22 @@ TEST_P(BerthSnapshotterTest, CriPullHasBerthFetchEveryLayerAndTheContainerRunsFr
 
   EXPECT_EQ(RunCatInCriNamespace(image), kKnownFileContent);
 
-  // The CRI records the image under its tag, its repo digest and its ID: remove every name.
-  ASSERT_OK_AND_ASSIGN(CommandResult names, containerd_->Ctr("k8s.io", {"images", "ls", "-q"}));
-  std::vector<std::string> remove = {"images", "rm"};
-  std::istringstream lines(names.out);
-  for (std::string name; std::getline(lines, name);) {
-    if (!name.empty()) remove.push_back(name);
-  }
-  ASSERT_OK(containerd_->Ctr("k8s.io", remove));
+  // berth's own accounting counts containerd's layers (ImageFsInfo drops by about their size
+  // when containerd removes them; the tars' sizes, headers included, are an upper bound), and
+  // finds nothing wrong with them.
+  uint64_t unpacked = 0;
+  for (const imagegen::Layer& layer : shared->busybox.layers) unpacked += layer.uncompressed_size;
+  const uint64_t used_with_layers = BerthUsedBytes();
+  CommandResult check = Berth({"check"});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_THAT(check.out, HasSubstr("clean"));
+
+  RemoveEveryCriImage();
   EXPECT_TRUE(Eventually([&] { return KnownFilesInBerth() == 0; }, std::chrono::seconds(20)))
       << "containerd's collection did not free the layers berth handed over";
+  EXPECT_GE(used_with_layers - std::min(used_with_layers, BerthUsedBytes()), unpacked / 2)
+      << "ImageFsInfo did not count the layers containerd owned: " << used_with_layers
+      << " bytes with them";
 }
 
 // Fallback: berth cannot reach the registry (its hosts.toml names a closed port), so it hands
@@ -730,6 +788,111 @@ TEST_P(BerthFallbackTest, LayersBerthCannotFetchAreFetchedByContainerdAndTheCont
   EXPECT_EQ(Occurrences(BerthdLog(), "containerd.remote.taken"), 0u);
   EXPECT_EQ(RunCatInCriNamespace(image), kKnownFileContent);
   EXPECT_EQ(KnownFilesInBerth(), 1) << "containerd's unpack did not land in berth's snapshots";
+}
+
+// Entries directly under `directory` (0 when it does not exist).
+size_t EntriesIn(const fs::path& directory) {
+  std::error_code error;
+  size_t count = 0;
+  for (auto it = fs::directory_iterator(directory, error); !error && it != fs::directory_iterator();
+       it.increment(error)) {
+    ++count;
+  }
+  return count;
+}
+
+// berthd dies (kill -9) while a CRI pull through containerd waits for a layer berth is fetching
+// (its download is held back by a proxy). That pull fails or completes, but nothing berth staged
+// is ever visible to containerd; berthd comes back on the same root, drops what the dead stage
+// held, and the next pull works with the layers berth fetches. Once containerd removes the image,
+// both collections leave berth's disk empty: no snapshot, no blob.
+class BerthCrashTest : public SnapshotterTest {
+ protected:
+  static void SetUpTestSuite() {
+    SnapshotterTest::SetUpTestSuite();
+    if (shared == nullptr) return;
+    Result<std::unique_ptr<berth::testing::FaultProxy>> started =
+        berth::testing::FaultProxy::Start(shared->registry->host());
+    if (!started) return;
+    proxy = std::move(*started).release();
+    (void)proxy->AddRule({.method = "GET",
+                          .target_contains = shared->busybox.layers[0].blob.digest.ToString(),
+                          .action = berth::testing::FaultAction::Delay(kHeldBack)});
+  }
+  static void TearDownTestSuite() {
+    delete proxy;
+    proxy = nullptr;
+    SnapshotterTest::TearDownTestSuite();
+  }
+
+  // berthd reaches the registry through the proxy that holds the first layer back.
+  std::vector<RegistryHost> BerthRegistryHosts() const override {
+    EXPECT_NE(proxy, nullptr) << "the proxy did not start";
+    if (proxy == nullptr) return RegistryHosts();
+    return {{std::string(kRegistryHost), proxy->url()}};
+  }
+
+  static constexpr std::chrono::milliseconds kHeldBack{3000};
+  static inline berth::testing::FaultProxy* proxy = nullptr;
+};
+INSTANTIATE_TEST_SUITE_P(Berth, BerthCrashTest, ::testing::Values(std::string_view("berth")),
+                         [](const auto& param_info) { return std::string(param_info.param); });
+
+TEST_P(BerthCrashTest, KillingBerthdDuringACriPullLosesNothingAndTheNextPullWorks) {
+  const std::string image = ImageName("busybox", "latest");
+  auto first = std::async(std::launch::async, [&] {
+    auto cri = CriRuntimeClient::Connect(containerd_->address());
+    cri::PullImageRequest pull;
+    pull.mutable_image()->set_image(image);
+    return cri->PullImage(pull);
+  });
+  ASSERT_TRUE(
+      Eventually([&] { return BerthdLog().find("containerd.remote.stage ") != std::string::npos; },
+                 std::chrono::seconds(20)))
+      << BerthdLog();
+  ASSERT_NO_FATAL_FAILURE(KillBerthd());
+  // The pull may fail (containerd lost its snapshotter mid-layer) or complete; either is fine.
+  Result<cri::PullImageResponse> first_result = first.get();
+  ::testing::Test::RecordProperty("first_pull", first_result ? "completed" : "failed");
+
+  ASSERT_NO_FATAL_FAILURE(LaunchBerthd());
+  EXPECT_THAT(BerthdLog(), HasSubstr("gc.done")) << "berthd's start-up did not collect";
+  // containerd's calls fail (UNAVAILABLE) until its connection to berthd is back (gRPC's
+  // reconnect backoff), then work again: a Prepare that reaches berthd shows it.
+  int probes = 0;
+  EXPECT_TRUE(Eventually(
+      [&] {
+        const std::string probe = fmt::format("probe-{}", ++probes);
+        Result<CommandResult> prepared = containerd_->Ctr(
+            "k8s.io", {"snapshots", "--snapshotter", "berth", "prepare", probe, ""});
+        if (!prepared || prepared->exit_code != 0) return false;
+        Result<CommandResult> removed =
+            containerd_->Ctr("k8s.io", {"snapshots", "--snapshotter", "berth", "rm", probe});
+        return removed && removed->exit_code == 0;
+      },
+      std::chrono::seconds(20)))
+      << "containerd did not get back to berthd";
+  // containerd sees only committed layers of the image, each on the one below.
+  std::vector<Digest> diff_ids;
+  for (const imagegen::Layer& layer : shared->busybox.layers) diff_ids.push_back(layer.diff_id);
+  const std::vector<Digest> chain = image::ChainIds(diff_ids);
+  ASSERT_OK_AND_ASSIGN(CommandResult listed,
+                       containerd_->Ctr("k8s.io", {"snapshots", "--snapshotter", "berth", "ls"}));
+  for (const auto& [name, parent] : SnapshotParents(listed.out)) {
+    if (name.find("extract-") != std::string::npos) continue;  // containerd's own, unfinished
+    EXPECT_TRUE(name == chain[0].ToString() || name == chain[1].ToString()) << listed.out;
+  }
+
+  ASSERT_NO_FATAL_FAILURE(CriPull(image));
+  EXPECT_EQ(RunCatInCriNamespace(image), kKnownFileContent);
+  EXPECT_THAT(BerthdLog(), HasSubstr("containerd.remote.taken"));
+
+  RemoveEveryCriImage();
+  const fs::path snapshots = berth_root() / "snapshots" / "overlayfs" / "snapshots";
+  EXPECT_TRUE(Eventually([&] { return EntriesIn(snapshots) == 0; }, std::chrono::seconds(20)))
+      << EntriesIn(snapshots) << " snapshot directories left in " << snapshots;
+  EXPECT_EQ(EntriesIn(berth_root() / "content" / "blobs" / "sha256"), 0u)
+      << "berth kept blobs of layers containerd owns";
 }
 
 }  // namespace
