@@ -18,6 +18,8 @@ using Clock = std::chrono::steady_clock;
 
 // How often stages are checked for their end besides when one ends.
 constexpr auto kJanitorInterval = std::chrono::seconds(5);
+// How long after a stage of an image failed no new one of that image starts.
+constexpr auto kFailedStageMemory = std::chrono::seconds(60);
 
 // The stored name of containerd's `key`; "" stays "".
 std::string Stored(std::string_view key) {
@@ -138,6 +140,19 @@ Result<std::shared_ptr<RemoteLayers::Stage>> RemoteLayers::FindOrStartStage(
     if (stage->image != wanted.image || stage->complete) continue;
     if (stage->taken_chains.contains(wanted.chain_id)) continue;  // a second pull of it
     if (stage->base == parent || stage->taken.contains(parent)) return stage;
+  }
+  // A stage of this image that failed a moment ago would fail again (no credentials, a registry
+  // out of reach): containerd fetches the rest itself rather than wait for each layer's retry.
+  for (const std::shared_ptr<Stage>& stage : stages_) {
+    if (stage->image != wanted.image || !stage->done || stage->outcome) continue;
+    const auto ago = Clock::now() - stage->ended;
+    if (ago < kFailedStageMemory) {
+      return Fail(ErrorCode::kUnavailable,
+                  fmt::format("a stage of this image failed {} s ago, so berth does not try again "
+                              "yet: {}",
+                              std::chrono::duration_cast<std::chrono::seconds>(ago).count(),
+                              stage->outcome.error().ToString()));
+    }
   }
   // A new stage on `parent`: which of the image's layers it holds is its snapshot.ref label
   // (containerd sets it on every layer snapshot, and berth on every one it hands over).

@@ -31,7 +31,8 @@
 //      stage that failed at or below this layer, a parent without a snapshot.ref label: Provide
 //      logs why (at warning, naming the image and layer, never a credential) and returns false,
 //      and containerd fetches and unpacks that layer itself into an ordinary active snapshot.
-//      A pull never fails because berth was in the path.
+//      A pull never fails because berth was in the path. After a stage of an image failed, no
+//      new stage of it starts for a minute: its other layers fall back at once.
 //
 // Credentials for a stage: those of the most recent CRI PullImage of that image still in flight
 // through berth's front (registry::PullCredentials), else of any image of that registry, else

@@ -784,7 +784,10 @@ TEST_P(BerthFallbackTest, LayersBerthCannotFetchAreFetchedByContainerdAndTheCont
                 ::testing::Contains(::testing::StartsWith("containerd/")))
         << registry_log;
   }
-  EXPECT_THAT(BerthdLog(), HasSubstr("containerd.remote.fallback"));
+  EXPECT_EQ(Occurrences(BerthdLog(), "containerd.remote.fallback"), shared->busybox.layers.size())
+      << "each layer should fall back";
+  EXPECT_EQ(Occurrences(BerthdLog(), "containerd.remote.stage "), 1u)
+      << "after the image's stage failed, berth should not try again for each layer";
   EXPECT_EQ(Occurrences(BerthdLog(), "containerd.remote.taken"), 0u);
   EXPECT_EQ(RunCatInCriNamespace(image), kKnownFileContent);
   EXPECT_EQ(KnownFilesInBerth(), 1) << "containerd's unpack did not land in berth's snapshots";
