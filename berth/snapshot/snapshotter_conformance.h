@@ -13,6 +13,9 @@
 //     static Result<std::unique_ptr<T>> Open(const LocalSnapshotterOptions& options);
 //     // Whether T implements Rename (a client of containerd's API cannot: kUnimplemented).
 //     static constexpr bool kRenames = true;
+//     // Optional: why the crash tests (which fork a child that opens T) cannot run for T. A
+//     // factory whose Open starts gRPC says so: gRPC does not survive a fork.
+//     static std::string CrashSkipReason();
 //   };
 //   INSTANTIATE_TYPED_TEST_SUITE_P(Mine, SnapshotterConformance, MyFactory);
 //
@@ -565,9 +568,20 @@ TYPED_TEST_P(SnapshotterConformance, CleanupRemovesOnlyUnreferencedDirectories) 
   EXPECT_THAT(*again, ::testing::IsEmpty());
 }
 
+// Why the crash tests skip for `Factory` ("" to run them): its CrashSkipReason, if it has one.
+template <typename Factory>
+std::string CrashSkipReason() {
+  if constexpr (requires { Factory::CrashSkipReason(); }) {
+    return Factory::CrashSkipReason();
+  } else {
+    return "";
+  }
+}
+
 // Crash simulation: a forked child runs an operation and dies (_exit, no destructors, the SQLite
 // transaction never committed) at a named point. The parent then reopens the root.
 TYPED_TEST_P(SnapshotterConformance, CrashBeforePrepareCommitsLeavesOnlyGarbage) {
+  if (std::string reason = CrashSkipReason<TypeParam>(); !reason.empty()) GTEST_SKIP() << reason;
   GTEST_FLAG_SET(death_test_style, "fast");
   this->snapshotter_.reset();  // the child must be able to take the root lock
   LocalSnapshotterOptions options = this->Options();
@@ -594,6 +608,7 @@ TYPED_TEST_P(SnapshotterConformance, CrashBeforePrepareCommitsLeavesOnlyGarbage)
 }
 
 TYPED_TEST_P(SnapshotterConformance, CrashBeforeCommitKeepsTheActiveSnapshot) {
+  if (std::string reason = CrashSkipReason<TypeParam>(); !reason.empty()) GTEST_SKIP() << reason;
   GTEST_FLAG_SET(death_test_style, "fast");
   ASSERT_TRUE(this->sn().Prepare("active", ""));
   this->snapshotter_.reset();
@@ -617,6 +632,7 @@ TYPED_TEST_P(SnapshotterConformance, CrashBeforeCommitKeepsTheActiveSnapshot) {
 }
 
 TYPED_TEST_P(SnapshotterConformance, CrashAfterRemoveCommitsLeavesGarbageForCleanup) {
+  if (std::string reason = CrashSkipReason<TypeParam>(); !reason.empty()) GTEST_SKIP() << reason;
   GTEST_FLAG_SET(death_test_style, "fast");
   ASSERT_NO_FATAL_FAILURE(this->CommitLayer("base", "", {{"a", "a"}}));
   this->snapshotter_.reset();

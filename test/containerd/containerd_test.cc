@@ -760,6 +760,25 @@ TEST_P(BerthSnapshotterTest, CriPullHasBerthFetchEveryLayerAndTheContainerRunsFr
       << " bytes with them";
 }
 
+// containerd restarting loses nothing berth handed over: the chain, the image and a new
+// container from it are all there after the restart, and berth still has one copy of the files.
+TEST_P(BerthSnapshotterTest, ContainerdRestartingKeepsTheLayersBerthHandedOver) {
+  const std::string image = ImageName("busybox", "latest");
+  ASSERT_NO_FATAL_FAILURE(CriPull(image));
+  auto chain = [&] {
+    Result<CommandResult> listed =
+        containerd_->Ctr("k8s.io", {"snapshots", "--snapshotter", "berth", "ls"});
+    return listed ? SnapshotParents(listed->out) : std::map<std::string, std::string>{};
+  };
+  const std::map<std::string, std::string> before = chain();
+  ASSERT_EQ(before.size(), 2u);
+
+  ASSERT_OK(containerd_->Restart());
+  EXPECT_EQ(chain(), before);
+  EXPECT_EQ(RunCatInCriNamespace(image), kKnownFileContent);
+  EXPECT_EQ(KnownFilesInBerth(), 1);
+}
+
 // Fallback: berth cannot reach the registry (its hosts.toml names a closed port), so it hands
 // over nothing and containerd fetches and unpacks every layer itself into berth's snapshots. The
 // pull and the container work all the same.
