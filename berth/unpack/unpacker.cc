@@ -212,7 +212,7 @@ Unpacker::Unpacker(snapshot::Snapshotter& snapshotter, content::Store& store,
     : snapshotter_(snapshotter),
       store_(store),
       threads_(threads),
-      options_(options),
+      options_(std::move(options)),
       progress_(std::move(progress)),
       lease_(lease),
       rebase_(snapshotter.SupportsRebase()) {}
