@@ -91,4 +91,21 @@ std::string ImageName(std::string_view repository, std::string_view tag) {
   return fmt::format("{}/{}:{}", kRegistryHost, repository, tag);
 }
 
+std::vector<std::string> BlobFetchers(const std::string& log, const Digest& digest) {
+  std::vector<std::string> agents;
+  std::istringstream lines(log);
+  const std::string blob = "/blobs/" + digest.ToString();
+  for (std::string line; std::getline(lines, line);) {
+    const size_t at = line.find(blob);
+    if (line.find("\"GET /v2/") == std::string::npos || at == std::string::npos ||
+        (line[at + blob.size()] != ' ' && line[at + blob.size()] != '?')) {
+      continue;
+    }
+    const size_t end = line.rfind('"');
+    const size_t start = end == 0 ? std::string::npos : line.rfind('"', end - 1);
+    if (start != std::string::npos) agents.push_back(line.substr(start + 1, end - start - 1));
+  }
+  return agents;
+}
+
 }  // namespace berth::containerd_test

@@ -10,14 +10,18 @@
 //   pause    /pause, a static C program (pause.c) that waits for SIGTERM/SIGINT and exits 0.
 //            Entrypoint ["/pause"]. The CRI's sandbox image.
 //
+// Also what the tests read in a registry's log (BlobFetchers).
+//
 // Thread safety: free functions; they read files and block on the registry.
 #pragma once
 
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "berth/base/result.h"
+#include "berth/digest/digest.h"
 #include "tools/imagegen/image.h"
 #include "tools/imagegen/push.h"
 
@@ -41,5 +45,10 @@ Result<imagegen::PushedImage> PushImage(std::string_view registry_url, std::stri
 
 // "<kRegistryHost>/<repository>:<tag>", the name containerd pulls.
 std::string ImageName(std::string_view repository, std::string_view tag);
+
+// The user agents ("berth/0.1", "containerd/1.6.20~ds1") of the GETs of the blob `digest` in a
+// registry's access log `log` (lines like
+// `... "GET /v2/<name>/blobs/<digest>[?ns=…] HTTP/1.1" 200 <size> "" "<agent>"`): who fetched it.
+std::vector<std::string> BlobFetchers(const std::string& log, const Digest& digest);
 
 }  // namespace berth::containerd_test

@@ -255,6 +255,14 @@ class SnapshotterTest : public ContainerdTest,
     ASSERT_OK(cri->PullImage(pull));
   }
 
+  // CriPull, returning what the registry logged meanwhile. ASSERT_FALSE(HasFatalFailure())
+  // after it.
+  std::string CriPullLogged(const std::string& image) {
+    const size_t log_before = shared->registry->ReadLog().size();
+    CriPull(image);
+    return shared->registry->ReadLog().substr(log_before);
+  }
+
   // `ctr run --rm` of `image` in the CRI's namespace: what `cat <known file>` prints.
   std::string RunCatInCriNamespace(const std::string& image) {
     std::vector<std::string> run = {"run", "--rm"};
@@ -673,25 +681,6 @@ TEST_P(BerthSnapshotterTest, BerthsCollectionKeepsContainerdsLayersAndContainerd
   EXPECT_EQ(KnownFilesInBerth(), 0) << "berth's disk still holds the removed image's files";
 }
 
-// The user agents of the registry's GETs of the blob `digest` in its access log `log`
-// (lines like `... "GET /v2/<name>/blobs/<digest>[?ns=…] HTTP/1.1" 200 <size> "" "<agent>"`).
-std::vector<std::string> BlobFetchers(const std::string& log, const Digest& digest) {
-  std::vector<std::string> agents;
-  std::istringstream lines(log);
-  for (std::string line; std::getline(lines, line);) {
-    const std::string blob = "/blobs/" + digest.ToString();
-    const size_t at = line.find(blob);
-    if (line.find("\"GET /v2/") == std::string::npos || at == std::string::npos ||
-        (line[at + blob.size()] != ' ' && line[at + blob.size()] != '?')) {
-      continue;
-    }
-    const size_t end = line.rfind('"');
-    const size_t start = end == 0 ? std::string::npos : line.rfind('"', end - 1);
-    if (start != std::string::npos) agents.push_back(line.substr(start + 1, end - start - 1));
-  }
-  return agents;
-}
-
 size_t Occurrences(const std::string& text, std::string_view what) {
   size_t count = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
@@ -705,9 +694,8 @@ size_t Occurrences(const std::string& text, std::string_view what) {
 // top layer), and when containerd removes the image its collection frees berth's disk.
 TEST_P(BerthSnapshotterTest, CriPullHasBerthFetchEveryLayerAndTheContainerRunsFromThem) {
   const std::string image = ImageName("busybox", "latest");
-  const size_t log_before = shared->registry->ReadLog().size();
-  ASSERT_NO_FATAL_FAILURE(CriPull(image));
-  const std::string registry_log = shared->registry->ReadLog().substr(log_before);
+  const std::string registry_log = CriPullLogged(image);
+  ASSERT_FALSE(HasFatalFailure());
   for (const imagegen::Layer& layer : shared->busybox.layers) {
     EXPECT_THAT(BlobFetchers(registry_log, layer.blob.digest),
                 ::testing::AllOf(::testing::Not(IsEmpty()),
@@ -795,9 +783,8 @@ INSTANTIATE_TEST_SUITE_P(Berth, BerthFallbackTest, ::testing::Values(std::string
 
 TEST_P(BerthFallbackTest, LayersBerthCannotFetchAreFetchedByContainerdAndTheContainerRuns) {
   const std::string image = ImageName("busybox", "latest");
-  const size_t log_before = shared->registry->ReadLog().size();
-  ASSERT_NO_FATAL_FAILURE(CriPull(image));
-  const std::string registry_log = shared->registry->ReadLog().substr(log_before);
+  const std::string registry_log = CriPullLogged(image);
+  ASSERT_FALSE(HasFatalFailure());
   for (const imagegen::Layer& layer : shared->busybox.layers) {
     EXPECT_THAT(BlobFetchers(registry_log, layer.blob.digest),
                 ::testing::Contains(::testing::StartsWith("containerd/")))

@@ -335,24 +335,6 @@ TEST_F(FrontTest, CriCallsThroughBerthdActOnContainerdsImages) {
   EXPECT_THAT(berthd_->ReadLog(), Not(HasSubstr(shared->registry->password().reveal())));
 }
 
-// The user agents of the registry's GETs of the blob `digest` in its access log `log`.
-std::vector<std::string> BlobFetchers(const std::string& log, const Digest& digest) {
-  std::vector<std::string> agents;
-  std::istringstream lines(log);
-  const std::string blob = "/blobs/" + digest.ToString();
-  for (std::string line; std::getline(lines, line);) {
-    const size_t at = line.find(blob);
-    if (line.find("\"GET /v2/") == std::string::npos || at == std::string::npos ||
-        (line[at + blob.size()] != ' ' && line[at + blob.size()] != '?')) {
-      continue;
-    }
-    const size_t end = line.rfind('"');
-    const size_t start = end == 0 ? std::string::npos : line.rfind('"', end - 1);
-    if (start != std::string::npos) agents.push_back(line.substr(start + 1, end - start - 1));
-  }
-  return agents;
-}
-
 // kubelet's credentials reach berth's fetch: with berthd as containerd's snapshotter too, a CRI
 // pull through the front of an image on the token-auth registry has berth fetch every layer
 // (remote snapshots) with the AuthConfig the pull carried, and the password stays out of every
