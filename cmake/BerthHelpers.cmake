@@ -20,10 +20,14 @@ function(berth_library)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
   target_link_libraries(${target} PUBLIC ${ARG_DEPS})
   target_compile_options(${target} PRIVATE ${BERTH_WARNINGS})
+  if(ARG_TESTONLY)
+    berth_test_code_settings(${target})
+  endif()
   berth_precompile_headers(${target} ${ARG_SRCS} DEPS ${ARG_DEPS})
 endfunction()
 
-# berth_test(NAME x_test SRCS x_test.cc DEPS berth::x [LABELS need...])
+# berth_test(NAME x_test SRCS x_test.cc DEPS berth::x [LABELS need...] [COST seconds]
+#            [TIMEOUT seconds])
 #   -> gtest executable berth_x_test, each TEST registered with ctest through gtest_discover_tests.
 #   LABELS say what the executable's tests need from the machine; every test of it gets them all:
 #     (none)    -> label `unit`: needs nothing. No root, no other process, no network, not even
@@ -40,8 +44,12 @@ endfunction()
 #   Find a new executable's needs by running it as test.sh runs unit tests (as nobody, in
 #   `unshare -n`), and with the network to see what needs root. Labels are applied by a ctest
 #   include file written at configure time, so a change needs only a cmake run.
+#   COST (ctest's COST property, on every test of the executable): about how many seconds its
+#   longest test runs. ctest -j starts the costliest tests first; without it, a build directory
+#   with no timings yet (CI's fresh clone) starts a long test whenever its turn comes, maybe last.
+#   TIMEOUT: seconds each test may take (default 300), three times that in the sanitizer build.
 function(berth_test)
-  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "NAME;COST;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT BERTH_BUILD_TESTS)
     return()
   endif()
@@ -49,12 +57,21 @@ function(berth_test)
   add_executable(${target} ${ARG_SRCS})
   target_link_libraries(${target} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
   target_compile_options(${target} PRIVATE ${BERTH_WARNINGS})
+  berth_test_code_settings(${target})
+  if(BERTH_SANITIZE)
+    # The test's own code at -O0: it is not what the suite measures, and ASan and UBSan check it
+    # no less (measured, clang, base_test as one unity source: 21 CPU-s at -O1, 9 at -O0).
+    target_compile_options(${target} PRIVATE -O0)
+  endif()
   berth_precompile_headers(${target} ${ARG_SRCS} DEPS ${ARG_DEPS} GTest::gmock)
   berth_sanitizer_options(${target})
   # ASan+UBSan run code 2-3x slower; the sanitizer build gives each test three times as long.
   set(timeout 300)
+  if(ARG_TIMEOUT)
+    set(timeout ${ARG_TIMEOUT})
+  endif()
   if(BERTH_SANITIZE)
-    set(timeout 900)
+    math(EXPR timeout "${timeout} * 3")
   endif()
   set(labels unit)
   if(ARG_LABELS)
@@ -70,15 +87,40 @@ function(berth_test)
     TEST_PREFIX "${ARG_NAME}."
     PROPERTIES TIMEOUT ${timeout}
     DISCOVERY_TIMEOUT 60)
-  # The labels go in a ctest include file of their own, read after the discovered test list
-  # (${target}_TESTS): gtest_discover_tests writes a PROPERTIES list unquoted, so every label
-  # after the first would be lost (ctest -L root matched nothing).
+  # The labels and COST go in a ctest include file of their own, read after the discovered test
+  # list (${target}_TESTS): gtest_discover_tests writes a PROPERTIES list unquoted, so every
+  # label after the first would be lost (ctest -L root matched nothing).
+  set(properties "LABELS \"${labels}\"")
+  if(ARG_COST)
+    string(APPEND properties " COST ${ARG_COST}")
+  endif()
   set(labels_file ${CMAKE_CURRENT_BINARY_DIR}/${target}_labels.cmake)
   file(WRITE ${labels_file}
     "foreach(test IN LISTS ${target}_TESTS)\n"
-    "  set_tests_properties(\"\${test}\" PROPERTIES LABELS \"${labels}\")\n"
+    "  set_tests_properties(\"\${test}\" PROPERTIES ${properties})\n"
     "endforeach()\n")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${labels_file})
+endfunction()
+
+# berth_test_code_settings(target)
+#   How test code (berth_test executables, TESTONLY libraries) compiles where it differs from
+#   product code:
+#   - BERTH_CI_BUILD: a unity build, 8 sources per batch (product code stays one object per
+#     source: clang-tidy reads its compile commands). Two files of one target that define the same
+#     name in an anonymous namespace then collide; such a file is listed with
+#     SKIP_UNITY_BUILD_INCLUSION beside its target, with the reason, until the two share the name.
+#     Reproduce a CI-only compile error with BERTH_CI_BUILD=1 scripts/build.sh.
+#   - BERTH_FUZZ: no libFuzzer coverage instrumentation. No fuzz target links test code, and the
+#     instrumentation costs compile time and space for nothing there.
+function(berth_test_code_settings target)
+  if(BERTH_CI_BUILD)
+    set_target_properties(${target} PROPERTIES UNITY_BUILD ON)
+  endif()
+  if(BERTH_FUZZ)
+    get_target_property(options ${target} COMPILE_OPTIONS)
+    list(REMOVE_ITEM options -fsanitize=fuzzer-no-link)
+    set_target_properties(${target} PROPERTIES COMPILE_OPTIONS "${options}")
+  endif()
 endfunction()
 
 # berth_sanitizer_options(target...)
@@ -96,6 +138,23 @@ function(berth_sanitizer_options)
   endforeach()
 endfunction()
 
+# berth_generated_code(target...)
+#   In the sanitizer build, compiles these targets (protoc's generated code) without ASan and
+#   UBSan, as the rest of protobuf and gRPC (Debian's libraries) is: a finding there would be
+#   protoc's, and the instrumentation tripled their compile time (clang, runtime/v1/api.pb.cc:
+#   19 CPU-s, 6 without). libFuzzer's coverage stays, so a fuzzer still sees its way through the
+#   message parsers. A no-op in other builds; names that are not targets are skipped.
+function(berth_generated_code)
+  if(NOT BERTH_SANITIZE)
+    return()
+  endif()
+  foreach(target ${ARGN})
+    if(TARGET ${target})
+      target_compile_options(${target} PRIVATE -fno-sanitize=address,undefined)
+    endif()
+  endforeach()
+endfunction()
+
 # berth_precompile_headers(target src... DEPS dep...)
 #   With BERTH_PRECOMPILED_HEADERS (default: on with clang, off with g++; see CMakeLists.txt),
 #   precompiles for `target` the heavy third-party headers its sources include: the standard
@@ -103,12 +162,15 @@ endfunction()
 #   for tests, gRPC and toml++ when `dep` names them. With clang, parsing these once per target
 #   instead of once per source is what a clean build saves most (json, gmock, gRPC and toml++
 #   each cost ~2 CPU-seconds per source to parse). Targets with fewer than three sources gain
-#   nothing and are left alone. The headers are force-included, so a missing #include can hide
+#   nothing and are left alone, and so are unity builds (BERTH_CI_BUILD): with one or two
+#   objects per target the PCH costs more than it saves (clang, base_test: 5 CPU-s to build it,
+#   3 saved). The headers are force-included, so a missing #include can hide
 #   in that build; the g++ build (no PCH) still catches it.
 function(berth_precompile_headers target)
   cmake_parse_arguments(ARG "" "" "DEPS" ${ARGN})
   list(LENGTH ARG_UNPARSED_ARGUMENTS source_count)
-  if(NOT BERTH_PRECOMPILED_HEADERS OR source_count LESS 3)
+  get_target_property(unity ${target} UNITY_BUILD)
+  if(NOT BERTH_PRECOMPILED_HEADERS OR source_count LESS 3 OR unity)
     return()
   endif()
   set(headers <algorithm> <chrono> <filesystem> <functional> <map> <memory> <mutex> <optional>

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   cmake g++ make pkg-config ninja-build git
+  # a faster linker, used when present (BERTH_MOLD in CMakeLists.txt)
+  mold
   # the sanitizer and fuzz build (scripts/test.sh): clang 14 with its ASan/UBSan/libFuzzer runtimes
   clang libclang-rt-14-dev
   # the code gates (scripts/lint.sh): clang-format and clang-tidy 14

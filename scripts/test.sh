@@ -3,7 +3,7 @@
 # Unit and integration tests alike; integration tests start real registries on loopback. Then
 # (as root) the unit-labelled tests once more, as nobody in a network namespace without loopback.
 #
-# The clang-tidy gate (scripts/lint.sh tidy) runs beside that suite and must pass too.
+# The clang-tidy gate (scripts/lint.sh tidy) must pass too.
 # Then, unless BERTH_TEST_QUICK=1 (for local iteration), the hardening checks CI runs:
 #   1. the sanitizer build (clang, ASan + UBSan, BERTH_SANITIZE + BERTH_FUZZ, in build-asan or
 #      $BERTH_ASAN_BUILD_DIR) and the ctest suite under it, the fuzz corpora included (all but
@@ -12,51 +12,57 @@
 #      corpus. Any sanitizer report, failed invariant, crash, hang or leak fails the run.
 # Extra arguments go to both ctest runs.
 #
-# The sanitizer build runs (niced) while the first ctest runs: most of that suite waits on
-# registries, sockets and slowed proxies, so the compiler gets the idle cores.
+# Scheduling, for CI's two cores: the builds are BERTH_CI_BUILD builds (unity test executables,
+# -g1; about half the CPU of a development build; BERTH_CI_BUILD=0 turns that off). Both suites
+# mostly wait on registries, sockets and slowed proxies, so they run BERTH_SUITE_JOBS tests at
+# once (default twice the cores) and, beside the first suite, the sanitizer build (nice 5) and
+# clang-tidy (nice 10) take the idle cores; tidy goes on beside the sanitizer suite if it has
+# to, and its verdict is read after that suite (after the unit tests with BERTH_TEST_QUICK=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 bash scripts/setup.sh
 # The formatting gate first: it takes a second and needs no build.
 bash scripts/lint.sh format
+export BERTH_CI_BUILD=${BERTH_CI_BUILD:-1}
+suite_jobs=${BERTH_SUITE_JOBS:-$(($(nproc) * 2))}
 start=$(date +%s)
 bash scripts/build.sh
 echo "test.sh: build took $(( $(date +%s) - start )) s"
 build_dir=${BERTH_BUILD_DIR:-build}
-
-# The clang-tidy gate runs beside the first ctest (which mostly waits on registries and sockets),
-# at a priority between that suite and the sanitizer build; its verdict is read after the suite.
-tidy_log=$(mktemp /tmp/berth-tidy.XXXXXX)
-setsid nice -n 5 bash scripts/lint.sh tidy >"$tidy_log" 2>&1 &
-tidy_pid=$!
 asan_dir=${BERTH_ASAN_BUILD_DIR:-build-asan}
 
+# Beside the first ctest: the sanitizer build first (the sanitizer suite waits for it), then
+# clang-tidy, which nothing waits for. Each in its own process group (setsid), so a failing
+# suite stops it with everything it started.
 asan_pid=
 if [ "${BERTH_TEST_QUICK:-0}" != 1 ]; then
   asan_log=$(mktemp /tmp/berth-asan-build.XXXXXX)
   asan_start=$(date +%s)
-  # Its own process group (setsid), so a failing first ctest stops the whole build with it.
-  BERTH_BUILD_DIR=$asan_dir BERTH_SANITIZE=1 setsid nice -n 10 bash scripts/build.sh \
+  BERTH_BUILD_DIR=$asan_dir BERTH_SANITIZE=1 setsid nice -n 5 bash scripts/build.sh \
     >"$asan_log" 2>&1 &
   asan_pid=$!
 fi
+tidy_log=$(mktemp /tmp/berth-tidy.XXXXXX)
+setsid nice -n 10 bash scripts/lint.sh tidy >"$tidy_log" 2>&1 &
+tidy_pid=$!
 trap '[ -n "$asan_pid" ] && kill -- -"$asan_pid" 2>/dev/null
       [ -n "$tidy_pid" ] && kill -- -"$tidy_pid" 2>/dev/null; true' EXIT
+tidy_verdict() {
+  local status=0
+  wait "$tidy_pid" || status=$?
+  tidy_pid=
+  cat "$tidy_log"
+  rm -f "$tidy_log"
+  if [ "$status" != 0 ]; then
+    echo "test.sh: the clang-tidy gate failed (above)"
+    exit 1
+  fi
+}
 
 start=$(date +%s)
-(cd "$build_dir" && ctest --output-on-failure --parallel "$(nproc)" --timeout 600 "$@")
+(cd "$build_dir" && ctest --output-on-failure --parallel "$suite_jobs" --timeout 600 "$@")
 echo "test.sh: ctest took $(( $(date +%s) - start )) s"
-
-tidy_status=0
-wait "$tidy_pid" || tidy_status=$?
-tidy_pid=
-cat "$tidy_log"
-rm -f "$tidy_log"
-if [ "$tidy_status" != 0 ]; then
-  echo "test.sh: the clang-tidy gate failed (above)"
-  exit 1
-fi
 
 # The `unit` label promises that a test needs nothing: no root, no other process, no network
 # (cmake/BerthHelpers.cmake, berth_test). Run those tests again as nobody in a network namespace
@@ -90,6 +96,7 @@ else
 fi
 
 if [ -z "$asan_pid" ]; then
+  tidy_verdict
   echo "test.sh: BERTH_TEST_QUICK=1: skipped the sanitizer build, its ctest and the fuzz smoke"
   exit 0
 fi
@@ -103,13 +110,22 @@ fi
 asan_pid=
 echo "test.sh: sanitizer build took $(( $(date +%s) - asan_start )) s (beside the first ctest)"
 rm -f "$asan_log"
+# The first suite's timings (same test names; ctest keeps them in
+# Testing/Temporary/CTestCostData.txt) order this one longest first, so no long test starts last.
+mkdir -p "$asan_dir/Testing/Temporary"
+if [ ! -e "$asan_dir/Testing/Temporary/CTestCostData.txt" ]; then
+  cp "$build_dir/Testing/Temporary/CTestCostData.txt" "$asan_dir/Testing/Temporary/" || true
+fi
 start=$(date +%s)
 # Not under the sanitizers: crash_test, the kill -9 loop. What it checks is the store on disk
 # after a SIGKILL, which a killed process cannot report on; it is a third of the suite's time.
 echo "test.sh: under ASan+UBSan, all but crash_test (the kill -9 loop; it ran in the first suite)"
-(cd "$asan_dir" && ctest --output-on-failure --parallel "$(nproc)" --timeout 900 \
+(cd "$asan_dir" && ctest --output-on-failure --parallel "$suite_jobs" --timeout 900 \
   --exclude-regex '^crash_test\.' "$@")
 echo "test.sh: ctest under ASan+UBSan took $(( $(date +%s) - start )) s"
+
+# The fuzzers should have the cores to themselves: tidy's verdict first.
+tidy_verdict
 
 # Fuzz smoke: a fixed time per target, $(nproc) targets at a time, each on a scratch copy of its
 # corpus (new inputs stay out of the checkout). Crash/leak/timeout inputs are kept in the
