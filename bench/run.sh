@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # berth's benchmark suite (issue 7): cold pull+unpack of the images from bench/build-images.sh by
 # berth (embedded and through berthd over CRI), containerd 1.6 (ctr, and its CRI PullImage),
-# podman, and skopeo copy (download-only floor), interleaved, each run from a fresh empty
+# containerd 1.6's CRI PullImage with berthd as its proxy snapshotter serving remote snapshots
+# (containerd+berth, issue 15: berth fetches and unpacks the layers, containerd the manifest and
+# config), podman, and skopeo copy (download-only floor), interleaved, each run from a fresh empty
 # filesystem: a fresh loop-mounted ext4 image under /var/tmp (default) or a fresh tmpfs.
 # Then the scenarios: the second of two images sharing three layers, 20 concurrent CRI pulls of
 # one image against one, five different images pulled at once, and a small pull while a large
@@ -10,7 +12,8 @@
 # bench/setup-peers.sh.
 #
 #   bash bench/run.sh [--runs N] [--quick] [--tmpfs] [--images "large small-files index"]
-#                     [--tools "berth berthd ctr containerd-cri podman skopeo"] [--no-scenarios]
+#                     [--tools "berth berthd ctr containerd-cri containerd+berth podman skopeo"]
+#                     [--no-scenarios]
 #
 # --quick: 1 run, the smaller `large` (build-images.sh --quick), no large-zstd.
 set -euo pipefail
@@ -20,7 +23,7 @@ runs=3
 quick=0
 fs=ext4
 images="large large-zstd small-files index"
-tools="berth berthd ctr containerd-cri podman skopeo"
+tools="berth berthd ctr containerd-cri containerd+berth podman skopeo"
 scenarios=1
 while [ $# -gt 0 ]; do
   case $1 in
@@ -30,7 +33,7 @@ while [ $# -gt 0 ]; do
     --images) images=$2; shift ;;
     --tools) tools=$2; shift ;;
     --no-scenarios) scenarios=0 ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
@@ -44,7 +47,15 @@ berth_cri=$bin/contrib/cri-client/berth-cri
 for b in "$berth" "$berthd" "$berth_cri"; do
   [ -x "$b" ] || { echo "missing $b: BERTH_BUILD_DIR=$bin bash scripts/build.sh" >&2; exit 1; }
 done
-for t in containerd ctr podman skopeo /usr/bin/time mkfs.ext4; do
+# The peers the chosen tools need (and what every run needs).
+peers=(/usr/bin/time mkfs.ext4 bc)
+for t in $tools; do
+  case $t in
+    ctr|containerd-cri|containerd+berth) peers+=(containerd ctr) ;;
+    podman|skopeo) peers+=("$t") ;;
+  esac
+done
+for t in "${peers[@]}"; do
   command -v "$t" >/dev/null || { echo "missing $t: bash bench/setup-peers.sh" >&2; exit 1; }
 done
 
@@ -56,9 +67,9 @@ run_dir=$BENCH_WORK/run
 mnt=$run_dir/mnt
 raw=$BENCH_WORK/raw-$(date +%Y%m%d-%H%M%S).tsv
 mkdir -p "$run_dir" "$mnt"
-daemon_pid=""
+daemon_pids=() # the daemons of the run, in the order they were started
 cleanup() {
-  stop_daemon
+  stop_daemons
   fs_down
 }
 trap cleanup EXIT
@@ -92,15 +103,43 @@ wait_for() { # cmd... : retry for 30 s
   for _ in $(seq 1 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
   return 1
 }
-start_berthd() {
-  mkdir -p "$mnt/berthd"
-  setsid "$berthd" --root "$mnt/berthd/root" --state "$mnt/berthd/state" \
-    --address "unix://$mnt/berthd/berthd.sock" --log-level warn >"$mnt/berthd/log" 2>&1 </dev/null &
-  daemon_pid=$!
-  wait_for test -S "$mnt/berthd/berthd.sock" || { cat "$mnt/berthd/log" >&2; return 1; }
+# Writes a hosts.toml per bench registry (host:port) under $mnt/hosts, as containerd 1.6 needs
+# them (an explicit [host] table; `server` alone did not do): the registry settings containerd
+# and berthd share in the containerd+berth runs.
+write_hosts_dir() {
+  local name hp
+  for name in "${!ref[@]}"; do
+    hp=${ref[$name]%%/*}
+    mkdir -p "$mnt/hosts/$hp"
+    {
+      echo "server = \"http://$hp\""
+      echo
+      echo "[host.\"http://$hp\"]"
+      echo '  capabilities = ["pull", "resolve"]'
+    } >"$mnt/hosts/$hp/hosts.toml"
+  done
+}
+start_berthd() { # [snapshotter]: also serve containerd's Snapshots API, registries from $mnt/hosts
+  local d=$mnt/berthd args=() ready
+  mkdir -p "$d"
+  ready=$d/berthd.sock
+  if [ "${1:-}" = snapshotter ]; then
+    write_hosts_dir
+    printf '[registry]\nconfig_path = "%s"\n' "$mnt/hosts" >"$d/config.toml"
+    # debug: the containerd.remote.taken lines, one per layer berth handed to containerd.
+    args=(--config "$d/config.toml" --snapshotter-address "unix://$d/snapshotter.sock"
+      --log-level debug)
+    ready=$d/snapshotter.sock
+  else
+    args=(--log-level warn)
+  fi
+  setsid "$berthd" --root "$d/root" --state "$d/state" --address "unix://$d/berthd.sock" \
+    "${args[@]}" >"$d/log" 2>&1 </dev/null &
+  daemon_pids+=($!)
+  wait_for test -S "$ready" || { cat "$d/log" >&2; return 1; }
   sleep 0.2
 }
-containerd_config() { # cri: 0|1
+containerd_config() { # cri: 0 (none) | 1 (overlayfs) | berth (proxy snapshotter: berthd's socket)
   local d=$mnt/containerd
   mkdir -p "$d"
   {
@@ -115,6 +154,17 @@ containerd_config() { # cri: 0|1
     echo "  path = \"$d/opt\""
     if [ "$1" = 0 ]; then
       echo 'disabled_plugins = ["io.containerd.grpc.v1.cri"]'
+    elif [ "$1" = berth ]; then
+      echo '[proxy_plugins.berth]'
+      echo '  type = "snapshot"'
+      echo "  address = \"$mnt/berthd/snapshotter.sock\""
+      echo '[plugins."io.containerd.grpc.v1.cri"]'
+      echo '  disable_apparmor = true'
+      echo '[plugins."io.containerd.grpc.v1.cri".containerd]'
+      echo '  snapshotter = "berth"'
+      echo '  disable_snapshot_annotations = false'
+      echo '[plugins."io.containerd.grpc.v1.cri".registry]'
+      echo "  config_path = \"$mnt/hosts\""
     else
       echo '[plugins."io.containerd.grpc.v1.cri"]'
       echo '  disable_apparmor = true'
@@ -134,35 +184,47 @@ containerd_config() { # cri: 0|1
       >"$d/config.toml.new" && mv "$d/config.toml.new" "$d/config.toml"
   fi
 }
-start_containerd() { # cri: 0|1
+start_containerd() { # cri: 0 | 1 | berth, as containerd_config
   containerd_config "$1"
   local d=$mnt/containerd
   setsid containerd --config "$d/config.toml" --log-level warn >"$d/log" 2>&1 </dev/null &
-  daemon_pid=$!
+  daemon_pids+=($!)
   wait_for ctr --address "$d/containerd.sock" version || { cat "$d/log" >&2; return 1; }
 }
-stop_daemon() {
-  if [ -n "$daemon_pid" ]; then
-    kill "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-    daemon_pid=""
-  fi
+# Stops the daemons, the last started first (containerd before the berthd it mounts from).
+stop_daemons() {
+  local i pid
+  for ((i = ${#daemon_pids[@]} - 1; i >= 0; i--)); do
+    pid=${daemon_pids[$i]}
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  daemon_pids=()
 }
-daemon_ticks() { awk '{print $14 + $15}' "/proc/$daemon_pid/stat"; }
-daemon_hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$daemon_pid/status"; }
+# utime+stime (ticks) and VmHWM (kB) of the run's daemons, summed.
+daemon_ticks() {
+  local pid sum=0
+  for pid in "${daemon_pids[@]}"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat"))); done
+  echo "$sum"
+}
+daemon_hwm_kb() {
+  local pid sum=0
+  for pid in "${daemon_pids[@]}"; do sum=$((sum + $(awk '/^VmHWM/ {print $2}' "/proc/$pid/status"))); done
+  echo "$sum"
+}
 
 # --- one timed client command -------------------------------------------------------------------
-# Sets: wall cpu rss (client, MB) drss (daemon VmHWM, MB, or -) ok
+# Sets: wall cpu rss (client, MB) drss (daemons' VmHWM summed, MB, or -) ok
 timed() { # cmd...
   local tf=$run_dir/time.out t0=0 t1=0 status=0
-  [ -n "$daemon_pid" ] && t0=$(daemon_ticks)
+  [ ${#daemon_pids[@]} -gt 0 ] && t0=$(daemon_ticks)
   /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$run_dir/cmd.out" 2>&1 || status=$?
-  [ -n "$daemon_pid" ] && t1=$(daemon_ticks)
+  [ ${#daemon_pids[@]} -gt 0 ] && t1=$(daemon_ticks)
   read -r wall user sys rss_kb < <(tail -n 1 "$tf")
   cpu=$(echo "$user + $sys + ($t1 - $t0) / $ticks" | bc -l)
   rss=$((rss_kb / 1024))
   drss=-
-  [ -n "$daemon_pid" ] && drss=$(($(daemon_hwm_kb) / 1024))
+  [ ${#daemon_pids[@]} -gt 0 ] && drss=$(($(daemon_hwm_kb) / 1024))
   ok=1
   if [ $status != 0 ]; then
     ok=0
@@ -179,7 +241,8 @@ pull_with() { # tool ref [keep-daemon]
     berthd) timed "$berth_cri" --endpoint "unix://$mnt/berthd/berthd.sock" pull "$r" ;;
     ctr) timed ctr --address "$mnt/containerd/containerd.sock" -n bench images pull --plain-http \
            --snapshotter overlayfs "$r" ;;
-    containerd-cri) timed "$berth_cri" --endpoint "unix://$mnt/containerd/containerd.sock" pull "$r" ;;
+    containerd-cri|containerd+berth)
+      timed "$berth_cri" --endpoint "unix://$mnt/containerd/containerd.sock" pull "$r" ;;
     podman) timed podman --root "$mnt/podman/root" --runroot "$mnt/podman/runroot" \
               --storage-driver overlay --tmpdir "$mnt/podman/tmp" --events-backend none \
               --cgroup-manager cgroupfs pull -q --tls-verify=false "$r" ;;
@@ -187,20 +250,22 @@ pull_with() { # tool ref [keep-daemon]
             timed skopeo copy -q --src-tls-verify=false "docker://$r" "oci:$mnt/skopeo/oci:v1" ;;
   esac
 }
-daemon_for() { # tool: start the daemon the tool talks to, if any
+daemon_for() { # tool: start the daemons the tool talks to, if any
   case $1 in
     berthd) start_berthd ;;
     ctr) start_containerd 0 ;;
     containerd-cri) start_containerd 1 ;;
+    containerd+berth) start_berthd snapshotter && start_containerd berth ;;
   esac
 }
-# Bytes in the tool's content store (what was fetched), MB.
+# Bytes in the tool's content store (what was fetched), MB. containerd+berth: containerd's, which
+# holds only the manifest and config when berth handed over every layer.
 content_mb() {
   local d
   case $1 in
     berth) d=$mnt/berth/content ;;
     berthd) d=$mnt/berthd/root/content ;;
-    ctr|containerd-cri) d=$mnt/containerd/root/io.containerd.content.v1.content ;;
+    ctr|containerd-cri|containerd+berth) d=$mnt/containerd/root/io.containerd.content.v1.content ;;
     *) echo -; return ;;
   esac
   du -sm "$d" 2>/dev/null | cut -f1 || echo -
@@ -213,12 +278,44 @@ record() { # scenario image tool run
     "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" "$drss" "${fetched:--}" "$([ "$ok" = 1 ] || echo '  FAILED')"
 }
 
+# containerd+berth: who fetched what. The registry's access log (its blob GETs since `from` bytes,
+# by user agent) and berthd's log (containerd.remote.taken: a layer berth handed to containerd;
+# .fallback: one containerd had to fetch itself). Prints it, adds it to remote_notes, and keeps
+# berthd's log beside the raw figures.
+registry_log() { # image
+  local f
+  for f in "$BENCH_WORK/seed-$1"/tmp/berth-registry-*/registry.log; do [ -f "$f" ] && echo "$f" && return; done
+}
+registry_log_size() { # image
+  local f
+  f=$(registry_log "$1")
+  if [ -n "$f" ]; then stat -c %s "$f"; else echo 0; fi
+}
+remote_evidence() { # image run from
+  local log=$mnt/berthd/log taken fallback blobs f
+  taken=$(grep -c 'containerd.remote.taken' "$log" || true)
+  fallback=$(grep -c 'containerd.remote.fallback' "$log" || true)
+  f=$(registry_log "$1")
+  blobs=-
+  if [ -n "$f" ]; then
+    blobs=$(tail -c +$(($3 + 1)) "$f" | grep '"GET /v2/[^"]*/blobs/' | awk -F'"' '
+      { split($3, s, " "); a = $(NF - 1); sub("/.*", "", a); if (a == "") a = "?"; n[a]++; b[a] += s[2] }
+      END { for (a in n) { printf "%s%s %d (%.0f MB)", sep, a, n[a], b[a] / 1048576; sep = ", " } }')
+  fi
+  cp "$log" "${raw%.tsv}-berthd-$1-$2.log"
+  echo "  containerd+berth $1 run $2: berthd took $taken layer(s) for containerd, $fallback fallback(s); registry blob GETs by agent: ${blobs:-none}"
+  remote_notes="${remote_notes:-}$1 run $2: $taken layers taken, $fallback fallbacks, blob GETs ${blobs:-none}. "
+}
+
 # --- facts --------------------------------------------------------------------------------------
 commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- berth cmd || echo "+dirty")
 fsdesc="fresh ext4 (loop image on /var/tmp, journaled, noinit_itable) per run"
 [ "$fs" = tmpfs ] && fsdesc="fresh tmpfs per run"
+peer_version() { # program: its version, or "not installed"
+  if command -v "$1" >/dev/null; then "$1" --version | awk '{print $3}'; else echo "not installed"; fi
+}
 load_start=$(cut -d" " -f1-3 /proc/loadavg)
-facts="$(date -u '+%Y-%m-%d %H:%M UTC'), berth $commit (binaries: $bin), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $fsdesc, registry: Distribution on loopback; containerd $(containerd --version | awk '{print $3}'), podman $(podman --version | awk '{print $3}'), skopeo $(skopeo --version | awk '{print $3}')"
+facts="$(date -u '+%Y-%m-%d %H:%M UTC'), berth $commit (binaries: $bin), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $fsdesc, registry: Distribution on loopback; containerd $(peer_version containerd), podman $(peer_version podman), skopeo $(peer_version skopeo)"
 echo "$facts"
 printf 'scenario\timage\ttool\trun\twall\tcpu\trss\tdaemon_rss\tfetched_mb\tok\n' >"$raw"
 
@@ -234,10 +331,12 @@ for run in $(seq 1 "$runs"); do
       fs_up
       fetched=""
       daemon_for "$tool"
+      log_from=$(registry_log_size "$image")
       pull_with "$tool" "${ref[$image]}"
       fetched=$(content_mb "$tool")
-      stop_daemon
+      stop_daemons
       record cold "$image" "$tool" "$run"
+      [ "$tool" = containerd+berth ] && remote_evidence "$image" "$run" "$log_from"
       fs_down
     done
   done
@@ -277,7 +376,7 @@ concurrent_pulls() { # tool scenario image-label run ref...
   rss=-
   drss=$(($(daemon_hwm_kb) / 1024))
   fetched=$(content_mb "$tool")
-  stop_daemon
+  stop_daemons
   record "$scenario" "$label" "$tool" "$run"
   fs_down
 }
@@ -294,7 +393,7 @@ pull_during_pull() { # tool run
   timed "$berth_cri" --endpoint "$endpoint" pull "${ref[small-files]}"
   wait "$background" || { ok=0; echo "  background pull failed: $(tail -n 1 "$run_dir/background.out")" >&2; }
   fetched=-
-  stop_daemon
+  stop_daemons
   record during-large small-files "$tool" "$run"
   fs_down
 }
@@ -313,7 +412,7 @@ if [ $scenarios = 1 ]; then
       after=$(content_mb "$tool")
       fetched=-
       [ "$before" != - ] && fetched=$((after - before))
-      stop_daemon
+      stop_daemons
       record shared share-b "$tool" "$run"
       fs_down
     done
@@ -368,7 +467,22 @@ table=$(awk -F'\t' '
     }
   }' "$raw")
 
-note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull; five-at-once and during-large rows: / berthd's). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat; during-large rows: the daemon's CPU while the small pull ran, the large one's included); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image). Load average at the start: $load_start. ${conc_failures:-}"
+# containerd+berth against containerd alone and against berthd (issue 15's targets, on large:
+# ≥ 2.5× faster than containerd-cri, within 1.2× of berthd).
+remote_ratios=$(echo "$table" | awk -F' *[|] *' '
+  $2 == "cold" && $6 ~ /^[0-9.]+$/ { if (!($3 in seen)) { seen[$3] = 1; order[++n] = $3 } w[$3, $4] = $6 }
+  END {
+    for (i = 1; i <= n; i++) {
+      m = order[i]
+      if (!((m, "containerd+berth") in w) || w[m, "containerd+berth"] <= 0) continue
+      printf "containerd+berth on %s: %s s", m, w[m, "containerd+berth"]
+      if ((m, "containerd-cri") in w) printf ", %.2f× faster than containerd-cri (%s s)", w[m, "containerd-cri"] / w[m, "containerd+berth"], w[m, "containerd-cri"]
+      if ((m, "berthd") in w) printf ", %.2f× berthd'"'"'s wall (%s s)", w[m, "containerd+berth"] / w[m, "berthd"], w[m, "berthd"]
+      printf ". "
+    }
+  }')
+[ -n "$remote_ratios" ] && remote_ratios="$remote_ratios(containerd+berth: daemon CPU and RSS are containerd's and berthd's summed; fetched = containerd's content store, which holds only the manifest and config when berth took every layer. Who fetched the blobs: ${remote_notes:-}) "
+note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull; five-at-once and during-large rows: / berthd's). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat; during-large rows: the daemon's CPU while the small pull ran, the large one's included); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image). Load average at the start: $load_start, at the end: $(cut -d" " -f1-3 /proc/loadavg). ${remote_ratios:-}${conc_failures:-}"
 echo
 echo "$facts"
 echo
