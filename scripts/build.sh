@@ -5,8 +5,8 @@
 # BERTH_SANITIZE=1 configures a clang ASan+UBSan build with the libFuzzer targets instead
 # (BERTH_SANITIZE and BERTH_FUZZ; use its own $BERTH_BUILD_DIR, e.g. build-asan).
 # BERTH_CI_BUILD=1 configures a build for one clean run, as scripts/test.sh's (unity test
-# executables, -g1; see BERTH_CI_BUILD in CMakeLists.txt): about half the CPU of a clean build,
-# slower to rebuild after an edit. Both settings take effect when the directory is first configured.
+# executables, -g0, -g1 in the sanitizer build; see BERTH_CI_BUILD in CMakeLists.txt): about
+# half the CPU of a clean build, slower to rebuild after an edit. Both settings take effect when the directory is first configured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BERTH_BUILD_DIR:-build}
