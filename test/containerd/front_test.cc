@@ -363,6 +363,30 @@ TEST_F(FrontTest, BerthFetchesTheLayersWithTheCredentialsOfThePullInFlight) {
   EXPECT_THAT(log, Not(HasSubstr(shared->registry->password().reveal())));
 }
 
+// Fallback for want of credentials: a pull sent to containerd's CRI directly (not through
+// berth's front) carries credentials berth never sees. berth's fetch is refused by the registry,
+// so containerd fetches every layer itself into berth's snapshots, and the pull works.
+TEST_F(FrontTest, WithoutThePullsCredentialsContainerdFetchesTheLayersItself) {
+  ASSERT_NO_FATAL_FAILURE(StartContainerd(Snapshotter::kBerths));
+  const std::string upstream = "unix://" + containerd_->address().string();
+  ASSERT_NO_FATAL_FAILURE(StartBerthd(upstream));
+  ASSERT_OK_AND_ASSIGN(auto containerd_cri, cri::ImageServiceClient::Connect(upstream));
+  const std::string image = ImageName("busybox", "latest");
+
+  const size_t log_before = shared->registry->ReadLog().size();
+  ASSERT_OK(containerd_cri->Pull(PullRequest(image, true)));
+  const std::string registry_log = shared->registry->ReadLog().substr(log_before);
+  for (const imagegen::Layer& layer : shared->busybox.layers) {
+    EXPECT_THAT(BlobFetchers(registry_log, layer.blob.digest),
+                Contains(::testing::StartsWith("containerd/")))
+        << registry_log;
+  }
+  const std::string log = berthd_->ReadLog();
+  EXPECT_THAT(log, HasSubstr("containerd.remote.fallback"));
+  EXPECT_THAT(log, Not(HasSubstr("containerd.remote.taken")));
+  EXPECT_THAT(CtrImageNames(), Contains(image));
+}
+
 // An upstream that is not there: every call is UNAVAILABLE naming the endpoint, and a pull's
 // credentials are still dropped when it returns.
 TEST_F(FrontTest, ABadUpstreamIsUnavailableNamingTheEndpoint) {
