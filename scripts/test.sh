@@ -14,10 +14,9 @@
 #
 # Scheduling, for CI's two cores: the builds are BERTH_CI_BUILD builds (unity test executables,
 # -g0 with g++ and -g1 in the sanitizer build; about half the CPU of a development build;
-# BERTH_CI_BUILD=0 turns that off). Both suites
-# mostly wait on registries, sockets and slowed proxies, so they run BERTH_SUITE_JOBS tests at
-# once (default twice the cores) and, beside the first suite, the sanitizer build (nice 5) and
-# clang-tidy (nice 10) take the idle cores; tidy goes on beside the sanitizer suite if it has
+# BERTH_CI_BUILD=0 turns that off). Both suites mostly wait on registries, sockets and slowed
+# proxies, so they run BERTH_SUITE_JOBS tests at once (default twice the cores) and, beside the
+# first suite, the sanitizer build (nice 5) and clang-tidy (nice 10) take the idle cores; tidy goes on beside the sanitizer suite if it has
 # to, and its verdict is read after that suite (after the unit tests with BERTH_TEST_QUICK=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
