@@ -291,6 +291,34 @@ Result<void> ContainerdProcess::Launch() {
   return WaitUntilServing();
 }
 
+Result<void> ContainerdProcess::WaitForSnapshotter(std::string_view namespace_name,
+                                                   std::string_view snapshotter,
+                                                   std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last;
+  for (int probe = 1;; ++probe) {
+    const std::string key = fmt::format("berth-harness-probe-{}", probe);
+    const std::string name(snapshotter);
+    BERTH_ASSIGN_OR_RETURN(
+        CommandResult prepared,
+        Ctr(namespace_name, {"snapshots", "--snapshotter", name, "prepare", key, ""}));
+    if (prepared.exit_code == 0) {
+      BERTH_ASSIGN_OR_RETURN(CommandResult removed,
+                             Ctr(namespace_name, {"snapshots", "--snapshotter", name, "rm", key}));
+      if (removed.exit_code == 0) return {};
+      last = removed.err;
+    } else {
+      last = prepared.err;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Fail(ErrorCode::kDeadlineExceeded,
+                  fmt::format("containerd did not reach snapshotter {} within {} ms: {}", name,
+                              timeout.count(), last));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
 Result<void> ContainerdProcess::Restart() {
   if (stopped_) {
     return Fail(ErrorCode::kFailedPrecondition, "ContainerdProcess::Restart after Stop");

@@ -138,6 +138,14 @@ class ContainerdProcess {
   // REQUIRES: Stop() has not been called.
   Result<void> Restart();
 
+  // Waits until a call through containerd reaches the proxy snapshotter `snapshotter` (a
+  // Prepare and a Remove of a throwaway key in namespace `namespace_name`), up to `timeout`.
+  // containerd dials a proxy plugin once it is needed; one that was not listening yet (started
+  // after containerd) or went away fails every call until gRPC's reconnect backoff (up to 3 s
+  // in containerd) lets it dial again. kDeadlineExceeded with ctr's last error otherwise.
+  Result<void> WaitForSnapshotter(std::string_view namespace_name, std::string_view snapshotter,
+                                  std::chrono::milliseconds timeout = std::chrono::seconds(20));
+
   // Runs `ctr -a <address> -n <namespace> <args...>` to completion. Errors only when ctr cannot
   // be started; its exit code and output are in the CommandResult.
   Result<CommandResult> Ctr(std::string_view namespace_name,

@@ -343,6 +343,8 @@ TEST_F(FrontTest, BerthFetchesTheLayersWithTheCredentialsOfThePullInFlight) {
   ASSERT_NO_FATAL_FAILURE(StartContainerd(Snapshotter::kBerths));
   const std::string upstream = "unix://" + containerd_->address().string();
   ASSERT_NO_FATAL_FAILURE(StartBerthd(upstream));
+  // containerd started first and may have dialled berthd's socket before it existed.
+  ASSERT_OK(containerd_->WaitForSnapshotter("k8s.io", "berth"));
   const std::string image = ImageName("busybox", "latest");
 
   const size_t log_before = shared->registry->ReadLog().size();
@@ -370,6 +372,8 @@ TEST_F(FrontTest, WithoutThePullsCredentialsContainerdFetchesTheLayersItself) {
   ASSERT_NO_FATAL_FAILURE(StartContainerd(Snapshotter::kBerths));
   const std::string upstream = "unix://" + containerd_->address().string();
   ASSERT_NO_FATAL_FAILURE(StartBerthd(upstream));
+  // containerd started first and may have dialled berthd's socket before it existed.
+  ASSERT_OK(containerd_->WaitForSnapshotter("k8s.io", "berth"));
   ASSERT_OK_AND_ASSIGN(auto containerd_cri, cri::ImageServiceClient::Connect(upstream));
   const std::string image = ImageName("busybox", "latest");
 
