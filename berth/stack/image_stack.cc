@@ -99,11 +99,11 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
                        on_layer(layer);
                        if (self->options_.layer_progress) self->options_.layer_progress(layer);
                      };
-                 unpack::UnpackOptions options = unpack_options;
-                 options.destination = destination;
-                 return std::make_unique<unpack::Unpacker>(*self->snapshotter_, *self->store_,
-                                                           self->layer_threads_, std::move(options),
-                                                           std::move(progress), &lease);
+                 unpack::UnpackOptions this_pull = unpack_options;
+                 this_pull.destination = destination;
+                 return std::make_unique<unpack::Unpacker>(
+                     *self->snapshotter_, *self->store_, self->layer_threads_, std::move(this_pull),
+                     std::move(progress), &lease);
                },
            .resume_window = config.pull.resume_window,
            .discard_unpacked_layers = config.pull.discard_unpacked_layers,
