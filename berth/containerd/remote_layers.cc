@@ -287,6 +287,11 @@ void RemoteLayers::Discard(Stage& stage) {
     if (info.name.starts_with(stage.prefix)) left.push_back(info.name);
     return Ok();
   });
+  if (!walked) {
+    log::Warn("containerd.remote.discard", {{"stage", stage.prefix},
+                                            {"error", walked.error().ToString()},
+                                            {"then", "the next collection removes what is left"}});
+  }
   const size_t staged = left.size();
   // A staged layer may sit on another: remove what has no child, pass after pass.
   for (size_t pass = 0; pass < staged && !left.empty(); ++pass) {
@@ -300,7 +305,7 @@ void RemoteLayers::Discard(Stage& stage) {
                                             {"stage", stage.prefix},
                                             {"taken", stage.taken.size()},
                                             {"removed", staged - left.size()},
-                                            {"left", walked ? left.size() : staged}});
+                                            {"left", left.size()}});
   stage.staged.reset();  // deletes its lease
 }
 

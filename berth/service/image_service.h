@@ -77,12 +77,11 @@
 namespace berth::service {
 
 // Makes the layer handler that unpacks one pull's layers into the snapshotter, each layer
-// committed under its chain ID: berth/unpack's Unpacker (the composition root builds it; the
+// committed where `destination` says: berth/unpack's Unpacker (the composition root builds it; the
 // service only needs the pull::LayerHandler seam). The handler must hold every snapshot it
 // checks for or creates in `lease` first, and report each layer's events to `on_layer` (the
-// pull's progress board entry).
-// `destination` says where the layers are committed (unpack::UnpackDestination): the default
-// for Pull, a prefix and a base for Stage.
+// pull's progress board entry). `destination` (unpack::UnpackDestination) is the default, chain
+// IDs from the first layer up, for Pull, and the caller's prefix and base for Stage.
 using UnpackerFactory = std::function<std::unique_ptr<pull::LayerHandler>(
     pull::PullLease& lease, LayerUnpackFn on_layer, const unpack::UnpackDestination& destination)>;
 
@@ -262,7 +261,8 @@ class ImageService {
 
   // Start-up reconciliation, for the one process that owns the root (after the root lock):
   // releases the leases of pulls that died with an earlier process (kept for resume_window),
-  // drops the records of snapshots whose directory is gone (and of everything built on them),
+  // deletes those of its stages (Stage: no one can take what they staged any more), drops the
+  // records of snapshots whose directory is gone (and of everything built on them),
   // so the images on them are no longer reported and the next pull repairs them, then collects
   // garbage. Call before serving.
   Result<gc::CollectReport> Recover();

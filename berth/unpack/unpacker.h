@@ -8,8 +8,8 @@
 //            └ verified diffID ─▶ commit as chainID(L1..i), in chain order
 //
 // For one pull, construct an Unpacker and pass it as PullOptions::layer_handler. Afterwards
-// chain_id() names the committed snapshot of the whole stack; the image's rootfs is
-// Prepare/View(key, chain_id()).
+// SnapshotName() of the top layer names the committed snapshot of the whole stack (its chain ID,
+// chain_id(), with the default destination); the image's rootfs is Prepare/View on it.
 //
 // How a layer travels (layer i, chain ID c_i, parent c_{i-1}):
 //   - PlanLayer: c_i already committed, or under the destination's base snapshot → skipped
