@@ -15,7 +15,10 @@
 #   share-b      the same first three layers, then /usr/libexec
 #   index        an OCI index: /usr/include and /usr/share/perl as linux/amd64, and small images
 #                for linux/arm64/v8 and linux/ppc64le that every puller must skip
-# --quick drops /usr/bin from large and large-zstd (about half the size).
+#   one-big      ONE gzip layer of about 2.3 GB in about 6,800 files (the machine-learning image
+#                case: few layers, large files): /usr/lib/x86_64-linux-gnu, /usr/lib/llvm-19 and
+#                /usr/lib/jvm gathered under $BENCH_WORK/one-big-tree as hard links (no copy)
+# --quick drops /usr/bin from large and large-zstd (about half the size), and one-big.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${BENCH_WORK:-/var/tmp/berth-bench}
@@ -76,11 +79,25 @@ start_seed large-zstd zstd "${large_dirs[@]}"
 start_seed small-files gzip /usr/share/man
 start_seed share-a gzip /usr/lib/python3.11 /usr/share/doc /usr/include /usr/share/perl
 start_seed share-b gzip /usr/lib/python3.11 /usr/share/doc /usr/include /usr/libexec
+names="large large-zstd small-files share-a share-b index"
+big_tree=$work/one-big-tree
+if [ $quick = 0 ] && [ ! -d "$big_tree" ]; then
+  rm -rf "$big_tree.tmp"
+  mkdir -p "$big_tree.tmp"
+  for d in /usr/lib/x86_64-linux-gnu /usr/lib/llvm-19 /usr/lib/jvm; do
+    [ -d "$d" ] && cp -al "$d" "$big_tree.tmp/"
+  done
+  mv "$big_tree.tmp" "$big_tree"
+fi
+if [ $quick = 0 ]; then
+  start_seed one-big gzip "$big_tree"
+  names="$names one-big"
+fi
 seed_extra="--index-platform linux/arm64/v8 --index-platform linux/ppc64le" \
   start_seed index gzip /usr/include /usr/share/perl
 
 : >"$work/images.env.tmp"
-for name in large large-zstd small-files share-a share-b index; do
+for name in $names; do
   for _ in $(seq 1 6000); do
     [ -s "$work/seed-$name/ready" ] && break
     kill -0 "$(cat "$work/seed-$name/pid")" 2>/dev/null || break

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # berth's benchmark suite (issue 7): cold pull+unpack of the images from bench/build-images.sh by
-# berth (embedded and through berthd over CRI), containerd 1.6 (ctr, and its CRI PullImage),
+# berth (embedded with its overlayfs snapshotter, embedded with its erofs one as berth-erofs, and
+# through berthd over CRI), containerd 1.6 (ctr, and its CRI PullImage),
 # containerd 1.6's CRI PullImage with berthd as its proxy snapshotter serving remote snapshots
 # (containerd+berth, issue 15: berth fetches and unpacks the layers, containerd the manifest and
 # config), podman, and skopeo copy (download-only floor), interleaved, each run from a fresh empty
@@ -11,19 +12,21 @@
 # bench/results.md. Figures only: not a test. Needs root (mounts), and the peers from
 # bench/setup-peers.sh.
 #
-#   bash bench/run.sh [--runs N] [--quick] [--tmpfs] [--images "large small-files index"]
-#                     [--tools "berth berthd ctr containerd-cri containerd+berth podman skopeo"]
+#   bash bench/run.sh [--runs N] [--quick] [--tmpfs]
+#                     [--images "large large-zstd small-files index one-big"]
+#                     [--tools "berth berth-erofs berthd ctr containerd-cri containerd+berth
+#                              podman skopeo"]
 #                     [--no-scenarios]
 #
-# --quick: 1 run, the smaller `large` (build-images.sh --quick), no large-zstd.
+# --quick: 1 run, the smaller `large` (build-images.sh --quick), no large-zstd, no one-big.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 runs=3
 quick=0
 fs=ext4
-images="large large-zstd small-files index"
-tools="berth berthd ctr containerd-cri containerd+berth podman skopeo"
+images="large large-zstd small-files index one-big"
+tools="berth berth-erofs berthd ctr containerd-cri containerd+berth podman skopeo"
 scenarios=1
 while [ $# -gt 0 ]; do
   case $1 in
@@ -33,7 +36,7 @@ while [ $# -gt 0 ]; do
     --images) images=$2; shift ;;
     --tools) tools=$2; shift ;;
     --no-scenarios) scenarios=0 ;;
-    *) sed -n '2,18p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
   esac
   shift
 done
@@ -238,6 +241,7 @@ pull_with() { # tool ref [keep-daemon]
   local tool=$1 r=$2
   case $tool in
     berth) timed "$berth" --root "$mnt/berth" pull -q "$r" ;;
+    berth-erofs) timed "$berth" --root "$mnt/berth" pull -q --snapshotter erofs "$r" ;;
     berthd) timed "$berth_cri" --endpoint "unix://$mnt/berthd/berthd.sock" pull "$r" ;;
     ctr) timed ctr --address "$mnt/containerd/containerd.sock" -n bench images pull --plain-http \
            --snapshotter overlayfs "$r" ;;
@@ -263,7 +267,7 @@ daemon_for() { # tool: start the daemons the tool talks to, if any
 content_mb() {
   local d
   case $1 in
-    berth) d=$mnt/berth/content ;;
+    berth|berth-erofs) d=$mnt/berth/content ;;
     berthd) d=$mnt/berthd/root/content ;;
     ctr|containerd-cri|containerd+berth) d=$mnt/containerd/root/io.containerd.content.v1.content ;;
     *) echo -; return ;;
@@ -271,11 +275,27 @@ content_mb() {
   du -sm "$d" 2>/dev/null | cut -f1 || echo -
 }
 
+# Bytes the unpacked layers take on disk (du: allocated blocks, hard links once), MB: the
+# tool's snapshot (or storage) directory. berth-erofs: its layer images.
+unpacked_mb() {
+  local d
+  case $1 in
+    berth|berth-erofs) d=$mnt/berth/snapshots ;;
+    berthd) d=$mnt/berthd/root/snapshots ;;
+    ctr|containerd-cri) d=$mnt/containerd/root/io.containerd.snapshotter.v1.overlayfs ;;
+    podman) d=$mnt/podman/root/overlay ;;
+    *) echo -; return ;;
+  esac
+  du -sm "$d" 2>/dev/null | cut -f1 || echo -
+}
+
 record() { # scenario image tool run
-  printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" \
-    "$drss" "${fetched:--}" "$ok" >>"$raw"
-  printf '  %-12s %-12s %-15s run %s: wall %6s s  cpu %6.2f s  rss %4s MB  daemon %4s MB  fetched %s MB%s\n' \
-    "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" "$drss" "${fetched:--}" "$([ "$ok" = 1 ] || echo '  FAILED')"
+  printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" \
+    "$drss" "${fetched:--}" "$ok" "${unpacked:--}" >>"$raw"
+  printf '  %-12s %-12s %-15s run %s: wall %6s s  cpu %6.2f s  rss %4s MB  daemon %4s MB  fetched %s MB  unpacked %s MB%s\n' \
+    "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" "$drss" "${fetched:--}" "${unpacked:--}" \
+    "$([ "$ok" = 1 ] || echo '  FAILED')"
+  unpacked=""
 }
 
 # containerd+berth: who fetched what. The registry's access log (its blob GETs since `from` bytes,
@@ -317,7 +337,7 @@ peer_version() { # program: its version, or "not installed"
 load_start=$(cut -d" " -f1-3 /proc/loadavg)
 facts="$(date -u '+%Y-%m-%d %H:%M UTC'), berth $commit (binaries: $bin), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $fsdesc, registry: Distribution on loopback; containerd $(peer_version containerd), podman $(peer_version podman), skopeo $(peer_version skopeo)"
 echo "$facts"
-printf 'scenario\timage\ttool\trun\twall\tcpu\trss\tdaemon_rss\tfetched_mb\tok\n' >"$raw"
+printf 'scenario\timage\ttool\trun\twall\tcpu\trss\tdaemon_rss\tfetched_mb\tok\tunpacked_mb\n' >"$raw"
 
 # --- cold pulls, interleaved --------------------------------------------------------------------
 read -r -a tool_list <<<"$tools"
@@ -330,10 +350,12 @@ for run in $(seq 1 "$runs"); do
     for tool in "${order[@]}"; do
       fs_up
       fetched=""
+      unpacked=""
       daemon_for "$tool"
       log_from=$(registry_log_size "$image")
       pull_with "$tool" "${ref[$image]}"
       fetched=$(content_mb "$tool")
+      unpacked=$(unpacked_mb "$tool")
       stop_daemons
       record cold "$image" "$tool" "$run"
       [ "$tool" = containerd+berth ] && remote_evidence "$image" "$run" "$log_from"
@@ -446,13 +468,14 @@ table=$(awk -F'\t' '
   {
     k = $1 SUBSEP $2 SUBSEP $3
     if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
-    if ($10 == 1) { w[k] = w[k] " " $5; c[k] = c[k] " " $6; r[k] = r[k] " " $7; d[k] = d[k] " " $8; f[k] = f[k] " " $9; n[k]++ }
+    u11 = (NF >= 11 && $11 != "") ? $11 : "-"
+    if ($10 == 1) { w[k] = w[k] " " $5; c[k] = c[k] " " $6; r[k] = r[k] " " $7; d[k] = d[k] " " $8; f[k] = f[k] " " $9; u[k] = u[k] " " u11; n[k]++ }
     else { fail[k]++; fw[k] = $5 }
   }
   END {
     for (i = 1; i <= nk; i++) { k = keys[i]; mw[k] = median(w[k]) }
-    print "| scenario | image | tool | runs | wall s | ×berth wall | CPU s | client RSS MB | daemon RSS MB | fetched MB |"
-    print "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    print "| scenario | image | tool | runs | wall s | ×berth wall | CPU s | client RSS MB | daemon RSS MB | fetched MB | unpacked MB |"
+    print "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for (i = 1; i <= nk; i++) {
       k = keys[i]; split(k, p, SUBSEP)
       base = p[1] SUBSEP p[2] SUBSEP "berth"
@@ -461,9 +484,9 @@ table=$(awk -F'\t' '
       ratio = "-"
       if (n[k] > 0 && (base in mw) && mw[base] != "-" && mw[base] > 0) ratio = sprintf("%.2f", mw[k] / mw[base])
       runs = n[k] + 0; if (fail[k]) runs = runs " (+" fail[k] " failed)"
-      if (n[k] == 0) { printf "| %s | %s | %s | %s | failed after %s | | | | | |\n", p[1], p[2], p[3], runs, fw[k]; continue }
-      printf "| %s | %s | %s | %s | %.2f | %s | %.2f | %s | %s | %s |\n", p[1], p[2], p[3], runs,
-        mw[k], ratio, median(c[k]), median(r[k]), median(d[k]), median(f[k])
+      if (n[k] == 0) { printf "| %s | %s | %s | %s | failed after %s | | | | | | |\n", p[1], p[2], p[3], runs, fw[k]; continue }
+      printf "| %s | %s | %s | %s | %.2f | %s | %.2f | %s | %s | %s | %s |\n", p[1], p[2], p[3], runs,
+        mw[k], ratio, median(c[k]), median(r[k]), median(d[k]), median(f[k]), median(u[k])
     }
   }' "$raw")
 
@@ -482,7 +505,7 @@ remote_ratios=$(echo "$table" | awk -F' *[|] *' '
     }
   }')
 [ -n "$remote_ratios" ] && remote_ratios="$remote_ratios(containerd+berth: daemon CPU and RSS are containerd's and berthd's summed; fetched = containerd's content store, which holds only the manifest and config when berth took every layer. Who fetched the blobs: ${remote_notes:-}) "
-note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull; five-at-once and during-large rows: / berthd's). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat; during-large rows: the daemon's CPU while the small pull ran, the large one's included); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image). Load average at the start: $load_start, at the end: $(cut -d" " -f1-3 /proc/loadavg). ${remote_ratios:-}${conc_failures:-}"
+note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull; five-at-once and during-large rows: / berthd's). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat; during-large rows: the daemon's CPU while the small pull ran, the large one's included); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image); unpacked = du of the tool's snapshot directory (berth-erofs: its layer images). Load average at the start: $load_start, at the end: $(cut -d" " -f1-3 /proc/loadavg). ${remote_ratios:-}${conc_failures:-}"
 echo
 echo "$facts"
 echo

@@ -20,10 +20,18 @@ function(berth_library)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR} ${PROJECT_BINARY_DIR})
   target_link_libraries(${target} PUBLIC ${ARG_DEPS})
   target_compile_options(${target} PRIVATE ${BERTH_WARNINGS})
-  if(ARG_TESTONLY)
-    berth_test_code_settings(${target})
-  endif()
+  berth_fuzz_instrumentation(${ARG_NAME})
   berth_precompile_headers(${target} ${ARG_SRCS} DEPS ${ARG_DEPS})
+endfunction()
+
+# berth_fuzz_instrumentation(name)
+#   With BERTH_FUZZ, compiles the library berth_<name> with libFuzzer's coverage instrumentation
+#   when it is one of BERTH_FUZZED_LIBRARIES (CMakeLists.txt): the code a fuzz target explores.
+#   Tests, tools and the other modules are never instrumented.
+function(berth_fuzz_instrumentation name)
+  if(BERTH_FUZZ AND name IN_LIST BERTH_FUZZED_LIBRARIES)
+    target_compile_options(berth_${name} PRIVATE -fsanitize=fuzzer-no-link)
+  endif()
 endfunction()
 
 # berth_test(NAME x_test SRCS x_test.cc DEPS berth::x [LABELS need...] [COST seconds]
@@ -57,10 +65,12 @@ function(berth_test)
   add_executable(${target} ${ARG_SRCS})
   target_link_libraries(${target} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)
   target_compile_options(${target} PRIVATE ${BERTH_WARNINGS})
-  berth_test_code_settings(${target})
-  if(BERTH_SANITIZE)
-    # The test's own code at -O0: it is not what the suite measures, and ASan and UBSan check it
-    # no less (measured, clang, base_test as one unity source: 21 CPU-s at -O1, 9 at -O0).
+  if(BERTH_SANITIZE OR BERTH_CI_BUILD)
+    # The test's own code at -O0 where a build is made to run the suite once: it is not what the
+    # suite measures (the product libraries it links keep their optimization), and ASan and UBSan
+    # check it no less. Measured on one unity source: clang, base_test, 21 CPU-s at -O1, 9 at
+    # -O0; g++, registry_test, 16 at -O2, 8 at -O0. g++'s flow warnings (-Wmaybe-uninitialized)
+    # need optimization, so development builds (-O2) still give them on test code.
     target_compile_options(${target} PRIVATE -O0)
   endif()
   berth_precompile_headers(${target} ${ARG_SRCS} DEPS ${ARG_DEPS} GTest::gmock)
@@ -100,27 +110,6 @@ function(berth_test)
     "  set_tests_properties(\"\${test}\" PROPERTIES ${properties})\n"
     "endforeach()\n")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${labels_file})
-endfunction()
-
-# berth_test_code_settings(target)
-#   How test code (berth_test executables, TESTONLY libraries) compiles where it differs from
-#   product code:
-#   - BERTH_CI_BUILD: a unity build, 8 sources per batch (product code stays one object per
-#     source: clang-tidy reads its compile commands). Two files of one target that define the same
-#     name in an anonymous namespace then collide; such a file is listed with
-#     SKIP_UNITY_BUILD_INCLUSION beside its target, with the reason, until the two share the name.
-#     Reproduce a CI-only compile error with BERTH_CI_BUILD=1 scripts/build.sh.
-#   - BERTH_FUZZ: no libFuzzer coverage instrumentation. No fuzz target links test code, and the
-#     instrumentation costs compile time and space for nothing there.
-function(berth_test_code_settings target)
-  if(BERTH_CI_BUILD)
-    set_target_properties(${target} PROPERTIES UNITY_BUILD ON)
-  endif()
-  if(BERTH_FUZZ)
-    get_target_property(options ${target} COMPILE_OPTIONS)
-    list(REMOVE_ITEM options -fsanitize=fuzzer-no-link)
-    set_target_properties(${target} PROPERTIES COMPILE_OPTIONS "${options}")
-  endif()
 endfunction()
 
 # berth_sanitizer_options(target...)

@@ -7,6 +7,8 @@
 #
 # It builds only what it runs: berth, berthd and berth-seed (the test command builds the rest).
 # Set BERTH_DEMO_SKIP_BUILD=1 to reuse an existing build (in $BERTH_BUILD_DIR, default build).
+# BERTH_DEMO_BIN_DIR=/usr/bin runs the berth and berthd installed there (the Debian package, as
+# scripts/package_check.sh does); berth-seed, which is not installed, still comes from the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${BERTH_DEMO_SKIP_BUILD:-}" ]; then
@@ -14,8 +16,8 @@ if [ -z "${BERTH_DEMO_SKIP_BUILD:-}" ]; then
   bash scripts/build.sh berth berthd berth-seed
 fi
 build=${BERTH_BUILD_DIR:-build}
-bin=$build/cmd
-berth=$bin/berth/berth
+berth=${BERTH_DEMO_BIN_DIR:-$build/cmd/berth}/berth
+berthd=${BERTH_DEMO_BIN_DIR:-$build/cmd/berthd}/berthd
 
 work=$(mktemp -d /tmp/berth-demo.XXXXXX)
 address="unix://$work/berth.sock"
@@ -57,7 +59,7 @@ echo "== 2. berth ref normalize =="
 
 echo
 echo "== 3. berthd: the CRI ImageService on $address (root $work/root) =="
-"$bin/berthd/berthd" --root "$work/root" --state "$work/state" --address "$address" \
+"$berthd" --root "$work/root" --state "$work/state" --address "$address" \
   >"$work/berthd.log" 2>&1 &
 berthd_pid=$!
 for _ in $(seq 1 200); do

@@ -30,9 +30,25 @@ if [ "$what" = all ] || [ "$what" = tidy ]; then
   fi
   mapfile -t sources < <(git ls-files 'berth/*.cc' 'cmd/*.cc' | grep -v '_test\.cc$')
   start=$(date +%s)
+  # A unity build (BERTH_CI_BUILD) lists only its unity sources: each source they include gets
+  # its unity source's command, in a database of the tidy run's own.
+  db_dir=$(mktemp -d /tmp/berth-tidy-db.XXXXXX)
+  trap 'rm -rf "$db_dir"' EXIT
+  python3 - "$build_dir/compile_commands.json" "$db_dir/compile_commands.json" <<'EOF'
+import json, re, sys
+commands = []
+for entry in json.load(open(sys.argv[1])):
+    unity = entry["file"]
+    if "/Unity/unity_" not in unity:
+        commands.append(entry)
+        continue
+    for source in re.findall(r'^#include "([^"]+)"', open(unity).read(), re.M):
+        commands.append(dict(entry, file=source, command=entry["command"].replace(unity, source)))
+json.dump(commands, open(sys.argv[2], "w"), indent=0)
+EOF
   # One clang-tidy per source, as many at once as there are cores; -quiet keeps a clean run short.
   if ! printf '%s\n' "${sources[@]}" |
-      xargs -P "$(nproc)" -n 1 clang-tidy -quiet -p "$build_dir" \
+      xargs -P "$(nproc)" -n 1 clang-tidy -quiet -p "$db_dir" \
         --extra-arg=-Wno-unknown-warning-option 2>/dev/null; then
     echo "lint: clang-tidy found problems (above); fix them or, for a reasoned exception, add"
     echo "      NOLINT(check-name) with the reason on the line"

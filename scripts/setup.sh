@@ -19,8 +19,17 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # test peers and tools
   docker-registry openssl apache2-utils curl
+  # metrics tests (test/integration/metrics_test.cc): promtool, and a Prometheus server the test
+  # starts itself on loopback (the package's own service is not used)
+  prometheus
   # unpack tests: the reference unpacker, a static busybox to run, OCI runtimes, an image copier
   umoci busybox-static crun runc skopeo
+  # the Debian package (debian/, scripts/package_check.sh) and the manual page check (groff)
+  debhelper dpkg-dev groff-base man-db
+  # the CLI's terminal output, checked on a real terminal (test/integration/cli_test.cc)
+  tmux
+  # erofs tests: fsck.erofs and dump.erofs check the images berth/erofs writes
+  erofs-utils
   # containerd end-to-end tests (test/containerd): containerd 1.6 with its shim and ctr, runc
   # (above), CNI plugins, and a static libc for the pause image (gcc -static)
   containerd containernetworking-plugins libc6-dev
@@ -42,5 +51,10 @@ fi
 # own on free loopback ports and never need it.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
   systemctl stop docker-registry || true
+fi
+# Likewise the prometheus package's own server (:9090): the metrics tests start their own, with
+# their own config and storage, on a free loopback port.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
 fi
 echo "setup: all ${#packages[@]} packages present"

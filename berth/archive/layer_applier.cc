@@ -127,27 +127,16 @@ class LayerApplier::Pipeline final : public ChunkSink {
 
   Result<void> Init(const ApplyOptions& options) {
     BERTH_ASSIGN_OR_RETURN(Compression compression, CompressionForMediaType(options.media_type));
-    UniqueFd root;
-    if (options.root_fd >= 0) {
-      root.reset(fcntl(options.root_fd, F_DUPFD_CLOEXEC, 3));
-    } else {
-      root.reset(open(options.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    TarVisitor* visitor = options.visitor;
+    if (visitor == nullptr) {
+      BERTH_RETURN_IF_ERROR(CreateApplier(options));
+      visitor = applier_.get();
     }
-    if (!root) {
-      return Fail(ErrnoError(errno, fmt::format("open layer root {}", options.root.string())));
-    }
-    TarApplierOptions applier_options{
-        .whiteout_mode = options.whiteout_mode,
-        .lower_dirs = options.lower_dirs,
-        .sync = options.sync,
-        .preserve_ownership = options.preserve_ownership,
-    };
-    BERTH_ASSIGN_OR_RETURN(applier_, TarApplier::Create(root.get(), std::move(applier_options)));
     TarLimits tar_limits;
     tar_limits.max_entries = options.limits.max_entries;
     tar_limits.max_path_bytes = options.limits.max_path_bytes;
     tar_limits.max_entry_bytes = options.limits.max_entry_bytes;
-    tar_ = std::make_unique<TarReader>(*applier_, tar_limits);
+    tar_ = std::make_unique<TarReader>(*visitor, tar_limits);
     inflate_check_ = options.inflate_check;
     inflate_check_interval_ = options.inflate_check_interval;
     DecompressorOptions decompressor_options;
@@ -189,18 +178,41 @@ class LayerApplier::Pipeline final : public ChunkSink {
     }
     BERTH_RETURN_IF_ERROR(decoded);
     BERTH_RETURN_IF_ERROR(tar_->Finish());
-    BERTH_RETURN_IF_ERROR(applier_->Finish());
+    if (applier_) BERTH_RETURN_IF_ERROR(applier_->Finish());
     ApplyResult result;
     result.diff_id = hasher_.Finish();
     result.uncompressed_bytes = hasher_.size();
     result.compressed_bytes = decompressor_->compressed_bytes();
     result.entries = tar_->entries();
-    result.file_bytes_written = applier_->stats().file_bytes_written;
-    result.implicit_dirs = applier_->implicit_dirs();
+    if (applier_) {
+      result.file_bytes_written = applier_->stats().file_bytes_written;
+      result.implicit_dirs = applier_->implicit_dirs();
+    }
     return result;
   }
 
  private:
+  // The TarApplier writing under options.root (or root_fd).
+  Result<void> CreateApplier(const ApplyOptions& options) {
+    UniqueFd root;
+    if (options.root_fd >= 0) {
+      root.reset(fcntl(options.root_fd, F_DUPFD_CLOEXEC, 3));
+    } else {
+      root.reset(open(options.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    }
+    if (!root) {
+      return Fail(ErrnoError(errno, fmt::format("open layer root {}", options.root.string())));
+    }
+    TarApplierOptions applier_options{
+        .whiteout_mode = options.whiteout_mode,
+        .lower_dirs = options.lower_dirs,
+        .sync = options.sync,
+        .preserve_ownership = options.preserve_ownership,
+    };
+    BERTH_ASSIGN_OR_RETURN(applier_, TarApplier::Create(root.get(), std::move(applier_options)));
+    return Ok();
+  }
+
   void WorkerLoop() {
     Ring::Block block;
     while (ring_->Pop(block)) {

@@ -4,6 +4,9 @@
 //
 //   compressed bytes ─Write()─▶ Decompressor ─▶ sha256 (diffID) ─▶ TarReader ─▶ TarApplier ─▶ fs
 //
+// or, with ApplyOptions::visitor, ─▶ TarReader ─▶ that visitor (e.g. an erofs::ImageWriter that
+// writes the layer as one image file; archive does not know what the visitor does).
+//
 // It is a push API: the caller (the unpacker) feeds the blob's bytes as they arrive, e.g. from
 // the HTTP body sink while the same bytes go to the content store, and calls Finish() at the
 // end. Memory stays bounded whatever the layer size (decoder state, one output buffer, and with
@@ -66,6 +69,13 @@ struct ApplyLimits {
 };
 
 struct ApplyOptions {
+  // Where the tar entries go instead of a TarApplier writing under `root`: not owned, must
+  // outlive the applier, and is called on the untar thread (the worker with kTwoThreads). Null:
+  // the entries are applied under `root`. With a visitor, `root`, `root_fd`, `whiteout_mode`,
+  // `lower_dirs`, `sync` and `preserve_ownership` are ignored; whatever the visitor makes is
+  // the caller's to finish after Finish(); ApplyResult's file_bytes_written and implicit_dirs
+  // stay 0 and empty.
+  TarVisitor* visitor = nullptr;
   // The directory to apply into (must exist). Ignored when root_fd >= 0.
   std::filesystem::path root;
   // An open directory fd to apply into; not owned (duplicated internally).

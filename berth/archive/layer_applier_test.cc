@@ -450,6 +450,19 @@ TEST_F(LayerApplierTest, ImplicitParentDirectoriesAreReported) {
   EXPECT_EQ(opt.st.st_mtim.tv_sec, 900'000'000);
 }
 
+// A directory archived twice ends with the second entry's attributes, its times included, as
+// containerd's applier leaves it (it sets directory times in archive order).
+TEST_F(LayerApplierTest, ADirectoryArchivedTwiceTakesTheLastEntrysTimesAndMode) {
+  imagegen::FileTree tree;
+  tree.AddDirectory("d", {.mode = 0700, .mtime_seconds = 1'000'000'000})
+      .AddFile("d/f", "f", {.mtime_seconds = 1'100'000'000})
+      .AddDirectory("d", {.mode = 0751, .mtime_seconds = 1'200'000'000});
+  ASSERT_OK(ApplyTar(TarOf(tree), {.whiteout_mode = WhiteoutMode::kOverlay}));
+  auto d = Lstat(root_ / "d");
+  EXPECT_EQ(d.st.st_mode & 07777, 0751u);
+  EXPECT_EQ(d.st.st_mtim.tv_sec, 1'200'000'000);
+}
+
 TEST_F(LayerApplierTest, ImplicitDirectoriesReplacedLaterAreNotReported) {
   imagegen::FileTree tree;
   tree.AddFile("a/b/f", "f").AddFile("a/b", "now a file");
@@ -872,14 +885,14 @@ TEST_P(HostileTest, SymlinkedParentDirectoryIsResolvedInRoot) {
 // A parent that is a symlink leading nowhere inside the root is refused, and the error says
 // which symlink and where it points, not "No such file or directory".
 TEST_P(HostileTest, SymlinkedParentLeadingNowhereIsRefusedNamingIt) {
-  struct Case {
+  struct RefusedParent {
     RawHeader link;
     std::string entry;
     ErrorCode code;
     std::string message;
   };
   const std::string outside = sentinel_.string();
-  const std::vector<Case> cases = {
+  const std::vector<RefusedParent> cases = {
       {{.name = "esc", .type = '2', .linkname = outside},
        "esc/file",
        ErrorCode::kPermissionDenied,
@@ -897,7 +910,7 @@ TEST_P(HostileTest, SymlinkedParentLeadingNowhereIsRefusedNamingIt) {
        ErrorCode::kInvalidArgument,
        "parent \"lib\" is a symlink to usr/lib, which does not exist in the layer"},
   };
-  for (const Case& c : cases) {
+  for (const RefusedParent& c : cases) {
     SCOPED_TRACE(c.entry);
     RawTar tar;
     tar.Add({.name = "dir/", .type = '5', .mode = 0755});
@@ -1035,6 +1048,46 @@ INSTANTIATE_TEST_SUITE_P(Modes, HostileTest,
                          [](const auto& param_info) {
                            return param_info.param == WhiteoutMode::kOverlay ? "overlay" : "delete";
                          });
+
+}  // namespace
+}  // namespace berth::archive
+
+namespace berth::archive {
+namespace {
+
+// Records what a visitor injected through ApplyOptions::visitor receives.
+class RecordingVisitor final : public TarVisitor {
+ public:
+  Result<void> OnEntry(const TarEntry& entry) override {
+    paths.push_back(entry.path);
+    return Ok();
+  }
+  Result<void> OnData(uint64_t, std::string_view data) override {
+    bytes += data.size();
+    return Ok();
+  }
+  Result<void> OnEntryEnd() override { return Ok(); }
+
+  std::vector<std::string> paths;
+  uint64_t bytes = 0;
+};
+
+TEST_F(LayerApplierTest, InjectedVisitorGetsTheEntriesInsteadOfTheRoot) {
+  imagegen::FileTree tree;
+  tree.AddDirectory("etc").AddFile("etc/passwd", "root").AddWhiteout("etc/motd");
+  const std::string tar = TarOf(tree);
+  for (ApplyThreading threading : {ApplyThreading::kSingle, ApplyThreading::kTwoThreads}) {
+    RecordingVisitor visitor;
+    auto result = Apply(Compress(tar, imagegen::Compression::kGzip), mt::kOciLayerGzip,
+                        {.visitor = &visitor, .threading = threading});
+    ASSERT_OK(result);
+    EXPECT_EQ(result->diff_id, Digest::Sha256Of(tar));
+    EXPECT_EQ(result->file_bytes_written, 0u);
+    EXPECT_THAT(visitor.paths, ::testing::ElementsAre("etc/", "etc/passwd", "etc/.wh.motd"));
+    EXPECT_EQ(visitor.bytes, 4u);
+    EXPECT_TRUE(fs::is_empty(root_));
+  }
+}
 
 }  // namespace
 }  // namespace berth::archive

@@ -17,15 +17,13 @@
 #include <optional>
 #include <utility>
 
+#include "berth/archive/whiteouts.h"
 #include "berth/base/file_util.h"
 #include "berth/base/log.h"
 
 namespace berth::archive {
 namespace {
 
-constexpr std::string_view kWhiteoutPrefix = ".wh.";
-constexpr std::string_view kWhiteoutMetaPrefix = ".wh..wh.";
-constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 constexpr char kOverlayOpaqueXattr[] = "trusted.overlay.opaque";
 constexpr char kUserOverlayOpaqueXattr[] = "user.overlay.opaque";
 
@@ -422,6 +420,36 @@ Result<XattrList> LowerDirectoryXattrs(int layer_fd, std::string_view path) {
 
 }  // namespace
 
+Result<LowerLayers> LowerLayers::Open(const std::vector<std::filesystem::path>& dirs) {
+  LowerLayers layers;
+  for (const auto& dir : dirs) {
+    UniqueFd fd(open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!fd) return Fail(ErrnoError(errno, fmt::format("open lower dir {}", dir.string())));
+    layers.fds_.push_back(fd.get());
+    layers.owned_.push_back(std::move(fd));
+  }
+  return layers;
+}
+
+Result<std::optional<LowerDirectory>> FindLowerDirectory(const std::vector<int>& lower_root_fds,
+                                                         std::string_view path) {
+  for (int lower : lower_root_fds) {
+    struct stat st;
+    bool opaque_above = false;
+    BERTH_ASSIGN_OR_RETURN(LayerView view, LookInLayer(lower, path, &st, &opaque_above));
+    if (view == LayerView::kHidden) return std::nullopt;
+    if (view == LayerView::kMissing) {
+      if (opaque_above) return std::nullopt;
+      continue;
+    }
+    // The merged view must show the lower directory's xattrs (ACLs, file capabilities of a
+    // directory, user comments), as overlayfs copy-up does; not overlayfs's own.
+    BERTH_ASSIGN_OR_RETURN(XattrList xattrs, LowerDirectoryXattrs(lower, path));
+    return LowerDirectory{.st = st, .xattrs = std::move(xattrs)};
+  }
+  return std::nullopt;
+}
+
 Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
                                    const std::vector<int>& lower_root_fds,
                                    bool preserve_ownership) {
@@ -442,26 +470,16 @@ Result<bool> InheritLowerDirectory(int root_fd, std::string_view path,
     return Fail(ErrorCode::kNotFound, fmt::format("no directory \"{}\" in the layer", path));
   }
   if (opaque_above) return false;
-  for (int lower : lower_root_fds) {
-    BERTH_ASSIGN_OR_RETURN(LayerView view, LookInLayer(lower, path, &st, &opaque_above));
-    if (view == LayerView::kHidden) return false;
-    if (view == LayerView::kMissing) {
-      if (opaque_above) return false;
-      continue;
-    }
-    // The merged view must show the lower directory's xattrs (ACLs, file capabilities of a
-    // directory, user comments), as overlayfs copy-up does; not overlayfs's own.
-    BERTH_ASSIGN_OR_RETURN(XattrList xattrs, LowerDirectoryXattrs(lower, path));
-    Metadata inherited{.mode = st.st_mode & 07777,
-                       .xattrs = &xattrs,
-                       .other_xattrs = OtherXattrs::kRemove,
-                       .times = {{st.st_atim, st.st_mtim}}};
-    if (preserve_ownership) inherited.owner = {st.st_uid, st.st_gid};
-    BERTH_RETURN_IF_ERROR(
-        SetMetadata(Node::Open(dir.get()), inherited, path, "implicit directory"));
-    return true;
-  }
-  return false;
+  BERTH_ASSIGN_OR_RETURN(std::optional<LowerDirectory> lower,
+                         FindLowerDirectory(lower_root_fds, path));
+  if (!lower) return false;
+  Metadata inherited{.mode = lower->st.st_mode & 07777,
+                     .xattrs = &lower->xattrs,
+                     .other_xattrs = OtherXattrs::kRemove,
+                     .times = {{lower->st.st_atim, lower->st.st_mtim}}};
+  if (preserve_ownership) inherited.owner = {lower->st.st_uid, lower->st.st_gid};
+  BERTH_RETURN_IF_ERROR(SetMetadata(Node::Open(dir.get()), inherited, path, "implicit directory"));
+  return true;
 }
 
 Result<size_t> InheritLowerDirectories(const std::filesystem::path& root,
@@ -471,19 +489,12 @@ Result<size_t> InheritLowerDirectories(const std::filesystem::path& root,
   if (dirs.empty() || lower_dirs.empty()) return size_t{0};
   UniqueFd root_fd(open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!root_fd) return Fail(ErrnoError(errno, fmt::format("open layer root {}", root.string())));
-  std::vector<UniqueFd> lowers;
-  std::vector<int> lower_fds;
-  for (const auto& lower : lower_dirs) {
-    UniqueFd fd(open(lower.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    if (!fd) return Fail(ErrnoError(errno, fmt::format("open lower dir {}", lower.string())));
-    lower_fds.push_back(fd.get());
-    lowers.push_back(std::move(fd));
-  }
+  BERTH_ASSIGN_OR_RETURN(LowerLayers lowers, LowerLayers::Open(lower_dirs));
   size_t inherited = 0;
   // Children first, though the order does not matter: no change here touches a parent.
   for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
     BERTH_ASSIGN_OR_RETURN(
-        bool done, InheritLowerDirectory(root_fd.get(), *it, lower_fds, preserve_ownership));
+        bool done, InheritLowerDirectory(root_fd.get(), *it, lowers.fds(), preserve_ownership));
     if (done) ++inherited;
   }
   return inherited;
@@ -1052,10 +1063,11 @@ Result<void> TarApplier::Finish() {
   finished_ = true;
   file_.reset();
   parents_.Clear();
-  // Directory times last: creating their children changed them.
-  for (auto it = directory_times_.rbegin(); it != directory_times_.rend(); ++it) {
-    timespec times[2] = {ToTimespec(it->atime), ToTimespec(it->mtime)};
-    BERTH_RETURN_IF_ERROR(SetDirectoryTimes(it->path, times));
+  // Directory times last: creating their children changed them. In archive order, so a
+  // directory archived twice keeps its last entry's times, as its mode (containerd's order).
+  for (const DirectoryTimes& directory : directory_times_) {
+    timespec times[2] = {ToTimespec(directory.atime), ToTimespec(directory.mtime)};
+    BERTH_RETURN_IF_ERROR(SetDirectoryTimes(directory.path, times));
   }
   directory_times_.clear();
   for (const auto& [path, times] : lower_directory_times_) {

@@ -85,12 +85,16 @@
 // Thread safety: one thread at a time. Blocking: all methods do filesystem I/O.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <array>
 #include <cstdint>
 #include <ctime>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -223,6 +227,32 @@ class TarApplier final : public TarVisitor {
   std::unordered_map<std::string, std::array<timespec, 2>> lower_directory_times_;
   bool finished_ = false;
 };
+
+// Lower layer directories (topmost first), opened once (O_PATH) for FindLowerDirectory and
+// InheritLowerDirectory.
+class LowerLayers {
+ public:
+  // errno errors name the directory that cannot be opened.
+  static Result<LowerLayers> Open(const std::vector<std::filesystem::path>& dirs);
+  const std::vector<int>& fds() const { return fds_; }
+
+ private:
+  std::vector<UniqueFd> owned_;
+  std::vector<int> fds_;
+};
+
+// What the merged overlay view shows at the directory `path` (root-relative) from
+// `lower_root_fds` (layer directories, topmost first), for a layer above that has `path` only as
+// an implicit directory: the first layer that has `path` decides. A directory there gives its
+// stat and its xattrs, overlayfs's own (trusted.overlay.*, user.overlay.*) left out; nullopt when
+// it is hidden instead (a whiteout or non-directory in that layer, an opaque ancestor in a layer
+// above the one holding it) or no layer has it. The caller checks the layer's own ancestors.
+struct LowerDirectory {
+  struct stat st = {};
+  std::vector<std::pair<std::string, std::string>> xattrs;
+};
+Result<std::optional<LowerDirectory>> FindLowerDirectory(const std::vector<int>& lower_root_fds,
+                                                         std::string_view path);
 
 // Makes the directory `path` (root-relative) beneath `root_fd` look like the one the merged
 // overlay view would show from `lower_root_fds` (layer directories, topmost first): the first

@@ -36,6 +36,8 @@ std::string_view SnapshotterName(SnapshotterKind kind) {
       return "overlayfs";
     case SnapshotterKind::kNative:
       return "native";
+    case SnapshotterKind::kErofs:
+      return "erofs";
   }
   return "overlayfs";
 }
@@ -517,14 +519,37 @@ Result<double> ReadInflateRatio(const Reader& reader, const Entry& entry) {
   return *ratio;
 }
 
-// One key of [pull] and how its value is read into PullConfig.
-struct PullKey {
+// One key of a table of berth's ([pull], [peers]) and how its value is read into `Section`.
+template <typename Section>
+struct TableKey {
   std::string_view name;
-  Result<void> (*read)(const Reader& reader, const Entry& entry, PullConfig& pull);
+  Result<void> (*read)(const Reader& reader, const Entry& entry, Section& section);
 };
 
-// Every key of [pull], in the order an unknown-key error lists them. This table is the only
-// list of the keys: ReadPull dispatches on it and names it in its errors.
+// Reads the table `table_entry` into `section` through `keys`, the only list of the table's keys:
+// each key is read by its entry, and any other is an unknown-key error listing them in order.
+template <typename Section, size_t N>
+Result<void> ReadKeyTable(const Reader& reader, const Entry& table_entry,
+                          std::string_view table_name, const TableKey<Section> (&keys)[N],
+                          Section& section) {
+  std::array<std::string_view, N> names;
+  for (size_t i = 0; i < N; ++i) names[i] = keys[i].name;
+  BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(table_entry));
+  for (auto&& [key, node] : *table) {
+    Entry entry{key, node, ChildPath(table_entry.path, key.str())};
+    const std::string_view name = key.str();  // a structured binding cannot be captured (clang 14)
+    const auto* known =
+        std::find_if(std::begin(keys), std::end(keys),
+                     [&](const TableKey<Section>& table_key) { return table_key.name == name; });
+    if (known == std::end(keys)) return Fail(reader.UnknownKey(entry, table_name, names));
+    BERTH_RETURN_IF_ERROR(known->read(reader, entry, section));
+  }
+  return Ok();
+}
+
+using PullKey = TableKey<PullConfig>;
+
+// Every key of [pull], in the order an unknown-key error lists them (see ReadKeyTable).
 constexpr PullKey kPullKeys[] = {
     {"max_concurrent_downloads",
      [](const Reader& reader, const Entry& entry, PullConfig& pull) -> Result<void> {
@@ -537,7 +562,8 @@ constexpr PullKey kPullKeys[] = {
        BERTH_ASSIGN_OR_RETURN(
            pull.snapshotter,
            reader.Choice<SnapshotterKind>(entry, {{"overlayfs", SnapshotterKind::kOverlayfs},
-                                                  {"native", SnapshotterKind::kNative}}));
+                                                  {"native", SnapshotterKind::kNative},
+                                                  {"erofs", SnapshotterKind::kErofs}}));
        return Ok();
      }},
     {"image_pull_progress_timeout",
@@ -645,26 +671,8 @@ constexpr PullKey kPullKeys[] = {
      }},
 };
 
-// The names in kPullKeys, in its order, for the unknown-key error.
-constexpr std::array<std::string_view, std::size(kPullKeys)> PullKeyNames() {
-  std::array<std::string_view, std::size(kPullKeys)> names;
-  for (size_t i = 0; i < names.size(); ++i) names[i] = kPullKeys[i].name;
-  return names;
-}
-
 Result<void> ReadPull(const Reader& reader, const Entry& pull_entry, PullConfig& pull) {
-  static constexpr std::array kNames = PullKeyNames();
-  BERTH_ASSIGN_OR_RETURN(const toml::table* table, reader.Table(pull_entry));
-  for (auto&& [key, node] : *table) {
-    Entry entry{key, node, ChildPath(pull_entry.path, key.str())};
-    const std::string_view name = key.str();  // a structured binding cannot be captured (clang 14)
-    const auto* known =
-        std::find_if(std::begin(kPullKeys), std::end(kPullKeys),
-                     [&](const PullKey& pull_key) { return pull_key.name == name; });
-    if (known == std::end(kPullKeys)) return Fail(reader.UnknownKey(entry, "[pull]", kNames));
-    BERTH_RETURN_IF_ERROR(known->read(reader, entry, pull));
-  }
-  return Ok();
+  return ReadKeyTable(reader, pull_entry, "[pull]", kPullKeys, pull);
 }
 
 Result<std::filesystem::path> ReadAbsolutePath(const Reader& reader, const Entry& entry) {
@@ -686,6 +694,146 @@ Result<std::string> ReadAddress(const Reader& reader, const Entry& entry) {
                            text)));
   }
   return text;
+}
+
+// A listening address: "" (off) or host:port, "[v6]:port" for an IPv6 literal; `none` says what
+// "" means ("no metrics endpoint"). The host is resolved (and the port bound) by berthd, not
+// here.
+Result<std::string> ReadListenAddress(const Reader& reader, const Entry& entry,
+                                      std::string_view none) {
+  BERTH_ASSIGN_OR_RETURN(std::string text, reader.String(entry));
+  if (text.empty()) return text;
+  std::string_view host = text;
+  std::string_view port;
+  if (const size_t colon = text.rfind(':'); colon != std::string::npos) {
+    host = std::string_view(text).substr(0, colon);
+    port = std::string_view(text).substr(colon + 1);
+  }
+  const bool bracketed = host.starts_with('[') && host.ends_with(']');
+  const bool port_ok =
+      !port.empty() && port.size() <= 5 &&
+      std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+      std::stoul(std::string(port)) <= 65535;
+  if (!port_ok || (!bracketed && host.find(':') != std::string_view::npos)) {
+    return Fail(
+        reader.Problem(entry, fmt::format("must be host:port (\"[::1]:port\" for IPv6), like "
+                                          "\"127.0.0.1:1338\", or \"\" for {}; got \"{}\"",
+                                          none, text)));
+  }
+  return text;
+}
+
+using PeersKey = TableKey<PeersConfig>;
+
+// Every key of [peers], in the order an unknown-key error lists them (as kPullKeys).
+constexpr PeersKey kPeersKeys[] = {
+    {"listen",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.listen, ReadListenAddress(reader, entry, "no peer endpoint"));
+       return Ok();
+     }},
+    {"max_concurrent_uploads",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.max_concurrent_uploads,
+                              ReadDownloadCount(reader, entry, 1, "1"));
+       return Ok();
+     }},
+    {"max_upload_rate",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(
+           peers.max_upload_rate,
+           ReadByteCount(reader, entry,
+                         {.parse = ParseByteRate,
+                          .expected = "a rate string like \"100MiB/s\" or an integer (bytes per "
+                                      "second)",
+                          .zero_allowed = true,
+                          .integer_too_small = "must not be negative (0 is no limit)"}));
+       return Ok();
+     }},
+    {"tls_cert",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.tls_cert, reader.String(entry));
+       return Ok();
+     }},
+    {"tls_key",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.tls_key, reader.String(entry));
+       return Ok();
+     }},
+    {"tls_client_ca",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.tls_client_ca, reader.String(entry));
+       return Ok();
+     }},
+    // The pulling side: who the peers are and how a pull asks them.
+    {"static",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.static_peers, reader.StringArray(entry));
+       return Ok();
+     }},
+    {"dns_name",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.dns_name, reader.String(entry));
+       return Ok();
+     }},
+    {"port",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(int64_t port, reader.Integer(entry));
+       if (port < 1 || port > 65535) {
+         return Fail(
+             reader.Problem(entry, fmt::format("must be between 1 and 65535; got {}", port)));
+       }
+       peers.port = static_cast<uint16_t>(port);
+       return Ok();
+     }},
+    {"self",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.self, reader.String(entry));
+       return Ok();
+     }},
+    {"home_peers",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(int64_t count, reader.Integer(entry));
+       if (count < 0 || count > kMaxHomePeers) {
+         return Fail(reader.Problem(
+             entry,
+             fmt::format("must be between 0 (ask no peer) and {}; got {}", kMaxHomePeers, count)));
+       }
+       peers.home_peers = static_cast<int>(count);
+       return Ok();
+     }},
+    {"tls_ca",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.tls_ca, reader.String(entry));
+       return Ok();
+     }},
+    {"refresh_interval",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(std::chrono::nanoseconds interval,
+                              ReadDuration(reader, entry, "a duration string like \"30s\""));
+       BERTH_RETURN_IF_ERROR(CheckDurationBetween(reader, entry, interval, std::chrono::seconds(1),
+                                                  std::chrono::hours(1), "1s and 1h"));
+       peers.refresh_interval = std::chrono::duration_cast<std::chrono::milliseconds>(interval);
+       return Ok();
+     }},
+};
+
+// A DNS name without a port is Membership::Create's to refuse (berthd, at start): the key
+// examples must parse one by one.
+Result<void> ReadPeers(const Reader& reader, const Entry& peers_entry, PeersConfig& peers) {
+  BERTH_RETURN_IF_ERROR(ReadKeyTable(reader, peers_entry, "[peers]", kPeersKeys, peers));
+  if (peers.tls_cert.empty() != peers.tls_key.empty()) {
+    return Fail(reader.Problem(
+        peers_entry, peers.tls_cert.empty()
+                         ? "sets tls_key without tls_cert; a server certificate needs both"
+                         : "sets tls_cert without tls_key; a server certificate needs both"));
+  }
+  if (!peers.tls_client_ca.empty() && peers.tls_cert.empty()) {
+    return Fail(reader.Problem(peers_entry,
+                               "sets tls_client_ca without tls_cert and tls_key; client "
+                               "certificates are asked for only over TLS"));
+  }
+  return Ok();
 }
 
 Result<log::Level> ReadLogLevel(const Reader& reader, const Entry& entry) {
@@ -747,18 +895,24 @@ Result<Config> ReadDocument(const Reader& reader, const toml::table& document) {
         BERTH_ASSIGN_OR_RETURN(address, ReadAddress(reader, entry));
       }
       config.snapshotter_address = std::move(address);
+    } else if (name == "metrics_address") {
+      BERTH_ASSIGN_OR_RETURN(config.metrics_address,
+                             ReadListenAddress(reader, entry, "no metrics endpoint"));
     } else if (name == "log_level") {
       BERTH_ASSIGN_OR_RETURN(config.log_level, ReadLogLevel(reader, entry));
     } else if (name == "pull") {
       BERTH_RETURN_IF_ERROR(ReadPull(reader, entry, config.pull));
+    } else if (name == "peers") {
+      BERTH_RETURN_IF_ERROR(ReadPeers(reader, entry, config.peers));
     } else if (name == "registry") {
       BERTH_ASSIGN_OR_RETURN(berth_section, ReadRegistrySection(reader, entry, Dialect::kBerth));
     } else if (name == "plugins") {
       BERTH_ASSIGN_OR_RETURN(containerd_sections, ReadContainerdPlugins(reader, entry));
     } else if (!containerd) {
-      return Fail(reader.UnknownKey(entry, "a berth config",
-                                    {"root", "state", "address", "snapshotter_address",
-                                     "upstream_image_endpoint", "log_level", "pull", "registry"}));
+      return Fail(reader.UnknownKey(
+          entry, "a berth config",
+          {"root", "state", "address", "snapshotter_address", "upstream_image_endpoint",
+           "metrics_address", "log_level", "pull", "registry", "peers"}));
     }
     // Anything else at the top of a containerd config belongs to containerd.
   }

@@ -27,63 +27,18 @@
 //   configs.<host>.auth, replacing an auth given there).
 //
 //   # berth's own, shorter form
-//   root = "/var/lib/berth"                 # where content, snapshots and metadata live
-//   state = "/run/berth"                    # volatile state (sockets, locks)
-//   address = "unix:///run/berth/berth.sock" # the CRI gRPC endpoint; unix:// + absolute path
-//   snapshotter_address = "unix:///run/berth/snapshotter.sock"
-//                                           # containerd's Snapshots API (berthd as containerd's
-//                                           # proxy snapshotter); unix:// + absolute path, or ""
-//                                           # to serve none; when not set, snapshotter.sock
-//                                           # beside the address's socket (so the default)
-//   upstream_image_endpoint = ""            # front mode: the CRI ImageService of the node's
-//                                           # runtime, e.g. containerd's socket
-//                                           # "unix:///run/containerd/containerd.sock"; berth's
-//                                           # CRI forwards every image call there (berth/cri/
-//                                           # image_service_front.h); "" = standalone (berth's
-//                                           # own image store answers); unix:// + absolute path
-//   log_level = "info"                      # trace | debug | info | warn | error | off
+//   root = "/var/lib/berth"
+//   log_level = "info"
 //   [pull]
-//     max_concurrent_downloads = 3          # layers fetched at once per pull, 1..1024
-//     snapshotter = "overlayfs"             # overlayfs | native
-//     image_pull_progress_timeout = "5m"    # a registry request that receives no byte this
-//                                           # long gives up on that endpoint (the next mirror
-//                                           # or the registry itself is tried; the pull fails
-//                                           # with UNAVAILABLE when none is left); Go duration
-//                                           # syntax, "0" disables the watchdog
-//     min_download_speed = "0"              # throughput floor for slow-drip links: a request
-//                                           # receiving less than this per second over a
-//                                           # window gives up on that endpoint, like a stall;
-//                                           # "100KiB/s", "1MB/s" or bytes/s; "0" = off
-//     min_download_speed_window = "30s"     # the window, 1s..1h
-//     max_concurrent_downloads_total = 16   # blob downloads at once across all pulls of the
-//                                           # node, 0..1024, 0 = no limit
-//     max_concurrent_downloads_per_registry = 8  # the same per registry host (as named in the
-//                                           # image reference), 0..1024, 0 = no limit
-//     sync = "layer"                        # fsync policy: none | layer | file
-//     layer_threads = "auto"                # threads per layer being unpacked: "1"
-//                                           # (decompress and untar together), "2" (untar on
-//                                           # a thread of its own), "auto" (2 while the cores
-//                                           # are not all busy unpacking)
-//     max_layer_size = "64GiB"              # refuse bigger layers; integer bytes or "10GiB"
-//     min_free_space = "1GiB"               # free space a pull leaves on the filesystems of
-//                                           # the content store and the snapshots: a size
-//                                           # ("2GiB", or integer bytes) or a percentage of
-//                                           # the filesystem ("5%"); "0" = none. Unset: the
-//                                           # larger of 5% and 1GiB. Checked at admission and
-//                                           # while layers are written (see MinFreeSpace)
-//     max_inflate_ratio = 0                 # refuse a layer that inflates to more than this
-//                                           # many times its compressed size (a decompression
-//                                           # bomb; layers under 1MiB inflated never
-//                                           # are); 0 = off, else 2..1000000
-//     discard_unpacked_layers = false       # drop compressed blobs once unpacked
-//     resume_window = "1h"                  # how long what a failed pull fetched is kept for
-//                                           # a retry to reuse, 0..720h; "0" frees it at the
-//                                           # next garbage collection
-//     pinned_images = ["registry.k8s.io/pause:3.9"]  # never garbage-collected
+//     max_concurrent_downloads = 3
+//     snapshotter = "overlayfs"
 //   [registry]                              # same keys as containerd's section, plus:
 //   [registry.configs."r.local"]
-//     fallback = "always"                   # always | never: after every mirror of r.local has
-//                                           # failed, try r.local itself (always) or give up
+//     fallback = "always"
+//
+// Every key, with its values, default, containerd spelling and meaning, is documented once, in
+// config_keys.cc (KeyDocs(), from which berth-config(5) is written); its test holds that table
+// to this parser.
 //
 // Precedence. When both spellings appear in one file, the containerd sections are read first
 // (version 1, then 2, then 3 spelling), then berth's [registry]; a later section wins per host:
@@ -95,17 +50,18 @@
 // by hosts_dir.h) cannot be combined with `mirrors` or with any `configs.<host>.tls`, because the
 // hosts.toml files carry those; `configs.<host>.auth` may be combined with it.
 //
-// Strictness. Every key inside a table berth defines ([pull], [registry] and its sub-tables, the
-// containerd registry section and its sub-tables) must be known: a misspelt key is an error that
-// names it, so a typo never silently falls back to a default. Everything else in a containerd
-// config.toml (other plugins, [grpc], [debug], `version`, …) is ignored.
+// Strictness. Every key inside a table berth defines ([pull], [peers], [registry] and its
+// sub-tables, the containerd registry section and its sub-tables) must be known: a misspelt key
+// is an error that names it, so a typo never silently falls back to a default. Everything else
+// in a containerd config.toml (other plugins, [grpc], [debug], `version`, …) is ignored.
 //
 // File format. A file with a top-level `plugins` table or `version` key is a containerd config
 // (ConfigFormat::kContainerd). In such a file the top-level `root` and `state` are containerd's
 // own directories and are ignored (berth keeps its defaults rather than writing into
 // containerd's tree), and unknown top-level keys are ignored. In any other file
 // (ConfigFormat::kBerth) the top level may hold only root, state, address, snapshotter_address,
-// upstream_image_endpoint, log_level, [pull] and [registry], and anything else is an error.
+// upstream_image_endpoint, metrics_address, log_level, [pull], [registry] and [peers], and
+// anything else is an error.
 //
 // Paths. root and state must be absolute. config_path and the TLS files (ca_file, cert_file,
 // key_file) are kept exactly as written, relative or not; they are resolved (and opened) by the
@@ -147,13 +103,16 @@ enum class Fallback {
   kNever,   // fail the pull: the mirrors are the only allowed source
 };
 
-enum class SnapshotterKind { kOverlayfs, kNative };
+enum class SnapshotterKind { kOverlayfs, kNative, kErofs };
+// Every snapshotter berth has, the default first.
+inline constexpr SnapshotterKind kSnapshotterKinds[] = {
+    SnapshotterKind::kOverlayfs, SnapshotterKind::kNative, SnapshotterKind::kErofs};
 
 // Which spelling the file used; see "File format" above.
 enum class ConfigFormat { kBerth, kContainerd };
 
-// The config spellings: "always"/"never", "overlayfs"/"native", "berth"/"containerd". (Those of
-// pull.sync are DurabilityName()'s, base/durability.h.)
+// The config spellings: "always"/"never", "overlayfs"/"native"/"erofs", "berth"/"containerd".
+// (Those of pull.sync are DurabilityName()'s, base/durability.h.)
 std::string_view FallbackName(Fallback fallback);
 std::string_view SnapshotterName(SnapshotterKind kind);
 std::string_view ConfigFormatName(ConfigFormat format);
@@ -269,6 +228,43 @@ struct PullConfig {
   friend bool operator==(const PullConfig&, const PullConfig&) = default;
 };
 
+// The most home peers a pull asks for one blob (peers.home_peers).
+inline constexpr int kMaxHomePeers = 16;
+
+// [peers]: peer sharing between berth nodes (issue 17; berth/peers). The serving side: the
+// read-only OCI distribution endpoint berthd serves its verified content on, for the other berth
+// nodes of the cluster (berth/peers/blob_server.h). TLS paths are kept as written and opened by
+// berthd at start, as the registry's are.
+struct PeersConfig {
+  // host:port to listen on ("[v6]:port" for IPv6); empty: no peer endpoint.
+  std::string listen;
+  // Responses carrying content (GET of a blob or manifest) served at once; 1..1024.
+  int max_concurrent_uploads = 8;
+  // Bytes per second sent to peers, all connections together; zero: no limit.
+  uint64_t max_upload_rate = 0;
+  // The server's certificate chain and key (PEM); both or neither. Neither: plain HTTP.
+  std::string tls_cert;
+  std::string tls_key;
+  // A CA (PEM) whose certificates clients must present (mutual TLS); needs tls_cert.
+  std::string tls_client_ca;
+
+  // The pulling side: who the peers are (peers/membership.h) and how many of a blob's home
+  // peers a pull asks before the registry. The addresses are checked by peers::Membership when
+  // berthd starts, not here.
+  std::vector<std::string> static_peers;  // peers.static: "host:port", "[v6]:port"
+  std::string dns_name;                   // A/AAAA records of the peers; "" for none
+  uint16_t port = 0;                      // the port of the peers found in DNS
+  std::string self;                       // this node's own address, left out of the members
+  int home_peers = 2;                     // 0..kMaxHomePeers; 0 asks no peer
+  std::string tls_ca;  // a CA (PEM) to verify peers with over https; "": plain http
+  std::chrono::milliseconds refresh_interval = std::chrono::seconds(30);
+
+  // Whether any peer may be found (a static list or a DNS name).
+  bool enabled() const { return !static_peers.empty() || !dns_name.empty(); }
+
+  friend bool operator==(const PeersConfig&, const PeersConfig&) = default;
+};
+
 struct Config {
   std::filesystem::path root = "/var/lib/berth";
   std::filesystem::path state = "/run/berth";
@@ -279,9 +275,12 @@ struct Config {
   // Front mode's upstream CRI ImageService ("unix:///run/containerd/containerd.sock"); empty:
   // standalone mode.
   std::string upstream_image_endpoint;
+  // Where berthd serves Prometheus metrics (host:port); empty: nowhere.
+  std::string metrics_address;
   log::Level log_level = log::Level::kInfo;
   PullConfig pull;
   RegistryConfig registry;
+  PeersConfig peers;
   ConfigFormat format = ConfigFormat::kBerth;
 
   friend bool operator==(const Config&, const Config&) = default;

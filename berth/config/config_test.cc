@@ -104,6 +104,7 @@ TEST(ConfigDefaultsTest, EnumNamesMatchTheFileSpelling) {
   EXPECT_EQ(DurabilityName(Durability::kNone), "none");
   EXPECT_EQ(DurabilityName(Durability::kFile), "file");
   EXPECT_EQ(SnapshotterName(SnapshotterKind::kNative), "native");
+  EXPECT_EQ(SnapshotterName(SnapshotterKind::kErofs), "erofs");
   EXPECT_EQ(ConfigFormatName(ConfigFormat::kContainerd), "containerd");
 }
 
@@ -276,6 +277,7 @@ TEST(BerthConfigTest, EveryKeyOfTheBerthForm) {
   EXPECT_EQ(config.address, "unix:///run/berth-test/berth.sock");
   EXPECT_EQ(config.upstream_image_endpoint, "unix:///run/containerd/containerd.sock");
   EXPECT_EQ(config.snapshotter_address, "unix:///run/berth-test/snapshotter.sock");
+  EXPECT_EQ(config.metrics_address, "127.0.0.1:1338");
   EXPECT_EQ(config.log_level, log::Level::kDebug);
 
   EXPECT_EQ(config.pull.max_concurrent_downloads, 8);
@@ -286,6 +288,13 @@ TEST(BerthConfigTest, EveryKeyOfTheBerthForm) {
   EXPECT_TRUE(config.pull.discard_unpacked_layers);
   EXPECT_THAT(config.pull.pinned_images,
               ElementsAre("registry.k8s.io/pause:3.9", "docker.io/library/busybox:1.36"));
+
+  EXPECT_EQ(config.peers.listen, "0.0.0.0:5050");
+  EXPECT_EQ(config.peers.max_concurrent_uploads, 4);
+  EXPECT_EQ(config.peers.max_upload_rate, 100ull << 20);
+  EXPECT_EQ(config.peers.tls_cert, "/etc/berth/peers/server.pem");
+  EXPECT_EQ(config.peers.tls_key, "/etc/berth/peers/server-key.pem");
+  EXPECT_EQ(config.peers.tls_client_ca, "/etc/berth/peers/cluster-ca.pem");
 
   EXPECT_THAT(config.registry.mirrors.at("docker.io").endpoints,
               ElementsAre("https://mirror.local:5000/v2-proxy", "https://registry-1.docker.io"));
@@ -299,6 +308,27 @@ TEST(BerthConfigTest, EveryKeyOfTheBerthForm) {
   EXPECT_EQ(host.tls.cert_file, "/etc/berth/certs/client.pem");
   EXPECT_EQ(host.tls.key_file, "/etc/berth/certs/client.key");
   EXPECT_THAT(config.registry.headers.at("User-Agent"), ElementsAre("berth-test/1.0"));
+}
+
+TEST(BerthConfigTest, PeersDefaultToNoEndpointAndCheckTheirValues) {
+  const PeersConfig defaults = DefaultConfig().peers;
+  EXPECT_EQ(defaults.listen, "");
+  EXPECT_EQ(defaults.max_concurrent_uploads, 8);
+  EXPECT_EQ(defaults.max_upload_rate, 0u);
+  EXPECT_EQ(Parse("[peers]\nmax_upload_rate = 1048576\n").peers.max_upload_rate, 1u << 20);
+  EXPECT_EQ(Parse("[peers]\nlisten = \"[::]:5050\"\n").peers.listen, "[::]:5050");
+  EXPECT_THAT(ParseError("[peers]\nlisten = \"5050\"\n"),
+              HasSubstr("peers.listen must be host:port"));
+  EXPECT_THAT(ParseError("[peers]\nmax_concurrent_uploads = 0\n"),
+              HasSubstr("peers.max_concurrent_uploads must be between 1 and 1024; got 0"));
+  EXPECT_THAT(ParseError("[peers]\nmax_upload_rate = \"fast\"\n"),
+              HasSubstr("peers.max_upload_rate has an invalid value"));
+  EXPECT_THAT(ParseError("[peers]\ntls_cert = \"c.pem\"\n"),
+              HasSubstr("sets tls_cert without tls_key"));
+  EXPECT_THAT(ParseError("[peers]\ntls_client_ca = \"ca.pem\"\n"),
+              HasSubstr("sets tls_client_ca without tls_cert"));
+  EXPECT_THAT(ParseError("[peers]\nlisten_address = \"\"\n"),
+              HasSubstr("unknown key peers.listen_address"));
 }
 
 TEST(BerthConfigTest, FallbackDefaultsToAlwaysAndRejectsOtherWords) {
@@ -378,6 +408,21 @@ TEST(BerthConfigTest, SnapshotterAddressIsAUnixSocketUrlOrEmpty) {
               HasSubstr("snapshotter_address must be a string"));
   EXPECT_EQ(ParseError("snapshoter_address = \"\""),
             "cfg.toml:1:1: unknown key snapshoter_address (did you mean snapshotter_address?)");
+}
+
+TEST(BerthConfigTest, MetricsAddressIsHostPortOrEmpty) {
+  EXPECT_EQ(DefaultConfig().metrics_address, "");  // off by default
+  EXPECT_EQ(Parse("metrics_address = \"\"").metrics_address, "");
+  for (std::string_view good : {"127.0.0.1:1338", "[::1]:1338", "localhost:0", ":9100"}) {
+    EXPECT_EQ(Parse(fmt::format("metrics_address = \"{}\"", good)).metrics_address, good);
+  }
+  for (std::string_view bad :
+       {"127.0.0.1", "host:", "host:65536", "::1:1338", "host:12a", "http://127.0.0.1:1338"}) {
+    EXPECT_THAT(ParseError(fmt::format("metrics_address = \"{}\"", bad)),
+                HasSubstr("metrics_address must be host:port"))
+        << bad;
+  }
+  EXPECT_THAT(ParseError("metrics_address = 1338"), HasSubstr("metrics_address must be a string"));
 }
 
 TEST(BerthConfigTest, UnknownTopLevelKeyIsRejectedWithSuggestion) {
@@ -481,10 +526,12 @@ TEST(PullConfigTest, MaxConcurrentDownloadsRange) {
 TEST(PullConfigTest, SnapshotterAndSyncAreEnumerations) {
   EXPECT_EQ(Parse("[pull]\nsnapshotter = \"overlayfs\"").pull.snapshotter,
             SnapshotterKind::kOverlayfs);
+  EXPECT_EQ(Parse("[pull]\nsnapshotter = \"erofs\"").pull.snapshotter, SnapshotterKind::kErofs);
   EXPECT_EQ(Parse("[pull]\nsync = \"none\"").pull.sync, Durability::kNone);
   EXPECT_EQ(Parse("[pull]\nsync = \"layer\"").pull.sync, Durability::kLayer);
   EXPECT_EQ(ParseError("[pull]\nsnapshotter = \"zfs\""),
-            "cfg.toml:2:1: pull.snapshotter must be one of \"overlayfs\", \"native\"; got \"zfs\"");
+            "cfg.toml:2:1: pull.snapshotter must be one of \"overlayfs\", \"native\", \"erofs\"; "
+            "got \"zfs\"");
   EXPECT_EQ(ParseError("[pull]\nsync = \"always\""),
             "cfg.toml:2:1: pull.sync must be one of \"none\", \"layer\", \"file\"; got \"always\"");
 }
@@ -638,6 +685,42 @@ TEST(PullConfigTest, PinnedImagesAndDiscardFlag) {
               HasSubstr("pull.pinned_images must be an array of strings, got a string"));
   EXPECT_THAT(ParseError("[pull]\ndiscard_unpacked_layers = \"yes\""),
               HasSubstr("must be a boolean (true or false), got a string"));
+}
+
+// [peers], the pulling side.
+TEST(PeersConfigTest, DefaultsAskTwoHomePeersOfNoPeers) {
+  const PeersConfig peers = DefaultConfig().peers;
+  EXPECT_FALSE(peers.enabled());
+  EXPECT_EQ(peers.home_peers, 2);
+  EXPECT_EQ(peers.tls_ca, "");
+  EXPECT_EQ(peers.refresh_interval, std::chrono::seconds(30));
+}
+
+TEST(PeersConfigTest, ReadsTheMembershipAndHowManyHomePeersToAsk) {
+  Config config = Parse(
+      "[peers]\nstatic = [\"10.0.0.2:5050\", \"[fd00::3]:5050\"]\ndns_name = \"berth-peers\"\n"
+      "port = 5050\nself = \"10.0.0.7:5050\"\nhome_peers = 3\ntls_ca = \"/etc/ca.pem\"\n"
+      "refresh_interval = \"10s\"\n");
+  EXPECT_TRUE(config.peers.enabled());
+  EXPECT_THAT(config.peers.static_peers, ElementsAre("10.0.0.2:5050", "[fd00::3]:5050"));
+  EXPECT_EQ(config.peers.dns_name, "berth-peers");
+  EXPECT_EQ(config.peers.port, 5050);
+  EXPECT_EQ(config.peers.self, "10.0.0.7:5050");
+  EXPECT_EQ(config.peers.home_peers, 3);
+  EXPECT_EQ(config.peers.tls_ca, "/etc/ca.pem");
+  EXPECT_EQ(config.peers.refresh_interval, std::chrono::seconds(10));
+}
+
+TEST(PeersConfigTest, RejectsOutOfRangeValuesNamingTheKey) {
+  EXPECT_THAT(ParseError("[peers]\nport = 70000"),
+              HasSubstr("peers.port must be between 1 and 65535; got 70000"));
+  EXPECT_THAT(ParseError("[peers]\nhome_peers = 17"),
+              HasSubstr("peers.home_peers must be between 0 (ask no peer) and 16; got 17"));
+  EXPECT_THAT(ParseError("[peers]\nrefresh_interval = \"100ms\""),
+              HasSubstr("peers.refresh_interval must be between 1s and 1h"));
+  EXPECT_THAT(ParseError("[peers]\nstatic = \"10.0.0.2:5050\""),
+              HasSubstr("peers.static must be an array of strings"));
+  EXPECT_THAT(ParseError("[peers]\nstatik = []"), HasSubstr("unknown key peers.statik"));
 }
 
 // ----------------------------------------------------------------------------------------------

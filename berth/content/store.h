@@ -126,6 +126,8 @@ class Writer {
   // Bytes written so far, including those found on disk when the ingest was resumed.
   int64_t offset() const { return offset_; }
   const Digest& expected() const { return expected_; }
+  // The digest of the bytes written so far, [0, offset()) (Commit checks it against expected()).
+  Digest digest() const { return hasher_.Finish(); }
 
   // Appends `bytes`. kResourceExhausted on a full disk, kDataLoss when the blob would grow past
   // its expected size.

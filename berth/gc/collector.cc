@@ -89,39 +89,54 @@ class Marker {
   const bool discard_unpacked_layers_;
 };
 
-}  // namespace
-
-// Mark, then sweep snapshots, blobs, ingests and orphaned directories, each phase under its
-// comment. TODO(issue 13): one function per phase (they share the marks, the report and the
-// warnings); kept whole this session to land the merge of containerd's roots first.
-// NOLINTNEXTLINE(readability-function-size)
-Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snapshotter,
-                              snapshot::Cleaner& cleaner, metadata::MetadataDb& db,
-                              const CollectOptions& options) {
-  CollectReport report;
-  if (!options.dry_run) {
-    BERTH_ASSIGN_OR_RETURN(report.expired_leases, db.DeleteExpiredLeases(options.now));
-  }
-
-  // Mark.
-  std::map<std::string, snapshot::Info, std::less<>> snapshots;
+// The snapshotter's snapshots by name, and the names of the committed ones.
+struct SnapshotTable {
+  std::map<std::string, snapshot::Info, std::less<>> by_name;
   std::set<std::string, std::less<>> committed;
-  BERTH_RETURN_IF_ERROR(snapshotter.Walk([&](const snapshot::Info& info) -> Result<void> {
-    snapshots.emplace(info.name, info);
-    if (info.kind == snapshot::Kind::kCommitted) committed.insert(info.name);
+};
+
+// Deletes the leases whose expiry has passed and returns how many; a dry run deletes none.
+Result<int64_t> DeleteExpiredLeases(metadata::MetadataDb& db, const CollectOptions& options) {
+  if (options.dry_run) return 0;
+  return WithContext(db.DeleteExpiredLeases(options.now),
+                     "garbage collection: delete expired leases");
+}
+
+Result<SnapshotTable> ReadSnapshots(snapshot::Snapshotter& snapshotter) {
+  SnapshotTable snapshots;
+  Result<void> walked = snapshotter.Walk([&](const snapshot::Info& info) -> Result<void> {
+    snapshots.by_name.emplace(info.name, info);
+    if (info.kind == snapshot::Kind::kCommitted) snapshots.committed.insert(info.name);
     return Ok();
-  }));
-  Marks marks;
-  Marker marker(store, marks, committed, options.discard_unpacked_layers);
-  BERTH_ASSIGN_OR_RETURN(std::vector<metadata::ImageRecord> images, db.ListImages());
+  });
+  BERTH_RETURN_IF_ERROR(WithContext(std::move(walked), "garbage collection: walk snapshots"));
+  return snapshots;
+}
+
+// Marks what each image record keeps: its target and the documents below it, and the chain ID
+// recorded with the name.
+Result<void> MarkImages(content::Store& store, metadata::MetadataDb& db,
+                        const SnapshotTable& snapshots, bool discard_unpacked_layers,
+                        Marks& marks) {
+  Marker marker(store, marks, snapshots.committed, discard_unpacked_layers);
+  BERTH_ASSIGN_OR_RETURN(std::vector<metadata::ImageRecord> images,
+                         WithContext(db.ListImages(), "garbage collection: read image records"));
   for (const metadata::ImageRecord& image : images) {
     marker.MarkDocument(image.target.digest, image.target.media_type);
     // The chain ID recorded with the name, should the config not say (e.g. it is missing).
     if (!image.chain_id.empty()) marks.snapshots.insert(image.chain_id);
   }
-  BERTH_ASSIGN_OR_RETURN(std::vector<metadata::LeaseRecord> leases, db.ListLeases());
+  return Ok();
+}
+
+// Marks the blobs and snapshots the leases that have not expired hold. An expired lease keeps
+// nothing, even in a dry run that did not delete it.
+Result<void> MarkLeases(metadata::MetadataDb& db, std::chrono::system_clock::time_point now,
+                        Marks& marks) {
+  BERTH_ASSIGN_OR_RETURN(std::vector<metadata::LeaseRecord> leases,
+                         WithContext(db.ListLeases(), "garbage collection: read leases"));
   for (const metadata::LeaseRecord& lease : leases) {
-    if (lease.expires && *lease.expires <= options.now) continue;  // expired: swept above
+    if (lease.expires && *lease.expires <= now) continue;
     for (const metadata::LeaseResource& resource : lease.resources) {
       if (resource.kind == metadata::LeaseResourceKind::kBlob) {
         if (Result<Digest> digest = Digest::Parse(resource.key)) marks.blobs.insert(*digest);
@@ -130,7 +145,12 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
       }
     }
   }
-  for (const auto& [name, info] : snapshots) {
+  return Ok();
+}
+
+// Marks the snapshots that are roots by themselves: containerd's, and mounts and containers.
+void MarkSnapshotRoots(const SnapshotTable& snapshots, Marks& marks) {
+  for (const auto& [name, info] : snapshots.by_name) {
     if (std::string_view(name).starts_with(snapshot::kContainerdKeyPrefix)) {
       marks.snapshots.insert(name);  // containerd's, of any kind: only containerd removes it
     } else if (info.kind != snapshot::Kind::kCommitted &&
@@ -138,41 +158,60 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
       marks.snapshots.insert(name);  // a mount or a container: a root
     }
   }
-  // Parents of marked snapshots are marked too.
+}
+
+// Marks the parents of the marked snapshots, and theirs.
+void MarkParents(const SnapshotTable& snapshots, Marks& marks) {
   std::vector<std::string> pending(marks.snapshots.begin(), marks.snapshots.end());
   while (!pending.empty()) {
     std::string name = std::move(pending.back());
     pending.pop_back();
-    auto found = snapshots.find(name);
-    if (found == snapshots.end() || found->second.parent.empty()) continue;
+    auto found = snapshots.by_name.find(name);
+    if (found == snapshots.by_name.end() || found->second.parent.empty()) continue;
     if (marks.snapshots.insert(found->second.parent).second)
       pending.push_back(found->second.parent);
   }
-  report.warnings = std::move(marks.warnings);
+}
 
-  auto warn = [&](std::string what, const Error& error) {
-    log::Warn("gc.remove", {{"what", what}, {"error", error.ToString()}});
-    report.warnings.push_back(fmt::format("{}: {}", what, error.ToString()));
-  };
+// Everything the roots (collector.h) keep.
+Result<Marks> Mark(content::Store& store, metadata::MetadataDb& db, const SnapshotTable& snapshots,
+                   const CollectOptions& options) {
+  Marks marks;
+  BERTH_RETURN_IF_ERROR(MarkImages(store, db, snapshots, options.discard_unpacked_layers, marks));
+  BERTH_RETURN_IF_ERROR(MarkLeases(db, options.now, marks));
+  MarkSnapshotRoots(snapshots, marks);
+  MarkParents(snapshots, marks);
+  return marks;
+}
 
-  // Sweep snapshots: repeatedly remove unmarked leaves (children before parents).
+// Logs a removal that failed and lists it in the report's warnings; the thing stays, and the
+// next collection retries it.
+void WarnRemoveFailed(CollectReport& report, const std::string& what, const Error& error) {
+  log::Warn("gc.remove", {{"what", what}, {"error", error.ToString()}});
+  report.warnings.push_back(fmt::format("{}: {}", what, error.ToString()));
+}
+
+// Removes the snapshots nothing marked, leaves first (children before parents). A snapshot
+// whose removal fails stays, and so do its ancestors.
+void SweepSnapshots(snapshot::Snapshotter& snapshotter, const SnapshotTable& snapshots,
+                    const Marks& marks, const CollectOptions& options, CollectReport& report) {
   std::map<std::string, int, std::less<>> children;
-  for (const auto& [name, info] : snapshots) {
+  for (const auto& [name, info] : snapshots.by_name) {
     if (!info.parent.empty()) ++children[info.parent];
   }
   std::vector<std::string> leaves;
-  for (const auto& [name, info] : snapshots) {
+  for (const auto& [name, info] : snapshots.by_name) {
     if (!marks.snapshots.contains(name) && children[name] == 0) leaves.push_back(name);
   }
   while (!leaves.empty()) {
     std::string name = std::move(leaves.back());
     leaves.pop_back();
-    const snapshot::Info& info = snapshots.at(name);
+    const snapshot::Info& info = snapshots.by_name.at(name);
     Result<snapshot::Usage> usage = snapshotter.GetUsage(name);
     if (!options.dry_run) {
       if (Result<void> removed = snapshotter.Remove(name);
           !removed && removed.error().code() != ErrorCode::kNotFound) {
-        warn(fmt::format("snapshot {}", name), removed.error());
+        WarnRemoveFailed(report, fmt::format("snapshot {}", name), removed.error());
         continue;  // its parent stays too
       }
     }
@@ -180,21 +219,25 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
     report.snapshots.bytes += usage ? usage->size : 0;
     report.removed.push_back(fmt::format("snapshot {} ({})", name, snapshot::KindName(info.kind)));
     if (!info.parent.empty() && --children[info.parent] == 0 &&
-        !marks.snapshots.contains(info.parent) && snapshots.contains(info.parent)) {
+        !marks.snapshots.contains(info.parent) && snapshots.by_name.contains(info.parent)) {
       leaves.push_back(info.parent);
     }
   }
+}
 
-  // Sweep blobs.
+// Deletes the blobs nothing marked.
+Result<void> SweepBlobs(content::Store& store, const Marks& marks, const CollectOptions& options,
+                        CollectReport& report) {
   std::vector<content::BlobInfo> unmarked_blobs;
-  BERTH_RETURN_IF_ERROR(store.Walk([&](const content::BlobInfo& blob) {
+  Result<void> walked = store.Walk([&](const content::BlobInfo& blob) {
     if (!marks.blobs.contains(blob.digest)) unmarked_blobs.push_back(blob);
-  }));
+  });
+  BERTH_RETURN_IF_ERROR(WithContext(std::move(walked), "garbage collection: walk blobs"));
   for (const content::BlobInfo& blob : unmarked_blobs) {
     if (!options.dry_run) {
       if (Result<void> deleted = store.Delete(blob.digest);
           !deleted && deleted.error().code() != ErrorCode::kNotFound) {
-        warn(fmt::format("blob {}", blob.digest.ToString()), deleted.error());
+        WarnRemoveFailed(report, fmt::format("blob {}", blob.digest.ToString()), deleted.error());
         continue;
       }
     }
@@ -203,16 +246,22 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
     report.blobs.bytes += blob.allocated_bytes;
     report.removed.push_back(fmt::format("blob {}", blob.digest.ToString()));
   }
+  return Ok();
+}
 
-  // Sweep ingests.
-  BERTH_ASSIGN_OR_RETURN(std::vector<content::IngestInfo> ingests, store.ListIngests());
+// Removes the ingests whose expected digest nothing marked; one a writer holds is in use and
+// skipped.
+Result<void> SweepIngests(content::Store& store, const Marks& marks, const CollectOptions& options,
+                          CollectReport& report) {
+  BERTH_ASSIGN_OR_RETURN(std::vector<content::IngestInfo> ingests,
+                         WithContext(store.ListIngests(), "garbage collection: list ingests"));
   for (const content::IngestInfo& ingest : ingests) {
     if (ingest.expected && marks.blobs.contains(*ingest.expected)) continue;
     if (!options.dry_run) {
       Result<void> aborted = store.RemoveIngest(ingest.id, options.exclusive);
       if (!aborted && aborted.error().code() == ErrorCode::kUnavailable) continue;  // in use
       if (!aborted && aborted.error().code() != ErrorCode::kNotFound) {
-        warn(fmt::format("ingest {}", ingest.ref), aborted.error());
+        WarnRemoveFailed(report, fmt::format("ingest {}", ingest.ref), aborted.error());
         continue;
       }
     }
@@ -221,21 +270,49 @@ Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snap
     report.removed.push_back(ingest.ref.empty() ? fmt::format("ingest {} (broken)", ingest.id)
                                                 : fmt::format("ingest {}", ingest.ref));
   }
+  return Ok();
+}
 
-  // Directories no snapshot owns.
-  BERTH_ASSIGN_OR_RETURN(std::vector<std::filesystem::path> orphans,
-                         options.dry_run ? cleaner.FindOrphans() : cleaner.Cleanup());
+// Deletes the directories under the snapshotter's root that no snapshot owns (a dry run only
+// finds them).
+Result<void> SweepOrphanDirectories(snapshot::Cleaner& cleaner, const CollectOptions& options,
+                                    CollectReport& report) {
+  BERTH_ASSIGN_OR_RETURN(
+      std::vector<std::filesystem::path> orphans,
+      options.dry_run
+          ? WithContext(cleaner.FindOrphans(), "garbage collection: find orphan directories")
+          : WithContext(cleaner.Cleanup(), "garbage collection: delete orphan directories"));
   for (const std::filesystem::path& orphan : orphans) {
     ++report.orphan_directories.count;
     report.removed.push_back(fmt::format("directory {}", orphan.string()));
   }
+  return Ok();
+}
 
+void LogReport(const CollectReport& report, const CollectOptions& options) {
   log::Info("gc.done", {{"dry_run", options.dry_run ? "true" : "false"},
                         {"blobs", std::to_string(report.blobs.count)},
                         {"snapshots", std::to_string(report.snapshots.count)},
                         {"ingests", std::to_string(report.ingests.count)},
                         {"directories", std::to_string(report.orphan_directories.count)},
                         {"bytes", std::to_string(report.total_bytes())}});
+}
+
+}  // namespace
+
+Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snapshotter,
+                              snapshot::Cleaner& cleaner, metadata::MetadataDb& db,
+                              const CollectOptions& options) {
+  CollectReport report;
+  BERTH_ASSIGN_OR_RETURN(report.expired_leases, DeleteExpiredLeases(db, options));
+  BERTH_ASSIGN_OR_RETURN(const SnapshotTable snapshots, ReadSnapshots(snapshotter));
+  BERTH_ASSIGN_OR_RETURN(Marks marks, Mark(store, db, snapshots, options));
+  report.warnings = std::move(marks.warnings);
+  SweepSnapshots(snapshotter, snapshots, marks, options, report);
+  BERTH_RETURN_IF_ERROR(SweepBlobs(store, marks, options, report));
+  BERTH_RETURN_IF_ERROR(SweepIngests(store, marks, options, report));
+  BERTH_RETURN_IF_ERROR(SweepOrphanDirectories(cleaner, options, report));
+  LogReport(report, options);
   return report;
 }
 

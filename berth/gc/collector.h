@@ -79,9 +79,10 @@ struct CollectReport {
 
 // `cleaner` is the maintenance side of `snapshotter` (the same object for the on-disk
 // snapshotters): it finds and deletes the directories no snapshot owns. Errors: the database's,
-// the store's, the snapshotter's Walk and the cleaner's (a directory Cleanup cannot delete fails
-// the collection, after the other sweeps have run); a snapshot, blob or ingest whose removal
-// fails is logged and listed in warnings, not returned (the next collection retries it).
+// the store's, the snapshotter's Walk and the cleaner's, the code unchanged, with one context
+// frame naming the phase ("garbage collection: read leases"); a directory Cleanup cannot delete
+// fails the collection, after the other sweeps have run. A snapshot, blob or ingest whose
+// removal fails is logged and listed in warnings, not returned (the next collection retries it).
 Result<CollectReport> Collect(content::Store& store, snapshot::Snapshotter& snapshotter,
                               snapshot::Cleaner& cleaner, metadata::MetadataDb& db,
                               const CollectOptions& options = {});

@@ -28,7 +28,8 @@ Result<json> ParseObject(std::string_view document, std::string_view where) {
 }
 
 // An optional string field: absent or null gives "".
-Result<std::string> OptionalString(const json& object, const char* key, std::string_view where) {
+Result<std::string> OptionalStringField(const json& object, const char* key,
+                                        std::string_view where) {
   auto it = object.find(key);
   if (it == object.end() || it->is_null()) return std::string();
   if (!it->is_string())
@@ -38,9 +39,9 @@ Result<std::string> OptionalString(const json& object, const char* key, std::str
 
 // Reads what the conversion needs from one step's v1Compatibility object.
 Result<void> DecodeV1Compatibility(const json& v1, std::string_view where, Schema1Layer& layer) {
-  BERTH_ASSIGN_OR_RETURN(layer.created, OptionalString(v1, "created", where));
-  BERTH_ASSIGN_OR_RETURN(layer.author, OptionalString(v1, "author", where));
-  BERTH_ASSIGN_OR_RETURN(layer.comment, OptionalString(v1, "comment", where));
+  BERTH_ASSIGN_OR_RETURN(layer.created, OptionalStringField(v1, "created", where));
+  BERTH_ASSIGN_OR_RETURN(layer.author, OptionalStringField(v1, "author", where));
+  BERTH_ASSIGN_OR_RETURN(layer.comment, OptionalStringField(v1, "comment", where));
 
   // containerd's rule: "throwaway" decides when present; otherwise a "Size" of 0 (written by
   // older Docker versions, before "throwaway" existed) marks an empty layer; otherwise the layer
@@ -97,9 +98,10 @@ Result<Schema1Manifest> ParseSchema1Manifest(std::string_view document) {
   }
 
   Schema1Manifest manifest;
-  BERTH_ASSIGN_OR_RETURN(manifest.name, OptionalString(parsed, "name", "manifest"));
-  BERTH_ASSIGN_OR_RETURN(manifest.tag, OptionalString(parsed, "tag", "manifest"));
-  BERTH_ASSIGN_OR_RETURN(manifest.architecture, OptionalString(parsed, "architecture", "manifest"));
+  BERTH_ASSIGN_OR_RETURN(manifest.name, OptionalStringField(parsed, "name", "manifest"));
+  BERTH_ASSIGN_OR_RETURN(manifest.tag, OptionalStringField(parsed, "tag", "manifest"));
+  BERTH_ASSIGN_OR_RETURN(manifest.architecture,
+                         OptionalStringField(parsed, "architecture", "manifest"));
 
   auto fs_layers = parsed.find("fsLayers");
   if (fs_layers == parsed.end() || !fs_layers->is_array() || fs_layers->empty()) {
@@ -127,7 +129,7 @@ Result<Schema1Manifest> ParseSchema1Manifest(std::string_view document) {
     const json& fs_layer = (*fs_layers)[i];
     const std::string where = fmt::format("fsLayers[{}]", i);
     if (!fs_layer.is_object()) return Fail(Malformed(where + " is not an object"));
-    BERTH_ASSIGN_OR_RETURN(std::string blob_sum, OptionalString(fs_layer, "blobSum", where));
+    BERTH_ASSIGN_OR_RETURN(std::string blob_sum, OptionalStringField(fs_layer, "blobSum", where));
     Result<Digest> digest = Digest::Parse(blob_sum);
     if (!digest) {
       return Fail(std::move(digest).error().WithContext(

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,15 +17,23 @@ namespace {
 
 using ::testing::ElementsAre;
 
-// Waits (polling, bounded) until `scheduler` has `count` callers blocked in Acquire(). The tests
-// use it to line up waiters in a known state before releasing a permit; they never assert on
-// time.
-bool WaitForWaiting(const DownloadScheduler& scheduler, int count) {
-  for (int i = 0; i < 2000; ++i) {
-    if (scheduler.stats().waiting == count) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+// Polls `done` until it holds or a minute has passed (a stuck scheduler fails the test instead of
+// hanging it). The bound is generous on purpose: under the sanitizer suite on two busy cores a
+// thread can take seconds to be scheduled, and the tests assert on order, never on time.
+template <typename Predicate>
+bool WaitFor(Predicate done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  return false;
+  return true;
+}
+
+// Waits until `scheduler` has `count` callers blocked in Acquire(), so that the tests line up
+// waiters in a known state before releasing a permit.
+bool WaitForWaiting(const DownloadScheduler& scheduler, int count) {
+  return WaitFor([&] { return scheduler.stats().waiting == count; });
 }
 
 // A thread that acquires a permit and records the order in which permits were granted; it holds
@@ -78,11 +87,11 @@ class DownloadSchedulerTest : public ::testing::Test {
     DownloadSchedulerStats before = scheduler.stats();
     auto download = std::make_unique<Download>(member, std::move(registry), layer, std::move(name),
                                                order_, order_mutex_);
-    for (int i = 0; i < 2000; ++i) {
+    const bool arrived = WaitFor([&] {
       DownloadSchedulerStats now = scheduler.stats();
-      if (now.waiting > before.waiting || now.granted > before.granted) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+      return now.waiting > before.waiting || now.granted > before.granted;
+    });
+    EXPECT_TRUE(arrived) << "the download never reached the scheduler";
     return download;
   }
 
@@ -147,17 +156,15 @@ TEST_F(DownloadSchedulerTest, PullsAreServedRoundRobinNotInArrivalOrder) {
   // Finish whichever download runs, one at a time, until all have run.
   for (int left = 5; left >= 0; --left) {
     ASSERT_TRUE(WaitForWaiting(scheduler, left));
-    bool finished = false;
-    for (int i = 0; i < 2000 && !finished; ++i) {
+    const bool finished = WaitFor([&] {
       for (auto& download : queued) {
         if (download && download->granted()) {
           download.reset();
-          finished = true;
-          break;
+          return true;
         }
       }
-      if (!finished) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+      return false;
+    });
     ASSERT_TRUE(finished);
   }
   EXPECT_THAT(Order(), ElementsAre("first-0", "second-0", "third-0", "first-1", "second-1",
@@ -174,10 +181,7 @@ TEST_F(DownloadSchedulerTest, PerRegistryLimitLetsOtherRegistriesThrough) {
   auto b = Start(scheduler, two, "b.example", 0, "b0");
   // b0 runs although a1 arrived first: a.example is at its limit, b.example is not.
   ASSERT_TRUE(WaitForWaiting(scheduler, 1));
-  for (int i = 0; i < 2000 && !b->granted(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  EXPECT_TRUE(b->granted());
+  EXPECT_TRUE(WaitFor([&] { return b->granted(); }));
   EXPECT_FALSE(a_next->granted());
   EXPECT_EQ(scheduler.stats().running, 2);
   a.reset();
@@ -237,9 +241,7 @@ TEST_F(DownloadSchedulerTest, CancelledWaiterLeavesWithoutAPermit) {
   ASSERT_TRUE(WaitForWaiting(scheduler, 1));
   waiting->Cancel();
   ASSERT_TRUE(WaitForWaiting(scheduler, 0));
-  for (int i = 0; i < 2000 && !waiting->granted(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  ASSERT_TRUE(WaitFor([&] { return waiting->granted(); }));
   ASSERT_TRUE(waiting->error().has_value());
   EXPECT_THAT(*waiting->error(), ::testing::HasSubstr("cancelled"));
   EXPECT_EQ(scheduler.stats().running, 1);

@@ -12,6 +12,7 @@
 
 #include "berth/base/base64.h"
 #include "berth/base/log.h"
+#include "berth/pull/peer_endpoints.h"
 #include "berth/pull/schema1_converter.h"
 #include "berth/registry/hosts.h"
 
@@ -37,6 +38,7 @@ class WriterSink final : public registry::BlobSink {
     if (observer_ != nullptr) BERTH_RETURN_IF_ERROR(observer_->Reset());
     return Ok();
   }
+  Digest digest() const override { return writer_.digest(); }
 
  private:
   content::Writer& writer_;
@@ -215,13 +217,15 @@ registry::RetryPolicy RetryPolicyFor(const config::PullConfig& pull) {
 }  // namespace
 
 Puller::Puller(content::Store& store, registry::HttpTransport& transport, config::Config config,
-               DownloadScheduler* scheduler)
+               DownloadScheduler* scheduler, registry::RegistryObserver* registry_observer,
+               const peers::Membership* membership)
     : store_(store),
       config_(std::move(config)),
       own_scheduler_(SchedulerUnlessGiven(scheduler, config_.pull)),
       scheduler_(scheduler != nullptr ? *scheduler : *own_scheduler_),
       transport_(transport),
-      client_(transport, RetryPolicyFor(config_.pull)) {}
+      client_(transport, RetryPolicyFor(config_.pull), registry_observer),
+      membership_(membership) {}
 
 registry::Credentials Puller::CredentialsFor(const PullOptions& options,
                                              std::string_view host) const {
@@ -308,6 +312,12 @@ Result<void> Puller::OpenSession(PullContext& context) {
   context.authorizer = std::make_unique<registry::Authorizer>(transport_, credentials_fn, tls_fn);
   context.session.authorizer = context.authorizer.get();
   context.session.tls_for_host = tls_fn;
+  if (membership_ != nullptr && config_.peers.home_peers > 0) {
+    // The members as they are when each blob is fetched (DNS may have moved on meanwhile).
+    context.session.blob_peers = [this, domain](const Digest& digest) {
+      return HomePeerEndpoints(digest, membership_->Current(), config_.peers, domain);
+    };
+  }
   return Ok();
 }
 

@@ -20,6 +20,11 @@
 //   - A registry request that stalls (config pull.image_pull_progress_timeout) or drips slower
 //     than pull.min_download_speed gives up on that endpoint and tries the next (see
 //     registry/client.h), resuming the blob from what was received.
+//   - With a peer membership (issue 17), a blob not in the store (a layer or the config, never
+//     a manifest) is asked first of its peers.home_peers home peers among the members
+//     (pull/peer_endpoints.h), in order, then of the registry's endpoints; a peer is sent no
+//     credentials, and a peer that fails in any way (404, refused, error, watchdog, bytes that do
+//     not verify) is given up on for that blob without failing the pull (registry/client.h).
 //
 // Thread safety: Pull() may be called concurrently from many threads.
 #pragma once
@@ -38,6 +43,7 @@
 #include "berth/content/store.h"
 #include "berth/image/manifest.h"
 #include "berth/image/platform.h"
+#include "berth/peers/membership.h"
 #include "berth/pull/download_scheduler.h"
 #include "berth/pull/pull_lease.h"
 #include "berth/reference/reference.h"
@@ -131,9 +137,14 @@ class Puller {
  public:
   // `store` and `transport` must outlive the Puller. `config` is copied. `scheduler` (the
   // node's one DownloadScheduler, shared by every Puller of the node) must outlive the Puller;
-  // when null, the Puller makes its own from config.pull's limits.
+  // when null, the Puller makes its own from config.pull's limits. `registry_observer` (may be
+  // null) hears its registry client's requests (registry/observer.h) and must outlive it.
+  // `membership` (may be null: no peers) gives the peers asked for blobs per config.peers, and
+  // must outlive the Puller.
   Puller(content::Store& store, registry::HttpTransport& transport, config::Config config,
-         DownloadScheduler* scheduler = nullptr);
+         DownloadScheduler* scheduler = nullptr,
+         registry::RegistryObserver* registry_observer = nullptr,
+         const peers::Membership* membership = nullptr);
 
   // Pulls `reference`. Blocks on the network; honours `cancel`. Errors: kInvalidArgument (bad
   // reference or platform), kNotFound, kUnauthenticated/kPermissionDenied, kUnavailable,
@@ -150,7 +161,7 @@ class Puller {
   // adds it once.
   Result<PulledImage> PullReference(const Reference& reference, const PullOptions& options,
                                     const ProgressFn& progress, const CancelToken& cancel);
-  // The registry's endpoints (mirrors first), the repository and the authorizer.
+  // The registry's endpoints (mirrors first), the repository, the authorizer and the peers.
   Result<void> OpenSession(PullContext& context);
   // Resolves the reference to its index or manifest and stores it; converts a schema1 one.
   Result<Target> ResolveTarget(PullContext& context);
@@ -182,6 +193,7 @@ class Puller {
   DownloadScheduler& scheduler_;
   registry::HttpTransport& transport_;
   registry::Client client_;
+  const peers::Membership* const membership_;  // null: no peers
 
   // Blob downloads in flight, by digest, with the bytes each fetched.
   SingleFlight<Digest, int64_t> downloads_;

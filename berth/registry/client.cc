@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "berth/base/log.h"
 #include "berth/image/media_types.h"
@@ -94,10 +96,37 @@ int ReportPriority(ErrorCode code) {
   }
 }
 
-// Errors that end the whole request instead of moving on to the next endpoint.
-bool StopsAllEndpoints(ErrorCode code) {
+// Errors that end the whole request instead of moving on to the next endpoint. Only
+// cancellation ends it on a peer's: whatever else a peer did, the registry may still serve the
+// blob (a full disk fails there again, and stops the request then).
+bool StopsAllEndpoints(const RegistryEndpoint& endpoint, ErrorCode code) {
+  if (endpoint.is_peer) return code == ErrorCode::kCancelled;
   return code == ErrorCode::kCancelled || code == ErrorCode::kResourceExhausted ||
          code == ErrorCode::kInternal;
+}
+
+PeerFailure PeerFailureOf(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kNotFound:
+      return PeerFailure::kNotFound;
+    case ErrorCode::kUnavailable:
+    case ErrorCode::kDeadlineExceeded:
+    case ErrorCode::kAborted:
+      return PeerFailure::kUnavailable;
+    case ErrorCode::kDataLoss:
+    case ErrorCode::kOutOfRange:
+      return PeerFailure::kBadBytes;
+    default:
+      return PeerFailure::kError;
+  }
+}
+
+// The endpoints to ask for the blob `digest`: its peers, then the registry's.
+std::vector<RegistryEndpoint> BlobEndpoints(const Session& session, const Digest& digest) {
+  std::vector<RegistryEndpoint> endpoints;
+  if (session.blob_peers) endpoints = session.blob_peers(digest);
+  endpoints.insert(endpoints.end(), session.endpoints.begin(), session.endpoints.end());
+  return endpoints;
 }
 
 Result<Digest> VerifyBytes(std::string_view bytes, const Digest& expected, std::string_view what,
@@ -157,8 +186,8 @@ std::string ManifestAcceptHeader() {
                      media_types::kDockerSchema1Manifest);
 }
 
-Client::Client(HttpTransport& transport, RetryPolicy policy)
-    : transport_(transport), policy_(policy) {}
+Client::Client(HttpTransport& transport, RetryPolicy policy, RegistryObserver* observer)
+    : transport_(transport), policy_(policy), observer_(observer) {}
 
 bool Client::IsDead(const std::string& host) {
   std::lock_guard lock(mutex_);
@@ -174,6 +203,7 @@ bool Client::IsDead(const std::string& host) {
 void Client::MarkDead(const std::string& host) {
   log::Debug("registry.endpoint_dead",
              {{"host", host}, {"skip_first_for_s", policy_.dead_endpoint_memory.count()}});
+  if (observer_ != nullptr) observer_->EndpointDead(host);
   std::lock_guard lock(mutex_);
   dead_until_[host] = std::chrono::steady_clock::now() + policy_.dead_endpoint_memory;
 }
@@ -312,8 +342,9 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
     if (endpoint_host && url.scheme == "https") {
       request.plain_http_fallback = endpoint.plain_http_fallback;
     }
-    // Credentials go only to the endpoint they were issued for, never to a redirect target.
-    if (endpoint_host && session.authorizer != nullptr) {
+    // Credentials go only to the endpoint they were issued for, never to a redirect target,
+    // and never to a peer.
+    if (endpoint_host && !endpoint.is_peer && session.authorizer != nullptr) {
       BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
                              session.authorizer->Authorization(endpoint.host, spec.scope, cancel));
       if (authorization) request.headers.emplace_back("Authorization", authorization->reveal());
@@ -334,9 +365,19 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
       url.scheme = endpoint_scheme = "http";
       request.url = url.ToString();
     }
-    LogExchange(request, response,
-                resume ? resume->bytes_written() : (response ? response->body.size() : 0), started);
-    if (!response || !IsRedirect(response->status)) return Attempt{std::move(response)};
+    const uint64_t received =
+        resume ? resume->bytes_written() : (response ? response->body.size() : 0);
+    LogExchange(request, response, received, started);
+    if (!response || !IsRedirect(response->status)) {
+      if (observer_ != nullptr) {
+        observer_->RequestDone(endpoint.host, spec.kind, response ? response->status : 0, received);
+        if (spec.kind != FetchKind::kManifest && received > 0) {
+          observer_->BlobBytes(endpoint.is_peer ? BlobSource::kPeer : BlobSource::kRegistry,
+                               endpoint.host, received);
+        }
+      }
+      return Attempt{std::move(response)};
+    }
     std::optional<std::string> location = response->Header("location");
     if (!location) return Attempt{std::move(response)};
     if (redirects >= kMaxRedirects) {
@@ -351,14 +392,17 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
 Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndpoint& endpoint,
                                       const ExchangeSpec& spec, const CancelToken& cancel) {
   const std::string base_url = BaseUrlOf(endpoint);
+  // A peer is asked once: when it fails, the next peer or the registry is the retry.
+  const int max_attempts = endpoint.is_peer ? 1 : policy_.max_attempts;
   thread_local std::mt19937 random(std::random_device{}());
   std::chrono::milliseconds backoff = policy_.initial_backoff;
   std::optional<Error> last_error;
   bool auth_retried = false;
   int attempt = 1;
   int loops_left = 100;  // bounds retries that make progress (each resumes further on)
+  RetryReason retry_reason = RetryReason::kStatus;
 
-  while (attempt <= policy_.max_attempts && loops_left-- > 0) {
+  while (attempt <= max_attempts && loops_left-- > 0) {
     BERTH_RETURN_IF_ERROR(cancel.Check());
     BERTH_ASSIGN_OR_RETURN(Url url, ParseUrl(endpoint.UrlFor(spec.path)));
     const int64_t offset_before = spec.blob != nullptr ? spec.blob->offset() : 0;
@@ -379,6 +423,8 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
           (code != ErrorCode::kAborted && code != ErrorCode::kDeadlineExceeded)) {
         return Fail(std::move(error));  // cancelled, or the sink's own error (disk full, …)
       }
+      retry_reason =
+          code == ErrorCode::kDeadlineExceeded ? RetryReason::kTimeout : RetryReason::kInterrupted;
       last_error = std::move(error);
     } else {
       int status = response->status;
@@ -386,7 +432,7 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
         // The retry carried what the challenge asked for: say whose credentials were refused.
         return Fail(session.authorizer->Refused(endpoint.host, spec.scope, *response));
       }
-      if (status == 401 && session.authorizer != nullptr) {
+      if (status == 401 && session.authorizer != nullptr && !endpoint.is_peer) {
         BERTH_RETURN_IF_ERROR(
             session.authorizer->OnUnauthorized(endpoint.host, spec.scope, *response, cancel));
         auth_retried = true;
@@ -394,11 +440,13 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       }
       if (status != 429 && status < 500) return response;
       last_error = HttpStatusError(*response, fmt::format("GET {}", spec.path), base_url);
+      retry_reason = RetryReason::kStatus;
       if (status == 429 || status == 503) {
         if (std::optional<std::chrono::seconds> wait = RetryAfter(*response);
-            wait && attempt < policy_.max_attempts) {
+            wait && attempt < max_attempts) {
           std::chrono::milliseconds capped = std::min(*wait, policy_.max_retry_after);
           LogRetry(url, attempt + 1, *last_error, capped, "Retry-After");
+          ReportRetry(endpoint.host, RetryReason::kRetryAfter);
           BERTH_RETURN_IF_ERROR(SleepFor(capped, cancel));
           ++attempt;
           continue;
@@ -409,25 +457,40 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
     // one resumes where it stopped.
     bool progressed = spec.blob != nullptr && spec.blob->offset() > offset_before;
     if (!progressed) ++attempt;
-    if (attempt > policy_.max_attempts) break;
+    if (attempt > max_attempts) break;
     std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
     std::chrono::milliseconds wait(jitter(random));
     LogRetry(url, attempt, *last_error, wait, progressed ? "resume" : "backoff");
+    ReportRetry(endpoint.host, retry_reason);
     BERTH_RETURN_IF_ERROR(SleepFor(wait, cancel));
     backoff = std::min(backoff * 2, policy_.max_backoff);
   }
   MarkDead(endpoint.host);
   Error error = last_error ? *last_error : Error(ErrorCode::kUnavailable, "no attempt made");
   return Fail(std::move(error).WithContext(
-      fmt::format("giving up on {} after {} attempts", base_url, policy_.max_attempts)));
+      fmt::format("giving up on {} after {} attempts", base_url, max_attempts)));
+}
+
+void Client::ReportRetry(const std::string& host, RetryReason reason) const {
+  if (observer_ != nullptr) observer_->Retried(host, reason);
+}
+
+void Client::GiveUpOnPeer(std::string_view peer, std::string_view what, const Error& error) {
+  const PeerFailure reason = PeerFailureOf(error.code());
+  log::Info("peers.peer_given_up", {{"peer", peer},
+                                    {"what", what},
+                                    {"reason", PeerFailureName(reason)},
+                                    {"error", error.ToString()}});
+  if (observer_ != nullptr) observer_->PeerGivenUp(peer, reason);
 }
 
 template <typename T>
-Result<T> Client::OnEndpoints(const Session& session, Capability capability, std::string_view what,
+Result<T> Client::OnEndpoints(std::span<const RegistryEndpoint> endpoints, Capability capability,
+                              std::string_view what,
                               const std::function<Result<T>(const RegistryEndpoint&)>& request) {
   std::vector<const RegistryEndpoint*> alive;
   std::vector<const RegistryEndpoint*> dead;
-  for (const RegistryEndpoint& endpoint : session.endpoints) {
+  for (const RegistryEndpoint& endpoint : endpoints) {
     if (!endpoint.Can(capability)) continue;
     if (IsDead(endpoint.host)) {
       log::Debug("registry.endpoint_deferred", {{"what", what},
@@ -445,15 +508,19 @@ Result<T> Client::OnEndpoints(const Session& session, Capability capability, std
                             what, capability == kCapabilityResolve ? "resolve tags" : "pull"));
   }
   std::optional<Error> reported;
+  int reported_priority = 0;
   std::string tried;
   for (size_t i = 0; i < alive.size(); ++i) {
     const RegistryEndpoint* endpoint = alive[i];
     Result<T> result = request(*endpoint);
     if (result) return result;
     Error error = std::move(result).error();
-    if (StopsAllEndpoints(error.code()))
+    if (StopsAllEndpoints(*endpoint, error.code()))
       return Fail(std::move(error).WithContext(std::string(what)));
-    if (i + 1 < alive.size()) {
+    if (endpoint->is_peer) {
+      GiveUpOnPeer(endpoint->host, what, error);
+    } else if (i + 1 < alive.size()) {
+      if (observer_ != nullptr) observer_->FellBack(endpoint->host);
       log::Warn("registry.endpoint_failed", {{"what", what},
                                              {"endpoint", endpoint->BaseUrl()},
                                              {"next", alive[i + 1]->BaseUrl()},
@@ -462,8 +529,11 @@ Result<T> Client::OnEndpoints(const Session& session, Capability capability, std
     }
     if (!tried.empty()) tried += "; ";
     tried += fmt::format("{}: {}", endpoint->BaseUrl(), ErrorCodeName(error.code()));
-    if (!reported || ReportPriority(error.code()) >= ReportPriority(reported->code())) {
+    // What the registry said is worth more than what a peer said.
+    const int priority = endpoint->is_peer ? -1 : ReportPriority(error.code());
+    if (!reported || priority >= reported_priority) {
       reported = std::move(error);
+      reported_priority = priority;
     }
   }
   if (alive.size() > 1) {
@@ -484,7 +554,7 @@ Result<FetchedManifest> Client::Resolve(const Session& session, std::string_view
   std::string what =
       fmt::format("resolve {}{}{}", session.repository, pinned ? "@" : ":", reference);
   return OnEndpoints<FetchedManifest>(
-      session, pinned ? kCapabilityPull : kCapabilityResolve, what,
+      session.endpoints, pinned ? kCapabilityPull : kCapabilityResolve, what,
       [&](const RegistryEndpoint& endpoint) -> Result<FetchedManifest> {
         BERTH_ASSIGN_OR_RETURN(HttpResponse response,
                                Exchange(session, endpoint,
@@ -560,12 +630,15 @@ Result<std::string> Client::FetchSmallBlob(const Session& session,
   }
   const std::string path = fmt::format("/{}/blobs/{}", session.repository, descriptor.digest);
   return OnEndpoints<std::string>(
-      session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
+      BlobEndpoints(session, descriptor.digest), kCapabilityPull,
+      fmt::format("fetch blob {}", descriptor.digest),
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
-        BERTH_ASSIGN_OR_RETURN(
-            HttpResponse response,
-            Exchange(session, endpoint,
-                     {.path = path, .scope = PullScope(session), .max_body = max_bytes}, cancel));
+        BERTH_ASSIGN_OR_RETURN(HttpResponse response, Exchange(session, endpoint,
+                                                               {.path = path,
+                                                                .scope = PullScope(session),
+                                                                .max_body = max_bytes,
+                                                                .kind = FetchKind::kConfig},
+                                                               cancel));
         if (response.status != 200) {
           return Fail(HttpStatusError(response, "blob", BaseUrlOf(endpoint)));
         }
@@ -581,29 +654,65 @@ Result<std::string> Client::FetchSmallBlob(const Session& session,
       });
 }
 
+Result<void> Client::FetchRestOfBlob(const Session& session, const RegistryEndpoint& endpoint,
+                                     const image::Descriptor& descriptor, BlobSink& sink,
+                                     const CancelToken& cancel) {
+  if (sink.offset() >= descriptor.size && descriptor.size > 0) return Ok();
+  BERTH_ASSIGN_OR_RETURN(
+      HttpResponse response,
+      Exchange(session, endpoint,
+               {.path = fmt::format("/{}/blobs/{}", session.repository, descriptor.digest),
+                .scope = PullScope(session),
+                .blob = &sink,
+                .max_body = 64 << 10,
+                .kind = FetchKind::kLayer},
+               cancel));
+  if (response.status != 200 && response.status != 206) {
+    return Fail(HttpStatusError(response, "blob", BaseUrlOf(endpoint)));
+  }
+  if (descriptor.size >= 0 && sink.offset() != descriptor.size) {
+    return Fail(
+        ErrorCode::kDataLoss,
+        fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
+                    descriptor.digest, BaseUrlOf(endpoint), sink.offset(), descriptor.size));
+  }
+  return Ok();
+}
+
 Result<std::string> Client::FetchBlob(const Session& session, const image::Descriptor& descriptor,
                                       BlobSink& sink, const CancelToken& cancel) {
-  const std::string path = fmt::format("/{}/blobs/{}", session.repository, descriptor.digest);
+  const std::string what = fmt::format("fetch blob {}", descriptor.digest);
+  const std::vector<RegistryEndpoint> endpoints = BlobEndpoints(session, descriptor.digest);
+  // Who wrote bytes the digest has not confirmed yet: the last peer that wrote into the sink,
+  // or "" for bytes a resumed ingest held when peers are asked (an earlier pull's, which a
+  // peer may have written).
+  std::optional<std::string> unverified_from;
+  if (endpoints.size() > session.endpoints.size() && sink.offset() > 0) unverified_from = "";
   return OnEndpoints<std::string>(
-      session, kCapabilityPull, fmt::format("fetch blob {}", descriptor.digest),
+      endpoints, kCapabilityPull, what,
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
-        if (sink.offset() >= descriptor.size && descriptor.size > 0) return BaseUrlOf(endpoint);
-        BERTH_ASSIGN_OR_RETURN(
-            HttpResponse response,
-            Exchange(
-                session, endpoint,
-                {.path = path, .scope = PullScope(session), .blob = &sink, .max_body = 64 << 10},
-                cancel));
-        if (response.status != 200 && response.status != 206) {
-          return Fail(HttpStatusError(response, "blob", BaseUrlOf(endpoint)));
+        for (;;) {
+          const int64_t offset_before = sink.offset();
+          Result<void> fetched = FetchRestOfBlob(session, endpoint, descriptor, sink, cancel);
+          if (endpoint.is_peer && sink.offset() != offset_before) unverified_from = endpoint.host;
+          BERTH_RETURN_IF_ERROR(fetched);
+          if (!unverified_from) return BaseUrlOf(endpoint);
+          const Digest held = sink.digest();
+          if (held == descriptor.digest) return BaseUrlOf(endpoint);
+          // Bytes of a peer's spoiled the blob: none of what is held can be trusted.
+          const std::string from = *std::exchange(unverified_from, std::nullopt);
+          Error mismatch(ErrorCode::kDataLoss,
+                         fmt::format("blob {} with bytes from {} does not match its digest (got "
+                                     "{}); fetching it whole again",
+                                     descriptor.digest,
+                                     from.empty() ? "an earlier pull" : "peer " + from, held));
+          BERTH_RETURN_IF_ERROR(sink.Truncate());
+          if (endpoint.is_peer && from == endpoint.host) {
+            return Fail(std::move(mismatch));  // the walk gives up on this peer
+          }
+          if (!from.empty()) GiveUpOnPeer(from, what, mismatch);
+          // Fetch it whole from `endpoint` (checked again if it is a peer).
         }
-        if (descriptor.size >= 0 && sink.offset() != descriptor.size) {
-          return Fail(
-              ErrorCode::kDataLoss,
-              fmt::format("blob {} from {} ended after {} bytes, its descriptor says {}",
-                          descriptor.digest, BaseUrlOf(endpoint), sink.offset(), descriptor.size));
-        }
-        return BaseUrlOf(endpoint);
       });
 }
 

@@ -32,6 +32,25 @@
 // wait), endpoints given up on (registry.endpoint_dead) and those tried last because they failed
 // recently (registry.endpoint_deferred). Credentials never reach these lines.
 //
+// Peers. A blob (FetchBlob, FetchSmallBlob: layers and configs, never manifests, which always
+// come from the registry since tags move) is asked first of the peers Session::blob_peers names
+// for its digest (its home peers, in order), then of the registry's endpoints, in one walk: a
+// peer is one more endpoint in front, with these differences. A peer is sent no credentials
+// (no Authorization, no answer to a 401; passing the requester's credentials on is for later),
+// is asked once (no retries), and a peer that answers 404, refuses, errors, stalls or trickles
+// (the watchdogs) is given up on for that blob: logged at info (peers.peer_given_up: peer,
+// blob, reason, never credentials) and reported to the observer, and the walk goes on,
+// resuming from the bytes received. Bytes a peer wrote, and those a resumed download held when
+// peers are asked (an earlier pull's), are checked against the blob's digest
+// (BlobSink::digest) once the blob is complete, whichever endpoint completed it: a mismatch
+// drops every byte held, gives up on the peer that wrote them (kBadBytes), and the blob is
+// fetched whole from the next endpoint (or again from the endpoint that completed it). So a
+// bad peer can slow a pull, never corrupt or fail it.
+//
+// An optional RegistryObserver (observer.h) hears each exchange's end (host, status, bytes),
+// each retry and its reason, each move to the next endpoint, each endpoint given up on, the
+// bytes of each blob by source (peer or registry) and each peer given up on.
+//
 // Thread safety: Client is safe for concurrent use by many pulls.
 #pragma once
 
@@ -39,17 +58,20 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "berth/base/cancel.h"
 #include "berth/base/result.h"
+#include "berth/digest/digest.h"
 #include "berth/image/descriptor.h"
 #include "berth/image/manifest.h"
 #include "berth/registry/auth.h"
 #include "berth/registry/hosts.h"
 #include "berth/registry/http.h"
+#include "berth/registry/observer.h"
 #include "berth/registry/url.h"
 
 namespace berth::registry {
@@ -82,6 +104,9 @@ struct Session {
   Authorizer* authorizer = nullptr;
   // TLS for hosts that are not endpoints (redirect targets).
   std::function<TlsOptions(std::string_view host)> tls_for_host;
+  // The peers to ask for the blob `digest` before `endpoints`, in order (RegistryEndpoint::
+  // is_peer set); null or empty for none. Never asked for manifests.
+  std::function<std::vector<RegistryEndpoint>(const Digest& digest)> blob_peers;
 };
 
 struct FetchedManifest {
@@ -99,6 +124,8 @@ class BlobSink {
   virtual Result<void> Write(std::string_view chunk) = 0;
   // Drops what was held, for a server that answers a Range request with the whole blob.
   virtual Result<void> Truncate() = 0;
+  // The digest of the bytes held, [0, offset()), for checking a peer's bytes before the commit.
+  virtual Digest digest() const = 0;
 };
 
 // The Accept header for manifests, in order of preference.
@@ -106,8 +133,9 @@ std::string ManifestAcceptHeader();
 
 class Client {
  public:
-  // `transport` must outlive the Client.
-  explicit Client(HttpTransport& transport, RetryPolicy policy = {});
+  // `transport` and `observer` (may be null) must outlive the Client.
+  explicit Client(HttpTransport& transport, RetryPolicy policy = {},
+                  RegistryObserver* observer = nullptr);
 
   // Resolves a tag (`reference` = "v1.2") or digest ("sha256:…") to its manifest, on endpoints
   // with the resolve capability (or pull, for digests). Verifies the bytes against the digest
@@ -140,6 +168,7 @@ class Client {
     // request; else the body is buffered into the response, at most `max_body` bytes.
     BlobSink* blob = nullptr;
     size_t max_body = 4 << 20;
+    FetchKind kind = FetchKind::kManifest;  // for the observer
   };
   class RangeResume;
 
@@ -166,14 +195,26 @@ class Client {
   // A request for `url` with the policy's timeouts and watchdogs.
   HttpRequest NewRequest(const Url& url, const HeaderList& headers, size_t max_body) const;
 
-  // Tries `request` on every suitable endpoint in turn.
+  // Tries `request` on every suitable endpoint of `endpoints` in turn.
   template <typename T>
-  Result<T> OnEndpoints(const Session& session, Capability capability, std::string_view what,
+  Result<T> OnEndpoints(std::span<const RegistryEndpoint> endpoints, Capability capability,
+                        std::string_view what,
                         const std::function<Result<T>(const RegistryEndpoint&)>& request);
+
+  // One exchange of a blob with `endpoint`: the bytes from sink.offset() to the end (none when
+  // the sink already holds descriptor.size bytes). kDataLoss when the blob ends short.
+  Result<void> FetchRestOfBlob(const Session& session, const RegistryEndpoint& endpoint,
+                               const image::Descriptor& descriptor, BlobSink& sink,
+                               const CancelToken& cancel);
+
+  // Logs (info) and reports that `peer` was given up on for `what` (a blob) because of `error`.
+  void GiveUpOnPeer(std::string_view peer, std::string_view what, const Error& error);
 
   // Logs (debug) a retry of `url`: the attempt about to start, why, and how long it waits.
   void LogRetry(const Url& url, int next_attempt, const Error& reason,
                 std::chrono::milliseconds wait, std::string_view why) const;
+  // Tells the observer, if any, that a request to `host` is retried for `reason`.
+  void ReportRetry(const std::string& host, RetryReason reason) const;
 
   // Whether `host` (an endpoint's) answered an https attempt as a plain http server within the
   // last plain_http_memory; RememberPlainHttp records that, and logs it (debug).
@@ -189,6 +230,7 @@ class Client {
 
   HttpTransport& transport_;
   RetryPolicy policy_;
+  RegistryObserver* const observer_;
   std::mutex mutex_;
   std::map<std::string, std::chrono::steady_clock::time_point> dead_until_;
   std::map<std::string, std::chrono::steady_clock::time_point> plain_http_until_;

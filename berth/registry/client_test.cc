@@ -1,8 +1,10 @@
 #include "berth/registry/client.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include <algorithm>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -30,6 +32,7 @@ class StringSink final : public BlobSink {
     ++truncations;
     return Ok();
   }
+  Digest digest() const override { return Digest::Sha256Of(bytes); }
   std::string bytes;
   int truncations = 0;
 };
@@ -464,6 +467,274 @@ TEST_F(ClientTest, WatchdogGivesUpOnTheEndpointAndTheNextResumesTheBlob) {
   ASSERT_TRUE(client.FetchBlob(session, descriptor, again, CancelToken::Never()));
   EXPECT_TRUE(stalling.requests().back().url.starts_with("http://r.test/"));
   EXPECT_EQ(stalling.requests().size(), 3u);
+}
+
+// Records what the client reports, as berthd's metrics would count it.
+class RecordingObserver final : public RegistryObserver {
+ public:
+  void RequestDone(std::string_view host, FetchKind kind, int status, uint64_t bytes) override {
+    std::lock_guard lock(mutex_);
+    events.push_back(fmt::format("request {} {} {} {}", host, FetchKindName(kind), status, bytes));
+  }
+  void Retried(std::string_view host, RetryReason reason) override {
+    std::lock_guard lock(mutex_);
+    events.push_back(fmt::format("retry {} {}", host, RetryReasonName(reason)));
+  }
+  void FellBack(std::string_view host) override {
+    std::lock_guard lock(mutex_);
+    events.push_back(fmt::format("fallback {}", host));
+  }
+  void EndpointDead(std::string_view host) override {
+    std::lock_guard lock(mutex_);
+    events.push_back(fmt::format("dead {}", host));
+  }
+  void WatchdogTripped(Watchdog watchdog) override {
+    std::lock_guard lock(mutex_);
+    events.push_back(fmt::format("watchdog {}", WatchdogName(watchdog)));
+  }
+  std::vector<std::string> events;
+
+ private:
+  std::mutex mutex_;
+};
+
+TEST_F(ClientTest, ObserverHearsRequestsRetriesFallbacksAndDeadEndpoints) {
+  RecordingObserver observer;
+  Client client(transport_,
+                RetryPolicy{.max_attempts = 3, .initial_backoff = std::chrono::milliseconds(1)},
+                &observer);
+  // mirror-a refuses connections, mirror-b answers 404, up.test fails once with 500.
+  transport_.Respond("GET", "http://mirror-b.test/v2/", {.status = 404, .body = "{}"});
+  transport_.Respond("GET", "http://up.test/v2/library/app/manifests/v1", {.status = 500});
+  transport_.Respond("GET", "http://up.test/v2/library/app/manifests/v1", ManifestResponse());
+  Session session = MakeSession({"http://mirror-a.test", "http://mirror-b.test", "http://up.test"});
+  ASSERT_TRUE(client.Resolve(session, "v1", CancelToken::Never()));
+
+  const std::string config = "{\"config\":1}";
+  transport_.Respond("GET", "http://up.test/v2/library/app/blobs/",
+                     {.status = 200, .body = config});
+  image::Descriptor config_descriptor{.digest = Digest::Sha256Of(config),
+                                      .size = static_cast<int64_t>(config.size())};
+  Session upstream = MakeSession({"http://up.test"});
+  ASSERT_TRUE(client.FetchSmallBlob(upstream, config_descriptor, 1024, CancelToken::Never()));
+  StringSink sink;
+  ASSERT_TRUE(client.FetchBlob(upstream, config_descriptor, sink, CancelToken::Never()));
+
+  const std::string manifest_bytes = std::to_string(std::string_view(kManifest).size());
+  const std::string config_bytes = std::to_string(config.size());
+  EXPECT_EQ(observer.events, (std::vector<std::string>{
+                                 "request mirror-a.test manifest 0 0",
+                                 "dead mirror-a.test",
+                                 "fallback mirror-a.test",
+                                 "request mirror-b.test manifest 404 2",
+                                 "fallback mirror-b.test",
+                                 "request up.test manifest 500 0",
+                                 "retry up.test status",
+                                 "request up.test manifest 200 " + manifest_bytes,
+                                 "request up.test config 200 " + config_bytes,
+                                 "request up.test layer 200 " + config_bytes,
+                             }));
+}
+
+// ----------------------------------------------------------------------------------------------
+// Peers: blob-only endpoints in front of the registry's.
+
+// Hears what the client reports about peers.
+class PeerRecorder final : public RegistryObserver {
+ public:
+  void RequestDone(std::string_view, FetchKind, int, uint64_t) override {}
+  void Retried(std::string_view, RetryReason) override {}
+  void FellBack(std::string_view) override {}
+  void EndpointDead(std::string_view) override {}
+  void WatchdogTripped(Watchdog) override {}
+  void BlobBytes(BlobSource source, std::string_view host, uint64_t bytes) override {
+    std::lock_guard lock(mutex_);
+    events.push_back(fmt::format("bytes {} {} {}", BlobSourceName(source), host, bytes));
+  }
+  void PeerGivenUp(std::string_view peer, PeerFailure reason) override {
+    std::lock_guard lock(mutex_);
+    events.push_back(fmt::format("given up {} {}", peer, PeerFailureName(reason)));
+  }
+  std::vector<std::string> events;
+
+ private:
+  std::mutex mutex_;
+};
+
+class ClientPeersTest : public ClientTest {
+ protected:
+  ClientPeersTest()
+      : client_with_peers_(transport_, RetryPolicy{.initial_backoff = std::chrono::milliseconds(1)},
+                           &recorder_) {}
+
+  // A session on http://r.test whose blobs' peers are `peers` (hosts), in order.
+  Session SessionWithPeers(std::vector<std::string> peers) {
+    Session session = MakeSession({"http://r.test"});
+    session.blob_peers = [peers](const Digest&) {
+      std::vector<RegistryEndpoint> endpoints;
+      for (const std::string& host : peers) {
+        endpoints.push_back({.scheme = "http",
+                             .host = host,
+                             .path = "/v2",
+                             .capabilities = kCapabilityPull,
+                             .mirror_of = "r.test",
+                             .is_peer = true});
+      }
+      return endpoints;
+    };
+    return session;
+  }
+
+  static std::string HeaderOf(const HttpRequest& request, std::string_view name) {
+    for (const auto& [header, value] : request.headers) {
+      if (header == name) return value;
+    }
+    return "";
+  }
+
+  PeerRecorder recorder_;
+  Client client_with_peers_;
+};
+
+TEST_F(ClientPeersTest, BlobsComeFromTheFirstPeerThatHasThemWithNsAndNoCredentials) {
+  const std::string blob = "layer bytes";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob),
+                               .size = static_cast<int64_t>(blob.size())};
+  credentials_ = {.username = "ci", .password = Secret("s3cret")};
+  transport_.Respond("GET", "http://peer-a.test/v2/", {.status = 404, .body = "{}"});
+  transport_.Respond("GET", "http://peer-b.test/v2/", {.status = 200, .body = blob});
+  StringSink sink;
+  Result<std::string> served = client_with_peers_.FetchBlob(
+      SessionWithPeers({"peer-a.test", "peer-b.test"}), descriptor, sink, CancelToken::Never());
+  ASSERT_TRUE(served) << served.error().ToString();
+  EXPECT_EQ(*served, "http://peer-b.test/v2");
+  EXPECT_EQ(sink.bytes, blob);
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 2u);  // one per peer, none to the registry
+  EXPECT_EQ(requests[1].url,
+            fmt::format("http://peer-b.test/v2/library/app/blobs/{}?ns=r.test", descriptor.digest));
+  for (const HttpRequest& request : requests) EXPECT_EQ(HeaderOf(request, "Authorization"), "");
+  EXPECT_EQ(recorder_.events,
+            (std::vector<std::string>{"given up peer-a.test not_found",
+                                      fmt::format("bytes peer peer-b.test {}", blob.size())}));
+}
+
+TEST_F(ClientPeersTest, APeerIsSentNoCredentialsEvenWhenItAsksForThem) {
+  const std::string config = "{\"config\":1}";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(config),
+                               .size = static_cast<int64_t>(config.size())};
+  credentials_ = {.username = "ci", .password = Secret("s3cret")};
+  transport_.Respond("GET", "http://peer-a.test/v2/",
+                     {.status = 401, .headers = {{"www-authenticate", "Basic realm=\"peer\""}}});
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = config});
+  Result<std::string> fetched = client_with_peers_.FetchSmallBlob(
+      SessionWithPeers({"peer-a.test"}), descriptor, 1024, CancelToken::Never());
+  ASSERT_TRUE(fetched) << fetched.error().ToString();
+  EXPECT_EQ(*fetched, config);
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 2u);  // the peer once, unanswered; then the registry
+  EXPECT_TRUE(requests[0].url.starts_with("http://peer-a.test/"));
+  EXPECT_EQ(HeaderOf(requests[0], "Authorization"), "");
+  EXPECT_EQ(recorder_.events[0], "given up peer-a.test error");
+}
+
+TEST_F(ClientPeersTest, ManifestsAreNeverAskedOfPeers) {
+  transport_.Respond("GET", "http://r.test/v2/library/app/manifests/", ManifestResponse());
+  Session session = SessionWithPeers({"peer-a.test"});
+  ASSERT_TRUE(client_with_peers_.Resolve(session, "v1", CancelToken::Never()));
+  ASSERT_TRUE(client_with_peers_.FetchManifest(
+      session, {.digest = Digest::Sha256Of(kManifest), .size = -1}, CancelToken::Never()));
+  for (const HttpRequest& request : transport_.requests()) {
+    EXPECT_TRUE(request.url.starts_with("http://r.test/")) << request.url;
+  }
+}
+
+TEST_F(ClientPeersTest, BadBytesFromAPeerAreDroppedAndTheRegistryServesTheWholeBlob) {
+  const std::string blob = "0123456789";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
+  transport_.Respond("GET", "http://peer-a.test/v2/", {.status = 200, .body = "0123456XYZ"});
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = blob});
+  StringSink sink;
+  Result<std::string> served = client_with_peers_.FetchBlob(SessionWithPeers({"peer-a.test"}),
+                                                            descriptor, sink, CancelToken::Never());
+  ASSERT_TRUE(served) << served.error().ToString();
+  EXPECT_EQ(*served, "http://r.test/v2");
+  EXPECT_EQ(sink.bytes, blob);
+  EXPECT_EQ(sink.truncations, 1);
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(HeaderOf(requests[1], "Range"), "");  // nothing of the peer's was kept
+  EXPECT_EQ(recorder_.events,
+            (std::vector<std::string>{"bytes peer peer-a.test 10", "given up peer-a.test bad_bytes",
+                                      "bytes registry r.test 10"}));
+}
+
+TEST_F(ClientPeersTest, ARegistryResumingFromAPeersBadBytesFetchesTheBlobWholeAgain) {
+  const std::string blob = "0123456789";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
+  // The peer breaks off after five wrong bytes; the registry resumes from them (Range), then,
+  // the digest refusing the result, sends the blob whole.
+  transport_.Respond("GET", "http://peer-a.test/v2/", {.status = 200, .body = "XXXXX"});
+  transport_.Respond(
+      "GET", "http://r.test/v2/",
+      {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = blob});
+  StringSink sink;
+  Result<std::string> served = client_with_peers_.FetchBlob(SessionWithPeers({"peer-a.test"}),
+                                                            descriptor, sink, CancelToken::Never());
+  ASSERT_TRUE(served) << served.error().ToString();
+  EXPECT_EQ(sink.bytes, blob);
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(HeaderOf(requests[1], "Range"), "bytes=5-");
+  EXPECT_EQ(HeaderOf(requests[2], "Range"), "");
+  EXPECT_EQ(std::count(recorder_.events.begin(), recorder_.events.end(),
+                       "given up peer-a.test bad_bytes"),
+            2);  // it sent too few bytes, and wrong ones
+}
+
+TEST_F(ClientPeersTest, BytesAnEarlierPullLeftAreCheckedWhenPeersAreAsked) {
+  const std::string blob = "0123456789";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
+  // An earlier pull left five bytes, wrong ones (a peer's, say); the peer now lacks the blob
+  // and the registry resumes from them, then sends the blob whole once the digest refuses it.
+  transport_.Respond("GET", "http://peer-a.test/v2/", {.status = 404, .body = "{}"});
+  transport_.Respond(
+      "GET", "http://r.test/v2/",
+      {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = blob});
+  StringSink sink;
+  sink.bytes = "XXXXX";
+  ASSERT_TRUE(client_with_peers_.FetchBlob(SessionWithPeers({"peer-a.test"}), descriptor, sink,
+                                           CancelToken::Never()));
+  EXPECT_EQ(sink.bytes, blob);
+  EXPECT_EQ(transport_.requests().size(), 3u);
+  // Nobody to blame but the 404.
+  EXPECT_EQ(recorder_.events,
+            (std::vector<std::string>{"given up peer-a.test not_found", "bytes registry r.test 5",
+                                      "bytes registry r.test 10"}));
+}
+
+TEST_F(ClientPeersTest, ADeadPeerIsGivenUpOnAndTheRegistryServesTheBlob) {
+  const std::string blob = "0123456789";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = blob});
+  StringSink sink;  // peer-a.test has no rule: its connection is refused
+  ASSERT_TRUE(client_with_peers_.FetchBlob(SessionWithPeers({"peer-a.test"}), descriptor, sink,
+                                           CancelToken::Never()));
+  EXPECT_EQ(sink.bytes, blob);
+  EXPECT_EQ(recorder_.events[0], "given up peer-a.test unavailable");
+}
+
+TEST_F(ClientPeersTest, WhenTheRegistryFailsTooItsErrorIsReportedNotThePeers) {
+  image::Descriptor descriptor{.digest = Digest::Sha256Of("x"), .size = 1};
+  transport_.Respond("GET", "http://peer-a.test/v2/", {.status = 200, .body = "y"});
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 404, .body = "{}"});
+  StringSink sink;
+  Result<std::string> served = client_with_peers_.FetchBlob(SessionWithPeers({"peer-a.test"}),
+                                                            descriptor, sink, CancelToken::Never());
+  ASSERT_FALSE(served);
+  EXPECT_EQ(served.error().code(), ErrorCode::kNotFound);
 }
 
 }  // namespace

@@ -89,6 +89,7 @@ struct Exchange {
   SteadyClock::time_point window_start;
   uint64_t window_start_bytes = 0;
   std::optional<Error> watchdog_error;
+  Watchdog watchdog = Watchdog::kStall;  // which one set watchdog_error
 
   void OnBytes(size_t count) {
     received += count;
@@ -114,6 +115,7 @@ void CheckWatchdogs(Exchange& exchange) {
   const std::string where = fmt::format("{} {}", request.method, request.url);
   if (request.progress_timeout.count() > 0 &&
       now - exchange.last_byte >= request.progress_timeout) {
+    exchange.watchdog = Watchdog::kStall;
     exchange.watchdog_error = Error(
         ErrorCode::kUnavailable,
         fmt::format("{}: stalled: no data received for {} (image_pull_progress_timeout) after {} "
@@ -128,6 +130,7 @@ void CheckWatchdogs(Exchange& exchange) {
     const uint64_t got = exchange.received - exchange.window_start_bytes;
     const double needed = static_cast<double>(request.min_bytes_per_second) * seconds;
     if (static_cast<double>(got) < needed) {
+      exchange.watchdog = Watchdog::kTooSlow;
       exchange.watchdog_error = Error(
           ErrorCode::kUnavailable,
           fmt::format("{}: too slow: {} received in the last {} ({}/s), below the minimum of "
@@ -396,7 +399,7 @@ struct CurlTransport::Shared {
   }
 };
 
-Result<std::unique_ptr<CurlTransport>> CurlTransport::Create() {
+Result<std::unique_ptr<CurlTransport>> CurlTransport::Create(RegistryObserver* observer) {
   std::call_once(g_curl_init, [] { curl_global_init(CURL_GLOBAL_ALL); });
   auto shared = std::make_unique<Shared>();
   shared->share = curl_share_init();
@@ -414,10 +417,11 @@ Result<std::unique_ptr<CurlTransport>> CurlTransport::Create() {
   curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   curl_share_setopt(shared->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-  return std::unique_ptr<CurlTransport>(new CurlTransport(std::move(shared)));
+  return std::unique_ptr<CurlTransport>(new CurlTransport(std::move(shared), observer));
 }
 
-CurlTransport::CurlTransport(std::unique_ptr<Shared> shared) : shared_(std::move(shared)) {}
+CurlTransport::CurlTransport(std::unique_ptr<Shared> shared, RegistryObserver* observer)
+    : shared_(std::move(shared)), observer_(observer) {}
 CurlTransport::~CurlTransport() = default;
 
 // One exchange as Perform() ran it, and whether it showed the server does not speak TLS.
@@ -528,6 +532,9 @@ CurlTransport::Attempt CurlTransport::Perform(const HttpRequest& request, const 
 
   CURLcode code = curl_easy_perform(easy);
   if (code != CURLE_OK) {
+    if (exchange.watchdog_error && observer_ != nullptr && !cancel.cancelled()) {
+      observer_->WatchdogTripped(exchange.watchdog);
+    }
     exchange.server_speaks_no_tls = ServerSpeaksNoTls(easy, code, error_buffer, request);
     return {.response = Fail(TransportError(code, error_buffer, request, cancel, exchange)),
             .server_speaks_no_tls = exchange.server_speaks_no_tls};

@@ -60,6 +60,11 @@ struct RegistryEndpoint {
   // kWhenServerIsNotTls for an https endpoint on a loopback host written without a scheme (see
   // the rules above): requests to it fall back to plain http when the server does not speak TLS.
   PlainHttpFallback plain_http_fallback = PlainHttpFallback::kNever;
+  // A berth peer (berth/peers), asked for blobs by digest before the registry's endpoints (see
+  // Session::blob_peers), never for manifests. A peer is never sent credentials: no
+  // Authorization header and no answer to its 401. It is asked once per blob (no retries), and
+  // a peer that fails is given up on for that blob (RegistryObserver::PeerGivenUp).
+  bool is_peer = false;
 
   // "https://mirror.local:5000/v2" (without the query)
   std::string BaseUrl() const { return scheme + "://" + host + path; }

@@ -80,7 +80,9 @@ Result<Digest> HashBlob(const content::Store& store, const Digest& digest) {
 // Thread-safe: layers are planned and unpacked on several threads.
 class LayerTimings {
  public:
-  explicit LayerTimings(std::string reference) : reference_(std::move(reference)) {}
+  // `observer` (may be null) hears each layer unpacked.
+  LayerTimings(std::string reference, ImageServiceObserver* observer)
+      : reference_(std::move(reference)), observer_(observer) {}
 
   // Wraps `inner` so that Begin names each layer's digest and PlanLayer starts its clock.
   std::unique_ptr<pull::LayerHandler> Observe(std::unique_ptr<pull::LayerHandler> inner);
@@ -97,6 +99,12 @@ class LayerTimings {
         return;
       case unpack::LayerEvent::kApplied:
         applied_[layer.index] = now;
+        if (observer_ != nullptr) {
+          auto started = started_.find(layer.index);
+          observer_->LayerUnpacked(layer.uncompressed_bytes, started == started_.end()
+                                                                 ? Clock::duration::zero()
+                                                                 : now - started->second);
+        }
         log::Debug("pull.layer.unpacked", {{"ref", reference_},
                                            {"layer", layer.index},
                                            {"digest", digest},
@@ -136,6 +144,7 @@ class LayerTimings {
   }
 
   const std::string reference_;
+  ImageServiceObserver* const observer_;
   std::mutex mutex_;
   std::vector<std::string> digests_;             // by layer index
   std::map<size_t, Clock::time_point> started_;  // PlanLayer
@@ -297,6 +306,17 @@ Result<void> ImageService::Rebuild() {
 }
 
 Result<PullResult> ImageService::Pull(const PullRequest& request, const CancelToken& cancel) {
+  ImageServiceObserver* observer = options_.observer;
+  if (observer == nullptr) return PullShared(request, cancel);
+  const auto started = std::chrono::steady_clock::now();
+  observer->PullStarted();
+  Result<PullResult> result = PullShared(request, cancel);
+  observer->PullDone(result ? "OK" : ErrorCodeName(result.error().code()),
+                     std::chrono::steady_clock::now() - started);
+  return result;
+}
+
+Result<PullResult> ImageService::PullShared(const PullRequest& request, const CancelToken& cancel) {
   BERTH_ASSIGN_OR_RETURN(
       Reference reference,
       WithContext(Reference::Parse(request.image), fmt::format("pull \"{}\"", request.image)));
@@ -440,7 +460,7 @@ void ImageService::DeleteLease(const std::string& id) {
 Result<pull::PulledImage> ImageService::FetchUnderLease(
     const PullRequest& request, const Reference& reference, PullLease& lease, uint64_t progress_id,
     const unpack::UnpackDestination& destination, const CancelToken& cancel) {
-  LayerTimings timings(reference.ToString());
+  LayerTimings timings(reference.ToString(), options_.observer);
   std::unique_ptr<pull::LayerHandler> unpacker = timings.Observe(pull_progress_.Observe(
       progress_id, options_.unpacker(
                        lease,
@@ -459,7 +479,12 @@ Result<pull::PulledImage> ImageService::FetchUnderLease(
                                  .lease = &lease};
   DiskAdmission::Admitted admitted;
   pull_options.admit = [&](const image::Manifest& manifest, const image::ImageConfig& config) {
-    return admission_.Admit(manifest, config, admitted);
+    Result<void> admit = admission_.Admit(manifest, config, admitted);
+    if (!admit && admit.error().code() == ErrorCode::kResourceExhausted &&
+        options_.observer != nullptr) {
+      options_.observer->AdmissionRefused();
+    }
+    return admit;
   };
   Result<pull::PulledImage> pulled =
       puller_.Pull(reference.ToString(), pull_options, progress, cancel);
@@ -651,6 +676,7 @@ Result<gc::CollectReport> ImageService::CollectLocked(bool dry_run, bool exclusi
                                       .discard_unpacked_layers = options_.discard_unpacked_layers,
                                       .exclusive = exclusive}));
   LogCollected(report, dry_run);
+  if (!dry_run && options_.observer != nullptr) options_.observer->Collected(report);
   return report;
 }
 
@@ -669,7 +695,8 @@ Result<void> ImageService::DropSnapshotsAndChildren(const std::vector<std::strin
     for (const std::string& child : children[key]) BERTH_RETURN_IF_ERROR(drop(child));
     Result<void> gone = snapshotter_.Remove(key);
     if (!gone && gone.error().code() != ErrorCode::kNotFound) return gone;
-    log::Warn("snapshot.stale", {{"snapshot", key}, {"reason", "its directory is gone"}});
+    log::Warn("snapshot.stale",
+              {{"snapshot", key}, {"reason", "its layer is gone or damaged on disk"}});
     return Ok();
   };
   for (const std::string& key : missing) BERTH_RETURN_IF_ERROR(drop(key));
@@ -722,7 +749,11 @@ Result<CheckReport> ImageService::Check(const CheckOptions& options) {
   // Snapshots whose directory is gone.
   BERTH_ASSIGN_OR_RETURN(std::vector<std::string> missing, snapshot_cleaner_.FindMissing());
   for (const std::string& key : missing) {
-    report.problems.push_back(fmt::format("snapshot {}: its directory is gone", key));
+    report.problems.push_back(
+        fmt::format("snapshot {}: its layer is gone or damaged on disk (removed or truncated "
+                    "behind berth's back); `berth check --repair` drops it and what is built on "
+                    "it, and the next pull makes it again",
+                    key));
   }
   // Blobs whose bytes do not match their name.
   std::vector<Digest> corrupt;

@@ -69,6 +69,7 @@
 #include "berth/service/disk_admission.h"
 #include "berth/service/image_index.h"
 #include "berth/service/image_user.h"
+#include "berth/service/observer.h"
 #include "berth/service/pull_progress.h"
 #include "berth/snapshot/cleaner.h"
 #include "berth/snapshot/snapshotter.h"
@@ -106,6 +107,9 @@ struct ImageServiceOptions {
   // Free space disk admission keeps on the content store's and the snapshot root's filesystems
   // (config pull.min_free_space; disk_admission.h).
   FreeSpaceReserve min_free_space;
+  // Hears pulls, unpacked layers, admission refusals and collections (observer.h); may be null.
+  // Must outlive the service.
+  ImageServiceObserver* observer = nullptr;
 };
 
 // What Check found. Problems are what makes an image not present or the store inconsistent;
@@ -296,6 +300,8 @@ class ImageService {
 
   class PullLease;
   // The pull itself; Pull() shares one run of it among identical concurrent requests.
+  // Pull without the observer's reports: shares an identical pull already running.
+  Result<PullResult> PullShared(const PullRequest& request, const CancelToken& cancel);
   Result<PullResult> PullOnce(const PullRequest& request, const Reference& reference,
                               const CancelToken& cancel);
   Result<PullResult> PullUnderLease(const PullRequest& request, const Reference& reference,

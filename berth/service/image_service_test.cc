@@ -90,7 +90,8 @@ class ImageServiceTest : public ::testing::Test {
                    *snapshotter_, *store_, threads_,
                    unpack::UnpackOptions{.destination = destination}, std::move(on_layer), &lease);
              },
-         .platform = {.os = "linux", .architecture = "amd64"}});
+         .platform = {.os = "linux", .architecture = "amd64"},
+         .observer = &observer_});
     ASSERT_TRUE(service) << service.error().ToString();
     service_ = std::move(*service);
   }
@@ -105,6 +106,41 @@ class ImageServiceTest : public ::testing::Test {
     return pulled ? *pulled : PullResult{};
   }
 
+  // What the service reports to its observer, as berthd's metrics count it.
+  class RecordingObserver final : public ImageServiceObserver {
+   public:
+    void PullStarted() override {
+      std::lock_guard lock(mutex);
+      ++in_flight;
+    }
+    void PullDone(std::string_view code, std::chrono::steady_clock::duration elapsed) override {
+      std::lock_guard lock(mutex);
+      --in_flight;
+      pulls.emplace_back(code);
+      EXPECT_GT(elapsed.count(), 0);
+    }
+    void LayerUnpacked(uint64_t bytes, std::chrono::steady_clock::duration elapsed) override {
+      std::lock_guard lock(mutex);
+      layers.push_back(bytes);
+      EXPECT_GT(elapsed.count(), 0);
+    }
+    void AdmissionRefused() override {
+      std::lock_guard lock(mutex);
+      ++refused;
+    }
+    void Collected(const gc::CollectReport& report) override {
+      std::lock_guard lock(mutex);
+      collected_blobs.push_back(report.blobs.count);
+    }
+    std::mutex mutex;
+    int in_flight = 0;
+    std::vector<std::string> pulls;
+    std::vector<uint64_t> layers;
+    int refused = 0;
+    std::vector<int64_t> collected_blobs;
+  };
+
+  RecordingObserver observer_;
   static inline berth::testing::TestRegistry* registry_ = nullptr;
   static inline imagegen::Image* image_a_ = nullptr;
   static inline imagegen::Image* image_b_ = nullptr;
@@ -387,6 +423,21 @@ TEST_F(ImageServiceTest, PullErrors) {
   auto stopped = service_->Pull({.image = Ref("a")}, cancelled);
   ASSERT_FALSE(stopped);
   EXPECT_EQ(stopped.error().code(), ErrorCode::kCancelled);
+}
+
+TEST_F(ImageServiceTest, ObserverHearsPullsLayersAndCollections) {
+  MustPull("a");
+  EXPECT_FALSE(service_->Pull({.image = Ref("nope")}, CancelToken::Never()));
+  ASSERT_TRUE(service_->CollectGarbage(/*dry_run=*/true));  // a dry run is not reported
+  ASSERT_TRUE(service_->Remove(Ref("a")));                  // collects
+  std::lock_guard lock(observer_.mutex);
+  EXPECT_EQ(observer_.in_flight, 0);
+  EXPECT_THAT(observer_.pulls, ElementsAre("OK", "NOT_FOUND"));
+  ASSERT_EQ(observer_.layers.size(), image_a_->layers.size());
+  for (uint64_t bytes : observer_.layers) EXPECT_GT(bytes, 0u);
+  EXPECT_EQ(observer_.refused, 0);
+  ASSERT_EQ(observer_.collected_blobs.size(), 1u);
+  EXPECT_EQ(observer_.collected_blobs[0], static_cast<int64_t>(image_a_->layers.size()) + 2);
 }
 
 TEST_F(ImageServiceTest, FsInfoCountsSnapshotsAndContent) {

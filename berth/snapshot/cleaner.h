@@ -30,8 +30,9 @@ class Cleaner {
   // The directories Cleanup() would delete, without deleting them (for `berth check`).
   virtual Result<std::vector<std::filesystem::path>> FindOrphans() = 0;
 
-  // Keys of the snapshots whose directory is gone (removed behind the snapshotter's back): their
-  // records are stale, and whatever is built on them is broken.
+  // Keys of the snapshots whose layer is gone or damaged on disk (removed or truncated behind
+  // the snapshotter's back: a missing directory, a missing or truncated erofs layer image):
+  // their records are stale, and whatever is built on them is broken.
   virtual Result<std::vector<std::string>> FindMissing() = 0;
 };
 

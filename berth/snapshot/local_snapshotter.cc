@@ -68,14 +68,6 @@ std::chrono::system_clock::time_point FromNanos(int64_t nanos) {
           std::chrono::nanoseconds(nanos)));
 }
 
-std::optional<int64_t> ParseId(std::string_view name) {
-  int64_t id = 0;
-  auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), id);
-  if (error != std::errc() || end != name.data() + name.size() || id <= 0) return std::nullopt;
-  if (std::to_string(id) != name) return std::nullopt;  // "007" is not ours
-  return id;
-}
-
 Result<void> CheckName(std::string_view what, std::string_view value) {
   if (value.empty()) {
     return Fail(ErrorCode::kInvalidArgument, fmt::format("snapshot {} must not be empty", what));
@@ -155,7 +147,7 @@ Result<void> LocalSnapshotter::Initialize() {
                                                                : sqlite::Synchronous::kNormal}));
   BERTH_RETURN_IF_ERROR(
       sqlite::Migrate(*db_, "snapshots", kMigrations, sqlite::LegacyVersion::kUserVersion));
-  return Ok();
+  return FinishInterruptedCommits();
 }
 
 fs::path LocalSnapshotter::SnapshotDir(int64_t id) const {
@@ -338,8 +330,12 @@ Result<std::vector<Mount>> LocalSnapshotter::Create(Kind kind, std::string_view 
     BERTH_RETURN_IF_ERROR(SyncFilesystem(final_dir));
     BERTH_RETURN_IF_ERROR(SyncDirectory(options_.root / "snapshots"));
   }
+  BERTH_RETURN_IF_ERROR(AcquireMounts(snapshot));
   CrashPoint("prepare:before-commit");
-  BERTH_RETURN_IF_ERROR(txn.Commit());
+  if (auto committed = txn.Commit(); !committed) {
+    ReleaseMounts(snapshot);
+    return Fail(std::move(committed).error());
+  }
   guard.Dismiss();
   return mounts;
 }
@@ -394,6 +390,9 @@ Result<void> LocalSnapshotter::CommitImpl(std::string_view name, std::string_vie
                   fmt::format("snapshot {} already exists ({})", name, KindName(existing->kind)));
     }
     std::optional<int64_t> parent_id = row.parent_id;
+    Snapshot active{.id = row.id, .key = row.key, .kind = row.kind};
+    BERTH_ASSIGN_OR_RETURN(active.parent_ids, ParentChain(row.id));
+    Snapshot sealed = active;
     if (parent && !parent->empty()) {
       if (!SupportsRebase()) {
         return Fail(ErrorCode::kFailedPrecondition,
@@ -423,8 +422,10 @@ Result<void> LocalSnapshotter::CommitImpl(std::string_view name, std::string_vie
       BERTH_ASSIGN_OR_RETURN(std::vector<int64_t> ancestors, ParentChain(parent_row->id));
       snapshot.parent_ids.insert(snapshot.parent_ids.end(), ancestors.begin(), ancestors.end());
       BERTH_RETURN_IF_ERROR(Rebase(snapshot));
+      sealed = std::move(snapshot);
     }
-    BERTH_ASSIGN_OR_RETURN(Usage usage, DiskUsage(LayerDir(row.id)));
+    BERTH_RETURN_IF_ERROR(SealLayer(sealed));
+    BERTH_ASSIGN_OR_RETURN(Usage usage, MeasureLayer(row.id));
     if (options_.sync != Durability::kNone) {
       BERTH_RETURN_IF_ERROR(SyncFilesystem(SnapshotDir(row.id)));
     }
@@ -442,7 +443,10 @@ Result<void> LocalSnapshotter::CommitImpl(std::string_view name, std::string_vie
     BERTH_RETURN_IF_ERROR(update.Run());
     BERTH_RETURN_IF_ERROR(StoreLabels(row.id, labels));
     CrashPoint("commit:before-commit");
-    return txn.Commit();
+    BERTH_RETURN_IF_ERROR(txn.Commit());
+    ReleaseMounts(active);
+    AfterCommit(row.id);
+    return Ok();
   }();
   return committed;
 }
@@ -464,6 +468,10 @@ Result<void> LocalSnapshotter::Remove(std::string_view key) {
                     fmt::format("snapshot {} has {} {}; remove them first", key, child_count,
                                 child_count == 1 ? "child" : "children"));
       }
+      Snapshot gone{.id = row.id, .key = row.key, .kind = row.kind};
+      if (row.kind != Kind::kCommitted) {
+        BERTH_ASSIGN_OR_RETURN(gone.parent_ids, ParentChain(row.id));
+      }
       BERTH_ASSIGN_OR_RETURN(sqlite::Statement remove,
                              db_->Prepare("DELETE FROM snapshots WHERE id = ?1"));
       remove.Bind(1, row.id);
@@ -481,6 +489,7 @@ Result<void> LocalSnapshotter::Remove(std::string_view key) {
         if (moved) ::rename(doomed.c_str(), dir.c_str());
         return done;
       }
+      if (row.kind != Kind::kCommitted) ReleaseMounts(gone);
       CrashPoint("remove:after-commit");
       if (!moved) return Ok();
     }
@@ -567,7 +576,29 @@ Result<Usage> LocalSnapshotter::GetUsage(std::string_view key) {
   if (row.kind == Kind::kCommitted && row.size && row.inodes) {
     return Usage{.size = *row.size, .inodes = *row.inodes};
   }
-  return WithContext(DiskUsage(LayerDir(row.id)), fmt::format("usage of snapshot {}", key));
+  return WithContext(MeasureLayer(row.id), fmt::format("usage of snapshot {}", key));
+}
+
+Result<Usage> LocalSnapshotter::MeasureLayer(int64_t id) const { return DiskUsage(LayerDir(id)); }
+
+Result<std::vector<LocalSnapshotter::Snapshot>> LocalSnapshotter::ListMountedSnapshots() {
+  std::lock_guard lock(mutex_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement query,
+                         db_->Prepare("SELECT id, key, kind FROM snapshots WHERE snapshotter = ?1 "
+                                      "AND kind IN ('active', 'view') ORDER BY id"));
+  query.Bind(1, type_);
+  std::vector<Snapshot> snapshots;
+  while (true) {
+    BERTH_ASSIGN_OR_RETURN(bool has_row, query.Step());
+    if (!has_row) break;
+    snapshots.push_back({.id = query.ColumnInt64(0),
+                         .key = query.ColumnText(1),
+                         .kind = ParseKind(query.ColumnText(2)).value_or(Kind::kActive)});
+  }
+  for (Snapshot& snapshot : snapshots) {
+    BERTH_ASSIGN_OR_RETURN(snapshot.parent_ids, ParentChain(snapshot.id));
+  }
+  return snapshots;
 }
 
 Result<void> LocalSnapshotter::Walk(const std::function<Result<void>(const Info&)>& visit) {
@@ -629,7 +660,7 @@ Result<std::vector<fs::path>> LocalSnapshotter::FindOrphansLocked() {
   std::error_code error;
   std::vector<fs::path> orphans;
   for (fs::directory_iterator it(snapshots, error), end; !error && it != end; it.increment(error)) {
-    std::optional<int64_t> id = ParseId(it->path().filename().string());
+    std::optional<int64_t> id = LocalSnapshotter::ParseSnapshotId(it->path().filename().string());
     if (id && known.contains(*id)) continue;
     orphans.push_back(it->path());
   }
@@ -660,24 +691,107 @@ Result<std::vector<std::string>> LocalSnapshotter::FindMissing() {
   std::lock_guard lock(mutex_);
   BERTH_ASSIGN_OR_RETURN(
       sqlite::Statement query,
-      db_->Prepare("SELECT id, key FROM snapshots WHERE snapshotter = ?1 ORDER BY id"));
+      db_->Prepare("SELECT id, key, kind FROM snapshots WHERE snapshotter = ?1 ORDER BY id"));
   query.Bind(1, type_);
   std::vector<std::string> missing;
   while (true) {
     BERTH_ASSIGN_OR_RETURN(bool has_row, query.Step());
     if (!has_row) break;
-    std::error_code error;
-    if (!fs::is_directory(LayerDir(query.ColumnInt64(0)), error)) {
-      missing.push_back(query.ColumnText(1));
-    }
+    const Kind kind = ParseKind(query.ColumnText(2)).value_or(Kind::kActive);
+    if (!LayerIntact(query.ColumnInt64(0), kind)) missing.push_back(query.ColumnText(1));
   }
   return missing;
+}
+
+Result<void> LocalSnapshotter::MakeOverlayDirectories(const fs::path& directory, Kind kind) {
+  const fs::path layer = directory / "fs";
+  if (::mkdir(layer.c_str(), 0755) != 0) {
+    return Fail(ErrnoError(errno, fmt::format("create {}", layer.string())));
+  }
+  if (kind == Kind::kActive) {
+    const fs::path work = directory / "work";
+    if (::mkdir(work.c_str(), 0711) != 0) {
+      return Fail(ErrnoError(errno, fmt::format("create {}", work.string())));
+    }
+  }
+  return Ok();
+}
+
+bool LocalSnapshotter::LayerIntact(int64_t id, Kind kind) const {
+  (void)kind;
+  std::error_code error;
+  return fs::is_directory(LayerDir(id), error);
+}
+
+Result<void> LocalSnapshotter::FinishInterruptedCommits() {
+  std::vector<int64_t> committed;
+  {
+    std::lock_guard lock(mutex_);
+    BERTH_ASSIGN_OR_RETURN(sqlite::Statement query,
+                           db_->Prepare("SELECT id FROM snapshots WHERE snapshotter = ?1 AND "
+                                        "kind = 'committed' ORDER BY id"));
+    query.Bind(1, type_);
+    while (true) {
+      BERTH_ASSIGN_OR_RETURN(bool has_row, query.Step());
+      if (!has_row) break;
+      committed.push_back(query.ColumnInt64(0));
+    }
+  }
+  for (int64_t id : committed) AfterCommit(id);
+  return Ok();
 }
 
 Result<int64_t> LocalSnapshotter::IdForTest(std::string_view key) {
   std::lock_guard lock(mutex_);
   BERTH_ASSIGN_OR_RETURN(Row row, GetRow(key));
   return row.id;
+}
+
+std::optional<int64_t> LocalSnapshotter::ParseSnapshotId(std::string_view name) {
+  int64_t id = 0;
+  auto [end, error] = std::from_chars(name.data(), name.data() + name.size(), id);
+  if (error != std::errc() || end != name.data() + name.size() || id <= 0) return std::nullopt;
+  if (std::to_string(id) != name) return std::nullopt;  // "007" is not ours
+  return id;
+}
+
+Result<std::vector<Mount>> LocalSnapshotter::OverlayStackMounts(
+    const Snapshot& snapshot, const std::function<std::filesystem::path(int64_t)>& lower_dir,
+    std::vector<std::string> extra_options) const {
+  const std::string layer = LayerDir(snapshot.id).string();
+  if (snapshot.parent_ids.empty()) {
+    std::string access = snapshot.kind == Kind::kActive ? "rw" : "ro";
+    return std::vector<Mount>{{.type = "bind", .source = layer, .options = {"rbind", access}}};
+  }
+  if (snapshot.kind == Kind::kView && snapshot.parent_ids.size() == 1) {
+    return std::vector<Mount>{{.type = "bind",
+                               .source = lower_dir(snapshot.parent_ids.front()).string(),
+                               .options = {"rbind", "ro"}}};
+  }
+  std::string lowerdir = "lowerdir=";
+  for (size_t i = 0; i < snapshot.parent_ids.size(); ++i) {
+    if (i > 0) lowerdir += ':';
+    lowerdir += lower_dir(snapshot.parent_ids[i]).string();
+  }
+  std::vector<std::string> options{"index=off"};
+  for (std::string& option : extra_options) options.push_back(std::move(option));
+  if (snapshot.kind == Kind::kActive) {
+    options.push_back("workdir=" + (SnapshotDir(snapshot.id) / "work").string());
+    options.push_back("upperdir=" + layer);
+  }
+  options.push_back(std::move(lowerdir));
+  const size_t length = MountDataLength(options);
+  const auto page_size = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  if (length + 1 > page_size) {
+    return Fail(ErrorCode::kResourceExhausted,
+                fmt::format("snapshot {} has {} parent layers; their overlay options need {} "
+                            "bytes but the kernel takes at most {} (one page). Images this deep "
+                            "are not supported yet (containerd has the same limit at about 128 "
+                            "layers); use a shorter snapshotter root or flatten the image",
+                            snapshot.key, snapshot.parent_ids.size(), length, page_size - 1));
+  }
+  return std::vector<Mount>{
+      {.type = "overlay", .source = "overlay", .options = std::move(options)}};
 }
 
 }  // namespace berth::snapshot

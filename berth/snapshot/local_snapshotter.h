@@ -1,10 +1,11 @@
 // File: berth/snapshot/local_snapshotter.h
 //
-// LocalSnapshotter is the shared implementation of the on-disk snapshotters (overlay, native):
-// one directory per snapshot under <root>/snapshots/<id>/ plus metadata in SQLite. Subclasses
-// decide what a new snapshot directory holds, how it is mounted and where layers are written.
-// Users should include overlay_snapshotter.h or native_snapshotter.h and program against
-// Snapshotter (and Cleaner, for maintenance); this header is for those two implementations.
+// LocalSnapshotter is the shared implementation of the on-disk snapshotters (overlay, native,
+// erofs): one directory per snapshot under <root>/snapshots/<id>/ plus metadata in SQLite.
+// Subclasses decide what a new snapshot directory holds, how it is mounted, where layers are
+// written and what a commit turns the directory into. Users should include
+// overlay_snapshotter.h, native_snapshotter.h or erofs_snapshotter.h and program against
+// Snapshotter (and Cleaner, for maintenance); this header is for those implementations.
 //
 // Metadata schema (component "snapshots", version 1, in berth_schema; older databases kept it in
 // PRAGMA user_version, which sqlite::Migrate adopts), shared by every snapshotter type through a
@@ -22,7 +23,8 @@
 //     leaves new-XXXXXX or an <id> unknown to the metadata: garbage for Cleanup(). A stale <id>
 //     directory found at rename time is such garbage (the write lock is held, so no one else can
 //     have created that row) and is replaced.
-//   Commit: measure usage, syncfs the snapshot (unless Durability::kNone) so its files are durable
+//   Commit: seal the layer (SealLayer: erofs writes its image aside and renames it), measure
+//     usage, syncfs the snapshot (unless Durability::kNone) so its files are durable
 //     before the row says committed, then update the row in one transaction.
 //   Remove: delete the row and rename <id> to rm-<id> in one transaction, then delete the tree.
 //     A crash after the commit leaves rm-<id> for Cleanup().
@@ -99,6 +101,10 @@ class LocalSnapshotter : public Snapshotter, public Cleaner {
   Result<int64_t> IdForTest(std::string_view key);
 
  protected:
+  // The snapshot id a directory name spells (snapshots/<id>, and the erofs layer mounts'
+  // mounts/<id>): digits, > 0, no leading zeros; nullopt for anything else.
+  static std::optional<int64_t> ParseSnapshotId(std::string_view name);
+
   // What subclasses need to know about one snapshot.
   struct Snapshot {
     int64_t id = 0;
@@ -108,8 +114,8 @@ class LocalSnapshotter : public Snapshotter, public Cleaner {
   };
 
   LocalSnapshotter(std::string type, LocalSnapshotterOptions options);
-  // Creates the root, takes its lock, opens and migrates the metadata. Called once by the
-  // subclass's Open().
+  // Creates the root, takes its lock, opens and migrates the metadata, and finishes commits a
+  // crash interrupted (AfterCommit). Called once by the subclass's Open().
   Result<void> Initialize();
 
   // Fills the new, empty directory `directory` that will become `snapshot`'s SnapshotDir.
@@ -127,12 +133,58 @@ class LocalSnapshotter : public Snapshotter, public Cleaner {
     (void)snapshot;
     return Ok();
   }
+  // The hooks below let a subclass keep state beside each active snapshot and view (the erofs
+  // snapshotter's layer mounts). All run with the metadata lock held.
+  //
+  // Prepare/View: called once the new snapshot's directory is in place, before its row commits.
+  // A failure aborts the creation.
+  virtual Result<void> AcquireMounts(const Snapshot& snapshot) {
+    (void)snapshot;
+    return Ok();
+  }
+  // Undoes AcquireMounts for an active snapshot or view that is gone: removed, committed (with
+  // the parent_ids it was created with), or whose creation failed after AcquireMounts.
+  virtual void ReleaseMounts(const Snapshot& snapshot) { (void)snapshot; }
+  // Commit/CommitRebased: turns the active snapshot's directory into its committed form, before
+  // its usage is measured and its row commits. `snapshot` carries the final parent_ids.
+  virtual Result<void> SealLayer(const Snapshot& snapshot) {
+    (void)snapshot;
+    return Ok();
+  }
+  // After the row of `id` says committed: drops what only the active snapshot needed. Failures
+  // are ignored (the snapshot is committed either way). Initialize() runs it again for every
+  // committed snapshot, since a crash may have cut it short: it must be cheap when there is
+  // nothing left to drop.
+  virtual void AfterCommit(int64_t id) { (void)id; }
+  // Whether the layer of `id`, a snapshot of `kind`, is still whole on disk (FindMissing()
+  // reports those that are not); by default, whether LayerDir(id) is a directory.
+  virtual bool LayerIntact(int64_t id, Kind kind) const;
+  // The disk usage of `id`'s layer; by default DiskUsage(LayerDir(id)).
+  virtual Result<Usage> MeasureLayer(int64_t id) const;
+  // Every active snapshot and view, with its parent chain, for a subclass's Open() to rebuild
+  // what AcquireMounts made. Takes the metadata lock.
+  Result<std::vector<Snapshot>> ListMountedSnapshots();
 
+  // For PopulateDirectory of a snapshotter whose layers overlayfs stacks (overlay, erofs): makes
+  // `directory`/fs (0755) and, for an active snapshot, `directory`/work (0711, overlay's
+  // workdir).
+  static Result<void> MakeOverlayDirectories(const std::filesystem::path& directory, Kind kind);
+  // The mounts of a snapshot whose layers overlayfs stacks (overlay, erofs): without parents a
+  // bind of LayerDir (rw for an active snapshot, ro for a view); a view of one parent a read-only
+  // bind of lower_dir(parent); else overlay, index=off plus `extra_options`, lowerdir= the
+  // parents' lower_dir, nearest first, and for an active snapshot upperdir=LayerDir and
+  // workdir=<SnapshotDir>/work. kResourceExhausted, naming the snapshot, when the options do
+  // not fit in the one page the kernel takes.
+  Result<std::vector<Mount>> OverlayStackMounts(
+      const Snapshot& snapshot, const std::function<std::filesystem::path(int64_t)>& lower_dir,
+      std::vector<std::string> extra_options) const;
   const LocalSnapshotterOptions& options() const { return options_; }
 
  private:
   // REQUIRES: mutex_ held.
   Result<std::vector<std::filesystem::path>> FindOrphansLocked();
+  // AfterCommit() for every committed snapshot (see there).
+  Result<void> FinishInterruptedCommits();
   struct Row;
   Result<void> CommitImpl(std::string_view name, std::string_view key,
                           std::optional<std::string_view> parent, const Labels& labels);
@@ -146,7 +198,7 @@ class LocalSnapshotter : public Snapshotter, public Cleaner {
   Result<Info> ToInfo(const Row& row);
   void CrashPoint(std::string_view point) const;
 
-  const std::string type_;  // "overlayfs", "native"
+  const std::string type_;  // "overlayfs", "native", "erofs"
   const LocalSnapshotterOptions options_;
   UniqueFd lock_fd_;
   std::mutex mutex_;

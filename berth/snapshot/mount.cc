@@ -198,4 +198,10 @@ Result<void> ScopedMount::Release() {
   return UnmountAll(target);
 }
 
+size_t MountDataLength(const std::vector<std::string>& options) {
+  size_t length = 0;
+  for (const std::string& option : options) length += option.size() + 1;
+  return length == 0 ? 0 : length - 1;
+}
+
 }  // namespace berth::snapshot

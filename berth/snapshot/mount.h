@@ -36,6 +36,10 @@ struct Mount {
   friend bool operator==(const Mount&, const Mount&) = default;
 };
 
+// The length of the data string `options` make when none is a flag ("a,b,c"): what the
+// one-page limit above applies to.
+size_t MountDataLength(const std::vector<std::string>& options);
+
 // "overlay /src lowerdir=a:b,index=off": for messages and logs.
 std::string ToString(const Mount& mount);
 

@@ -13,13 +13,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The option string the kernel will see, as MountOne() builds it (no flag options here).
-size_t OptionLength(const std::vector<std::string>& options) {
-  size_t length = 0;
-  for (const std::string& option : options) length += option.size() + 1;
-  return length == 0 ? 0 : length - 1;
-}
-
 }  // namespace
 
 bool OverlaySnapshotter::KernelSupportsOverlay() {
@@ -48,17 +41,8 @@ fs::path OverlaySnapshotter::LayerDir(int64_t id) const { return SnapshotDir(id)
 
 Result<void> OverlaySnapshotter::PopulateDirectory(const fs::path& directory,
                                                    const Snapshot& snapshot) {
-  fs::path layer = directory / "fs";
-  if (::mkdir(layer.c_str(), 0755) != 0) {
-    return Fail(ErrnoError(errno, fmt::format("create {}", layer.string())));
-  }
-  if (snapshot.kind == Kind::kActive) {
-    fs::path work = directory / "work";
-    if (::mkdir(work.c_str(), 0711) != 0) {
-      return Fail(ErrnoError(errno, fmt::format("create {}", work.string())));
-    }
-  }
-  return InheritRootAttributes(layer, snapshot);
+  BERTH_RETURN_IF_ERROR(MakeOverlayDirectories(directory, snapshot.kind));
+  return InheritRootAttributes(directory / "fs", snapshot);
 }
 
 Result<void> OverlaySnapshotter::InheritRootAttributes(const fs::path& layer,
@@ -84,40 +68,10 @@ Result<void> OverlaySnapshotter::Rebase(const Snapshot& snapshot) {
 }
 
 Result<std::vector<Mount>> OverlaySnapshotter::MountsFor(const Snapshot& snapshot) const {
-  const std::string layer = LayerDir(snapshot.id).string();
-  if (snapshot.parent_ids.empty()) {
-    std::string access = snapshot.kind == Kind::kActive ? "rw" : "ro";
-    return std::vector<Mount>{{.type = "bind", .source = layer, .options = {"rbind", access}}};
-  }
-  if (snapshot.kind == Kind::kView && snapshot.parent_ids.size() == 1) {
-    return std::vector<Mount>{{.type = "bind",
-                               .source = LayerDir(snapshot.parent_ids.front()).string(),
-                               .options = {"rbind", "ro"}}};
-  }
-  std::string lowerdir = "lowerdir=";
-  for (size_t i = 0; i < snapshot.parent_ids.size(); ++i) {
-    if (i > 0) lowerdir += ':';
-    lowerdir += LayerDir(snapshot.parent_ids[i]).string();
-  }
-  std::vector<std::string> options{"index=off"};
-  if (userxattr_) options.push_back("userxattr");
-  if (snapshot.kind == Kind::kActive) {
-    options.push_back("workdir=" + (SnapshotDir(snapshot.id) / "work").string());
-    options.push_back("upperdir=" + layer);
-  }
-  options.push_back(std::move(lowerdir));
-  const size_t length = OptionLength(options);
-  const auto page_size = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  if (length + 1 > page_size) {
-    return Fail(ErrorCode::kResourceExhausted,
-                fmt::format("snapshot {} has {} parent layers; their overlay options need {} "
-                            "bytes but the kernel takes at most {} (one page). Images this deep "
-                            "are not supported yet (containerd has the same limit at about 128 "
-                            "layers); use a shorter snapshotter root or flatten the image",
-                            snapshot.key, snapshot.parent_ids.size(), length, page_size - 1));
-  }
-  return std::vector<Mount>{
-      {.type = "overlay", .source = "overlay", .options = std::move(options)}};
+  std::vector<std::string> extra_options;
+  if (userxattr_) extra_options.emplace_back("userxattr");
+  return OverlayStackMounts(
+      snapshot, [this](int64_t id) { return LayerDir(id); }, std::move(extra_options));
 }
 
 ApplyTarget OverlaySnapshotter::ApplyTargetFor(const Snapshot& snapshot) const {

@@ -142,6 +142,12 @@ struct ApplyTarget {
   // need to read. Empty without a parent, and for kDelete (`directory` already holds the
   // parents' files).
   std::vector<std::filesystem::path> lower_dirs;
+  // Where the layer may be written as one EROFS image (erofs::ImageWriter) instead of as files
+  // in `directory`, which must then stay empty. The writer writes under another name in the
+  // same directory and renames the image here only once it is complete (Finish() succeeded);
+  // Commit then takes it as the layer and makes it durable as it does a directory's files.
+  // Empty for snapshotters that store directories (overlayfs, native): write into `directory`.
+  std::filesystem::path layer_image;
 };
 
 class Snapshotter {

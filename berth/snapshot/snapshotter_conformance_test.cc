@@ -1,6 +1,7 @@
-// Runs the Snapshotter conformance suite against both on-disk implementations.
+// Runs the Snapshotter conformance suite against the on-disk implementations.
 #include "berth/snapshot/snapshotter_conformance.h"
 
+#include "berth/snapshot/erofs_snapshotter.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 
@@ -29,8 +30,35 @@ struct NativeFactory {
   }
 };
 
+std::string ErofsSkipReason() {
+  std::string reason = MountSkipReason();
+  if (!reason.empty()) return reason;
+  if (!ErofsSnapshotter::KernelSupportsErofs()) {
+    return "the kernel has no erofs or overlay filesystem (modprobe erofs overlay)";
+  }
+  return "";
+}
+
+template <LayerMountMethod kMethod>
+struct ErofsFactory {
+  static constexpr bool kRenames = true;
+  static constexpr bool kCommitKeepsUsage = false;  // a committed layer is an image
+  static std::string SkipReason() { return ErofsSkipReason(); }
+  static Result<std::unique_ptr<LocalSnapshotter>> Open(const LocalSnapshotterOptions& options) {
+    ErofsSnapshotterOptions erofs_options;
+    static_cast<LocalSnapshotterOptions&>(erofs_options) = options;
+    erofs_options.layer_mounts = kMethod;
+    BERTH_ASSIGN_OR_RETURN(auto snapshotter, ErofsSnapshotter::Open(erofs_options));
+    return std::unique_ptr<LocalSnapshotter>(std::move(snapshotter));
+  }
+};
+
 INSTANTIATE_TYPED_TEST_SUITE_P(Overlay, SnapshotterConformance, OverlayFactory);
 INSTANTIATE_TYPED_TEST_SUITE_P(Native, SnapshotterConformance, NativeFactory);
+INSTANTIATE_TYPED_TEST_SUITE_P(Erofs, SnapshotterConformance,
+                               ErofsFactory<LayerMountMethod::kAuto>);
+INSTANTIATE_TYPED_TEST_SUITE_P(ErofsLoop, SnapshotterConformance,
+                               ErofsFactory<LayerMountMethod::kLoopDevice>);
 
 }  // namespace
 }  // namespace berth::snapshot::testing

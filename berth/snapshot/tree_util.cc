@@ -144,9 +144,10 @@ enum class Unreadable { kFail, kSkip };
 
 // Adds what the directory `path` holds, below it. Entries are stat'ed relative to their
 // directory (one path lookup per directory, not per file), and a directory is closed before its
-// subdirectories are visited, so any depth needs one descriptor.
-Result<void> AddContentsUsage(const fs::path& path, Unreadable unreadable, Usage& usage,
-                              std::set<std::pair<dev_t, ino_t>>& linked) {
+// subdirectories are visited, so any depth needs one descriptor. Entries on another device than
+// `device` (mount points, and so what is mounted there) are left out.
+Result<void> AddContentsUsage(const fs::path& path, dev_t device, Unreadable unreadable,
+                              Usage& usage, std::set<std::pair<dev_t, ino_t>>& linked) {
   std::vector<std::string> subdirectories;
   {
     UniqueFd dir(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -165,12 +166,13 @@ Result<void> AddContentsUsage(const fs::path& path, Unreadable unreadable, Usage
         if (unreadable == Unreadable::kSkip) continue;
         return Fail(PathError(errno, "stat", path / name));
       }
+      if (st.st_dev != device) continue;
       Count(st, usage, linked);
       if (S_ISDIR(st.st_mode)) subdirectories.push_back(std::move(name));
     }
   }
   for (const std::string& name : subdirectories) {
-    BERTH_RETURN_IF_ERROR(AddContentsUsage(path / name, unreadable, usage, linked));
+    BERTH_RETURN_IF_ERROR(AddContentsUsage(path / name, device, unreadable, usage, linked));
   }
   return Ok();
 }
@@ -185,7 +187,7 @@ Result<void> AddTreeUsage(const fs::path& directory, Unreadable unreadable, Usag
   }
   Count(st, usage, linked);
   if (!S_ISDIR(st.st_mode)) return Ok();
-  return AddContentsUsage(directory, unreadable, usage, linked);
+  return AddContentsUsage(directory, st.st_dev, unreadable, usage, linked);
 }
 
 // Gives every directory under `path` owner write and search permission, so a tree whose

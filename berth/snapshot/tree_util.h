@@ -26,8 +26,10 @@ Result<void> CopyTree(const std::filesystem::path& source,
                       const std::filesystem::path& destination);
 
 // Allocated bytes (st_blocks * 512) and inodes of everything under `directory`, including
-// itself, each inode counted once however many hard links it has. Fails on the first entry that
-// cannot be read (kNotFound for a missing `directory`).
+// itself, each inode counted once however many hard links it has. The walk stays on the
+// filesystem of `directory`: mounts below it (the erofs snapshotter's layer mounts) and their
+// contents are not counted. Fails on the first entry that cannot be read (kNotFound for a
+// missing `directory`).
 Result<Usage> DiskUsage(const std::filesystem::path& directory);
 
 // The same count over several trees together (an inode linked from two of them counts once, as

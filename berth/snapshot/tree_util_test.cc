@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -172,6 +173,21 @@ TEST_F(TreeUtilTest, DiskUsageCountsEachInodeOnce) {
   EXPECT_GE(usage->size, 1 << 20);
   EXPECT_LT(usage->size, (1 << 20) + (64 << 10));
   EXPECT_EQ(DiskUsage(source_ / "missing").error().code(), ErrorCode::kNotFound);
+}
+
+TEST_F(TreeUtilTest, DiskUsageStaysOnTheFilesystemOfItsDirectory) {
+  if (::geteuid() != 0) GTEST_SKIP() << "mount(2) needs root";
+  ASSERT_NO_FATAL_FAILURE(WriteTestFile(source_ / "small", "s"));
+  fs::create_directories(source_ / "mounted");
+  ASSERT_EQ(::mount("tmpfs", (source_ / "mounted").c_str(), "tmpfs", 0, nullptr), 0);
+  ASSERT_NO_FATAL_FAILURE(WriteTestFile(source_ / "mounted/big", std::string(1 << 20, 'x')));
+  auto usage = DiskUsage(source_);
+  Usage best_effort = DiskUsageBestEffort({source_});
+  (void)::umount2((source_ / "mounted").c_str(), MNT_DETACH);
+  ASSERT_TRUE(usage) << usage.error().ToString();
+  EXPECT_EQ(usage->inodes, 2);  // top, small: neither the mount point nor what it holds
+  EXPECT_LT(usage->size, 1 << 20);
+  EXPECT_EQ(best_effort, *usage);
 }
 
 TEST_F(TreeUtilTest, DiskUsageBestEffortCountsAnInodeOnceAcrossTreesAndSkipsMissing) {

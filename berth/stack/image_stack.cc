@@ -1,6 +1,8 @@
 #include "berth/stack/image_stack.h"
 
 #include "berth/base/file_util.h"
+#include "berth/base/log.h"
+#include "berth/snapshot/erofs_snapshotter.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 
@@ -25,6 +27,31 @@ unpack::UnpackOptions::LayerThreads LayerThreadsFor(const config::PullConfig& pu
   return unpack::UnpackOptions::LayerThreads::kAuto;
 }
 
+// The peer membership of config.peers, or null when no peer is configured. Refreshed once here:
+// a DNS failure at start is only a warning (the static peers, if any, still serve, and Run()'s
+// thread tries again); an address that is not host:port is an error.
+Result<std::unique_ptr<peers::Membership>> OpenMembership(const config::PeersConfig& config) {
+  if (!config.enabled()) return nullptr;
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<peers::Membership> membership,
+      WithContext(peers::Membership::Create({.static_peers = config.static_peers,
+                                             .dns_name = config.dns_name,
+                                             .port = config.port,
+                                             .self = config.self,
+                                             .refresh_interval = config.refresh_interval}),
+                  "config [peers]"));
+  if (Result<void> refreshed = membership->Refresh(); !refreshed) {
+    log::Warn("peers.dns.failed", {{"name", config.dns_name},
+                                   {"error", refreshed.error().ToString()},
+                                   {"retry_in_ms", config.refresh_interval.count()}});
+  }
+  if (!config.dns_name.empty()) membership->Run();
+  log::Info("peers.members", {{"count", membership->Current().size()},
+                              {"home_peers", config.home_peers},
+                              {"tls", !config.tls_ca.empty()}});
+  return membership;
+}
+
 // The snapshotter `kind` as its on-disk implementation: a Snapshotter and its Cleaner.
 Result<std::unique_ptr<snapshot::LocalSnapshotter>> OpenLocalSnapshotter(
     const config::Config& config, config::SnapshotterKind kind) {
@@ -33,6 +60,12 @@ Result<std::unique_ptr<snapshot::LocalSnapshotter>> OpenLocalSnapshotter(
   snapshot::LocalSnapshotterOptions options{.root = SnapshotRoot(root, kind),
                                             .metadata_path = root / "metadata.db",
                                             .sync = config.pull.sync};
+  if (kind == config::SnapshotterKind::kErofs) {
+    snapshot::ErofsSnapshotterOptions erofs;
+    static_cast<snapshot::LocalSnapshotterOptions&>(erofs) = options;
+    BERTH_ASSIGN_OR_RETURN(auto opened, snapshot::ErofsSnapshotter::Open(erofs));
+    return std::unique_ptr<snapshot::LocalSnapshotter>(std::move(opened));
+  }
   if (kind == config::SnapshotterKind::kNative) {
     snapshot::NativeSnapshotterOptions native;
     static_cast<snapshot::LocalSnapshotterOptions&>(native) = options;
@@ -65,13 +98,16 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
   BERTH_ASSIGN_OR_RETURN(stack->snapshotter_,
                          OpenLocalSnapshotter(config, config.pull.snapshotter));
   BERTH_ASSIGN_OR_RETURN(stack->db_, metadata::MetadataDb::Open({.path = root / "metadata.db"}));
-  BERTH_ASSIGN_OR_RETURN(stack->transport_, registry::CurlTransport::Create());
+  BERTH_ASSIGN_OR_RETURN(stack->transport_,
+                         registry::CurlTransport::Create(stack->options_.registry_observer));
   // One download scheduler for every pull of this node (its limits: pull.max_concurrent_*).
   stack->scheduler_ = std::make_unique<pull::DownloadScheduler>(
       pull::DownloadLimits{.max_total = config.pull.max_concurrent_downloads_total,
                            .max_per_registry = config.pull.max_concurrent_downloads_per_registry});
-  stack->puller_ = std::make_unique<pull::Puller>(*stack->store_, *stack->transport_, config,
-                                                  stack->scheduler_.get());
+  BERTH_ASSIGN_OR_RETURN(stack->membership_, OpenMembership(config.peers));
+  stack->puller_ = std::make_unique<pull::Puller>(
+      *stack->store_, *stack->transport_, config, stack->scheduler_.get(),
+      stack->options_.registry_observer, stack->membership_.get());
   // Durability (pull.sync): "layer" lets the snapshotter syncfs each layer at commit, "file"
   // also fsyncs every file as it is written, "none" syncs nothing.
   const unpack::UnpackOptions unpack_options{.sync = config.pull.sync == Durability::kFile
@@ -108,7 +144,8 @@ Result<std::unique_ptr<ImageStack>> ImageStack::Open(const config::Config& confi
            .resume_window = config.pull.resume_window,
            .discard_unpacked_layers = config.pull.discard_unpacked_layers,
            .min_free_space = {.bytes = config.pull.min_free_space.bytes,
-                              .fraction = config.pull.min_free_space.percent / 100.0}}));
+                              .fraction = config.pull.min_free_space.percent / 100.0},
+           .observer = stack->options_.service_observer}));
   if (stack->options_.recover) {
     BERTH_ASSIGN_OR_RETURN(gc::CollectReport recovered, stack->images_->Recover());
     stack->recovered_ = std::move(recovered);

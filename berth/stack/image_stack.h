@@ -4,9 +4,12 @@
 // that both berthd and the berth CLI's embedded mode use:
 //
 //   content::Store           <root>/content (fsync per the config's pull.sync)
-//   snapshot::Snapshotter    <root>/snapshots/<pull.snapshotter> (overlayfs or native)
+//   snapshot::Snapshotter    <root>/snapshots/<pull.snapshotter> (overlayfs, native or erofs)
 //   metadata::MetadataDb     <root>/metadata.db
 //   registry::CurlTransport → pull::Puller, with the node's one pull::DownloadScheduler
+//   peers::Membership        from config.peers when a peer is configured (a static list or a
+//                            DNS name, refreshed at Open and then by its own thread): the peers
+//                            the puller asks for blobs before the registry
 //   service::ImageService    unpacking with berth/unpack's Unpacker; pinned per pull.pinned_images
 //                            (every pull's Unpacker shares the stack's unpack::LayerThreadBudget,
 //                            the process's one count of layers being applied)
@@ -25,6 +28,7 @@
 #include "berth/config/config.h"
 #include "berth/content/store.h"
 #include "berth/metadata/metadata_db.h"
+#include "berth/peers/membership.h"
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
 #include "berth/service/image_service.h"
@@ -41,6 +45,10 @@ struct ImageStackOptions {
   // Run start-up reconciliation (ImageService::Recover) once the service is built. Only for the
   // process that holds the root's lock.
   bool recover = true;
+  // Hear the registry client's and transport's requests, and the image service's pulls, layers
+  // and collections (berthd's metrics); may be null. Must outlive the stack.
+  registry::RegistryObserver* registry_observer = nullptr;
+  service::ImageServiceObserver* service_observer = nullptr;
 };
 
 class ImageStack {
@@ -78,6 +86,7 @@ class ImageStack {
   std::unique_ptr<metadata::MetadataDb> db_;
   std::unique_ptr<registry::CurlTransport> transport_;
   std::unique_ptr<pull::DownloadScheduler> scheduler_;
+  std::unique_ptr<peers::Membership> membership_;  // null without peers
   std::unique_ptr<pull::Puller> puller_;
   unpack::LayerThreadBudget layer_threads_;
   std::unique_ptr<service::ImageService> images_;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "berth/base/byte_size.h"
+#include "berth/erofs/image_writer.h"
 
 namespace berth::unpack {
 LayerThreadBudget::LayerThreadBudget(int cores)
@@ -91,6 +93,85 @@ Result<void> CheckInflateRatio(const UnpackOptions& options, const image::Descri
 
 }  // namespace
 
+// One layer being written into an ApplyTarget. Its bytes go through a LayerApplier whose tar
+// entries are applied under the target's directory or, when the target takes an image
+// (ApplyTarget::layer_image) and the form allows it, go to an erofs::ImageWriter writing
+// "<layer_image>.partial". FinishStream() ends the stream; an image is then completed by
+// CompleteImage() (its implicit directories given the lower layers' attributes, fsynced when
+// `apply.sync` asks for it, renamed to layer_image). Destroyed before that, it deletes the
+// partial image.
+class Unpacker::LayerWriter {
+ public:
+  static Result<std::unique_ptr<LayerWriter>> Create(archive::ApplyOptions apply,
+                                                     const snapshot::ApplyTarget& target,
+                                                     LayerForm form) {
+    std::unique_ptr<LayerWriter> writer(new LayerWriter());
+    if (form == LayerForm::kAsTargetPrefers && !target.layer_image.empty()) {
+      writer->image_path_ = target.layer_image;
+      writer->partial_path_ = target.layer_image;
+      writer->partial_path_ += ".partial";
+      writer->preserve_ownership_ = apply.preserve_ownership;
+      erofs::ImageWriterOptions image_options;
+      image_options.implicit_uid = ::geteuid();
+      image_options.implicit_gid = ::getegid();
+      image_options.sync = apply.sync == archive::SyncPolicy::kNone
+                               ? erofs::ImageSync::kNone
+                               : erofs::ImageSync::kFsyncAtFinish;
+      BERTH_ASSIGN_OR_RETURN(writer->image_,
+                             erofs::ImageWriter::Create(writer->partial_path_, image_options));
+      apply.visitor = writer->image_.get();
+    }
+    BERTH_ASSIGN_OR_RETURN(writer->applier_, archive::LayerApplier::Create(apply));
+    return writer;
+  }
+
+  ~LayerWriter() {
+    applier_.reset();  // its worker may still be calling the image writer
+    image_.reset();
+    if (!partial_path_.empty()) (void)::unlink(partial_path_.c_str());
+  }
+
+  Result<void> Write(std::string_view chunk) { return applier_->Write(chunk); }
+
+  // Ends the layer's stream. A layer of files is then complete; an image waits for
+  // CompleteImage().
+  Result<archive::ApplyResult> FinishStream() {
+    Result<archive::ApplyResult> applied = applier_->Finish();
+    applier_.reset();
+    return applied;
+  }
+
+  // Whether CompleteImage() needs the lower layers: an image with implicit directories, which
+  // must show the lower layers' attributes (the overlay snapshotter's applier does the same).
+  bool ImageNeedsLowerLayers() const {
+    return image_ != nullptr && !partial_path_.empty() && !image_->ImplicitDirectories().empty();
+  }
+
+  // Gives the image's implicit directories the attributes `lower_dirs` (the layer's parents,
+  // topmost first; none for a first layer) show, writes its metadata and renames it into
+  // place. Does nothing for a layer of files.
+  Result<void> CompleteImage(const std::vector<fs::path>& lower_dirs) {
+    if (image_ == nullptr || partial_path_.empty()) return Ok();
+    BERTH_RETURN_IF_ERROR(erofs::InheritLowerDirectories(*image_, lower_dirs, preserve_ownership_));
+    BERTH_RETURN_IF_ERROR(image_->Finish());
+    if (::rename(partial_path_.c_str(), image_path_.c_str()) != 0) {
+      return Fail(ErrnoError(
+          errno, fmt::format("rename {} to {}", partial_path_.string(), image_path_.string())));
+    }
+    partial_path_.clear();
+    return Ok();
+  }
+
+ private:
+  LayerWriter() = default;
+
+  fs::path image_path_;
+  fs::path partial_path_;  // empty once renamed, or without an image
+  bool preserve_ownership_ = true;
+  std::unique_ptr<erofs::ImageWriter> image_;
+  std::unique_ptr<archive::LayerApplier> applier_;  // may point at image_; null once finished
+};
+
 LayerThreadBudget::Slot::Slot(Slot&& other) noexcept
     : budget_(std::exchange(other.budget_, nullptr)), two_threads_(other.two_threads_) {}
 
@@ -117,8 +198,10 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
                               key_));
     }
     applying_.emplace(unpacker_.threads_.Begin(unpacker_.options_.layer_threads));
-    BERTH_ASSIGN_OR_RETURN(applier_, archive::LayerApplier::Create(unpacker_.ApplyOptionsFor(
-                                         applying_->two_threads(), target, descriptor_)));
+    BERTH_ASSIGN_OR_RETURN(
+        applier_, LayerWriter::Create(
+                      unpacker_.ApplyOptionsFor(applying_->two_threads(), target, descriptor_),
+                      target, LayerForm::kAsTargetPrefers));
     needs_lower_layers_ = false;
     return Ok();
   }
@@ -144,7 +227,8 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   Result<void> Finish() override {
     const std::string what = fmt::format("unpack layer {} ({})", index_, descriptor_.digest);
     if (!needs_lower_layers_) {
-      Result<archive::ApplyResult> applied = applier_->Finish();
+      Result<archive::ApplyResult> applied = applier_->FinishStream();
+      std::unique_ptr<LayerWriter> writer = std::move(applier_);
       DropApplier();
       if (!applied) {
         if (Result<void> diverted = Divert(std::move(applied).error()); !diverted) {
@@ -152,10 +236,19 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
         }
       } else {
         BERTH_RETURN_IF_ERROR(WithContext(unpacker_.CheckDiffId(index_, applied->diff_id), what));
+        // An image whose implicit directories need the parents' attributes is finished at
+        // commit, when the parents are committed; any other now, while its download's
+        // thread is still ours.
+        std::unique_ptr<LayerWriter> unfinished_image;
+        if (writer->ImageNeedsLowerLayers() && !unpacker_.ParentName(index_).empty()) {
+          unfinished_image = std::move(writer);
+        } else {
+          BERTH_RETURN_IF_ERROR(WithContext(writer->CompleteImage({}), what));
+        }
         unpacker_.Report(index_, LayerEvent::kApplied, applied->uncompressed_bytes);
         return WithContext(
             unpacker_.MarkReady(index_, State::kApplied, key_, applied->uncompressed_bytes,
-                                std::move(applied->implicit_dirs)),
+                                std::move(applied->implicit_dirs), std::move(unfinished_image)),
             what);
       }
     }
@@ -188,7 +281,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
   std::string key_;
   // Held while applier_ exists; declared first, so it is freed after the applier's worker stops.
   std::optional<LayerThreadBudget::Slot> applying_;
-  std::unique_ptr<archive::LayerApplier> applier_;
+  std::unique_ptr<LayerWriter> applier_;
   bool needs_lower_layers_ = false;
 };
 
@@ -393,13 +486,15 @@ void Unpacker::ForgetKey(const std::string& key) {
 
 Result<void> Unpacker::MarkReady(size_t index, State state, std::string key,
                                  uint64_t uncompressed_bytes,
-                                 std::vector<std::string> implicit_dirs) {
+                                 std::vector<std::string> implicit_dirs,
+                                 std::unique_ptr<LayerWriter> unfinished_image) {
   {
     std::lock_guard lock(mutex_);
     Layer& layer = layers_[index];
     layer.state = state;
     layer.key = std::move(key);
     layer.implicit_dirs = std::move(implicit_dirs);
+    layer.unfinished_image = std::move(unfinished_image);
     if (state == State::kApplied) {
       ++stats_.streamed;
       stats_.uncompressed_bytes += uncompressed_bytes;
@@ -424,9 +519,11 @@ Result<void> Unpacker::Advance() {
       const std::string key = layer.key;
       const std::vector<std::string> implicit_dirs = std::move(layer.implicit_dirs);
       layer.implicit_dirs.clear();
+      const std::unique_ptr<LayerWriter> unfinished_image = std::move(layer.unfinished_image);
       lock.unlock();
-      Result<void> done = state == State::kApplied ? CommitApplied(index, key, implicit_dirs)
-                                                   : ApplyFromStore(index);
+      Result<void> done = state == State::kApplied
+                              ? CommitApplied(index, key, implicit_dirs, unfinished_image.get())
+                              : ApplyFromStore(index);
       lock.lock();
       if (!done) {
         failure_ = done.error();
@@ -446,7 +543,8 @@ Result<void> Unpacker::Advance() {
 
 Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
                                            const std::string& parent,
-                                           const std::vector<std::string>& implicit_dirs) {
+                                           const std::vector<std::string>& implicit_dirs,
+                                           LayerWriter* unfinished_image) {
   const std::string what = fmt::format(
       "give layer {}'s implicit directories their lower "
       "layers' attributes",
@@ -463,11 +561,16 @@ Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
     return Fail(std::move(prepared).error().WithContext(what));
   }
   Result<snapshot::ApplyTarget> lower_target = snapshotter_.GetApplyTarget(lower);
-  Result<size_t> inherited =
-      lower_target
-          ? archive::InheritLowerDirectories(target.directory, implicit_dirs,
-                                             lower_target->lower_dirs, options_.preserve_ownership)
-          : Result<size_t>(Fail(lower_target.error()));
+  Result<void> inherited = [&]() -> Result<void> {
+    if (!lower_target) return Fail(lower_target.error());
+    if (unfinished_image != nullptr) {
+      return unfinished_image->CompleteImage(lower_target->lower_dirs);
+    }
+    Result<size_t> inherited_dirs = archive::InheritLowerDirectories(
+        target.directory, implicit_dirs, lower_target->lower_dirs, options_.preserve_ownership);
+    if (!inherited_dirs) return Fail(std::move(inherited_dirs).error());
+    return Ok();
+  }();
   Result<void> removed = snapshotter_.Remove(lower);
   if (removed) ForgetKey(lower);
   BERTH_RETURN_IF_ERROR(WithContext(std::move(inherited), what));
@@ -475,23 +578,22 @@ Result<void> Unpacker::InheritImplicitDirs(size_t index, const std::string& key,
 }
 
 Result<void> Unpacker::CommitApplied(size_t index, const std::string& key,
-                                     const std::vector<std::string>& implicit_dirs) {
+                                     const std::vector<std::string>& implicit_dirs,
+                                     LayerWriter* unfinished_image) {
   const std::string name = SnapshotName(index);
   const std::string parent = ParentName(index);
+  if (snapshotter_.Stat(name)) return LoseRace(key);
   // Last change to those directories: nothing writes into the layer after this.
-  if (!parent.empty() && !implicit_dirs.empty() && !snapshotter_.Stat(name)) {
-    BERTH_RETURN_IF_ERROR(InheritImplicitDirs(index, key, parent, implicit_dirs));
+  if (!parent.empty() && (!implicit_dirs.empty() || unfinished_image != nullptr)) {
+    BERTH_RETURN_IF_ERROR(InheritImplicitDirs(index, key, parent, implicit_dirs, unfinished_image));
+  } else if (unfinished_image != nullptr) {
+    BERTH_RETURN_IF_ERROR(unfinished_image->CompleteImage({}));
   }
   Result<void> committed = parent.empty() ? snapshotter_.Commit(name, key, {})
                                           : snapshotter_.CommitRebased(name, key, parent, {});
   if (!committed) {
     if (committed.error().code() != ErrorCode::kAlreadyExists) return committed;
-    // A concurrent pull committed the same chain ID first: theirs is as good as ours.
-    BERTH_RETURN_IF_ERROR(snapshotter_.Remove(key));
-    ForgetKey(key);
-    std::lock_guard lock(mutex_);
-    ++stats_.lost_races;
-    return Ok();
+    return LoseRace(key);
   }
   ForgetKey(key);
   {
@@ -499,6 +601,15 @@ Result<void> Unpacker::CommitApplied(size_t index, const std::string& key,
     ++stats_.committed;
   }
   Report(index, LayerEvent::kCommitted);
+  return Ok();
+}
+
+Result<void> Unpacker::LoseRace(const std::string& key) {
+  // A concurrent pull committed the same chain ID first: theirs is as good as ours.
+  BERTH_RETURN_IF_ERROR(snapshotter_.Remove(key));
+  ForgetKey(key);
+  std::lock_guard lock(mutex_);
+  ++stats_.lost_races;
   return Ok();
 }
 
@@ -530,7 +641,7 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   archive::ApplyOptions apply = ApplyOptionsFor(applying.two_threads(), target, descriptor);
   apply.lower_dirs = target.lower_dirs;
   BERTH_ASSIGN_OR_RETURN(archive::ApplyResult applied,
-                         WithContext(ApplyBlob(descriptor.digest, apply), what));
+                         WithContext(ApplyBlob(descriptor.digest, apply, target), what));
   BERTH_RETURN_IF_ERROR(WithContext(CheckDiffId(index, applied.diff_id), what));
   {
     std::lock_guard lock(mutex_);
@@ -559,12 +670,30 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
 }
 
 Result<archive::ApplyResult> Unpacker::ApplyBlob(const Digest& digest,
-                                                 const archive::ApplyOptions& apply) const {
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<archive::LayerApplier> applier,
-                         archive::LayerApplier::Create(apply));
+                                                 const archive::ApplyOptions& apply,
+                                                 const snapshot::ApplyTarget& target) const {
+  Result<archive::ApplyResult> applied =
+      ApplyBlobAs(digest, apply, target, LayerForm::kAsTargetPrefers);
+  if (applied || target.layer_image.empty() ||
+      applied.error().code() != ErrorCode::kFailedPrecondition) {
+    return applied;
+  }
+  // The layer hardlinks files of its lower layers, which an image cannot reach; the applier
+  // copies them from target.lower_dirs into the directory, and Commit makes the image.
+  return ApplyBlobAs(digest, apply, target, LayerForm::kDirectory);
+}
+
+Result<archive::ApplyResult> Unpacker::ApplyBlobAs(const Digest& digest,
+                                                   const archive::ApplyOptions& apply,
+                                                   const snapshot::ApplyTarget& target,
+                                                   LayerForm form) const {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<LayerWriter> writer,
+                         LayerWriter::Create(apply, target, form));
   BERTH_RETURN_IF_ERROR(
-      store_.StreamBlob(digest, [&](std::string_view chunk) { return applier->Write(chunk); }));
-  return applier->Finish();
+      store_.StreamBlob(digest, [&](std::string_view chunk) { return writer->Write(chunk); }));
+  BERTH_ASSIGN_OR_RETURN(archive::ApplyResult applied, writer->FinishStream());
+  BERTH_RETURN_IF_ERROR(writer->CompleteImage(target.lower_dirs));
+  return applied;
 }
 
 void Unpacker::RemoveKeys() {

@@ -37,6 +37,16 @@
 //     runs as usual and, when the blob is committed and c_{i-1} is committed, the layer is
 //     applied from the content store onto Prepare(key, c_{i-1}) and committed. Downloads of
 //     later layers overlap with these applies; the applies themselves are sequential.
+//   - Snapshotters whose ApplyTarget has a layer_image (erofs): the layer's tar entries go to
+//     an erofs::ImageWriter instead of the directory, streamed the same way and with the same
+//     diffID check; the image is finished (fsynced with SyncPolicy other than kNone) and renamed
+//     to layer_image before Commit. Its implicit directories (erofs::ImageWriter::
+//     ImplicitDirectories) take the lower layers' attributes as on overlayfs: an image that has
+//     some and a parent waits, unfinished (its data written, its metadata in memory), until
+//     c_{i-1} is committed, then inherits them from the parent chain's layer mounts and is
+//     finished; any other is finished as its download ends. A layer that hardlinks lower
+//     layers' files is applied from the blob as files instead, and Commit turns those into the
+//     image.
 //   - A chain ID committed meanwhile by someone else (a concurrent pull): our copy is removed and
 //     theirs is used.
 //   - End(false), or any failure: every active snapshot this unpacker made is removed. Layers
@@ -211,6 +221,13 @@ class Unpacker final : public pull::LayerHandler {
  private:
   class StreamingObserver;
   class BlobObserver;
+  class LayerWriter;
+
+  // Where a layer's entries go.
+  enum class LayerForm {
+    kAsTargetPrefers,  // an EROFS image when the ApplyTarget has a layer_image, else files
+    kDirectory,        // files under the ApplyTarget's directory
+  };
 
   enum class State {
     kPending,    // planned, downloading
@@ -226,6 +243,9 @@ class Unpacker final : public pull::LayerHandler {
     std::string key;  // our active snapshot, if any
     // kApplied: directories the layer created as parents only (ApplyResult::implicit_dirs).
     std::vector<std::string> implicit_dirs;
+    // kApplied as an EROFS image with implicit directories: the image, finished at commit
+    // once the lower layers can lend those directories their attributes.
+    std::unique_ptr<LayerWriter> unfinished_image;
   };
 
   std::string NewKey(size_t index) const;
@@ -239,20 +259,31 @@ class Unpacker final : public pull::LayerHandler {
                                         const image::Descriptor& layer) const;
   // REQUIRES: mutex_ not held. Records the new state of `index` and runs commits.
   Result<void> MarkReady(size_t index, State state, std::string key, uint64_t uncompressed_bytes,
-                         std::vector<std::string> implicit_dirs = {});
+                         std::vector<std::string> implicit_dirs = {},
+                         std::unique_ptr<LayerWriter> unfinished_image = nullptr);
   // Commits (and applies from the store) every layer whose predecessors are committed, in
   // order. Only one thread advances at a time; others hand their work to it.
   Result<void> Advance();
   Result<void> CommitApplied(size_t index, const std::string& key,
-                             const std::vector<std::string>& implicit_dirs);
-  // Gives the implicit directories of the active snapshot `key` the attributes of the
-  // committed snapshot `parent`'s layers.
+                             const std::vector<std::string>& implicit_dirs,
+                             LayerWriter* unfinished_image);
+  // Gives the implicit directories of the active snapshot `key` (its `implicit_dirs`, or those
+  // of its `unfinished_image`, which this finishes) the attributes of the committed snapshot
+  // `parent`'s layers.
   Result<void> InheritImplicitDirs(size_t index, const std::string& key, const std::string& parent,
-                                   const std::vector<std::string>& implicit_dirs);
+                                   const std::vector<std::string>& implicit_dirs,
+                                   LayerWriter* unfinished_image);
+  // Drops our active snapshot `key` of a layer a concurrent pull committed first.
+  Result<void> LoseRace(const std::string& key);
   Result<void> ApplyFromStore(size_t index);
-  // Applies the committed blob `digest`, read from the content store, with `apply`.
-  Result<archive::ApplyResult> ApplyBlob(const Digest& digest,
-                                         const archive::ApplyOptions& apply) const;
+  // Applies the committed blob `digest`, read from the content store, with `apply` into
+  // `target`: as an image when the target takes one, unless the layer hardlinks lower layers'
+  // files (then as files, which Commit turns into the image).
+  Result<archive::ApplyResult> ApplyBlob(const Digest& digest, const archive::ApplyOptions& apply,
+                                         const snapshot::ApplyTarget& target) const;
+  Result<archive::ApplyResult> ApplyBlobAs(const Digest& digest, const archive::ApplyOptions& apply,
+                                           const snapshot::ApplyTarget& target,
+                                           LayerForm form) const;
   Result<void> CheckDiffId(size_t index, const Digest& actual) const;
   void Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes = 0);
   void RemoveKeys();

@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "berth/snapshot/erofs_snapshotter.h"
 #include "berth/snapshot/native_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/snapshot/snapshot_test_util.h"
@@ -29,7 +30,10 @@ using ::berth::testing::FailsWith;
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-enum class Kind { kOverlay, kNative };
+enum class Kind { kOverlay, kNative, kErofs };
+
+// Whether the snapshotter of `kind` can rebase, so that layers stream as they download.
+bool Streams(Kind kind) { return kind != Kind::kNative; }
 
 std::string ReadAll(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -47,6 +51,10 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
   void SetUp() override {
     std::string reason = GetParam() == Kind::kOverlay ? snapshot::testing::OverlaySkipReason()
                                                       : snapshot::testing::MountSkipReason();
+    if (reason.empty() && GetParam() == Kind::kErofs &&
+        !snapshot::ErofsSnapshotter::KernelSupportsErofs()) {
+      reason = "the kernel has no erofs or overlay filesystem";
+    }
     if (!reason.empty()) GTEST_SKIP() << reason;
     auto dir = berth::testing::TempDir::Create("unpack");
     ASSERT_OK(dir);
@@ -70,6 +78,12 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
       snapshot::OverlaySnapshotterOptions overlay;
       static_cast<snapshot::LocalSnapshotterOptions&>(overlay) = options;
       auto opened = snapshot::OverlaySnapshotter::Open(overlay);
+      ASSERT_OK(opened);
+      snapshotter_ = std::move(*opened);
+    } else if (GetParam() == Kind::kErofs) {
+      snapshot::ErofsSnapshotterOptions erofs;
+      static_cast<snapshot::LocalSnapshotterOptions&>(erofs) = options;
+      auto opened = snapshot::ErofsSnapshotter::Open(erofs);
       ASSERT_OK(opened);
       snapshotter_ = std::move(*opened);
     } else {
@@ -225,7 +239,17 @@ TEST_P(UnpackerTest, CommitsTheChainEvenWhenLayersFinishOutOfOrder) {
   EXPECT_EQ(Snapshots().size(), 3u) << "no active snapshot is left";
   UnpackStats stats = unpacker.stats();
   EXPECT_EQ(stats.committed, 3u);
-  if (GetParam() == Kind::kOverlay) {
+  if (GetParam() == Kind::kErofs) {
+    // Each layer was streamed into its image; no files were unpacked.
+    size_t images = 0;
+    for (const auto& entry : fs::directory_iterator(dir_->path() / "snapshots/snapshots")) {
+      if (fs::is_regular_file(entry.path() / "layer.erofs")) ++images;
+      EXPECT_TRUE(fs::is_empty(entry.path() / "fs")) << entry.path();
+      EXPECT_FALSE(fs::exists(entry.path() / "layer.erofs.partial")) << entry.path();
+    }
+    EXPECT_EQ(images, 3u);
+  }
+  if (Streams(GetParam())) {
     EXPECT_EQ(stats.streamed, 3u);
   } else {
     EXPECT_EQ(stats.applied_from_store, 3u);
@@ -431,7 +455,7 @@ TEST_P(UnpackerTest, HardlinkToALowerLayerIsResolved) {
   TestImage image = MakeImage({base, upper});
   Unpacker unpacker = NewUnpacker();
   ASSERT_TRUE(Unpack(unpacker, image, {1, 0}));
-  if (GetParam() == Kind::kOverlay) {
+  if (Streams(GetParam())) {
     EXPECT_EQ(unpacker.stats().streamed, 1u);
     EXPECT_EQ(unpacker.stats().applied_from_store, 1u) << "the linking layer is applied again";
   }
@@ -477,8 +501,10 @@ TEST_P(UnpackerTest, DirectoriesWithoutEntriesKeepTheLowerLayersAttributes) {
   Unpacker unpacker = NewUnpacker();
   // The upper layers stream (and finish) before their parents are committed.
   ASSERT_TRUE(Unpack(unpacker, image, {2, 1, 0}));
-  const bool overlay = GetParam() == Kind::kOverlay;
-  if (overlay) {
+  // Overlay and erofs layers hold only their own files: their implicit directories show the
+  // lower layers' times.
+  const bool layered = Streams(GetParam());
+  if (layered) {
     EXPECT_EQ(unpacker.stats().streamed, 3u);
   }
   EXPECT_EQ(Snapshots().size(), 3u) << "the views of the lower layers are gone";
@@ -486,18 +512,18 @@ TEST_P(UnpackerTest, DirectoriesWithoutEntriesKeepTheLowerLayersAttributes) {
   std::vector<Digest> chain = image::ChainIds(image.config.diff_ids);
   fs::path middle = MountView(chain[1]);
   ExpectDirectory(middle / "etc", 0700, 1000, 1001,
-                  overlay ? std::optional<int64_t>(978'307'200) : std::nullopt);
+                  layered ? std::optional<int64_t>(978'307'200) : std::nullopt);
   // The whole stack: the top layer's parents are two layers deep.
   fs::path root = MountView(unpacker.chain_id());
   EXPECT_EQ(ReadAll(root / "etc/newfile"), "new\n");
   EXPECT_EQ(ReadAll(root / "etc/another"), "x");
   // Native snapshots change the directory itself, so its mtime is the unpack's there.
-  std::optional<int64_t> old = overlay ? std::optional<int64_t>(978'307'200) : std::nullopt;
+  std::optional<int64_t> old = layered ? std::optional<int64_t>(978'307'200) : std::nullopt;
   ExpectDirectory(root / "etc", 0700, 1000, 1001, old);
   ExpectDirectory(root / "var", 0711, 7, 0,
-                  overlay ? std::optional<int64_t>(978'307'201) : std::nullopt);
+                  layered ? std::optional<int64_t>(978'307'201) : std::nullopt);
   ExpectDirectory(root / "var/lib", 0750, 8, 9,
-                  overlay ? std::optional<int64_t>(978'307'202) : std::nullopt);
+                  layered ? std::optional<int64_t>(978'307'202) : std::nullopt);
   // No lower layer has "opt": default attributes, and the newest mtime of its children.
   ExpectDirectory(root / "opt", 0755, 0, 0, 1'500'000'000);
   ExpectDirectory(root / "opt/tool", 0755, 0, 0, 1'500'000'000);
@@ -507,12 +533,12 @@ TEST_P(UnpackerTest, DirectoriesWithoutEntriesFromTheStoreKeepTheLowerLayersAttr
   TestImage image = MakeImage(ImplicitDirectoryLayers());
   auto chain_id = UnpackImage(*store_, *snapshotter_, threads_, image.manifest, image.config);
   ASSERT_OK(chain_id);
-  const bool overlay = GetParam() == Kind::kOverlay;
+  const bool layered = Streams(GetParam());
   fs::path root = MountView(*chain_id);
   ExpectDirectory(root / "etc", 0700, 1000, 1001,
-                  overlay ? std::optional<int64_t>(978'307'200) : std::nullopt);
+                  layered ? std::optional<int64_t>(978'307'200) : std::nullopt);
   ExpectDirectory(root / "var/lib", 0750, 8, 9,
-                  overlay ? std::optional<int64_t>(978'307'202) : std::nullopt);
+                  layered ? std::optional<int64_t>(978'307'202) : std::nullopt);
   ExpectDirectory(root / "opt", 0755, 0, 0, 1'500'000'000);
 }
 
@@ -583,9 +609,17 @@ TEST_P(UnpackerTest, UnpackImageNeedsTheBlobs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Snapshotters, UnpackerTest,
-                         ::testing::Values(Kind::kOverlay, Kind::kNative),
+                         ::testing::Values(Kind::kOverlay, Kind::kNative, Kind::kErofs),
                          [](const auto& param_info) {
-                           return param_info.param == Kind::kOverlay ? "Overlay" : "Native";
+                           switch (param_info.param) {
+                             case Kind::kOverlay:
+                               return "Overlay";
+                             case Kind::kNative:
+                               return "Native";
+                             case Kind::kErofs:
+                               return "Erofs";
+                           }
+                           return "Unknown";
                          });
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -103,8 +104,11 @@ class DaemonBackend final : public ImageBackend {
 class EmbeddedBackend final : public ImageBackend {
  public:
   EmbeddedBackend(stack::RootLock lock, std::unique_ptr<stack::ImageStack> stack,
-                  std::filesystem::path root)
-      : lock_(std::move(lock)), stack_(std::move(stack)), root_(std::move(root)) {}
+                  std::filesystem::path root, PullProgressFn pull_progress)
+      : lock_(std::move(lock)),
+        stack_(std::move(stack)),
+        root_(std::move(root)),
+        pull_progress_(std::move(pull_progress)) {}
 
   std::string Describe() const override {
     return fmt::format("root {} (embedded)", root_.string());
@@ -112,7 +116,7 @@ class EmbeddedBackend final : public ImageBackend {
   bool embedded() const override { return true; }
 
   Result<service::PullResult> Pull(const service::PullRequest& request) override {
-    Result<service::PullResult> pulled = stack_->images().Pull(request, CancelToken::Never());
+    Result<service::PullResult> pulled = PullWatchingTheBoard(request);
     if (pulled) return pulled;
     // A full disk is explained as berthd explains it to its CRI clients.
     const std::filesystem::path directories[] = {root_, stack_->snapshot_root()};
@@ -141,10 +145,36 @@ class EmbeddedBackend final : public ImageBackend {
   }
 
  private:
+  // Pulls while a second thread hands the board's statuses of this pull to pull_progress_.
+  Result<service::PullResult> PullWatchingTheBoard(const service::PullRequest& request) {
+    if (!pull_progress_) return stack_->images().Pull(request, CancelToken::Never());
+    service::PullProgressBoard& board = stack_->images().pull_progress();
+    const uint64_t first_id = board.View().next_id;
+    std::atomic<bool> pulled_done = false;
+    std::thread watcher([&] {
+      uint64_t seen = 0;
+      for (bool last = false; !last;) {
+        last = pulled_done.load();
+        service::PullBoardView view = board.WaitForChange(seen, std::chrono::milliseconds(100));
+        seen = view.version;
+        std::vector<service::PullStatus> ours;
+        for (service::PullStatus& pull : view.pulls) {
+          if (pull.id >= first_id) ours.push_back(std::move(pull));
+        }
+        if (!ours.empty()) pull_progress_(ours);
+      }
+    });
+    Result<service::PullResult> pulled = stack_->images().Pull(request, CancelToken::Never());
+    pulled_done = true;
+    watcher.join();
+    return pulled;
+  }
+
   // The lock is released after the stack is closed (members are destroyed in reverse).
   stack::RootLock lock_;
   std::unique_ptr<stack::ImageStack> stack_;
   std::filesystem::path root_;
+  PullProgressFn pull_progress_;
 };
 
 Result<std::unique_ptr<ImageBackend>> OpenDaemon(const config::Config& config, pid_t pid,
@@ -216,12 +246,10 @@ Result<std::unique_ptr<ImageBackend>> OpenBackend(BackendOptions options) {
 
   if (options.snapshotter) config.pull.snapshotter = *options.snapshotter;
   BERTH_ASSIGN_OR_RETURN(stack::RootLock lock, LockRoot(config, listener));
-  BERTH_ASSIGN_OR_RETURN(
-      std::unique_ptr<stack::ImageStack> stack,
-      stack::ImageStack::Open(config, {.layer_progress = std::move(options.layer_progress),
-                                       .recover = options.recover}));
-  return std::unique_ptr<ImageBackend>(
-      new EmbeddedBackend(std::move(lock), std::move(stack), config.root));
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<stack::ImageStack> stack,
+                         stack::ImageStack::Open(config, {.recover = options.recover}));
+  return std::unique_ptr<ImageBackend>(new EmbeddedBackend(
+      std::move(lock), std::move(stack), config.root, std::move(options.pull_progress)));
 }
 
 }  // namespace berth::cli

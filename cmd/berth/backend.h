@@ -54,14 +54,14 @@ class ImageBackend {
   virtual Result<service::CheckReport> Check(const service::CheckOptions& options) = 0;
 };
 
-// The pulls berthd reports for one reference (service::PullProgressBoard's statuses).
+// The statuses of a pull on its image service's progress board (service::PullProgressBoard).
 using PullProgressFn = std::function<void(const std::vector<service::PullStatus>&)>;
 
 struct BackendOptions {
-  // Embedded mode: called for each layer a pull unpacks (from the pull's threads).
-  unpack::LayerProgressFn layer_progress;
-  // Daemon mode: a pull subscribes to berthd's progress of its reference (Admin.PullProgress)
-  // and calls this with each update, from a second thread, while the CRI PullImage call runs.
+  // Called with each update of a pull's progress, from a second thread while Pull() runs, and
+  // once more with its last state before Pull() returns: in daemon mode from berthd's board
+  // (Admin.PullProgress, the pulls of the reference), in embedded mode from this process's
+  // (the pulls started by this Pull()).
   PullProgressFn pull_progress;
   // Embedded mode: pull into this snapshotter instead of the config's. In daemon mode asking for
   // one is kInvalidArgument (berthd pulls into its own).

@@ -16,6 +16,7 @@ struct GlobalOptions {
   std::string config_file;  // empty: /etc/berth/config.toml when it exists, else defaults
   std::string root;         // overrides the config's root
   std::string address;      // overrides the config's address (berthd's socket)
+  int verbosity = 0;        // -v: info, -vv: debug; 0: warnings and errors only
 };
 
 // The options registered on the top-level app (usable before or after the subcommand).

@@ -71,6 +71,7 @@ Error NoSuchImage(std::string_view ref) {
 struct ListFlags {
   std::string filter;
   bool json = false;
+  bool names = false;
 };
 
 int Images(const ListFlags& flags) {
@@ -82,6 +83,13 @@ int Images(const ListFlags& flags) {
     json out = json::array();
     for (const service::Image& image : *images) out.push_back(ImageJson(image));
     std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  if (flags.names) {
+    for (const service::Image& image : *images) {
+      if (image.repo_tags.empty()) std::cout << image.id.ToString() << "\n";
+      for (const std::string& tag : image.repo_tags) std::cout << tag << "\n";
+    }
     return 0;
   }
   std::vector<std::vector<std::string>> rows = {{"IMAGE ID", "REPO TAGS", "REPO DIGESTS", "SIZE"}};
@@ -178,6 +186,10 @@ void AddImageCommands(CLI::App& app, int* status) {
   CLI::App* images = app.add_subcommand("images", "List images (CRI ListImages)");
   images->add_option("FILTER", list->filter, "Only the image this name, ID or ID prefix names");
   images->add_flag("--json", list->json, "Print JSON instead of a table");
+  images
+      ->add_flag("--names", list->names,
+                 "Print each image's tags (its ID when it has none), one per line")
+      ->excludes("--json");
   images->callback([=] { *status = Images(*list); });
 
   auto reference = std::make_shared<std::string>();

@@ -51,11 +51,8 @@ Result<service::Image> FindImage(const config::Config& config, const std::string
 }
 
 Result<config::SnapshotterKind> KindOf(std::string_view name) {
-  if (name == config::SnapshotterName(config::SnapshotterKind::kOverlayfs)) {
-    return config::SnapshotterKind::kOverlayfs;
-  }
-  if (name == config::SnapshotterName(config::SnapshotterKind::kNative)) {
-    return config::SnapshotterKind::kNative;
+  for (config::SnapshotterKind kind : config::kSnapshotterKinds) {
+    if (name == config::SnapshotterName(kind)) return kind;
   }
   return Fail(ErrorCode::kInvalidArgument, fmt::format("unknown snapshotter \"{}\"", name));
 }

@@ -9,6 +9,15 @@
 // SIGTERM/SIGINT stops accepting, lets in-flight requests finish within the grace period, and
 // exits 0.
 //
+// With `metrics_address` set (or --metrics-address), it also serves Prometheus metrics over HTTP
+// at http://<metrics_address>/v1/metrics (berth/metrics; docs/metrics.md): the registry of
+// metrics is made here and handed to what reports into it — the image stack's observers, a
+// gRPC interceptor on both servers, scrape-time gauges over the stack's state, process_*.
+//
+// With `peers.listen` set, it also serves its verified content to the other berth nodes of the
+// cluster as a read-only OCI distribution endpoint (berth/peers/blob_server.h: blobs and
+// manifests by digest, bounded uploads and bandwidth, TLS and mutual TLS when configured).
+//
 // With `upstream_image_endpoint` set (front mode), the CRI ImageService is a front for that
 // upstream's (berth/cri/image_service_front.h): the image calls go to containerd, and each pull's
 // credentials are held in the process's one registry::PullCredentials while it runs. The image
@@ -42,9 +51,16 @@
 #include "berth/cri/image_service_client.h"
 #include "berth/cri/image_service_front.h"
 #include "berth/cri/image_service_server.h"
+#include "berth/metrics/daemon_metrics.h"
+#include "berth/metrics/grpc_metrics.h"
+#include "berth/metrics/http_server.h"
+#include "berth/metrics/metrics.h"
+#include "berth/metrics/process_metrics.h"
+#include "berth/peers/blob_server.h"
 #include "berth/registry/pull_credentials.h"
 #include "berth/stack/image_stack.h"
 #include "berth/stack/root_lock.h"
+#include "cmd/berthd/flags.h"
 
 namespace berth::daemon {
 namespace {
@@ -52,16 +68,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view kDefaultConfig = "/etc/berth/config.toml";
-
-struct Flags {
-  std::string config_file;
-  std::string root;
-  std::string state;
-  std::string address;
-  std::optional<std::string> snapshotter_address;
-  std::string log_level;
-  int grace_seconds = 10;
-};
 
 Result<config::Config> LoadConfig(const Flags& flags) {
   config::Config config = config::DefaultConfig();
@@ -74,6 +80,7 @@ Result<config::Config> LoadConfig(const Flags& flags) {
   if (!flags.state.empty()) config.state = fs::absolute(flags.state);
   if (!flags.address.empty()) config.address = flags.address;
   if (flags.snapshotter_address) config.snapshotter_address = flags.snapshotter_address;
+  if (flags.metrics_address) config.metrics_address = *flags.metrics_address;
   if (!flags.log_level.empty()) {
     BERTH_ASSIGN_OR_RETURN(config.log_level, log::ParseLevel(flags.log_level));
   }
@@ -144,11 +151,13 @@ Result<std::unique_ptr<CriServices>> MakeCriServices(const config::Config& confi
 }
 
 // Serves `services` on the unix socket `socket_path` (a stale socket replaced, as
-// PrepareSocketPath says), mode 0660.
+// PrepareSocketPath says), mode 0660, every call counted by `grpc_metrics`.
 Result<std::unique_ptr<grpc::Server>> Serve(const fs::path& socket_path,
-                                            std::initializer_list<grpc::Service*> services) {
+                                            std::initializer_list<grpc::Service*> services,
+                                            metrics::GrpcMetrics& grpc_metrics) {
   BERTH_RETURN_IF_ERROR(PrepareSocketPath(socket_path));
   grpc::ServerBuilder builder;
+  builder.experimental().SetInterceptorCreators(grpc_metrics.InterceptorCreators());
   builder.AddListeningPort("unix:" + socket_path.string(), grpc::InsecureServerCredentials());
   for (grpc::Service* service : services) builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(16 << 20);
@@ -177,6 +186,47 @@ Result<std::optional<fs::path>> SnapshotterSocket(const config::Config& config,
   return std::optional<fs::path>(std::move(path));
 }
 
+// berthd's HTTP endpoints, each only when its address is set: Prometheus metrics
+// (metrics_address) and the peer endpoint (peers.listen).
+struct HttpEndpoints {
+  std::unique_ptr<metrics::MetricsServer> metrics;
+  std::unique_ptr<peers::BlobServer> peers;
+
+  void Stop() {
+    if (metrics) metrics->Stop();
+    if (peers) peers->Stop();
+  }
+};
+
+// Starts the HTTP endpoints: each listens (and the peer endpoint has loaded its TLS files)
+// before this returns, so that an address that cannot be bound or a bad certificate stops
+// berthd, naming the key, before the gRPC servers serve anything. `metric_registry`, `store` and
+// `daemon_metrics` must outlive the endpoints.
+Result<HttpEndpoints> StartHttpEndpoints(const config::Config& config,
+                                         const metrics::Registry& metric_registry,
+                                         const content::Store& store,
+                                         metrics::DaemonMetrics& daemon_metrics) {
+  HttpEndpoints endpoints;
+  if (!config.metrics_address.empty()) {
+    BERTH_ASSIGN_OR_RETURN(
+        endpoints.metrics,
+        metrics::MetricsServer::Start(metric_registry, {.address = config.metrics_address}));
+  }
+  if (!config.peers.listen.empty()) {
+    const config::PeersConfig& peers = config.peers;
+    BERTH_ASSIGN_OR_RETURN(
+        endpoints.peers,
+        peers::BlobServer::Start(store, {.address = peers.listen,
+                                         .max_concurrent_uploads = peers.max_concurrent_uploads,
+                                         .max_upload_rate = peers.max_upload_rate,
+                                         .tls = {.cert = peers.tls_cert,
+                                                 .key = peers.tls_key,
+                                                 .client_ca = peers.tls_client_ca},
+                                         .observer = &daemon_metrics}));
+  }
+  return endpoints;
+}
+
 Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   BERTH_ASSIGN_OR_RETURN(config::Config config, LoadConfig(flags));
   BERTH_RETURN_IF_ERROR(log::Init({.level = config.log_level}));
@@ -188,7 +238,22 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   BERTH_RETURN_IF_ERROR(MakeDirectories(config.state, fs::perms::owner_all));
   BERTH_ASSIGN_OR_RETURN(stack::RootLock root_lock,
                          stack::RootLock::Acquire(config.root, "berthd"));
-  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<stack::ImageStack> stack, stack::ImageStack::Open(config));
+  // The metrics: made before what reports into them, destroyed after it.
+  metrics::Registry metric_registry;
+  metrics::DaemonMetrics daemon_metrics(
+      metric_registry, std::string(config::SnapshotterName(config.pull.snapshotter)));
+  metrics::GrpcMetrics grpc_metrics(metric_registry);
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<stack::ImageStack> stack,
+                         stack::ImageStack::Open(config, {.registry_observer = &daemon_metrics,
+                                                          .service_observer = &daemon_metrics}));
+  metrics::AddStateMetrics(metric_registry, {.images = &stack->images(),
+                                             .db = &stack->metadata(),
+                                             .content_root = stack->store().root(),
+                                             .snapshot_root = stack->snapshot_root()});
+  metrics::AddProcessMetrics(metric_registry);
+  BERTH_ASSIGN_OR_RETURN(
+      HttpEndpoints http_endpoints,
+      StartHttpEndpoints(config, metric_registry, stack->store(), daemon_metrics));
   service::ImageService& images = stack->images();
   registry::PullCredentials pull_credentials;
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<CriServices> cri_services,
@@ -202,14 +267,17 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
 
   BERTH_ASSIGN_OR_RETURN(
       std::unique_ptr<grpc::Server> server,
-      Serve(socket_path, {cri_services->v1.get(), cri_services->v1alpha2.get(), &admin}));
+      Serve(socket_path, {cri_services->v1.get(), cri_services->v1alpha2.get(), &admin},
+            grpc_metrics));
   std::unique_ptr<grpc::Server> snapshot_server;
   if (snapshotter_socket) {
-    BERTH_ASSIGN_OR_RETURN(snapshot_server, Serve(*snapshotter_socket, {&snapshots}));
+    BERTH_ASSIGN_OR_RETURN(snapshot_server, Serve(*snapshotter_socket, {&snapshots}, grpc_metrics));
   }
   log::Info("berthd.ready",
             {{"address", config.address},
              {"snapshotter_address", config::SnapshotterAddress(config)},
+             {"metrics_address", config.metrics_address},
+             {"peers_listen", config.peers.listen},
              {"root", config.root.string()},
              {"snapshotter", config::SnapshotterName(config.pull.snapshotter)},
              {"images", config.upstream_image_endpoint.empty() ? std::string("standalone")
@@ -223,6 +291,7 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
   // Stops accepting at once; in-flight calls have until the deadline, then are cancelled (their
   // CancelTokens fire, so pulls stop).
   const auto deadline = std::chrono::system_clock::now() + grace;
+  http_endpoints.Stop();
   if (snapshot_server) snapshot_server->Shutdown(deadline);
   server->Shutdown(deadline);
   server->Wait();
@@ -240,19 +309,8 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
 
 int main(int argc, char** argv) {
   berth::daemon::Flags flags;
-  CLI::App app{"berthd: the berth image service daemon (CRI ImageService over a unix socket)"};
-  app.add_option("--config", flags.config_file,
-                 "Config file (default /etc/berth/config.toml when it exists)");
-  app.add_option("--root", flags.root, "Where content, snapshots and metadata live");
-  app.add_option("--state", flags.state, "Volatile state directory");
-  app.add_option("--address", flags.address, "CRI endpoint, unix:///ABSOLUTE/PATH");
-  app.add_option("--snapshotter-address", flags.snapshotter_address,
-                 "containerd Snapshots API endpoint, unix:///ABSOLUTE/PATH, or \"\" for none "
-                 "(default: snapshotter.sock beside the CRI socket)");
-  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error or off");
-  app.add_option("--grace-period", flags.grace_seconds,
-                 "Seconds in-flight requests may take after SIGTERM/SIGINT")
-      ->check(CLI::NonNegativeNumber);
+  CLI::App app;
+  berth::daemon::BuildApp(app, flags);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,15 +1,19 @@
 // End-to-end tests of the containerd harness (testing/containerd_process.h): a real containerd
 // 1.6 with runc, pulling from a real loopback registry through a hosts.toml entry, running
-// containers, and leaving nothing behind. The pull, run and pod tests run twice: with containerd's
-// own overlayfs snapshotter, and with berthd as its proxy snapshotter "berth" (berthd's Snapshots
-// API on a socket of its own; containerd unpacks the layers itself into berth's snapshots).
+// containers, and leaving nothing behind. The pull, run and pod tests run three times: with
+// containerd's own overlayfs snapshotter, and with berthd as its proxy snapshotter "berth"
+// (berthd's Snapshots API on a socket of its own; containerd unpacks the layers itself into
+// berth's snapshots), backed by berth's overlayfs snapshotter and by its erofs one (the
+// containers' layers are then berth's EROFS layer mounts).
 //
 // Tests skip, saying why, only when containerd or runc is not installed; CI installs them
 // (scripts/setup.sh), so there they run. Needs root (mounts, cgroups).
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <signal.h>
+#include <sys/vfs.h>
 
 #include <chrono>
 #include <cstdio>
@@ -28,6 +32,7 @@
 #include "berth/image/manifest.h"
 #include "test/containerd/containerd_images.h"
 #include "test/containerd/cri_runtime_client.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/containerd_process.h"
 #include "testing/fault_proxy.h"
@@ -100,6 +105,20 @@ std::string MountOption(const std::string& mount_command, std::string_view optio
   start += key.size();
   size_t end = mount_command.find_first_of(", \n", start);
   return mount_command.substr(start, end - start);
+}
+
+// Whether every directory of an overlay mount's lowerdir= option (colon-separated) is an EROFS
+// mount: berth's erofs snapshotter hands containerd its layer mounts.
+bool LowerDirsAreErofsMounts(const std::string& lowerdir) {
+  if (lowerdir.empty()) return false;
+  std::istringstream dirs(lowerdir);
+  for (std::string dir; std::getline(dirs, dir, ':');) {
+    struct statfs fs_info;
+    if (::statfs(dir.c_str(), &fs_info) != 0 || fs_info.f_type != EROFS_SUPER_MAGIC_V1) {
+      return false;
+    }
+  }
+  return true;
 }
 
 template <typename Condition>
@@ -214,7 +233,9 @@ class SnapshotterTest : public ContainerdTest,
                         public ::testing::WithParamInterface<std::string_view> {
  protected:
   void SetUp() override {
-    snapshotter_ = std::string(GetParam());
+    // "berth_erofs": berthd as "berth" with its erofs snapshotter (pull.snapshotter).
+    snapshotter_ = GetParam() == "berth_erofs" ? "berth" : std::string(GetParam());
+    if (GetParam() == "berth_erofs") berth_snapshotter_ = "erofs";
     if (snapshotter_ == "berth") {
       StartBerthd();
       if (HasFatalFailure() || IsSkipped()) return;
@@ -240,6 +261,8 @@ class SnapshotterTest : public ContainerdTest,
   virtual std::vector<RegistryHost> BerthRegistryHosts() const { return RegistryHosts(); }
 
   fs::path snapshots_socket() const { return berth_dir_.path() / "snapshotter.sock"; }
+  // berthd's own snapshotter behind "berth".
+  std::string berth_snapshotter_ = "overlayfs";
   fs::path berth_root() const { return berth_dir_.path() / "root"; }
   std::string berth_address() const {
     return "unix://" + (berth_dir_.path() / "berth.sock").string();
@@ -329,30 +352,25 @@ class SnapshotterTest : public ContainerdTest,
     ASSERT_OK_AND_ASSIGN(berth_dir_, TempDir::Create("berthd"));
     // berthd reaches the registry under containerd's names, through hosts.toml files of its own.
     ASSERT_OK(berth::testing::WriteHostsDir(berth_dir_.path() / "hosts", BerthRegistryHosts()));
-    std::ofstream(berth_dir_.path() / "config.toml") << fmt::format(
-        "[registry]\nconfig_path = \"{}\"\n", (berth_dir_.path() / "hosts").string());
+    std::ofstream(berth_dir_.path() / "config.toml")
+        << fmt::format("[registry]\nconfig_path = \"{}\"\n[pull]\nsnapshotter = \"{}\"\n",
+                       (berth_dir_.path() / "hosts").string(), berth_snapshotter_);
     ASSERT_NO_FATAL_FAILURE(LaunchBerthd());
   }
 
  protected:
   // Starts berthd on berth_dir_ (its root kept from any earlier run), logging to berthd-<n>.log,
-  // and waits for its snapshotter socket.
+  // and waits for its sockets.
   void LaunchBerthd() {
-    ::unlink(snapshots_socket().c_str());
-    const fs::path log = berth_dir_.path() / fmt::format("berthd-{}.log", ++launches_);
     ASSERT_OK_AND_ASSIGN(
-        berthd_,
-        ChildProcess::Start(
-            {.argv = {BERTHD_PATH, "--config", (berth_dir_.path() / "config.toml").string(),
-                      "--root", berth_root().string(), "--state",
-                      (berth_dir_.path() / "state").string(), "--address", berth_address(),
-                      "--snapshotter-address", "unix://" + snapshots_socket().string(),
-                      "--log-level", "debug"},
-             .log_file = log}));
-    ASSERT_TRUE(Eventually([&] { return fs::exists(snapshots_socket()) || !berthd_->Running(); },
-                           std::chrono::seconds(20)))
-        << berthd_->ReadLog();
-    ASSERT_TRUE(berthd_->Running()) << berthd_->ReadLog();
+        berthd_, berth::testing::StartBerthd(
+                     {.config_file = berth_dir_.path() / "config.toml",
+                      .root = berth_root(),
+                      .state = berth_dir_.path() / "state",
+                      .socket = berth_dir_.path() / "berth.sock",
+                      .snapshotter_socket = snapshots_socket(),
+                      .log_level = "debug",
+                      .log_file = berth_dir_.path() / fmt::format("berthd-{}.log", ++launches_)}));
   }
 
   // kill -9 of berthd; returns once it is reaped.
@@ -369,8 +387,8 @@ class SnapshotterTest : public ContainerdTest,
 };
 
 INSTANTIATE_TEST_SUITE_P(Snapshotters, SnapshotterTest,
-                         ::testing::Values(std::string_view("overlayfs"),
-                                           std::string_view("berth")),
+                         ::testing::Values(std::string_view("overlayfs"), std::string_view("berth"),
+                                           std::string_view("berth_erofs")),
                          [](const auto& param_info) { return std::string(param_info.param); });
 
 // What berth as containerd's snapshotter adds: two owners of one disk.
@@ -453,6 +471,10 @@ TEST_P(SnapshotterTest, RunReadsTheImageWritesItsRootfsAndLeavesNothing) {
   const std::string mounts = CtrSnapshots({"mounts", "/mnt", id});
   const fs::path upper = MountOption(mounts, "upperdir");
   ASSERT_FALSE(upper.empty()) << "no upperdir in: " << mounts;
+  if (berth_snapshotter_ == "erofs") {
+    EXPECT_TRUE(LowerDirsAreErofsMounts(MountOption(mounts, "lowerdir")))
+        << "the container's layers are not berth's EROFS layer mounts: " << mounts;
+  }
   ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
   EXPECT_EQ(written, "written-by-the-container\n");
   EXPECT_FALSE(fs::exists(upper / kKnownFilePath.substr(1)));
@@ -629,6 +651,10 @@ TEST_P(SnapshotterTest, CriPodRunsAContainerThatReadsTheImageAndWritesItsRootfs)
                                                    "mounts", "/mnt", container_id}));
   const fs::path upper = MountOption(mounts.out, "upperdir");
   ASSERT_FALSE(upper.empty()) << mounts.out << mounts.err;
+  if (berth_snapshotter_ == "erofs") {
+    EXPECT_TRUE(LowerDirsAreErofsMounts(MountOption(mounts.out, "lowerdir")))
+        << "the container's layers are not berth's EROFS layer mounts: " << mounts.out;
+  }
   ASSERT_OK_AND_ASSIGN(std::string written, ReadFile(upper / "written.txt"));
   EXPECT_EQ(written, "written-by-the-container\n");
 

@@ -28,6 +28,7 @@
 #include "berth/cri/image_service_client.h"
 #include "proto/runtime/v1alpha2/api.grpc.pb.h"
 #include "test/containerd/containerd_images.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/containerd_process.h"
 #include "testing/fault_proxy.h"
@@ -159,16 +160,14 @@ class FrontTest : public ::testing::Test {
         "upstream_image_endpoint = \"{}\"\n[pull]\nsnapshotter = \"native\"\n"
         "[registry]\nconfig_path = \"{}\"\n",
         upstream, (dir_.path() / "hosts").string());
-    auto berthd = ChildProcess::Start(
-        {.argv = {BERTHD_PATH, "--config", (dir_.path() / "config.toml").string(), "--root",
-                  (dir_.path() / "root").string(), "--state", (dir_.path() / "state").string(),
-                  "--address", address(), "--log-level", "trace"},
-         .log_file = dir_.path() / "berthd.log"});
+    auto berthd = berth::testing::StartBerthd({.config_file = dir_.path() / "config.toml",
+                                               .root = dir_.path() / "root",
+                                               .state = dir_.path() / "state",
+                                               .socket = socket(),
+                                               .log_level = "trace",
+                                               .log_file = dir_.path() / "berthd.log"});
     ASSERT_OK(berthd);
     berthd_ = std::move(*berthd);
-    ASSERT_TRUE(Eventually([&] { return fs::exists(socket()) || !berthd_->Running(); }))
-        << berthd_->ReadLog();
-    ASSERT_TRUE(berthd_->Running()) << berthd_->ReadLog();
     ASSERT_OK_AND_ASSIGN(front_, cri::ImageServiceClient::Connect(address()));
   }
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "proto/runtime/v1/api.grpc.pb.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/secret_sentinel.h"
 #include "testing/temp_dir.h"
@@ -35,20 +36,17 @@ class CriHostileTest : public ::testing::Test {
     dir_.emplace(std::move(*dir));
     std::ofstream(dir_->path() / "config.toml") << "[pull]\nsnapshotter = \"native\"\n";
     const std::string socket = (dir_->path() / "berth.sock").string();
-    auto daemon = ChildProcess::Start(
-        {.argv = {BERTHD_PATH, "--config", (dir_->path() / "config.toml").string(), "--root",
-                  (dir_->path() / "root").string(), "--state", (dir_->path() / "state").string(),
-                  "--address", "unix://" + socket, "--log-level", "info"},
-         .log_file = dir_->path() / "berthd.log"});
+    auto daemon = berth::testing::StartBerthd({.config_file = dir_->path() / "config.toml",
+                                               .root = dir_->path() / "root",
+                                               .state = dir_->path() / "state",
+                                               .socket = socket,
+                                               .log_file = dir_->path() / "berthd.log"});
     ASSERT_TRUE(daemon) << daemon.error().ToString();
     daemon_ = std::move(*daemon);
     channel_ = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-    auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(20);
-    while (!channel_->WaitForConnected(std::chrono::system_clock::now() +
-                                       std::chrono::milliseconds(200))) {
-      ASSERT_TRUE(daemon_->Running()) << daemon_->ReadLog();
-      ASSERT_LT(std::chrono::system_clock::now(), deadline) << daemon_->ReadLog();
-    }
+    ASSERT_TRUE(
+        channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)))
+        << daemon_->ReadLog();
     stub_ = v1::ImageService::NewStub(channel_);
   }
 

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -21,7 +22,9 @@
 #include <thread>
 #include <vector>
 
+#include "berth/snapshot/erofs_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
@@ -40,6 +43,7 @@ using berth::testing::FaultProxy;
 using berth::testing::TempDir;
 using berth::testing::TestRegistry;
 using nlohmann::json;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -123,19 +127,46 @@ class CliTest : public ::testing::Test {
     return run;
   }
 
+  // A proxy to the registry through which every layer of image a trickles in, in about eight
+  // pieces `piece` apart.
+  void StartTricklingProxy(std::chrono::milliseconds piece, std::unique_ptr<FaultProxy>& proxy) {
+    auto started = FaultProxy::Start(registry_->host());
+    ASSERT_TRUE(started) << started.error().ToString();
+    proxy = std::move(*started);
+    for (const imagegen::Layer& layer : image_a_->layers) {
+      ASSERT_TRUE(proxy->AddRule(
+          {.method = "GET",
+           .target_contains = layer.blob.digest.ToString(),
+           .action = FaultAction::SlowDrip(static_cast<size_t>(layer.blob.size / 8 + 1), piece)}));
+    }
+  }
+
+  // `berth pull --progress` said of every layer of image a, in lines of their own, that it
+  // was fetched and that it was unpacked (pull_progress.h, LineView).
+  void ExpectALinePerLayerFetchedAndUnpacked(const std::string& output) {
+    const size_t count = image_a_->layers.size();
+    for (size_t i = 0; i < count; ++i) {
+      const std::string id = image_a_->layers[i].blob.digest.encoded().substr(0, 12);
+      const std::string start = fmt::format("layer {}/{}  {}  ", i + 1, count, id);
+      SCOPED_TRACE(start);
+      EXPECT_THAT(output, HasSubstr(start + "unpacked "));
+      size_t at = output.find(start);
+      bool fetched = false;
+      for (; at != std::string::npos; at = output.find(start, at + 1)) {
+        fetched |=
+            output.substr(at, output.find('\n', at) - at).find(" fetched") != std::string::npos;
+      }
+      EXPECT_TRUE(fetched) << output;
+    }
+  }
+
   void StartDaemon() {
-    auto daemon = ChildProcess::Start(
-        {.argv = {BERTHD_PATH, "--config", config_file(), "--state", dir_->Join("state").string(),
-                  "--address", address(), "--log-level", "info"},
-         .log_file = dir_->Join("berthd.log")});
+    auto daemon = berth::testing::StartBerthd({.config_file = config_file(),
+                                               .state = dir_->Join("state"),
+                                               .socket = dir_->Join("berth.sock"),
+                                               .log_file = dir_->Join("berthd.log")});
     ASSERT_TRUE(daemon) << daemon.error().ToString();
     daemon_ = std::move(*daemon);
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (daemon_->ReadLog().find("berthd.ready") == std::string::npos) {
-      ASSERT_TRUE(daemon_->Running()) << daemon_->ReadLog();
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << daemon_->ReadLog();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
   }
 
   void StopDaemon() {
@@ -294,27 +325,13 @@ TEST_F(CliTest, DaemonModeGoesOverCri) {
 // on the CRI socket) and prints a line per layer as it is fetched and unpacked.
 TEST_F(CliTest, DaemonPullPrintsEachLayersProgressFromBerthd) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
-  auto proxy = FaultProxy::Start(registry_->host());
-  ASSERT_TRUE(proxy) << proxy.error().ToString();
-  // Every layer trickles in, in about eight pieces.
-  for (const imagegen::Layer& layer : image_a_->layers) {
-    ASSERT_TRUE((*proxy)->AddRule(
-        {.method = "GET",
-         .target_contains = layer.blob.digest.ToString(),
-         .action = FaultAction::SlowDrip(static_cast<size_t>(layer.blob.size / 8 + 1),
-                                         std::chrono::milliseconds(50))}));
-  }
-  const std::string reference = (*proxy)->host() + "/test/img:a";
+  std::unique_ptr<FaultProxy> proxy;
+  ASSERT_NO_FATAL_FAILURE(StartTricklingProxy(std::chrono::milliseconds(50), proxy));
+  const std::string reference = proxy->host() + "/test/img:a";
   CliRun pulled = MustRun({"--address", address(), "pull", "--progress", reference});
   EXPECT_EQ(pulled.out, image_a_->config.digest.ToString() + "\n");
-  for (size_t i = 0; i < image_a_->layers.size(); ++i) {
-    const imagegen::Layer& layer = image_a_->layers[i];
-    const std::string id = layer.blob.digest.encoded().substr(0, 12);
-    SCOPED_TRACE(layer.blob.digest.ToString());
-    EXPECT_THAT(pulled.err, HasSubstr(fmt::format("blob   {}  {}/{} bytes", id, layer.blob.size,
-                                                  layer.blob.size)));
-    EXPECT_THAT(pulled.err, HasSubstr(fmt::format("layer {}  {}  unpacked ", i + 1, id)));
-  }
+  ExpectALinePerLayerFetchedAndUnpacked(pulled.err);
+  EXPECT_THAT(pulled.err, HasSubstr("pulled " + reference + " in "));
   EXPECT_EQ(RequestsLogged("PullProgress", "admin"), 1u) << daemon_->ReadLog();
   EXPECT_EQ(RequestsLogged("PullImage"), 1u);
 }
@@ -389,6 +406,50 @@ TEST_F(CliTest, DaemonGcAndCheckGoThroughBerthd) {
   EXPECT_EQ(RequestsLogged("Check", "admin"), 2u);
 }
 
+// A layer image of the erofs snapshotter truncated behind berth's back: `berth check` names it,
+// `--repair` drops it (and the image's snapshots above it), and the next pull makes it again.
+TEST_F(CliTest, ADamagedErofsLayerIsReportedRepairedAndPulledAgain) {
+  if (!snapshot::ErofsSnapshotter::KernelSupportsErofs()) GTEST_SKIP() << "no erofs in the kernel";
+  std::ofstream(config_file()) << "root = \"" << root() << "\"\n[pull]\nsnapshotter = \"erofs\"\n";
+  const std::vector<std::string> embedded = {"--address", address()};
+  auto with = [&](std::vector<std::string> command) {
+    command.insert(command.begin(), embedded.begin(), embedded.end());
+    return command;
+  };
+  MustRun(with({"pull", "-q", Ref("a")}));
+  CliRun clean = Run(with({"check", "--json"}));
+  EXPECT_EQ(ParseJson(clean)["clean"], true) << clean.out << clean.err;
+  fs::path image;
+  for (const auto& entry : fs::recursive_directory_iterator(fs::path(root()) / "snapshots")) {
+    if (entry.path().filename() == "layer.erofs") image = entry.path();
+  }
+  ASSERT_FALSE(image.empty()) << "no layer image under " << root();
+  fs::resize_file(image, 2048);  // the superblock stays; the blocks it counts do not
+
+  CliRun broken = Run(with({"check", "--json"}));
+  EXPECT_EQ(broken.exit_code, 1) << broken.out << broken.err;
+  EXPECT_THAT(ParseJson(broken)["problems"].dump(), HasSubstr("gone or damaged")) << broken.out;
+  CliRun repaired = Run(with({"check", "--repair"}));
+  EXPECT_EQ(repaired.exit_code, 0) << repaired.out << repaired.err;
+  // What is left is the image, whose snapshots are gone until it is pulled again.
+  CliRun after = Run(with({"check", "--json"}));
+  EXPECT_THAT(ParseJson(after)["problems"].dump(),
+              AllOf(Not(HasSubstr("gone or damaged")), HasSubstr("pulled again")))
+      << after.out;
+
+  MustRun(with({"pull", "-q", Ref("a")}));
+  CliRun pulled_again = Run(with({"check", "--json"}));
+  EXPECT_EQ(ParseJson(pulled_again)["clean"], true) << pulled_again.out << pulled_again.err;
+  const fs::path target = dir_->Join("mnt");
+  fs::create_directories(target);
+  MustRun(with({"mount", Ref("a"), target.string()}));
+  std::ifstream own(target / "a.txt");
+  std::stringstream content;
+  content << own.rdbuf();
+  EXPECT_EQ(content.str(), "image a\n");
+  MustRun(with({"unmount", target.string()}));
+}
+
 TEST_F(CliTest, RefusesWhenBerthdHoldsTheRootElsewhere) {
   ASSERT_NO_FATAL_FAILURE(StartDaemon());
   const std::string other = "unix://" + dir_->Join("other.sock").string();
@@ -404,6 +465,92 @@ TEST_F(CliTest, RefusesWhenBerthdHoldsTheRootElsewhere) {
     EXPECT_EQ(refused.out, "");
   }
   EXPECT_EQ(RequestsLogged("PullImage"), 0u);
+}
+
+// Embedded mode on a terminal (a real one: tmux): one line per layer, redrawn in place while
+// the layers trickle in, then a summary; and no log line, since nothing went wrong.
+TEST_F(CliTest, PullOnATerminalDrawsALiveLinePerLayerAndASummary) {
+  std::unique_ptr<FaultProxy> proxy;
+  ASSERT_NO_FATAL_FAILURE(StartTricklingProxy(std::chrono::milliseconds(100), proxy));
+  const std::string reference = proxy->host() + "/test/img:a";
+  const std::string server = "berth-cli-test-" + std::to_string(::getpid());
+  const std::string done = dir_->Join("done").string();
+  const std::string command =
+      fmt::format("{} --config {} --address {} pull {}; touch {}; sleep 60", BERTH_CLI_PATH,
+                  config_file(), address(), reference, done);
+  auto tmux = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"/usr/bin/tmux", "-L", server});
+    Result<CliRun> run = berth::testing::RunCommand(args, dir_->path());
+    EXPECT_TRUE(run && run->exit_code == 0) << (run ? run->err : run.error().ToString());
+    return run.value_or(CliRun{}).out;
+  };
+  tmux({"new-session", "-d", "-x", "150", "-y", "40", "-s", "pull", command});
+  // While the layers trickle in, the lines show them downloading.
+  std::string during;
+  for (int i = 0; i < 100 && !fs::exists(done); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::string pane = tmux({"capture-pane", "-p", "-t", "pull"});
+    if (pane.find("downloading") != std::string::npos) during = pane;
+  }
+  for (int i = 0; i < 200 && !fs::exists(done); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const std::string pane = tmux({"capture-pane", "-p", "-t", "pull"});
+  tmux({"kill-server"});
+  ASSERT_TRUE(fs::exists(done)) << pane;
+  EXPECT_THAT(during, HasSubstr(" / ")) << "no line showed bytes fetched of the total";
+  const size_t count = image_a_->layers.size();
+  for (size_t i = 0; i < count; ++i) {
+    const std::string line = fmt::format("layer {}/{}", i + 1, count);
+    const std::string id = image_a_->layers[i].blob.digest.encoded().substr(0, 12);
+    // Redrawn in place: the layer has one line, and it ends done and unpacked.
+    EXPECT_EQ(pane.find(line), pane.rfind(line)) << pane;
+    const size_t at = pane.find(line);
+    ASSERT_NE(at, std::string::npos) << pane;
+    const std::string drawn = pane.substr(at, pane.find('\n', at) - at);
+    EXPECT_THAT(drawn, HasSubstr(id));
+    EXPECT_THAT(drawn, HasSubstr("done"));
+    EXPECT_THAT(drawn, HasSubstr("unpacked"));
+  }
+  EXPECT_THAT(pane, HasSubstr("pulled " + reference + " in "));
+  EXPECT_THAT(pane, HasSubstr(image_a_->config.digest.ToString()));
+  EXPECT_THAT(pane, Not(HasSubstr("gc.done")));
+  EXPECT_THAT(pane, Not(HasSubstr(" info ")));
+}
+
+// --json: every line on stdout is one JSON object; each layer reaches "committed"; the last
+// line is the result.
+TEST_F(CliTest, PullJsonStreamsEventsAndTheResult) {
+  CliRun pulled = MustRun({"--address", address(), "pull", "--json", Ref("a")});
+  EXPECT_EQ(pulled.err, "");
+  std::vector<json> events;
+  std::istringstream lines(pulled.out);
+  for (std::string line; std::getline(lines, line);) {
+    json event = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(event.is_discarded()) << line;
+    events.push_back(event);
+  }
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back()["event"], "pulled");
+  EXPECT_EQ(events.back()["image_id"], image_a_->config.digest.ToString());
+  EXPECT_EQ(events.back()["reference"], Ref("a"));
+  for (const imagegen::Layer& layer : image_a_->layers) {
+    bool committed = false;
+    for (const json& event : events) {
+      committed |= event["event"] == "blob" && event["digest"] == layer.blob.digest.ToString() &&
+                   event["state"] == "committed" && event["fetched_bytes"] == layer.blob.size;
+    }
+    EXPECT_TRUE(committed) << layer.blob.digest.ToString() << "\n" << pulled.out;
+  }
+}
+
+// The CLI's output is for people: its log (here the start-up garbage collection's) goes to
+// stderr only with -v.
+TEST_F(CliTest, TheCliLogsOnlyWhenAsked) {
+  CliRun quiet = MustRun({"--address", address(), "images"});
+  EXPECT_EQ(quiet.err, "");
+  CliRun verbose = MustRun({"-v", "--address", address(), "images"});
+  EXPECT_THAT(verbose.err, HasSubstr("gc.done"));
 }
 
 }  // namespace

@@ -8,10 +8,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -23,7 +22,9 @@
 #include <thread>
 
 #include "berth/base/file_util.h"
+#include "berth/snapshot/erofs_snapshotter.h"
 #include "berth/snapshot/overlay_snapshotter.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
@@ -76,16 +77,9 @@ Result<imagegen::Image> MakeImage() {
   return imagegen::AssembleImage(config, std::move(layers));
 }
 
-bool SocketAnswers(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
-  bool answered = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
-  ::close(fd);
-  return answered;
-}
+#ifndef BERTH_CRASH_DEFAULT_ITERATIONS
+#define BERTH_CRASH_DEFAULT_ITERATIONS 50
+#endif
 
 class CrashTest : public ::testing::Test {
  protected:
@@ -121,8 +115,10 @@ class CrashTest : public ::testing::Test {
         {.method = "GET",
          .target_contains = "/blobs/",
          .action = FaultAction::SlowDrip(32 << 10, std::chrono::milliseconds(20))}));
-    const std::string snapshotter =
-        snapshot::OverlaySnapshotter::KernelSupportsOverlay() ? "overlayfs" : "native";
+    WriteConfig(snapshot::OverlaySnapshotter::KernelSupportsOverlay() ? "overlayfs" : "native");
+  }
+
+  void WriteConfig(std::string_view snapshotter) {
     std::ofstream(config_file()) << "[pull]\nsnapshotter = \"" << snapshotter
                                  << "\"\nsync = \"none\"\n"
                                  << "[registry.mirrors.\"" << registry_->host() << "\"]\n"
@@ -139,19 +135,14 @@ class CrashTest : public ::testing::Test {
   std::string reference() const { return registry_->host() + "/test/crash:v1"; }
 
   void StartDaemon(const fs::path& root) {
-    auto daemon =
-        ChildProcess::Start({.argv = {BERTHD_PATH, "--config", config_file().string(), "--root",
-                                      root.string(), "--state", (dir_->path() / "state").string(),
-                                      "--address", "unix://" + socket(), "--log-level", "info"},
-                             .log_file = dir_->path() / "berthd.log"});
+    auto daemon = berth::testing::StartBerthd({.config_file = config_file(),
+                                               .root = root,
+                                               .state = dir_->path() / "state",
+                                               .socket = socket(),
+                                               .log_file = dir_->path() / "berthd.log",
+                                               .start_timeout = std::chrono::seconds(30)});
     ASSERT_TRUE(daemon) << daemon.error().ToString();
     daemon_ = std::move(*daemon);
-    auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (!SocketAnswers(socket())) {
-      ASSERT_TRUE(daemon_->Running()) << daemon_->ReadLog();
-      ASSERT_LT(std::chrono::steady_clock::now(), give_up) << daemon_->ReadLog();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
   }
 
   void StopDaemon() {
@@ -238,6 +229,88 @@ class CrashTest : public ::testing::Test {
     return proxy_->BodyBytesSent("GET", "/blobs/") - at_start;
   }
 
+  // The kill -9 loop: berthd is killed at a random point of a pull, restarted, checked (the
+  // image is named whole or not at all, `berth check` is clean), and the pull is repeated and
+  // resumes; the rootfs then matches what was pushed. BERTH_CRASH_ITERATIONS overrides
+  // `iterations`.
+  void KillLoop(int iterations) {
+    if (const char* text = std::getenv("BERTH_CRASH_ITERATIONS")) iterations = std::atoi(text);
+    ASSERT_GT(iterations, 0);
+    const std::string image_id = image_->config.digest.ToString();
+
+    // How long one whole pull takes here, so kills can land uniformly over it.
+    const fs::path first_root = dir_->path() / "root-measure";
+    StartDaemon(first_root);
+    auto started = std::chrono::steady_clock::now();
+    CommandResult pulled = Cli({"pull", reference()});
+    auto pull_time = std::chrono::steady_clock::now() - started;
+    ASSERT_EQ(pulled.exit_code, 0) << pulled.err << daemon_->ReadLog();
+    StopDaemon();
+    const auto pull_us = std::chrono::duration_cast<std::chrono::microseconds>(pull_time).count();
+
+    std::mt19937_64 random(std::random_device{}());
+    std::uniform_int_distribution<int64_t> kill_at(0, pull_us);
+    uint64_t redownloaded = 0;
+    int complete_before_kill = 0;
+    int failures = 0;
+    for (int i = 0; i < iterations; ++i) {
+      const std::string when = "iteration " + std::to_string(i);
+      const fs::path root = dir_->path() / ("root-" + std::to_string(i));
+      StartDaemon(root);
+      const uint64_t bytes_at_start = proxy_->BodyBytesSent("GET", "/blobs/");
+      // The pull runs in its own client process; berthd dies under it.
+      auto client =
+          ChildProcess::Start({.argv = {BERTH_CLI_PATH, "--config", config_file().string(),
+                                        "--address", "unix://" + socket(), "pull", reference()},
+                               .log_file = dir_->path() / "client.log"});
+      ASSERT_TRUE(client) << client.error().ToString();
+      std::this_thread::sleep_for(std::chrono::microseconds(kill_at(random)));
+      KillDaemon();
+      (void)(*client)->WaitForExit(std::chrono::seconds(30));
+      // The proxy may still be finishing the responses to the dead connections.
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const uint64_t first_pull_bytes = proxy_->BodyBytesSent("GET", "/blobs/") - bytes_at_start;
+
+      // Restart: the image is either reported complete or not at all.
+      StartDaemon(root);
+      std::vector<std::string> ids = ListedIds();
+      EXPECT_TRUE(ids.empty() || (ids.size() == 1 && ids[0] == image_id))
+          << when << ": " << ::testing::PrintToString(ids);
+      if (!ids.empty()) ++complete_before_kill;
+      ExpectCheckClean({}, when + ", after the restart");
+
+      // Pull again: it resumes what the killed pull fetched.
+      const uint64_t bytes_before_repull = proxy_->BodyBytesSent("GET", "/blobs/");
+      CommandResult again = Cli({"pull", reference()});
+      EXPECT_EQ(again.exit_code, 0) << when << ": " << again.err;
+      EXPECT_EQ(ListedIds(), std::vector<std::string>{image_id}) << when;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const uint64_t second_pull_bytes =
+          proxy_->BodyBytesSent("GET", "/blobs/") - bytes_before_repull;
+      ExpectCheckClean({}, when + ", after the re-pull");
+      StopDaemon();
+      ExpectRootfs(root, when);
+
+      const uint64_t fetched = first_pull_bytes + second_pull_bytes;
+      if (fetched > image_blob_bytes_) redownloaded += fetched - image_blob_bytes_;
+      if (::testing::Test::HasFailure()) {
+        ++failures;
+        break;  // the first failure says enough; later iterations would repeat it
+      }
+      std::error_code ignored;
+      fs::remove_all(root, ignored);
+    }
+    std::printf(
+        "crash loop: %d iterations, %d failures, pull %.2f s, %d killed after the image was named; "
+        "blob bytes downloaded twice: %llu of %llu pulled (%.1f%% of one image per iteration)\n",
+        iterations, failures, static_cast<double>(pull_us) / 1e6, complete_before_kill,
+        static_cast<unsigned long long>(redownloaded),
+        static_cast<unsigned long long>(image_blob_bytes_ * static_cast<uint64_t>(iterations)),
+        100.0 * static_cast<double>(redownloaded) /
+            (static_cast<double>(image_blob_bytes_) * iterations));
+    RecordProperty("redownloaded_bytes", std::to_string(redownloaded));
+  }
+
   static inline TestRegistry* registry_ = nullptr;
   static inline imagegen::Image* image_ = nullptr;
   static inline uint64_t image_blob_bytes_ = 0;
@@ -247,85 +320,15 @@ class CrashTest : public ::testing::Test {
 };
 
 TEST_F(CrashTest, KilledDuringPullLeavesNoHalfImageAndTheNextPullResumes) {
-#ifndef BERTH_CRASH_DEFAULT_ITERATIONS
-#define BERTH_CRASH_DEFAULT_ITERATIONS 50
-#endif
-  int iterations = BERTH_CRASH_DEFAULT_ITERATIONS;
-  if (const char* text = std::getenv("BERTH_CRASH_ITERATIONS")) iterations = std::atoi(text);
-  ASSERT_GT(iterations, 0);
-  const std::string image_id = image_->config.digest.ToString();
+  KillLoop(BERTH_CRASH_DEFAULT_ITERATIONS);
+}
 
-  // How long one whole pull takes here, so kills can land uniformly over it.
-  const fs::path first_root = dir_->path() / "root-measure";
-  StartDaemon(first_root);
-  auto started = std::chrono::steady_clock::now();
-  CommandResult pulled = Cli({"pull", reference()});
-  auto pull_time = std::chrono::steady_clock::now() - started;
-  ASSERT_EQ(pulled.exit_code, 0) << pulled.err << daemon_->ReadLog();
-  StopDaemon();
-  const auto pull_us = std::chrono::duration_cast<std::chrono::microseconds>(pull_time).count();
-
-  std::mt19937_64 random(std::random_device{}());
-  std::uniform_int_distribution<int64_t> kill_at(0, pull_us);
-  uint64_t redownloaded = 0;
-  int complete_before_kill = 0;
-  int failures = 0;
-  for (int i = 0; i < iterations; ++i) {
-    const std::string when = "iteration " + std::to_string(i);
-    const fs::path root = dir_->path() / ("root-" + std::to_string(i));
-    StartDaemon(root);
-    const uint64_t bytes_at_start = proxy_->BodyBytesSent("GET", "/blobs/");
-    // The pull runs in its own client process; berthd dies under it.
-    auto client =
-        ChildProcess::Start({.argv = {BERTH_CLI_PATH, "--config", config_file().string(),
-                                      "--address", "unix://" + socket(), "pull", reference()},
-                             .log_file = dir_->path() / "client.log"});
-    ASSERT_TRUE(client) << client.error().ToString();
-    std::this_thread::sleep_for(std::chrono::microseconds(kill_at(random)));
-    KillDaemon();
-    (void)(*client)->WaitForExit(std::chrono::seconds(30));
-    // The proxy may still be finishing the responses to the dead connections.
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const uint64_t first_pull_bytes = proxy_->BodyBytesSent("GET", "/blobs/") - bytes_at_start;
-
-    // Restart: the image is either reported complete or not at all.
-    StartDaemon(root);
-    std::vector<std::string> ids = ListedIds();
-    EXPECT_TRUE(ids.empty() || (ids.size() == 1 && ids[0] == image_id))
-        << when << ": " << ::testing::PrintToString(ids);
-    if (!ids.empty()) ++complete_before_kill;
-    ExpectCheckClean({}, when + ", after the restart");
-
-    // Pull again: it resumes what the killed pull fetched.
-    const uint64_t bytes_before_repull = proxy_->BodyBytesSent("GET", "/blobs/");
-    CommandResult again = Cli({"pull", reference()});
-    EXPECT_EQ(again.exit_code, 0) << when << ": " << again.err;
-    EXPECT_EQ(ListedIds(), std::vector<std::string>{image_id}) << when;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    const uint64_t second_pull_bytes =
-        proxy_->BodyBytesSent("GET", "/blobs/") - bytes_before_repull;
-    ExpectCheckClean({}, when + ", after the re-pull");
-    StopDaemon();
-    ExpectRootfs(root, when);
-
-    const uint64_t fetched = first_pull_bytes + second_pull_bytes;
-    if (fetched > image_blob_bytes_) redownloaded += fetched - image_blob_bytes_;
-    if (::testing::Test::HasFailure()) {
-      ++failures;
-      break;  // the first failure says enough; later iterations would repeat it
-    }
-    std::error_code ignored;
-    fs::remove_all(root, ignored);
-  }
-  std::printf(
-      "crash loop: %d iterations, %d failures, pull %.2f s, %d killed after the image was named; "
-      "blob bytes downloaded twice: %llu of %llu pulled (%.1f%% of one image per iteration)\n",
-      iterations, failures, static_cast<double>(pull_us) / 1e6, complete_before_kill,
-      static_cast<unsigned long long>(redownloaded),
-      static_cast<unsigned long long>(image_blob_bytes_ * static_cast<uint64_t>(iterations)),
-      100.0 * static_cast<double>(redownloaded) /
-          (static_cast<double>(image_blob_bytes_) * iterations));
-  RecordProperty("redownloaded_bytes", std::to_string(redownloaded));
+// The same with the erofs snapshotter, where berthd dies while writing layer images: a fifth of
+// the iterations (the loop is the suite's longest test).
+TEST_F(CrashTest, KilledDuringAnErofsPullLeavesNoHalfImageAndTheNextPullResumes) {
+  if (!snapshot::ErofsSnapshotter::KernelSupportsErofs()) GTEST_SKIP() << "no erofs in the kernel";
+  WriteConfig("erofs");
+  KillLoop(std::max(1, BERTH_CRASH_DEFAULT_ITERATIONS / 5));
 }
 
 // Regular files under `dir`, and its entries (a snapshotter's snapshot directories).

@@ -24,6 +24,7 @@
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "proto/runtime/v1/api.grpc.pb.h"
 #include "proto/runtime/v1alpha2/api.grpc.pb.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/fault_proxy.h"
 #include "testing/run_command.h"
@@ -193,28 +194,18 @@ class CriTest : public ::testing::Test {
   std::string socket() const { return (dir_->path() / "run" / "berth.sock").string(); }
 
   void StartDaemon(const std::vector<std::string>& extra_args = {}) {
-    std::vector<std::string> argv = {BERTHD_PATH,
-                                     "--config",
-                                     (dir_->path() / "config.toml").string(),
-                                     "--root",
-                                     root_.string(),
-                                     "--state",
-                                     (dir_->path() / "state").string(),
-                                     "--address",
-                                     "unix://" + socket(),
-                                     "--log-level",
-                                     "info"};
-    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-    auto daemon = ChildProcess::Start({.argv = argv, .log_file = dir_->path() / "berthd.log"});
+    auto daemon = berth::testing::StartBerthd({.config_file = dir_->path() / "config.toml",
+                                               .root = root_,
+                                               .state = dir_->path() / "state",
+                                               .socket = socket(),
+                                               .extra_args = extra_args,
+                                               .log_file = dir_->path() / "berthd.log"});
     ASSERT_TRUE(daemon) << daemon.error().ToString();
     daemon_ = std::move(*daemon);
     channel_ = grpc::CreateChannel("unix:" + socket(), grpc::InsecureChannelCredentials());
-    auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(20);
-    while (!channel_->WaitForConnected(std::chrono::system_clock::now() +
-                                       std::chrono::milliseconds(200))) {
-      ASSERT_TRUE(daemon_->Running()) << daemon_->ReadLog();
-      ASSERT_LT(std::chrono::system_clock::now(), deadline) << daemon_->ReadLog();
-    }
+    ASSERT_TRUE(
+        channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)))
+        << daemon_->ReadLog();
     v1_ = v1::ImageService::NewStub(channel_);
     v1alpha2_ = v1alpha2::ImageService::NewStub(channel_);
   }
@@ -514,11 +505,12 @@ TEST_F(CriTest, RestartKeepsEveryImageAndSigtermExitsZero) {
 }
 
 TEST_F(CriTest, SecondDaemonOnTheSameRootRefuses) {
-  auto second = ChildProcess::Start(
-      {.argv = {BERTHD_PATH, "--config", (dir_->path() / "config.toml").string(), "--root",
-                (dir_->path() / "root").string(), "--address",
-                "unix://" + (dir_->path() / "other.sock").string()},
-       .log_file = dir_->path() / "second.log"});
+  auto second = berth::testing::StartBerthd({.config_file = dir_->path() / "config.toml",
+                                             .root = dir_->path() / "root",
+                                             .socket = dir_->path() / "other.sock",
+                                             .log_level = "",
+                                             .log_file = dir_->path() / "second.log",
+                                             .wait = berth::testing::BerthdStartWait::kNone});
   ASSERT_TRUE(second);
   auto status = (*second)->WaitForExit(std::chrono::seconds(20));
   ASSERT_TRUE(status);

@@ -22,6 +22,7 @@
 
 #include "berth/base/base64.h"
 #include "proto/runtime/v1/api.grpc.pb.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/secret_sentinel.h"
 #include "testing/temp_dir.h"
@@ -90,28 +91,19 @@ class DaemonLogHygieneTest : public ::testing::Test {
   }
 
   void StartDaemon() {
-    std::vector<std::string> argv = {BERTHD_PATH,
-                                     "--config",
-                                     WriteConfig().string(),
-                                     "--root",
-                                     output_->Join("root").string(),
-                                     "--state",
-                                     output_->Join("state").string(),
-                                     "--address",
-                                     "unix://" + socket(),
-                                     "--log-level",
-                                     "trace"};
     Result<std::unique_ptr<ChildProcess>> daemon =
-        ChildProcess::Start({.argv = argv, .log_file = output_->Join("berthd.log")});
+        berth::testing::StartBerthd({.config_file = WriteConfig(),
+                                     .root = output_->Join("root"),
+                                     .state = output_->Join("state"),
+                                     .socket = socket(),
+                                     .log_level = "trace",
+                                     .log_file = output_->Join("berthd.log")});
     ASSERT_TRUE(daemon) << daemon.error().ToString();
     daemon_ = std::move(*daemon);
     channel_ = grpc::CreateChannel("unix:" + socket(), grpc::InsecureChannelCredentials());
-    auto deadline = std::chrono::system_clock::now() + std::chrono::seconds(20);
-    while (!channel_->WaitForConnected(std::chrono::system_clock::now() +
-                                       std::chrono::milliseconds(200))) {
-      ASSERT_TRUE(daemon_->Running()) << daemon_->ReadLog();
-      ASSERT_LT(std::chrono::system_clock::now(), deadline) << daemon_->ReadLog();
-    }
+    ASSERT_TRUE(
+        channel_->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)))
+        << daemon_->ReadLog();
     stub_ = v1::ImageService::NewStub(channel_);
   }
 

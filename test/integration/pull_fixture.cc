@@ -1,8 +1,12 @@
 #include "test/integration/pull_fixture.h"
 
+#include <spdlog/sinks/ostream_sink.h>
+
+#include <random>
 #include <utility>
 
 #include "berth/base/cancel.h"
+#include "berth/base/log.h"
 #include "berth/image/platform.h"
 #include "testing/result_matchers.h"
 #include "testing/secret_sentinel.h"
@@ -15,6 +19,27 @@ PullOptions Amd64() {
   EXPECT_TRUE(platform);
   if (platform) options.platform = *platform;
   return options;
+}
+
+std::string IncompressibleBytes(size_t size, uint32_t seed) {
+  std::mt19937_64 random(seed);
+  std::string bytes(size, '\0');
+  for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>(random());
+  return bytes;
+}
+
+CapturedLog& CapturedLog::Get() {
+  static CapturedLog* log = new CapturedLog();
+  return *log;
+}
+
+std::string CapturedLog::Text() {
+  std::lock_guard lock(mutex_);
+  return stream_.str();
+}
+
+CapturedLog::CapturedLog() {
+  log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_));
 }
 
 PullFixture::PullFixture(std::string dir_prefix) : dir_prefix_(std::move(dir_prefix)) {}

@@ -20,7 +20,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <memory>
+#include <mutex>
+#include <sstream>
 #include <string>
 
 #include "berth/config/config.h"
@@ -34,6 +37,23 @@ namespace berth::pull {
 
 // Pull options that select the linux/amd64 image of an index.
 PullOptions Amd64();
+
+// Incompressible bytes, the same for the same seed (layers that stay as large as they are).
+std::string IncompressibleBytes(size_t size, uint32_t seed);
+
+// The log lines the process writes from the first Get() on, for the whole test binary (a sink
+// added to berth's logger), so that a test can look for the lines it caused: note
+// Text().size() before, read Text().substr(that) after. Thread-safe.
+class CapturedLog {
+ public:
+  static CapturedLog& Get();
+  std::string Text();
+
+ private:
+  CapturedLog();
+  std::mutex mutex_;
+  std::ostringstream stream_;
+};
 
 class PullFixture : public ::testing::Test {
  protected:

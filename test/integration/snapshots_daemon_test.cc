@@ -12,10 +12,10 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "berth/containerd/snapshots_client.h"
+#include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/result_matchers.h"
 #include "testing/temp_dir.h"
@@ -40,44 +40,22 @@ class SnapshotsDaemonTest : public ::testing::Test {
   fs::path run() const { return dir_->path() / "run"; }
   std::string address() const { return "unix://" + (run() / "snapshotter.sock").string(); }
 
-  // Starts berthd with its CRI socket in run(); the Snapshots API then defaults to
-  // run()/snapshotter.sock. Waits until `wait_for` accepts connections.
-  void StartDaemon(const std::vector<std::string>& extra_args = {},
-                   std::optional<fs::path> wait_for = std::nullopt) {
-    std::vector<std::string> argv = {BERTHD_PATH,
-                                     "--root",
-                                     (dir_->path() / "root").string(),
-                                     "--state",
-                                     (dir_->path() / "state").string(),
-                                     "--address",
-                                     "unix://" + (run() / "berth.sock").string(),
-                                     "--log-level",
-                                     "debug"};
-    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-    ASSERT_OK_AND_ASSIGN(
-        daemon_, ChildProcess::Start({.argv = argv, .log_file = dir_->path() / "berthd.log"}));
-    const fs::path socket = wait_for.value_or(run() / "berth.sock");
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!Accepts(socket)) {
-      ASSERT_TRUE(daemon_->Running()) << daemon_->ReadLog();
-      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << daemon_->ReadLog();
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+  // Starts berthd with its CRI socket in run() and the Snapshots API at `snapshotter_socket`
+  // (BerthdOptions: nullopt is berthd's default, run()/snapshotter.sock; an empty path, none).
+  // Waits until its sockets accept connections.
+  void StartDaemon(std::optional<fs::path> snapshotter_socket = std::nullopt) {
+    ASSERT_OK_AND_ASSIGN(daemon_,
+                         berth::testing::StartBerthd({.root = dir_->path() / "root",
+                                                      .state = dir_->path() / "state",
+                                                      .socket = run() / "berth.sock",
+                                                      .snapshotter_socket = snapshotter_socket,
+                                                      .log_level = "debug",
+                                                      .log_file = dir_->path() / "berthd.log"}));
   }
 
   void StopDaemon() {
     berth::testing::ExitStatus status = daemon_->Stop(std::chrono::seconds(20));
     EXPECT_TRUE(status.success()) << status.ToString() << "\n" << daemon_->ReadLog();
-  }
-
-  static bool Accepts(const fs::path& socket) {
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::strncpy(address.sun_path, socket.c_str(), sizeof(address.sun_path) - 1);
-    bool connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
-    ::close(fd);
-    return connected;
   }
 
   std::unique_ptr<containerd::SnapshotsClient> Client() {
@@ -101,7 +79,7 @@ TEST_F(SnapshotsDaemonTest, ServesTheSnapshotsApiAndKeepsContainerdsSnapshotsAcr
     ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&stale), sizeof(stale)), 0);
     ::close(fd);
   }
-  ASSERT_NO_FATAL_FAILURE(StartDaemon({}, run() / "snapshotter.sock"));
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   auto client = Client();
   ASSERT_TRUE(client);
   ASSERT_OK(client->Prepare("default/1/extract-1 sha256:c1", "", {}));
@@ -118,7 +96,7 @@ TEST_F(SnapshotsDaemonTest, ServesTheSnapshotsApiAndKeepsContainerdsSnapshotsAcr
 
   // berthd starts with a garbage collection (Recover): containerd's snapshots, referenced by no
   // berth image, are still there, and so is what containerd reads back.
-  ASSERT_NO_FATAL_FAILURE(StartDaemon({}, run() / "snapshotter.sock"));
+  ASSERT_NO_FATAL_FAILURE(StartDaemon());
   client = Client();
   ASSERT_OK_AND_ASSIGN(std::vector<snapshot::Info> listed, client->List({}));
   std::vector<std::string> names;
@@ -136,14 +114,13 @@ TEST_F(SnapshotsDaemonTest, ServesTheSnapshotsApiAndKeepsContainerdsSnapshotsAcr
 }
 
 TEST_F(SnapshotsDaemonTest, AnEmptySnapshotterAddressServesNone) {
-  ASSERT_NO_FATAL_FAILURE(StartDaemon({"--snapshotter-address", ""}));
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(fs::path()));  // --snapshotter-address ""
   EXPECT_FALSE(fs::exists(run() / "snapshotter.sock"));
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
 
   // An explicit address elsewhere.
   const fs::path elsewhere = dir_->path() / "other" / "snap.sock";
-  ASSERT_NO_FATAL_FAILURE(
-      StartDaemon({"--snapshotter-address", "unix://" + elsewhere.string()}, elsewhere));
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(elsewhere));
   EXPECT_FALSE(fs::exists(run() / "snapshotter.sock"));
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
 }

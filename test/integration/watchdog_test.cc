@@ -12,13 +12,10 @@
 // quick, and what is asserted is which endpoint served which bytes.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ostream_sink.h>
 
+#include <atomic>
 #include <cstdio>
 #include <memory>
-#include <mutex>
-#include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +27,7 @@
 #include "berth/pull/download_scheduler.h"
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
+#include "berth/registry/observer.h"
 #include "test/integration/pull_fixture.h"
 #include "testing/fault_proxy.h"
 #include "testing/result_matchers.h"
@@ -55,17 +53,9 @@ using ::testing::HasSubstr;
 constexpr std::string_view kRepository = "demo";
 constexpr uint64_t kStallAfter = 1000;  // body bytes a stalling proxy sends before going quiet
 
-// Incompressible bytes, the same for the same seed.
-std::string RandomBytes(size_t size, uint32_t seed) {
-  std::mt19937_64 random(seed);
-  std::string bytes(size, '\0');
-  for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>(random());
-  return bytes;
-}
-
 imagegen::Layer MakeLayer(size_t size, uint32_t seed) {
   imagegen::FileTree tree;
-  tree.AddFile("data/blob-" + std::to_string(seed), RandomBytes(size, seed));
+  tree.AddFile("data/blob-" + std::to_string(seed), IncompressibleBytes(size, seed));
   Result<imagegen::Layer> layer = imagegen::BuildLayer(tree);
   EXPECT_OK(layer);
   return layer ? std::move(*layer) : imagegen::Layer{};
@@ -101,22 +91,18 @@ bool Push(const TestRegistry& registry, std::string_view tag, const imagegen::Im
   return pushed.has_value();
 }
 
-// Log lines written by the process, captured once for the whole test binary.
-class CapturedLog {
+// Counts the watchdog trips the transport reports (registry/observer.h), as berthd's metrics do.
+class WatchdogCounter final : public registry::RegistryObserver {
  public:
-  static CapturedLog& Get() {
-    static CapturedLog* log = new CapturedLog();
-    return *log;
+  void RequestDone(std::string_view, registry::FetchKind, int, uint64_t) override {}
+  void Retried(std::string_view, registry::RetryReason) override {}
+  void FellBack(std::string_view) override {}
+  void EndpointDead(std::string_view) override {}
+  void WatchdogTripped(registry::Watchdog watchdog) override {
+    (watchdog == registry::Watchdog::kStall ? stalls : too_slow).fetch_add(1);
   }
-  std::string Text() {
-    std::lock_guard lock(mutex_);
-    return stream_.str();
-  }
-
- private:
-  CapturedLog() { log::AddSinkForTest(std::make_shared<spdlog::sinks::ostream_sink_mt>(stream_)); }
-  std::mutex mutex_;
-  std::ostringstream stream_;
+  std::atomic<int> stalls{0};
+  std::atomic<int> too_slow{0};
 };
 
 class WatchdogTest : public PullFixture {
@@ -126,7 +112,11 @@ class WatchdogTest : public PullFixture {
   void SetUp() override {
     CapturedLog::Get();
     PullFixture::SetUp();
+    // The fixture's transport, reporting to watchdogs_.
+    ASSERT_OK_AND_ASSIGN(transport_, registry::CurlTransport::Create(&watchdogs_));
   }
+
+  WatchdogCounter watchdogs_;
 
   // A config whose only mirror for `host` is `mirror_url`, with a 1 s progress timeout.
   static config::Config MirrorConfig(const std::string& host, const std::string& mirror_url) {
@@ -187,6 +177,8 @@ TEST_F(WatchdogTest, StalledMirrorTimesOutAndUpstreamServesTheRest) {
     }
   }
   EXPECT_GE(stalled, 1u) << mirror_proxy->DescribeRequests();
+  EXPECT_EQ(watchdogs_.stalls.load(), static_cast<int>(stalled));
+  EXPECT_EQ(watchdogs_.too_slow.load(), 0);
   EXPECT_EQ(upstream_proxy->RequestCount("GET", "/manifests/"), 0u)
       << upstream_proxy->DescribeRequests();
   ExpectEachLayerSentOnceAcross(image, *mirror_proxy, *upstream_proxy);
@@ -230,6 +222,8 @@ TEST_F(WatchdogTest, SlowDripMirrorBelowTheThroughputFloorIsAbandoned) {
 
   EXPECT_EQ(mirror_proxy->RequestCount("GET", layer_digest), 1u)
       << mirror_proxy->DescribeRequests();
+  EXPECT_EQ(watchdogs_.too_slow.load(), 1);
+  EXPECT_EQ(watchdogs_.stalls.load(), 0);
   EXPECT_GT(mirror_proxy->BodyBytesSent("", layer_digest), 0u) << mirror_proxy->DescribeRequests();
   // The upstream resumed from what the mirror had delivered (a Range request), rather than
   // sending the whole blob again. (The proxy's count of what the mirror sent may include a piece
