@@ -334,12 +334,19 @@ class SnapshotterTest : public ContainerdTest,
   }
 
   // How many files under berthd's snapshot directories are the image's known file.
+  // Snapshots being removed meanwhile (containerd removing a container's snapshot renames it to
+  // rm-<id>, then deletes it) end only their own walk, not the count.
   int KnownFilesInBerth() const {
     int count = 0;
     std::error_code error;
-    for (auto it = fs::recursive_directory_iterator(berth_root() / "snapshots", error);
-         !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
-      if (it->path().string().ends_with(kKnownFilePath)) ++count;
+    for (auto snapshot = fs::directory_iterator(berth_root() / "snapshots", error);
+         !error && snapshot != fs::directory_iterator(); snapshot.increment(error)) {
+      if (snapshot->path().filename().string().starts_with("rm-")) continue;
+      std::error_code walk_error;
+      for (auto it = fs::recursive_directory_iterator(snapshot->path(), walk_error);
+           !walk_error && it != fs::recursive_directory_iterator(); it.increment(walk_error)) {
+        if (it->path().string().ends_with(kKnownFilePath)) ++count;
+      }
     }
     return count;
   }
