@@ -765,6 +765,11 @@ constexpr PeersKey kPeersKeys[] = {
        BERTH_ASSIGN_OR_RETURN(peers.tls_client_ca, reader.String(entry));
        return Ok();
      }},
+    {"fetch_missing",
+     [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {
+       BERTH_ASSIGN_OR_RETURN(peers.fetch_missing, reader.Bool(entry));
+       return Ok();
+     }},
     // The pulling side: who the peers are and how a pull asks them.
     {"static",
      [](const Reader& reader, const Entry& entry, PeersConfig& peers) -> Result<void> {

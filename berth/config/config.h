@@ -247,6 +247,9 @@ struct PeersConfig {
   std::string tls_key;
   // A CA (PEM) whose certificates clients must present (mutual TLS); needs tls_cert.
   std::string tls_client_ca;
+  // Whether a blob a peer asks for that this node lacks is fetched from the registry the request
+  // names (`ns`) and sent as it arrives (peers/arriving_blob.h); false: 404.
+  bool fetch_missing = true;
 
   // The pulling side: who the peers are (peers/membership.h) and how many of a blob's home
   // peers a pull asks before the registry. The addresses are checked by peers::Membership when

@@ -294,6 +294,15 @@ constexpr KeyDoc kKeyDocs[] = {
      .description = "A cluster CA: clients must present a certificate it signed (mutual TLS), "
                     "and a connection without one is refused in the handshake. Needs tls_cert "
                     "and tls_key."},
+    {.path = "peers.fetch_missing",
+     .value = "boolean",
+     .default_value = "true",
+     .example = "true",
+     .containerd = "",
+     .description = "Whether a blob a peer asks for that this node lacks is fetched from the "
+                    "registry the request names (ns=) — once, however many peers ask — and sent "
+                    "to them as it arrives, then kept. false answers 404 and the peer goes on "
+                    "to its next home or the registry."},
     // [peers], the pulling side: who the peers are and how a pull asks them.
     {.path = "peers.static",
      .value = "array of \"host:port\" (\"[v6]:port\")",

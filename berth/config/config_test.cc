@@ -295,6 +295,7 @@ TEST(BerthConfigTest, EveryKeyOfTheBerthForm) {
   EXPECT_EQ(config.peers.tls_cert, "/etc/berth/peers/server.pem");
   EXPECT_EQ(config.peers.tls_key, "/etc/berth/peers/server-key.pem");
   EXPECT_EQ(config.peers.tls_client_ca, "/etc/berth/peers/cluster-ca.pem");
+  EXPECT_FALSE(config.peers.fetch_missing);
 
   EXPECT_THAT(config.registry.mirrors.at("docker.io").endpoints,
               ElementsAre("https://mirror.local:5000/v2-proxy", "https://registry-1.docker.io"));
@@ -315,6 +316,7 @@ TEST(BerthConfigTest, PeersDefaultToNoEndpointAndCheckTheirValues) {
   EXPECT_EQ(defaults.listen, "");
   EXPECT_EQ(defaults.max_concurrent_uploads, 8);
   EXPECT_EQ(defaults.max_upload_rate, 0u);
+  EXPECT_TRUE(defaults.fetch_missing);
   EXPECT_EQ(Parse("[peers]\nmax_upload_rate = 1048576\n").peers.max_upload_rate, 1u << 20);
   EXPECT_EQ(Parse("[peers]\nlisten = \"[::]:5050\"\n").peers.listen, "[::]:5050");
   EXPECT_THAT(ParseError("[peers]\nlisten = \"5050\"\n"),

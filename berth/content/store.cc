@@ -348,6 +348,12 @@ Result<void> Writer::ReadExisting(
   return ReadChunks(data_.get(), offset_, consume, fmt::format("ingest of {}", expected_));
 }
 
+Result<UniqueFd> Writer::OpenReader() const {
+  UniqueFd reader(::open((dir_ / "data").c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!reader) return Fail(ErrnoError(errno, fmt::format("open ingest of {}", expected_)));
+  return reader;
+}
+
 Result<BlobInfo> Writer::Commit() {
   if (closed_) return Fail(ErrorCode::kFailedPrecondition, "commit of a closed content writer");
   closed_ = true;

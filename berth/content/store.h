@@ -140,6 +140,10 @@ class Writer {
   // `consume` in order, in chunks of up to 1 MiB, so a streaming consumer can catch up.
   Result<void> ReadExisting(const std::function<Result<void>(std::string_view)>& consume) const;
 
+  // Opens the ingest's bytes for reading (pread, sendfile): [0, offset()) now, more as they are
+  // written. The descriptor stays valid whatever becomes of the ingest (committed, aborted);
+  // after a Truncate() its old bytes are gone. For serving a blob while it arrives.
+  Result<UniqueFd> OpenReader() const;
   // Checks size and digest, makes the blob durable (per the store's Durability), renames it into
   // place and removes the ingest. On a size or digest mismatch returns kDataLoss (naming both
   // sizes or both digests) and removes the ingest, whose bytes are useless. kFailedPrecondition

@@ -18,6 +18,7 @@
 #include "berth/base/tcp_listen.h"
 #include "berth/image/manifest.h"
 #include "berth/reference/reference.h"
+#include "berth/registry/client.h"
 
 namespace berth::peers {
 namespace {
@@ -88,6 +89,7 @@ struct Route {
   // Set for content (a blob or a manifest by digest); else, unless `probe`, the refusal: its
   // HTTP status, the distribution error code and message.
   std::optional<Digest> digest;
+  std::string name;  // the repository, with a digest
   int status = 0;
   std::string code;
   std::string message;
@@ -138,7 +140,7 @@ Route RouteOf(std::string_view path) {
   }
   Result<Digest> digest = Digest::Parse(reference);
   if (!digest) return Refuse(kind, 400, "DIGEST_INVALID", digest.error().message());
-  return {.kind = kind, .digest = std::move(*digest)};
+  return {.kind = kind, .digest = std::move(*digest), .name = std::string(name)};
 }
 
 }  // namespace
@@ -355,7 +357,7 @@ bool BlobServer::Answer(Connection& connection, std::string_view head_text) {
                 request.method, route.kind, keep_alive) &&
            keep_alive;
   }
-  return ServeContent(connection, request, route.kind, *route.digest) && keep_alive;
+  return ServeContent(connection, request, route.kind, route.name, *route.digest) && keep_alive;
 }
 
 bool BlobServer::Send(Connection& connection, const Response& response, std::string_view method,
@@ -372,6 +374,13 @@ bool BlobServer::Send(Connection& connection, const Response& response, std::str
     options_.observer->RequestDone(MethodLabel(method), kind, response.status, 0);
   }
   return written;
+}
+
+// 429 with Retry-After: 1 (see the header), saying `why`.
+BlobServer::Response BlobServer::TooManyRequests(std::string_view why) {
+  return {.status = 429,
+          .fields = "Retry-After: 1\r\n",
+          .body = ErrorBody("TOOMANYREQUESTS", fmt::format("{}; retry, or ask another node", why))};
 }
 
 // What the store holds under a digest, opened for a response.
@@ -416,10 +425,14 @@ std::variant<BlobServer::Content, BlobServer::Response> BlobServer::Open(const D
 }
 
 bool BlobServer::ServeContent(Connection& connection, const RequestHead& request, RequestKind kind,
-                              const Digest& digest) {
+                              std::string_view name, const Digest& digest) {
   const bool keep_alive = request.KeepAlive() && !request.HasBody();
   auto opened = Open(digest, kind);
   if (Response* refusal = std::get_if<Response>(&opened)) {
+    if (refusal->status == 404 && kind == RequestKind::kBlob && options_.arriving != nullptr &&
+        request.method == "GET") {
+      return ServeArriving(connection, request, name, digest, *refusal);
+    }
     return Send(connection, *refusal, request.method, kind, keep_alive);
   }
   const Content& content = std::get<Content>(opened);
@@ -452,12 +465,7 @@ bool BlobServer::ServeContent(Connection& connection, const RequestHead& request
     slot.emplace(uploads_, options_.max_concurrent_uploads);
     if (!slot->taken()) {
       if (options_.observer != nullptr) options_.observer->UploadRefused();
-      return Send(connection,
-                  {.status = 429,
-                   .fields = "Retry-After: 1\r\n",
-                   .body = ErrorBody("TOOMANYREQUESTS",
-                                     "this node is sending as much as it may; retry, or ask "
-                                     "another node")},
+      return Send(connection, TooManyRequests("this node is sending as much as it may"),
                   request.method, kind, keep_alive);
     }
   }
@@ -480,6 +488,87 @@ bool BlobServer::ServeContent(Connection& connection, const RequestHead& request
     options_.observer->RequestDone(MethodLabel(request.method), kind, status, sent);
   }
   return written;
+}
+
+bool BlobServer::ServeArriving(Connection& connection, const RequestHead& request,
+                               std::string_view name, const Digest& digest,
+                               const Response& absent) {
+  const bool keep_alive = request.KeepAlive() && !request.HasBody();
+  std::optional<UploadSlot> slot(std::in_place, uploads_, options_.max_concurrent_uploads);
+  if (!slot->taken()) {
+    if (options_.observer != nullptr) options_.observer->UploadRefused();
+    return Send(connection, TooManyRequests("this node is sending as much as it may"),
+                request.method, RequestKind::kBlob, keep_alive);
+  }
+  Result<std::shared_ptr<ArrivingBlob>> arriving = options_.arriving->Follow(
+      {.digest = digest,
+       .repository = std::string(name),
+       .registry = request.QueryParameter("ns").value_or(""),
+       .registry_authorization = Secret(
+           std::string(request.Field(registry::kRegistryAuthorizationHeader).value_or("")))});
+  if (!arriving) {
+    switch (arriving.error().code()) {
+      case ErrorCode::kAlreadyExists:  // stored meanwhile: served as any stored blob
+        slot.reset();
+        return ServeContent(connection, request, RequestKind::kBlob, name, digest);
+      case ErrorCode::kResourceExhausted:
+        return Send(connection, TooManyRequests(arriving.error().message()), request.method,
+                    RequestKind::kBlob, keep_alive);
+      default:
+        log::Debug("peers.not_fetched",
+                   {{"digest", digest.ToString()}, {"error", arriving.error().ToString()}});
+        return Send(connection, absent, request.method, RequestKind::kBlob, keep_alive);
+    }
+  }
+  const std::string fields = fmt::format(
+      "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n"
+      "Docker-Content-Digest: {}\r\n",
+      digest.ToString());
+  uint64_t sent = 0;
+  const bool written =
+      connection.Write(ResponseHead(200, fields, keep_alive), Clock::now() + options_.read_timeout)
+          .has_value() &&
+      SendArriving(connection, **arriving, digest, sent);
+  if (options_.observer != nullptr) {
+    options_.observer->RequestDone("GET", RequestKind::kBlob, 200, sent);
+  }
+  return written;
+}
+
+bool BlobServer::SendArriving(Connection& connection, ArrivingBlob& blob, const Digest& digest,
+                              uint64_t& sent) {
+  int64_t offset = 0;
+  while (!connection.Stopping()) {
+    // In slices, so that a server that stops is noticed while the download is quiet.
+    const ArrivingBlob::Progress progress =
+        blob.WaitBeyond(offset, Clock::now() + std::chrono::milliseconds(250));
+    if (progress.available > offset) {
+      const int64_t length = progress.available - offset;
+      Result<void> chunk =
+          connection.Write(fmt::format("{:x}\r\n", length), Clock::now() + options_.read_timeout);
+      if (chunk) {
+        chunk = connection.SendFile(
+            blob.file(), offset, length, options_.read_timeout,
+            [this](uint64_t bytes) { return Pace(bytes); }, sent);
+      }
+      if (chunk) chunk = connection.Write("\r\n", Clock::now() + options_.read_timeout);
+      if (!chunk) {
+        log::Debug("peers.send_failed",
+                   {{"digest", digest.ToString()}, {"error", chunk.error().ToString()}});
+        return false;
+      }
+      offset = progress.available;
+      continue;
+    }
+    if (progress.failed) {
+      log::Info("peers.arriving_failed", {{"digest", digest.ToString()}, {"sent", offset}});
+      return false;
+    }
+    if (progress.ended) {
+      return connection.Write("0\r\n\r\n", Clock::now() + options_.read_timeout).has_value();
+    }
+  }
+  return false;
 }
 
 }  // namespace berth::peers

@@ -9,8 +9,9 @@
 //   GET|HEAD /v2/<name>/manifests/<digest>       the manifest, with its own media type
 //
 // <name> is any valid repository name (the reference grammar's path, lowercase) and is not used
-// to find content: a digest is a digest. A query string (containerd's and berth's mirrors send
-// `ns=<registry host>`) is accepted and ignored for now. Everything else is refused with the
+// to find content: a digest is a digest. A query string is accepted; its `ns=<registry host>`
+// (containerd's and berth's requests to mirrors send it) names where a missing blob comes from.
+// Everything else is refused with the
 // distribution spec's error JSON: a tag (a manifest reference that is not a digest) or a
 // manifest digest whose blob is not a manifest 404 MANIFEST_UNKNOWN, an absent blob 404
 // BLOB_UNKNOWN, an upload URL 404 BLOB_UPLOAD_UNKNOWN, the catalog, tag lists and any other path
@@ -30,11 +31,19 @@
 // blob (200): clients of registries ask for one range (to resume), and multipart/byteranges
 // would be code no peer uses. Manifests ignore Range.
 //
-// Only verified content is served: the content store holds only blobs whose size and digest
-// were checked (content/store.h). A blob this node is still downloading is NOT served, for now:
-// the peer asking gets 404 and goes on to the blob's next home peer or the registry. (Serving an
-// ingest as it arrives would mean sending bytes not yet verified, or holding a response open
-// until the download ends; issue 17's pull-through side decides that.)
+// What the content store holds is verified (content/store.h) and served as above. A blob it
+// lacks (GET only; HEAD answers 404) is asked of `arriving` when one is given
+// (arriving_blob.h): the download of it this node is running — or one started now from the
+// registry `ns` names, which this node then keeps — is sent as it arrives: 200 with
+// Transfer-Encoding: chunked (the size is the registry's to tell), no Range (a Range asked of
+// an arriving blob gets the whole of it; clients start again from byte 0 then), and the
+// terminating chunk only once the download has ended verified. A download that fails cuts the
+// response short, so the client sees an incomplete transfer and moves on; the client checks
+// the digest of what it got in any case. Such a response holds an upload place like any other;
+// when `arriving` refuses (too many fetches) the answer is 429, when it has nothing to follow
+// (no `ns`, a bad one) 404. The registry's Authorization a requester passes on
+// (registry/client.h's kRegistryAuthorizationHeader) goes to `arriving` for a fetch the request
+// starts, as a Secret: it is never logged, kept or sent anywhere but to that registry.
 //
 // Streaming: a body goes out from the blob's file with sendfile(2) (plain HTTP) or through one
 // 64 KiB buffer (TLS); no blob is held in memory but a manifest's, whose type is read from it
@@ -82,6 +91,7 @@
 #include "berth/base/result.h"
 #include "berth/base/unique_fd.h"
 #include "berth/content/store.h"
+#include "berth/peers/arriving_blob.h"
 #include "berth/peers/connection.h"
 #include "berth/peers/http_request.h"
 #include "berth/peers/observer.h"
@@ -102,6 +112,9 @@ struct BlobServerOptions {
   int max_connections = 256;
   // Hears every response; may be null. Must outlive the server.
   BlobServerObserver* observer = nullptr;
+  // Follows (or starts) the download of a blob the store lacks; null: such a blob is 404.
+  // Must outlive the server.
+  ArrivingBlobs* arriving = nullptr;
 };
 
 class BlobServer {
@@ -142,13 +155,22 @@ class BlobServer {
   // Opens what the store holds under `digest` for a request of `kind` (a manifest's media type
   // read from it), or the refusal to send instead: 404 when absent or not a manifest.
   std::variant<Content, Response> Open(const Digest& digest, RequestKind kind) const;
-  // The response for a request for content: what the store has under `digest`.
+  // The response for a request for content: what the store has under `digest`, else what
+  // arrives (ServeArriving) for a blob of repository `name`.
   bool ServeContent(Connection& connection, const RequestHead& request, RequestKind kind,
-                    const Digest& digest);
+                    std::string_view name, const Digest& digest);
+  // A blob the store lacks (`absent` is the 404 to send when nothing arrives either).
+  bool ServeArriving(Connection& connection, const RequestHead& request, std::string_view name,
+                     const Digest& digest, const Response& absent);
+  // Sends what `blob` has and gets as chunks, the terminating one once it ended; false when the
+  // connection failed or the download did (the response is then cut short).
+  bool SendArriving(Connection& connection, ArrivingBlob& blob, const Digest& digest,
+                    uint64_t& sent);
   // Writes `response` (an error or a probe answer, no content) and reports it.
   bool Send(Connection& connection, const Response& response, std::string_view method,
             RequestKind kind, bool keep_alive);
   std::chrono::nanoseconds Pace(uint64_t bytes);
+  static Response TooManyRequests(std::string_view why);
 
   const content::Store& store_;
   const BlobServerOptions options_;

@@ -3,12 +3,15 @@
 // with certificates from TestPki.
 #include "berth/peers/blob_server.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -53,8 +56,11 @@ class RecordingObserver final : public BlobServerObserver {
   };
   void RequestDone(std::string_view method, RequestKind kind, int status,
                    uint64_t body_bytes) override {
-    std::lock_guard lock(mutex_);
-    done_.push_back({std::string(method), kind, status, body_bytes});
+    {
+      std::lock_guard lock(mutex_);
+      done_.push_back({std::string(method), kind, status, body_bytes});
+    }
+    changed_.notify_all();
   }
   void UploadRefused() override {
     std::lock_guard lock(mutex_);
@@ -64,6 +70,13 @@ class RecordingObserver final : public BlobServerObserver {
     std::lock_guard lock(mutex_);
     return done_;
   }
+  // The reports once there are `count` of them (a response is reported after its last byte is
+  // written, so the client may have read it before), or those there are after 10 s.
+  std::vector<Done> WaitForDone(size_t count) const {
+    std::unique_lock lock(mutex_);
+    changed_.wait_for(lock, std::chrono::seconds(10), [&] { return done_.size() >= count; });
+    return done_;
+  }
   int refused() const {
     std::lock_guard lock(mutex_);
     return refused_;
@@ -71,6 +84,7 @@ class RecordingObserver final : public BlobServerObserver {
 
  private:
   mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
   std::vector<Done> done_;
   int refused_ = 0;
 };
@@ -118,6 +132,11 @@ class RawClient {
       BERTH_ASSIGN_OR_RETURN(reply.body, reader_.ReadExactly(*length));
     }
     return reply;
+  }
+
+  // Reads a chunked body, piece by piece, to its terminating chunk.
+  Result<void> ReadChunked(const std::function<Result<void>(std::string_view)>& piece) {
+    return berth::testing::ReadChunkedBody(reader_, piece);
   }
 
   // Whether the server closed the connection (reads until end of stream or the timeout).
@@ -221,7 +240,7 @@ TEST_F(BlobServerTest, GetABlobByDigestWithItsHeaders) {
   EXPECT_EQ(other.status, 200);
   EXPECT_TRUE(other.body == layer_);
 
-  const std::vector<RecordingObserver::Done> done = observer_.done();
+  const std::vector<RecordingObserver::Done> done = observer_.WaitForDone(2);
   ASSERT_EQ(done.size(), 2u);
   EXPECT_EQ(done[0].method, "GET");
   EXPECT_EQ(done[0].kind, RequestKind::kBlob);
@@ -545,6 +564,190 @@ TEST_F(BlobServerTlsTest, AKeyThatIsNotTheCertificatesFailsTheStart) {
                                                   .key = pki_->server_key_file().string(),
                                                   .client_ca = dir_.Join("none.pem").string()}}),
               FailsWith(ErrorCode::kInvalidArgument, "peers.tls_client_ca"));
+}
+
+// A download as the server sees it, driven by the test: bytes appended to a file.
+class FakeArrival final : public ArrivingBlob {
+ public:
+  explicit FakeArrival(const std::filesystem::path& file)
+      : writer_(::open(file.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600)),
+        reader_(::open(file.c_str(), O_RDONLY | O_CLOEXEC)) {}
+
+  Progress WaitBeyond(int64_t offset, Clock::time_point deadline) override {
+    std::unique_lock lock(mutex_);
+    changed_.wait_until(lock, deadline, [&] {
+      return progress_.available > offset || progress_.ended || progress_.failed;
+    });
+    return progress_;
+  }
+  int file() const override { return reader_.get(); }
+
+  void Append(std::string_view bytes) {
+    ASSERT_EQ(::write(writer_.get(), bytes.data(), bytes.size()),
+              static_cast<ssize_t>(bytes.size()));
+    Update([&](Progress& progress) { progress.available += static_cast<int64_t>(bytes.size()); });
+  }
+  void End() {
+    Update([](Progress& progress) { progress.ended = true; });
+  }
+  void Fail() {
+    Update([](Progress& progress) { progress.failed = true; });
+  }
+
+ private:
+  void Update(const std::function<void(Progress&)>& change) {
+    {
+      std::lock_guard lock(mutex_);
+      change(progress_);
+    }
+    changed_.notify_all();
+  }
+
+  UniqueFd writer_;
+  UniqueFd reader_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  Progress progress_;
+};
+
+// Answers Follow() as the test says, recording what was asked.
+class FakeArrivingBlobs final : public ArrivingBlobs {
+ public:
+  Result<std::shared_ptr<ArrivingBlob>> Follow(const MissingBlob& blob) override {
+    std::lock_guard lock(mutex_);
+    asked_.push_back(blob);
+    if (before_answer_) before_answer_();
+    return answer_;
+  }
+
+  void Answer(Result<std::shared_ptr<ArrivingBlob>> answer,
+              std::function<void()> before_answer = nullptr) {
+    std::lock_guard lock(mutex_);
+    answer_ = std::move(answer);
+    before_answer_ = std::move(before_answer);
+  }
+  std::vector<MissingBlob> asked() {
+    std::lock_guard lock(mutex_);
+    return asked_;
+  }
+
+ private:
+  std::mutex mutex_;
+  Result<std::shared_ptr<ArrivingBlob>> answer_ = Fail(ErrorCode::kNotFound, "nothing arrives");
+  std::function<void()> before_answer_;
+  std::vector<MissingBlob> asked_;
+};
+
+class ArrivingBlobTest : public BlobServerTest {
+ protected:
+  void SetUp() override {
+    BlobServerTest::SetUp();
+    missing_ = RandomBytes(200 << 10, 7);
+    missing_digest_ = Digest::Sha256Of(missing_);
+    arrival_ = std::make_shared<FakeArrival>(dir_.Join("arriving"));
+  }
+
+  // GET of the missing blob as a peer asks for it (ns percent-encoded, as berth sends it).
+  Result<Reply> AskForMissing(RawClient& client) {
+    BERTH_RETURN_IF_ERROR(
+        client.Send(fmt::format("GET {}?ns=127.0.0.1%3A5000 HTTP/1.1\r\nHost: peer\r\n\r\n",
+                                BlobPath(missing_digest_, "team/app"))));
+    return client.Read();
+  }
+
+  std::string missing_;
+  Digest missing_digest_ = Digest::Sha256Of("");
+  std::shared_ptr<FakeArrival> arrival_;
+  FakeArrivingBlobs arriving_;
+};
+
+TEST_F(ArrivingBlobTest, ABlobTheStoreLacksIsSentAsItArrivesAndEndsOnlyWhenItsDownloadDoes) {
+  arriving_.Answer(std::shared_ptr<ArrivingBlob>(arrival_));
+  ASSERT_NO_FATAL_FAILURE(StartServer({.arriving = &arriving_}));
+  const size_t first = 100 << 10;
+  arrival_->Append(std::string_view(missing_).substr(0, first));
+  RawClient client = Connect();
+  ASSERT_OK_AND_ASSIGN(Reply reply, AskForMissing(client));
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.Header("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(reply.Header("Content-Length"), std::nullopt);
+  EXPECT_EQ(reply.Header("Docker-Content-Digest"), missing_digest_.ToString());
+  ASSERT_EQ(arriving_.asked().size(), 1u);
+  EXPECT_EQ(arriving_.asked()[0].digest, missing_digest_);
+  EXPECT_EQ(arriving_.asked()[0].repository, "team/app");
+  EXPECT_EQ(arriving_.asked()[0].registry, "127.0.0.1:5000");
+
+  // The bytes so far come while the download still runs: only once they are here does the rest
+  // arrive and the download end.
+  std::string body;
+  std::string before_the_end;
+  ASSERT_OK(client.ReadChunked([&](std::string_view piece) -> Result<void> {
+    body += piece;
+    if (body.size() == first) {
+      before_the_end = body;
+      arrival_->Append(std::string_view(missing_).substr(first));
+      arrival_->End();
+    }
+    return Ok();
+  }));
+  EXPECT_EQ(before_the_end, missing_.substr(0, first));
+  EXPECT_EQ(body, missing_);
+  // The connection is kept for the next request.
+  ASSERT_OK_AND_ASSIGN(Reply probe, client.Ask("GET", "/v2/"));
+  EXPECT_EQ(probe.status, 200);
+  const std::vector<RecordingObserver::Done> done = observer_.WaitForDone(1);
+  ASSERT_FALSE(done.empty());
+  EXPECT_EQ(done[0].status, 200);
+  EXPECT_EQ(done[0].bytes, missing_.size());
+}
+
+TEST_F(ArrivingBlobTest, ADownloadThatFailsCutsTheResponseShort) {
+  arriving_.Answer(std::shared_ptr<ArrivingBlob>(arrival_));
+  ASSERT_NO_FATAL_FAILURE(StartServer({.arriving = &arriving_}));
+  arrival_->Append(std::string_view(missing_).substr(0, 1000));
+  RawClient client = Connect();
+  ASSERT_OK_AND_ASSIGN(Reply reply, AskForMissing(client));
+  EXPECT_EQ(reply.status, 200);
+  std::string body;
+  Result<void> read = client.ReadChunked([&](std::string_view piece) -> Result<void> {
+    body += piece;
+    if (body.size() == 1000) arrival_->Fail();
+    return Ok();
+  });
+  // No terminating chunk: the connection closes, and the client sees an incomplete body.
+  EXPECT_THAT(read, FailsWith(ErrorCode::kUnavailable));
+  EXPECT_EQ(body, missing_.substr(0, 1000));
+}
+
+TEST_F(ArrivingBlobTest, NothingToFollowIs404ABusyFetcherIs429AndHeadStartsNothing) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({.arriving = &arriving_}));
+  RawClient client = Connect();
+  ASSERT_OK_AND_ASSIGN(Reply head, client.Ask("HEAD", BlobPath(missing_digest_)));
+  EXPECT_EQ(head.status, 404);
+  EXPECT_TRUE(arriving_.asked().empty()) << "a HEAD started a fetch";
+
+  ASSERT_OK_AND_ASSIGN(Reply absent, client.Ask("GET", BlobPath(missing_digest_)));
+  EXPECT_EQ(absent.status, 404);
+  EXPECT_EQ(ErrorCodeOf(absent), "BLOB_UNKNOWN");
+  ASSERT_EQ(arriving_.asked().size(), 1u);
+  EXPECT_EQ(arriving_.asked()[0].registry, "") << "no ns= was sent";
+
+  arriving_.Answer(Fail(ErrorCode::kResourceExhausted, "fetching 8 blobs for peers already"));
+  ASSERT_OK_AND_ASSIGN(Reply busy, client.Ask("GET", BlobPath(missing_digest_)));
+  EXPECT_EQ(busy.status, 429);
+  EXPECT_EQ(busy.Header("Retry-After"), "1");
+  EXPECT_EQ(ErrorCodeOf(busy), "TOOMANYREQUESTS");
+  EXPECT_THAT(busy.body, HasSubstr("fetching 8 blobs for peers already"));
+}
+
+TEST_F(ArrivingBlobTest, ABlobStoredMeanwhileIsServedFromTheStore) {
+  arriving_.Answer(Fail(ErrorCode::kAlreadyExists, "stored"), [&] { Put(missing_); });
+  ASSERT_NO_FATAL_FAILURE(StartServer({.max_concurrent_uploads = 1, .arriving = &arriving_}));
+  RawClient client = Connect();
+  ASSERT_OK_AND_ASSIGN(Reply reply, client.Ask("GET", BlobPath(missing_digest_)));
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.Header("Content-Length"), std::to_string(missing_.size()));
+  EXPECT_EQ(reply.body, missing_);
 }
 
 }  // namespace

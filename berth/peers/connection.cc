@@ -108,6 +108,11 @@ Result<void> Connection::WaitFor(short events, Clock::time_point deadline) const
   }
 }
 
+bool Connection::Stopping() const {
+  pollfd stop{.fd = wake_, .events = POLLIN, .revents = 0};
+  return ::poll(&stop, 1, 0) > 0;
+}
+
 Result<void> Connection::Pause(std::chrono::nanoseconds duration) const {
   if (duration.count() <= 0) return Ok();
   const auto deadline = Clock::now() + duration;

@@ -80,6 +80,10 @@ class Connection {
                         const std::function<std::chrono::nanoseconds(uint64_t)>& pace,
                         uint64_t& sent);
 
+  // Whether the server stops (its wake descriptor is readable), for a thread that waits on
+  // something other than this connection.
+  bool Stopping() const;
+
   // Ends the connection politely: TLS close_notify (best effort), a TCP half-close, then what
   // the peer still sends is read and dropped until it closes too or `deadline` passes (closing
   // with unread bytes would reset the connection and could destroy a refusal the peer has not

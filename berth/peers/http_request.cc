@@ -108,6 +108,52 @@ std::string_view RequestHead::Path() const {
   return whole.substr(0, whole.find('?'));
 }
 
+namespace {
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// "%3A" → ":", "+" stays "+"; nullopt for a '%' not followed by two hex digits.
+std::optional<std::string> PercentDecode(std::string_view text) {
+  std::string decoded;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '%') {
+      decoded += text[i];
+      continue;
+    }
+    if (i + 2 >= text.size()) return std::nullopt;
+    const int high = HexValue(text[i + 1]);
+    const int low = HexValue(text[i + 2]);
+    if (high < 0 || low < 0) return std::nullopt;
+    decoded += static_cast<char>(high * 16 + low);
+    i += 2;
+  }
+  return decoded;
+}
+
+}  // namespace
+
+std::optional<std::string> RequestHead::QueryParameter(std::string_view name) const {
+  const std::string_view whole = target;
+  const size_t question = whole.find('?');
+  if (question == std::string_view::npos) return std::nullopt;
+  std::string_view query = whole.substr(question + 1);
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    const size_t equals = pair.find('=');
+    if (pair.substr(0, equals) != name) continue;
+    return PercentDecode(equals == std::string_view::npos ? std::string_view()
+                                                          : pair.substr(equals + 1));
+  }
+  return std::nullopt;
+}
+
 bool RequestHead::KeepAlive() const {
   if (minor_version == 0) return false;
   const std::optional<std::string_view> connection = Field("Connection");

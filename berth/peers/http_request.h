@@ -30,6 +30,9 @@ struct RequestHead {
   std::optional<std::string_view> Field(std::string_view name) const;
   // The target without its query string.
   std::string_view Path() const;
+  // The value of the query parameter `name` ("?ns=docker.io&…"), percent-decoded; nullopt when
+  // absent or when its escapes are malformed.
+  std::optional<std::string> QueryParameter(std::string_view name) const;
   // Whether the connection stays open after the response: HTTP/1.1 unless "Connection: close";
   // HTTP/1.0 never (berth does not speak its keep-alive extension).
   bool KeepAlive() const;

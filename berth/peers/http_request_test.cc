@@ -39,6 +39,21 @@ TEST(ParseRequestHeadTest, ConnectionAndBody) {
   EXPECT_TRUE(chunked.HasBody());
 }
 
+TEST(ParseRequestHeadTest, QueryParametersArePercentDecoded) {
+  ASSERT_OK_AND_ASSIGN(
+      RequestHead request,
+      ParseRequestHead("GET /v2/a/blobs/sha256:1?key=abc&ns=127.0.0.1%3a5000&empty= HTTP/1.1"));
+  EXPECT_EQ(request.Path(), "/v2/a/blobs/sha256:1");
+  EXPECT_EQ(request.QueryParameter("ns"), "127.0.0.1:5000");
+  EXPECT_EQ(request.QueryParameter("key"), "abc");
+  EXPECT_EQ(request.QueryParameter("empty"), "");
+  EXPECT_EQ(request.QueryParameter("n"), std::nullopt);
+  ASSERT_OK_AND_ASSIGN(RequestHead bad, ParseRequestHead("GET /x?ns=a%3 HTTP/1.1"));
+  EXPECT_EQ(bad.QueryParameter("ns"), std::nullopt) << "a truncated escape";
+  ASSERT_OK_AND_ASSIGN(RequestHead none, ParseRequestHead("GET /x HTTP/1.1"));
+  EXPECT_EQ(none.QueryParameter("ns"), std::nullopt);
+}
+
 TEST(ParseRequestHeadTest, RefusesMalformedHeads) {
   for (std::string_view bad : {
            "GET /",                                     // no version

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <sys/socket.h>
 
@@ -25,6 +26,20 @@ std::string Spell(const sockaddr* address, uint16_t port) {
   }
   inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(address)->sin_addr, text, sizeof(text));
   return fmt::format("{}:{}", text, port);
+}
+
+// This host's interface addresses with `port`, spelled as members are.
+std::vector<std::string> InterfaceAddresses(uint16_t port) {
+  std::vector<std::string> own;
+  ifaddrs* interfaces = nullptr;
+  if (getifaddrs(&interfaces) != 0) return own;
+  std::unique_ptr<ifaddrs, decltype(&freeifaddrs)> owned(interfaces, &freeifaddrs);
+  for (const ifaddrs* entry = interfaces; entry != nullptr; entry = entry->ifa_next) {
+    if (entry->ifa_addr == nullptr) continue;
+    const int family = entry->ifa_addr->sa_family;
+    if (family == AF_INET || family == AF_INET6) own.push_back(Spell(entry->ifa_addr, port));
+  }
+  return own;
 }
 
 Error BadAddress(std::string_view address, std::string_view why) {
@@ -141,12 +156,28 @@ std::vector<std::string> Membership::Current() const {
   return current_;
 }
 
+std::string Membership::Self() const {
+  if (!options_.self.empty()) return options_.self;
+  std::lock_guard lock(mutex_);
+  return found_self_;
+}
+
 void Membership::Publish(std::vector<std::string> found) {
   std::set<std::string> members(static_peers_.begin(), static_peers_.end());
   members.insert(found.begin(), found.end());
   members.erase(options_.self);
+  std::string found_self;
+  if (options_.self.empty() && options_.own_port != 0) {
+    const std::vector<std::string> own_addresses = options_.own_addresses
+                                                       ? options_.own_addresses(options_.own_port)
+                                                       : InterfaceAddresses(options_.own_port);
+    for (const std::string& own : own_addresses) {
+      if (members.erase(own) > 0) found_self = own;
+    }
+  }
   std::lock_guard lock(mutex_);
   current_.assign(members.begin(), members.end());
+  found_self_ = std::move(found_self);
 }
 
 }  // namespace berth::peers

@@ -4,7 +4,9 @@
 // list of addresses (fleets without Kubernetes), and/or a DNS name whose A and AAAA records are
 // the peers (a Kubernetes headless Service: one record per ready pod), re-resolved periodically.
 // Each address found in DNS gets the configured port. The node's own address is left out, so
-// the members are the other nodes.
+// the members are the other nodes: `self` when it is given, else a member at one of this host's
+// own interface addresses (getifaddrs) with the port this node serves peers on (`own_port`),
+// which Self() then names.
 //
 //   Membership members({.static_peers = {"10.0.0.2:5050"}, .dns_name = "berth-peers.kube-system",
 //                       .port = 5050, .self = "10.0.0.7:5050"});
@@ -25,6 +27,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -41,8 +44,14 @@ struct MembershipOptions {
   std::string dns_name;
   // The port of the peers found in DNS.
   uint16_t port = 0;
-  // This node's own address as the others see it, left out of the members; "" for none.
+  // This node's own address as the others see it, left out of the members; "" to find it among
+  // the members by own_port.
   std::string self;
+  // The port this node serves peers on (peers.listen's); 0 when it serves none.
+  uint16_t own_port = 0;
+  // This host's addresses with a port, spelled as members are; empty: its interfaces'
+  // (getifaddrs). Tests give their own.
+  std::function<std::vector<std::string>(uint16_t port)> own_addresses;
   // How often Run()'s thread resolves dns_name again.
   std::chrono::milliseconds refresh_interval = std::chrono::seconds(30);
 };
@@ -63,6 +72,9 @@ class Membership {
   void Run();
 
   std::vector<std::string> Current() const;
+  // This node's own address: `self`, or the member found at one of this host's addresses with
+  // own_port; "" when neither.
+  std::string Self() const;
 
  private:
   explicit Membership(MembershipOptions options, std::vector<std::string> static_peers);
@@ -74,6 +86,7 @@ class Membership {
   std::condition_variable stop_changed_;
   bool stopping_ = false;
   std::vector<std::string> current_;
+  std::string found_self_;
   std::thread refresher_;
 };
 

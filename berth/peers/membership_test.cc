@@ -1,5 +1,6 @@
 #include "berth/peers/membership.h"
 
+#include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -44,6 +45,34 @@ TEST(MembershipTest, StaticPeersWithoutSelf) {
                           .self = "10.0.0.3:5050"}));
   EXPECT_THAT(members->Current(), ElementsAre("10.0.0.1:5050", "[fd00::9]:5050"));
   EXPECT_OK(members->Refresh());  // no DNS name: nothing to do
+}
+
+TEST(MembershipTest, WithoutSelfAMemberAtAnOwnAddressAndTheOwnPortIsThisNode) {
+  const std::string own = "10.9.0.7";  // this "host"'s addresses: 10.9.0.7 and [fd00::7]
+  auto own_addresses = [](uint16_t port) {
+    return std::vector<std::string>{fmt::format("10.9.0.7:{}", port),
+                                    fmt::format("[fd00::7]:{}", port)};
+  };
+  const std::string me = own + ":5050";
+  ASSERT_OK_AND_ASSIGN(auto members,
+                       Membership::Create({.static_peers = {"10.255.0.1:5050", me, own + ":6060"},
+                                           .own_port = 5050,
+                                           .own_addresses = own_addresses}));
+  EXPECT_EQ(members->Self(), me);
+  EXPECT_THAT(members->Current(), ElementsAre("10.255.0.1:5050", own + ":6060"))
+      << "another port at this host is another node";
+  // Without own_port nothing is found.
+  ASSERT_OK_AND_ASSIGN(auto unknown,
+                       Membership::Create({.static_peers = {me}, .own_addresses = own_addresses}));
+  EXPECT_EQ(unknown->Self(), "");
+  EXPECT_THAT(unknown->Current(), ElementsAre(me));
+  // A configured self wins.
+  ASSERT_OK_AND_ASSIGN(auto configured, Membership::Create({.static_peers = {me},
+                                                            .self = "10.255.0.1:5050",
+                                                            .own_port = 5050,
+                                                            .own_addresses = own_addresses}));
+  EXPECT_EQ(configured->Self(), "10.255.0.1:5050");
+  EXPECT_THAT(configured->Current(), ElementsAre(me));
 }
 
 // "localhost" resolves from /etc/hosts, with no network: each address gets the port.

@@ -14,7 +14,7 @@ TEST(HomePeerEndpointsTest, TheHomePeersInRendezvousOrderAsBlobOnlyEndpointsWith
   const Digest digest = Digest::Sha256Of("a layer");
   const config::PeersConfig peers{.home_peers = 2};
   std::vector<registry::RegistryEndpoint> endpoints =
-      HomePeerEndpoints(digest, kMembers, peers, "docker.io");
+      HomePeerEndpoints(digest, kMembers, "", peers, "docker.io");
   const std::vector<std::string> homes = peers::HomePeers(digest, kMembers, 2);
   ASSERT_EQ(endpoints.size(), 2u);
   for (size_t i = 0; i < endpoints.size(); ++i) {
@@ -37,13 +37,41 @@ TEST(HomePeerEndpointsTest, EveryNodeAsksTheSamePeersWhateverOrderItKnowsThemIn)
     for (const auto& endpoint : endpoints) out.push_back(endpoint.host);
     return out;
   };
-  EXPECT_EQ(hosts(HomePeerEndpoints(digest, kMembers, peers, "r.local")),
-            hosts(HomePeerEndpoints(digest, reversed, peers, "r.local")));
+  EXPECT_EQ(hosts(HomePeerEndpoints(digest, kMembers, "", peers, "r.local")),
+            hosts(HomePeerEndpoints(digest, reversed, "", peers, "r.local")));
+}
+
+TEST(HomePeerEndpointsTest, ANodeThatKnowsItsAddressAsksOnlyTheHomesRankedAboveIt) {
+  // Five nodes; for each digest, every node ranks all five the same way.
+  const std::vector<std::string> nodes = {"10.0.0.1:5050", "10.0.0.2:5050", "10.0.0.3:5050",
+                                          "10.0.0.4:5050", "10.0.0.5:5050"};
+  for (const char* blob : {"layer-1", "layer-2", "config"}) {
+    const Digest digest = Digest::Sha256Of(blob);
+    const std::vector<std::string> ranking = peers::HomePeers(digest, nodes, nodes.size());
+    for (size_t rank = 0; rank < ranking.size(); ++rank) {
+      std::vector<std::string> others;
+      for (const std::string& node : nodes) {
+        if (node != ranking[rank]) others.push_back(node);
+      }
+      const config::PeersConfig peers{.home_peers = 2};
+      std::vector<std::string> asked;
+      for (const auto& endpoint :
+           HomePeerEndpoints(digest, others, ranking[rank], peers, "r.local")) {
+        asked.push_back(endpoint.host);
+      }
+      // The first home asks nobody (it fetches from the registry); the others ask the homes
+      // above them, the first home first, at most home_peers of them.
+      std::vector<std::string> expected(
+          ranking.begin(),
+          ranking.begin() + static_cast<long>(std::min<size_t>(rank, peers.home_peers)));
+      EXPECT_EQ(asked, expected) << blob << " rank " << rank;
+    }
+  }
 }
 
 TEST(HomePeerEndpointsTest, HttpsWithTheClusterCaWhenOneIsConfigured) {
   const config::PeersConfig peers{.home_peers = 1, .tls_ca = "/etc/berth/peers/ca.pem"};
-  auto endpoints = HomePeerEndpoints(Digest::Sha256Of("x"), kMembers, peers, "r.local");
+  auto endpoints = HomePeerEndpoints(Digest::Sha256Of("x"), kMembers, "", peers, "r.local");
   ASSERT_EQ(endpoints.size(), 1u);
   EXPECT_EQ(endpoints[0].scheme, "https");
   EXPECT_EQ(endpoints[0].tls.ca_files, std::vector<std::string>{"/etc/berth/peers/ca.pem"});
@@ -51,12 +79,14 @@ TEST(HomePeerEndpointsTest, HttpsWithTheClusterCaWhenOneIsConfigured) {
 
 TEST(HomePeerEndpointsTest, NoPeerWithoutMembersOrWhenAskedForNone) {
   const Digest digest = Digest::Sha256Of("x");
-  EXPECT_TRUE(HomePeerEndpoints(digest, {}, config::PeersConfig{}, "r.local").empty());
+  EXPECT_TRUE(HomePeerEndpoints(digest, {}, "", config::PeersConfig{}, "r.local").empty());
   EXPECT_TRUE(
-      HomePeerEndpoints(digest, kMembers, config::PeersConfig{.home_peers = 0}, "r.local").empty());
+      HomePeerEndpoints(digest, kMembers, "", config::PeersConfig{.home_peers = 0}, "r.local")
+          .empty());
   // More home peers asked for than there are members: every member, once.
   EXPECT_EQ(
-      HomePeerEndpoints(digest, kMembers, config::PeersConfig{.home_peers = 16}, "r.local").size(),
+      HomePeerEndpoints(digest, kMembers, "", config::PeersConfig{.home_peers = 16}, "r.local")
+          .size(),
       kMembers.size());
 }
 

@@ -19,30 +19,35 @@
 namespace berth::pull {
 namespace {
 
-// Adapts a content::Writer to the registry client's BlobSink, counting and reporting bytes and
-// passing them on to the layer's observer (the unpacker), if any.
+// Adapts a content::Writer to the registry client's BlobSink, counting and reporting bytes,
+// passing them on to the layer's observer (the unpacker), if any, and telling the download's
+// Arrival (the peer endpoint's readers) how far the ingest has come.
 class WriterSink final : public registry::BlobSink {
  public:
-  WriterSink(content::Writer& writer, LayerObserver* observer,
+  WriterSink(content::Writer& writer, LayerObserver* observer, Arrival& arrival,
              std::function<void(int64_t)> on_bytes)
-      : writer_(writer), observer_(observer), on_bytes_(std::move(on_bytes)) {}
+      : writer_(writer), observer_(observer), arrival_(arrival), on_bytes_(std::move(on_bytes)) {}
   int64_t offset() const override { return writer_.offset(); }
   Result<void> Write(std::string_view chunk) override {
     BERTH_RETURN_IF_ERROR(writer_.Write(chunk));
+    arrival_.Advance(writer_.offset());
     if (observer_ != nullptr) BERTH_RETURN_IF_ERROR(observer_->Write(chunk));
     on_bytes_(static_cast<int64_t>(chunk.size()));
     return Ok();
   }
   Result<void> Truncate() override {
+    arrival_.Restart();
     BERTH_RETURN_IF_ERROR(writer_.Truncate());
     if (observer_ != nullptr) BERTH_RETURN_IF_ERROR(observer_->Reset());
     return Ok();
   }
   Digest digest() const override { return writer_.digest(); }
+  void FromPeer(bool peer) override { arrival_.AskingPeers(peer); }
 
  private:
   content::Writer& writer_;
   LayerObserver* observer_;
+  Arrival& arrival_;
   std::function<void(int64_t)> on_bytes_;
 };
 
@@ -162,7 +167,8 @@ struct Puller::PullContext {
   registry::Session session;
   std::unique_ptr<registry::Authorizer> authorizer;  // session.authorizer points at it
   DownloadScheduler::Member scheduling;
-  std::string registry;  // the scheduler's per-registry key: the reference's domain
+  std::string registry;   // the scheduler's per-registry key: the reference's domain
+  bool ask_peers = true;  // false for a fetch a peer asked for: it is a peer already
   std::atomic<size_t> schema1_layers{0};
   ProgressFn progress;
   std::mutex progress_mutex;
@@ -312,10 +318,11 @@ Result<void> Puller::OpenSession(PullContext& context) {
   context.authorizer = std::make_unique<registry::Authorizer>(transport_, credentials_fn, tls_fn);
   context.session.authorizer = context.authorizer.get();
   context.session.tls_for_host = tls_fn;
-  if (membership_ != nullptr && config_.peers.home_peers > 0) {
+  if (membership_ != nullptr && config_.peers.home_peers > 0 && context.ask_peers) {
     // The members as they are when each blob is fetched (DNS may have moved on meanwhile).
     context.session.blob_peers = [this, domain](const Digest& digest) {
-      return HomePeerEndpoints(digest, membership_->Current(), config_.peers, domain);
+      return HomePeerEndpoints(digest, membership_->Current(), membership_->Self(), config_.peers,
+                               domain);
     };
   }
   return Ok();
@@ -537,6 +544,17 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
 
 Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
                                      LayerObserver* observer, const CancelToken& cancel) {
+  // Peers asking for the blob meanwhile read this download's Arrival (or had it made already).
+  std::shared_ptr<Arrival> arrival = arrivals_.Join(descriptor.digest);
+  Result<int64_t> fetched = DownloadBlobInto(context, descriptor, observer, *arrival, cancel);
+  if (fetched) arrival->End();
+  arrivals_.Leave(descriptor.digest, arrival);
+  return fetched;
+}
+
+Result<int64_t> Puller::DownloadBlobInto(PullContext& context, const image::Descriptor& descriptor,
+                                         LayerObserver* observer, Arrival& arrival,
+                                         const CancelToken& cancel) {
   const std::string what = fmt::format("fetch layer {}", descriptor.digest);
   const std::string ingest_ref = "pull-" + descriptor.digest.ToString();
   BERTH_ASSIGN_OR_RETURN(
@@ -547,6 +565,8 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
     // a Range request past the end would fail, so start such a download afresh.
     BERTH_RETURN_IF_ERROR(WithContext(writer->Truncate(), what));
   }
+  BERTH_ASSIGN_OR_RETURN(UniqueFd reader, WithContext(writer->OpenReader(), what));
+  arrival.Open(std::move(reader), writer->offset());
   BlobProgress status{.digest = descriptor.digest,
                       .media_type = descriptor.media_type,
                       .done = writer->offset(),
@@ -559,7 +579,7 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
         writer->ReadExisting([&](std::string_view chunk) { return observer->Write(chunk); }),
         what));
   }
-  WriterSink sink(*writer, observer, [&](int64_t bytes) {
+  WriterSink sink(*writer, observer, arrival, [&](int64_t bytes) {
     fetched += bytes;
     context.bytes_fetched += bytes;
     status.done = writer->offset();
@@ -598,6 +618,138 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
                                     {"resumed_at", resumed_at},
                                     {"ms", MillisecondsSince(started)}});
   return fetched;
+}
+
+}  // namespace berth::pull
+
+namespace berth::pull {
+namespace {
+
+// The reference a fetch for a peer pulls from: <registry>/<repository>@<digest>, as the peer's
+// request named them. kInvalidArgument when they make no reference, or one of another registry
+// (a registry that is not a host name).
+Result<Reference> PeerFetchReference(const peers::MissingBlob& blob) {
+  Result<Reference> reference = Reference::Parse(
+      fmt::format("{}/{}@{}", blob.registry, blob.repository, blob.digest.ToString()));
+  if (!reference || reference->domain() != blob.registry) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("ns=\"{}\" and repository \"{}\" name no registry repository",
+                            blob.registry, blob.repository));
+  }
+  return reference;
+}
+
+// The CRI credentials a requester's Authorization ("Bearer <token>", "Basic <base64>") for
+// `registry` amounts to: for that registry's host only (server_address), never its mirrors.
+// Empty (this node's own credentials apply) for none or another scheme.
+registry::CriAuthConfig ForwardedAuth(const Secret& authorization, const std::string& registry) {
+  const std::string_view value = authorization.reveal();
+  registry::CriAuthConfig auth{.server_address = registry};
+  if (value.starts_with("Bearer ")) {
+    auth.registry_token = Secret(std::string(value.substr(7)));
+  } else if (value.starts_with("Basic ")) {
+    auth.auth = Secret(std::string(value.substr(6)));
+  } else {
+    return {};
+  }
+  return auth;
+}
+
+}  // namespace
+
+Puller::~Puller() {
+  stopping_.Cancel();
+  std::unique_lock lock(peer_fetches_mutex_);
+  peer_fetches_done_.wait(lock, [&] { return peer_fetches_ == 0; });
+}
+
+Result<std::shared_ptr<peers::ArrivingBlob>> Puller::Follow(const peers::MissingBlob& blob) {
+  if (std::shared_ptr<Arrival> running = arrivals_.Find(blob.digest)) {
+    return FollowRunning(running, blob.digest);
+  }
+  if (store_.Contains(blob.digest)) {
+    return Fail(ErrorCode::kAlreadyExists, fmt::format("{} is stored", blob.digest.ToString()));
+  }
+  if (blob.registry.empty()) {
+    return Fail(ErrorCode::kNotFound,
+                fmt::format("this node has no {} and the request names no registry (ns=) to "
+                            "fetch it from",
+                            blob.digest.ToString()));
+  }
+  BERTH_RETURN_IF_ERROR(PeerFetchReference(blob));
+  {
+    std::lock_guard lock(peer_fetches_mutex_);
+    if (peer_fetches_ >= config_.peers.max_concurrent_uploads) {
+      return Fail(ErrorCode::kResourceExhausted,
+                  fmt::format("this node is fetching {} blobs for peers already",
+                              config_.peers.max_concurrent_uploads));
+    }
+    ++peer_fetches_;
+  }
+  bool created = false;
+  std::shared_ptr<Arrival> arrival = arrivals_.Join(blob.digest, &created);
+  if (!created) {  // a download began meanwhile
+    EndPeerFetch();
+    return FollowRunning(arrival, blob.digest);
+  }
+  arrival->AskingPeers(false);  // a fetch for a peer asks the registry only
+  std::thread([this, blob, arrival] { RunFetchForPeer(blob, arrival); }).detach();
+  return arrival;
+}
+
+Result<std::shared_ptr<peers::ArrivingBlob>> Puller::FollowRunning(
+    const std::shared_ptr<Arrival>& running, const Digest& digest) {
+  if (!running->asking_peers()) return running;
+  return Fail(ErrorCode::kNotFound,
+              fmt::format("this node is asking its own peers for {}", digest.ToString()));
+}
+
+void Puller::EndPeerFetch() {
+  // Under the lock: the destructor may return (and destroy the condition) once it is released.
+  std::lock_guard lock(peer_fetches_mutex_);
+  --peer_fetches_;
+  peer_fetches_done_.notify_all();
+}
+
+void Puller::RunFetchForPeer(const peers::MissingBlob& blob,
+                             const std::shared_ptr<Arrival>& arrival) {
+  const auto started = std::chrono::steady_clock::now();
+  Result<void> fetched = FetchForPeer(blob, *arrival);
+  arrivals_.Leave(blob.digest, arrival);
+  if (fetched) {
+    log::Info("peers.fetched_for_peer", {{"digest", blob.digest},
+                                         {"registry", blob.registry},
+                                         {"repository", blob.repository},
+                                         {"ms", MillisecondsSince(started)}});
+  } else {
+    log::Warn("peers.fetch_for_peer_failed", {{"digest", blob.digest},
+                                              {"registry", blob.registry},
+                                              {"repository", blob.repository},
+                                              {"error", fetched.error().ToString()}});
+  }
+  EndPeerFetch();
+}
+
+Result<void> Puller::FetchForPeer(const peers::MissingBlob& blob, Arrival& arrival) {
+  BERTH_ASSIGN_OR_RETURN(Reference reference, PeerFetchReference(blob));
+  // The requester's authorization for the registry, if it passed one on, else this node's own
+  // credentials (the config's), as its pulls use them.
+  const PullOptions options{.auth = ForwardedAuth(blob.registry_authorization, blob.registry)};
+  PullContext context(scheduler_.Join(), reference, options, nullptr, stopping_);
+  context.ask_peers = false;
+  BERTH_RETURN_IF_ERROR(OpenSession(context));
+  // The size is the registry's to say; the digest is checked at the commit as always.
+  const image::Descriptor descriptor{
+      .media_type = "application/octet-stream", .digest = blob.digest, .size = -1};
+  BERTH_RETURN_IF_ERROR(FetchLayer(context, descriptor, /*layer_index=*/0, nullptr, stopping_));
+  if (arrival.progress().ended) return Ok();
+  // Stored before this fetch began downloading (by a pull of this node's): the readers read it
+  // from the store.
+  BERTH_ASSIGN_OR_RETURN(content::BlobInfo stored, store_.Info(blob.digest));
+  BERTH_ASSIGN_OR_RETURN(UniqueFd file, store_.OpenBlob(blob.digest));
+  arrival.Open(std::move(file), stored.size);
+  arrival.End();
+  return Ok();
 }
 
 }  // namespace berth::pull

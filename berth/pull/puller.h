@@ -25,10 +25,19 @@
 //     (pull/peer_endpoints.h), in order, then of the registry's endpoints; a peer is sent no
 //     credentials, and a peer that fails in any way (404, refused, error, watchdog, bytes that do
 //     not verify) is given up on for that blob without failing the pull (registry/client.h).
+//   - The other way round (issue 17's pull-through), the Puller is the peer endpoint's
+//     ArrivingBlobs (peers/arriving_blob.h): a peer asking this node for a blob it is
+//     downloading is sent the bytes as they arrive (pull/arrivals.h); one it lacks is fetched
+//     from the registry the peer names, with this node's own credentials and never through
+//     peers (the peer asking is already one), in one download shared with this node's own
+//     pulls of the blob. At most peers.max_concurrent_uploads such fetches run at once, each
+//     holding a scheduler permit like a pull's layer. The fetched blob stays in the store until
+//     garbage collection finds nothing referencing it.
 //
 // Thread safety: Pull() may be called concurrently from many threads.
 #pragma once
 
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -43,7 +52,9 @@
 #include "berth/content/store.h"
 #include "berth/image/manifest.h"
 #include "berth/image/platform.h"
+#include "berth/peers/arriving_blob.h"
 #include "berth/peers/membership.h"
+#include "berth/pull/arrivals.h"
 #include "berth/pull/download_scheduler.h"
 #include "berth/pull/pull_lease.h"
 #include "berth/reference/reference.h"
@@ -133,7 +144,7 @@ struct PulledImage {
   bool converted_schema1 = false;
 };
 
-class Puller {
+class Puller final : public peers::ArrivingBlobs {
  public:
   // `store` and `transport` must outlive the Puller. `config` is copied. `scheduler` (the
   // node's one DownloadScheduler, shared by every Puller of the node) must outlive the Puller;
@@ -145,6 +156,10 @@ class Puller {
          DownloadScheduler* scheduler = nullptr,
          registry::RegistryObserver* registry_observer = nullptr,
          const peers::Membership* membership = nullptr);
+  // Cancels the fetches started for peers and waits for them.
+  ~Puller() override;
+  Puller(const Puller&) = delete;
+  Puller& operator=(const Puller&) = delete;
 
   // Pulls `reference`. Blocks on the network; honours `cancel`. Errors: kInvalidArgument (bad
   // reference or platform), kNotFound, kUnauthenticated/kPermissionDenied, kUnavailable,
@@ -152,6 +167,10 @@ class Puller {
   // kUnimplemented (a manifest format berth does not read), kCancelled/kDeadlineExceeded.
   Result<PulledImage> Pull(std::string_view reference, const PullOptions& options,
                            const ProgressFn& progress, const CancelToken& cancel);
+
+  // peers::ArrivingBlobs: the download of `blob` running here, or one started now on a thread of
+  // its own (see the header comment).
+  Result<std::shared_ptr<peers::ArrivingBlob>> Follow(const peers::MissingBlob& blob) override;
 
  private:
   struct PullContext;
@@ -180,11 +199,23 @@ class Puller {
   // `layer_index` orders this pull's downloads in the scheduler (lower first).
   Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer, size_t layer_index,
                           LayerObserver* observer, const CancelToken& cancel);
+  // Downloads a blob into the store, resuming its ingest; its Arrival (in arrivals_) lets the
+  // peer endpoint read it meanwhile, and ends when the blob is verified and stored.
   Result<int64_t> DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
                                LayerObserver* observer, const CancelToken& cancel);
+  Result<int64_t> DownloadBlobInto(PullContext& context, const image::Descriptor& descriptor,
+                                   LayerObserver* observer, Arrival& arrival,
+                                   const CancelToken& cancel);
   Result<void> ObserveStoredBlob(const image::Descriptor& descriptor, LayerObserver& observer,
                                  const CancelToken& cancel);
   Result<void> StoreSmallBlob(const image::Descriptor& descriptor, std::string_view bytes);
+  // The fetch Follow() started for a peer, on its own thread: FetchForPeer() and the log line.
+  void RunFetchForPeer(const peers::MissingBlob& blob, const std::shared_ptr<Arrival>& arrival);
+  Result<void> FetchForPeer(const peers::MissingBlob& blob, Arrival& arrival);
+  // `running`, unless its download is asking this node's peers (kNotFound: see arrivals.h).
+  static Result<std::shared_ptr<peers::ArrivingBlob>> FollowRunning(
+      const std::shared_ptr<Arrival>& running, const Digest& digest);
+  void EndPeerFetch();
   registry::Credentials CredentialsFor(const PullOptions& options, std::string_view host) const;
 
   content::Store& store_;
@@ -197,6 +228,14 @@ class Puller {
 
   // Blob downloads in flight, by digest, with the bytes each fetched.
   SingleFlight<Digest, int64_t> downloads_;
+  // The same downloads as the peer endpoint reads them while they arrive.
+  Arrivals arrivals_;
+
+  // The fetches Follow() started for peers: cancelled and waited for by the destructor.
+  CancelToken stopping_;
+  std::mutex peer_fetches_mutex_;
+  std::condition_variable peer_fetches_done_;
+  int peer_fetches_ = 0;
 };
 
 }  // namespace berth::pull

@@ -121,6 +121,15 @@ PeerFailure PeerFailureOf(ErrorCode code) {
   }
 }
 
+// Whether a request that failed with `code` after a peer wrote bytes failed on those bytes: the
+// sink refused them as they came (the unpacker's decoder found they are not the blob's format)
+// or the peer sent more or fewer than the blob has. Not a transport failure (interrupted,
+// refused, stalled), after which what arrived may well be right and is checked at the end.
+bool RefusedBytes(ErrorCode code) {
+  return code == ErrorCode::kInvalidArgument || code == ErrorCode::kDataLoss ||
+         code == ErrorCode::kUnimplemented || code == ErrorCode::kOutOfRange;
+}
+
 // The endpoints to ask for the blob `digest`: its peers, then the registry's.
 std::vector<RegistryEndpoint> BlobEndpoints(const Session& session, const Digest& digest) {
   std::vector<RegistryEndpoint> endpoints;
@@ -342,12 +351,9 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
     if (endpoint_host && url.scheme == "https") {
       request.plain_http_fallback = endpoint.plain_http_fallback;
     }
-    // Credentials go only to the endpoint they were issued for, never to a redirect target,
-    // and never to a peer.
-    if (endpoint_host && !endpoint.is_peer && session.authorizer != nullptr) {
-      BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
-                             session.authorizer->Authorization(endpoint.host, spec.scope, cancel));
-      if (authorization) request.headers.emplace_back("Authorization", authorization->reveal());
+    if (endpoint_host) {
+      BERTH_RETURN_IF_ERROR(
+          AddAuthorization(session, endpoint, url.scheme, spec.scope, request.headers, cancel));
     }
     std::optional<RangeResume> resume;
     BodySink sink;
@@ -387,6 +393,29 @@ Result<Client::Attempt> Client::GetFollowingRedirects(const Session& session,
     }
     BERTH_ASSIGN_OR_RETURN(url, ResolveLocation(url, *location));
   }
+}
+
+Result<void> Client::AddAuthorization(const Session& session, const RegistryEndpoint& endpoint,
+                                      std::string_view scheme, std::string_view scope,
+                                      HeaderList& headers, const CancelToken& cancel) {
+  if (session.authorizer == nullptr) return Ok();
+  if (!endpoint.is_peer) {
+    BERTH_ASSIGN_OR_RETURN(std::optional<Secret> authorization,
+                           session.authorizer->Authorization(endpoint.host, scope, cancel));
+    if (authorization) headers.emplace_back("Authorization", authorization->reveal());
+    return Ok();
+  }
+  // A peer is sent the registry's authorization for the blob, and only over https: a home peer
+  // that lacks the blob fetches it with it.
+  const auto registry = std::find_if(session.endpoints.rbegin(), session.endpoints.rend(),
+                                     [](const RegistryEndpoint& e) { return !e.is_mirror; });
+  if (scheme != "https" || registry == session.endpoints.rend()) return Ok();
+  Result<std::optional<Secret>> authorization =
+      session.authorizer->Authorization(registry->host, scope, cancel);
+  if (authorization && *authorization) {
+    headers.emplace_back(std::string(kRegistryAuthorizationHeader), (*authorization)->reveal());
+  }
+  return Ok();  // a peer is asked without, rather than not at all
 }
 
 Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndpoint& endpoint,
@@ -454,9 +483,10 @@ Result<HttpResponse> Client::Exchange(const Session& session, const RegistryEndp
       }
     }
     // A transfer that moved forward before breaking off does not use up an attempt: the next
-    // one resumes where it stopped.
+    // one resumes where it stopped. Not on a peer, which is asked once: the next endpoint
+    // resumes instead.
     bool progressed = spec.blob != nullptr && spec.blob->offset() > offset_before;
-    if (!progressed) ++attempt;
+    if (!progressed || endpoint.is_peer) ++attempt;
     if (attempt > max_attempts) break;
     std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
     std::chrono::milliseconds wait(jitter(random));
@@ -691,10 +721,20 @@ Result<std::string> Client::FetchBlob(const Session& session, const image::Descr
   return OnEndpoints<std::string>(
       endpoints, kCapabilityPull, what,
       [&](const RegistryEndpoint& endpoint) -> Result<std::string> {
+        sink.FromPeer(endpoint.is_peer);
         for (;;) {
           const int64_t offset_before = sink.offset();
           Result<void> fetched = FetchRestOfBlob(session, endpoint, descriptor, sink, cancel);
           if (endpoint.is_peer && sink.offset() != offset_before) unverified_from = endpoint.host;
+          if (!fetched && unverified_from == endpoint.host &&
+              RefusedBytes(fetched.error().code())) {
+            // None of what is held can be trusted: the next endpoint fetches the blob whole.
+            unverified_from.reset();
+            BERTH_RETURN_IF_ERROR(sink.Truncate());
+            return Fail(ErrorCode::kDataLoss,
+                        fmt::format("bytes of blob {} from peer {} were refused: {}",
+                                    descriptor.digest, endpoint.host, fetched.error().message()));
+          }
           BERTH_RETURN_IF_ERROR(fetched);
           if (!unverified_from) return BaseUrlOf(endpoint);
           const Digest held = sink.digest();

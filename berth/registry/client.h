@@ -35,12 +35,18 @@
 // Peers. A blob (FetchBlob, FetchSmallBlob: layers and configs, never manifests, which always
 // come from the registry since tags move) is asked first of the peers Session::blob_peers names
 // for its digest (its home peers, in order), then of the registry's endpoints, in one walk: a
-// peer is one more endpoint in front, with these differences. A peer is sent no credentials
-// (no Authorization, no answer to a 401; passing the requester's credentials on is for later),
+// peer is one more endpoint in front, with these differences. A peer is sent no credentials of
+// its own (no Authorization, no answer to a 401); over https it is passed the registry's
+// Authorization for the blob in kRegistryAuthorizationHeader, for a home peer to fetch the
+// blob from the registry with it if it lacks it,
 // is asked once (no retries), and a peer that answers 404, refuses, errors, stalls or trickles
 // (the watchdogs) is given up on for that blob: logged at info (peers.peer_given_up: peer,
 // blob, reason, never credentials) and reported to the observer, and the walk goes on,
-// resuming from the bytes received. Bytes a peer wrote, and those a resumed download held when
+// resuming from the bytes received — unless the sink refused the peer's bytes as they came
+// (an error of its Write, such as the unpacker's decoder finding they are not the blob's
+// format) or the peer sent more or fewer than the blob has: then every byte held is dropped
+// (kBadBytes) and the next endpoint sends the blob whole. Bytes a peer wrote, and those a
+// resumed download held when
 // peers are asked (an earlier pull's), are checked against the blob's digest
 // (BlobSink::digest) once the blob is complete, whichever endpoint completed it: a mismatch
 // drops every byte held, gives up on the peer that wrote them (kBadBytes), and the blob is
@@ -126,7 +132,15 @@ class BlobSink {
   virtual Result<void> Truncate() = 0;
   // The digest of the bytes held, [0, offset()), for checking a peer's bytes before the commit.
   virtual Digest digest() const = 0;
+  // Called before each endpoint is asked: whether the bytes that follow come from a peer.
+  virtual void FromPeer(bool /*peer*/) {}
 };
+
+// The request header a peer asked for a blob over https is sent the registry's Authorization
+// in (the registry being the last endpoint of the session that is not a mirror), so that a home
+// peer lacking the blob can fetch it from the registry with the requester's rights
+// (peers/arriving_blob.h). Never sent over plain http; never logged.
+inline constexpr std::string_view kRegistryAuthorizationHeader = "Berth-Registry-Authorization";
 
 // The Accept header for manifests, in order of preference.
 std::string ManifestAcceptHeader();
@@ -172,6 +186,13 @@ class Client {
   };
   class RangeResume;
 
+  // Adds what authorizes a request to `endpoint` over `scheme` needing `scope` to `headers`:
+  // the endpoint's own Authorization, which goes only to the endpoint it was issued for (never
+  // to a redirect target); for a peer, which gets no Authorization of its own, the registry's
+  // under kRegistryAuthorizationHeader, over https only.
+  Result<void> AddAuthorization(const Session& session, const RegistryEndpoint& endpoint,
+                                std::string_view scheme, std::string_view scope,
+                                HeaderList& headers, const CancelToken& cancel);
   // Runs `spec` on `endpoint` under the retry policy: retries interrupted transfers, 5xx and
   // 429 with backoff (honouring Retry-After), answers one 401 through the Authorizer, and
   // remembers the endpoint as dead when it gives up on it (kUnavailable from the transport, or

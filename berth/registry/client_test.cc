@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -25,6 +26,11 @@ class StringSink final : public BlobSink {
   int64_t offset() const override { return static_cast<int64_t>(bytes.size()); }
   Result<void> Write(std::string_view chunk) override {
     bytes.append(chunk);
+    // As the unpacker behind the content writer: the bytes are stored, then found wrong.
+    if (refuse_first_byte && bytes.size() == chunk.size() && !chunk.empty() &&
+        chunk.front() == *refuse_first_byte) {
+      return Fail(ErrorCode::kInvalidArgument, "the layer is not in its media type's format");
+    }
     return Ok();
   }
   Result<void> Truncate() override {
@@ -35,6 +41,8 @@ class StringSink final : public BlobSink {
   Digest digest() const override { return Digest::Sha256Of(bytes); }
   std::string bytes;
   int truncations = 0;
+  // A blob starting with this byte is refused at its first Write.
+  std::optional<char> refuse_first_byte;
 };
 
 class ClientTest : public ::testing::Test {
@@ -669,28 +677,44 @@ TEST_F(ClientPeersTest, BadBytesFromAPeerAreDroppedAndTheRegistryServesTheWholeB
                                       "bytes registry r.test 10"}));
 }
 
-TEST_F(ClientPeersTest, ARegistryResumingFromAPeersBadBytesFetchesTheBlobWholeAgain) {
+TEST_F(ClientPeersTest, APeerSendingTooFewBytesIsGivenUpOnAndTheRegistrySendsTheBlobWhole) {
   const std::string blob = "0123456789";
   image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
-  // The peer breaks off after five wrong bytes; the registry resumes from them (Range), then,
-  // the digest refusing the result, sends the blob whole.
+  // The peer ends its body after five bytes of ten: nothing it sent is kept.
   transport_.Respond("GET", "http://peer-a.test/v2/", {.status = 200, .body = "XXXXX"});
-  transport_.Respond(
-      "GET", "http://r.test/v2/",
-      {.status = 206, .headers = {{"content-range", "bytes 5-9/10"}}, .body = "56789"});
   transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = blob});
   StringSink sink;
   Result<std::string> served = client_with_peers_.FetchBlob(SessionWithPeers({"peer-a.test"}),
                                                             descriptor, sink, CancelToken::Never());
   ASSERT_TRUE(served) << served.error().ToString();
   EXPECT_EQ(sink.bytes, blob);
+  EXPECT_EQ(sink.truncations, 1);
   auto requests = transport_.requests();
-  ASSERT_EQ(requests.size(), 3u);
-  EXPECT_EQ(HeaderOf(requests[1], "Range"), "bytes=5-");
-  EXPECT_EQ(HeaderOf(requests[2], "Range"), "");
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(HeaderOf(requests[1], "Range"), "");
   EXPECT_EQ(std::count(recorder_.events.begin(), recorder_.events.end(),
                        "given up peer-a.test bad_bytes"),
-            2);  // it sent too few bytes, and wrong ones
+            1);
+}
+
+TEST_F(ClientPeersTest, BytesOfAPeerTheSinkRefusesAreDroppedAndTheRegistrySendsTheBlobWhole) {
+  const std::string blob = "0123456789";
+  image::Descriptor descriptor{.digest = Digest::Sha256Of(blob), .size = 10};
+  // The sink (the unpacker's decoder, say) refuses the peer's bytes as they come.
+  transport_.Respond("GET", "http://peer-a.test/v2/", {.status = 200, .body = "XXXXXXXXXX"});
+  transport_.Respond("GET", "http://r.test/v2/", {.status = 200, .body = blob});
+  StringSink sink;
+  sink.refuse_first_byte = 'X';
+  Result<std::string> served = client_with_peers_.FetchBlob(SessionWithPeers({"peer-a.test"}),
+                                                            descriptor, sink, CancelToken::Never());
+  ASSERT_TRUE(served) << served.error().ToString();
+  EXPECT_EQ(sink.bytes, blob);
+  auto requests = transport_.requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(HeaderOf(requests[1], "Range"), "") << "the refused bytes were resumed from";
+  EXPECT_EQ(std::count(recorder_.events.begin(), recorder_.events.end(),
+                       "given up peer-a.test bad_bytes"),
+            1);
 }
 
 TEST_F(ClientPeersTest, BytesAnEarlierPullLeftAreCheckedWhenPeersAreAsked) {

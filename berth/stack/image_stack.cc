@@ -1,5 +1,8 @@
 #include "berth/stack/image_stack.h"
 
+#include <charconv>
+#include <string_view>
+
 #include "berth/base/file_util.h"
 #include "berth/base/log.h"
 #include "berth/snapshot/erofs_snapshotter.h"
@@ -27,6 +30,17 @@ unpack::UnpackOptions::LayerThreads LayerThreadsFor(const config::PullConfig& pu
   return unpack::UnpackOptions::LayerThreads::kAuto;
 }
 
+// The port of peers.listen ("0.0.0.0:5050" → 5050); 0 when it serves none or names no port.
+uint16_t ListenPort(std::string_view listen) {
+  const size_t colon = listen.rfind(':');
+  unsigned port = 0;
+  if (colon == std::string_view::npos) return 0;
+  const std::string_view text = listen.substr(colon + 1);
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), port);
+  if (error != std::errc() || end != text.data() + text.size() || port > 65535) return 0;
+  return static_cast<uint16_t>(port);
+}
+
 // The peer membership of config.peers, or null when no peer is configured. Refreshed once here:
 // a DNS failure at start is only a warning (the static peers, if any, still serve, and Run()'s
 // thread tries again); an address that is not host:port is an error.
@@ -38,6 +52,7 @@ Result<std::unique_ptr<peers::Membership>> OpenMembership(const config::PeersCon
                                              .dns_name = config.dns_name,
                                              .port = config.port,
                                              .self = config.self,
+                                             .own_port = ListenPort(config.listen),
                                              .refresh_interval = config.refresh_interval}),
                   "config [peers]"));
   if (Result<void> refreshed = membership->Refresh(); !refreshed) {
@@ -47,6 +62,7 @@ Result<std::unique_ptr<peers::Membership>> OpenMembership(const config::PeersCon
   }
   if (!config.dns_name.empty()) membership->Run();
   log::Info("peers.members", {{"count", membership->Current().size()},
+                              {"self", membership->Self().empty() ? "unknown" : membership->Self()},
                               {"home_peers", config.home_peers},
                               {"tls", !config.tls_ca.empty()}});
   return membership;

@@ -70,6 +70,9 @@ class ImageStack {
   // The maintenance side of snapshotter() (the same object).
   snapshot::Cleaner& snapshot_cleaner() { return *snapshotter_; }
   metadata::MetadataDb& metadata() { return *db_; }
+  // What the peer endpoint follows for a blob the store lacks: the puller's downloads, and the
+  // fetches it starts for peers (pull/puller.h).
+  peers::ArrivingBlobs& arriving_blobs() { return *puller_; }
   // The snapshotter's directory, <root>/snapshots/<name>.
   const std::filesystem::path& snapshot_root() const { return snapshot_root_; }
   // What start-up reconciliation freed (empty when options.recover was false).

@@ -200,11 +200,11 @@ struct HttpEndpoints {
 
 // Starts the HTTP endpoints: each listens (and the peer endpoint has loaded its TLS files)
 // before this returns, so that an address that cannot be bound or a bad certificate stops
-// berthd, naming the key, before the gRPC servers serve anything. `metric_registry`, `store` and
+// berthd, naming the key, before the gRPC servers serve anything. `metric_registry`, `stack` and
 // `daemon_metrics` must outlive the endpoints.
 Result<HttpEndpoints> StartHttpEndpoints(const config::Config& config,
                                          const metrics::Registry& metric_registry,
-                                         const content::Store& store,
+                                         stack::ImageStack& stack,
                                          metrics::DaemonMetrics& daemon_metrics) {
   HttpEndpoints endpoints;
   if (!config.metrics_address.empty()) {
@@ -216,13 +216,15 @@ Result<HttpEndpoints> StartHttpEndpoints(const config::Config& config,
     const config::PeersConfig& peers = config.peers;
     BERTH_ASSIGN_OR_RETURN(
         endpoints.peers,
-        peers::BlobServer::Start(store, {.address = peers.listen,
-                                         .max_concurrent_uploads = peers.max_concurrent_uploads,
-                                         .max_upload_rate = peers.max_upload_rate,
-                                         .tls = {.cert = peers.tls_cert,
-                                                 .key = peers.tls_key,
-                                                 .client_ca = peers.tls_client_ca},
-                                         .observer = &daemon_metrics}));
+        peers::BlobServer::Start(
+            stack.store(), {.address = peers.listen,
+                            .max_concurrent_uploads = peers.max_concurrent_uploads,
+                            .max_upload_rate = peers.max_upload_rate,
+                            .tls = {.cert = peers.tls_cert,
+                                    .key = peers.tls_key,
+                                    .client_ca = peers.tls_client_ca},
+                            .observer = &daemon_metrics,
+                            .arriving = peers.fetch_missing ? &stack.arriving_blobs() : nullptr}));
   }
   return endpoints;
 }
@@ -251,9 +253,8 @@ Result<int> Run(const Flags& flags, const sigset_t& stop_signals) {
                                              .content_root = stack->store().root(),
                                              .snapshot_root = stack->snapshot_root()});
   metrics::AddProcessMetrics(metric_registry);
-  BERTH_ASSIGN_OR_RETURN(
-      HttpEndpoints http_endpoints,
-      StartHttpEndpoints(config, metric_registry, stack->store(), daemon_metrics));
+  BERTH_ASSIGN_OR_RETURN(HttpEndpoints http_endpoints,
+                         StartHttpEndpoints(config, metric_registry, *stack, daemon_metrics));
   service::ImageService& images = stack->images();
   registry::PullCredentials pull_credentials;
   BERTH_ASSIGN_OR_RETURN(std::unique_ptr<CriServices> cri_services,
