@@ -49,7 +49,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpHandler handler,
   BERTH_ASSIGN_OR_RETURN(
       server->tcp_, TcpServer::Start([raw = server.get()](
                                          int fd, const std::string& peer) { raw->Serve(fd, peer); },
-                                     options.port));
+                                     options.port, options.address));
   return server;
 }
 
@@ -60,7 +60,7 @@ void HttpServer::Stop() {
   if (tcp_) tcp_->Stop();
 }
 
-std::string HttpServer::host() const { return "127.0.0.1:" + std::to_string(port()); }
+std::string HttpServer::host() const { return tcp_->address() + ":" + std::to_string(port()); }
 
 std::string HttpServer::url() const { return "http://" + host(); }
 
