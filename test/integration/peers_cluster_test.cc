@@ -93,6 +93,8 @@ std::string SourceName(MembershipSource source) {
   return source == MembershipSource::kStatic ? "StaticList" : "Dns";
 }
 
+void PrintTo(MembershipSource source, std::ostream* out) { *out << SourceName(source); }
+
 // `size` bytes that do not compress (xorshift64), the same for the same seed.
 std::string Noise(size_t size, uint64_t seed) {
   std::string bytes(size, '\0');
@@ -417,9 +419,13 @@ Result<void> ClusterFixture::LimitRate(const NetNamespace& ns, std::string_view 
   return Ok();
 }
 
+enum class Lie;
+
 class PeersClusterTest : public ClusterFixture,
                          public ::testing::WithParamInterface<MembershipSource> {
  protected:
+  void PullBesideALiar(Lie lie);
+
   void SetUp() override {
     if (std::string missing = MissingPrerequisite(); !missing.empty()) {
       GTEST_SKIP() << missing;
@@ -534,28 +540,42 @@ TEST_P(PeersClusterTest, ANodeKilledWhileServingLeavesTheOthersToFinishElsewhere
   }
 }
 
-// A fake node at `address`: answers every blob of `image` with as many wrong bytes.
+// How a fake peer lies about a blob.
+enum class Lie {
+  kFlippedByte,  // the real bytes with the one in the middle changed: a bit rot or a bad disk
+  kGarbage,      // as many bytes, none of them the blob's ('x'): not even the right format
+};
+
+// What the liar answers for `blob` (its real bytes).
+std::string LieAbout(std::string blob, Lie lie) {
+  if (lie == Lie::kGarbage) return std::string(blob.size(), 'x');
+  blob[blob.size() / 2] = static_cast<char>(blob[blob.size() / 2] ^ 0x5a);
+  return blob;
+}
+
+// A fake node at `address`: answers GET of every blob of `image` with 200, the blob's digest and
+// size, and wrong bytes; counts the lies.
 Result<std::unique_ptr<HttpServer>> StartLyingPeer(const NetNamespace& ns,
                                                    const std::string& address,
-                                                   const imagegen::Image& image,
+                                                   const imagegen::Image& image, Lie lie,
                                                    std::atomic<int>& lies) {
-  std::map<std::string, size_t> sizes = {
-      {image.config.digest.ToString(), image.config_json.size()}};
+  std::map<std::string, std::string> answers = {
+      {image.config.digest.ToString(), LieAbout(image.config_json, lie)}};
   for (const imagegen::Layer& layer : image.layers) {
-    sizes[layer.blob.digest.ToString()] = static_cast<size_t>(layer.blob.size);
+    answers[layer.blob.digest.ToString()] = LieAbout(layer.bytes, lie);
   }
-  auto handler = [sizes, &lies](const HttpServerRequest& request) -> HttpServerResponse {
+  auto handler = [answers, &lies](const HttpServerRequest& request) -> HttpServerResponse {
     if (request.path == "/v2/") return {.status = 200, .body = "{}"};
     const size_t blobs = request.path.find("/blobs/");
     if (blobs == std::string::npos) return {.status = 404};
     const std::string digest = request.path.substr(blobs + 7);
-    auto found = sizes.find(digest);
-    if (found == sizes.end()) return {.status = 404};
+    auto found = answers.find(digest);
+    if (found == answers.end()) return {.status = 404};
     ++lies;
     return {.status = 200,
             .headers = {{"Content-Type", "application/octet-stream"},
                         {"Docker-Content-Digest", digest}},
-            .body = request.method == "HEAD" ? "" : std::string(found->second, 'x')};
+            .body = request.method == "HEAD" ? "" : found->second};
   };
   Result<std::unique_ptr<HttpServer>> server = Fail(ErrorCode::kInternal, "not started");
   BERTH_RETURN_IF_ERROR(ns.RunInside(
@@ -563,18 +583,25 @@ Result<std::unique_ptr<HttpServer>> StartLyingPeer(const NetNamespace& ns,
   return server;
 }
 
-TEST_P(PeersClusterTest, APeerServingWrongBytesIsRejectedAndCounted) {
-  // Four real nodes and a liar at the fifth address, first home of some blob for every node.
+// Four real nodes and a liar at the fifth address, the first home of some of the image's blobs
+// (a layer among them) for every node, pull at once: each image is complete, each node gave up
+// on the liar for each of those blobs, and says so naming it.
+void PeersClusterTest::PullBesideALiar(Lie lie) {
   const int liar_host = kFirstNodeHost + kNodes - 1;
+  const std::string liar_address = PeerAddress(liar_host);
   std::vector<std::string> everyone;
   for (int i = 0; i < kNodes; ++i) everyone.push_back(PeerAddress(kFirstNodeHost + i));
   imagegen::Image image;
   size_t lied_about = 0;
-  for (uint64_t salt = 30; lied_about == 0; ++salt) {
-    ASSERT_LT(salt, 60U) << "no image found whose blobs have the liar as a home";
+  bool a_layer = false;
+  for (uint64_t salt = 30; !a_layer; ++salt) {
+    ASSERT_LT(salt, 90U) << "no image found with a layer whose first home is the liar";
     ASSERT_OK_AND_ASSIGN(image, MakeImage({512 << 10, 256 << 10, 128 << 10, 64 << 10}, salt));
+    lied_about = 0;
     for (const Digest& digest : Blobs(image)) {
-      lied_about += peers::HomePeers(digest, everyone, 1).at(0) == PeerAddress(liar_host);
+      if (peers::HomePeers(digest, everyone, 1).at(0) != liar_address) continue;
+      ++lied_about;
+      a_layer = a_layer || digest != image.config.digest;
     }
   }
   ASSERT_OK(Push(image, "v1"));
@@ -583,7 +610,7 @@ TEST_P(PeersClusterTest, APeerServingWrongBytesIsRejectedAndCounted) {
   ASSERT_OK(SetMembers(hosts));
   ASSERT_OK_AND_ASSIGN(NetNamespace * liar_ns, network_->AddHost("liar", liar_host));
   std::atomic<int> lies{0};
-  ASSERT_OK_AND_ASSIGN(auto liar, StartLyingPeer(*liar_ns, Address(liar_host), image, lies));
+  ASSERT_OK_AND_ASSIGN(auto liar, StartLyingPeer(*liar_ns, Address(liar_host), image, lie, lies));
   std::vector<Node*> nodes;
   for (int i = 0; i + 1 < kNodes; ++i) {
     ASSERT_OK_AND_ASSIGN(Node * node, StartNode(kFirstNodeHost + i));
@@ -596,17 +623,28 @@ TEST_P(PeersClusterTest, APeerServingWrongBytesIsRejectedAndCounted) {
     ExpectImageComplete(*nodes[i], pulls[i].get(), image, "v1");
   }
   ReportFetches(image);
-  const std::string liar_address = PeerAddress(liar_host);
+  const std::string given_up = fmt::format("berth_peer_given_up_total{{peer=\"{}\"", liar_address);
   for (Node* node : nodes) {
-    EXPECT_GE(SumOf(Metrics(*node),
-                    fmt::format("berth_peer_given_up_total{{peer=\"{}\",reason=\"bad_bytes\"}}",
-                                liar_address)),
-              1)
+    const std::map<std::string, double> metrics = Metrics(*node);
+    std::cout << node->peer_address << " gave up on the liar: bad_bytes "
+              << SumOf(metrics, given_up + ",reason=\"bad_bytes\"") << ", error "
+              << SumOf(metrics, given_up + ",reason=\"error\"") << ", all "
+              << SumOf(metrics, given_up) << std::endl;
+    EXPECT_GE(SumOf(metrics, given_up), static_cast<double>(lied_about))
         << node->peer_address << " did not count the wrong bytes against " << liar_address;
-    EXPECT_THAT(node->berthd->ReadLog(), HasSubstr(liar_address));
+    EXPECT_THAT(node->berthd->ReadLog(),
+                HasSubstr(fmt::format("peers.peer_given_up peer={}", liar_address)));
   }
   EXPECT_GE(lies.load(), static_cast<int>(nodes.size()));
   liar->Stop();
+}
+
+TEST_P(PeersClusterTest, APeerServingFlippedBytesIsRejectedAndCounted) {
+  PullBesideALiar(Lie::kFlippedByte);
+}
+
+TEST_P(PeersClusterTest, APeerServingGarbageIsRejectedAndCounted) {
+  PullBesideALiar(Lie::kGarbage);
 }
 
 class PeersClusterDnsTest : public ClusterFixture {
@@ -616,6 +654,20 @@ class PeersClusterDnsTest : public ClusterFixture {
       GTEST_SKIP() << missing;
     }
     SetUpCluster(MembershipSource::kDns);
+  }
+
+  // The peers a node's log says it gave up on for `digest` (peers.peer_given_up).
+  static std::set<std::string> PeersGivenUpFor(const std::string& log, const Digest& digest) {
+    std::set<std::string> peers;
+    const std::string blob = fmt::format("what=\"fetch blob {}\"", digest.ToString());
+    std::istringstream lines(log);
+    for (std::string line; std::getline(lines, line);) {
+      const size_t at = line.find("peers.peer_given_up peer=");
+      if (at == std::string::npos || line.find(blob) == std::string::npos) continue;
+      const size_t start = at + std::string_view("peers.peer_given_up peer=").size();
+      peers.insert(line.substr(start, line.find(' ', start) - start));
+    }
+    return peers;
   }
 
   // The peers `node` asked between two scrapes of its metrics: fetched from or given up on.
@@ -690,6 +742,13 @@ TEST_F(PeersClusterDnsTest, MembershipChangesWhilePullsRun) {
               << std::endl;
     first_homes.insert(now[0]);
     homes.insert(now.begin(), now.end());
+    // Per blob, from the log: the peers given up on for it (404 before the change of issue 17's
+    // pull-through; none after) are among its new homes.
+    for (const std::string& peer : PeersGivenUpFor(asker.berthd->ReadLog(), digest)) {
+      EXPECT_TRUE(std::find(now.begin(), now.end(), peer) != now.end())
+          << peer << " was asked for " << digest.ToString() << ", whose homes are "
+          << fmt::format("{}", fmt::join(now, ", "));
+    }
   }
   const std::string asked_text = fmt::format("{}", fmt::join(asked, ", "));
   EXPECT_FALSE(asked.contains(PeerAddress(leaving))) << "asked: " << asked_text;
