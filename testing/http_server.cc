@@ -43,7 +43,7 @@ std::optional<std::string> HttpServerRequest::QueryValue(std::string_view name) 
 }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpHandler handler,
-                                                      HttpServerOptions options) {
+                                                      const HttpServerOptions& options) {
   if (!handler) return Fail(ErrorCode::kInvalidArgument, "HttpServer needs a handler");
   auto server = std::unique_ptr<HttpServer>(new HttpServer(std::move(handler), options));
   BERTH_ASSIGN_OR_RETURN(

@@ -81,7 +81,7 @@ class HttpServer {
   // Binds, starts the accept thread and returns; the server is ready for connections when this
   // returns. Errors are errno errors from bind/listen.
   static Result<std::unique_ptr<HttpServer>> Start(HttpHandler handler,
-                                                   HttpServerOptions options = {});
+                                                   const HttpServerOptions& options = {});
 
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -101,7 +101,7 @@ class HttpServer {
 
  private:
   HttpServer(HttpHandler handler, HttpServerOptions options)
-      : handler_(std::move(handler)), options_(options) {}
+      : handler_(std::move(handler)), options_(std::move(options)) {}
   void Serve(int fd, const std::string& peer);
 
   const HttpHandler handler_;

@@ -33,6 +33,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <numeric>
 #include <set>
 #include <sstream>
 #include <string>
@@ -360,6 +361,7 @@ CommandResult ClusterFixture::Cli(const Node& node, const std::vector<std::strin
 std::vector<std::future<CommandResult>> ClusterFixture::StartPulls(const std::vector<Node*>& nodes,
                                                                    std::string_view tag) {
   std::vector<std::future<CommandResult>> pulls;
+  pulls.reserve(nodes.size());
   for (Node* node : nodes) {
     pulls.push_back(std::async(std::launch::async, [this, node, reference = Reference(tag)] {
       return Cli(*node, {"pull", reference});
@@ -435,8 +437,8 @@ class PeersClusterTest : public ClusterFixture,
 
   // Starts nodes kFirstNodeHost.. (count of them), all members.
   std::vector<Node*> StartNodes(int count) {
-    std::vector<int> hosts;
-    for (int i = 0; i < count; ++i) hosts.push_back(kFirstNodeHost + i);
+    std::vector<int> hosts(count);
+    std::iota(hosts.begin(), hosts.end(), kFirstNodeHost);
     EXPECT_OK(SetMembers(hosts));
     std::vector<Node*> started;
     for (int host : hosts) {
@@ -496,6 +498,7 @@ TEST_P(PeersClusterTest, ANodeKilledWhileServingLeavesTheOthersToFinishElsewhere
   ASSERT_EQ(nodes.size(), static_cast<size_t>(kNodes));
   // The victim is the big layer's first home for every other node.
   std::vector<std::string> everyone;
+  everyone.reserve(nodes.size());
   for (Node* node : nodes) everyone.push_back(node->peer_address);
   const std::string home = peers::HomePeers(image.layers[0].blob.digest, everyone, 1).at(0);
   Node* victim = nullptr;
@@ -589,8 +592,11 @@ Result<std::unique_ptr<HttpServer>> StartLyingPeer(const NetNamespace& ns,
 void PeersClusterTest::PullBesideALiar(Lie lie) {
   const int liar_host = kFirstNodeHost + kNodes - 1;
   const std::string liar_address = PeerAddress(liar_host);
+  std::vector<int> hosts(kNodes);
+  std::iota(hosts.begin(), hosts.end(), kFirstNodeHost);
   std::vector<std::string> everyone;
-  for (int i = 0; i < kNodes; ++i) everyone.push_back(PeerAddress(kFirstNodeHost + i));
+  everyone.reserve(hosts.size());
+  for (int host : hosts) everyone.push_back(PeerAddress(host));
   imagegen::Image image;
   size_t lied_about = 0;
   bool a_layer = false;
@@ -605,8 +611,6 @@ void PeersClusterTest::PullBesideALiar(Lie lie) {
     }
   }
   ASSERT_OK(Push(image, "v1"));
-  std::vector<int> hosts;
-  for (int i = 0; i < kNodes; ++i) hosts.push_back(kFirstNodeHost + i);
   ASSERT_OK(SetMembers(hosts));
   ASSERT_OK_AND_ASSIGN(NetNamespace * liar_ns, network_->AddHost("liar", liar_host));
   std::atomic<int> lies{0};
