@@ -6,8 +6,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstdlib>
 #include <system_error>
 #include <thread>
@@ -35,7 +37,29 @@ Result<std::string> RunChecked(const std::vector<std::string>& argv, const fs::p
   return std::move(result.out);
 }
 
+// Kills (SIGKILL) the processes inside the namespace `name`: only a test's own programs run in
+// its namespaces, and one that changed its credentials (dnsmasq drops capabilities) lost the
+// parent-death signal that would have ended it with the test.
+void KillProcessesInside(const std::string& name) {
+  const std::string command = fmt::format("{} netns pids {} 2>/dev/null", kIp, name);
+  FILE* pipe = ::popen(command.c_str(), "r");  // NOLINT(cert-env33-c): a fixed program
+  if (pipe == nullptr) return;
+  std::vector<pid_t> pids;
+  std::array<char, 32> line{};
+  while (std::fgets(line.data(), line.size(), pipe) != nullptr) {
+    pid_t pid = 0;
+    const std::string_view text(line.data());
+    if (std::from_chars(text.data(), text.data() + text.size(), pid).ec == std::errc() && pid > 1 &&
+        pid != ::getpid()) {
+      pids.push_back(pid);
+    }
+  }
+  ::pclose(pipe);
+  for (pid_t pid : pids) ::kill(pid, SIGKILL);
+}
+
 void DeleteNamespace(const std::string& name) {
+  KillProcessesInside(name);
   // Not through RunCommand: this runs in destructors and must not need a scratch directory.
   const std::string command = fmt::format("{} netns delete {} 2>/dev/null", kIp, name);
   int ignored = std::system(command.c_str());  // NOLINT(cert-env33-c): a fixed program

@@ -14,9 +14,10 @@
 // Names: every namespace is "<prefix>-<pid>-<role>" (the test process's pid), so parallel test
 // processes never collide, and Create() first removes the namespaces (and /etc/netns/<name>
 // directories) of an earlier process with the same prefix that no longer runs — what a test
-// killed by a timeout left behind. The destructor removes this process's namespaces and their
-// /etc/netns directories. Stop the processes running inside first: a namespace with a process
-// in it loses its name but lives until that process ends.
+// killed by a timeout left behind — killing what still runs in them (dnsmasq drops capabilities,
+// which clears the parent-death signal ChildProcess relies on). The destructor removes this
+// process's namespaces and their /etc/netns directories the same way; stop the processes running
+// inside first, so that they end as they should.
 //
 // Inside a host namespace: `lo` is up, and `eth0` holds <subnet>.<host>/24 (the other end of
 // its veth pair is a port of the bridge `br0` in the switch namespace). Processes started with
