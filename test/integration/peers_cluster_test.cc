@@ -238,10 +238,12 @@ class ClusterFixture : public ::testing::Test {
 };
 
 // Why the cluster cannot run here, or "" when it can.
-std::string MissingPrerequisite() {
+std::string MissingPrerequisite(MembershipSource source) {
   if (::geteuid() != 0) return "network namespaces need root";
-  for (const char* program :
-       {"/usr/sbin/ip", "/usr/sbin/tc", kDockerRegistry, "/usr/sbin/dnsmasq"}) {
+  std::vector<const char*> programs = {"/usr/sbin/ip", "/usr/sbin/tc", "/usr/bin/ss",
+                                       kDockerRegistry};
+  if (source == MembershipSource::kDns) programs.push_back("/usr/sbin/dnsmasq");
+  for (const char* program : programs) {
     if (::access(program, X_OK) != 0) {
       return fmt::format("{} is missing (scripts/setup.sh installs it)", program);
     }
@@ -429,7 +431,7 @@ class PeersClusterTest : public ClusterFixture,
   void PullBesideALiar(Lie lie);
 
   void SetUp() override {
-    if (std::string missing = MissingPrerequisite(); !missing.empty()) {
+    if (std::string missing = MissingPrerequisite(GetParam()); !missing.empty()) {
       GTEST_SKIP() << missing;
     }
     SetUpCluster(GetParam());
@@ -654,7 +656,7 @@ TEST_P(PeersClusterTest, APeerServingGarbageIsRejectedAndCounted) {
 class PeersClusterDnsTest : public ClusterFixture {
  protected:
   void SetUp() override {
-    if (std::string missing = MissingPrerequisite(); !missing.empty()) {
+    if (std::string missing = MissingPrerequisite(MembershipSource::kDns); !missing.empty()) {
       GTEST_SKIP() << missing;
     }
     SetUpCluster(MembershipSource::kDns);
