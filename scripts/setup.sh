@@ -30,6 +30,9 @@ packages=(
   tmux
   # erofs tests: fsck.erofs and dump.erofs check the images berth/erofs writes
   erofs-utils
+  # the peers cluster test (test/integration/peers_cluster_test.cc): dnsmasq as the cluster's DNS
+  # in a network namespace, tc (iproute2) for slow links
+  dnsmasq-base iproute2
   # containerd end-to-end tests (test/containerd): containerd 1.6 with its shim and ctr, runc
   # (above), CNI plugins, and a static libc for the pause image (gcc -static)
   containerd containernetworking-plugins libc6-dev

@@ -19,7 +19,8 @@ namespace {
 namespace fs = std::filesystem;
 
 std::vector<std::string> BerthdArgv(const BerthdOptions& options) {
-  std::vector<std::string> argv = {BERTHD_PATH};
+  std::vector<std::string> argv = options.command_prefix;
+  argv.emplace_back(BERTHD_PATH);
   auto add_path_flag = [&](std::string_view flag, const fs::path& value) {
     if (!value.empty()) argv.insert(argv.end(), {std::string(flag), value.string()});
   };

@@ -58,6 +58,10 @@ struct BerthdOptions {
   std::string log_level = "info";
   // Appended after the flags above, e.g. {"--grace-period", "1"}.
   std::vector<std::string> extra_args;
+  // Put before berthd's argv, e.g. NetNamespace::Exec({}) = {"ip", "netns", "exec", "<ns>"} to
+  // run berthd in a network namespace (net_namespace.h; `ip netns exec` execs berthd in its own
+  // place, so pid() is still berthd's). The sockets are paths, reached from any namespace.
+  std::vector<std::string> command_prefix;
   // Where berthd's stdout and stderr go (appended). Required.
   std::filesystem::path log_file;
   BerthdStartWait wait = BerthdStartWait::kSocketsAnswer;

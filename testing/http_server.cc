@@ -43,13 +43,13 @@ std::optional<std::string> HttpServerRequest::QueryValue(std::string_view name) 
 }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpHandler handler,
-                                                      HttpServerOptions options) {
+                                                      const HttpServerOptions& options) {
   if (!handler) return Fail(ErrorCode::kInvalidArgument, "HttpServer needs a handler");
   auto server = std::unique_ptr<HttpServer>(new HttpServer(std::move(handler), options));
   BERTH_ASSIGN_OR_RETURN(
       server->tcp_, TcpServer::Start([raw = server.get()](
                                          int fd, const std::string& peer) { raw->Serve(fd, peer); },
-                                     options.port));
+                                     options.port, options.address));
   return server;
 }
 
@@ -60,7 +60,7 @@ void HttpServer::Stop() {
   if (tcp_) tcp_->Stop();
 }
 
-std::string HttpServer::host() const { return "127.0.0.1:" + std::to_string(port()); }
+std::string HttpServer::host() const { return tcp_->address() + ":" + std::to_string(port()); }
 
 std::string HttpServer::url() const { return "http://" + host(); }
 

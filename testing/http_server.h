@@ -1,11 +1,11 @@
 // File: testing/http_server.h
 //
-// HttpServer is a small HTTP/1.1 server on 127.0.0.1 for test peers: the token server, and later
-// object-storage redirect targets or fake endpoints. It listens on a port the kernel picks (no
-// port races), runs an accept thread plus one thread per connection, reads each request in full
-// (Content-Length or chunked bodies, "Expect: 100-continue" answered), calls the handler, and
-// writes the response with a Content-Length. Connections are kept alive unless the client asks
-// for "Connection: close", speaks HTTP/1.0, or keep-alive is disabled in the options.
+// HttpServer is a small HTTP/1.1 server on 127.0.0.1 (or another address) for test peers: the token
+// server, and later object-storage redirect targets or fake endpoints. It listens on a port the
+// kernel picks (no port races), runs an accept thread plus one thread per connection, reads each
+// request in full (Content-Length or chunked bodies, "Expect: 100-continue" answered), calls the
+// handler, and writes the response with a Content-Length. Connections are kept alive unless the
+// client asks for "Connection: close", speaks HTTP/1.0, or keep-alive is disabled in the options.
 //
 //   BERTH_ASSIGN_OR_RETURN(auto server, HttpServer::Start([](const HttpServerRequest& request) {
 //     return HttpServerResponse{.status = 200, .body = "hello " + request.path};
@@ -68,6 +68,9 @@ using HttpHandler = std::function<HttpServerResponse(const HttpServerRequest&)>;
 struct HttpServerOptions {
   // 0 picks a free port (recommended).
   uint16_t port = 0;
+  // The IPv4 address to listen on, in the network namespace of the thread calling Start()
+  // (net_namespace.h: a fake node in a test network).
+  std::string address = "127.0.0.1";
   // Requests with larger bodies get 413 and the connection is closed.
   size_t max_body_bytes = 256 << 20;
   bool keep_alive = true;
@@ -78,7 +81,7 @@ class HttpServer {
   // Binds, starts the accept thread and returns; the server is ready for connections when this
   // returns. Errors are errno errors from bind/listen.
   static Result<std::unique_ptr<HttpServer>> Start(HttpHandler handler,
-                                                   HttpServerOptions options = {});
+                                                   const HttpServerOptions& options = {});
 
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -89,7 +92,7 @@ class HttpServer {
   void Stop();
 
   uint16_t port() const { return tcp_->port(); }
-  // "127.0.0.1:PORT".
+  // "127.0.0.1:PORT" (options.address).
   std::string host() const;
   // "http://127.0.0.1:PORT".
   std::string url() const;
@@ -98,7 +101,7 @@ class HttpServer {
 
  private:
   HttpServer(HttpHandler handler, HttpServerOptions options)
-      : handler_(std::move(handler)), options_(options) {}
+      : handler_(std::move(handler)), options_(std::move(options)) {}
   void Serve(int fd, const std::string& peer);
 
   const HttpHandler handler_;

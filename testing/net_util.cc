@@ -50,6 +50,11 @@ Result<uint16_t> FreeLoopbackPort() {
 }
 
 Result<LoopbackListener> ListenOnLoopback(uint16_t port, int backlog) {
+  return ListenOnAddress("127.0.0.1", port, backlog);
+}
+
+Result<LoopbackListener> ListenOnAddress(std::string_view address_text, uint16_t port,
+                                         int backlog) {
   UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!fd) return Fail(ErrnoError(errno, "socket"));
   int one = 1;
@@ -57,9 +62,12 @@ Result<LoopbackListener> ListenOnLoopback(uint16_t port, int backlog) {
   sockaddr_in address = {};
   address.sin_family = AF_INET;
   address.sin_port = htons(port);
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const std::string text(address_text);
+  if (::inet_pton(AF_INET, text.c_str(), &address.sin_addr) != 1) {
+    return Fail(ErrorCode::kInvalidArgument, "not an IPv4 address: \"" + text + "\"");
+  }
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    return Fail(ErrnoError(errno, "bind 127.0.0.1:" + std::to_string(port)));
+    return Fail(ErrnoError(errno, "bind " + text + ":" + std::to_string(port)));
   }
   if (::listen(fd.get(), backlog) != 0) return Fail(ErrnoError(errno, "listen"));
   socklen_t length = sizeof(address);

@@ -35,6 +35,10 @@ struct LoopbackListener {
 
 // Listens on 127.0.0.1:`port` (0 = any free port) with SO_REUSEADDR and the given backlog.
 Result<LoopbackListener> ListenOnLoopback(uint16_t port = 0, int backlog = 128);
+// The same on the IPv4 address `address` ("10.213.0.15"), in the calling thread's network
+// namespace (net_namespace.h's RunInside for another one). kInvalidArgument for a bad address.
+Result<LoopbackListener> ListenOnAddress(std::string_view address, uint16_t port = 0,
+                                         int backlog = 128);
 
 // Connects to host:port (numeric IPv4/IPv6 or a name resolved with getaddrinfo), waiting at most
 // `timeout`. Returns the connected, close-on-exec socket, or kUnavailable / kDeadlineExceeded.

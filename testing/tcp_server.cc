@@ -22,21 +22,24 @@ std::string PeerName(const sockaddr_in& address) {
 
 }  // namespace
 
-Result<std::unique_ptr<TcpServer>> TcpServer::Start(ConnectionHandler handler, uint16_t port) {
+Result<std::unique_ptr<TcpServer>> TcpServer::Start(ConnectionHandler handler, uint16_t port,
+                                                    const std::string& address) {
   if (!handler) return Fail(ErrorCode::kInvalidArgument, "TcpServer needs a handler");
-  BERTH_ASSIGN_OR_RETURN(LoopbackListener listener, ListenOnLoopback(port));
+  BERTH_ASSIGN_OR_RETURN(LoopbackListener listener, ListenOnAddress(address, port));
   auto server = std::unique_ptr<TcpServer>(
-      new TcpServer(std::move(handler), std::move(listener.fd), listener.port));
+      new TcpServer(std::move(handler), std::move(listener.fd), listener.port, address));
   if (!server->wake_fd_) return Fail(ErrnoError(errno, "eventfd"));
   server->accept_thread_ = std::thread([raw = server.get()] { raw->AcceptLoop(); });
   return server;
 }
 
-TcpServer::TcpServer(ConnectionHandler handler, UniqueFd listener, uint16_t port)
+TcpServer::TcpServer(ConnectionHandler handler, UniqueFd listener, uint16_t port,
+                     std::string address)
     : handler_(std::move(handler)),
       listener_(std::move(listener)),
       wake_fd_(::eventfd(0, EFD_CLOEXEC)),
-      port_(port) {}
+      port_(port),
+      address_(std::move(address)) {}
 
 TcpServer::~TcpServer() { Stop(); }
 

@@ -1,8 +1,8 @@
 // File: testing/tcp_server.h
 //
 // TcpServer is the accept loop under the test servers (HttpServer, FaultProxy): it listens on
-// 127.0.0.1 (port 0 = the kernel picks a free one, so there is no port race), accepts
-// connections on its own thread and runs the handler for each connection on a new thread.
+// 127.0.0.1 or another address (port 0 = the kernel picks a free one, so there is no port race),
+// accepts connections on its own thread and runs the handler for each connection on a new thread.
 //
 // Lifetime: Stop() (or the destructor) closes the listener, shuts down every open client socket
 // (so a handler blocked reading it wakes up with end-of-stream) and joins all threads. The
@@ -33,8 +33,10 @@ using ConnectionHandler = std::function<void(int fd, const std::string& peer)>;
 
 class TcpServer {
  public:
-  // Listens on 127.0.0.1:`port` and starts accepting. Errno errors from bind/listen.
-  static Result<std::unique_ptr<TcpServer>> Start(ConnectionHandler handler, uint16_t port = 0);
+  // Listens on `address`:`port` (an IPv4 address of the calling thread's network namespace)
+  // and starts accepting. Errno errors from bind/listen.
+  static Result<std::unique_ptr<TcpServer>> Start(ConnectionHandler handler, uint16_t port = 0,
+                                                  const std::string& address = "127.0.0.1");
 
   TcpServer(const TcpServer&) = delete;
   TcpServer& operator=(const TcpServer&) = delete;
@@ -44,6 +46,7 @@ class TcpServer {
   void Stop();
   bool stopping() const { return stopping_.load(); }
   uint16_t port() const { return port_; }
+  const std::string& address() const { return address_; }
   // Connections accepted so far.
   uint64_t connections_accepted() const { return accepted_.load(); }
 
@@ -55,7 +58,7 @@ class TcpServer {
     std::atomic<bool> done{false};
   };
 
-  TcpServer(ConnectionHandler handler, UniqueFd listener, uint16_t port);
+  TcpServer(ConnectionHandler handler, UniqueFd listener, uint16_t port, std::string address);
   void AcceptLoop();
   // Joins and frees finished connections. REQUIRES: mutex_ held.
   void ReapFinishedLocked();
@@ -64,6 +67,7 @@ class TcpServer {
   UniqueFd listener_;
   UniqueFd wake_fd_;  // eventfd that interrupts the accept loop's poll()
   const uint16_t port_;
+  const std::string address_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> accepted_{0};
   std::once_flag stop_once_;
