@@ -3,8 +3,10 @@
 # its own on a private bridge (10.213.0.0/24; the bridge in a "switch" namespace, nothing added to
 # the root namespace), and a Distribution registry in a sixth behind a rate limit (tc tbf on its
 # link: a far-away registry). All five pull one image at once, with [peers] (a static list of the
-# five) and without (the section removed), interleaved. Prints, per mode, the median wall time
-# until all five have the image and the registry's blob bytes and GETs (its access log), and
+# five) and without (the section removed), and one node pulls it alone (the baseline: issue 17
+# asks the five with peers to take at most 1.5x of it), interleaved. Prints, per mode, the
+# median wall time until the nodes pulling have the image and the registry's blob bytes and
+# GETs (its access log), and
 # appends the table to bench/results.md. Figures only: not a test. Needs root, and the image
 # from berth-seed (built here from --layer-dir directories of this machine).
 #
@@ -113,7 +115,7 @@ reference=$registry/bench/peers:v1
 say "image ready ($(awk -v b="$image_bytes" 'BEGIN { printf "%.1f", b / 1048576 }') MiB of blobs); registry limited to $rate"
 
 # --- one run ------------------------------------------------------------------------------------
-# Writes node n's config for `mode` (peers | nopeers).
+# Writes node n's config for `mode` (peers | nopeers | alone).
 node_config() { # n mode
   local dir=$work/node$1 static="" m
   for m in "${nodes[@]}"; do static+="${static:+, }\"$subnet.$m:5050\""; done
@@ -128,11 +130,13 @@ node_config() { # n mode
   } >"$dir/config.toml"
 }
 
-# Prints "wall_seconds registry_blob_bytes registry_blob_gets" for one run of `mode`.
+# Prints "wall_seconds registry_blob_bytes registry_blob_gets" for one run of `mode`: all five
+# nodes pulling (peers, nopeers), or the first one alone.
 run_once() { # mode
-  local mode=$1 n from start end daemons=() pulls=() failed=0
+  local mode=$1 n from start end daemons=() pulls=() failed=0 pulling=("${nodes[@]}")
+  [ "$mode" = alone ] && pulling=("${nodes[0]}")
   from=$(stat -c %s "$work/registry.log")
-  for n in "${nodes[@]}"; do
+  for n in "${pulling[@]}"; do
     rm -rf "$work/node$n"
     mkdir -p "$work/node$n"
     node_config "$n" "$mode"
@@ -140,12 +144,12 @@ run_once() { # mode
       --address "unix://$work/node$n/berth.sock" --log-level info >"$work/node$n/berthd.log" 2>&1 &
     daemons+=($!)
   done
-  for n in "${nodes[@]}"; do
+  for n in "${pulling[@]}"; do
     for _ in $(seq 1 200); do [ -S "$work/node$n/berth.sock" ] && break; sleep 0.05; done
   done
   sleep 0.5 # every socket exists; let each daemon finish listening
   start=$(date +%s.%N)
-  for n in "${nodes[@]}"; do
+  for n in "${pulling[@]}"; do
     "$berth" --address "unix://$work/node$n/berth.sock" pull "$reference" \
       >"$work/node$n/pull.out" 2>&1 &
     pulls+=($!)
@@ -170,7 +174,7 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 declare -A walls bytes gets
 for run in $(seq 1 "$runs"); do
-  for mode in peers nopeers; do
+  for mode in peers nopeers alone; do
     read -r w b g < <(run_once "$mode")
     echo "run $run $mode: ${w} s, registry sent $(mib "$b") MiB in $g blob GETs"
     walls[$mode]+="$w"$'\n'
@@ -184,12 +188,17 @@ table="## $(date -u '+%Y-%m-%d %H:%M UTC'), berth $commit (binaries: $bin), $(np
 
 Five berthd nodes in network namespaces pull one image at once ($(mib "$image_bytes") MiB of blobs: $layers) from a Distribution registry limited to $rate (tc tbf); median of $runs runs.
 
-| mode | all five have the image (s) | registry blob bytes (MiB) | registry blob GETs |
+| mode | the nodes pulling have the image (s) | registry blob bytes (MiB) | registry blob GETs |
 |---|---|---|---|"
-for mode in peers nopeers; do
+for mode in peers nopeers alone; do
   table+="
 | $mode | $(printf '%s' "${walls[$mode]}" | median) | $(mib "$(printf '%s' "${bytes[$mode]}" | median)") | $(printf '%s' "${gets[$mode]}" | median) |"
 done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+med() { printf '%s' "$1" | median; }
+table+="
+
+Five nodes with peers take $(ratio "$(med "${walls[peers]}")" "$(med "${walls[alone]}")")x the time of one node alone (target: at most 1.5x), and cost the registry $(ratio "$(med "${bytes[peers]}")" "$image_bytes")x the image's blob bytes (target: 1x); without peers $(ratio "$(med "${walls[nopeers]}")" "$(med "${walls[alone]}")")x and $(ratio "$(med "${bytes[nopeers]}")" "$image_bytes")x."
 echo
 echo "$table"
 if [ $record = 1 ]; then printf '\n%s\n' "$table" >>"$repo/bench/results.md"; fi

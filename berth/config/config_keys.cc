@@ -300,7 +300,7 @@ constexpr KeyDoc kKeyDocs[] = {
      .example = "true",
      .containerd = "",
      .description = "Whether a blob a peer asks for that this node lacks is fetched from the "
-                    "registry the request names (ns=) — once, however many peers ask — and sent "
+                    "registry the request names (ns=), once however many peers ask, and sent "
                     "to them as it arrives, then kept. false answers 404 and the peer goes on "
                     "to its next home or the registry."},
     // [peers], the pulling side: who the peers are and how a pull asks them.

@@ -40,4 +40,9 @@ inline constexpr std::string_view kDockerSchema1Manifest =
 inline constexpr std::string_view kDockerSchema1SignedManifest =
     "application/vnd.docker.distribution.manifest.v1+prettyjws";
 
+// Whether `media_type` is an image config's (OCI or Docker).
+inline bool IsConfig(std::string_view media_type) {
+  return media_type == kOciConfig || media_type == kDockerConfig;
+}
+
 }  // namespace berth::media_types

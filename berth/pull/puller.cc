@@ -12,6 +12,7 @@
 
 #include "berth/base/base64.h"
 #include "berth/base/log.h"
+#include "berth/image/media_types.h"
 #include "berth/pull/peer_endpoints.h"
 #include "berth/pull/schema1_converter.h"
 #include "berth/registry/hosts.h"
@@ -353,7 +354,7 @@ Result<Puller::Target> Puller::ConvertSchema1Target(PullContext& context,
   auto fetch = [&](const image::Descriptor& layer,
                    const CancelToken& layer_cancel) -> Result<void> {
     BERTH_RETURN_IF_ERROR(context.Hold(std::array{layer.digest}));
-    return FetchLayer(context, layer, context.schema1_layers++, nullptr, layer_cancel);
+    return FetchBlob(context, layer, context.schema1_layers++, nullptr, layer_cancel);
   };
   BERTH_ASSIGN_OR_RETURN(ConvertedSchema1 converted,
                          ConvertSchema1(store_, schema1.bytes, fetch,
@@ -420,16 +421,15 @@ Result<std::string> Puller::ReadOrFetchConfig(PullContext& context,
     BERTH_RETURN_IF_ERROR(CheckStoredSize(descriptor, static_cast<int64_t>(cached->size())));
     return cached;
   }
-  // The config is a blob download too, and comes before every layer.
-  BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
-                         context.scheduling.Acquire(context.registry, 0, context.cancel));
-  BERTH_ASSIGN_OR_RETURN(std::string bytes,
-                         client_.FetchSmallBlob(context.session, descriptor,
-                                                image::kMaxManifestBytes, context.cancel));
-  permit.Release();
-  BERTH_RETURN_IF_ERROR(StoreSmallBlob(descriptor, bytes));
-  context.bytes_fetched += static_cast<int64_t>(bytes.size());
-  return bytes;
+  if (descriptor.size > static_cast<int64_t>(image::kMaxManifestBytes)) {
+    return Fail(ErrorCode::kResourceExhausted,
+                fmt::format("config {} is {} bytes, over the {} byte limit", descriptor.digest,
+                            descriptor.size, image::kMaxManifestBytes));
+  }
+  // The config is a blob download like a layer's (shared with other pulls, and with the peers
+  // asking for it while it arrives), and comes before every layer.
+  BERTH_RETURN_IF_ERROR(FetchBlob(context, descriptor, /*order=*/0, nullptr, context.cancel));
+  return store_.ReadBlob(descriptor.digest, image::kMaxManifestBytes);
 }
 
 Result<void> Puller::FetchLayers(PullContext& context, const image::Manifest& manifest,
@@ -450,7 +450,7 @@ Result<void> Puller::FetchLayers(PullContext& context, const image::Manifest& ma
     }
     if (plan.skip) return Ok();
     BERTH_RETURN_IF_ERROR(
-        FetchLayer(context, layers[index], index, plan.observer.get(), pull_cancel));
+        FetchBlob(context, layers[index], index, plan.observer.get(), pull_cancel));
     if (plan.observer) BERTH_RETURN_IF_ERROR(plan.observer->Finish());
     return Ok();
   };
@@ -501,23 +501,22 @@ Result<void> Puller::ObserveStoredBlob(const image::Descriptor& descriptor, Laye
   }
 }
 
-Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& layer,
-                                size_t layer_index, LayerObserver* observer,
-                                const CancelToken& cancel) {
+Result<void> Puller::FetchBlob(PullContext& context, const image::Descriptor& blob, size_t order,
+                               LayerObserver* observer, const CancelToken& cancel) {
   const auto started = std::chrono::steady_clock::now();
   for (int round = 0;; ++round) {
-    if (Result<content::BlobInfo> stored = store_.Info(layer.digest)) {
-      BERTH_RETURN_IF_ERROR(CheckStoredSize(layer, stored->size));
-      if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(layer, *observer, cancel));
+    if (Result<content::BlobInfo> stored = store_.Info(blob.digest)) {
+      BERTH_RETURN_IF_ERROR(CheckStoredSize(blob, stored->size));
+      if (observer != nullptr) BERTH_RETURN_IF_ERROR(ObserveStoredBlob(blob, *observer, cancel));
       // Already stored, or fetched meanwhile by another pull this one waited for.
-      log::Debug("pull.layer.fetched", {{"ref", context.reference.ToString()},
-                                        {"layer", layer_index},
-                                        {"digest", layer.digest},
-                                        {"from", "store"},
-                                        {"bytes", stored->size},
-                                        {"ms", MillisecondsSince(started)}});
-      context.Report({.digest = layer.digest,
-                      .media_type = layer.media_type,
+      log::Debug("pull.blob.fetched", {{"ref", context.reference.ToString()},
+                                       {"order", order},
+                                       {"digest", blob.digest},
+                                       {"from", "store"},
+                                       {"bytes", stored->size},
+                                       {"ms", MillisecondsSince(started)}});
+      context.Report({.digest = blob.digest,
+                      .media_type = blob.media_type,
                       .done = stored->size,
                       .total = stored->size,
                       .cached = true,
@@ -528,10 +527,10 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
     auto download = [&]() -> Result<int64_t> {
       // Only a real download takes a connection, so only it waits for the scheduler.
       BERTH_ASSIGN_OR_RETURN(DownloadScheduler::Permit permit,
-                             context.scheduling.Acquire(context.registry, layer_index, cancel));
-      return DownloadBlob(context, layer, observer, cancel);
+                             context.scheduling.Acquire(context.registry, order, cancel));
+      return DownloadBlob(context, blob, observer, cancel);
     };
-    BERTH_ASSIGN_OR_RETURN(auto flight, downloads_.Do(layer.digest, download, cancel));
+    BERTH_ASSIGN_OR_RETURN(auto flight, downloads_.Do(blob.digest, download, cancel));
     if (flight.role == FlightRole::kLed) {
       if (!flight.result) return Fail(std::move(flight.result).error());
       return Ok();
@@ -544,8 +543,12 @@ Result<void> Puller::FetchLayer(PullContext& context, const image::Descriptor& l
 
 Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descriptor& descriptor,
                                      LayerObserver* observer, const CancelToken& cancel) {
-  // Peers asking for the blob meanwhile read this download's Arrival (or had it made already).
+  // Peers asking for the blob meanwhile read this download's Arrival (or had it made already),
+  // unless it asks peers itself (see Arrival::AskingPeers; the registry client says when it
+  // moves on to the registry).
   std::shared_ptr<Arrival> arrival = arrivals_.Join(descriptor.digest);
+  arrival->AskingPeers(context.session.blob_peers &&
+                       !context.session.blob_peers(descriptor.digest).empty());
   Result<int64_t> fetched = DownloadBlobInto(context, descriptor, observer, *arrival, cancel);
   if (fetched) arrival->End();
   arrivals_.Leave(descriptor.digest, arrival);
@@ -555,7 +558,9 @@ Result<int64_t> Puller::DownloadBlob(PullContext& context, const image::Descript
 Result<int64_t> Puller::DownloadBlobInto(PullContext& context, const image::Descriptor& descriptor,
                                          LayerObserver* observer, Arrival& arrival,
                                          const CancelToken& cancel) {
-  const std::string what = fmt::format("fetch layer {}", descriptor.digest);
+  const std::string what =
+      fmt::format("fetch {} {}", media_types::IsConfig(descriptor.media_type) ? "config" : "layer",
+                  descriptor.digest);
   const std::string ingest_ref = "pull-" + descriptor.digest.ToString();
   BERTH_ASSIGN_OR_RETURN(
       std::unique_ptr<content::Writer> writer,
@@ -611,12 +616,12 @@ Result<int64_t> Puller::DownloadBlobInto(PullContext& context, const image::Desc
   status.total = committed->size;
   status.complete = true;
   context.Report(status);
-  log::Debug("pull.layer.fetched", {{"ref", context.reference.ToString()},
-                                    {"digest", descriptor.digest},
-                                    {"from", *endpoint},
-                                    {"bytes", fetched},
-                                    {"resumed_at", resumed_at},
-                                    {"ms", MillisecondsSince(started)}});
+  log::Debug("pull.blob.fetched", {{"ref", context.reference.ToString()},
+                                   {"digest", descriptor.digest},
+                                   {"from", *endpoint},
+                                   {"bytes", fetched},
+                                   {"resumed_at", resumed_at},
+                                   {"ms", MillisecondsSince(started)}});
   return fetched;
 }
 
@@ -741,7 +746,7 @@ Result<void> Puller::FetchForPeer(const peers::MissingBlob& blob, Arrival& arriv
   // The size is the registry's to say; the digest is checked at the commit as always.
   const image::Descriptor descriptor{
       .media_type = "application/octet-stream", .digest = blob.digest, .size = -1};
-  BERTH_RETURN_IF_ERROR(FetchLayer(context, descriptor, /*layer_index=*/0, nullptr, stopping_));
+  BERTH_RETURN_IF_ERROR(FetchBlob(context, descriptor, /*order=*/0, nullptr, stopping_));
   if (arrival.progress().ended) return Ok();
   // Stored before this fetch began downloading (by a pull of this node's): the readers read it
   // from the store.

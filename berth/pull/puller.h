@@ -196,9 +196,11 @@ class Puller final : public peers::ArrivingBlobs {
   // rest.
   Result<void> FetchLayers(PullContext& context, const image::Manifest& manifest,
                            const image::ImageConfig& config);
-  // `layer_index` orders this pull's downloads in the scheduler (lower first).
-  Result<void> FetchLayer(PullContext& context, const image::Descriptor& layer, size_t layer_index,
-                          LayerObserver* observer, const CancelToken& cancel);
+  // A blob (a layer, the config) into the store unless it is there, fetched once however many
+  // pulls (and peers) want it at once; `order` orders this pull's downloads in the scheduler
+  // (lower first: the config and the lowest layers).
+  Result<void> FetchBlob(PullContext& context, const image::Descriptor& blob, size_t order,
+                         LayerObserver* observer, const CancelToken& cancel);
   // Downloads a blob into the store, resuming its ingest; its Arrival (in arrivals_) lets the
   // peer endpoint read it meanwhile, and ends when the blob is verified and stored.
   Result<int64_t> DownloadBlob(PullContext& context, const image::Descriptor& descriptor,

@@ -695,7 +695,8 @@ Result<void> Client::FetchRestOfBlob(const Session& session, const RegistryEndpo
                 .scope = PullScope(session),
                 .blob = &sink,
                 .max_body = 64 << 10,
-                .kind = FetchKind::kLayer},
+                .kind = media_types::IsConfig(descriptor.media_type) ? FetchKind::kConfig
+                                                                     : FetchKind::kLayer},
                cancel));
   if (response.status != 200 && response.status != 206) {
     return Fail(HttpStatusError(response, "blob", BaseUrlOf(endpoint)));

@@ -329,7 +329,7 @@ TEST_F(ImageServiceTest, DebugLogShowsEndpointsAndLayerTimings) {
   for (size_t i = 0; i < image_a_->layers.size(); ++i) {
     const imagegen::Layer& layer = image_a_->layers[i];
     const std::string digest = layer.blob.digest.ToString();
-    EXPECT_TRUE(logged(" debug pull\\.layer\\.fetched ref=" + ref + " digest=" + digest +
+    EXPECT_TRUE(logged(" debug pull\\.blob\\.fetched ref=" + ref + " digest=" + digest +
                        " from=" + url + " bytes=" + std::to_string(layer.blob.size) +
                        " resumed_at=0 ms=[0-9]+\n"));
     EXPECT_TRUE(logged(" debug pull\\.layer\\.unpacked ref=" + ref + " layer=" + std::to_string(i) +

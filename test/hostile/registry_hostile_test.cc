@@ -164,12 +164,12 @@ TEST_F(RegistryHostileTest, Control) {
 }
 
 TEST_F(RegistryHostileTest, BlobLengthDisagreeingWithTheManifestIsDataLoss) {
-  // The config, a small blob read into memory, with a size that disagrees (first, while the
-  // store does not hold it yet).
+  // The config, a blob streamed into the store like a layer, with a size that disagrees (first,
+  // while the store does not hold it yet).
   nlohmann::json manifest = nlohmann::json::parse(image_.manifest_json);
   manifest["config"]["size"] = image_.config.size - 10;
   ASSERT_NO_FATAL_FAILURE(ServeManifest(manifest.dump()));
-  EXPECT_TRUE(FailsWith(Pull(), ErrorCode::kDataLoss, "its descriptor says"));
+  EXPECT_TRUE(FailsWith(Pull(), ErrorCode::kDataLoss, "longer than its descriptor's"));
   EXPECT_FALSE(StoreHas(image_.config));
 
   // The registry serves the real layer; the manifest claims another size for it: longer
