@@ -6,9 +6,9 @@
 # five) and without (the section removed), and one node pulls it alone (the baseline: issue 17
 # asks the five with peers to take at most 1.5x of it), interleaved. Prints, per mode, the
 # median wall time until the nodes pulling have the image and the registry's blob bytes and
-# GETs (its access log), and
-# appends the table to bench/results.md. Figures only: not a test. Needs root, and the image
-# from berth-seed (built here from --layer-dir directories of this machine).
+# GETs (its access log), and appends the table to bench/results.md. Runs on a tmpfs of its own.
+# Figures only: not a test. Needs root, and the image from berth-seed (built here from
+# --layer-dir directories of this machine).
 #
 #   bash bench/peers.sh [--runs N] [--rate 200mbit] [--layers "/usr/include /usr/share/doc"]
 #                       [--no-record]
@@ -42,7 +42,10 @@ for t in ip tc docker-registry; do
   command -v "$t" >/dev/null || { echo "missing $t (scripts/setup.sh)" >&2; exit 1; }
 done
 
+# Everything (the registry's storage, the nodes' roots) on a fresh tmpfs: the root ext4 here has
+# no journal and slows after large deletions, which would skew later runs.
 work=$(mktemp -d /var/tmp/berth-peers-bench.XXXXXX)
+mount -t tmpfs -o size=8g,mode=0755 berth-peers-bench "$work"
 prefix=berthb-$$
 subnet=10.213.0
 registry_ip=$subnet.2
@@ -60,6 +63,7 @@ cleanup() {
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns delete "$ns" 2>/dev/null || true
   done
+  umount "$work" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -625,9 +625,8 @@ Result<int64_t> Puller::DownloadBlobInto(PullContext& context, const image::Desc
   return fetched;
 }
 
-}  // namespace berth::pull
+// The pull-through side (peers::ArrivingBlobs).
 
-namespace berth::pull {
 namespace {
 
 // The reference a fetch for a peer pulls from: <registry>/<repository>@<digest>, as the peer's

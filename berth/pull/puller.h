@@ -27,12 +27,15 @@
 //     not verify) is given up on for that blob without failing the pull (registry/client.h).
 //   - The other way round (issue 17's pull-through), the Puller is the peer endpoint's
 //     ArrivingBlobs (peers/arriving_blob.h): a peer asking this node for a blob it is
-//     downloading is sent the bytes as they arrive (pull/arrivals.h); one it lacks is fetched
-//     from the registry the peer names, with this node's own credentials and never through
-//     peers (the peer asking is already one), in one download shared with this node's own
-//     pulls of the blob. At most peers.max_concurrent_uploads such fetches run at once, each
-//     holding a scheduler permit like a pull's layer. The fetched blob stays in the store until
-//     garbage collection finds nothing referencing it.
+//     downloading is sent the bytes as they arrive (pull/arrivals.h) — unless that download is
+//     asking this node's peers itself (404: the two would wait for each other); one it lacks
+//     is fetched from the registry the peer names, with the registry authorization the peer
+//     passed on (for the registry's host only) or else this node's own credentials, never
+//     through peers (the peer asking is already one), in one download shared with this node's
+//     own pulls of the blob. At most peers.max_concurrent_uploads such fetches run at once,
+//     each holding a scheduler permit like a pull's layer. The fetched blob stays in the store
+//     until garbage collection finds nothing referencing it.
+//   - The config is fetched like a layer (FetchBlob: into the store, shared), then read.
 //
 // Thread safety: Pull() may be called concurrently from many threads.
 #pragma once
