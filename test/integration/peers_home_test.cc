@@ -69,42 +69,6 @@ imagegen::Image MakeImage() {
   return image ? std::move(*image) : imagegen::Image{};
 }
 
-// Counts where the requesters' blob bytes came from and the peers they gave up on.
-class SourceCounts final : public registry::RegistryObserver {
- public:
-  void RequestDone(std::string_view, registry::FetchKind, int, uint64_t) override {}
-  void Retried(std::string_view, registry::RetryReason) override {}
-  void FellBack(std::string_view) override {}
-  void EndpointDead(std::string_view) override {}
-  void WatchdogTripped(registry::Watchdog) override {}
-  void BlobBytes(registry::BlobSource source, std::string_view, uint64_t bytes) override {
-    std::lock_guard lock(mutex_);
-    (source == registry::BlobSource::kPeer ? peer_bytes_ : registry_bytes_) += bytes;
-  }
-  void PeerGivenUp(std::string_view peer, registry::PeerFailure reason) override {
-    std::lock_guard lock(mutex_);
-    given_up_.push_back(fmt::format("{} {}", peer, registry::PeerFailureName(reason)));
-  }
-  uint64_t peer_bytes() {
-    std::lock_guard lock(mutex_);
-    return peer_bytes_;
-  }
-  uint64_t registry_bytes() {
-    std::lock_guard lock(mutex_);
-    return registry_bytes_;
-  }
-  std::vector<std::string> given_up() {
-    std::lock_guard lock(mutex_);
-    return given_up_;
-  }
-
- private:
-  std::mutex mutex_;
-  uint64_t peer_bytes_ = 0;
-  uint64_t registry_bytes_ = 0;
-  std::vector<std::string> given_up_;
-};
-
 // One node: a content store under its own directory, and a Puller on it.
 struct Node {
   std::unique_ptr<content::Store> store;
@@ -208,7 +172,7 @@ class PeersHomeTest : public PullFixture {
   std::unique_ptr<FaultProxy> proxy_;
   Node home_;
   std::unique_ptr<peers::BlobServer> server_;
-  SourceCounts counts_;
+  PeerReports counts_;
 };
 
 TEST_F(PeersHomeTest, ThreeNodesPullingAtOnceCostTheRegistryOneDownloadPerBlob) {

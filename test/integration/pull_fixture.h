@@ -18,6 +18,7 @@
 // pull from several threads (see berth/pull/puller.h).
 #pragma once
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -25,12 +26,14 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "berth/config/config.h"
 #include "berth/content/store.h"
 #include "berth/pull/download_scheduler.h"
 #include "berth/pull/puller.h"
 #include "berth/registry/curl_transport.h"
+#include "berth/registry/observer.h"
 #include "testing/temp_dir.h"
 
 namespace berth::pull {
@@ -53,6 +56,44 @@ class CapturedLog {
   CapturedLog();
   std::mutex mutex_;
   std::ostringstream stream_;
+};
+
+// What a registry client reports about blob sources and peers, as berthd's metrics count it:
+// the blob bytes from peers and from registries, and each peer given up on ("<peer> <reason>").
+// Thread-safe (pulls report from their download threads).
+class PeerReports final : public registry::RegistryObserver {
+ public:
+  void RequestDone(std::string_view, registry::FetchKind, int, uint64_t) override {}
+  void Retried(std::string_view, registry::RetryReason) override {}
+  void FellBack(std::string_view) override {}
+  void EndpointDead(std::string_view) override {}
+  void WatchdogTripped(registry::Watchdog) override {}
+  void BlobBytes(registry::BlobSource source, std::string_view, uint64_t bytes) override {
+    std::lock_guard lock(mutex_);
+    (source == registry::BlobSource::kPeer ? peer_bytes_ : registry_bytes_) += bytes;
+  }
+  void PeerGivenUp(std::string_view peer, registry::PeerFailure reason) override {
+    std::lock_guard lock(mutex_);
+    given_up_.push_back(fmt::format("{} {}", peer, registry::PeerFailureName(reason)));
+  }
+  uint64_t peer_bytes() {
+    std::lock_guard lock(mutex_);
+    return peer_bytes_;
+  }
+  uint64_t registry_bytes() {
+    std::lock_guard lock(mutex_);
+    return registry_bytes_;
+  }
+  std::vector<std::string> given_up() {
+    std::lock_guard lock(mutex_);
+    return given_up_;
+  }
+
+ private:
+  std::mutex mutex_;
+  uint64_t peer_bytes_ = 0;
+  uint64_t registry_bytes_ = 0;
+  std::vector<std::string> given_up_;
 };
 
 class PullFixture : public ::testing::Test {
