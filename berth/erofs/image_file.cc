@@ -11,12 +11,17 @@ namespace {
 
 // Enough to turn the many small appends of metadata and small files into few writes.
 constexpr size_t kBufferBytes = 1 << 20;
+// How much of an image is handed to writeback at a time (early_writeback).
+constexpr uint64_t kWritebackBytes = uint64_t{32} << 20;
 constexpr uint64_t kMaxImageBytes = (uint64_t{1} << 32) * format::kBlockSize;
 const std::string kZeros(format::kBlockSize, '\0');
 
 }  // namespace
 
-ImageFile::ImageFile(UniqueFd fd) : fd_(std::move(fd)) { buffer_.reserve(kBufferBytes); }
+ImageFile::ImageFile(UniqueFd fd, bool early_writeback)
+    : fd_(std::move(fd)), early_writeback_(early_writeback) {
+  buffer_.reserve(kBufferBytes);
+}
 
 Result<void> ImageFile::Append(std::string_view data) {
   if (size_ + data.size() > kMaxImageBytes) {
@@ -58,6 +63,13 @@ Result<void> ImageFile::WriteOut(std::string_view data) {
     }
     written_ += static_cast<uint64_t>(n);
     data.remove_prefix(static_cast<size_t>(n));
+  }
+  if (early_writeback_ && written_ - handed_to_writeback_ >= kWritebackBytes) {
+    // Best effort: a filesystem without it only makes the final fsync wait longer.
+    (void)sync_file_range(fd_.get(), static_cast<off_t>(handed_to_writeback_),
+                          static_cast<off_t>(written_ - handed_to_writeback_),
+                          SYNC_FILE_RANGE_WRITE);
+    handed_to_writeback_ = written_;
   }
   return Ok();
 }

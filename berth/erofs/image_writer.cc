@@ -109,7 +109,7 @@ NodeType NodeTypeOf(TarEntryType type) {
 class ImageWriter::Impl {
  public:
   Impl(UniqueFd fd, ImageWriterOptions options)
-      : image_(std::move(fd)),
+      : image_(std::move(fd), /*early_writeback=*/options.sync == ImageSync::kFsyncAtFinish),
         options_(std::move(options)),
         tree_(options_.implicit_uid, options_.implicit_gid) {}
 
