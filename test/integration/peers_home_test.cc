@@ -53,22 +53,6 @@ using berth::testing::FaultAction;
 using berth::testing::FaultProxy;
 using berth::testing::TestRegistry;
 
-imagegen::Image MakeImage() {
-  std::vector<imagegen::Layer> layers;
-  for (uint32_t seed = 1; seed <= 3; ++seed) {
-    imagegen::FileTree tree;
-    tree.AddFile("data/blob-" + std::to_string(seed), IncompressibleBytes(96 << 10, seed));
-    Result<imagegen::Layer> layer = imagegen::BuildLayer(tree);
-    EXPECT_OK(layer);
-    if (layer) layers.push_back(std::move(*layer));
-  }
-  Result<imagegen::Image> image =
-      imagegen::AssembleImage({.architecture = "amd64", .cmd = {"/bin/sh"}}, std::move(layers),
-                              imagegen::ManifestFormat::kOci, {});
-  EXPECT_OK(image);
-  return image ? std::move(*image) : imagegen::Image{};
-}
-
 // One node: a content store under its own directory, and a Puller on it.
 struct Node {
   std::unique_ptr<content::Store> store;
@@ -82,7 +66,7 @@ class PeersHomeTest : public PullFixture {
 
   void SetUp() override {
     PullFixture::SetUp();
-    image_ = MakeImage();
+    image_ = ThreeLayerImage(96 << 10);
     ASSERT_OK_AND_ASSIGN(registry_, TestRegistry::Start({.mode = registry_mode_}));
     imagegen::RegistryClientOptions client_options{.base_url = registry_->url()};
     if (registry_mode_ == berth::testing::TestRegistryMode::kTokenAuth) {

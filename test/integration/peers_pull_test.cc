@@ -49,22 +49,6 @@ using ::testing::Not;
 
 constexpr std::string_view kRepository = "demo";
 
-imagegen::Image MakeImage() {
-  std::vector<imagegen::Layer> layers;
-  for (uint32_t seed = 1; seed <= 3; ++seed) {
-    imagegen::FileTree tree;
-    tree.AddFile("data/blob-" + std::to_string(seed), IncompressibleBytes(64 << 10, seed));
-    Result<imagegen::Layer> layer = imagegen::BuildLayer(tree);
-    EXPECT_OK(layer);
-    if (layer) layers.push_back(std::move(*layer));
-  }
-  Result<imagegen::Image> image =
-      imagegen::AssembleImage({.architecture = "amd64", .cmd = {"/bin/sh"}}, std::move(layers),
-                              imagegen::ManifestFormat::kOci, {});
-  EXPECT_OK(image);
-  return image ? std::move(*image) : imagegen::Image{};
-}
-
 std::unique_ptr<imagegen::RegistryClient> ClientFor(const TestRegistry& registry) {
   Result<std::unique_ptr<imagegen::RegistryClient>> client =
       imagegen::RegistryClient::Create({.base_url = registry.url()});
@@ -79,7 +63,7 @@ class PeersPullTest : public PullFixture {
   void SetUp() override {
     CapturedLog::Get();
     PullFixture::SetUp();
-    image_ = MakeImage();
+    image_ = ThreeLayerImage(64 << 10);
     ASSERT_OK_AND_ASSIGN(origin_, TestRegistry::Start({.log_level = "info"}));
     ASSERT_OK_AND_ASSIGN(peer_, TestRegistry::Start({.log_level = "info"}));
     auto origin_client = ClientFor(*origin_);

@@ -10,6 +10,8 @@
 #include "berth/image/platform.h"
 #include "testing/result_matchers.h"
 #include "testing/secret_sentinel.h"
+#include "tools/imagegen/file_tree.h"
+#include "tools/imagegen/layer.h"
 
 namespace berth::pull {
 
@@ -26,6 +28,22 @@ std::string IncompressibleBytes(size_t size, uint32_t seed) {
   std::string bytes(size, '\0');
   for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>(random());
   return bytes;
+}
+
+imagegen::Image ThreeLayerImage(size_t layer_bytes) {
+  std::vector<imagegen::Layer> layers;
+  for (uint32_t seed = 1; seed <= 3; ++seed) {
+    imagegen::FileTree tree;
+    tree.AddFile("data/blob-" + std::to_string(seed), IncompressibleBytes(layer_bytes, seed));
+    Result<imagegen::Layer> layer = imagegen::BuildLayer(tree);
+    EXPECT_OK(layer);
+    if (layer) layers.push_back(std::move(*layer));
+  }
+  Result<imagegen::Image> image =
+      imagegen::AssembleImage({.architecture = "amd64", .cmd = {"/bin/sh"}}, std::move(layers),
+                              imagegen::ManifestFormat::kOci, {});
+  EXPECT_OK(image);
+  return image ? std::move(*image) : imagegen::Image{};
 }
 
 CapturedLog& CapturedLog::Get() {

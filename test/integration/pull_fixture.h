@@ -35,6 +35,7 @@
 #include "berth/registry/curl_transport.h"
 #include "berth/registry/observer.h"
 #include "testing/temp_dir.h"
+#include "tools/imagegen/image.h"
 
 namespace berth::pull {
 
@@ -43,6 +44,10 @@ PullOptions Amd64();
 
 // Incompressible bytes, the same for the same seed (layers that stay as large as they are).
 std::string IncompressibleBytes(size_t size, uint32_t seed);
+
+// A linux/amd64 OCI image of three gzip layers, each one file of `layer_bytes` incompressible
+// bytes (seeds 1, 2, 3). Failures are test failures (an empty image then).
+imagegen::Image ThreeLayerImage(size_t layer_bytes);
 
 // The log lines the process writes from the first Get() on, for the whole test binary (a sink
 // added to berth's logger), so that a test can look for the lines it caused: note
