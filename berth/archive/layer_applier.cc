@@ -18,13 +18,20 @@ namespace {
 
 constexpr size_t kRingBlockBytes = 1 << 20;
 
-// A bounded hand-off of decompressed bytes from the caller's thread to the untar worker: a pool
-// of fixed-size blocks cycling between a free list and a filled queue.
+// A bounded hand-off of bytes from one stage of the pipeline to the next (compressed bytes to the
+// inflate thread, decompressed bytes to the untar worker): a pool of fixed-size blocks cycling
+// between a free list and a filled queue.
 class Ring {
  public:
   struct Block {
     std::unique_ptr<char[]> bytes;
     size_t size = 0;
+    std::string_view view() const { return {bytes.get(), size}; }
+  };
+  enum class Next {
+    kBlock,    // a filled block was popped
+    kEnd,      // the producer closed the stream and every block was popped
+    kAborted,  // the stream was aborted
   };
 
   explicit Ring(size_t total_bytes) {
@@ -64,14 +71,15 @@ class Ring {
     consumer_cv_.notify_one();
   }
 
-  // Consumer: the next filled block; false at the end of the stream (or on abort).
-  bool Pop(Block& block) {
+  // Consumer: the next filled block, or why there is none.
+  Next Pop(Block& block) {
     std::unique_lock lock(mutex_);
     consumer_cv_.wait(lock, [&] { return !filled_.empty() || closed_ || aborted_; });
-    if (aborted_ || filled_.empty()) return false;
+    if (aborted_) return Next::kAborted;
+    if (filled_.empty()) return Next::kEnd;
     block = std::move(filled_.front());
     filled_.pop_front();
-    return true;
+    return Next::kBlock;
   }
 
   // Consumer: returns a processed block.
@@ -123,7 +131,7 @@ class Ring {
 
 class LayerApplier::Pipeline final : public ChunkSink {
  public:
-  ~Pipeline() override { StopWorker(/*abort=*/true); }
+  ~Pipeline() override { StopThreads(/*abort=*/true); }
 
   Result<void> Init(const ApplyOptions& options) {
     BERTH_ASSIGN_OR_RETURN(Compression compression, CompressionForMediaType(options.media_type));
@@ -144,39 +152,40 @@ class LayerApplier::Pipeline final : public ChunkSink {
     decompressor_options.gzip_backend = options.gzip_backend;
     BERTH_ASSIGN_OR_RETURN(decompressor_,
                            MakeDecompressor(compression, *this, decompressor_options));
-    if (options.threading == ApplyThreading::kTwoThreads) {
-      ring_ = std::make_unique<Ring>(options.ring_bytes);
-      worker_ = std::thread([this] { WorkerLoop(); });
+    if (options.threading != ApplyThreading::kSingle) {
+      decompressed_ = std::make_unique<Ring>(options.ring_bytes);
+      worker_ = std::thread([this] { UntarLoop(); });
+    }
+    if (options.threading == ApplyThreading::kThreeThreads) {
+      compressed_ = std::make_unique<Ring>(options.ring_bytes);
+      inflater_ = std::thread([this] { InflateLoop(); });
     }
     return Ok();
   }
 
+  // Compressed bytes from the caller: decompressed here, or handed to the inflate thread.
   Result<void> Feed(std::string_view compressed) {
     if (finished_) return Fail(ErrorCode::kFailedPrecondition, "Write() after Finish()");
-    return decompressor_->Write(compressed);
+    Result<void> fed = compressed_ ? HandOn(*compressed_, compressed, "layer inflate thread")
+                                   : decompressor_->Write(compressed);
+    if (fed) return Ok();
+    StopThreads(/*abort=*/true);
+    return Fail(FirstError(fed.error()));
   }
 
-  // Decompressed bytes: hash, then untar here or hand to the worker.
+  // Decompressed bytes, on the thread that decompresses: hashed and untarred here, or handed to
+  // the untar worker.
   Result<void> Write(std::string_view data) override {
     BERTH_RETURN_IF_ERROR(CheckInflated(data.size()));
+    if (decompressed_) return HandOn(*decompressed_, data, "layer untar worker");
     hasher_.Update(data);
-    if (!ring_) return tar_->Write(data);
-    if (ring_->Append(data)) return Ok();
-    StopWorker(/*abort=*/true);
-    return Fail(worker_error_ ? *worker_error_
-                              : Error(ErrorCode::kInternal, "layer untar worker stopped"));
+    return tar_->Write(data);
   }
 
   Result<ApplyResult> Finish() {
     if (finished_) return Fail(ErrorCode::kFailedPrecondition, "Finish() called twice");
     finished_ = true;
-    auto decoded = decompressor_->Finish();
-    if (ring_) {
-      if (decoded) ring_->Close();
-      StopWorker(/*abort=*/!decoded);
-      if (worker_error_) return Fail(*worker_error_);
-    }
-    BERTH_RETURN_IF_ERROR(decoded);
+    BERTH_RETURN_IF_ERROR(EndStream());
     BERTH_RETURN_IF_ERROR(tar_->Finish());
     if (applier_) BERTH_RETURN_IF_ERROR(applier_->Finish());
     ApplyResult result;
@@ -213,18 +222,80 @@ class LayerApplier::Pipeline final : public ChunkSink {
     return Ok();
   }
 
-  void WorkerLoop() {
+  // Ends the compressed stream and waits until every stage has finished with it. After an
+  // error, the first stage's.
+  Result<void> EndStream() {
+    if (compressed_) {
+      compressed_->Close();
+      StopThreads(/*abort=*/false);
+      if (worker_error_) return Fail(*worker_error_);
+      if (inflate_error_) return Fail(*inflate_error_);
+      return Ok();
+    }
+    Result<void> decoded = decompressor_->Finish();
+    if (decompressed_) {
+      if (decoded) decompressed_->Close();
+      StopThreads(/*abort=*/!decoded);
+      if (worker_error_) return Fail(*worker_error_);
+    }
+    return decoded;
+  }
+
+  // Appends `data` to the next stage's ring; when that stage has stopped, an error standing in
+  // for the stage's own, which FirstError() finds once the threads are joined.
+  static Result<void> HandOn(Ring& ring, std::string_view data, std::string_view stage) {
+    if (ring.Append(data)) return Ok();
+    return Fail(ErrorCode::kInternal, fmt::format("{} stopped", stage));
+  }
+
+  // The inflate thread (kThreeThreads): decompresses the caller's bytes, whose decompressed
+  // bytes come back through Write() on this thread; at the end of the stream, finishes the
+  // decompressor and closes the untar worker's ring.
+  void InflateLoop() {
     Ring::Block block;
-    while (ring_->Pop(block)) {
+    Ring::Next next = Ring::Next::kBlock;
+    while ((next = compressed_->Pop(block)) == Ring::Next::kBlock) {
+      if (!inflate_error_) KeepInflateError(decompressor_->Write(block.view()));
+      compressed_->Recycle(std::move(block));
+    }
+    if (next == Ring::Next::kEnd && !inflate_error_) KeepInflateError(decompressor_->Finish());
+    if (next == Ring::Next::kEnd && !inflate_error_) {
+      decompressed_->Close();
+    } else {
+      decompressed_->Abort();
+    }
+  }
+
+  void KeepInflateError(const Result<void>& inflated) {
+    if (inflated) return;
+    inflate_error_ = std::make_unique<Error>(inflated.error());
+    compressed_->Fail();
+    decompressed_->Abort();
+  }
+
+  // The untar worker: hashes and untars the decompressed bytes.
+  void UntarLoop() {
+    Ring::Block block;
+    while (decompressed_->Pop(block) == Ring::Next::kBlock) {
       if (!worker_error_) {
-        auto written = tar_->Write(std::string_view(block.bytes.get(), block.size));
+        hasher_.Update(block.view());
+        auto written = tar_->Write(block.view());
         if (!written) {
           worker_error_ = std::make_unique<Error>(written.error());
-          ring_->Fail();
+          decompressed_->Fail();
         }
       }
-      ring_->Recycle(std::move(block));
+      decompressed_->Recycle(std::move(block));
     }
+  }
+
+  // What a failed pipeline reports once its threads are joined: the untar worker's error (a
+  // stage that fails makes the stages before it fail with a stand-in, see HandOn), else the
+  // inflate thread's, else `fallback`.
+  Error FirstError(const Error& fallback) const {
+    if (worker_error_) return *worker_error_;
+    if (inflate_error_) return *inflate_error_;
+    return fallback;
   }
 
   // ApplyOptions::inflate_check, every inflate_check_interval_ bytes from the first chunk on.
@@ -235,19 +306,26 @@ class LayerApplier::Pipeline final : public ChunkSink {
     return inflate_check_(inflated_);
   }
 
-  void StopWorker(bool abort) {
-    if (!worker_.joinable()) return;
-    if (abort) ring_->Abort();
-    worker_.join();
+  void StopThreads(bool abort) {
+    if (abort && compressed_) compressed_->Abort();
+    if (inflater_.joinable()) inflater_.join();
+    if (abort && decompressed_) decompressed_->Abort();
+    if (worker_.joinable()) worker_.join();
   }
 
   std::unique_ptr<TarApplier> applier_;
   std::unique_ptr<TarReader> tar_;
   std::unique_ptr<Decompressor> decompressor_;
-  Hasher hasher_;
-  std::unique_ptr<Ring> ring_;
+  Hasher hasher_;  // on the thread that untars
+  // kThreeThreads: the caller's compressed bytes, on their way to the inflate thread.
+  std::unique_ptr<Ring> compressed_;
+  std::thread inflater_;
+  // Written by the inflate thread before it fails its ring; read by others after join().
+  std::unique_ptr<Error> inflate_error_;
+  // kTwoThreads and kThreeThreads: decompressed bytes, on their way to the untar worker.
+  std::unique_ptr<Ring> decompressed_;
   std::thread worker_;
-  // Written by the worker before it fails the ring; read by the producer after join().
+  // Written by the worker before it fails its ring; read by others after join().
   std::unique_ptr<Error> worker_error_;
   bool finished_ = false;
   std::function<Result<void>(uint64_t)> inflate_check_;

@@ -25,12 +25,18 @@
 // See decompressor.h, tar_reader.h and tar_applier.h for the formats, limits, error codes and
 // the security model (nothing is ever written outside the root).
 //
-// Threading: with ApplyThreading::kTwoThreads, decompression + hashing run on the caller's thread
-// and tar parsing + filesystem writes on a worker thread, connected by a bounded ring of
-// decompressed bytes (ring_bytes). Write() then blocks only while the ring is full. Errors from
-// the worker surface from the next Write() or from Finish(). kSingle is the default: on a busy
-// two-core machine the hand-off and the extra copy cost more than the overlap gains
-// (bench/results.md, "apply_bench: one thread or two").
+// Threading (ApplyThreading):
+//   kSingle        everything on the caller's thread.
+//   kTwoThreads    decompression on the caller's thread; hashing + tar parsing + filesystem writes
+//                  on an untar worker, fed through a bounded ring of decompressed bytes.
+//   kThreeThreads  the caller's thread only copies the compressed bytes into a ring; an inflate
+//                  thread decompresses them into the untar worker's ring. For a layer applying
+//                  alone: the caller's thread is also the one receiving the bytes and writing
+//                  them to the content store, so inflate gets a core of its own.
+// Write() blocks only while the first ring is full (ring_bytes each). A thread's error stops the
+// stages before it and surfaces from the next Write() or from Finish(). On a busy machine the
+// hand-offs and the extra copies cost more than the overlap gains, which is why the unpacker
+// picks the threads per layer (unpack::LayerThreadBudget).
 //
 // Thread safety: one thread at a time calls Write()/Finish(). Destroying an unfinished applier
 // stops its worker (the tree is left partial).
@@ -53,8 +59,9 @@
 namespace berth::archive {
 
 enum class ApplyThreading {
-  kSingle,      // Everything on the caller's thread.
-  kTwoThreads,  // Decompress+hash on the caller's thread, untar on a worker.
+  kSingle,        // Everything on the caller's thread.
+  kTwoThreads,    // Decompress on the caller's thread, hash + untar on a worker.
+  kThreeThreads,  // Copy on the caller's thread, decompress on one worker, hash + untar on another.
 };
 
 struct ApplyLimits {
@@ -70,7 +77,7 @@ struct ApplyLimits {
 
 struct ApplyOptions {
   // Where the tar entries go instead of a TarApplier writing under `root`: not owned, must
-  // outlive the applier, and is called on the untar thread (the worker with kTwoThreads). Null:
+  // outlive the applier, and is called on the untar thread (the worker with kTwoThreads or kThreeThreads). Null:
   // the entries are applied under `root`. With a visitor, `root`, `root_fd`, `whiteout_mode`,
   // `lower_dirs`, `sync` and `preserve_ownership` are ignored; whatever the visitor makes is
   // the caller's to finish after Finish(); ApplyResult's file_bytes_written and implicit_dirs
@@ -92,9 +99,10 @@ struct ApplyOptions {
   bool preserve_ownership = true;
   GzipBackend gzip_backend = GzipBackend::kIsal;
   ApplyThreading threading = ApplyThreading::kSingle;
-  // Size of the ring between the two threads.
+  // Size of each ring between two threads.
   size_t ring_bytes = 8 << 20;
-  // Called on the caller's thread with the bytes the layer has inflated to so far, before the
+  // Called on the thread that decompresses (the inflate thread with kThreeThreads, else the
+  // caller's) with the bytes the layer has inflated to so far, before the
   // chunk that brings it there is untarred: with the first chunk, then whenever another
   // `inflate_check_interval` bytes have inflated (so a check, e.g. a statvfs, costs nothing per
   // write). An error it returns stops the apply and is returned unchanged by Write() or

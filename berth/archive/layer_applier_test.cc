@@ -115,6 +115,9 @@ class LayerApplierTest : public ::testing::Test {
     return applier->Finish();
   }
 
+  static constexpr ApplyThreading kEveryThreading[] = {
+      ApplyThreading::kSingle, ApplyThreading::kTwoThreads, ApplyThreading::kThreeThreads};
+
   Result<ApplyResult> ApplyTar(std::string_view tar, ApplyOptions options = {}) {
     return Apply(tar, mt::kOciLayer, std::move(options));
   }
@@ -244,7 +247,11 @@ INSTANTIATE_TEST_SUITE_P(
                       ApplyCase{imagegen::Compression::kNone, mt::kOciLayer, GzipBackend::kIsal,
                                 ApplyThreading::kSingle, "none"},
                       ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
-                                ApplyThreading::kTwoThreads, "gzip_two_threads"}),
+                                ApplyThreading::kTwoThreads, "gzip_two_threads"},
+                      ApplyCase{imagegen::Compression::kGzip, mt::kOciLayerGzip, GzipBackend::kIsal,
+                                ApplyThreading::kThreeThreads, "gzip_three_threads"},
+                      ApplyCase{imagegen::Compression::kZstd, mt::kOciLayerZstd, GzipBackend::kIsal,
+                                ApplyThreading::kThreeThreads, "zstd_three_threads"}),
     [](const auto& param_info) { return param_info.param.name; });
 
 TEST_F(LayerApplierTest, OverlayWhiteoutsBecomeDevicesAndOpaqueXattr) {
@@ -749,7 +756,7 @@ TEST_F(LayerApplierTest, InflateCheckRunsPerIntervalAndItsErrorStopsTheApply) {
   imagegen::FileTree tree;
   tree.AddFile("zeros", std::string(20 << 20, '\0'));
   const std::string blob = Compress(TarOf(tree), imagegen::Compression::kGzip);
-  for (ApplyThreading threading : {ApplyThreading::kSingle, ApplyThreading::kTwoThreads}) {
+  for (ApplyThreading threading : kEveryThreading) {
     fs::remove_all(root_);
     fs::create_directories(root_);
     std::vector<uint64_t> seen;
@@ -775,6 +782,75 @@ TEST_F(LayerApplierTest, InflateCheckRunsPerIntervalAndItsErrorStopsTheApply) {
     EXPECT_EQ(stopped.error().message(), "reserve crossed");
     EXPECT_LE(Lstat(root_ / "zeros").st.st_size, 9 << 20);
   }
+}
+
+// Whichever thread a stage runs on, a failure is reported as that stage's own error (not as the
+// next stage having stopped), from Write() or Finish(), and again on every later call.
+TEST_F(LayerApplierTest, EachStagesErrorSurfacesWhateverTheThreads) {
+  imagegen::FileTree tree;
+  tree.AddFile("big", std::string(12 << 20, 'x')).AddFile("etc/passwd", "root");
+  const std::string tar = TarOf(tree);
+  const std::string gzip = Compress(tar, imagegen::Compression::kGzip);
+  std::string corrupt = gzip;
+  for (size_t i = corrupt.size() / 2; i < corrupt.size() / 2 + 64; ++i) corrupt[i] ^= 0x5a;
+  std::string bad_header = tar;
+  bad_header[0] ^= 0x01;
+  const std::string bad_tar = Compress(bad_header, imagegen::Compression::kGzip);
+  const std::string truncated = gzip.substr(0, gzip.size() - 100);
+  for (ApplyThreading threading : kEveryThreading) {
+    SCOPED_TRACE(static_cast<int>(threading));
+    auto inflate_failed = Apply(corrupt, mt::kOciLayerGzip, {.threading = threading});
+    ASSERT_FALSE(inflate_failed.has_value());
+    EXPECT_EQ(inflate_failed.error().code(), ErrorCode::kInvalidArgument)
+        << inflate_failed.error().message();
+
+    auto untar_failed = Apply(bad_tar, mt::kOciLayerGzip, {.threading = threading});
+    ASSERT_FALSE(untar_failed.has_value());
+    EXPECT_EQ(untar_failed.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(untar_failed.error().message().find("checksum"), std::string::npos)
+        << untar_failed.error().message();
+
+    auto ended_early = Apply(truncated, mt::kOciLayerGzip, {.threading = threading});
+    ASSERT_FALSE(ended_early.has_value());
+    EXPECT_EQ(ended_early.error().code(), ErrorCode::kDataLoss);
+
+    // Sticky: after the untar worker failed, later writes and Finish() repeat its error.
+    ApplyOptions options{.root = root_, .media_type = std::string(mt::kOciLayerGzip),
+                         .threading = threading};
+    ASSERT_OK_AND_ASSIGN(auto applier, LayerApplier::Create(options));
+    Result<void> written = Ok();
+    for (size_t at = 0; at < bad_tar.size() && written; at += 4096) {
+      written = applier->Write(std::string_view(bad_tar).substr(at, 4096));
+    }
+    Result<ApplyResult> finished = applier->Finish();
+    ASSERT_FALSE(finished.has_value());
+    EXPECT_NE(finished.error().message().find("checksum"), std::string::npos)
+        << finished.error().message();
+    fs::remove_all(root_);
+    fs::create_directories(root_);
+  }
+}
+
+// Three threads give the same tree and diffID as one, and an applier destroyed mid-stream
+// stops its threads.
+TEST_F(LayerApplierTest, ThreeThreadsApplyWhatOneDoes) {
+  imagegen::FileTree tree = EveryKind();
+  tree.AddFile("big", std::string(6 << 20, 'y'));
+  const std::string tar = TarOf(tree);
+  const std::string zstd = Compress(tar, imagegen::Compression::kZstd);
+  auto applied = Apply(zstd, mt::kOciLayerZstd, {.threading = ApplyThreading::kThreeThreads}, 777);
+  ASSERT_OK(applied);
+  EXPECT_EQ(applied->diff_id, Digest::Sha256Of(tar));
+  EXPECT_EQ(applied->uncompressed_bytes, tar.size());
+  EXPECT_EQ(applied->compressed_bytes, zstd.size());
+  EXPECT_EQ(Lstat(root_ / "big").st.st_size, 6 << 20);
+  EXPECT_EQ(Content(root_ / "etc/passwd"), "root:x:0:0\n");
+
+  ApplyOptions options{.root = root_, .media_type = std::string(mt::kOciLayerZstd),
+                       .threading = ApplyThreading::kThreeThreads};
+  ASSERT_OK_AND_ASSIGN(auto abandoned, LayerApplier::Create(options));
+  ASSERT_OK(abandoned->Write(std::string_view(zstd).substr(0, zstd.size() / 2)));
+  abandoned.reset();  // joins both threads; nothing hangs
 }
 
 TEST_F(LayerApplierTest, ApplyLayerFromFileReadsABlob) {
@@ -1076,7 +1152,7 @@ TEST_F(LayerApplierTest, InjectedVisitorGetsTheEntriesInsteadOfTheRoot) {
   imagegen::FileTree tree;
   tree.AddDirectory("etc").AddFile("etc/passwd", "root").AddWhiteout("etc/motd");
   const std::string tar = TarOf(tree);
-  for (ApplyThreading threading : {ApplyThreading::kSingle, ApplyThreading::kTwoThreads}) {
+  for (ApplyThreading threading : kEveryThreading) {
     RecordingVisitor visitor;
     auto result = Apply(Compress(tar, imagegen::Compression::kGzip), mt::kOciLayerGzip,
                         {.visitor = &visitor, .threading = threading});

@@ -624,7 +624,8 @@ constexpr PullKey kPullKeys[] = {
        BERTH_ASSIGN_OR_RETURN(pull.layer_threads,
                               reader.Choice<LayerThreads>(entry, {{"auto", LayerThreads::kAuto},
                                                                   {"1", LayerThreads::kOne},
-                                                                  {"2", LayerThreads::kTwo}}));
+                                                                  {"2", LayerThreads::kTwo},
+                                                                  {"3", LayerThreads::kThree}}));
        return Ok();
      }},
     {"max_layer_size",

@@ -196,7 +196,7 @@ struct MinFreeSpace {
 // per layer being unpacked), with the same values in the same order. config sits below unpack
 // in the module layering (unpack depends on pull, which depends on config), so it cannot name the
 // unpacker's type; berth/stack maps one to the other.
-enum class LayerThreads { kOne, kTwo, kAuto };
+enum class LayerThreads { kOne, kTwo, kThree, kAuto };
 
 struct PullConfig {
   int max_concurrent_downloads = 3;

@@ -120,13 +120,14 @@ constexpr KeyDoc kKeyDocs[] = {
                     "each blob and layer before it is recorded, file also syncs every unpacked "
                     "file, none syncs nothing (a power loss may then report incomplete layers)."},
     {.path = "pull.layer_threads",
-     .value = "\"1\" | \"2\" | \"auto\"",
+     .value = "\"1\" | \"2\" | \"3\" | \"auto\"",
      .default_value = "\"auto\"",
      .example = "\"2\"",
      .containerd = "",
      .description =
          "Threads per layer being unpacked: 1 decompresses and untars together, 2 untars on a "
-         "thread of its own, auto uses 2 while the cores are not all busy unpacking."},
+         "thread of its own, 3 also decompresses on one, auto uses 3 for a layer unpacking alone "
+         "and 2 while the cores are not all busy unpacking."},
     {.path = "pull.max_layer_size",
      .value = "integer bytes or a size (\"10GiB\")",
      .default_value = "\"64GiB\"",

@@ -24,6 +24,8 @@ unpack::UnpackOptions::LayerThreads LayerThreadsFor(const config::PullConfig& pu
       return unpack::UnpackOptions::LayerThreads::kOne;
     case config::LayerThreads::kTwo:
       return unpack::UnpackOptions::LayerThreads::kTwo;
+    case config::LayerThreads::kThree:
+      return unpack::UnpackOptions::LayerThreads::kThree;
     case config::LayerThreads::kAuto:
       break;
   }

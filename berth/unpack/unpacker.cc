@@ -22,10 +22,21 @@ LayerThreadBudget::LayerThreadBudget(int cores)
                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))) {}
 
 LayerThreadBudget::Slot LayerThreadBudget::Begin(UnpackOptions::LayerThreads mode) {
+  using archive::ApplyThreading;
   const int already = applying_.fetch_add(1);
-  const bool two_threads = mode == UnpackOptions::LayerThreads::kTwo ||
-                           (mode == UnpackOptions::LayerThreads::kAuto && already + 2 <= cores_);
-  return Slot(this, two_threads);
+  switch (mode) {
+    case UnpackOptions::LayerThreads::kOne:
+      return Slot(this, ApplyThreading::kSingle);
+    case UnpackOptions::LayerThreads::kTwo:
+      return Slot(this, ApplyThreading::kTwoThreads);
+    case UnpackOptions::LayerThreads::kThree:
+      return Slot(this, ApplyThreading::kThreeThreads);
+    case UnpackOptions::LayerThreads::kAuto:
+      break;
+  }
+  if (already == 0 && cores_ >= 2) return Slot(this, ApplyThreading::kThreeThreads);
+  if (already + 2 <= cores_) return Slot(this, ApplyThreading::kTwoThreads);
+  return Slot(this, ApplyThreading::kSingle);
 }
 
 namespace {
@@ -173,7 +184,7 @@ class Unpacker::LayerWriter {
 };
 
 LayerThreadBudget::Slot::Slot(Slot&& other) noexcept
-    : budget_(std::exchange(other.budget_, nullptr)), two_threads_(other.two_threads_) {}
+    : budget_(std::exchange(other.budget_, nullptr)), threading_(other.threading_) {}
 
 LayerThreadBudget::Slot::~Slot() {
   if (budget_ != nullptr) budget_->applying_.fetch_sub(1);
@@ -200,7 +211,7 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
     applying_.emplace(unpacker_.threads_.Begin(unpacker_.options_.layer_threads));
     BERTH_ASSIGN_OR_RETURN(
         applier_, LayerWriter::Create(
-                      unpacker_.ApplyOptionsFor(applying_->two_threads(), target, descriptor_),
+                      unpacker_.ApplyOptionsFor(applying_->threading(), target, descriptor_),
                       target, LayerForm::kAsTargetPrefers));
     needs_lower_layers_ = false;
     return Ok();
@@ -376,7 +387,7 @@ Result<snapshot::Info> Unpacker::StatLayer(size_t index) {
   return snapshotter_.Stat(SnapshotName(index));
 }
 
-archive::ApplyOptions Unpacker::ApplyOptionsFor(bool two_threads,
+archive::ApplyOptions Unpacker::ApplyOptionsFor(archive::ApplyThreading threading,
                                                 const snapshot::ApplyTarget& target,
                                                 const image::Descriptor& layer) const {
   archive::ApplyOptions apply;
@@ -389,8 +400,7 @@ archive::ApplyOptions Unpacker::ApplyOptionsFor(bool two_threads,
   apply.sync = options_.sync;
   apply.preserve_ownership = options_.preserve_ownership;
   apply.gzip_backend = options_.gzip_backend;
-  apply.threading =
-      two_threads ? archive::ApplyThreading::kTwoThreads : archive::ApplyThreading::kSingle;
+  apply.threading = threading;
   const bool reserve = options_.min_free_bytes > 0 || options_.min_free_percent > 0;
   if (reserve || options_.max_inflate_ratio > 0) {
     apply.inflate_check = [options = options_, layer, directory = target.directory,
@@ -638,7 +648,7 @@ Result<void> Unpacker::ApplyFromStore(size_t index) {
   BERTH_ASSIGN_OR_RETURN(snapshot::ApplyTarget target,
                          WithContext(snapshotter_.GetApplyTarget(key), what));
   LayerThreadBudget::Slot applying = threads_.Begin(options_.layer_threads);
-  archive::ApplyOptions apply = ApplyOptionsFor(applying.two_threads(), target, descriptor);
+  archive::ApplyOptions apply = ApplyOptionsFor(applying.threading(), target, descriptor);
   apply.lower_dirs = target.lower_dirs;
   BERTH_ASSIGN_OR_RETURN(archive::ApplyResult applied,
                          WithContext(ApplyBlob(descriptor.digest, apply, target), what));

@@ -122,21 +122,22 @@ struct UnpackOptions {
   // pull.max_inflate_ratio); 0: off. (A tiny layer's tar padding alone inflates it 50×.)
   double max_inflate_ratio = 0;
   archive::GzipBackend gzip_backend = archive::GzipBackend::kIsal;
-  // Threads per layer: kOne (decompress, hash and untar on the download thread), kTwo (untar on
-  // a worker of its own, see archive::ApplyThreading), or kAuto: kTwo for a layer that starts
-  // while its two threads and one per layer already applying in this process (any pull sharing
-  // the LayerThreadBudget) fit the cores, else kOne. Measured on the idle 2-core VM (apply_bench,
-  // 171 MB tar, tmpfs): ISA-L 294 → 403 MB/s, zstd 291 → 475 MB/s with two threads; under load one
-  // thread wins.
-  enum class LayerThreads { kOne, kTwo, kAuto };
+  // Threads per layer (archive::ApplyThreading): kOne (decompress, hash and untar on the download
+  // thread), kTwo (hash and untar on a worker of its own), kThree (decompress on one more), or
+  // kAuto, decided by the LayerThreadBudget as the layer starts. Measured on the idle 2-core VM
+  // (apply_bench, 171 MB tar, tmpfs): ISA-L 294 → 403 MB/s, zstd 291 → 475 MB/s with two threads;
+  // under load one thread wins.
+  enum class LayerThreads { kOne, kTwo, kThree, kAuto };
   LayerThreads layer_threads = LayerThreads::kAuto;
   // Apply archived owners (needs root). Without it files belong to the caller.
   bool preserve_ownership = true;
 };
 
-// LayerThreadBudget decides how many threads a layer gets as it starts applying: two for
-// LayerThreads::kTwo, and for kAuto while the layers already applying (by every Unpacker that
-// shares the budget) and this one's two threads fit the cores; otherwise one. It counts a layer
+// LayerThreadBudget decides how many threads a layer gets as it starts applying: as many as
+// LayerThreads says, and for kAuto: three for a layer that starts while no other is applying (by
+// every Unpacker that shares the budget) on two cores or more, so that receiving, inflating and
+// untarring one big layer each get a core's share; two while the layers already applying and
+// this one's two threads fit the cores; otherwise one. It counts a layer
 // from Begin() until its Slot is destroyed. A process has one budget, owned by its composition
 // root (berth/stack's ImageStack, for berthd and the CLI's embedded mode) and given to every
 // Unpacker, so that concurrent pulls see each other's layers.
@@ -150,14 +151,14 @@ class LayerThreadBudget {
     Slot(Slot&& other) noexcept;
     Slot& operator=(Slot&&) = delete;
     ~Slot();
-    bool two_threads() const { return two_threads_; }
+    archive::ApplyThreading threading() const { return threading_; }
 
    private:
     friend class LayerThreadBudget;
-    Slot(LayerThreadBudget* budget, bool two_threads)
-        : budget_(budget), two_threads_(two_threads) {}
+    Slot(LayerThreadBudget* budget, archive::ApplyThreading threading)
+        : budget_(budget), threading_(threading) {}
     LayerThreadBudget* budget_;
-    bool two_threads_;
+    archive::ApplyThreading threading_;
   };
 
   // `cores`: how many cores the layers share; 0 for std::thread::hardware_concurrency().
@@ -254,8 +255,9 @@ class Unpacker final : public pull::LayerHandler {
   std::string ParentName(size_t index) const;
   // Stat of SnapshotName(index); a committed Info for a layer under the destination's base.
   Result<snapshot::Info> StatLayer(size_t index);
-  // `two_threads`: what the layer's LayerThreadBudget::Slot decided.
-  archive::ApplyOptions ApplyOptionsFor(bool two_threads, const snapshot::ApplyTarget& target,
+  // `threading`: what the layer's LayerThreadBudget::Slot decided.
+  archive::ApplyOptions ApplyOptionsFor(archive::ApplyThreading threading,
+                                        const snapshot::ApplyTarget& target,
                                         const image::Descriptor& layer) const;
   // REQUIRES: mutex_ not held. Records the new state of `index` and runs commits.
   Result<void> MarkReady(size_t index, State state, std::string key, uint64_t uncompressed_bytes,

@@ -622,5 +622,38 @@ INSTANTIATE_TEST_SUITE_P(Snapshotters, UnpackerTest,
                            return "Unknown";
                          });
 
+
+// kAuto: a layer that starts alone gets three threads (receive, inflate, untar); while others
+// apply, two as long as everyone's threads fit the cores, else one. A layer's place is freed
+// when its slot goes.
+TEST(LayerThreadBudgetTest, AutoGivesALoneLayerThreeThreadsAndSharesTheCores) {
+  using archive::ApplyThreading;
+  using Mode = UnpackOptions::LayerThreads;
+  LayerThreadBudget two_cores(2);
+  {
+    LayerThreadBudget::Slot alone = two_cores.Begin(Mode::kAuto);
+    EXPECT_EQ(alone.threading(), ApplyThreading::kThreeThreads);
+    LayerThreadBudget::Slot second = two_cores.Begin(Mode::kAuto);
+    EXPECT_EQ(second.threading(), ApplyThreading::kSingle);
+  }
+  EXPECT_EQ(two_cores.Begin(Mode::kAuto).threading(), ApplyThreading::kThreeThreads);
+
+  LayerThreadBudget four_cores(4);
+  LayerThreadBudget::Slot first = four_cores.Begin(Mode::kAuto);
+  LayerThreadBudget::Slot second = four_cores.Begin(Mode::kAuto);
+  LayerThreadBudget::Slot third = four_cores.Begin(Mode::kAuto);
+  LayerThreadBudget::Slot fourth = four_cores.Begin(Mode::kAuto);
+  EXPECT_EQ(first.threading(), ApplyThreading::kThreeThreads);
+  EXPECT_EQ(second.threading(), ApplyThreading::kTwoThreads);  // 1 + 2 threads fit 4 cores
+  EXPECT_EQ(third.threading(), ApplyThreading::kTwoThreads);   // 2 + 2 fit
+  EXPECT_EQ(fourth.threading(), ApplyThreading::kSingle);      // 3 + 2 do not
+
+  LayerThreadBudget one_core(1);
+  EXPECT_EQ(one_core.Begin(Mode::kAuto).threading(), ApplyThreading::kSingle);
+  EXPECT_EQ(one_core.Begin(Mode::kOne).threading(), ApplyThreading::kSingle);
+  EXPECT_EQ(one_core.Begin(Mode::kTwo).threading(), ApplyThreading::kTwoThreads);
+  EXPECT_EQ(one_core.Begin(Mode::kThree).threading(), ApplyThreading::kThreeThreads);
+}
+
 }  // namespace
 }  // namespace berth::unpack
