@@ -254,6 +254,24 @@ pull_with() { # tool ref [keep-daemon]
             timed skopeo copy -q --src-tls-verify=false "docker://$r" "oci:$mnt/skopeo/oci:v1" ;;
   esac
 }
+# The time from "pull done" to the first file read in the container's view, s: `berth mount`
+# (a new active snapshot on the image: overlayfs over the layers, berth-erofs: over their EROFS
+# mounts, made here) and reading the first 4 KiB of the first file found in it. The pull's
+# pages are still cached, as for a container started right after its pull. "-" for other tools.
+first_read_with() { # tool ref
+  first_read=-
+  case $1 in berth|berth-erofs) ;; *) return ;; esac
+  [ "$ok" = 1 ] || return
+  local view=$mnt/view t0 t1 file
+  mkdir -p "$view"
+  t0=$(date +%s.%N)
+  "$berth" --root "$mnt/berth" mount "$2" "$view" >"$run_dir/mount.out" 2>&1 &&
+    file=$(find "$view" -type f -print -quit) && [ -n "$file" ] &&
+    head -c 4096 "$file" >/dev/null || { echo "  first read failed: $(tail -n 1 "$run_dir/mount.out")" >&2; return; }
+  t1=$(date +%s.%N)
+  first_read=$(printf '%.3f' "$(echo "$t1 - $t0" | bc -l)")
+  "$berth" --root "$mnt/berth" unmount "$view" >/dev/null 2>&1 || true
+}
 daemon_for() { # tool: start the daemons the tool talks to, if any
   case $1 in
     berthd) start_berthd ;;
@@ -290,12 +308,13 @@ unpacked_mb() {
 }
 
 record() { # scenario image tool run
-  printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" \
-    "$drss" "${fetched:--}" "$ok" "${unpacked:--}" >>"$raw"
-  printf '  %-12s %-12s %-15s run %s: wall %6s s  cpu %6.2f s  rss %4s MB  daemon %4s MB  fetched %s MB  unpacked %s MB%s\n' \
+  printf '%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" \
+    "$drss" "${fetched:--}" "$ok" "${unpacked:--}" "${first_read:--}" >>"$raw"
+  printf '  %-12s %-12s %-15s run %s: wall %6s s  cpu %6.2f s  rss %4s MB  daemon %4s MB  fetched %s MB  unpacked %s MB  first read %s s%s\n' \
     "$1" "$2" "$3" "$4" "$wall" "$cpu" "$rss" "$drss" "${fetched:--}" "${unpacked:--}" \
-    "$([ "$ok" = 1 ] || echo '  FAILED')"
+    "${first_read:--}" "$([ "$ok" = 1 ] || echo '  FAILED')"
   unpacked=""
+  first_read=""
 }
 
 # containerd+berth: who fetched what. The registry's access log (its blob GETs since `from` bytes,
@@ -337,7 +356,7 @@ peer_version() { # program: its version, or "not installed"
 load_start=$(cut -d" " -f1-3 /proc/loadavg)
 facts="$(date -u '+%Y-%m-%d %H:%M UTC'), berth $commit (binaries: $bin), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), kernel $(uname -r), $(free -g | awk '/Mem:/ {print $2}') GB RAM, $fsdesc, registry: Distribution on loopback; containerd $(peer_version containerd), podman $(peer_version podman), skopeo $(peer_version skopeo)"
 echo "$facts"
-printf 'scenario\timage\ttool\trun\twall\tcpu\trss\tdaemon_rss\tfetched_mb\tok\tunpacked_mb\n' >"$raw"
+printf 'scenario\timage\ttool\trun\twall\tcpu\trss\tdaemon_rss\tfetched_mb\tok\tunpacked_mb\tfirst_read_s\n' >"$raw"
 
 # --- cold pulls, interleaved --------------------------------------------------------------------
 read -r -a tool_list <<<"$tools"
@@ -356,6 +375,7 @@ for run in $(seq 1 "$runs"); do
       pull_with "$tool" "${ref[$image]}"
       fetched=$(content_mb "$tool")
       unpacked=$(unpacked_mb "$tool")
+      first_read_with "$tool" "${ref[$image]}"
       stop_daemons
       record cold "$image" "$tool" "$run"
       [ "$tool" = containerd+berth ] && remote_evidence "$image" "$run" "$log_from"
@@ -469,13 +489,14 @@ table=$(awk -F'\t' '
     k = $1 SUBSEP $2 SUBSEP $3
     if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
     u11 = (NF >= 11 && $11 != "") ? $11 : "-"
-    if ($10 == 1) { w[k] = w[k] " " $5; c[k] = c[k] " " $6; r[k] = r[k] " " $7; d[k] = d[k] " " $8; f[k] = f[k] " " $9; u[k] = u[k] " " u11; n[k]++ }
+    v12 = (NF >= 12 && $12 != "") ? $12 : "-"
+    if ($10 == 1) { w[k] = w[k] " " $5; c[k] = c[k] " " $6; r[k] = r[k] " " $7; d[k] = d[k] " " $8; f[k] = f[k] " " $9; u[k] = u[k] " " u11; fr[k] = fr[k] " " v12; n[k]++ }
     else { fail[k]++; fw[k] = $5 }
   }
   END {
     for (i = 1; i <= nk; i++) { k = keys[i]; mw[k] = median(w[k]) }
-    print "| scenario | image | tool | runs | wall s | ×berth wall | CPU s | client RSS MB | daemon RSS MB | fetched MB | unpacked MB |"
-    print "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    print "| scenario | image | tool | runs | wall s | ×berth wall | CPU s | client RSS MB | daemon RSS MB | fetched MB | unpacked MB | first read s |"
+    print "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for (i = 1; i <= nk; i++) {
       k = keys[i]; split(k, p, SUBSEP)
       base = p[1] SUBSEP p[2] SUBSEP "berth"
@@ -484,9 +505,9 @@ table=$(awk -F'\t' '
       ratio = "-"
       if (n[k] > 0 && (base in mw) && mw[base] != "-" && mw[base] > 0) ratio = sprintf("%.2f", mw[k] / mw[base])
       runs = n[k] + 0; if (fail[k]) runs = runs " (+" fail[k] " failed)"
-      if (n[k] == 0) { printf "| %s | %s | %s | %s | failed after %s | | | | | | |\n", p[1], p[2], p[3], runs, fw[k]; continue }
-      printf "| %s | %s | %s | %s | %.2f | %s | %.2f | %s | %s | %s | %s |\n", p[1], p[2], p[3], runs,
-        mw[k], ratio, median(c[k]), median(r[k]), median(d[k]), median(f[k]), median(u[k])
+      if (n[k] == 0) { printf "| %s | %s | %s | %s | failed after %s | | | | | | | |\n", p[1], p[2], p[3], runs, fw[k]; continue }
+      printf "| %s | %s | %s | %s | %.2f | %s | %.2f | %s | %s | %s | %s | %s |\n", p[1], p[2], p[3], runs,
+        mw[k], ratio, median(c[k]), median(r[k]), median(d[k]), median(f[k]), median(u[k]), median(fr[k])
     }
   }' "$raw")
 
@@ -505,7 +526,7 @@ remote_ratios=$(echo "$table" | awk -F' *[|] *' '
     }
   }')
 [ -n "$remote_ratios" ] && remote_ratios="$remote_ratios(containerd+berth: daemon CPU and RSS are containerd's and berthd's summed; fetched = containerd's content store, which holds only the manifest and config when berth took every layer. Who fetched the blobs: ${remote_notes:-}) "
-note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull; five-at-once and during-large rows: / berthd's). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat; during-large rows: the daemon's CPU while the small pull ran, the large one's included); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image); unpacked = du of the tool's snapshot directory (berth-erofs: its layer images). Load average at the start: $load_start, at the end: $(cut -d" " -f1-3 /proc/loadavg). ${remote_ratios:-}${conc_failures:-}"
+note="Medians of $runs run(s) each, interleaved. ×berth wall = tool's median wall / berth embedded's (concurrent rows: / one berthd pull; five-at-once and during-large rows: / berthd's). CPU = client user+sys plus the daemon's utime+stime over the pull (/proc/PID/stat; during-large rows: the daemon's CPU while the small pull ran, the large one's included); client RSS = /usr/bin/time %M; daemon RSS = VmHWM of a daemon started fresh for the run. fetched = size of the tool's content store after the pull (shared rows: growth from the second image); unpacked = du of the tool's snapshot directory (berth-erofs: its layer images); first read = from the pull's end to the first 4 KiB read in a new container view (\`berth mount\`, the first file \`find\` meets, \`head\`), pull's pages cached. Load average at the start: $load_start, at the end: $(cut -d" " -f1-3 /proc/loadavg). ${remote_ratios:-}${conc_failures:-}"
 echo
 echo "$facts"
 echo
