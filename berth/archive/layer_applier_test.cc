@@ -776,11 +776,16 @@ TEST_F(LayerApplierTest, InflateCheckRunsPerIntervalAndItsErrorStopsTheApply) {
       if (inflated < (8 << 20)) return Ok();
       return Fail(ErrorCode::kResourceExhausted, "reserve crossed");
     };
+    fs::remove(root_ / "zeros");  // what the successful apply wrote
     auto stopped = Apply(blob, mt::kOciLayerGzip, options);
     ASSERT_FALSE(stopped.has_value());
     EXPECT_EQ(stopped.error().code(), ErrorCode::kResourceExhausted);
     EXPECT_EQ(stopped.error().message(), "reserve crossed");
-    EXPECT_LE(Lstat(root_ / "zeros").st.st_size, 9 << 20);
+    // With threads the untar worker may be stopped before it even created the file.
+    struct stat st {};
+    if (::lstat((root_ / "zeros").c_str(), &st) == 0) {
+      EXPECT_LE(st.st_size, 9 << 20);
+    }
   }
 }
 

@@ -712,8 +712,23 @@ void Unpacker::RemoveKeys() {
     std::lock_guard lock(mutex_);
     keys.swap(keys_);
   }
-  // Best effort: what cannot be removed now is left for the snapshotter's Cleanup().
-  for (const std::string& key : keys) (void)snapshotter_.Remove(key);
+  for (const std::string& key : keys) {
+    Result<void> removed = snapshotter_.Remove(key);
+    if (removed || removed.error().code() != ErrorCode::kResourceExhausted) continue;
+    // The disk the layer filled can fail the very transaction that would free it.
+    DropAppliedFiles(key);
+    (void)snapshotter_.Remove(key);
+  }
+}
+
+void Unpacker::DropAppliedFiles(const std::string& key) {
+  Result<snapshot::ApplyTarget> target = snapshotter_.GetApplyTarget(key);
+  if (!target) return;
+  std::error_code ignored;
+  for (const fs::directory_entry& entry : fs::directory_iterator(target->directory, ignored)) {
+    fs::remove_all(entry.path(), ignored);
+  }
+  if (!target->layer_image.empty()) fs::remove(target->layer_image, ignored);
 }
 
 Result<void> Unpacker::End(bool success) {

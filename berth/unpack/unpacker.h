@@ -288,7 +288,13 @@ class Unpacker final : public pull::LayerHandler {
                                            LayerForm form) const;
   Result<void> CheckDiffId(size_t index, const Digest& actual) const;
   void Report(size_t index, LayerEvent event, uint64_t uncompressed_bytes = 0);
+  // Removes the snapshots this unpack made and has not handed over (best effort: what cannot be
+  // removed is left for the snapshotter's Cleanup()).
   void RemoveKeys();
+  // Deletes what was applied into the snapshot `key` (its directory's entries, its layer image),
+  // keeping the snapshot: on a full disk, this frees the space its removal's metadata
+  // transaction needs.
+  void DropAppliedFiles(const std::string& key);
   // Holds an active snapshot in the lease and remembers it so that failure paths remove it.
   // Call before preparing it.
   Result<void> TrackKey(std::string key);
