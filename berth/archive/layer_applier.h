@@ -10,7 +10,7 @@
 // It is a push API: the caller (the unpacker) feeds the blob's bytes as they arrive, e.g. from
 // the HTTP body sink while the same bytes go to the content store, and calls Finish() at the
 // end. Memory stays bounded whatever the layer size (decoder state, one output buffer, and with
-// two threads a ring of decompressed bytes).
+// threads one ring per hand-off, ring_bytes each).
 //
 //   ApplyOptions options{.root = snapshot_dir, .media_type = descriptor.media_type};
 //   BERTH_ASSIGN_OR_RETURN(auto applier, LayerApplier::Create(options));
@@ -30,16 +30,16 @@
 //   kTwoThreads    decompression on the caller's thread; hashing + tar parsing + filesystem writes
 //                  on an untar worker, fed through a bounded ring of decompressed bytes.
 //   kThreeThreads  the caller's thread only copies the compressed bytes into a ring; an inflate
-//                  thread decompresses them into the untar worker's ring. For a layer applying
-//                  alone: the caller's thread is also the one receiving the bytes and writing
-//                  them to the content store, so inflate gets a core of its own.
+//                  thread decompresses them into the untar worker's ring. Meant for a layer
+//                  applying alone whose caller's thread has work of its own (receiving and
+//                  storing the blob): inflate, the heaviest stage, then has a core to itself.
 // Write() blocks only while the first ring is full (ring_bytes each). A thread's error stops the
 // stages before it and surfaces from the next Write() or from Finish(). On a busy machine the
 // hand-offs and the extra copies cost more than the overlap gains, which is why the unpacker
 // picks the threads per layer (unpack::LayerThreadBudget).
 //
 // Thread safety: one thread at a time calls Write()/Finish(). Destroying an unfinished applier
-// stops its worker (the tree is left partial).
+// stops its threads (the tree is left partial).
 #pragma once
 
 #include <cstdint>
