@@ -77,11 +77,11 @@ struct ApplyLimits {
 
 struct ApplyOptions {
   // Where the tar entries go instead of a TarApplier writing under `root`: not owned, must
-  // outlive the applier, and is called on the untar thread (the worker with kTwoThreads or kThreeThreads). Null:
-  // the entries are applied under `root`. With a visitor, `root`, `root_fd`, `whiteout_mode`,
-  // `lower_dirs`, `sync` and `preserve_ownership` are ignored; whatever the visitor makes is
-  // the caller's to finish after Finish(); ApplyResult's file_bytes_written and implicit_dirs
-  // stay 0 and empty.
+  // outlive the applier, and is called on the untar thread (the worker with kTwoThreads or
+  // kThreeThreads). Null: the entries are applied under `root`. With a visitor, `root`, `root_fd`,
+  // `whiteout_mode`, `lower_dirs`, `sync` and `preserve_ownership` are ignored; whatever the
+  // visitor makes is the caller's to finish after Finish(); ApplyResult's file_bytes_written and
+  // implicit_dirs stay 0 and empty.
   TarVisitor* visitor = nullptr;
   // The directory to apply into (must exist). Ignored when root_fd >= 0.
   std::filesystem::path root;

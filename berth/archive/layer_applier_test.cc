@@ -820,8 +820,8 @@ TEST_F(LayerApplierTest, EachStagesErrorSurfacesWhateverTheThreads) {
     EXPECT_EQ(ended_early.error().code(), ErrorCode::kDataLoss);
 
     // Sticky: after the untar worker failed, later writes and Finish() repeat its error.
-    ApplyOptions options{.root = root_, .media_type = std::string(mt::kOciLayerGzip),
-                         .threading = threading};
+    ApplyOptions options{
+        .root = root_, .media_type = std::string(mt::kOciLayerGzip), .threading = threading};
     ASSERT_OK_AND_ASSIGN(auto applier, LayerApplier::Create(options));
     Result<void> written = Ok();
     for (size_t at = 0; at < bad_tar.size() && written; at += 4096) {
@@ -851,7 +851,8 @@ TEST_F(LayerApplierTest, ThreeThreadsApplyWhatOneDoes) {
   EXPECT_EQ(Lstat(root_ / "big").st.st_size, 6 << 20);
   EXPECT_EQ(Content(root_ / "etc/passwd"), "root:x:0:0\n");
 
-  ApplyOptions options{.root = root_, .media_type = std::string(mt::kOciLayerZstd),
+  ApplyOptions options{.root = root_,
+                       .media_type = std::string(mt::kOciLayerZstd),
                        .threading = ApplyThreading::kThreeThreads};
   ASSERT_OK_AND_ASSIGN(auto abandoned, LayerApplier::Create(options));
   ASSERT_OK(abandoned->Write(std::string_view(zstd).substr(0, zstd.size() / 2)));

@@ -544,8 +544,9 @@ TEST(PullConfigTest, LayerThreadsIsAutoOneOrTwo) {
   EXPECT_EQ(Parse("[pull]\nlayer_threads = \"2\"").pull.layer_threads, LayerThreads::kTwo);
   EXPECT_EQ(Parse("[pull]\nlayer_threads = \"3\"").pull.layer_threads, LayerThreads::kThree);
   EXPECT_EQ(Parse("[pull]\nlayer_threads = \"auto\"").pull.layer_threads, LayerThreads::kAuto);
-  EXPECT_EQ(ParseError("[pull]\nlayer_threads = \"4\""),
-            "cfg.toml:2:1: pull.layer_threads must be one of \"auto\", \"1\", \"2\", \"3\"; got \"4\"");
+  EXPECT_EQ(
+      ParseError("[pull]\nlayer_threads = \"4\""),
+      "cfg.toml:2:1: pull.layer_threads must be one of \"auto\", \"1\", \"2\", \"3\"; got \"4\"");
 }
 
 TEST(PullConfigTest, ProgressTimeoutIsAGoDuration) {

@@ -210,9 +210,9 @@ class Unpacker::StreamingObserver final : public pull::LayerObserver {
     }
     applying_.emplace(unpacker_.threads_.Begin(unpacker_.options_.layer_threads));
     BERTH_ASSIGN_OR_RETURN(
-        applier_, LayerWriter::Create(
-                      unpacker_.ApplyOptionsFor(applying_->threading(), target, descriptor_),
-                      target, LayerForm::kAsTargetPrefers));
+        applier_,
+        LayerWriter::Create(unpacker_.ApplyOptionsFor(applying_->threading(), target, descriptor_),
+                            target, LayerForm::kAsTargetPrefers));
     needs_lower_layers_ = false;
     return Ok();
   }

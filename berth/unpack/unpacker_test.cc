@@ -622,7 +622,6 @@ INSTANTIATE_TEST_SUITE_P(Snapshotters, UnpackerTest,
                            return "Unknown";
                          });
 
-
 // kAuto: a layer that starts alone gets three threads (receive, inflate, untar); while others
 // apply, two as long as everyone's threads fit the cores, else one. A layer's place is freed
 // when its slot goes.
