@@ -15,9 +15,10 @@
 #   share-b      the same first three layers, then /usr/libexec
 #   index        an OCI index: /usr/include and /usr/share/perl as linux/amd64, and small images
 #                for linux/arm64/v8 and linux/ppc64le that every puller must skip
-#   one-big      ONE gzip layer of about 2.3 GB in about 6,800 files (the machine-learning image
-#                case: few layers, large files): /usr/lib/x86_64-linux-gnu, /usr/lib/llvm-19 and
-#                /usr/lib/jvm gathered under $BENCH_WORK/one-big-tree as hard links (no copy)
+#   one-big      ONE gzip layer of at least 2.2 GB (the machine-learning image case: few layers,
+#                large files): /usr/lib/x86_64-linux-gnu, /usr/lib/llvm-*, /usr/lib/jvm, then
+#                /usr/lib/gcc and /usr/share/doc as far as needed, gathered under
+#                $BENCH_WORK/one-big-tree as hard links (no copy)
 # --quick drops /usr/bin from large and large-zstd (about half the size), and one-big.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,8 +85,13 @@ big_tree=$work/one-big-tree
 if [ $quick = 0 ] && [ ! -d "$big_tree" ]; then
   rm -rf "$big_tree.tmp"
   mkdir -p "$big_tree.tmp"
-  for d in /usr/lib/x86_64-linux-gnu /usr/lib/llvm-19 /usr/lib/jvm; do
-    [ -d "$d" ] && cp -al "$d" "$big_tree.tmp/"
+  # Trees of large files, taken until the layer holds at least 2.2 GB (which LLVM and JVM a
+  # machine has varies; each tree keeps its own name under the layer's root).
+  big_mb=0
+  for d in /usr/lib/x86_64-linux-gnu /usr/lib/llvm-* /usr/lib/jvm /usr/lib/gcc /usr/share/doc; do
+    [ -d "$d" ] && [ "$big_mb" -lt 2200 ] || continue
+    cp -al "$d" "$big_tree.tmp/"
+    big_mb=$((big_mb + $(du -sm "$d" | cut -f1)))
   done
   mv "$big_tree.tmp" "$big_tree"
 fi
