@@ -608,10 +608,17 @@ TEST_F(UnpackIntegrationTest, ErofsRootfsEqualsOverlayfs) {
   std::vector<std::string> differences = CompareTrees(trees[Snapshotters::kErofs], expected);
   EXPECT_TRUE(differences.empty()) << ::testing::PrintToString(differences);
   EXPECT_EQ(HardlinkGroups(trees[Snapshotters::kErofs]), HardlinkGroups(expected));
-  // The layers are images: one layer.erofs per committed snapshot.
+  // The layers are images: one layer.erofs per committed snapshot, each clean to erofs-utils'
+  // fsck.erofs, every file's data read through.
   size_t images = 0;
   for (const auto& entry : fs::directory_iterator(dir_.path() / "snapshots/erofs/snapshots")) {
-    if (fs::is_regular_file(entry.path() / "layer.erofs")) ++images;
+    const fs::path image = entry.path() / "layer.erofs";
+    if (!fs::is_regular_file(image)) continue;
+    ++images;
+    auto fsck = berth::testing::RunCommand({"/usr/bin/fsck.erofs", "--extract", image.string()},
+                                           dir_.path());
+    ASSERT_OK(fsck);
+    EXPECT_EQ(fsck->exit_code, 0) << image << ": " << fsck->out << fsck->err;
   }
   EXPECT_EQ(images, 4u);
 }
