@@ -35,6 +35,7 @@
 #include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/containerd_process.h"
+#include "testing/eventually.h"
 #include "testing/fault_proxy.h"
 #include "testing/net_util.h"
 #include "testing/result_matchers.h"
@@ -44,6 +45,8 @@
 
 namespace berth::containerd_test {
 namespace {
+
+using ::berth::testing::Eventually;
 
 namespace fs = std::filesystem;
 using berth::testing::ChildProcess;
@@ -117,16 +120,6 @@ bool LowerDirsAreErofsMounts(const std::string& lowerdir) {
     if (::statfs(dir.c_str(), &fs_info) != 0 || fs_info.f_type != EROFS_SUPER_MAGIC_V1) {
       return false;
     }
-  }
-  return true;
-}
-
-template <typename Condition>
-bool Eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return true;
 }

@@ -31,6 +31,7 @@
 #include "testing/berthd_process.h"
 #include "testing/child_process.h"
 #include "testing/containerd_process.h"
+#include "testing/eventually.h"
 #include "testing/fault_proxy.h"
 #include "testing/result_matchers.h"
 #include "testing/run_command.h"
@@ -41,6 +42,8 @@
 
 namespace berth::containerd_test {
 namespace {
+
+using ::berth::testing::Eventually;
 
 namespace fs = std::filesystem;
 using berth::testing::ChildProcess;
@@ -61,16 +64,6 @@ using ::testing::Not;
 constexpr std::string_view kCriNamespace = "k8s.io";
 // How long the proxy holds the busybox layer: a pull is reliably in flight meanwhile.
 constexpr auto kLayerDelay = std::chrono::seconds(3);
-
-template <typename Condition>
-bool Eventually(Condition condition, std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
 
 // The token-auth registry with busybox, and the proxy containerd reaches it through.
 struct SharedRegistry {
@@ -258,7 +251,8 @@ TEST_F(FrontTest, CriCallsThroughBerthdActOnContainerdsImages) {
       std::async(std::launch::async, [&] { return front_->Pull(PullRequest(image, true)); });
   const std::string held = "cri.pull_credentials_held image=" + image + " holders=1";
   const std::string dropped = "cri.pull_credentials_dropped image=" + image + " holders=0";
-  ASSERT_TRUE(Eventually([&] { return berthd_->ReadLog().find(held) != std::string::npos; }))
+  ASSERT_TRUE(Eventually([&] { return berthd_->ReadLog().find(held) != std::string::npos; },
+                         std::chrono::seconds(20)))
       << "berthd never logged that it holds the pull's credentials";
   EXPECT_EQ(pull.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
       << "the pull should still be in flight (its layer is delayed by " << kLayerDelay.count()
