@@ -19,6 +19,7 @@
 #include "berth/snapshot/overlay_snapshotter.h"
 #include "berth/snapshot/snapshot_test_util.h"
 #include "testing/result_matchers.h"
+#include "testing/run_command.h"
 #include "testing/temp_dir.h"
 #include "tools/imagegen/layer.h"
 
@@ -67,8 +68,22 @@ class UnpackerTest : public ::testing::TestWithParam<Kind> {
   }
 
   void TearDown() override {
+    if (dir_ && GetParam() == Kind::kErofs) ExpectEveryLayerImageClean();
     snapshotter_.reset();
     if (dir_) (void)snapshot::UnmountAll(dir_->path() / "mnt");
+  }
+
+  // Every EROFS image the test left behind passes erofs-utils' fsck.erofs, each file's data
+  // read through.
+  void ExpectEveryLayerImageClean() {
+    std::error_code error;
+    for (const auto& entry : fs::recursive_directory_iterator(dir_->path() / "snapshots", error)) {
+      if (entry.path().filename() != "layer.erofs" || !entry.is_regular_file()) continue;
+      auto fsck = berth::testing::RunCommand(
+          {"/usr/bin/fsck.erofs", "--extract", entry.path().string()}, dir_->path());
+      ASSERT_OK(fsck);
+      EXPECT_EQ(fsck->exit_code, 0) << entry.path() << ": " << fsck->out << fsck->err;
+    }
   }
 
   void OpenSnapshotter() {
