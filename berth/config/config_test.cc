@@ -538,7 +538,7 @@ TEST(PullConfigTest, SnapshotterAndSyncAreEnumerations) {
             "cfg.toml:2:1: pull.sync must be one of \"none\", \"layer\", \"file\"; got \"always\"");
 }
 
-TEST(PullConfigTest, LayerThreadsIsAutoOneOrTwo) {
+TEST(PullConfigTest, LayerThreadsIsAutoOneTwoOrThree) {
   EXPECT_EQ(DefaultConfig().pull.layer_threads, LayerThreads::kAuto);
   EXPECT_EQ(Parse("[pull]\nlayer_threads = \"1\"").pull.layer_threads, LayerThreads::kOne);
   EXPECT_EQ(Parse("[pull]\nlayer_threads = \"2\"").pull.layer_threads, LayerThreads::kTwo);
