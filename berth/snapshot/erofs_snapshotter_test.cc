@@ -23,6 +23,7 @@
 
 #include "berth/snapshot/snapshot_test_util.h"
 #include "testing/result_matchers.h"
+#include "testing/run_command.h"
 #include "testing/temp_dir.h"
 
 namespace berth::snapshot {
@@ -99,8 +100,22 @@ class ErofsSnapshotterTest : public ::testing::TestWithParam<LayerMountMethod> {
   }
 
   void TearDown() override {
+    if (dir_ && !damaged_images_) ExpectEveryLayerImageClean();
     for (const fs::path& target : targets_) (void)UnmountAll(target);
     snapshotter_.reset();
+  }
+
+  // Every layer image the test made passes erofs-utils' fsck.erofs, each file's data read
+  // through (tests that damage an image on purpose set damaged_images_).
+  void ExpectEveryLayerImageClean() {
+    std::error_code error;
+    for (const auto& entry : fs::recursive_directory_iterator(dir_->path() / "root", error)) {
+      if (entry.path().filename() != "layer.erofs" || !entry.is_regular_file()) continue;
+      auto fsck = berth::testing::RunCommand(
+          {"/usr/bin/fsck.erofs", "--extract", entry.path().string()}, dir_->path());
+      ASSERT_OK(fsck);
+      EXPECT_EQ(fsck->exit_code, 0) << entry.path() << ": " << fsck->out << fsck->err;
+    }
   }
 
   void Open() {
@@ -149,6 +164,7 @@ class ErofsSnapshotterTest : public ::testing::TestWithParam<LayerMountMethod> {
   std::optional<berth::testing::TempDir> dir_;
   std::unique_ptr<ErofsSnapshotter> snapshotter_;
   std::vector<fs::path> targets_;
+  bool damaged_images_ = false;
 };
 
 void Whiteout(const fs::path& path) {
@@ -275,6 +291,7 @@ TEST_P(ErofsSnapshotterTest, ADamagedLayerImageIsReportedAndDoesNotKeepItClosed)
   EXPECT_THAT(*missing, ::testing::IsEmpty());
   const fs::path image = snapshotter_->SnapshotDir(Id("app")) / "layer.erofs";
   snapshotter_.reset();
+  damaged_images_ = true;
   fs::resize_file(image, 2048);  // truncated behind the snapshotter's back: the superblock stays
 
   ASSERT_NO_FATAL_FAILURE(Open());
