@@ -895,6 +895,21 @@ Result<std::string> RunBusybox(const fs::path& work, const fs::path& rootfs, std
   return ReadAll(out);
 }
 
+// The /proc/self/mounts line of the filesystem mounted at `target` ("" if none).
+std::string MountLineOf(const fs::path& target) {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string line;
+  while (std::getline(mounts, line)) {
+    std::istringstream fields(line);
+    std::string source;
+    std::string where;
+    fields >> source >> where;
+    if (where == target.string()) return line;
+  }
+  return "";
+}
+
+// On each snapshotter (overlayfs; erofs where the kernel has it).
 TEST_F(UnpackIntegrationTest, BusyboxRunsInTheMountedRootfs) {
   if (!fs::exists("/bin/busybox")) GTEST_SKIP() << "busybox-static is not installed";
   imagegen::FileTree tree;
@@ -916,35 +931,46 @@ TEST_F(UnpackIntegrationTest, BusyboxRunsInTheMountedRootfs) {
   const std::string reference = registry_->host() + "/busybox:static";
   const fs::path config_file = dir_.path() / "config.toml";
   std::ofstream(config_file) << "";
-  const std::string root = (dir_.path() / "cli-root").string();
+  std::vector<std::string> snapshotters = {"overlayfs"};
+  if (snapshot::ErofsSnapshotter::KernelSupportsErofs()) snapshotters.push_back("erofs");
+  for (const std::string& snapshotter : snapshotters) {
+    SCOPED_TRACE(snapshotter);
+    const std::string root = (dir_.path() / ("cli-root-" + snapshotter)).string();
+    berth::testing::CommandResult pulled =
+        RunCli(dir_.path(), {"--config", config_file.string(), "--root", root, "pull",
+                             "--snapshotter", snapshotter, "--platform", "linux/amd64", reference});
+    ASSERT_EQ(pulled.exit_code, 0) << pulled.err;
+    const fs::path rootfs = dir_.path() / "mnt" / snapshotter;
+    fs::create_directories(rootfs);
+    berth::testing::CommandResult mounted = RunCli(
+        dir_.path(),
+        {"--config", config_file.string(), "--root", root, "mount", reference, rootfs.string()});
+    ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+    EXPECT_EQ(ReadAll(rootfs / "etc/hostname"), "berth\n");
+    // The container's view is overlayfs over the snapshotter's layers: on erofs, over the
+    // read-only mounts of its layer images.
+    const std::string mount_line = MountLineOf(rootfs);
+    EXPECT_THAT(mount_line, HasSubstr(" overlay "));
+    EXPECT_THAT(mount_line, HasSubstr("/snapshots/" + snapshotter + "/"));
 
-  berth::testing::CommandResult pulled =
-      RunCli(dir_.path(), {"--config", config_file.string(), "--root", root, "pull", "--platform",
-                           "linux/amd64", reference});
-  ASSERT_EQ(pulled.exit_code, 0) << pulled.err;
-  const fs::path rootfs = dir_.path() / "mnt" / "busybox";
-  fs::create_directories(rootfs);
-  berth::testing::CommandResult mounted = RunCli(
-      dir_.path(),
-      {"--config", config_file.string(), "--root", root, "mount", reference, rootfs.string()});
-  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
-  EXPECT_EQ(ReadAll(rootfs / "etc/hostname"), "berth\n");
+    std::string how;
+    Result<std::string> output = RunBusybox(dir_.path(), rootfs, how);
+    std::fprintf(stderr, "busybox ran on %s with: %s\n", snapshotter.c_str(), how.c_str());
+    RecordProperty("runtime", how);
+    ASSERT_OK(output);
+    EXPECT_EQ(*output, "ok\n");
 
-  std::string how;
-  Result<std::string> output = RunBusybox(dir_.path(), rootfs, how);
-  std::fprintf(stderr, "busybox ran with: %s\n", how.c_str());
-  RecordProperty("runtime", how);
-  ASSERT_OK(output);
-  EXPECT_EQ(*output, "ok\n");
-
-  berth::testing::CommandResult unmounted = RunCli(
-      dir_.path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
-  EXPECT_EQ(unmounted.exit_code, 0) << unmounted.err;
-  EXPECT_FALSE(fs::exists(rootfs / "etc/hostname")) << "still mounted";
-  berth::testing::CommandResult again = RunCli(
-      dir_.path(), {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
-  EXPECT_EQ(again.exit_code, 1);
-  EXPECT_THAT(again.err, HasSubstr("not mounted by `berth mount`"));
+    berth::testing::CommandResult unmounted =
+        RunCli(dir_.path(),
+               {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
+    EXPECT_EQ(unmounted.exit_code, 0) << unmounted.err;
+    EXPECT_FALSE(fs::exists(rootfs / "etc/hostname")) << "still mounted";
+    berth::testing::CommandResult again =
+        RunCli(dir_.path(),
+               {"--config", config_file.string(), "--root", root, "unmount", rootfs.string()});
+    EXPECT_EQ(again.exit_code, 1);
+    EXPECT_THAT(again.err, HasSubstr("not mounted by `berth mount`"));
+  }
 }
 
 }  // namespace
