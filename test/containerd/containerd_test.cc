@@ -326,22 +326,37 @@ class SnapshotterTest : public ContainerdTest,
     return used;
   }
 
-  // How many files under berthd's snapshot directories are the image's known file.
-  // Snapshots being removed meanwhile (containerd removing a container's snapshot renames it to
-  // rm-<id>, then deletes it) end only their own walk, not the count.
+  // How many files under berthd's snapshot directories are the image's known file. The walk
+  // goes one snapshot at a time (<root>/snapshots/<snapshotter>/<snapshots|mounts>/<id>): a
+  // snapshot removed meanwhile (containerd removing a container's snapshot as the test looks:
+  // renamed to rm-<id>, then deleted) ends only its own walk, never the count.
   int KnownFilesInBerth() const {
     int count = 0;
-    std::error_code error;
-    for (auto snapshot = fs::directory_iterator(berth_root() / "snapshots", error);
-         !error && snapshot != fs::directory_iterator(); snapshot.increment(error)) {
-      if (snapshot->path().filename().string().starts_with("rm-")) continue;
-      std::error_code walk_error;
-      for (auto it = fs::recursive_directory_iterator(snapshot->path(), walk_error);
-           !walk_error && it != fs::recursive_directory_iterator(); it.increment(walk_error)) {
-        if (it->path().string().ends_with(kKnownFilePath)) ++count;
+    for (const fs::path& snapshotter : Children(berth_root() / "snapshots")) {
+      for (const fs::path& kind : Children(snapshotter)) {
+        for (const fs::path& snapshot : Children(kind)) {
+          if (snapshot.filename().string().starts_with("rm-")) continue;
+          std::error_code error;
+          for (auto it = fs::recursive_directory_iterator(snapshot, error);
+               !error && it != fs::recursive_directory_iterator(); it.increment(error)) {
+            if (it->path().string().ends_with(kKnownFilePath)) ++count;
+          }
+        }
       }
     }
     return count;
+  }
+
+  // The directories directly under `directory` (none when it is gone).
+  static std::vector<fs::path> Children(const fs::path& directory) {
+    std::vector<fs::path> children;
+    std::error_code error;
+    for (auto it = fs::directory_iterator(directory, error);
+         !error && it != fs::directory_iterator(); it.increment(error)) {
+      std::error_code type_error;
+      if (it->is_directory(type_error)) children.push_back(it->path());
+    }
+    return children;
   }
 
  private:
